@@ -1,0 +1,9 @@
+//! The actors of the supervision tree (shared/DESIGN.md) and the supervision layer they run under.
+//!
+//! - `supervisor`: restart policies, intensity, back-off, escalation, panic containment.
+//! - `events`: the bounded history of supervision events shown by the admin API.
+//! - `tree`: builds the root of the tree (storage first, then tenants) and hands out its handles.
+
+pub mod events;
+pub mod supervisor;
+pub mod tree;

@@ -1,0 +1,125 @@
+//! The root of the supervision tree.
+//!
+//! ```text
+//! System (root)
+//! ├── storage.relational  (permanent)
+//! ├── storage.timeseries  (permanent)
+//! └── tenant:<id>         (temporary: a tenant that escalates is stopped and reported, not retried)
+//! ```
+//!
+//! Storage starts first and stops last: shutdown drains children in reverse start order, so tenants flush
+//! their orders and fills into storage actors that are still alive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::events::EventLog;
+use super::supervisor::{
+    ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, Supervisor,
+    SupervisionError, SupervisorConfig,
+};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::storage::relational::{self, Relational};
+use crate::storage::timeseries::{self, TimeSeries};
+use crate::storage::{HealthBoard, StoreSlot};
+
+/// Handles to the running tree, cheap to clone into HTTP handlers and actors.
+#[derive(Clone)]
+pub struct Runtime {
+    pub root: Addr<Supervisor>,
+    pub events: EventLog,
+    pub health: HealthBoard,
+    pub metrics: Arc<Metrics>,
+    pub relational: StoreSlot<Relational>,
+    pub timeseries: StoreSlot<TimeSeries>,
+    pub supervision: SupervisorConfig,
+}
+
+impl Runtime {
+    /// Starts the root supervisor and its storage children in the current arbiter.
+    pub fn start(settings: &Settings, metrics: Arc<Metrics>) -> Self {
+        let events = EventLog::new(settings.supervision.history, metrics.clone());
+        let health = HealthBoard::new(metrics.clone());
+        let supervision = SupervisorConfig::from(&settings.supervision);
+        let relational_slot = StoreSlot::<Relational>::default();
+        let timeseries_slot = StoreSlot::<TimeSeries>::default();
+        let data_dir = settings.storage.data_dir.clone();
+        health.expect(relational::NAME);
+        health.expect(timeseries::NAME);
+        let children = vec![
+            storage_spec(relational::NAME, data_dir.clone(), health.clone(), relational_slot.clone(), Relational::new),
+            storage_spec(timeseries::NAME, data_dir, health.clone(), timeseries_slot.clone(), TimeSeries::new),
+        ];
+        let root = Supervisor::root("system", supervision, events.clone(), children).start();
+        Self {
+            root,
+            events,
+            health,
+            metrics,
+            relational: relational_slot,
+            timeseries: timeseries_slot,
+            supervision,
+        }
+    }
+
+    /// Adds a child under the root (tenant supervisors).
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<(), SupervisionError> {
+        self.root
+            .send(StartChild(spec))
+            .await
+            .map_err(|_| SupervisionError::ShuttingDown)?
+    }
+
+    /// Whether the root and every storage actor are up; the failing ones otherwise.
+    pub fn not_ready(&self) -> Vec<(String, String)> {
+        let mut failing: Vec<(String, String)> = self
+            .health
+            .snapshot()
+            .into_iter()
+            .filter_map(|(name, h)| match h {
+                crate::storage::Health::Healthy => None,
+                crate::storage::Health::Starting => Some((name, "starting".to_owned())),
+                crate::storage::Health::Unhealthy { reason } => Some((name, reason)),
+            })
+            .collect();
+        if !self.root.connected() {
+            failing.push(("system".into(), "root supervisor stopped".into()));
+        }
+        failing
+    }
+
+    /// The root's children, for the admin API and tests.
+    pub async fn children(&self) -> Vec<super::supervisor::ChildInfo> {
+        self.root.send(GetChildren).await.unwrap_or_default()
+    }
+
+    /// Drains the whole tree in order; gives up waiting after `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        let drained = self.root.send(Shutdown {
+            reason: "trellis is shutting down".into(),
+        });
+        matches!(tokio::time::timeout(timeout, drained).await, Ok(Ok(())))
+    }
+}
+
+/// A permanent storage child: each incarnation gets a fresh actor and is published in `slot`.
+fn storage_spec<A>(
+    name: &'static str,
+    data_dir: PathBuf,
+    health: HealthBoard,
+    slot: StoreSlot<A>,
+    new: fn(PathBuf, HealthBoard, super::supervisor::ExitNotifier) -> A,
+) -> ChildSpec
+where
+    A: Actor<Context = Context<A>> + Handler<Shutdown>,
+{
+    ChildSpec::new(format!("storage.{name}"), RestartPolicy::Permanent, move |cx: ChildContext| {
+        let addr = new(data_dir.clone(), health.clone(), cx.notifier).start();
+        slot.set(addr.clone());
+        Ok(addr.recipient())
+    })
+}

@@ -1,0 +1,210 @@
+//! Settings: `config/default.toml` (the embedded profile), then `config/<TRELLIS_ENV>.toml`, then
+//! `TRELLIS__SECTION__KEY` environment variables, in that order of precedence.
+//!
+//! The profile files are compiled into the binary so `trellis` runs from any directory; an extra file can be
+//! layered on top with `--config`. Every section denies unknown keys and every value is typed, so a typo or a
+//! bad value stops start-up with one line naming the key instead of running with a silent default.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+const TEST_TOML: &str = include_str!("../config/test.toml");
+const PRODUCTION_TOML: &str = include_str!("../config/production.toml");
+
+/// Name of the variable that chooses the profile.
+pub const ENV_VAR: &str = "TRELLIS_ENV";
+/// Prefix of the variables that override single keys: `TRELLIS__HTTP__PORT=9000`.
+pub const OVERRIDE_PREFIX: &str = "TRELLIS";
+
+/// A configuration that cannot be used. The message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The profiles shipped with trellis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `config/default.toml` alone: SQLite under `storage.data_dir`, no servers needed.
+    Embedded,
+    /// Quiet logs, port 0, fast back-off: what the test suite runs.
+    Test,
+    /// JSON logs, all interfaces.
+    Production,
+}
+
+impl Profile {
+    /// Parses the value of `TRELLIS_ENV`.
+    pub fn parse(name: &str) -> Result<Self, ConfigError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "embedded" | "default" | "demo" => Ok(Self::Embedded),
+            "test" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(ConfigError(format!(
+                "{ENV_VAR}: unknown profile `{other}` (expected embedded, test or production)"
+            ))),
+        }
+    }
+
+    fn overlay(self) -> Option<&'static str> {
+        match self {
+            Self::Embedded => None,
+            Self::Test => Some(TEST_TOML),
+            Self::Production => Some(PRODUCTION_TOML),
+        }
+    }
+}
+
+/// Everything trellis reads from configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+    pub supervision: SupervisionSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: IpAddr,
+    /// 0 binds any free port; `Application::port` tells which.
+    pub port: u16,
+    /// Largest accepted HTTP request body in bytes.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory of the embedded SQLite store.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directives; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSettings {
+    pub max_restarts: u32,
+    pub window_secs: u64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub history: usize,
+}
+
+impl SupervisionSettings {
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_secs)
+    }
+    pub fn backoff_base(&self) -> Duration {
+        Duration::from_millis(self.backoff_base_ms)
+    }
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub grace_secs: u64,
+}
+
+impl Settings {
+    /// Loads the profile named by `TRELLIS_ENV` with the process environment's overrides.
+    pub fn from_env(extra_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let profile = Profile::parse(&std::env::var(ENV_VAR).unwrap_or_default())?;
+        Self::load(profile, extra_file, std::env::vars())
+    }
+
+    /// Loads `profile`, then `extra_file`, then the `TRELLIS__…` entries of `vars` (other entries are ignored).
+    /// Tests pass their own `vars` so they never touch the process environment.
+    pub fn load(
+        profile: Profile,
+        extra_file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let prefix = format!("{OVERRIDE_PREFIX}__");
+        let overrides: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .collect();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        if let Some(overlay) = profile.overlay() {
+            builder = builder.add_source(File::from_str(overlay, FileFormat::Toml));
+        }
+        if let Some(path) = extra_file {
+            builder = builder.add_source(File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(OVERRIDE_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        );
+        let raw = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError(describe(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the relations serde can't express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.http.max_body_bytes == 0 {
+            return fail("http.max_body_bytes", "must be greater than 0");
+        }
+        if self.supervision.window_secs == 0 {
+            return fail("supervision.window_secs", "must be greater than 0");
+        }
+        if self.supervision.backoff_max_ms < self.supervision.backoff_base_ms {
+            return fail(
+                "supervision.backoff_max_ms",
+                "must not be smaller than supervision.backoff_base_ms",
+            );
+        }
+        if self.supervision.history == 0 {
+            return fail("supervision.history", "must be greater than 0");
+        }
+        if self.log.level.trim().is_empty() {
+            return fail("log.level", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// Makes config's messages name the key even for unknown fields, which it reports without a path.
+fn describe(error: config::ConfigError) -> String {
+    let text = error.to_string();
+    match text.find("unknown field") {
+        Some(_) if !text.contains(" for key ") => format!("{text} (check the section names in config/default.toml)"),
+        _ => text,
+    }
+}

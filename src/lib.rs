@@ -1,0 +1,24 @@
+//! trellis: a multi-tenant, actor-based trading runtime for MetaTrader 5.
+//!
+//! MT5 terminals connect through a bridge over WebSocket; their ticks become bars, strategies decide, risk
+//! approves, orders go back to the terminal and fills become positions — per tenant, in supervised actors.
+//! See `shared/DESIGN.md` for the architecture.
+//!
+//! # Layout
+//! - `config`: settings from `config/*.toml` and `TRELLIS__…` variables, validated at start-up.
+//! - `startup`: `Application` — builds the tree and the HTTP server, runs, shuts down in order.
+//! - `actors`: the supervision layer and the supervision tree.
+//! - `http`: the HTTP routes (health, readiness, metrics, later the admin API) and their error type.
+//! - `storage`: storage actors (embedded SQLite by default) and their health board.
+//! - `security`: authentication, authorisation, encryption and audit (filled by the security issue).
+//! - `metrics`: Prometheus metrics.
+//! - `telemetry`: logging set-up.
+
+pub mod actors;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod security;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,161 @@
+//! Process metrics in the Prometheus text format, served at `GET /metrics`.
+//!
+//! One [`Metrics`] per `Application` (not a global), so tests that start several applications in one process
+//! each read their own figures. Families are created once here; hot paths only increment atomics.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabel {
+    store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+/// Every metric trellis exports.
+pub struct Metrics {
+    registry: Registry,
+    supervision_events: Family<KindLabel, Counter>,
+    storage_healthy: Family<StoreLabel, Gauge>,
+    ticks: Counter,
+    ticks_dropped: Family<KindLabel, Counter>,
+    bars: Counter,
+    orders: Family<OutcomeLabel, Counter>,
+    fills: Counter,
+    protocol_errors: Family<KindLabel, Counter>,
+    sessions: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("trellis");
+        let supervision_events = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "supervision_events",
+            "Supervision events (started, failed, stopped, restarted, escalated, gave_up)",
+            supervision_events.clone(),
+        );
+        let storage_healthy = Family::<StoreLabel, Gauge>::default();
+        registry.register(
+            "storage_healthy",
+            "1 when the storage actor's last health check passed",
+            storage_healthy.clone(),
+        );
+        let ticks = Counter::default();
+        registry.register("ticks", "Ticks accepted from MT5 sessions", ticks.clone());
+        let ticks_dropped = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "ticks_dropped",
+            "Ticks not used for bars (out_of_order, conflated)",
+            ticks_dropped.clone(),
+        );
+        let bars = Counter::default();
+        registry.register("bars_closed", "Bars closed across all timeframes", bars.clone());
+        let orders = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "orders",
+            "Orders by outcome (sent, rejected_by_risk, filled, rejected_by_terminal)",
+            orders.clone(),
+        );
+        let fills = Counter::default();
+        registry.register("fills", "Deals recorded from MT5 terminals", fills.clone());
+        let protocol_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "protocol_errors",
+            "Bad frames from MT5 bridges, by kind",
+            protocol_errors.clone(),
+        );
+        let sessions = Gauge::default();
+        registry.register("mt5_sessions", "Connected MT5 sessions", sessions.clone());
+        Self {
+            registry,
+            supervision_events,
+            storage_healthy,
+            ticks,
+            ticks_dropped,
+            bars,
+            orders,
+            fills,
+            protocol_errors,
+            sessions,
+        }
+    }
+
+    pub fn supervision_event(&self, kind: &str) {
+        self.supervision_events
+            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .inc();
+    }
+
+    pub fn storage_health(&self, store: &str, healthy: bool) {
+        self.storage_healthy
+            .get_or_create(&StoreLabel { store: store.to_owned() })
+            .set(i64::from(healthy));
+    }
+
+    pub fn tick(&self) {
+        self.ticks.inc();
+    }
+
+    pub fn tick_dropped(&self, kind: &str) {
+        self.ticks_dropped
+            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .inc();
+    }
+
+    pub fn bar_closed(&self) {
+        self.bars.inc();
+    }
+
+    pub fn order(&self, outcome: &str) {
+        self.orders
+            .get_or_create(&OutcomeLabel { outcome: outcome.to_owned() })
+            .inc();
+    }
+
+    pub fn fill(&self) {
+        self.fills.inc();
+    }
+
+    pub fn protocol_error(&self, kind: &str) {
+        self.protocol_errors
+            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .inc();
+    }
+
+    pub fn session_opened(&self) {
+        self.sessions.inc();
+    }
+
+    pub fn session_closed(&self) {
+        self.sessions.dec();
+    }
+
+    /// The exposition text for `GET /metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

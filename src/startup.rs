@@ -1,0 +1,139 @@
+//! `Application`: binds the listener, starts the supervision tree and the HTTP server, and shuts all of it
+//! down in one explicit order. `trellis serve`, the demo and every integration test go through here.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::actors::tree::Runtime;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+
+/// Fires the shutdown of an [`Application`] from anywhere (a test, the demo, a signal).
+#[derive(Clone)]
+pub struct StopHandle(Arc<watch::Sender<bool>>);
+
+impl StopHandle {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A built, not yet serving, trellis.
+pub struct Application {
+    port: u16,
+    server: Server,
+    runtime: Runtime,
+    settings: Arc<Settings>,
+    stop_tx: Arc<watch::Sender<bool>>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Application {
+    /// Starts the tree and binds `http.host:http.port` (0 = any free port). Must run inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::start(&settings, metrics);
+        let listener = TcpListener::bind((settings.http.host, settings.http.port))
+            .with_context(|| format!("binding http {}:{}", settings.http.host, settings.http.port))?;
+        let port = listener.local_addr().context("reading the bound port")?.port();
+        let state = AppState {
+            runtime: runtime.clone(),
+            settings: settings.clone(),
+        };
+        let max_body = settings.http.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .app_data(web::JsonConfig::default().limit(max_body))
+                .app_data(web::PayloadConfig::default().limit(max_body))
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown.grace_secs);
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server
+            .listen(listener)
+            .context("starting the HTTP server")?
+            .run();
+        tracing::info!(host = %settings.http.host, port, "listening");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        Ok(Self {
+            port,
+            server,
+            runtime,
+            settings,
+            stop_tx: Arc::new(stop_tx),
+            stop_rx,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop_tx.clone())
+    }
+
+    /// Serves until the stop handle fires, Ctrl-C or SIGTERM arrives, or the server dies; then shuts down:
+    /// stop accepting and finish in-flight requests, drain the tree (tenants before storage), done.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            runtime,
+            settings,
+            mut stop_rx,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut serving = actix_rt::spawn(server);
+        let reason = tokio::select! {
+            _ = stop_rx.wait_for(|stop| *stop) => "stop requested",
+            _ = tokio::signal::ctrl_c() => "interrupt (Ctrl-C)",
+            _ = terminate() => "SIGTERM",
+            res = &mut serving => {
+                tracing::error!(result = ?res, "HTTP server ended on its own");
+                "HTTP server ended"
+            }
+        };
+        tracing::info!(reason, "shutting down: 1/3 stop accepting connections");
+        handle.stop(true).await;
+        tracing::info!("shutting down: 2/3 drain tenants, then storage");
+        let grace = Duration::from_secs(settings.shutdown.grace_secs.max(1) * 2);
+        if !runtime.shutdown(grace).await {
+            tracing::warn!(?grace, "the supervision tree did not drain in time");
+        }
+        tracing::info!("shutting down: 3/3 stopped");
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending::<()>().await
+}

@@ -1,0 +1,34 @@
+//! Logging: `tracing` with structured fields, human-readable (`pretty`) or one JSON object per line (`json`).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global subscriber once; later calls (tests starting several apps) are no-ops.
+pub fn init(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
+    let _ = match settings.format {
+        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Routes panics through `tracing` so they reach the same sink as everything else. Contained panics (see
+/// `actors::supervisor::contain`) are reported again, with context, as supervision events.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = crate::actors::supervisor::panic_message(info.payload());
+        tracing::error!(%location, "{message}");
+    }));
+}
