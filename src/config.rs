@@ -153,7 +153,8 @@ impl Settings {
             .into_iter()
             .filter(|(k, _)| k.starts_with(&prefix))
             .collect();
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
         if let Some(overlay) = profile.overlay() {
             builder = builder.add_source(File::from_str(overlay, FileFormat::Toml));
         }
@@ -204,7 +205,9 @@ impl Settings {
 fn describe(error: config::ConfigError) -> String {
     let text = error.to_string();
     match text.find("unknown field") {
-        Some(_) if !text.contains(" for key ") => format!("{text} (check the section names in config/default.toml)"),
+        Some(_) if !text.contains(" for key ") => {
+            format!("{text} (check the section names in config/default.toml)")
+        }
         _ => text,
     }
 }

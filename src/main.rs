@@ -8,7 +8,11 @@ use trellis::config::Settings;
 use trellis::startup::Application;
 
 #[derive(Parser)]
-#[command(name = "trellis", version, about = "Multi-tenant, actor-based trading runtime for MetaTrader 5")]
+#[command(
+    name = "trellis",
+    version,
+    about = "Multi-tenant, actor-based trading runtime for MetaTrader 5"
+)]
 struct Cli {
     /// An extra TOML file layered over the profile chosen by TRELLIS_ENV (embedded, test, production).
     #[arg(long, global = true, value_name = "FILE")]

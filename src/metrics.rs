@@ -63,7 +63,11 @@ impl Metrics {
             ticks_dropped.clone(),
         );
         let bars = Counter::default();
-        registry.register("bars_closed", "Bars closed across all timeframes", bars.clone());
+        registry.register(
+            "bars_closed",
+            "Bars closed across all timeframes",
+            bars.clone(),
+        );
         let orders = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "orders",
@@ -96,13 +100,17 @@ impl Metrics {
 
     pub fn supervision_event(&self, kind: &str) {
         self.supervision_events
-            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
             .inc();
     }
 
     pub fn storage_health(&self, store: &str, healthy: bool) {
         self.storage_healthy
-            .get_or_create(&StoreLabel { store: store.to_owned() })
+            .get_or_create(&StoreLabel {
+                store: store.to_owned(),
+            })
             .set(i64::from(healthy));
     }
 
@@ -112,7 +120,9 @@ impl Metrics {
 
     pub fn tick_dropped(&self, kind: &str) {
         self.ticks_dropped
-            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
             .inc();
     }
 
@@ -122,7 +132,9 @@ impl Metrics {
 
     pub fn order(&self, outcome: &str) {
         self.orders
-            .get_or_create(&OutcomeLabel { outcome: outcome.to_owned() })
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
             .inc();
     }
 
@@ -132,7 +144,9 @@ impl Metrics {
 
     pub fn protocol_error(&self, kind: &str) {
         self.protocol_errors
-            .get_or_create(&KindLabel { kind: kind.to_owned() })
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
             .inc();
     }
 

@@ -41,9 +41,14 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::start(&settings, metrics);
-        let listener = TcpListener::bind((settings.http.host, settings.http.port))
-            .with_context(|| format!("binding http {}:{}", settings.http.host, settings.http.port))?;
-        let port = listener.local_addr().context("reading the bound port")?.port();
+        let listener =
+            TcpListener::bind((settings.http.host, settings.http.port)).with_context(|| {
+                format!("binding http {}:{}", settings.http.host, settings.http.port)
+            })?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound port")?
+            .port();
         let state = AppState {
             runtime: runtime.clone(),
             settings: settings.clone(),

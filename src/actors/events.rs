@@ -102,16 +102,31 @@ impl EventLog {
         let tenant = e.tenant.unwrap_or("-");
         match e.kind {
             EventKind::Started | EventKind::Restarted | EventKind::Stopped => tracing::info!(
-                event = e.kind.as_str(), supervisor = e.supervisor, child = e.child, tenant,
-                generation = e.generation, reason = e.reason, "supervision"
+                event = e.kind.as_str(),
+                supervisor = e.supervisor,
+                child = e.child,
+                tenant,
+                generation = e.generation,
+                reason = e.reason,
+                "supervision"
             ),
             EventKind::Failed => tracing::warn!(
-                event = e.kind.as_str(), supervisor = e.supervisor, child = e.child, tenant,
-                generation = e.generation, reason = e.reason, "supervision"
+                event = e.kind.as_str(),
+                supervisor = e.supervisor,
+                child = e.child,
+                tenant,
+                generation = e.generation,
+                reason = e.reason,
+                "supervision"
             ),
             EventKind::Escalated | EventKind::GaveUp => tracing::error!(
-                event = e.kind.as_str(), supervisor = e.supervisor, child = e.child, tenant,
-                generation = e.generation, reason = e.reason, "supervision"
+                event = e.kind.as_str(),
+                supervisor = e.supervisor,
+                child = e.child,
+                tenant,
+                generation = e.generation,
+                reason = e.reason,
+                "supervision"
             ),
         }
         self.inner.metrics.supervision_event(e.kind.as_str());

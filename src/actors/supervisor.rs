@@ -57,7 +57,9 @@ pub struct SupervisorConfig {
 impl SupervisorConfig {
     /// The back-off before the `n`-th restart inside the window (n ≥ 1).
     pub fn backoff(&self, n: u32) -> Duration {
-        let factor = 1u32.checked_shl(n.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(n.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX);
         self.backoff_base
             .checked_mul(factor)
             .unwrap_or(self.backoff_max)
@@ -128,9 +130,12 @@ impl ExitNotifier {
         self.failure = Some(reason.into());
     }
 
-    /// Call from `Actor::stopped`: the actor went through its normal stop path.
+    /// Call from `Actor::stopped`: the actor went through its normal stop path. actix also runs `stopped`
+    /// while a panic unwinds out of a handler (the dropped context stops its actor); that is not clean.
     pub fn mark_stopped(&mut self) {
-        self.clean = true;
+        if !std::thread::panicking() {
+            self.clean = true;
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -147,7 +152,9 @@ impl Drop for ExitNotifier {
         let reason = match (self.failure.take(), self.clean) {
             (Some(why), _) => ExitReason::Failed(why),
             (None, true) => ExitReason::Normal,
-            (None, false) => ExitReason::Failed("actor ended abnormally (panic in a handler)".into()),
+            (None, false) => {
+                ExitReason::Failed("actor ended abnormally (panic in a handler)".into())
+            }
         };
         if let Some(parent) = self.parent.take() {
             parent.do_send(ChildExited {
@@ -355,7 +362,14 @@ impl Supervisor {
         }
     }
 
-    fn record(&self, kind: EventKind, child: &str, tenant: Option<&str>, reason: &str, generation: u64) {
+    fn record(
+        &self,
+        kind: EventKind,
+        child: &str,
+        tenant: Option<&str>,
+        reason: &str,
+        generation: u64,
+    ) {
         self.events.record(NewEvent {
             kind,
             supervisor: &self.name,
@@ -399,14 +413,22 @@ impl Supervisor {
         match started {
             Ok(handle) => {
                 self.slots[idx].handle = Some(handle);
-                let kind = if generation == 1 { EventKind::Started } else { EventKind::Restarted };
+                let kind = if generation == 1 {
+                    EventKind::Started
+                } else {
+                    EventKind::Restarted
+                };
                 self.record(kind, &spec.name, spec.tenant.as_deref(), "", generation);
             }
             Err(why) => {
                 // The factory could not build it: the same as a failure right after start. The notifier it
                 // consumed may also report; the generation check below makes that a no-op.
                 self.slots[idx].handle = None;
-                self.on_exit(idx, ExitReason::Failed(format!("could not start: {why}")), ctx);
+                self.on_exit(
+                    idx,
+                    ExitReason::Failed(format!("could not start: {why}")),
+                    ctx,
+                );
             }
         }
     }
@@ -414,11 +436,22 @@ impl Supervisor {
     fn on_exit(&mut self, idx: usize, reason: ExitReason, ctx: &mut Context<Self>) {
         let (name, tenant, policy, generation) = {
             let s = &self.slots[idx];
-            (s.spec.name.clone(), s.spec.tenant.clone(), s.spec.policy, s.generation)
+            (
+                s.spec.name.clone(),
+                s.spec.tenant.clone(),
+                s.spec.policy,
+                s.generation,
+            )
         };
         let why = match &reason {
             ExitReason::Normal => {
-                self.record(EventKind::Stopped, &name, tenant.as_deref(), "stopped normally", generation);
+                self.record(
+                    EventKind::Stopped,
+                    &name,
+                    tenant.as_deref(),
+                    "stopped normally",
+                    generation,
+                );
                 String::new()
             }
             ExitReason::Failed(why) => {
@@ -449,7 +482,8 @@ impl Supervisor {
         self.recent_restarts.push_back(now);
         let recent = self.recent_restarts.len() as u32;
         if recent > self.config.max_restarts {
-            let summary = format!(
+            let summary =
+                format!(
                 "restart intensity exceeded: {} restarts within {:?}; last failure of `{name}`: {}",
                 recent,
                 self.config.window,
@@ -476,11 +510,23 @@ impl Supervisor {
         if self.notifier.is_none() {
             // The root: give up on this child only, so the rest of the system keeps running.
             let slot = self.slots.remove(idx);
-            self.record(EventKind::GaveUp, &slot.spec.name, slot.spec.tenant.as_deref(), &summary, slot.generation);
+            self.record(
+                EventKind::GaveUp,
+                &slot.spec.name,
+                slot.spec.tenant.as_deref(),
+                &summary,
+                slot.generation,
+            );
             return;
         }
         let own = self.name.clone();
-        self.record(EventKind::Escalated, &own, None, &summary, self.notifier.as_ref().map_or(0, |n| n.generation));
+        self.record(
+            EventKind::Escalated,
+            &own,
+            None,
+            &summary,
+            self.notifier.as_ref().map_or(0, |n| n.generation),
+        );
         self.stopping = true;
         for slot in &self.slots {
             if let Some(h) = &slot.handle {
@@ -519,7 +565,9 @@ impl Handler<ChildExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Self::Context) {
-        let Some(idx) = self.index_of(&msg.name) else { return };
+        let Some(idx) = self.index_of(&msg.name) else {
+            return;
+        };
         if self.slots[idx].incarnation != msg.incarnation || self.slots[idx].handle.is_none() {
             return; // a stale report from an incarnation already replaced or already handled
         }
@@ -564,7 +612,13 @@ impl Handler<StopChild> for Supervisor {
                 reason: "stopped by request".into(),
             });
         }
-        self.record(EventKind::Stopped, &slot.spec.name, slot.spec.tenant.as_deref(), "stopped by request", slot.generation);
+        self.record(
+            EventKind::Stopped,
+            &slot.spec.name,
+            slot.spec.tenant.as_deref(),
+            "stopped by request",
+            slot.generation,
+        );
         Ok(())
     }
 }
@@ -596,8 +650,12 @@ impl Handler<Shutdown> for Supervisor {
     /// stops itself. The reply comes when the whole subtree has drained.
     fn handle(&mut self, msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         self.stopping = true;
-        let children: Vec<Recipient<Shutdown>> =
-            self.slots.iter().rev().filter_map(|s| s.handle.clone()).collect();
+        let children: Vec<Recipient<Shutdown>> = self
+            .slots
+            .iter()
+            .rev()
+            .filter_map(|s| s.handle.clone())
+            .collect();
         Box::pin(
             async move {
                 for child in children {

@@ -18,8 +18,8 @@ use actix::prelude::*;
 
 use super::events::EventLog;
 use super::supervisor::{
-    ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, Supervisor,
-    SupervisionError, SupervisorConfig,
+    ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, SupervisionError,
+    Supervisor, SupervisorConfig,
 };
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -51,8 +51,20 @@ impl Runtime {
         health.expect(relational::NAME);
         health.expect(timeseries::NAME);
         let children = vec![
-            storage_spec(relational::NAME, data_dir.clone(), health.clone(), relational_slot.clone(), Relational::new),
-            storage_spec(timeseries::NAME, data_dir, health.clone(), timeseries_slot.clone(), TimeSeries::new),
+            storage_spec(
+                relational::NAME,
+                data_dir.clone(),
+                health.clone(),
+                relational_slot.clone(),
+                Relational::new,
+            ),
+            storage_spec(
+                timeseries::NAME,
+                data_dir,
+                health.clone(),
+                timeseries_slot.clone(),
+                TimeSeries::new,
+            ),
         ];
         let root = Supervisor::root("system", supervision, events.clone(), children).start();
         Self {
@@ -117,9 +129,13 @@ fn storage_spec<A>(
 where
     A: Actor<Context = Context<A>> + Handler<Shutdown>,
 {
-    ChildSpec::new(format!("storage.{name}"), RestartPolicy::Permanent, move |cx: ChildContext| {
-        let addr = new(data_dir.clone(), health.clone(), cx.notifier).start();
-        slot.set(addr.clone());
-        Ok(addr.recipient())
-    })
+    ChildSpec::new(
+        format!("storage.{name}"),
+        RestartPolicy::Permanent,
+        move |cx: ChildContext| {
+            let addr = new(data_dir.clone(), health.clone(), cx.notifier).start();
+            slot.set(addr.clone());
+            Ok(addr.recipient())
+        },
+    )
 }

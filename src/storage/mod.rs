@@ -39,13 +39,15 @@ impl From<sqlx::Error> for StorageError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db)
-                if db.is_unique_violation() || db.is_foreign_key_violation() || db.is_check_violation() =>
+                if db.is_unique_violation()
+                    || db.is_foreign_key_violation()
+                    || db.is_check_violation() =>
             {
                 Self::Rejected(db.message().to_owned())
             }
-            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
-                Self::Rejected(e.to_string())
-            }
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => Self::Rejected(e.to_string()),
             _ => Self::Unavailable(e.to_string()),
         }
     }
@@ -83,12 +85,15 @@ impl HealthBoard {
 
     /// Declares a store that must be healthy before trellis is ready.
     pub fn expect(&self, store: &str) {
-        self.stores.entry(store.to_owned()).or_insert(Health::Starting);
+        self.stores
+            .entry(store.to_owned())
+            .or_insert(Health::Starting);
         self.metrics.storage_health(store, false);
     }
 
     pub fn set(&self, store: &str, health: Health) {
-        self.metrics.storage_health(store, health == Health::Healthy);
+        self.metrics
+            .storage_health(store, health == Health::Healthy);
         self.stores.insert(store.to_owned(), health);
     }
 
@@ -142,7 +147,9 @@ impl<A: Actor> StoreSlot<A> {
         };
         match guard.as_ref() {
             Some(a) if a.connected() => Ok(a.clone()),
-            _ => Err(StorageError::Unavailable("storage actor is restarting".into())),
+            _ => Err(StorageError::Unavailable(
+                "storage actor is restarting".into(),
+            )),
         }
     }
 }

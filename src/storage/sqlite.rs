@@ -57,9 +57,9 @@ pub struct SqliteCore {
 impl SqliteCore {
     /// The open pool, or `Unavailable` (only possible before `started` finished, which the mailbox prevents).
     pub fn pool(&self) -> Result<SqlitePool, super::StorageError> {
-        self.pool
-            .clone()
-            .ok_or_else(|| super::StorageError::Unavailable(format!("{} is not open yet", self.name)))
+        self.pool.clone().ok_or_else(|| {
+            super::StorageError::Unavailable(format!("{} is not open yet", self.name))
+        })
     }
 }
 
@@ -72,7 +72,13 @@ pub trait SqliteActor: Actor<Context = Context<Self>> {
 /// database that cannot be opened fails the actor, so its supervisor retries with back-off.
 pub fn boot<A: SqliteActor>(act: &mut A, ctx: &mut Context<A>) {
     let core = act.core();
-    let (dir, file, migrator, board, name) = (core.dir.clone(), core.file, core.migrator, core.board.clone(), core.name);
+    let (dir, file, migrator, board, name) = (
+        core.dir.clone(),
+        core.file,
+        core.migrator,
+        core.board.clone(),
+        core.name,
+    );
     board.set(name, Health::Starting);
     ctx.wait(
         async move { open(&dir, file, migrator).await }
@@ -85,7 +91,12 @@ pub fn boot<A: SqliteActor>(act: &mut A, ctx: &mut Context<A>) {
                 }
                 Err(e) => {
                     let core = act.core();
-                    core.board.set(core.name, Health::Unhealthy { reason: e.to_string() });
+                    core.board.set(
+                        core.name,
+                        Health::Unhealthy {
+                            reason: e.to_string(),
+                        },
+                    );
                     core.notifier.fail(e.to_string());
                     ctx.stop();
                 }
@@ -93,12 +104,19 @@ pub fn boot<A: SqliteActor>(act: &mut A, ctx: &mut Context<A>) {
     );
     ctx.run_interval(HEALTH_INTERVAL, |act, ctx| {
         let core = act.core();
-        let (Some(pool), board, name) = (core.pool.clone(), core.board.clone(), core.name) else { return };
+        let (Some(pool), board, name) = (core.pool.clone(), core.board.clone(), core.name) else {
+            return;
+        };
         ctx.spawn(
             async move {
                 match sqlx::query("SELECT 1").execute(&pool).await {
                     Ok(_) => board.set(name, Health::Healthy),
-                    Err(e) => board.set(name, Health::Unhealthy { reason: e.to_string() }),
+                    Err(e) => board.set(
+                        name,
+                        Health::Unhealthy {
+                            reason: e.to_string(),
+                        },
+                    ),
                 }
             }
             .into_actor(act),
@@ -110,7 +128,12 @@ pub fn boot<A: SqliteActor>(act: &mut A, ctx: &mut Context<A>) {
 pub fn halt<A: SqliteActor>(act: &mut A) {
     let core = act.core();
     core.notifier.mark_stopped();
-    core.board.set(core.name, Health::Unhealthy { reason: "stopped".into() });
+    core.board.set(
+        core.name,
+        Health::Unhealthy {
+            reason: "stopped".into(),
+        },
+    );
     if let Some(pool) = core.pool.take() {
         actix::spawn(async move { pool.close().await });
     }

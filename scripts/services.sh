@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Installs (from Debian's packages) and starts the servers the test suite talks to: PostgreSQL 15, Redis and
+# ClickHouse, each on loopback, on ports of their own, with data under $TRELLIS_SERVICES_DIR
+# (default /tmp/trellis-services). Idempotent: a server already answering is left alone.
+# Prints nothing on stdout but the `export` lines of the URLs, so `eval "$(scripts/services.sh)"` works.
+set -euo pipefail
+
+DIR="${TRELLIS_SERVICES_DIR:-/tmp/trellis-services}"
+PG_PORT="${TRELLIS_PG_PORT:-55432}"
+REDIS_PORT="${TRELLIS_REDIS_PORT:-56379}"
+CH_HTTP_PORT="${TRELLIS_CH_HTTP_PORT:-58123}"
+CH_TCP_PORT="${TRELLIS_CH_TCP_PORT:-59000}"
+PG_BIN=/usr/lib/postgresql/15/bin
+
+log() { echo "services: $*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+apt_updated=0
+ensure_pkg() { # ensure_pkg COMMAND-OR-PATH PACKAGE...
+  local probe="$1"; shift
+  if command -v "$probe" >/dev/null 2>&1 || [ -x "$probe" ]; then return 0; fi
+  if [ "$apt_updated" -eq 0 ]; then
+    log "apt-get update"
+    $SUDO apt-get update -qq >&2
+    apt_updated=1
+  fi
+  log "installing $*"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >&2
+}
+
+ensure_pkg "$PG_BIN/pg_ctl" postgresql-15
+ensure_pkg redis-server redis-server
+ensure_pkg clickhouse-server clickhouse-server
+ensure_pkg curl curl
+
+mkdir -p "$DIR"
+chmod 755 "$DIR"
+
+# --- PostgreSQL -------------------------------------------------------------------------------------
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+PGDATA="$DIR/postgres"
+if ! "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    mkdir -p "$PGDATA"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PGDATA"
+    log "initdb $PGDATA"
+    as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PGDATA -c fsync=off -c max_connections=200" start >/dev/null
+fi
+psql_admin() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'trellis_test'")" != "1" ]; then
+  psql_admin -c "CREATE DATABASE trellis_test" >/dev/null
+fi
+
+# --- Redis ------------------------------------------------------------------------------------------
+if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+  mkdir -p "$DIR/redis"
+  log "starting Redis on 127.0.0.1:$REDIS_PORT"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR/redis" --daemonize yes \
+    --pidfile "$DIR/redis/redis.pid" --logfile "$DIR/redis/redis.log" --save "" --appendonly no >&2
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# --- ClickHouse -------------------------------------------------------------------------------------
+CH="$DIR/clickhouse"
+if ! curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
+  mkdir -p "$CH/data" "$CH/tmp" "$CH/user_files" "$CH/log" "$CH/format_schemas"
+  cp /etc/clickhouse-server/users.xml "$CH/users.xml"
+  cat > "$CH/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>$CH/log/clickhouse-server.log</log>
+        <errorlog>$CH/log/clickhouse-server.err.log</errorlog>
+        <size>10M</size>
+        <count>2</count>
+    </logger>
+    <http_port>$CH_HTTP_PORT</http_port>
+    <tcp_port>$CH_TCP_PORT</tcp_port>
+    <listen_host>127.0.0.1</listen_host>
+    <max_connections>1024</max_connections>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mark_cache_size>268435456</mark_cache_size>
+    <path>$CH/data/</path>
+    <tmp_path>$CH/tmp/</tmp_path>
+    <user_files_path>$CH/user_files/</user_files_path>
+    <format_schema_path>$CH/format_schemas/</format_schema_path>
+    <users_config>$CH/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mlock_executable>false</mlock_executable>
+    <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
+    <max_session_timeout>3600</max_session_timeout>
+    <default_session_timeout>60</default_session_timeout>
+</yandex>
+XML
+  log "starting ClickHouse on 127.0.0.1:$CH_HTTP_PORT"
+  clickhouse-server --config-file="$CH/config.xml" --pid-file="$CH/clickhouse.pid" --daemon >&2 || true
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1 && break; sleep 0.2; done
+  if ! curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
+    log "ClickHouse did not start; last log lines:"
+    tail -n 20 "$CH/log/clickhouse-server.err.log" >&2 || true
+    exit 1
+  fi
+fi
+
+echo "export TRELLIS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/trellis_test"
+echo "export TRELLIS_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+echo "export TRELLIS_TEST_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT"
+log "PostgreSQL, Redis and ClickHouse are up (data in $DIR)"
