@@ -69,6 +69,95 @@ pub struct Settings {
     pub log: LogSettings,
     pub supervision: SupervisionSettings,
     pub shutdown: ShutdownSettings,
+    pub mt5: Mt5Settings,
+    /// Tenants defined in configuration (until tenants move to storage with the admin API).
+    #[serde(default)]
+    pub tenants: Vec<TenantSettings>,
+}
+
+/// Limits and timings of the MT5 bridge protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mt5Settings {
+    /// Largest accepted frame; a larger one closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Sustained frames per second one connection may send; beyond the burst the connection is closed (1008).
+    pub max_frames_per_sec: u32,
+    pub frame_burst: u32,
+    /// Bad frames tolerated on one connection before it is closed (1008).
+    pub max_bad_frames: u32,
+    pub hello_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a session is declared lost.
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// A tenant: its keys, symbols, risk limits and strategies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub id: String,
+    pub name: String,
+    #[serde(default = "default_tier")]
+    pub tier: String,
+    /// API keys its MT5 bridges present in `hello`.
+    pub api_keys: Vec<String>,
+    /// Symbols it trades; ticks of other symbols are refused.
+    pub symbols: Vec<String>,
+    /// Contract size per symbol (units per lot); 100000 when not listed.
+    #[serde(default)]
+    pub contract_sizes: std::collections::BTreeMap<String, rust_decimal::Decimal>,
+    #[serde(default)]
+    pub risk: RiskSettings,
+    #[serde(default)]
+    pub strategies: Vec<StrategySettings>,
+}
+
+fn default_tier() -> String {
+    "free".to_owned()
+}
+
+/// Pre-trade limits of a tenant. A missing limit does not apply.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RiskSettings {
+    #[serde(default)]
+    pub max_order_volume: Option<rust_decimal::Decimal>,
+    /// Largest absolute net position per symbol, in lots.
+    #[serde(default)]
+    pub max_net_position: Option<rust_decimal::Decimal>,
+    #[serde(default)]
+    pub max_open_positions: Option<usize>,
+    /// Symbols orders may be sent for; all of the tenant's symbols when empty.
+    #[serde(default)]
+    pub allowed_symbols: Vec<String>,
+    /// Largest loss of the UTC day (realised + unrealised), in account currency, as a positive number.
+    #[serde(default)]
+    pub max_daily_loss: Option<rust_decimal::Decimal>,
+    /// Largest fall of PnL from its peak, in account currency.
+    #[serde(default)]
+    pub max_drawdown: Option<rust_decimal::Decimal>,
+    /// Close every position when a loss limit trips the kill switch.
+    #[serde(default)]
+    pub flatten_on_breach: bool,
+}
+
+/// One strategy instance.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySettings {
+    pub id: String,
+    /// `ema_cross`, `rsi_reversion`, `donchian_breakout`, or a kind registered by the embedding program.
+    pub kind: String,
+    pub symbol: String,
+    pub timeframe: String,
+    /// Lots per position.
+    pub volume: rust_decimal::Decimal,
+    /// The MT5 login to trade on; the tenant's only connected account when omitted.
+    #[serde(default)]
+    pub account: Option<u64>,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +285,60 @@ impl Settings {
         }
         if self.log.level.trim().is_empty() {
             return fail("log.level", "must not be empty");
+        }
+        if self.mt5.max_frame_bytes < 256 {
+            return fail("mt5.max_frame_bytes", "must be at least 256");
+        }
+        if self.mt5.max_frames_per_sec == 0 || self.mt5.frame_burst == 0 {
+            return fail("mt5.max_frames_per_sec", "the frame budget must be greater than 0");
+        }
+        if self.mt5.heartbeat_interval_ms == 0 || self.mt5.heartbeat_timeout_ms <= self.mt5.heartbeat_interval_ms {
+            return fail(
+                "mt5.heartbeat_timeout_ms",
+                "must be greater than mt5.heartbeat_interval_ms (and the interval greater than 0)",
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let at = |field: &str| format!("tenants[{i}].{field}");
+            if t.id.is_empty() || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(ConfigError(format!("{}: `{}` must be non-empty letters, digits, - or _", at("id"), t.id)));
+            }
+            if !ids.insert(t.id.clone()) {
+                return Err(ConfigError(format!("{}: duplicate tenant `{}`", at("id"), t.id)));
+            }
+            if !["free", "basic", "professional", "enterprise"].contains(&t.tier.as_str()) {
+                return Err(ConfigError(format!(
+                    "{}: `{}` is not a tier (free, basic, professional, enterprise)",
+                    at("tier"),
+                    t.tier
+                )));
+            }
+            for key in &t.api_keys {
+                if key.len() < 16 {
+                    return Err(ConfigError(format!("{}: an API key must have at least 16 characters", at("api_keys"))));
+                }
+                if !keys.insert(key.clone()) {
+                    return Err(ConfigError(format!("{}: an API key is used twice", at("api_keys"))));
+                }
+            }
+            let mut strategy_ids = std::collections::HashSet::new();
+            for (j, s) in t.strategies.iter().enumerate() {
+                let at = |field: &str| format!("tenants[{i}].strategies[{j}].{field}");
+                if !strategy_ids.insert(s.id.clone()) {
+                    return Err(ConfigError(format!("{}: duplicate strategy `{}`", at("id"), s.id)));
+                }
+                if !t.symbols.contains(&s.symbol) {
+                    return Err(ConfigError(format!("{}: `{}` is not one of the tenant's symbols", at("symbol"), s.symbol)));
+                }
+                if crate::domain::Timeframe::parse(&s.timeframe).is_none() {
+                    return Err(ConfigError(format!("{}: `{}` is not M1, M5, M15, H1, H4 or D1", at("timeframe"), s.timeframe)));
+                }
+                if s.volume <= rust_decimal::Decimal::ZERO {
+                    return Err(ConfigError(format!("{}: must be greater than 0", at("volume"))));
+                }
+            }
         }
         Ok(())
     }

@@ -5,12 +5,14 @@
 //! See `shared/DESIGN.md` for the architecture.
 //!
 //! # Layout
+//! - `domain`: pure trading types (ticks, bars, orders, positions, PnL) shared by live, backtest and sim.
 //! - `config`: settings from `config/*.toml` and `TRELLIS__…` variables, validated at start-up.
 //! - `startup`: `Application` — builds the tree and the HTTP server, runs, shuts down in order.
 //! - `actors`: the supervision layer and the supervision tree.
 //! - `http`: the HTTP routes (health, readiness, metrics, later the admin API) and their error type.
 //! - `storage`: storage actors (embedded SQLite by default) and their health board.
 //! - `security`: authentication, authorisation, encryption and audit (filled by the security issue).
+//! - `strategies`: the `Strategy` trait and the built-in strategies.
 //! - `metrics`: Prometheus metrics.
 //! - `telemetry`: logging set-up.
 
@@ -18,7 +20,9 @@ pub mod actors;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod domain;
 pub mod security;
 pub mod startup;
+pub mod strategies;
 pub mod storage;
 pub mod telemetry;

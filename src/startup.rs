@@ -41,6 +41,12 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::start(&settings, metrics);
+        for tenant in &settings.tenants {
+            runtime
+                .start_tenant(tenant.clone())
+                .await
+                .with_context(|| format!("starting tenant `{}`", tenant.id))?;
+        }
         let listener =
             TcpListener::bind((settings.http.host, settings.http.port)).with_context(|| {
                 format!("binding http {}:{}", settings.http.host, settings.http.port)

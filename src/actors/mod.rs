@@ -5,5 +5,13 @@
 //! - `tree`: builds the root of the tree (storage first, then tenants) and hands out its handles.
 
 pub mod events;
+pub mod market_data;
+pub mod messages;
+pub mod mt5_session;
+pub mod portfolio;
+pub mod risk;
+pub mod slot;
+pub mod strategy;
 pub mod supervisor;
+pub mod tenant;
 pub mod tree;

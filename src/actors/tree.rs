@@ -16,16 +16,21 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use dashmap::DashMap;
+
 use super::events::EventLog;
+use super::tenant::{TenantContext, TenantDeps, TenantError};
 use super::supervisor::{
     ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, SupervisionError,
     Supervisor, SupervisorConfig,
 };
-use crate::config::Settings;
+use crate::config::{Mt5Settings, Settings, TenantSettings};
+use crate::domain::TenantId;
 use crate::metrics::Metrics;
 use crate::storage::relational::{self, Relational};
 use crate::storage::timeseries::{self, TimeSeries};
 use crate::storage::{HealthBoard, StoreSlot};
+use crate::strategies::StrategyRegistry;
 
 /// Handles to the running tree, cheap to clone into HTTP handlers and actors.
 #[derive(Clone)]
@@ -37,6 +42,11 @@ pub struct Runtime {
     pub relational: StoreSlot<Relational>,
     pub timeseries: StoreSlot<TimeSeries>,
     pub supervision: SupervisorConfig,
+    pub strategies: StrategyRegistry,
+    pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
+    api_keys: Arc<DashMap<String, TenantId>>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    mt5: Mt5Settings,
 }
 
 impl Runtime {
@@ -67,6 +77,9 @@ impl Runtime {
             ),
         ];
         let root = Supervisor::root("system", supervision, events.clone(), children).start();
+        // Tenants are spread over worker arbiters (threads) so one tenant's work cannot starve another's.
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         Self {
             root,
             events,
@@ -75,7 +88,53 @@ impl Runtime {
             relational: relational_slot,
             timeseries: timeseries_slot,
             supervision,
+            strategies: StrategyRegistry::default(),
+            tenants: Arc::new(DashMap::new()),
+            api_keys: Arc::new(DashMap::new()),
+            arbiters: Arc::new(arbiters),
+            mt5: settings.mt5.clone(),
         }
+    }
+
+    /// Starts a tenant's subtree under the root, on one of the worker arbiters.
+    pub async fn start_tenant(&self, settings: TenantSettings) -> Result<Arc<TenantContext>, TenantError> {
+        let id = TenantId(settings.id.clone());
+        if self.tenants.contains_key(&id) {
+            return Err(TenantError::Duplicate(id.0));
+        }
+        let keys = settings.api_keys.clone();
+        let tenant = TenantContext::new(
+            settings,
+            TenantDeps {
+                registry: self.strategies.clone(),
+                mt5: self.mt5.clone(),
+                metrics: self.metrics.clone(),
+                relational: self.relational.clone(),
+                timeseries: self.timeseries.clone(),
+                supervision: self.supervision,
+            },
+        )?;
+        let arbiter = self.arbiters[self.tenants.len() % self.arbiters.len()].clone();
+        self.tenants.insert(id.clone(), tenant.clone());
+        for key in keys {
+            self.api_keys.insert(key, id.clone());
+        }
+        if let Err(e) = self.start_child(tenant.spec(arbiter)).await {
+            self.tenants.remove(&id);
+            self.api_keys.retain(|_, t| t != &id);
+            return Err(e.into());
+        }
+        Ok(tenant)
+    }
+
+    /// The tenant an API key belongs to, if the tenant runs.
+    pub fn tenant_for_key(&self, key: &str) -> Option<Arc<TenantContext>> {
+        let id = self.api_keys.get(key)?.clone();
+        self.tenants.get(&id).map(|t| t.clone())
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<Arc<TenantContext>> {
+        self.tenants.get(&TenantId(id.to_owned())).map(|t| t.clone())
     }
 
     /// Adds a child under the root (tenant supervisors).
@@ -114,7 +173,11 @@ impl Runtime {
         let drained = self.root.send(Shutdown {
             reason: "trellis is shutting down".into(),
         });
-        matches!(tokio::time::timeout(timeout, drained).await, Ok(Ok(())))
+        let done = matches!(tokio::time::timeout(timeout, drained).await, Ok(Ok(())));
+        for arbiter in self.arbiters.iter() {
+            arbiter.stop();
+        }
+        done
     }
 }
 

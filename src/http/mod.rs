@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod health;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -21,5 +22,6 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(health::metrics));
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/ws/mt5", web::get().to(ws::mt5::connect));
 }

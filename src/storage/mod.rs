@@ -10,7 +10,7 @@ pub mod relational;
 pub mod sqlite;
 pub mod timeseries;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use dashmap::DashMap;
@@ -110,46 +110,10 @@ impl HealthBoard {
 }
 
 /// Where the current incarnation of a storage actor can be reached.
-pub struct StoreSlot<A: Actor> {
-    addr: Arc<RwLock<Option<Addr<A>>>>,
-}
+pub type StoreSlot<A> = crate::actors::slot::Slot<A>;
 
-impl<A: Actor> Clone for StoreSlot<A> {
-    fn clone(&self) -> Self {
-        Self {
-            addr: self.addr.clone(),
-        }
-    }
-}
-
-impl<A: Actor> Default for StoreSlot<A> {
-    fn default() -> Self {
-        Self {
-            addr: Arc::new(RwLock::new(None)),
-        }
-    }
-}
-
-impl<A: Actor> StoreSlot<A> {
-    pub fn set(&self, addr: Addr<A>) {
-        let mut guard = match self.addr.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *guard = Some(addr);
-    }
-
-    /// The live actor, or `Unavailable` while it is (re)starting.
-    pub fn get(&self) -> Result<Addr<A>, StorageError> {
-        let guard = match self.addr.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        match guard.as_ref() {
-            Some(a) if a.connected() => Ok(a.clone()),
-            _ => Err(StorageError::Unavailable(
-                "storage actor is restarting".into(),
-            )),
-        }
-    }
+/// The live storage actor behind `slot`, or `Unavailable` while it restarts.
+pub fn live<A: Actor>(slot: &StoreSlot<A>) -> Result<Addr<A>, StorageError> {
+    slot.get()
+        .ok_or_else(|| StorageError::Unavailable("storage actor is restarting".into()))
 }

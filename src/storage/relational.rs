@@ -62,3 +62,292 @@ impl Handler<Shutdown> for Relational {
         ctx.stop();
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Orders and fills
+
+use rust_decimal::Decimal;
+use sqlx::FromRow;
+
+use super::StorageError;
+use crate::domain::orders::{Order, OrderKind, OrderStatus};
+use crate::domain::positions::{Deal, DealEntry, Fill};
+use crate::domain::{Login, Side, Symbol};
+
+/// Inserts or updates an order (keyed by tenant and client order id).
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct SaveOrder {
+    pub tenant: String,
+    pub seq: u64,
+    pub order: Order,
+}
+
+/// Records a deal once; a repeat of the same ticket is ignored. Answers whether it was new.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StorageError>")]
+pub struct SaveDeal {
+    pub tenant: String,
+    pub deal: Deal,
+}
+
+/// Everything a tenant's portfolio needs to rebuild itself after a restart.
+#[derive(Message)]
+#[rtype(result = "Result<TenantBook, StorageError>")]
+pub struct LoadTenantBook {
+    pub tenant: String,
+}
+
+#[derive(Debug, Default)]
+pub struct TenantBook {
+    /// Orders with the counter they were made from, oldest first.
+    pub orders: Vec<(u64, Order)>,
+    /// Deals in the order they were recorded.
+    pub deals: Vec<Deal>,
+}
+
+#[derive(FromRow)]
+struct OrderRow {
+    seq: i64,
+    client_order_id: String,
+    account: i64,
+    strategy_id: Option<String>,
+    symbol: String,
+    side: String,
+    kind: String,
+    volume: String,
+    price: Option<String>,
+    status: String,
+    filled_volume: String,
+    avg_price: Option<String>,
+    retcode: Option<i64>,
+    broker_order: Option<i64>,
+    reason: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+#[derive(FromRow)]
+struct DealRow {
+    account: i64,
+    deal_ticket: i64,
+    order_ticket: i64,
+    client_order_id: Option<String>,
+    strategy_id: Option<String>,
+    symbol: String,
+    side: String,
+    volume: String,
+    price: String,
+    position_id: i64,
+    entry: String,
+    commission: String,
+    swap: String,
+    profit: String,
+    time_msc: i64,
+}
+
+fn dec(field: &str, s: &str) -> Result<Decimal, StorageError> {
+    s.parse()
+        .map_err(|_| StorageError::Rejected(format!("stored {field} `{s}` is not a decimal")))
+}
+
+fn side(s: &str) -> Result<Side, StorageError> {
+    match s {
+        "buy" => Ok(Side::Buy),
+        "sell" => Ok(Side::Sell),
+        other => Err(StorageError::Rejected(format!("stored side `{other}`"))),
+    }
+}
+
+fn entry_str(e: DealEntry) -> &'static str {
+    match e {
+        DealEntry::In => "in",
+        DealEntry::Out => "out",
+        DealEntry::InOut => "inout",
+        DealEntry::OutBy => "out_by",
+    }
+}
+
+impl TryFrom<OrderRow> for (u64, Order) {
+    type Error = StorageError;
+
+    fn try_from(r: OrderRow) -> Result<Self, StorageError> {
+        let kind = match r.kind.as_str() {
+            "market" => OrderKind::Market,
+            "limit" => OrderKind::Limit,
+            "stop" => OrderKind::Stop,
+            other => return Err(StorageError::Rejected(format!("stored order kind `{other}`"))),
+        };
+        let status = OrderStatus::parse(&r.status)
+            .ok_or_else(|| StorageError::Rejected(format!("stored order status `{}`", r.status)))?;
+        Ok((
+            r.seq as u64,
+            Order {
+                client_order_id: r.client_order_id,
+                account: Login(r.account as u64),
+                strategy_id: r.strategy_id,
+                symbol: Symbol(r.symbol),
+                side: side(&r.side)?,
+                kind,
+                volume: dec("volume", &r.volume)?,
+                price: r.price.as_deref().map(|p| dec("price", p)).transpose()?,
+                status,
+                filled_volume: dec("filled_volume", &r.filled_volume)?,
+                avg_price: r.avg_price.as_deref().map(|p| dec("avg_price", p)).transpose()?,
+                retcode: r.retcode.map(|c| c as u32),
+                broker_order: r.broker_order.map(|o| o as u64),
+                reason: r.reason,
+                created_ms: r.created_ms,
+                updated_ms: r.updated_ms,
+            },
+        ))
+    }
+}
+
+impl TryFrom<DealRow> for Deal {
+    type Error = StorageError;
+
+    fn try_from(r: DealRow) -> Result<Self, StorageError> {
+        let entry = match r.entry.as_str() {
+            "in" => DealEntry::In,
+            "out" => DealEntry::Out,
+            "inout" => DealEntry::InOut,
+            "out_by" => DealEntry::OutBy,
+            other => return Err(StorageError::Rejected(format!("stored deal entry `{other}`"))),
+        };
+        Ok(Deal {
+            account: Login(r.account as u64),
+            ticket: r.deal_ticket as u64,
+            order: r.order_ticket as u64,
+            client_order_id: r.client_order_id,
+            strategy_id: r.strategy_id,
+            fill: Fill {
+                symbol: Symbol(r.symbol),
+                side: side(&r.side)?,
+                volume: dec("volume", &r.volume)?,
+                price: dec("price", &r.price)?,
+                position_id: r.position_id as u64,
+                entry,
+                commission: dec("commission", &r.commission)?,
+                time_msc: r.time_msc,
+            },
+            swap: dec("swap", &r.swap)?,
+            profit: dec("profit", &r.profit)?,
+        })
+    }
+}
+
+impl Handler<SaveOrder> for Relational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SaveOrder, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let o = &msg.order;
+            let kind = match o.kind {
+                OrderKind::Market => "market",
+                OrderKind::Limit => "limit",
+                OrderKind::Stop => "stop",
+            };
+            sqlx::query(
+                "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
+                 volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
+                 filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
+                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms",
+            )
+            .bind(&msg.tenant)
+            .bind(&o.client_order_id)
+            .bind(msg.seq as i64)
+            .bind(o.account.0 as i64)
+            .bind(&o.strategy_id)
+            .bind(o.symbol.as_str())
+            .bind(o.side.as_str())
+            .bind(kind)
+            .bind(o.volume.to_string())
+            .bind(o.price.map(|p| p.to_string()))
+            .bind(o.status.as_str())
+            .bind(o.filled_volume.to_string())
+            .bind(o.avg_price.map(|p| p.to_string()))
+            .bind(o.retcode.map(i64::from))
+            .bind(o.broker_order.map(|b| b as i64))
+            .bind(&o.reason)
+            .bind(o.created_ms)
+            .bind(o.updated_ms)
+            .execute(&pool)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<SaveDeal> for Relational {
+    type Result = ResponseFuture<Result<bool, StorageError>>;
+
+    fn handle(&mut self, msg: SaveDeal, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let d = &msg.deal;
+            let done = sqlx::query(
+                "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
+                 symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
+            )
+            .bind(&msg.tenant)
+            .bind(d.account.0 as i64)
+            .bind(d.ticket as i64)
+            .bind(d.order as i64)
+            .bind(&d.client_order_id)
+            .bind(&d.strategy_id)
+            .bind(d.fill.symbol.as_str())
+            .bind(d.fill.side.as_str())
+            .bind(d.fill.volume.to_string())
+            .bind(d.fill.price.to_string())
+            .bind(d.fill.position_id as i64)
+            .bind(entry_str(d.fill.entry))
+            .bind(d.fill.commission.to_string())
+            .bind(d.swap.to_string())
+            .bind(d.profit.to_string())
+            .bind(d.fill.time_msc)
+            .bind(crate::domain::now_ms())
+            .execute(&pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}
+
+impl Handler<LoadTenantBook> for Relational {
+    type Result = ResponseFuture<Result<TenantBook, StorageError>>;
+
+    fn handle(&mut self, msg: LoadTenantBook, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let orders: Vec<OrderRow> = sqlx::query_as(
+                "SELECT seq, client_order_id, account, strategy_id, symbol, side, kind, volume, price, status, \
+                 filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms \
+                 FROM orders WHERE tenant_id = ? ORDER BY seq",
+            )
+            .bind(&msg.tenant)
+            .fetch_all(&pool)
+            .await?;
+            let deals: Vec<DealRow> = sqlx::query_as(
+                "SELECT account, deal_ticket, order_ticket, client_order_id, strategy_id, symbol, side, volume, \
+                 price, position_id, entry, commission, swap, profit, time_msc \
+                 FROM fills WHERE tenant_id = ? ORDER BY rowid",
+            )
+            .bind(&msg.tenant)
+            .fetch_all(&pool)
+            .await?;
+            Ok(TenantBook {
+                orders: orders.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+                deals: deals.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            })
+        })
+    }
+}

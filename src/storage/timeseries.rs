@@ -61,3 +61,87 @@ impl Handler<Shutdown> for TimeSeries {
         ctx.stop();
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Ticks and bars
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::StorageError;
+use crate::domain::{Bar, Tick};
+
+/// Rows per INSERT statement (SQLite allows up to 32766 bound parameters).
+const CHUNK: usize = 1000;
+
+/// Appends a batch of ticks in one transaction.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct AppendTicks {
+    pub tenant: String,
+    pub ticks: Vec<Tick>,
+}
+
+/// Stores closed bars; a bar already stored (same tenant, symbol, timeframe, open time) is replaced.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct AppendBars {
+    pub tenant: String,
+    pub bars: Vec<Bar>,
+}
+
+impl Handler<AppendTicks> for TimeSeries {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: AppendTicks, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let mut tx = pool.begin().await?;
+            for chunk in msg.ticks.chunks(CHUNK) {
+                let mut q: QueryBuilder<Sqlite> =
+                    QueryBuilder::new("INSERT INTO ticks (tenant_id, symbol, time_msc, bid, ask) ");
+                q.push_values(chunk, |mut b, t| {
+                    b.push_bind(&msg.tenant)
+                        .push_bind(t.symbol.as_str())
+                        .push_bind(t.time_msc)
+                        .push_bind(t.bid.to_string())
+                        .push_bind(t.ask.to_string());
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<AppendBars> for TimeSeries {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: AppendBars, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let mut tx = pool.begin().await?;
+            for chunk in msg.bars.chunks(CHUNK / 2) {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT OR REPLACE INTO bars (tenant_id, symbol, timeframe, open_time_ms, open, high, low, close, tick_volume) ",
+                );
+                q.push_values(chunk, |mut b, bar| {
+                    b.push_bind(&msg.tenant)
+                        .push_bind(bar.symbol.as_str())
+                        .push_bind(bar.timeframe.as_str())
+                        .push_bind(bar.open_time_ms)
+                        .push_bind(bar.open.to_string())
+                        .push_bind(bar.high.to_string())
+                        .push_bind(bar.low.to_string())
+                        .push_bind(bar.close.to_string())
+                        .push_bind(bar.tick_volume as i64);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! `MarketData`, one per tenant: ticks → bars of every timeframe, fan-out of closed bars to the strategies
+//! that trade them, the latest quote per symbol, and batched persistence of ticks and bars.
+//!
+//! Bars close on tick time (see `domain::bars`), so a replay gives the same bars as the live feed. The last
+//! bars of each symbol and timeframe stay in memory so a restarted strategy can rebuild its indicators.
+//! Tick persistence is batched (every 100 ms or 2 000 ticks); while the store is away ticks wait in a
+//! bounded buffer — market data is the one thing that may be shed under pressure, bars never are.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::messages::{BarClosed, GetRecentBars, TickReceived};
+use super::supervisor::{ExitNotifier, Shutdown};
+use super::tenant::{Quote, TenantContext};
+use crate::domain::bars::{BarBuilder, TickOutcome};
+use crate::domain::{Bar, Symbol, Tick, Timeframe};
+use crate::storage::live;
+use crate::storage::timeseries::{AppendBars, AppendTicks};
+
+/// Closed bars kept per symbol and timeframe for warm-ups.
+pub const RECENT_BARS: usize = 1_000;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const FLUSH_AT: usize = 2_000;
+/// Ticks held while the store is away; beyond this the oldest are shed (and counted).
+const MAX_PENDING_TICKS: usize = 1_000_000;
+
+pub struct MarketData {
+    tenant: Arc<TenantContext>,
+    builder: BarBuilder,
+    recent: HashMap<(Symbol, Timeframe), VecDeque<Bar>>,
+    pending_ticks: Vec<Tick>,
+    pending_bars: Vec<Bar>,
+    flushing: bool,
+    notifier: ExitNotifier,
+}
+
+impl MarketData {
+    pub fn new(tenant: Arc<TenantContext>, notifier: ExitNotifier) -> Self {
+        Self {
+            tenant,
+            builder: BarBuilder::all(),
+            recent: HashMap::new(),
+            pending_ticks: Vec::new(),
+            pending_bars: Vec::new(),
+            flushing: false,
+            notifier,
+        }
+    }
+
+    fn fan_out(&self, bar: &Bar) {
+        for route in &self.tenant.strategies {
+            if route.symbol == bar.symbol && route.timeframe == bar.timeframe {
+                if let Some(host) = self.tenant.strategy_hosts.get(&route.settings.id) {
+                    // Bars are few and must not be lost: do_send ignores the mailbox bound.
+                    host.do_send(BarClosed(bar.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes what is pending; on failure puts it back in front and tries again at the next flush.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || (self.pending_ticks.is_empty() && self.pending_bars.is_empty()) {
+            return;
+        }
+        let store = match live(&self.tenant.timeseries) {
+            Ok(s) => s,
+            Err(_) => return self.shed(),
+        };
+        self.flushing = true;
+        let ticks = std::mem::take(&mut self.pending_ticks);
+        let bars = std::mem::take(&mut self.pending_bars);
+        let tenant = self.tenant.id.0.clone();
+        let (t2, b2) = (ticks.clone(), bars.clone());
+        ctx.spawn(
+            async move {
+                let bars_ok = bars.is_empty()
+                    || matches!(store.send(AppendBars { tenant: tenant.clone(), bars }).await, Ok(Ok(())));
+                let ticks_ok =
+                    ticks.is_empty() || matches!(store.send(AppendTicks { tenant, ticks }).await, Ok(Ok(())));
+                (bars_ok, ticks_ok)
+            }
+            .into_actor(self)
+            .map(move |(bars_ok, ticks_ok), act, _ctx| {
+                act.flushing = false;
+                if !bars_ok {
+                    let newer = std::mem::replace(&mut act.pending_bars, b2);
+                    act.pending_bars.extend(newer);
+                }
+                if !ticks_ok {
+                    let newer = std::mem::replace(&mut act.pending_ticks, t2);
+                    act.pending_ticks.extend(newer);
+                    act.shed();
+                }
+            }),
+        );
+    }
+
+    fn shed(&mut self) {
+        if self.pending_ticks.len() > MAX_PENDING_TICKS {
+            let excess = self.pending_ticks.len() - MAX_PENDING_TICKS;
+            self.pending_ticks.drain(..excess);
+            for _ in 0..excess {
+                self.tenant.metrics.tick_dropped("persist_overflow");
+            }
+        }
+    }
+}
+
+impl Actor for MarketData {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(8_192);
+        ctx.run_interval(FLUSH_EVERY, |act, ctx| act.flush(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.notifier.mark_stopped();
+    }
+}
+
+impl Handler<TickReceived> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, TickReceived(tick): TickReceived, ctx: &mut Self::Context) {
+        self.tenant.metrics.tick();
+        match self.builder.on_tick(&tick) {
+            TickOutcome::OutOfOrder { last_time_msc } => {
+                self.tenant.metrics.tick_dropped("out_of_order");
+                tracing::debug!(tenant = %self.tenant.id, symbol = %tick.symbol, time_msc = tick.time_msc,
+                    last_time_msc, "out-of-order tick dropped");
+                return;
+            }
+            TickOutcome::Accepted(closed) => {
+                for bar in closed {
+                    self.tenant.metrics.bar_closed();
+                    self.fan_out(&bar);
+                    let recent = self.recent.entry((bar.symbol.clone(), bar.timeframe)).or_default();
+                    if recent.len() == RECENT_BARS {
+                        recent.pop_front();
+                    }
+                    recent.push_back(bar.clone());
+                    self.pending_bars.push(bar);
+                }
+            }
+        }
+        self.tenant.quotes.insert(
+            tick.symbol.clone(),
+            Quote { bid: tick.bid, ask: tick.ask, time_msc: tick.time_msc },
+        );
+        self.pending_ticks.push(tick);
+        if self.pending_ticks.len() >= FLUSH_AT {
+            self.flush(ctx);
+        }
+    }
+}
+
+impl Handler<GetRecentBars> for MarketData {
+    type Result = MessageResult<GetRecentBars>;
+
+    fn handle(&mut self, q: GetRecentBars, _ctx: &mut Self::Context) -> Self::Result {
+        let bars = self
+            .recent
+            .get(&(q.symbol, q.timeframe))
+            .map(|r| r.iter().skip(r.len().saturating_sub(q.limit)).cloned().collect())
+            .unwrap_or_default();
+        MessageResult(bars)
+    }
+}
+
+impl Handler<Shutdown> for MarketData {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Writes what is pending before stopping.
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let ticks = std::mem::take(&mut self.pending_ticks);
+        let bars = std::mem::take(&mut self.pending_bars);
+        let store = live(&self.tenant.timeseries).ok();
+        let tenant = self.tenant.id.0.clone();
+        Box::pin(
+            async move {
+                if let Some(store) = store {
+                    if !bars.is_empty() {
+                        let _ = store.send(AppendBars { tenant: tenant.clone(), bars }).await;
+                    }
+                    if !ticks.is_empty() {
+                        let _ = store.send(AppendTicks { tenant, ticks }).await;
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}

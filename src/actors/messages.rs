@@ -1,0 +1,266 @@
+//! Messages between the actors of a tenant, grouped as commands, events and queries.
+
+use actix::prelude::*;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::domain::orders::{Order, OrderKind};
+use crate::domain::positions::{Deal, Performance, Position};
+use crate::domain::{Bar, Login, Side, Symbol, Tick, Timeframe};
+use crate::http::ws::protocol::{AccountFrame, DealFrame, Hello, Inbound, OrderResultFrame, PositionsFrame, Welcome};
+
+// ---- commands -------------------------------------------------------------------------------------------
+
+/// A strategy wants to hold `target` lots of `symbol` (signed). Sent to the portfolio.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Signal {
+    pub strategy_id: String,
+    pub account: Option<Login>,
+    pub symbol: Symbol,
+    pub target: Decimal,
+    /// Tick time of the bar that caused it.
+    pub at_ms: i64,
+}
+
+/// What risk needs to judge an order.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderFacts {
+    pub account: Login,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub volume: Decimal,
+    /// The account's net position in the symbol before the order.
+    pub net_before: Decimal,
+    /// Open positions of the account before the order.
+    pub open_positions: usize,
+    /// True for orders that only reduce exposure (flattening); allowed even with the kill switch on.
+    pub reduce_only: bool,
+}
+
+/// Why risk refused an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct RiskRejection {
+    /// `kill_switch`, `symbol_not_allowed`, `max_order_volume`, `max_net_position`, `max_open_positions`,
+    /// `max_daily_loss`, `max_drawdown`, `account_blind`.
+    pub code: &'static str,
+    pub reason: String,
+}
+
+/// Pre-trade check. Sent by the portfolio to risk.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), RiskRejection>")]
+pub struct CheckOrder(pub OrderFacts);
+
+/// Turns the kill switch on or off; `flatten` also closes every position.
+#[derive(Message, Debug)]
+#[rtype(result = "RiskState")]
+pub struct SetKillSwitch {
+    pub on: bool,
+    pub reason: String,
+    pub flatten: bool,
+}
+
+/// Closes every open position with reduce-only market orders.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct Flatten {
+    pub reason: String,
+}
+
+/// Hands an order to the session of its account. Answers the frame's `seq`.
+#[derive(Message, Debug)]
+#[rtype(result = "u64")]
+pub struct SendOrder {
+    pub client_order_id: String,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub kind: OrderKind,
+    pub volume: Decimal,
+    pub price: Option<Decimal>,
+    /// Ticket of the position to close (hedging accounts), 0 otherwise.
+    pub position: u64,
+    pub magic: u64,
+}
+
+/// What a WebSocket connection task receives from its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Text(String),
+    /// Close with a WebSocket close code and reason.
+    Close(u16, String),
+}
+
+/// A bridge connection says hello to its session (after authentication).
+#[derive(Message)]
+#[rtype(result = "Welcome")]
+pub struct Attach {
+    pub conn_id: u64,
+    pub tx: UnboundedSender<Outgoing>,
+    pub hello: Hello,
+}
+
+/// The connection ended.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub conn_id: u64,
+}
+
+/// A frame read from the bridge (already parsed).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FrameReceived {
+    pub conn_id: u64,
+    pub frame: Inbound,
+}
+
+// ---- events ---------------------------------------------------------------------------------------------
+
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TickReceived(pub Tick);
+
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct BarClosed(pub Bar);
+
+/// One of a strategy's orders filled.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StrategyFilled {
+    pub signed_volume: Decimal,
+    pub price: Decimal,
+}
+
+/// The trade server answered an order.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), UnknownOrder>")]
+pub struct OrderResultReceived {
+    pub account: Login,
+    pub frame: OrderResultFrame,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no order with client_order_id `{0}`")]
+pub struct UnknownOrder(pub String);
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct DealReceived {
+    pub account: Login,
+    pub frame: DealFrame,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AccountReceived(pub AccountFrame);
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct PositionsReceived {
+    pub account: Login,
+    pub frame: PositionsFrame,
+}
+
+/// The link to a terminal changed.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct AccountLink {
+    pub account: Login,
+    pub state: LinkState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Connected,
+    Disconnected,
+    /// Heartbeats missed: the account is blind.
+    Lost,
+}
+
+/// PnL of the tenant, for the loss limits.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct PnlUpdated {
+    pub at_ms: i64,
+    pub realised: Decimal,
+    pub unrealised: Decimal,
+    pub commission: Decimal,
+}
+
+// ---- queries --------------------------------------------------------------------------------------------
+
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<Bar>")]
+pub struct GetRecentBars {
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    pub limit: usize,
+}
+
+/// Orders still in flight for an account (a session rebuilding its outbox).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<Order>")]
+pub struct GetInFlight {
+    pub account: Login,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "PortfolioSnapshot")]
+pub struct GetPortfolio;
+
+/// The portfolio as the API and the demo show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortfolioSnapshot {
+    pub orders: Vec<Order>,
+    pub deals: Vec<Deal>,
+    pub positions: Vec<AccountPosition>,
+    pub performance: Performance,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountPosition {
+    pub account: Login,
+    #[serde(flatten)]
+    pub position: Position,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "RiskState")]
+pub struct GetRiskState;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RiskState {
+    pub kill_switch: Option<KillSwitch>,
+    pub daily_pnl: Decimal,
+    pub drawdown: Decimal,
+    pub blind_accounts: Vec<Login>,
+    pub rejections: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KillSwitch {
+    pub reason: String,
+    pub automatic: bool,
+    pub at_ms: i64,
+}
+
+#[derive(Message, Debug)]
+#[rtype(result = "SessionState")]
+pub struct GetSessionState;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionState {
+    pub login: Login,
+    pub link: LinkState,
+    pub last_seq_received: u64,
+    pub last_seq_sent: u64,
+    pub outbox: Vec<String>,
+    pub duplicates_ignored: u64,
+    pub bridge_ack: u64,
+    pub last_tick_msc: Option<i64>,
+}

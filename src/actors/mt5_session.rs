@@ -1,0 +1,416 @@
+//! `Mt5Session`, one per tenant and MT5 account: the protocol state that outlives a WebSocket connection.
+//!
+//! It owns the sequence numbers of both directions and the outbox of orders not yet answered by the
+//! terminal. A connection attaches with `hello`; a newer connection for the same account replaces an older
+//! one. When the link drops, the session stays: orders wait in the outbox, and on resume every order the
+//! bridge has not received (`seq` > its `last_seq_received`) is re-sent with its original `seq`; an order the
+//! bridge did receive is answered from the bridge's journal, so nothing is executed twice. Frames whose
+//! `seq` is not above the last one processed are duplicates of a resume and are ignored. After a restart
+//! (of this actor or of trellis) the outbox is rebuilt from the portfolio's in-flight orders.
+//!
+//! Silence longer than `mt5.heartbeat_timeout_ms` marks the session lost: the connection is closed and risk
+//! treats the account as blind until the terminal is back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rust_decimal::Decimal;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use super::messages::{
+    AccountLink, AccountReceived, Attach, DealReceived, Detach, FrameReceived, GetInFlight, GetSessionState,
+    LinkState, OrderResultReceived, Outgoing, PositionsReceived, SendOrder, SessionState, TickReceived,
+};
+use super::supervisor::{ExitNotifier, Shutdown};
+use super::tenant::TenantContext;
+use crate::domain::orders::{action, mt5_order_type, OrderKind};
+use crate::domain::{now_ms, Login, Symbol, Tick};
+use crate::http::ws::protocol::{
+    encode, ErrorCode, ErrorFrame, Inbound, OrderRequest, Outbound, ServerHeartbeat, TickFrame, Welcome,
+    PROTOCOL_VERSION,
+};
+
+/// WebSocket close code for a policy violation.
+pub const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code for a server going away.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Maximum deviation (points) sent with market orders.
+const DEVIATION_POINTS: u32 = 20;
+/// ORDER_FILLING_IOC: the filling mode most brokers accept for market orders; bridges adapt it to the symbol.
+const FILLING_IOC: u32 = 1;
+
+struct Connection {
+    id: u64,
+    tx: UnboundedSender<Outgoing>,
+}
+
+struct OutboxEntry {
+    client_order_id: String,
+    text: String,
+}
+
+pub struct Mt5Session {
+    tenant: Arc<TenantContext>,
+    login: Login,
+    session_id: String,
+    conn: Option<Connection>,
+    link: LinkState,
+    /// Highest terminal seq processed.
+    in_seq: u64,
+    /// Last seq trellis used.
+    out_seq: u64,
+    outbox: BTreeMap<u64, OutboxEntry>,
+    last_heard: Instant,
+    duplicates: u64,
+    /// Highest trellis seq the bridge says it processed (heartbeat `ack`). Orders stay in the outbox until
+    /// their result arrives regardless: an acknowledged order is answered from the bridge's journal.
+    bridge_ack: u64,
+    /// The terminal's last tick time, from its heartbeats: a live link with a stalled feed shows here.
+    last_tick_msc: Option<i64>,
+    notifier: ExitNotifier,
+}
+
+impl Mt5Session {
+    pub fn new(tenant: Arc<TenantContext>, login: Login, notifier: ExitNotifier) -> Self {
+        Self {
+            session_id: format!("{}-{}-{}", tenant.id, login, uuid::Uuid::new_v4().simple()),
+            tenant,
+            login,
+            conn: None,
+            link: LinkState::Disconnected,
+            in_seq: 0,
+            out_seq: 0,
+            outbox: BTreeMap::new(),
+            last_heard: Instant::now(),
+            duplicates: 0,
+            bridge_ack: 0,
+            last_tick_msc: None,
+            notifier,
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.out_seq += 1;
+        self.out_seq
+    }
+
+    fn send(&self, text: String) {
+        if let Some(c) = &self.conn {
+            let _ = c.tx.send(Outgoing::Text(text));
+        }
+    }
+
+    fn send_error(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>, fatal: bool) {
+        self.tenant.metrics.protocol_error(code.as_str());
+        let seq = self.next_seq();
+        self.send(encode(&Outbound::Error(ErrorFrame {
+            seq,
+            code: code.as_str().to_owned(),
+            message,
+            ref_seq,
+            fatal,
+        })));
+    }
+
+    fn set_link(&mut self, state: LinkState) {
+        if self.link == state {
+            return;
+        }
+        self.link = state;
+        tracing::info!(tenant = %self.tenant.id, account = %self.login, link = ?state, "mt5 link");
+        if let Some(risk) = self.tenant.risk.get() {
+            risk.do_send(AccountLink { account: self.login, state });
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: &str) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.tx.send(Outgoing::Close(code, reason.to_owned()));
+            self.tenant.metrics.session_closed();
+        }
+    }
+
+    fn enqueue_order(&mut self, o: SendOrder) -> u64 {
+        let seq = self.next_seq();
+        let (action, price) = match (o.kind, o.price) {
+            (OrderKind::Market, _) => (action::DEAL, Decimal::ZERO),
+            (_, Some(p)) => (action::PENDING, p),
+            (_, None) => (action::PENDING, Decimal::ZERO),
+        };
+        let mut comment = o.client_order_id.clone();
+        comment.truncate(31);
+        let frame = Outbound::OrderRequest(OrderRequest {
+            seq,
+            client_order_id: o.client_order_id.clone(),
+            action,
+            symbol: o.symbol.0,
+            order_type: mt5_order_type(o.side, o.kind),
+            volume: o.volume,
+            price,
+            sl: Decimal::ZERO,
+            tp: Decimal::ZERO,
+            deviation: DEVIATION_POINTS,
+            magic: o.magic,
+            comment,
+            type_filling: FILLING_IOC,
+            type_time: 0,
+            position: o.position,
+        });
+        let text = encode(&frame);
+        self.send(text.clone());
+        self.outbox.insert(seq, OutboxEntry { client_order_id: o.client_order_id, text });
+        seq
+    }
+
+    fn on_tick(&mut self, f: TickFrame) {
+        if !self.tenant.symbols.contains(&f.symbol) {
+            return self.send_error(
+                ErrorCode::UnknownSymbol,
+                format!("`{}` is not one of this tenant's symbols", f.symbol),
+                Some(f.seq),
+                false,
+            );
+        }
+        if f.bid <= Decimal::ZERO || f.ask < f.bid {
+            return self.send_error(
+                ErrorCode::InvalidValue,
+                format!("tick {}: bid must be positive and not above ask (bid {}, ask {})", f.symbol, f.bid, f.ask),
+                Some(f.seq),
+                false,
+            );
+        }
+        if let Some(md) = self.tenant.market_data.get() {
+            let tick = TickReceived(Tick { symbol: Symbol(f.symbol), time_msc: f.time_msc, bid: f.bid, ask: f.ask });
+            // Ticks may be shed under pressure (the latest price is what matters); a full mailbox sheds this one.
+            if md.try_send(tick).is_err() {
+                self.tenant.metrics.tick_dropped("conflated");
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Inbound, ctx: &mut Context<Self>) {
+        let seq = frame.seq();
+        if seq <= self.in_seq {
+            self.duplicates += 1;
+            return;
+        }
+        self.in_seq = seq;
+        let portfolio = self.tenant.portfolio.get();
+        match frame {
+            Inbound::Tick(f) => self.on_tick(f),
+            Inbound::Heartbeat(h) => {
+                if let Some(ack) = h.ack {
+                    self.bridge_ack = self.bridge_ack.max(ack);
+                }
+                self.last_tick_msc = h.last_tick_msc.or(self.last_tick_msc);
+            }
+            Inbound::Account(a) => {
+                if a.login != self.login.0 {
+                    return self.send_error(
+                        ErrorCode::InvalidValue,
+                        format!("account {} reported on the session of account {}", a.login, self.login),
+                        Some(seq),
+                        false,
+                    );
+                }
+                if let Some(p) = portfolio {
+                    p.do_send(AccountReceived(a));
+                }
+            }
+            Inbound::Positions(frame) => {
+                if let Some(p) = portfolio {
+                    p.do_send(PositionsReceived { account: self.login, frame });
+                }
+            }
+            Inbound::Deal(frame) => {
+                if let Some(p) = portfolio {
+                    p.do_send(DealReceived { account: self.login, frame });
+                }
+            }
+            Inbound::OrderResult(frame) => {
+                let coid = frame.client_order_id.clone();
+                self.outbox.retain(|_, e| e.client_order_id != coid);
+                let Some(p) = portfolio else { return };
+                let account = self.login;
+                ctx.spawn(p.send(OrderResultReceived { account, frame }).into_actor(self).map(
+                    move |res, act, _ctx| {
+                        if let Ok(Err(unknown)) = res {
+                            act.send_error(ErrorCode::UnknownOrder, unknown.to_string(), Some(seq), false);
+                        }
+                    },
+                ));
+            }
+            Inbound::Hello(_) => self.send_error(
+                ErrorCode::DuplicateHello,
+                "this connection already said hello".into(),
+                Some(seq),
+                false,
+            ),
+        }
+    }
+
+    fn check_heartbeat(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        let timeout = Duration::from_millis(self.tenant.mt5.heartbeat_timeout_ms);
+        if self.last_heard.elapsed() > timeout {
+            tracing::warn!(tenant = %self.tenant.id, account = %self.login, "heartbeats missed: session lost");
+            self.send_error(
+                ErrorCode::HeartbeatTimeout,
+                format!("nothing received for {} ms", timeout.as_millis()),
+                None,
+                true,
+            );
+            self.close(CLOSE_POLICY, "heartbeat timeout");
+            self.set_link(LinkState::Lost);
+            return;
+        }
+        let seq = self.next_seq();
+        let ack = self.in_seq;
+        self.send(encode(&Outbound::Heartbeat(ServerHeartbeat { seq, time_msc: now_ms(), ack })));
+    }
+}
+
+impl Actor for Mt5Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4_096);
+        let interval = Duration::from_millis(self.tenant.mt5.heartbeat_interval_ms);
+        ctx.run_interval(interval, |act, _| act.check_heartbeat());
+        let Some(portfolio) = self.tenant.portfolio.get() else { return };
+        ctx.wait(portfolio.send(GetInFlight { account: self.login }).into_actor(self).map(|res, act, _| {
+            for order in res.unwrap_or_default() {
+                tracing::info!(tenant = %act.tenant.id, account = %act.login, client_order_id = %order.client_order_id,
+                    "order in flight: queued for re-sending");
+                act.enqueue_order(SendOrder {
+                    magic: super::portfolio::magic(order.strategy_id.as_deref()),
+                    client_order_id: order.client_order_id,
+                    symbol: order.symbol,
+                    side: order.side,
+                    kind: order.kind,
+                    volume: order.volume,
+                    price: order.price,
+                    position: 0,
+                });
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.close(CLOSE_GOING_AWAY, "session stopped");
+        self.notifier.mark_stopped();
+    }
+}
+
+impl Handler<Attach> for Mt5Session {
+    type Result = MessageResult<Attach>;
+
+    fn handle(&mut self, a: Attach, _ctx: &mut Self::Context) -> Self::Result {
+        if self.conn.is_some() {
+            self.send_error(
+                ErrorCode::SessionReplaced,
+                "a newer connection for this account took over".into(),
+                None,
+                true,
+            );
+            self.close(CLOSE_POLICY, "session replaced");
+        }
+        self.conn = Some(Connection { id: a.conn_id, tx: a.tx });
+        self.tenant.metrics.session_opened();
+        self.last_heard = Instant::now();
+        let seq = self.next_seq();
+        let mut symbols: Vec<String> = self.tenant.symbols.iter().cloned().collect();
+        symbols.sort();
+        let welcome = Welcome {
+            seq,
+            session_id: self.session_id.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            resume_from: self.in_seq,
+            heartbeat_interval_ms: self.tenant.mt5.heartbeat_interval_ms,
+            symbols,
+        };
+        self.send(encode(&Outbound::Welcome(welcome.clone())));
+        let resend: Vec<String> = self
+            .outbox
+            .range(a.hello.last_seq_received + 1..)
+            .map(|(_, e)| e.text.clone())
+            .collect();
+        if !resend.is_empty() {
+            tracing::info!(tenant = %self.tenant.id, account = %self.login, orders = resend.len(), "re-sending orders after resume");
+        }
+        for text in resend {
+            self.send(text);
+        }
+        tracing::info!(tenant = %self.tenant.id, account = %self.login, server = %a.hello.server,
+            resume_from = self.in_seq, last_seq_received = a.hello.last_seq_received, "mt5 session attached");
+        self.set_link(LinkState::Connected);
+        MessageResult(welcome)
+    }
+}
+
+impl Handler<Detach> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, d: Detach, _ctx: &mut Self::Context) {
+        if self.conn.as_ref().map(|c| c.id) == Some(d.conn_id) {
+            self.conn = None;
+            self.tenant.metrics.session_closed();
+            if self.link == LinkState::Connected {
+                self.set_link(LinkState::Disconnected);
+            }
+        }
+    }
+}
+
+impl Handler<FrameReceived> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, f: FrameReceived, ctx: &mut Self::Context) {
+        if self.conn.as_ref().map(|c| c.id) != Some(f.conn_id) {
+            return; // from a connection that was replaced
+        }
+        self.last_heard = Instant::now();
+        self.handle_frame(f.frame, ctx);
+    }
+}
+
+impl Handler<SendOrder> for Mt5Session {
+    type Result = MessageResult<SendOrder>;
+
+    fn handle(&mut self, o: SendOrder, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.enqueue_order(o))
+    }
+}
+
+impl Handler<GetSessionState> for Mt5Session {
+    type Result = MessageResult<GetSessionState>;
+
+    fn handle(&mut self, _: GetSessionState, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(SessionState {
+            login: self.login,
+            link: self.link,
+            last_seq_received: self.in_seq,
+            last_seq_sent: self.out_seq,
+            outbox: self.outbox.values().map(|e| e.client_order_id.clone()).collect(),
+            duplicates_ignored: self.duplicates,
+            bridge_ack: self.bridge_ack,
+            last_tick_msc: self.last_tick_msc,
+        })
+    }
+}
+
+impl Handler<Shutdown> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        self.send_error(ErrorCode::ShuttingDown, "trellis is shutting down".into(), None, true);
+        self.close(CLOSE_GOING_AWAY, "trellis is shutting down");
+        ctx.stop();
+    }
+}

@@ -1,0 +1,226 @@
+//! A tenant's subtree and the handles its actors use to reach each other.
+//!
+//! ```text
+//! tenant:<id> (supervisor, temporary)
+//! ├── market_data   (permanent)
+//! ├── risk          (permanent)
+//! ├── portfolio     (permanent)   reloads orders and fills from storage when it starts
+//! ├── strategy:<id> (permanent)   one per configured instance, warmed up from recent bars
+//! └── session:<login> (permanent) added when a terminal first connects
+//! ```
+//!
+//! Every actor of the subtree runs on the tenant's arbiter (thread), so one tenant's work never waits
+//! behind another's on the same thread unless they share it. Actors find each other through [`Slot`]s that
+//! each factory refills, so a restarted actor is reachable at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use rust_decimal::Decimal;
+
+use super::market_data::MarketData;
+use super::mt5_session::Mt5Session;
+use super::portfolio::Portfolio;
+use super::risk::Risk;
+use super::slot::Slot;
+use super::strategy::StrategyHost;
+use super::supervisor::{ChildContext, ChildSpec, RestartPolicy, StartChild, Supervisor, SupervisionError, SupervisorConfig};
+use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
+use crate::domain::{Login, Symbol, TenantId, Timeframe};
+use crate::metrics::Metrics;
+use crate::storage::relational::Relational;
+use crate::storage::timeseries::TimeSeries;
+use crate::storage::StoreSlot;
+use crate::strategies::StrategyRegistry;
+
+/// Contract size when a symbol has none configured (FX: 100 000 units per lot).
+pub const DEFAULT_CONTRACT_SIZE: i64 = 100_000;
+
+/// The latest quote of a symbol.
+#[derive(Debug, Clone, Copy)]
+pub struct Quote {
+    pub bid: Decimal,
+    pub ask: Decimal,
+    pub time_msc: i64,
+}
+
+/// A strategy instance as the tenant runs it.
+#[derive(Debug, Clone)]
+pub struct StrategyRoute {
+    pub settings: StrategySettings,
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+}
+
+/// Shared by the actors of one tenant.
+pub struct TenantContext {
+    pub id: TenantId,
+    pub settings: TenantSettings,
+    pub symbols: HashSet<String>,
+    contract_sizes: HashMap<String, Decimal>,
+    pub strategies: Vec<StrategyRoute>,
+    pub registry: StrategyRegistry,
+    pub mt5: Mt5Settings,
+    pub metrics: Arc<Metrics>,
+    pub relational: StoreSlot<Relational>,
+    pub timeseries: StoreSlot<TimeSeries>,
+    pub supervisor: Slot<Supervisor>,
+    pub market_data: Slot<MarketData>,
+    pub risk: Slot<Risk>,
+    pub portfolio: Slot<Portfolio>,
+    pub sessions: DashMap<Login, Addr<Mt5Session>>,
+    pub strategy_hosts: DashMap<String, Addr<StrategyHost>>,
+    pub quotes: DashMap<Symbol, Quote>,
+    pub supervision: SupervisorConfig,
+}
+
+/// Everything the runtime hands a new tenant.
+pub struct TenantDeps {
+    pub registry: StrategyRegistry,
+    pub mt5: Mt5Settings,
+    pub metrics: Arc<Metrics>,
+    pub relational: StoreSlot<Relational>,
+    pub timeseries: StoreSlot<TimeSeries>,
+    pub supervision: SupervisorConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenant `{tenant}`: {message}")]
+    Invalid { tenant: String, message: String },
+    #[error("tenant `{0}` already runs")]
+    Duplicate(String),
+    #[error(transparent)]
+    Supervision(#[from] SupervisionError),
+    #[error("tenant supervisor unreachable, retry later")]
+    Unavailable,
+}
+
+impl TenantContext {
+    /// Validates the settings (every strategy is built once to check its parameters).
+    pub fn new(settings: TenantSettings, deps: TenantDeps) -> Result<Arc<Self>, TenantError> {
+        let invalid = |message: String| TenantError::Invalid { tenant: settings.id.clone(), message };
+        let mut strategies = Vec::new();
+        for s in &settings.strategies {
+            let timeframe = Timeframe::parse(&s.timeframe)
+                .ok_or_else(|| invalid(format!("strategy `{}`: unknown timeframe `{}`", s.id, s.timeframe)))?;
+            deps.registry
+                .build(&s.kind, &s.params, s.volume)
+                .map_err(|e| invalid(format!("strategy `{}`: {e}", s.id)))?;
+            strategies.push(StrategyRoute { settings: s.clone(), symbol: Symbol(s.symbol.clone()), timeframe });
+        }
+        Ok(Arc::new(Self {
+            id: TenantId(settings.id.clone()),
+            symbols: settings.symbols.iter().cloned().collect(),
+            contract_sizes: settings.contract_sizes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            strategies,
+            settings,
+            registry: deps.registry,
+            mt5: deps.mt5,
+            metrics: deps.metrics,
+            relational: deps.relational,
+            timeseries: deps.timeseries,
+            supervisor: Slot::default(),
+            market_data: Slot::default(),
+            risk: Slot::default(),
+            portfolio: Slot::default(),
+            sessions: DashMap::new(),
+            strategy_hosts: DashMap::new(),
+            quotes: DashMap::new(),
+            supervision: deps.supervision,
+        }))
+    }
+
+    pub fn contract_size(&self, symbol: &str) -> Decimal {
+        self.contract_sizes
+            .get(symbol)
+            .copied()
+            .unwrap_or(Decimal::from(DEFAULT_CONTRACT_SIZE))
+    }
+
+    /// The tenant supervisor's spec, to start under the root in `arbiter`.
+    pub fn spec(self: &Arc<Self>, arbiter: ArbiterHandle) -> ChildSpec {
+        let mut children = vec![
+            {
+                let t = self.clone();
+                ChildSpec::new("market_data", RestartPolicy::Permanent, move |cx: ChildContext| {
+                    let addr = MarketData::new(t.clone(), cx.notifier).start();
+                    t.market_data.set(addr.clone());
+                    Ok(addr.recipient())
+                })
+            },
+            {
+                let t = self.clone();
+                ChildSpec::new("risk", RestartPolicy::Permanent, move |cx: ChildContext| {
+                    let addr = Risk::new(t.clone(), cx.notifier).start();
+                    t.risk.set(addr.clone());
+                    Ok(addr.recipient())
+                })
+            },
+            {
+                let t = self.clone();
+                ChildSpec::new("portfolio", RestartPolicy::Permanent, move |cx: ChildContext| {
+                    let addr = Portfolio::new(t.clone(), cx.notifier).start();
+                    t.portfolio.set(addr.clone());
+                    Ok(addr.recipient())
+                })
+            },
+        ];
+        for route in &self.strategies {
+            let t = self.clone();
+            let route = route.clone();
+            children.push(ChildSpec::new(
+                format!("strategy:{}", route.settings.id),
+                RestartPolicy::Permanent,
+                move |cx: ChildContext| {
+                    let strategy = t
+                        .registry
+                        .build(&route.settings.kind, &route.settings.params, route.settings.volume)
+                        .map_err(|e| e.to_string())?;
+                    let id = route.settings.id.clone();
+                    let addr = StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
+                    t.strategy_hosts.insert(id, addr.clone());
+                    Ok(addr.recipient())
+                },
+            ));
+        }
+        let t = self.clone();
+        let name = format!("tenant:{}", self.id);
+        let own = name.clone();
+        ChildSpec::new(name, RestartPolicy::Temporary, move |cx: ChildContext| {
+            let sup = Supervisor::child(own.clone(), cx, t.supervision, children.clone());
+            let addr = Supervisor::start_in_arbiter(&arbiter, move |_| sup);
+            t.supervisor.set(addr.clone());
+            Ok(addr.recipient())
+        })
+        .tenant(self.id.0.clone())
+    }
+
+    /// The session of `login`, started under the tenant supervisor on first use.
+    pub async fn session(self: &Arc<Self>, login: Login) -> Result<Addr<Mt5Session>, TenantError> {
+        if let Some(addr) = self.sessions.get(&login).map(|a| a.clone()) {
+            if addr.connected() {
+                return Ok(addr);
+            }
+        }
+        let sup = self.supervisor.get().ok_or(TenantError::Unavailable)?;
+        let t = self.clone();
+        let spec = ChildSpec::new(format!("session:{login}"), RestartPolicy::Permanent, move |cx: ChildContext| {
+            let addr = Mt5Session::new(t.clone(), login, cx.notifier).start();
+            t.sessions.insert(login, addr.clone());
+            Ok(addr.recipient())
+        });
+        match sup.send(StartChild(spec)).await {
+            Ok(Ok(())) | Ok(Err(SupervisionError::DuplicateChild(_))) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(TenantError::Unavailable),
+        }
+        self.sessions
+            .get(&login)
+            .map(|a| a.clone())
+            .filter(Addr::connected)
+            .ok_or(TenantError::Unavailable)
+    }
+}

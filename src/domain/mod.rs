@@ -1,0 +1,175 @@
+//! Pure trading types shared by every layer: no I/O, no actors, so the live path, the backtester and the
+//! simulator compute with exactly the same code.
+//!
+//! Prices, volumes and money are `rust_decimal::Decimal` (exact); indicators use `f64`.
+
+pub mod bars;
+pub mod orders;
+pub mod positions;
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// A tenant's identifier (a slug such as `acme`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An MT5 account login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Login(pub u64);
+
+impl fmt::Display for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A symbol as the broker names it (`EURUSD`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Symbol(pub String);
+
+impl Symbol {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Symbol {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    /// +1 for buy, -1 for sell.
+    pub fn sign(self) -> Decimal {
+        match self {
+            Self::Buy => Decimal::ONE,
+            Self::Sell => Decimal::NEGATIVE_ONE,
+        }
+    }
+
+    pub fn opposite(self) -> Self {
+        match self {
+            Self::Buy => Self::Sell,
+            Self::Sell => Self::Buy,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buy => "buy",
+            Self::Sell => "sell",
+        }
+    }
+}
+
+/// A quote from the terminal. OHLC bars are built from `bid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    pub symbol: Symbol,
+    /// Milliseconds since the Unix epoch, UTC (MT5 `time_msc`).
+    pub time_msc: i64,
+    pub bid: Decimal,
+    pub ask: Decimal,
+}
+
+/// Bar periods, aligned on UTC multiples of their length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Timeframe {
+    M1,
+    M5,
+    M15,
+    H1,
+    H4,
+    D1,
+}
+
+impl Timeframe {
+    pub const ALL: [Timeframe; 6] = [Self::M1, Self::M5, Self::M15, Self::H1, Self::H4, Self::D1];
+
+    /// Length in milliseconds.
+    pub fn millis(self) -> i64 {
+        const MIN: i64 = 60_000;
+        match self {
+            Self::M1 => MIN,
+            Self::M5 => 5 * MIN,
+            Self::M15 => 15 * MIN,
+            Self::H1 => 60 * MIN,
+            Self::H4 => 240 * MIN,
+            Self::D1 => 1440 * MIN,
+        }
+    }
+
+    /// Start of the bar that contains `time_msc`.
+    pub fn open_time(self, time_msc: i64) -> i64 {
+        time_msc.div_euclid(self.millis()) * self.millis()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::M1 => "M1",
+            Self::M5 => "M5",
+            Self::M15 => "M15",
+            Self::H1 => "H1",
+            Self::H4 => "H4",
+            Self::D1 => "D1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Timeframe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A closed OHLC bar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bar {
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    pub open_time_ms: i64,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub tick_volume: u64,
+}
+
+/// Milliseconds since the Unix epoch, from the wall clock (for records, never for bar boundaries).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,4 @@
+//! WebSocket endpoints: `/ws/mt5` for MT5 bridges.
+
+pub mod mt5;
+pub mod protocol;

@@ -1,0 +1,235 @@
+//! `GET /ws/mt5`: one task per bridge connection.
+//!
+//! The task authenticates the `hello`, attaches the connection to the account's `Mt5Session` and then
+//! pumps frames both ways. It parses every text frame itself, so a bad frame is answered right here with an
+//! `error` naming the problem and never reaches the actors; frames that parsed go to the session in order.
+//! Frames over `mt5.max_frame_bytes` close the connection with 1009, a sender beyond its frame budget or
+//! with too many bad frames with 1008. Everything accepted before a bad frame stays accepted.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use futures_util::StreamExt;
+use governor::{Quota, RateLimiter};
+use tokio::sync::mpsc;
+
+use super::protocol::{decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION};
+use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing};
+use crate::actors::mt5_session::Mt5Session;
+use crate::actors::tenant::TenantContext;
+use crate::domain::Login;
+use crate::http::AppState;
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let max = state.settings.mt5.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    actix_web::rt::spawn(async move {
+        let mut conn = Conn { session, state: state.into_inner(), errors: 0, seq: 0, peer };
+        conn.run(stream).await;
+    });
+    Ok(response)
+}
+
+struct Conn {
+    session: Session,
+    state: Arc<AppState>,
+    errors: u32,
+    /// Sequence of frames this task writes itself (errors before a session exists).
+    seq: u64,
+    peer: String,
+}
+
+type Stream = actix_ws::AggregatedMessageStream;
+
+impl Conn {
+    async fn run(&mut self, mut stream: Stream) {
+        let Some((tenant, hello)) = self.handshake(&mut stream).await else { return };
+        let login = Login(hello.login);
+        let session = match tenant.session(login).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, account = %login, error = %e, "no session for the bridge");
+                return self.fail(ErrorCode::ShuttingDown, format!("session unavailable, retry: {e}"), None).await;
+            }
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let conn_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        if session.send(Attach { conn_id, tx, hello }).await.is_err() {
+            return self.fail(ErrorCode::ShuttingDown, "session unavailable, retry".into(), None).await;
+        }
+        let mt5 = &self.state.settings.mt5;
+        let per_sec = NonZeroU32::new(mt5.max_frames_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(mt5.frame_burst).unwrap_or(per_sec);
+        let budget = RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst));
+        loop {
+            tokio::select! {
+                biased;
+                out = rx.recv() => match out {
+                    Some(Outgoing::Text(text)) => {
+                        if self.session.text(text).await.is_err() { break; }
+                    }
+                    Some(Outgoing::Close(code, reason)) => {
+                        let _ = self.session.clone().close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason) })).await;
+                        break;
+                    }
+                    None => {
+                        let _ = self.session.clone().close(Some(CloseCode::Away.into())).await;
+                        break;
+                    }
+                },
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    if budget.check().is_err() {
+                        self.fail(ErrorCode::RateLimited, format!(
+                            "more than {} frames per second (burst {}): connection closed", per_sec, burst), None).await;
+                        break;
+                    }
+                    if !self.on_message(msg, &session, conn_id).await { break; }
+                }
+            }
+        }
+        session.do_send(Detach { conn_id });
+    }
+
+    /// Reads frames until a valid `hello` with a known key and version arrives.
+    async fn handshake(&mut self, stream: &mut Stream) -> Option<(Arc<TenantContext>, Hello)> {
+        let timeout = Duration::from_millis(self.state.settings.mt5.hello_timeout_ms);
+        let first = match tokio::time::timeout(timeout, stream.next()).await {
+            Ok(Some(Ok(AggregatedMessage::Text(text)))) => text,
+            Ok(Some(Ok(AggregatedMessage::Binary(_)))) => {
+                self.fail(ErrorCode::BinaryNotSupported, "frames are JSON text".into(), None).await;
+                return None;
+            }
+            Ok(Some(Ok(_))) => {
+                self.fail(ErrorCode::HelloRequired, "the first frame must be a hello".into(), None).await;
+                return None;
+            }
+            Ok(Some(Err(e))) => {
+                self.protocol_failure(e).await;
+                return None;
+            }
+            Ok(None) => return None,
+            Err(_) => {
+                self.fail(ErrorCode::HelloRequired, format!("no hello within {} ms", timeout.as_millis()), None).await;
+                return None;
+            }
+        };
+        let hello = match decode(&first) {
+            Ok(Inbound::Hello(h)) => h,
+            Ok(other) => {
+                self.fail(ErrorCode::HelloRequired, format!("the first frame must be a hello, not {}", other.kind()), Some(other.seq())).await;
+                return None;
+            }
+            Err(e) => {
+                self.fail(e.code, e.message, e.ref_seq).await;
+                return None;
+            }
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            self.fail(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {} is not supported; this trellis speaks {PROTOCOL_VERSION}", hello.protocol_version),
+                Some(hello.seq),
+            )
+            .await;
+            return None;
+        }
+        let Some(tenant) = self.state.runtime.tenant_for_key(&hello.api_key) else {
+            tracing::warn!(peer = %self.peer, login = hello.login, "bridge refused: bad API key");
+            self.fail(ErrorCode::BadApiKey, "unknown or revoked API key".into(), Some(hello.seq)).await;
+            return None;
+        };
+        Some((tenant, hello))
+    }
+
+    /// Handles one message after the handshake; false ends the connection.
+    async fn on_message(&mut self, msg: Result<AggregatedMessage, ProtocolError>, session: &Addr<Mt5Session>, conn_id: u64) -> bool {
+        match msg {
+            Ok(AggregatedMessage::Text(text)) => match decode(&text) {
+                Ok(frame) => {
+                    let msg = FrameReceived { conn_id, frame };
+                    match session.try_send(msg) {
+                        Ok(()) => true,
+                        // A full mailbox: wait for room rather than drop what the terminal sent.
+                        Err(actix::prelude::SendError::Full(msg)) => session.send(msg).await.is_ok(),
+                        Err(actix::prelude::SendError::Closed(_)) => {
+                            self.fail(ErrorCode::ShuttingDown, "session restarted; reconnect".into(), None).await;
+                            false
+                        }
+                    }
+                }
+                Err(e) => self.bad_frame(e.code, e.message, e.ref_seq).await,
+            },
+            Ok(AggregatedMessage::Binary(_)) => {
+                self.bad_frame(ErrorCode::BinaryNotSupported, "frames are JSON text".into(), None).await
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => self.session.pong(&bytes).await.is_ok(),
+            Ok(AggregatedMessage::Pong(_)) => true,
+            Ok(AggregatedMessage::Close(_)) => false,
+            Err(e) => {
+                self.protocol_failure(e).await;
+                false
+            }
+        }
+    }
+
+    /// A frame that could not be used: tell the bridge, keep the connection unless it keeps happening.
+    async fn bad_frame(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>) -> bool {
+        self.errors += 1;
+        let limit = self.state.settings.mt5.max_bad_frames;
+        if self.errors >= limit {
+            self.fail(ErrorCode::TooManyErrors, format!("{limit} bad frames; last: {message}"), ref_seq).await;
+            return false;
+        }
+        self.state.runtime.metrics.protocol_error(code.as_str());
+        self.seq += 1;
+        let frame = ErrorFrame { seq: self.seq, code: code.as_str().into(), message, ref_seq, fatal: false };
+        self.session.text(encode(&Outbound::Error(frame))).await.is_ok()
+    }
+
+    async fn protocol_failure(&mut self, e: ProtocolError) {
+        match e {
+            ProtocolError::Overflow => {
+                let max = self.state.settings.mt5.max_frame_bytes;
+                self.send_error(ErrorCode::FrameTooLarge, format!("frame larger than {max} bytes"), None, true).await;
+                let _ = self.session.clone().close(Some(CloseReason { code: CloseCode::Size, description: Some("frame too large".into()) })).await;
+            }
+            other => {
+                self.send_error(ErrorCode::MalformedJson, format!("websocket protocol error: {other}"), None, true).await;
+                let _ = self.session.clone().close(Some(CloseCode::Protocol.into())).await;
+            }
+        }
+    }
+
+    async fn send_error(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>, fatal: bool) {
+        self.state.runtime.metrics.protocol_error(code.as_str());
+        self.seq += 1;
+        let frame = ErrorFrame { seq: self.seq, code: code.as_str().into(), message, ref_seq, fatal };
+        let _ = self.session.text(encode(&Outbound::Error(frame))).await;
+    }
+
+    /// A fatal error: tell the bridge why, close with 1008.
+    async fn fail(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>) {
+        tracing::info!(peer = %self.peer, code = code.as_str(), %message, "closing bridge connection");
+        self.send_error(code, message.clone(), ref_seq, true).await;
+        let mut reason = message;
+        reason.truncate(120);
+        let _ = self.session.clone().close(Some(CloseReason { code: CloseCode::Policy, description: Some(reason) })).await;
+    }
+}

@@ -1,0 +1,444 @@
+//! The MT5 bridge protocol, version 1: the JSON frames exchanged over `/ws/mt5` (docs/mt5-protocol.md).
+//!
+//! Field names and numeric codes are those of the MT5 API (shared/MT5.md) so a bridge maps them 1:1, except
+//! that a top-level MT5 `type` is spelled `order_type` / `deal_type` since `type` names the frame. Every
+//! frame is `{"type": …, "seq": …, …}`; `seq` counts frames per direction from 1. Prices and volumes are
+//! JSON numbers (decimal strings are accepted too) and become exact decimals on arrival. Unknown fields are
+//! ignored so a newer bridge can add some; unknown types, missing fields and wrong types are errors.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames from the terminal's bridge to trellis.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Inbound {
+    Hello(Hello),
+    Tick(TickFrame),
+    Account(AccountFrame),
+    Positions(PositionsFrame),
+    OrderResult(OrderResultFrame),
+    Deal(DealFrame),
+    Heartbeat(HeartbeatFrame),
+}
+
+impl Inbound {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Hello(f) => f.seq,
+            Self::Tick(f) => f.seq,
+            Self::Account(f) => f.seq,
+            Self::Positions(f) => f.seq,
+            Self::OrderResult(f) => f.seq,
+            Self::Deal(f) => f.seq,
+            Self::Heartbeat(f) => f.seq,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "hello",
+            Self::Tick(_) => "tick",
+            Self::Account(_) => "account",
+            Self::Positions(_) => "positions",
+            Self::OrderResult(_) => "order_result",
+            Self::Deal(_) => "deal",
+            Self::Heartbeat(_) => "heartbeat",
+        }
+    }
+}
+
+/// First frame of every connection.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Hello {
+    pub seq: u64,
+    pub api_key: String,
+    /// MT5 account login.
+    pub login: u64,
+    /// Broker trade server, e.g. `MetaQuotes-Demo`.
+    pub server: String,
+    /// Terminal build, for the logs.
+    #[serde(default)]
+    pub build: Option<u32>,
+    pub protocol_version: u32,
+    /// Highest trellis `seq` this bridge has processed (0 on a fresh start): trellis re-sends what follows.
+    #[serde(default)]
+    pub last_seq_received: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct TickFrame {
+    pub seq: u64,
+    pub symbol: String,
+    pub time_msc: i64,
+    pub bid: Decimal,
+    pub ask: Decimal,
+    #[serde(default)]
+    pub last: Option<Decimal>,
+    #[serde(default)]
+    pub volume: Option<Decimal>,
+    #[serde(default)]
+    pub flags: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct AccountFrame {
+    pub seq: u64,
+    pub login: u64,
+    pub currency: String,
+    pub leverage: u32,
+    pub balance: Decimal,
+    pub equity: Decimal,
+    pub margin: Decimal,
+    #[serde(default)]
+    pub margin_free: Option<Decimal>,
+    #[serde(default)]
+    pub profit: Option<Decimal>,
+    /// RETAIL_NETTING 0, EXCHANGE 1, RETAIL_HEDGING 2.
+    #[serde(default)]
+    pub margin_mode: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PositionsFrame {
+    pub seq: u64,
+    pub positions: Vec<PositionItem>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PositionItem {
+    pub ticket: u64,
+    /// Stable position id (use this, not `ticket`).
+    pub identifier: u64,
+    pub symbol: String,
+    /// POSITION_TYPE_BUY 0, SELL 1.
+    #[serde(rename = "type")]
+    pub kind: u32,
+    pub volume: Decimal,
+    pub price_open: Decimal,
+    #[serde(default)]
+    pub price_current: Option<Decimal>,
+    #[serde(default)]
+    pub profit: Option<Decimal>,
+    #[serde(default)]
+    pub magic: Option<u64>,
+    #[serde(default)]
+    pub time_msc: Option<i64>,
+}
+
+/// The trade server's answer to an `order_request` (MT5 `MqlTradeResult`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct OrderResultFrame {
+    pub seq: u64,
+    pub client_order_id: String,
+    pub retcode: u32,
+    #[serde(default)]
+    pub deal: u64,
+    #[serde(default)]
+    pub order: u64,
+    #[serde(default)]
+    pub volume: Decimal,
+    #[serde(default)]
+    pub price: Decimal,
+    #[serde(default)]
+    pub bid: Option<Decimal>,
+    #[serde(default)]
+    pub ask: Option<Decimal>,
+    #[serde(default)]
+    pub comment: String,
+    #[serde(default)]
+    pub request_id: Option<u64>,
+    #[serde(default)]
+    pub retcode_external: Option<i64>,
+}
+
+/// A fill (MT5 deal).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct DealFrame {
+    pub seq: u64,
+    pub ticket: u64,
+    pub order: u64,
+    /// The order it fills, when the bridge knows it (from its journal).
+    #[serde(default)]
+    pub client_order_id: Option<String>,
+    pub position_id: u64,
+    pub symbol: String,
+    /// MT5 deal `type` (DEAL_TYPE_BUY 0, SELL 1), renamed because `type` names the frame.
+    pub deal_type: u32,
+    /// DEAL_ENTRY_IN 0, OUT 1, INOUT 2, OUT_BY 3.
+    pub entry: u32,
+    pub volume: Decimal,
+    pub price: Decimal,
+    #[serde(default)]
+    pub commission: Decimal,
+    #[serde(default)]
+    pub swap: Decimal,
+    #[serde(default)]
+    pub profit: Decimal,
+    #[serde(default)]
+    pub fee: Decimal,
+    #[serde(default)]
+    pub magic: u64,
+    #[serde(default)]
+    pub comment: String,
+    pub time_msc: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct HeartbeatFrame {
+    pub seq: u64,
+    pub time_msc: i64,
+    /// Time of the last tick the terminal saw, so a live link with a stalled feed shows.
+    #[serde(default)]
+    pub last_tick_msc: Option<i64>,
+    /// Highest trellis `seq` processed by the bridge.
+    #[serde(default)]
+    pub ack: Option<u64>,
+}
+
+/// Frames from trellis to the bridge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outbound {
+    Welcome(Welcome),
+    OrderRequest(OrderRequest),
+    CancelRequest(CancelRequest),
+    Heartbeat(ServerHeartbeat),
+    Error(ErrorFrame),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Welcome {
+    pub seq: u64,
+    pub session_id: String,
+    pub protocol_version: u32,
+    /// Highest terminal `seq` trellis has processed: the bridge re-sends its unacknowledged frames after it.
+    pub resume_from: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Symbols this tenant trades; ticks of others are refused.
+    pub symbols: Vec<String>,
+}
+
+/// An order for the terminal (fields of MT5 `MqlTradeRequest`). Idempotent by `client_order_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OrderRequest {
+    pub seq: u64,
+    pub client_order_id: String,
+    /// TRADE_ACTION_DEAL 1 (market) or PENDING 5.
+    pub action: u32,
+    pub symbol: String,
+    /// MT5 request `type` (ORDER_TYPE_BUY 0, SELL 1, BUY_LIMIT 2, SELL_LIMIT 3, BUY_STOP 4, SELL_STOP 5),
+    /// renamed because `type` names the frame.
+    pub order_type: u32,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub volume: Decimal,
+    /// 0 for market orders (the terminal uses the current price).
+    #[serde(with = "rust_decimal::serde::float")]
+    pub price: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub sl: Decimal,
+    #[serde(with = "rust_decimal::serde::float")]
+    pub tp: Decimal,
+    /// Allowed slippage in points.
+    pub deviation: u32,
+    pub magic: u64,
+    /// Short id for the terminal's comment (≤ 31 chars); never relied on to identify the order.
+    pub comment: String,
+    /// ORDER_FILLING_FOK 0, IOC 1, RETURN 2.
+    pub type_filling: u32,
+    /// ORDER_TIME_GTC 0, DAY 1, SPECIFIED 2, SPECIFIED_DAY 3.
+    pub type_time: u32,
+    /// Ticket of the position to close (hedging accounts); 0 otherwise.
+    #[serde(default)]
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CancelRequest {
+    pub seq: u64,
+    pub client_order_id: String,
+    /// The trade server's order ticket, when known.
+    pub order: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerHeartbeat {
+    pub seq: u64,
+    pub time_msc: i64,
+    /// Highest terminal `seq` processed by trellis.
+    pub ack: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorFrame {
+    pub seq: u64,
+    /// Machine-readable: see [`ErrorCode`].
+    pub code: String,
+    pub message: String,
+    /// The `seq` of the offending frame, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_seq: Option<u64>,
+    /// True when trellis closes the connection after this frame.
+    pub fatal: bool,
+}
+
+/// Every problem a bridge can be told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    MalformedJson,
+    UnknownType,
+    MissingField,
+    WrongType,
+    InvalidValue,
+    UnknownSymbol,
+    FrameTooLarge,
+    RateLimited,
+    BinaryNotSupported,
+    HelloRequired,
+    DuplicateHello,
+    BadApiKey,
+    UnsupportedVersion,
+    HeartbeatTimeout,
+    SessionReplaced,
+    UnknownOrder,
+    TooManyErrors,
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::UnknownType => "unknown_type",
+            Self::MissingField => "missing_field",
+            Self::WrongType => "wrong_type",
+            Self::InvalidValue => "invalid_value",
+            Self::UnknownSymbol => "unknown_symbol",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::BinaryNotSupported => "binary_not_supported",
+            Self::HelloRequired => "hello_required",
+            Self::DuplicateHello => "duplicate_hello",
+            Self::BadApiKey => "bad_api_key",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::SessionReplaced => "session_replaced",
+            Self::UnknownOrder => "unknown_order",
+            Self::TooManyErrors => "too_many_errors",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why a text frame could not be read, with the code the bridge is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub ref_seq: Option<u64>,
+}
+
+/// Parses one text frame, telling apart broken JSON, unknown types, missing fields and wrong types.
+pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
+    match serde_json::from_str::<Inbound>(text) {
+        Ok(frame) => Ok(frame),
+        Err(e) => Err(classify(text, e)),
+    }
+}
+
+fn classify(text: &str, e: serde_json::Error) -> DecodeError {
+    use serde_json::error::Category;
+    let message = e.to_string();
+    // A frame that is valid JSON but the wrong shape: find its seq for the reply.
+    let value = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => None,
+        Category::Data => serde_json::from_str::<serde_json::Value>(text).ok(),
+    };
+    let Some(value) = value else {
+        return DecodeError {
+            code: ErrorCode::MalformedJson,
+            message: format!("not valid JSON: {message}"),
+            ref_seq: None,
+        };
+    };
+    let ref_seq = value.get("seq").and_then(serde_json::Value::as_u64);
+    let code = if !value.is_object() {
+        ErrorCode::WrongType
+    } else if value.get("type").is_none() {
+        ErrorCode::MissingField
+    } else if !value["type"].is_string() {
+        ErrorCode::WrongType
+    } else if message.starts_with("unknown variant") {
+        ErrorCode::UnknownType
+    } else if message.starts_with("missing field") {
+        ErrorCode::MissingField
+    } else if message.starts_with("invalid value") && !message.contains("expected a Decimal") {
+        ErrorCode::InvalidValue
+    } else {
+        ErrorCode::WrongType
+    };
+    let message = match code {
+        ErrorCode::MissingField if value.get("type").is_none() => "missing field `type`".to_owned(),
+        ErrorCode::WrongType if !value.is_object() => "a frame must be a JSON object".to_owned(),
+        _ => message,
+    };
+    DecodeError { code, message, ref_seq }
+}
+
+/// Serialises an outbound frame. Serialising these types cannot fail; an empty string is never sent.
+pub fn encode(frame: &Outbound) -> String {
+    serde_json::to_string(frame).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_frame_parses_prices_exactly() {
+        let f = decode(r#"{"type":"tick","seq":3,"symbol":"EURUSD","time_msc":1700000000123,"bid":1.08123,"ask":"1.08125"}"#)
+            .expect("valid");
+        let Inbound::Tick(t) = f else { panic!("tick") };
+        assert_eq!(t.bid.to_string(), "1.08123");
+        assert_eq!(t.ask.to_string(), "1.08125");
+    }
+
+    #[test]
+    fn each_kind_of_bad_frame_gets_its_own_code() {
+        let code = |s: &str| decode(s).expect_err("bad").code;
+        assert_eq!(code("{not json"), ErrorCode::MalformedJson);
+        assert_eq!(code(r#"{"type":"teleport","seq":1}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"tick","seq":1,"symbol":"EURUSD","time_msc":1,"bid":1.1}"#), ErrorCode::MissingField);
+        assert_eq!(code(r#"{"type":"tick","seq":1,"symbol":"EURUSD","time_msc":"soon","bid":1.1,"ask":1.2}"#), ErrorCode::WrongType);
+        assert_eq!(code(r#"{"seq":1}"#), ErrorCode::MissingField);
+        assert_eq!(code("[1,2]"), ErrorCode::WrongType);
+        assert_eq!(decode(r#"{"type":"teleport","seq":9}"#).expect_err("bad").ref_seq, Some(9));
+    }
+
+    #[test]
+    fn order_requests_carry_prices_as_numbers() {
+        let text = encode(&Outbound::OrderRequest(OrderRequest {
+            seq: 1,
+            client_order_id: "c1".into(),
+            action: 1,
+            symbol: "EURUSD".into(),
+            order_type: 0,
+            volume: "0.1".parse().expect("d"),
+            price: Decimal::ZERO,
+            sl: Decimal::ZERO,
+            tp: Decimal::ZERO,
+            deviation: 10,
+            magic: 7,
+            comment: "c1".into(),
+            type_filling: 1,
+            type_time: 0,
+            position: 0,
+        }));
+        assert!(text.contains(r#""volume":0.1"#), "{text}");
+        assert!(text.contains(r#""type":"order_request""#), "{text}");
+        assert!(text.contains(r#""order_type":0"#), "{text}");
+    }
+}

@@ -1,0 +1,160 @@
+//! Strategies: the `Strategy` trait, parameter validation and the built-ins.
+//!
+//! A strategy is plain code with no I/O. It sees closed bars (and ticks when it asks for them) and answers
+//! with the position it wants to hold, in signed lots. The portfolio turns the difference between that
+//! target and what the strategy holds (plus what is in flight) into orders, so a strategy that restarts, or
+//! repeats itself, never doubles a position. The same objects run live (inside a supervised actor, behind
+//! `catch_unwind`) and in the backtester.
+
+mod donchian_breakout;
+mod ema_cross;
+mod rsi_reversion;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use rust_decimal::Decimal;
+
+pub use donchian_breakout::DonchianBreakout;
+pub use ema_cross::EmaCross;
+pub use rsi_reversion::RsiReversion;
+
+use crate::domain::{Bar, Tick};
+
+/// Strategy code. `Send` because instances move into actors; panics are contained by the caller.
+pub trait Strategy: Send {
+    /// A bar of the strategy's symbol and timeframe closed. `Some(target)` asks to hold `target` lots
+    /// (positive long, negative short, zero flat); `None` leaves things as they are.
+    fn on_bar(&mut self, bar: &Bar) -> Option<Decimal>;
+
+    /// A tick of the strategy's symbol, delivered only when [`Strategy::wants_ticks`] is true.
+    fn on_tick(&mut self, _tick: &Tick) -> Option<Decimal> {
+        None
+    }
+
+    /// One of the strategy's orders filled (signed lots, price).
+    fn on_fill(&mut self, _signed_volume: Decimal, _price: Decimal) {}
+
+    fn wants_ticks(&self) -> bool {
+        false
+    }
+}
+
+/// Parameters given to a strategy: name → number.
+pub type Params = BTreeMap<String, f64>;
+
+/// A parameter set that cannot be used; names the parameter.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("strategy `{kind}`: {message}")]
+pub struct ParamError {
+    pub kind: String,
+    pub message: String,
+}
+
+/// Builds a strategy from its parameters and position size (lots).
+pub type StrategyFactory = fn(&Params, Decimal) -> Result<Box<dyn Strategy>, ParamError>;
+
+/// Reads parameters, refusing unknown names and out-of-range values.
+pub struct ParamReader<'a> {
+    kind: &'static str,
+    params: &'a Params,
+    known: Vec<&'static str>,
+}
+
+impl<'a> ParamReader<'a> {
+    pub fn new(kind: &'static str, params: &'a Params) -> Self {
+        Self { kind, params, known: Vec::new() }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> ParamError {
+        ParamError { kind: self.kind.to_owned(), message: message.into() }
+    }
+
+    /// An integer parameter within `[min, max]`, `default` when absent.
+    pub fn period(&mut self, name: &'static str, default: usize, min: usize, max: usize) -> Result<usize, ParamError> {
+        self.known.push(name);
+        let Some(&v) = self.params.get(name) else { return Ok(default) };
+        if v.fract() != 0.0 || v < min as f64 || v > max as f64 {
+            return Err(self.error(format!("`{name}` must be a whole number from {min} to {max}, not {v}")));
+        }
+        Ok(v as usize)
+    }
+
+    /// A number within `[min, max]`, `default` when absent.
+    pub fn number(&mut self, name: &'static str, default: f64, min: f64, max: f64) -> Result<f64, ParamError> {
+        self.known.push(name);
+        let Some(&v) = self.params.get(name) else { return Ok(default) };
+        if !v.is_finite() || v < min || v > max {
+            return Err(self.error(format!("`{name}` must be from {min} to {max}, not {v}")));
+        }
+        Ok(v)
+    }
+
+    /// Refuses parameters the strategy does not know.
+    pub fn finish(self) -> Result<(), ParamError> {
+        match self.params.keys().find(|k| !self.known.contains(&k.as_str())) {
+            Some(unknown) => Err(self.error(format!(
+                "unknown parameter `{unknown}` (known: {})",
+                self.known.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Strategy kinds by name. The built-ins are always there; an embedding program (or a test) may add its own.
+#[derive(Clone)]
+pub struct StrategyRegistry {
+    kinds: Arc<RwLock<HashMap<String, StrategyFactory>>>,
+}
+
+impl Default for StrategyRegistry {
+    fn default() -> Self {
+        let mut kinds: HashMap<String, StrategyFactory> = HashMap::new();
+        kinds.insert("ema_cross".into(), EmaCross::build);
+        kinds.insert("rsi_reversion".into(), RsiReversion::build);
+        kinds.insert("donchian_breakout".into(), DonchianBreakout::build);
+        Self { kinds: Arc::new(RwLock::new(kinds)) }
+    }
+}
+
+impl StrategyRegistry {
+    pub fn register(&self, kind: &str, factory: StrategyFactory) {
+        let mut guard = match self.kinds.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        guard.insert(kind.to_owned(), factory);
+    }
+
+    /// Builds a strategy, validating its parameters.
+    pub fn build(&self, kind: &str, params: &Params, volume: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
+        let factory = {
+            let guard = match self.kinds.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            guard.get(kind).copied()
+        };
+        match factory {
+            Some(f) => f(params, volume),
+            None => Err(ParamError { kind: kind.to_owned(), message: "unknown strategy kind".into() }),
+        }
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        let guard = match self.kinds.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut all: Vec<String> = guard.keys().cloned().collect();
+        all.sort();
+        all
+    }
+}
+
+/// The bar close as `f64`, for indicators.
+pub(crate) fn close_f64(bar: &Bar) -> f64 {
+    use rust_decimal::prelude::ToPrimitive;
+    bar.close.to_f64().unwrap_or(f64::NAN)
+}
