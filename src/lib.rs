@@ -7,21 +7,25 @@
 //! # Layout
 //! - `domain`: pure trading types (ticks, bars, orders, positions, PnL) shared by live, backtest and sim.
 //! - `config`: settings from `config/*.toml` and `TRELLIS__…` variables, validated at start-up.
+//! - `demo`: `trellis demo`, the runtime with a demo tenant and a simulated terminal.
 //! - `startup`: `Application` — builds the tree and the HTTP server, runs, shuts down in order.
 //! - `actors`: the supervision layer and the supervision tree.
 //! - `http`: the HTTP routes (health, readiness, metrics, later the admin API) and their error type.
 //! - `storage`: storage actors (embedded SQLite by default) and their health board.
 //! - `security`: authentication, authorisation, encryption and audit (filled by the security issue).
 //! - `strategies`: the `Strategy` trait and the built-in strategies.
+//! - `sim`: the simulated MT5 terminal and broker (`trellis mt5-sim`, the demo, tests, benchmarks).
 //! - `metrics`: Prometheus metrics.
 //! - `telemetry`: logging set-up.
 
 pub mod actors;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod domain;
 pub mod security;
+pub mod sim;
 pub mod startup;
 pub mod strategies;
 pub mod storage;

@@ -25,12 +25,68 @@ struct Cli {
 enum Command {
     /// Start the runtime: supervision tree, storage, HTTP (/health, /ready, /metrics) until Ctrl-C or SIGTERM.
     Serve,
+    /// Run the demo: trellis on its embedded store, a demo tenant with ema_cross strategies, and a simulated
+    /// MT5 terminal connected over WebSocket, trading until Ctrl-C.
+    Demo,
+    /// Run a simulated MT5 terminal and broker that connects to a trellis over the bridge protocol.
+    Mt5Sim(SimArgs),
     /// Validate the configuration and print the effective settings.
     CheckConfig,
 }
 
+#[derive(clap::Args)]
+struct SimArgs {
+    /// trellis's bridge endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws/mt5")]
+    url: String,
+    /// The tenant's API key (as configured in [[tenants]].api_keys).
+    #[arg(long, env = "TRELLIS_SIM_API_KEY")]
+    api_key: String,
+    /// MT5 account login to present.
+    #[arg(long, default_value_t = 5001)]
+    login: u64,
+    /// Symbols to stream, comma separated (random walk).
+    #[arg(long, value_delimiter = ',', default_value = "EURUSD,GBPUSD,USDJPY")]
+    symbols: Vec<String>,
+    /// Ticks per second (0 = as fast as possible).
+    #[arg(long, default_value_t = 20)]
+    rate: u64,
+    /// Market time added per tick, in ms (1000 with rate 60 runs market time 60× faster than the clock).
+    #[arg(long, default_value_t = 250)]
+    time_step_ms: i64,
+    /// Largest random move per tick, in points.
+    #[arg(long, default_value_t = 8)]
+    step_points: i64,
+    /// Spread in points.
+    #[arg(long, default_value_t = 2)]
+    spread_points: i64,
+    /// Replay ticks from a CSV `time_msc,bid,ask[,symbol]` instead of the random walk.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Symbol of CSV lines without a symbol column.
+    #[arg(long)]
+    csv_symbol: Option<String>,
+    /// Hedging account (default netting).
+    #[arg(long)]
+    hedging: bool,
+    /// Market orders fill up to this many points worse than the quote.
+    #[arg(long, default_value_t = 0)]
+    slippage_points: u32,
+    /// Fill only this fraction of market orders (MT5 DONE_PARTIAL), e.g. 0.5.
+    #[arg(long)]
+    partial_fill: Option<rust_decimal::Decimal>,
+    /// Starting balance.
+    #[arg(long, default_value = "100000")]
+    balance: rust_decimal::Decimal,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Mt5Sim(args) = cli.command {
+        return run_sim(args);
+    }
     let settings = match Settings::from_env(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -46,17 +102,84 @@ fn main() -> ExitCode {
         Command::Serve => {
             trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
-            let result = actix_rt::System::new().block_on(async move {
+            exit(actix_rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
                 app.run_until_stopped().await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("trellis: {e:#}");
-                    ExitCode::FAILURE
-                }
+            }))
+        }
+        Command::Demo => {
+            trellis::telemetry::init(&settings.log);
+            trellis::telemetry::install_panic_hook();
+            exit(actix_rt::System::new().block_on(trellis::demo::run(settings)))
+        }
+        Command::Mt5Sim(_) => ExitCode::SUCCESS,
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trellis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_sim(a: SimArgs) -> ExitCode {
+    use trellis::domain::positions::AccountMode;
+    use trellis::sim::feed::{pace, read_ticks_csv, RandomWalk};
+    use trellis::sim::{spawn, SimConfig};
+
+    trellis::telemetry::init(&trellis::config::LogSettings {
+        format: trellis::config::LogFormat::Pretty,
+        level: "info".into(),
+    });
+    let mut cfg = SimConfig::new(a.url.clone(), a.api_key.clone(), a.login);
+    cfg.broker.mode = if a.hedging { AccountMode::Hedging } else { AccountMode::Netting };
+    cfg.broker.max_slippage_points = a.slippage_points;
+    cfg.broker.partial_fill = a.partial_fill;
+    cfg.broker.balance = a.balance;
+    cfg.broker.seed = a.seed;
+    let ticks: Box<dyn Iterator<Item = trellis::domain::Tick>> = match &a.csv {
+        Some(path) => match read_ticks_csv(path, a.csv_symbol.as_deref(), false) {
+            Ok(read) => Box::new(read.ticks.into_iter()),
+            Err(e) => {
+                eprintln!("trellis mt5-sim: {}: {e}", path.display());
+                return ExitCode::from(2);
             }
+        },
+        None => Box::new(
+            RandomWalk::new(RandomWalk::default_symbols(&a.symbols), trellis::domain::now_ms(), a.time_step_ms, a.seed)
+                .with_steps(a.step_points, a.spread_points),
+        ),
+    };
+    let result = actix_rt::System::new().block_on(async move {
+        let mut sim = spawn(cfg);
+        let feeder = sim.feeder();
+        let ended = tokio::select! {
+            sent = pace(&feeder, ticks, a.rate) => {
+                tracing::info!(sent, "feed finished");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                None
+            }
+            _ = tokio::signal::ctrl_c() => None,
+            ended = &mut sim.task => Some(ended.unwrap_or(Ok(()))),
+        };
+        let stats = sim.stats();
+        let outcome = match ended {
+            Some(outcome) => outcome,
+            None => sim.stop().await,
+        };
+        tracing::info!(ticks = stats.ticks_sent, orders = stats.orders_received, deals = stats.deals_sent,
+            connects = stats.connects, "simulator stopped");
+        outcome
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trellis mt5-sim: {e}");
+            ExitCode::FAILURE
         }
     }
 }

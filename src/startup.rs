@@ -122,14 +122,17 @@ impl Application {
                 "HTTP server ended"
             }
         };
-        tracing::info!(reason, "shutting down: 1/3 stop accepting connections");
-        handle.stop(true).await;
-        tracing::info!("shutting down: 2/3 drain tenants, then storage");
+        tracing::info!(reason, "shutting down: 1/4 stop accepting connections");
+        let stopping = actix_rt::spawn(handle.stop(true));
+        tracing::info!("shutting down: 2/4 close MT5 sessions");
+        runtime.close_sessions().await;
+        let _ = stopping.await;
+        tracing::info!("shutting down: 3/4 drain tenants, then storage");
         let grace = Duration::from_secs(settings.shutdown.grace_secs.max(1) * 2);
         if !runtime.shutdown(grace).await {
             tracing::warn!(?grace, "the supervision tree did not drain in time");
         }
-        tracing::info!("shutting down: 3/3 stopped");
+        tracing::info!("shutting down: 4/4 stopped");
         Ok(())
     }
 }

@@ -117,6 +117,16 @@ pub struct FrameReceived {
     pub frame: Inbound,
 }
 
+/// A frame from the bridge that could not be used; the session answers with a sequenced `error`.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct RejectFrame {
+    pub conn_id: u64,
+    pub code: crate::http::ws::protocol::ErrorCode,
+    pub message: String,
+    pub ref_seq: Option<u64>,
+}
+
 // ---- events ---------------------------------------------------------------------------------------------
 
 #[derive(Message, Debug, Clone)]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::messages::{
     AccountLink, AccountReceived, Attach, DealReceived, Detach, FrameReceived, GetInFlight, GetSessionState,
-    LinkState, OrderResultReceived, Outgoing, PositionsReceived, SendOrder, SessionState, TickReceived,
+    LinkState, OrderResultReceived, Outgoing, PositionsReceived, RejectFrame, SendOrder, SessionState, TickReceived,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
@@ -377,6 +377,17 @@ impl Handler<FrameReceived> for Mt5Session {
         }
         self.last_heard = Instant::now();
         self.handle_frame(f.frame, ctx);
+    }
+}
+
+impl Handler<RejectFrame> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, r: RejectFrame, _ctx: &mut Self::Context) {
+        if self.conn.as_ref().map(|c| c.id) == Some(r.conn_id) {
+            self.last_heard = Instant::now();
+            self.send_error(r.code, r.message, r.ref_seq, false);
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! The code is not ours to trust. A panic fails this actor alone (its supervisor starts a fresh one); the
 //! fresh instance first replays the recent bars that `MarketData` keeps, with its signals discarded, so its
-//! indicators are where they were, then carries on with the next bar.
+//! indicators are where they were, then carries on with the next bar. A bar that panics during that replay
+//! is skipped (and counted in the log), so one poison bar cannot keep the strategy in a restart loop.
 
 use std::sync::Arc;
 
@@ -57,22 +58,23 @@ impl Actor for StrategyHost {
         };
         ctx.wait(md.send(query).into_actor(self).map(|res, act, ctx| {
             let bars = res.unwrap_or_default();
-            let count = bars.len();
-            let warmed = contain(|| {
-                for bar in &bars {
-                    act.strategy.on_bar(bar);
+            // The bar that made the last incarnation panic is among these: a panic here skips that bar
+            // instead of failing again, or one poison bar would restart the strategy until it escalates.
+            let mut skipped = 0;
+            for bar in &bars {
+                let strategy = &mut act.strategy;
+                if contain(|| strategy.on_bar(bar)).is_err() {
+                    skipped += 1;
                 }
-            });
+            }
             if let Some(last) = bars.last() {
                 act.last_bar_ms = last.open_time_ms;
             }
-            match warmed {
-                Ok(()) if count > 0 => {
-                    tracing::info!(tenant = %act.tenant.id, strategy = %act.route.settings.id, bars = count, "warmed up")
-                }
-                Ok(()) => {}
-                Err(why) => act.fail(format!("during warm-up: {why}"), ctx),
+            if !bars.is_empty() {
+                tracing::info!(tenant = %act.tenant.id, strategy = %act.route.settings.id, bars = bars.len(),
+                    skipped, "warmed up");
             }
+            let _ = ctx;
         }));
     }
 

@@ -168,6 +168,19 @@ impl Runtime {
         self.root.send(GetChildren).await.unwrap_or_default()
     }
 
+    /// Closes every MT5 bridge connection with a reason (their sessions stop; outboxes are rebuilt from the
+    /// portfolio on the next start).
+    pub async fn close_sessions(&self) {
+        let sessions: Vec<_> = self
+            .tenants
+            .iter()
+            .flat_map(|t| t.sessions.iter().map(|s| s.clone()).collect::<Vec<_>>())
+            .collect();
+        for s in sessions {
+            let _ = s.send(Shutdown { reason: "trellis is shutting down".into() }).await;
+        }
+    }
+
     /// Drains the whole tree in order; gives up waiting after `timeout`.
     pub async fn shutdown(&self, timeout: Duration) -> bool {
         let drained = self.root.send(Shutdown {

@@ -19,7 +19,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 
 use super::protocol::{decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION};
-use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing};
+use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing, RejectFrame};
 use crate::actors::mt5_session::Mt5Session;
 use crate::actors::tenant::TenantContext;
 use crate::domain::Login;
@@ -40,18 +40,18 @@ pub async fn connect(
         .max_continuation_size(max);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     actix_web::rt::spawn(async move {
-        let mut conn = Conn { session, state: state.into_inner(), errors: 0, seq: 0, peer };
+        let mut conn = Conn { session, state: state.into_inner(), errors: 0, peer };
         conn.run(stream).await;
     });
     Ok(response)
 }
 
+/// The connection's own frames (errors before a session exists, fatal errors while closing) carry `seq` 0:
+/// they are outside the session's sequence. Everything else is sent by the session.
 struct Conn {
     session: Session,
     state: Arc<AppState>,
     errors: u32,
-    /// Sequence of frames this task writes itself (errors before a session exists).
-    seq: u64,
     peer: String,
 }
 
@@ -174,10 +174,10 @@ impl Conn {
                         }
                     }
                 }
-                Err(e) => self.bad_frame(e.code, e.message, e.ref_seq).await,
+                Err(e) => self.bad_frame(session, conn_id, e.code, e.message, e.ref_seq).await,
             },
             Ok(AggregatedMessage::Binary(_)) => {
-                self.bad_frame(ErrorCode::BinaryNotSupported, "frames are JSON text".into(), None).await
+                self.bad_frame(session, conn_id, ErrorCode::BinaryNotSupported, "frames are JSON text".into(), None).await
             }
             Ok(AggregatedMessage::Ping(bytes)) => self.session.pong(&bytes).await.is_ok(),
             Ok(AggregatedMessage::Pong(_)) => true,
@@ -190,17 +190,21 @@ impl Conn {
     }
 
     /// A frame that could not be used: tell the bridge, keep the connection unless it keeps happening.
-    async fn bad_frame(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>) -> bool {
+    async fn bad_frame(
+        &mut self,
+        session: &Addr<Mt5Session>,
+        conn_id: u64,
+        code: ErrorCode,
+        message: String,
+        ref_seq: Option<u64>,
+    ) -> bool {
         self.errors += 1;
         let limit = self.state.settings.mt5.max_bad_frames;
         if self.errors >= limit {
             self.fail(ErrorCode::TooManyErrors, format!("{limit} bad frames; last: {message}"), ref_seq).await;
             return false;
         }
-        self.state.runtime.metrics.protocol_error(code.as_str());
-        self.seq += 1;
-        let frame = ErrorFrame { seq: self.seq, code: code.as_str().into(), message, ref_seq, fatal: false };
-        self.session.text(encode(&Outbound::Error(frame))).await.is_ok()
+        session.send(RejectFrame { conn_id, code, message, ref_seq }).await.is_ok()
     }
 
     async fn protocol_failure(&mut self, e: ProtocolError) {
@@ -219,8 +223,7 @@ impl Conn {
 
     async fn send_error(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>, fatal: bool) {
         self.state.runtime.metrics.protocol_error(code.as_str());
-        self.seq += 1;
-        let frame = ErrorFrame { seq: self.seq, code: code.as_str().into(), message, ref_seq, fatal };
+        let frame = ErrorFrame { seq: 0, code: code.as_str().into(), message, ref_seq, fatal };
         let _ = self.session.text(encode(&Outbound::Error(frame))).await;
     }
 

@@ -1,0 +1,444 @@
+//! The simulated terminal's connection: hello, ticks, order execution through the [`Broker`], reliable
+//! frames with an outbox, heartbeats, and reconnect with resume.
+//!
+//! It keeps the protocol's promises the way a real bridge must: frames whose `seq` is not above the last one
+//! processed are ignored; `order_result`, `deal`, `account` and `positions` stay in the outbox until trellis
+//! acknowledges them and are re-sent after `welcome.resume_from`; a repeated order is answered from the
+//! broker's journal. Faults can be injected through [`Control`] for tests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::rt::task::JoinHandle;
+use awc::ws;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::broker::{Broker, BrokerConfig, Execution};
+use crate::domain::{now_ms, Tick};
+use crate::http::ws::protocol::{
+    AccountFrame, DealFrame, HeartbeatFrame, Hello, Outbound, PositionsFrame, TickFrame, PROTOCOL_VERSION,
+};
+
+/// How the simulated terminal connects.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// `ws://host:port/ws/mt5`
+    pub url: String,
+    pub api_key: String,
+    pub server: String,
+    pub broker: BrokerConfig,
+    pub heartbeat_ms: u64,
+    /// Reconnect (with resume) when the link drops.
+    pub reconnect: bool,
+    /// Protocol version sent in hello (tests use a wrong one on purpose).
+    pub protocol_version: u32,
+}
+
+impl SimConfig {
+    pub fn new(url: impl Into<String>, api_key: impl Into<String>, login: u64) -> Self {
+        Self {
+            url: url.into(),
+            api_key: api_key.into(),
+            server: "Trellis-Sim".into(),
+            broker: BrokerConfig { login, ..BrokerConfig::default() },
+            heartbeat_ms: 1_000,
+            reconnect: true,
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// Commands to a running simulator.
+#[derive(Debug)]
+pub enum Control {
+    /// Quote a tick (the broker prices with it) and stream it.
+    Tick(Tick),
+    /// Cut the link now (no close frame), as a network failure would.
+    DropLink,
+    /// Execute the next order but cut the link before its result is sent.
+    DropAfterNextOrder,
+    /// Send this raw text frame (tests of bad input).
+    Raw(String),
+    Stop,
+}
+
+/// Counters the tests and the demo read.
+#[derive(Debug, Clone, Default)]
+pub struct SimStats {
+    pub connects: u64,
+    pub ticks_sent: u64,
+    pub orders_received: u64,
+    pub duplicate_frames: u64,
+    pub results_sent: u64,
+    pub deals_sent: u64,
+    /// Every `error` frame trellis sent: (code, message).
+    pub errors: Vec<(String, String)>,
+    /// Text frames received, newest last (bounded).
+    pub received: Vec<String>,
+    pub connected: bool,
+    pub last_close: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SimError {
+    #[error("trellis refused the connection: {0}")]
+    Refused(String),
+    #[error("cannot connect to {0}")]
+    Unreachable(String),
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    tx: mpsc::UnboundedSender<Control>,
+    pub stats: Arc<Mutex<SimStats>>,
+    pub broker: Arc<Mutex<Broker>>,
+    pub task: JoinHandle<Result<(), SimError>>,
+}
+
+/// Sends ticks to a simulator without borrowing its handle.
+#[derive(Clone)]
+pub struct Feeder(mpsc::UnboundedSender<Control>);
+
+impl Feeder {
+    /// False once the simulator has stopped.
+    pub fn tick(&self, tick: Tick) -> bool {
+        self.0.send(Control::Tick(tick)).is_ok()
+    }
+}
+
+impl SimHandle {
+    pub fn send(&self, c: Control) {
+        let _ = self.tx.send(c);
+    }
+
+    pub fn feeder(&self) -> Feeder {
+        Feeder(self.tx.clone())
+    }
+
+    pub fn tick(&self, tick: Tick) {
+        self.send(Control::Tick(tick));
+    }
+
+    pub fn stats(&self) -> SimStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Stops the simulator and waits for it.
+    pub async fn stop(self) -> Result<(), SimError> {
+        self.send(Control::Stop);
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Starts a simulator on the current actix runtime.
+pub fn spawn(cfg: SimConfig) -> SimHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let stats = Arc::new(Mutex::new(SimStats::default()));
+    let broker = Arc::new(Mutex::new(Broker::new(cfg.broker.clone())));
+    let task = actix_web::rt::spawn(run(cfg, rx, stats.clone(), broker.clone()));
+    SimHandle { tx, stats, broker, task }
+}
+
+/// Protocol state that survives reconnects.
+#[derive(Default)]
+struct Link {
+    out_seq: u64,
+    in_seq: u64,
+    outbox: BTreeMap<u64, String>,
+    drop_after_order: bool,
+    last_tick_msc: Option<i64>,
+}
+
+enum Ended {
+    Stop,
+    Dropped,
+}
+
+async fn run(
+    cfg: SimConfig,
+    mut rx: mpsc::UnboundedReceiver<Control>,
+    stats: Arc<Mutex<SimStats>>,
+    broker: Arc<Mutex<Broker>>,
+) -> Result<(), SimError> {
+    let mut link = Link::default();
+    let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u32;
+    loop {
+        match session(&cfg, &mut link, &mut rx, &stats, &broker).await {
+            Ok(Ended::Stop) => return Ok(()),
+            Ok(Ended::Dropped) => {
+                failures = 0;
+                backoff = Duration::from_millis(50);
+            }
+            Err(SimError::Refused(why)) => return Err(SimError::Refused(why)),
+            Err(e @ SimError::Unreachable(_)) => {
+                failures += 1;
+                if failures > 20 {
+                    return Err(e);
+                }
+            }
+        }
+        lock(&stats).connected = false;
+        if !cfg.reconnect {
+            return Ok(());
+        }
+        // While the link is down the market moves on: quotes reach the broker, nothing is streamed.
+        let wait = tokio::time::sleep(backoff);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                c = rx.recv() => match c {
+                    None | Some(Control::Stop) => return Ok(()),
+                    Some(Control::Tick(t)) => {
+                        lock(&broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
+                    }
+                    Some(Control::DropAfterNextOrder) => link.drop_after_order = true,
+                    Some(_) => {}
+                }
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Message>;
+
+async fn send_text(sink: &mut Sink, text: String) -> bool {
+    sink.send(ws::Message::Text(text.into())).await.is_ok()
+}
+
+impl Link {
+    fn seq(&mut self) -> u64 {
+        self.out_seq += 1;
+        self.out_seq
+    }
+
+    /// Assigns a seq to a reliable frame and keeps it until acknowledged.
+    fn reliable(&mut self, make: impl FnOnce(u64) -> serde_json::Value) -> String {
+        let seq = self.seq();
+        let text = make(seq).to_string();
+        self.outbox.insert(seq, text.clone());
+        text
+    }
+
+    fn acknowledge(&mut self, ack: u64) {
+        self.outbox = self.outbox.split_off(&(ack + 1));
+    }
+
+    fn snapshot(&mut self, broker: &Broker) -> Vec<String> {
+        let account = broker.account();
+        let positions = broker.positions();
+        vec![
+            self.reliable(|seq| frame("account", &AccountFrame { seq, ..account })),
+            self.reliable(|seq| frame("positions", &PositionsFrame { seq, positions })),
+        ]
+    }
+
+    fn execution(&mut self, exec: Execution, stats: &Mutex<SimStats>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(r) = exec.result {
+            out.push(self.reliable(|seq| frame("order_result", &crate::http::ws::protocol::OrderResultFrame { seq, ..r })));
+            lock(stats).results_sent += 1;
+        }
+        for d in exec.deals {
+            out.push(self.reliable(|seq| frame("deal", &DealFrame { seq, ..d })));
+            lock(stats).deals_sent += 1;
+        }
+        out
+    }
+}
+
+/// A frame as JSON with its `type`.
+fn frame<T: serde::Serialize>(kind: &str, body: &T) -> serde_json::Value {
+    let mut v = serde_json::to_value(body).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("type".into(), kind.into());
+    }
+    v
+}
+
+async fn session(
+    cfg: &SimConfig,
+    link: &mut Link,
+    rx: &mut mpsc::UnboundedReceiver<Control>,
+    stats: &Arc<Mutex<SimStats>>,
+    broker: &Arc<Mutex<Broker>>,
+) -> Result<Ended, SimError> {
+    let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
+    let (_resp, framed) = client
+        .ws(&cfg.url)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .map_err(|e| SimError::Unreachable(format!("{}: {e}", cfg.url)))?;
+    let (mut sink, mut stream) = framed.split();
+    let login = lock(broker).login();
+    let hello = Hello {
+        seq: link.seq(),
+        api_key: cfg.api_key.clone(),
+        login,
+        server: cfg.server.clone(),
+        build: Some(4000),
+        protocol_version: cfg.protocol_version,
+        last_seq_received: link.in_seq,
+    };
+    if !send_text(&mut sink, frame("hello", &hello).to_string()).await {
+        return Ok(Ended::Dropped);
+    }
+    // The welcome, or why not.
+    let welcome = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+        let Ok(Some(Ok(item))) = next else { return Ok(Ended::Dropped) };
+        match item {
+            ws::Frame::Text(bytes) => match serde_json::from_slice::<Outbound>(&bytes) {
+                Ok(Outbound::Welcome(w)) => break w,
+                Ok(Outbound::Error(e)) => {
+                    lock(stats).errors.push((e.code.clone(), e.message.clone()));
+                    if e.fatal && matches!(e.code.as_str(), "bad_api_key" | "unsupported_version") {
+                        return Err(SimError::Refused(format!("{}: {}", e.code, e.message)));
+                    }
+                    if e.fatal {
+                        return Ok(Ended::Dropped);
+                    }
+                }
+                _ => {}
+            },
+            ws::Frame::Close(reason) => {
+                lock(stats).last_close = Some(format!("{reason:?}"));
+                return Ok(Ended::Dropped);
+            }
+            _ => {}
+        }
+    };
+    {
+        let mut s = lock(stats);
+        s.connects += 1;
+        s.connected = true;
+    }
+    // Resume: what trellis has not processed, then a fresh snapshot.
+    link.acknowledge(welcome.resume_from);
+    let mut pending: Vec<String> = link.outbox.values().cloned().collect();
+    pending.extend(link.snapshot(&lock(broker)));
+    for text in pending {
+        if !send_text(&mut sink, text).await {
+            return Ok(Ended::Dropped);
+        }
+    }
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_ms.max(10)));
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            control = rx.recv() => match control {
+                None | Some(Control::Stop) => {
+                    let _ = sink.send(ws::Message::Close(Some(ws::CloseCode::Normal.into()))).await;
+                    return Ok(Ended::Stop);
+                }
+                Some(Control::DropLink) => return Ok(Ended::Dropped),
+                Some(Control::DropAfterNextOrder) => link.drop_after_order = true,
+                Some(Control::Raw(text)) => {
+                    if !send_text(&mut sink, text).await { return Ok(Ended::Dropped); }
+                }
+                Some(Control::Tick(t)) => {
+                    let fired = lock(broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
+                    link.last_tick_msc = Some(t.time_msc);
+                    let seq = link.seq();
+                    let tick = TickFrame { seq, symbol: t.symbol.0, time_msc: t.time_msc, bid: t.bid, ask: t.ask,
+                        last: None, volume: None, flags: Some(6) };
+                    let mut out = vec![frame("tick", &tick).to_string()];
+                    lock(stats).ticks_sent += 1;
+                    for exec in fired {
+                        out.extend(link.execution(exec, stats));
+                    }
+                    if out.len() > 1 {
+                        out.extend(link.snapshot(&lock(broker)));
+                    }
+                    for text in out {
+                        if !send_text(&mut sink, text).await { return Ok(Ended::Dropped); }
+                    }
+                }
+            },
+            item = stream.next() => {
+                let Some(Ok(item)) = item else { return Ok(Ended::Dropped) };
+                match item {
+                    ws::Frame::Text(bytes) => {
+                        if let Some(out) = on_frame(&bytes, link, stats, broker) {
+                            if link.drop_after_order {
+                                link.drop_after_order = false;
+                                return Ok(Ended::Dropped); // executed, result kept in the outbox
+                            }
+                            for text in out {
+                                if !send_text(&mut sink, text).await { return Ok(Ended::Dropped); }
+                            }
+                        }
+                    }
+                    ws::Frame::Ping(p) => { let _ = sink.send(ws::Message::Pong(p)).await; }
+                    ws::Frame::Close(reason) => {
+                        lock(stats).last_close = Some(format!("{reason:?}"));
+                        return Ok(Ended::Dropped);
+                    }
+                    _ => {}
+                }
+            },
+            _ = heartbeat.tick() => {
+                let hb = HeartbeatFrame { seq: link.seq(), time_msc: now_ms(), last_tick_msc: link.last_tick_msc, ack: Some(link.in_seq) };
+                if !send_text(&mut sink, frame("heartbeat", &hb).to_string()).await { return Ok(Ended::Dropped); }
+            }
+        }
+    }
+}
+
+/// Handles one frame from trellis; returns frames to send when it was an order.
+fn on_frame(bytes: &Bytes, link: &mut Link, stats: &Mutex<SimStats>, broker: &Mutex<Broker>) -> Option<Vec<String>> {
+    {
+        let mut s = lock(stats);
+        if s.received.len() >= 1_000 {
+            s.received.remove(0);
+        }
+        s.received.push(String::from_utf8_lossy(bytes).into_owned());
+    }
+    let parsed = serde_json::from_slice::<Outbound>(bytes).ok()?;
+    let seq = match &parsed {
+        Outbound::Welcome(f) => f.seq,
+        Outbound::OrderRequest(f) => f.seq,
+        Outbound::CancelRequest(f) => f.seq,
+        Outbound::Heartbeat(f) => f.seq,
+        Outbound::Error(f) => f.seq,
+    };
+    // seq 0 marks frames outside the session's sequence (errors before or while closing a connection).
+    if seq != 0 {
+        if seq <= link.in_seq {
+            lock(stats).duplicate_frames += 1;
+            return None;
+        }
+        link.in_seq = seq;
+    }
+    match parsed {
+        Outbound::OrderRequest(req) => {
+            lock(stats).orders_received += 1;
+            let exec = lock(broker).execute(&req);
+            let mut out = link.execution(exec, stats);
+            out.extend(link.snapshot(&lock(broker)));
+            Some(out)
+        }
+        Outbound::Heartbeat(h) => {
+            link.acknowledge(h.ack);
+            None
+        }
+        Outbound::Error(e) => {
+            lock(stats).errors.push((e.code, e.message));
+            None
+        }
+        Outbound::CancelRequest(_) | Outbound::Welcome(_) => None,
+    }
+}
