@@ -56,7 +56,7 @@ impl Actor for StrategyHost {
             timeframe: self.route.timeframe,
             limit: WARM_UP_BARS,
         };
-        ctx.wait(md.send(query).into_actor(self).map(|res, act, ctx| {
+        ctx.wait(md.send(query).into_actor(self).map(|res, act, _ctx| {
             let bars = res.unwrap_or_default();
             // The bar that made the last incarnation panic is among these: a panic here skips that bar
             // instead of failing again, or one poison bar would restart the strategy until it escalates.
@@ -74,7 +74,6 @@ impl Actor for StrategyHost {
                 tracing::info!(tenant = %act.tenant.id, strategy = %act.route.settings.id, bars = bars.len(),
                     skipped, "warmed up");
             }
-            let _ = ctx;
         }));
     }
 

@@ -60,6 +60,8 @@ pub enum Control {
     DropLink,
     /// Execute the next order but cut the link before its result is sent.
     DropAfterNextOrder,
+    /// Lose the next order in transit: cut the link as it arrives, before it is read.
+    LoseNextOrder,
     /// Send this raw text frame (tests of bad input).
     Raw(String),
     Stop,
@@ -156,6 +158,7 @@ struct Link {
     in_seq: u64,
     outbox: BTreeMap<u64, String>,
     drop_after_order: bool,
+    lose_next_order: bool,
     last_tick_msc: Option<i64>,
 }
 
@@ -204,6 +207,7 @@ async fn run(
                         lock(&broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
                     }
                     Some(Control::DropAfterNextOrder) => link.drop_after_order = true,
+                    Some(Control::LoseNextOrder) => link.lose_next_order = true,
                     Some(_) => {}
                 }
             }
@@ -346,6 +350,7 @@ async fn session(
                 }
                 Some(Control::DropLink) => return Ok(Ended::Dropped),
                 Some(Control::DropAfterNextOrder) => link.drop_after_order = true,
+                Some(Control::LoseNextOrder) => link.lose_next_order = true,
                 Some(Control::Raw(text)) => {
                     if !send_text(&mut sink, text).await { return Ok(Ended::Dropped); }
                 }
@@ -372,6 +377,12 @@ async fn session(
                 let Some(Ok(item)) = item else { return Ok(Ended::Dropped) };
                 match item {
                     ws::Frame::Text(bytes) => {
+                        if link.lose_next_order && serde_json::from_slice::<Outbound>(&bytes)
+                            .is_ok_and(|f| matches!(f, Outbound::OrderRequest(_)))
+                        {
+                            link.lose_next_order = false;
+                            return Ok(Ended::Dropped); // never read: trellis must send it again
+                        }
                         if let Some(out) = on_frame(&bytes, link, stats, broker) {
                             if link.drop_after_order {
                                 link.drop_after_order = false;

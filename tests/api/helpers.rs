@@ -98,11 +98,123 @@ impl TestApp {
 
     /// Fires the shutdown and waits for `run_until_stopped` to return.
     pub async fn shutdown(self) {
+        drop(self.shutdown_keeping_data().await);
+    }
+
+    /// Shuts down and hands back the data directory, for a restart on the same store.
+    pub async fn shutdown_keeping_data(self) -> TempDir {
         self.stop.stop();
         let result = tokio::time::timeout(Duration::from_secs(20), self.serving)
             .await
             .expect("shutdown completes in time")
             .expect("serve task did not panic");
         result.expect("run_until_stopped returns Ok");
+        self.data_dir
     }
+}
+
+// ---- trading helpers ------------------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use trellis::actors::messages::{GetPortfolio, PortfolioSnapshot};
+use trellis::actors::tenant::TenantContext;
+use trellis::config::{RiskSettings, StrategySettings, TenantSettings};
+use trellis::domain::{Symbol, Tick};
+use trellis::sim::{SimConfig, SimHandle};
+
+/// Minute-aligned start of scripted tick times.
+pub const T0: i64 = 1_700_000_040_000;
+pub const MINUTE: i64 = 60_000;
+
+pub fn d(s: &str) -> Decimal {
+    s.parse().expect("decimal literal")
+}
+
+/// A tenant trading EURUSD (and GBPUSD) with one ema_cross 2/3 on EURUSD M1, 0.1 lots.
+pub fn tenant(id: &str, key: &str) -> TenantSettings {
+    TenantSettings {
+        id: id.into(),
+        name: format!("{id} Ltd"),
+        tier: "professional".into(),
+        api_keys: vec![key.into()],
+        symbols: vec!["EURUSD".into(), "GBPUSD".into()],
+        contract_sizes: Default::default(),
+        risk: RiskSettings::default(),
+        strategies: vec![ema("ema-eurusd", "EURUSD")],
+    }
+}
+
+pub fn ema(id: &str, symbol: &str) -> StrategySettings {
+    StrategySettings {
+        id: id.into(),
+        kind: "ema_cross".into(),
+        symbol: symbol.into(),
+        timeframe: "M1".into(),
+        volume: d("0.1"),
+        account: None,
+        params: BTreeMap::from([("fast".to_owned(), 2.0), ("slow".to_owned(), 3.0)]),
+    }
+}
+
+pub fn tick(symbol: &str, t: i64, bid: &str, ask: &str) -> Tick {
+    Tick { symbol: Symbol(symbol.into()), time_msc: t, bid: d(bid), ask: d(ask) }
+}
+
+impl TestApp {
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws/mt5", self.port)
+    }
+
+    pub async fn add_tenant(&self, settings: TenantSettings) -> Arc<TenantContext> {
+        self.runtime.start_tenant(settings).await.expect("tenant starts")
+    }
+
+    /// A simulated terminal for `login`, connected (waits for the welcome).
+    pub async fn sim(&self, key: &str, login: u64) -> SimHandle {
+        let mut cfg = SimConfig::new(self.ws_url(), key, login);
+        cfg.heartbeat_ms = 200;
+        let sim = trellis::sim::spawn(cfg);
+        wait_for("the simulator to connect", || sim.stats().connected).await;
+        sim
+    }
+
+    pub async fn portfolio(&self, tenant: &str) -> PortfolioSnapshot {
+        let t = self.runtime.tenant(tenant).expect("tenant runs");
+        for _ in 0..200 {
+            if let Some(p) = t.portfolio.get() {
+                if let Ok(snap) = p.send(GetPortfolio).await {
+                    return snap;
+                }
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("portfolio of {tenant} unreachable");
+    }
+
+    /// Waits until the tenant's portfolio satisfies `done`.
+    pub async fn wait_portfolio(&self, tenant: &str, what: &str, done: impl Fn(&PortfolioSnapshot) -> bool) -> PortfolioSnapshot {
+        for _ in 0..500 {
+            let snap = self.portfolio(tenant).await;
+            if done(&snap) {
+                return snap;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        let snap = self.portfolio(tenant).await;
+        panic!("timed out waiting for {what}: {snap:#?}");
+    }
+}
+
+/// Polls `done` every 10 ms for up to 5 s.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
 }

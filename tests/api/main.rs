@@ -5,3 +5,4 @@ mod config;
 mod health;
 mod helpers;
 mod supervision;
+mod trading;
