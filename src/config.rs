@@ -290,9 +290,14 @@ impl Settings {
             return fail("mt5.max_frame_bytes", "must be at least 256");
         }
         if self.mt5.max_frames_per_sec == 0 || self.mt5.frame_burst == 0 {
-            return fail("mt5.max_frames_per_sec", "the frame budget must be greater than 0");
+            return fail(
+                "mt5.max_frames_per_sec",
+                "the frame budget must be greater than 0",
+            );
         }
-        if self.mt5.heartbeat_interval_ms == 0 || self.mt5.heartbeat_timeout_ms <= self.mt5.heartbeat_interval_ms {
+        if self.mt5.heartbeat_interval_ms == 0
+            || self.mt5.heartbeat_timeout_ms <= self.mt5.heartbeat_interval_ms
+        {
             return fail(
                 "mt5.heartbeat_timeout_ms",
                 "must be greater than mt5.heartbeat_interval_ms (and the interval greater than 0)",
@@ -302,11 +307,24 @@ impl Settings {
         let mut keys = std::collections::HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
             let at = |field: &str| format!("tenants[{i}].{field}");
-            if t.id.is_empty() || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(ConfigError(format!("{}: `{}` must be non-empty letters, digits, - or _", at("id"), t.id)));
+            if t.id.is_empty()
+                || !t
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError(format!(
+                    "{}: `{}` must be non-empty letters, digits, - or _",
+                    at("id"),
+                    t.id
+                )));
             }
             if !ids.insert(t.id.clone()) {
-                return Err(ConfigError(format!("{}: duplicate tenant `{}`", at("id"), t.id)));
+                return Err(ConfigError(format!(
+                    "{}: duplicate tenant `{}`",
+                    at("id"),
+                    t.id
+                )));
             }
             if !["free", "basic", "professional", "enterprise"].contains(&t.tier.as_str()) {
                 return Err(ConfigError(format!(
@@ -317,26 +335,47 @@ impl Settings {
             }
             for key in &t.api_keys {
                 if key.len() < 16 {
-                    return Err(ConfigError(format!("{}: an API key must have at least 16 characters", at("api_keys"))));
+                    return Err(ConfigError(format!(
+                        "{}: an API key must have at least 16 characters",
+                        at("api_keys")
+                    )));
                 }
                 if !keys.insert(key.clone()) {
-                    return Err(ConfigError(format!("{}: an API key is used twice", at("api_keys"))));
+                    return Err(ConfigError(format!(
+                        "{}: an API key is used twice",
+                        at("api_keys")
+                    )));
                 }
             }
             let mut strategy_ids = std::collections::HashSet::new();
             for (j, s) in t.strategies.iter().enumerate() {
                 let at = |field: &str| format!("tenants[{i}].strategies[{j}].{field}");
                 if !strategy_ids.insert(s.id.clone()) {
-                    return Err(ConfigError(format!("{}: duplicate strategy `{}`", at("id"), s.id)));
+                    return Err(ConfigError(format!(
+                        "{}: duplicate strategy `{}`",
+                        at("id"),
+                        s.id
+                    )));
                 }
                 if !t.symbols.contains(&s.symbol) {
-                    return Err(ConfigError(format!("{}: `{}` is not one of the tenant's symbols", at("symbol"), s.symbol)));
+                    return Err(ConfigError(format!(
+                        "{}: `{}` is not one of the tenant's symbols",
+                        at("symbol"),
+                        s.symbol
+                    )));
                 }
                 if crate::domain::Timeframe::parse(&s.timeframe).is_none() {
-                    return Err(ConfigError(format!("{}: `{}` is not M1, M5, M15, H1, H4 or D1", at("timeframe"), s.timeframe)));
+                    return Err(ConfigError(format!(
+                        "{}: `{}` is not M1, M5, M15, H1, H4 or D1",
+                        at("timeframe"),
+                        s.timeframe
+                    )));
                 }
                 if s.volume <= rust_decimal::Decimal::ZERO {
-                    return Err(ConfigError(format!("{}: must be greater than 0", at("volume"))));
+                    return Err(ConfigError(format!(
+                        "{}: must be greater than 0",
+                        at("volume")
+                    )));
                 }
             }
         }

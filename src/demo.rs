@@ -60,8 +60,16 @@ pub fn random_api_key() -> String {
     use rand::distributions::Alphanumeric;
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    let id: String = (&mut rng).sample_iter(&Alphanumeric).take(8).map(char::from).collect();
-    let secret: String = (&mut rng).sample_iter(&Alphanumeric).take(40).map(char::from).collect();
+    let id: String = (&mut rng)
+        .sample_iter(&Alphanumeric)
+        .take(8)
+        .map(char::from)
+        .collect();
+    let secret: String = (&mut rng)
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
     format!("trk_{id}_{secret}")
 }
 
@@ -76,20 +84,30 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let api_key = random_api_key();
     settings.tenants.retain(|t| t.id != DEMO_TENANT);
     settings.tenants.push(demo_tenant(api_key.clone()));
-    let app = Application::build(settings).await.context("starting trellis")?;
+    let app = Application::build(settings)
+        .await
+        .context("starting trellis")?;
     let port = app.port();
     let runtime = app.runtime().clone();
     println!();
     println!("  trellis demo — http://127.0.0.1:{port}  (health: /health, readiness: /ready, metrics: /metrics)");
     println!("  demo tenant `{DEMO_TENANT}`, MT5 bridge URL ws://127.0.0.1:{port}/ws/mt5, API key {api_key}");
-    println!("  a simulated terminal (account {DEMO_LOGIN}) streams {} — Ctrl-C to stop", SYMBOLS.join(", "));
+    println!(
+        "  a simulated terminal (account {DEMO_LOGIN}) streams {} — Ctrl-C to stop",
+        SYMBOLS.join(", ")
+    );
     println!();
     let serving = actix_web::rt::spawn(app.run_until_stopped());
 
-    let terminal = sim::spawn(SimConfig::new(format!("ws://127.0.0.1:{port}/ws/mt5"), api_key, DEMO_LOGIN));
+    let terminal = sim::spawn(SimConfig::new(
+        format!("ws://127.0.0.1:{port}/ws/mt5"),
+        api_key,
+        DEMO_LOGIN,
+    ));
     let names: Vec<String> = SYMBOLS.iter().map(|s| s.to_string()).collect();
     let start = crate::domain::now_ms() - 86_400_000;
-    let walk = RandomWalk::new(RandomWalk::default_symbols(&names), start, 1_000, 42).with_steps(8, 2);
+    let walk =
+        RandomWalk::new(RandomWalk::default_symbols(&names), start, 1_000, 42).with_steps(8, 2);
     let feeder = terminal.feeder();
     let feeding = actix_web::rt::spawn(async move { pace(&feeder, walk, 60).await });
 
@@ -98,13 +116,25 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         every.tick().await;
         loop {
             every.tick().await;
-            let Some(portfolio) = runtime.tenant(DEMO_TENANT).and_then(|t| t.portfolio.get()) else { continue };
-            let Ok(snap) = portfolio.send(GetPortfolio).await else { continue };
+            let Some(portfolio) = runtime.tenant(DEMO_TENANT).and_then(|t| t.portfolio.get())
+            else {
+                continue;
+            };
+            let Ok(snap) = portfolio.send(GetPortfolio).await else {
+                continue;
+            };
             let p = &snap.performance;
             let positions: Vec<String> = snap
                 .positions
                 .iter()
-                .map(|p| format!("{} {} {}", p.position.symbol, p.position.side.as_str(), p.position.volume))
+                .map(|p| {
+                    format!(
+                        "{} {} {}",
+                        p.position.symbol,
+                        p.position.side.as_str(),
+                        p.position.volume
+                    )
+                })
                 .collect();
             println!(
                 "  PnL {:.2} (realised {:.2}, unrealised {:.2}) | {} orders, {} fills, {} closed trades, win rate {:.0}% | positions: {}",

@@ -21,12 +21,12 @@
 pub mod actors;
 pub mod config;
 pub mod demo;
+pub mod domain;
 pub mod http;
 pub mod metrics;
-pub mod domain;
 pub mod security;
 pub mod sim;
 pub mod startup;
-pub mod strategies;
 pub mod storage;
+pub mod strategies;
 pub mod telemetry;

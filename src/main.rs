@@ -29,7 +29,7 @@ enum Command {
     /// MT5 terminal connected over WebSocket, trading until Ctrl-C.
     Demo,
     /// Run a simulated MT5 terminal and broker that connects to a trellis over the bridge protocol.
-    Mt5Sim(SimArgs),
+    Mt5Sim(Box<SimArgs>),
     /// Validate the configuration and print the effective settings.
     CheckConfig,
 }
@@ -85,7 +85,7 @@ struct SimArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Mt5Sim(args) = cli.command {
-        return run_sim(args);
+        return run_sim(*args);
     }
     let settings = match Settings::from_env(cli.config.as_deref()) {
         Ok(s) => s,
@@ -136,7 +136,11 @@ fn run_sim(a: SimArgs) -> ExitCode {
         level: "info".into(),
     });
     let mut cfg = SimConfig::new(a.url.clone(), a.api_key.clone(), a.login);
-    cfg.broker.mode = if a.hedging { AccountMode::Hedging } else { AccountMode::Netting };
+    cfg.broker.mode = if a.hedging {
+        AccountMode::Hedging
+    } else {
+        AccountMode::Netting
+    };
     cfg.broker.max_slippage_points = a.slippage_points;
     cfg.broker.partial_fill = a.partial_fill;
     cfg.broker.balance = a.balance;
@@ -150,8 +154,13 @@ fn run_sim(a: SimArgs) -> ExitCode {
             }
         },
         None => Box::new(
-            RandomWalk::new(RandomWalk::default_symbols(&a.symbols), trellis::domain::now_ms(), a.time_step_ms, a.seed)
-                .with_steps(a.step_points, a.spread_points),
+            RandomWalk::new(
+                RandomWalk::default_symbols(&a.symbols),
+                trellis::domain::now_ms(),
+                a.time_step_ms,
+                a.seed,
+            )
+            .with_steps(a.step_points, a.spread_points),
         ),
     };
     let result = actix_rt::System::new().block_on(async move {
@@ -171,8 +180,13 @@ fn run_sim(a: SimArgs) -> ExitCode {
             Some(outcome) => outcome,
             None => sim.stop().await,
         };
-        tracing::info!(ticks = stats.ticks_sent, orders = stats.orders_received, deals = stats.deals_sent,
-            connects = stats.connects, "simulator stopped");
+        tracing::info!(
+            ticks = stats.ticks_sent,
+            orders = stats.orders_received,
+            deals = stats.deals_sent,
+            connects = stats.connects,
+            "simulator stopped"
+        );
         outcome
     });
     match result {

@@ -78,9 +78,17 @@ impl MarketData {
         ctx.spawn(
             async move {
                 let bars_ok = bars.is_empty()
-                    || matches!(store.send(AppendBars { tenant: tenant.clone(), bars }).await, Ok(Ok(())));
-                let ticks_ok =
-                    ticks.is_empty() || matches!(store.send(AppendTicks { tenant, ticks }).await, Ok(Ok(())));
+                    || matches!(
+                        store
+                            .send(AppendBars {
+                                tenant: tenant.clone(),
+                                bars
+                            })
+                            .await,
+                        Ok(Ok(()))
+                    );
+                let ticks_ok = ticks.is_empty()
+                    || matches!(store.send(AppendTicks { tenant, ticks }).await, Ok(Ok(())));
                 (bars_ok, ticks_ok)
             }
             .into_actor(self)
@@ -139,7 +147,10 @@ impl Handler<TickReceived> for MarketData {
                 for bar in closed {
                     self.tenant.metrics.bar_closed();
                     self.fan_out(&bar);
-                    let recent = self.recent.entry((bar.symbol.clone(), bar.timeframe)).or_default();
+                    let recent = self
+                        .recent
+                        .entry((bar.symbol.clone(), bar.timeframe))
+                        .or_default();
                     if recent.len() == RECENT_BARS {
                         recent.pop_front();
                     }
@@ -150,7 +161,11 @@ impl Handler<TickReceived> for MarketData {
         }
         self.tenant.quotes.insert(
             tick.symbol.clone(),
-            Quote { bid: tick.bid, ask: tick.ask, time_msc: tick.time_msc },
+            Quote {
+                bid: tick.bid,
+                ask: tick.ask,
+                time_msc: tick.time_msc,
+            },
         );
         self.pending_ticks.push(tick);
         if self.pending_ticks.len() >= FLUSH_AT {
@@ -166,7 +181,12 @@ impl Handler<GetRecentBars> for MarketData {
         let bars = self
             .recent
             .get(&(q.symbol, q.timeframe))
-            .map(|r| r.iter().skip(r.len().saturating_sub(q.limit)).cloned().collect())
+            .map(|r| {
+                r.iter()
+                    .skip(r.len().saturating_sub(q.limit))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         MessageResult(bars)
     }
@@ -185,7 +205,12 @@ impl Handler<Shutdown> for MarketData {
             async move {
                 if let Some(store) = store {
                     if !bars.is_empty() {
-                        let _ = store.send(AppendBars { tenant: tenant.clone(), bars }).await;
+                        let _ = store
+                            .send(AppendBars {
+                                tenant: tenant.clone(),
+                                bars,
+                            })
+                            .await;
                     }
                     if !ticks.is_empty() {
                         let _ = store.send(AppendTicks { tenant, ticks }).await;

@@ -8,7 +8,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::domain::orders::{Order, OrderKind};
 use crate::domain::positions::{Deal, Performance, Position};
 use crate::domain::{Bar, Login, Side, Symbol, Tick, Timeframe};
-use crate::http::ws::protocol::{AccountFrame, DealFrame, Hello, Inbound, OrderResultFrame, PositionsFrame, Welcome};
+use crate::http::ws::protocol::{
+    AccountFrame, DealFrame, Hello, Inbound, OrderResultFrame, PositionsFrame, Welcome,
+};
 
 // ---- commands -------------------------------------------------------------------------------------------
 

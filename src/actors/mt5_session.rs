@@ -21,16 +21,17 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::messages::{
-    AccountLink, AccountReceived, Attach, DealReceived, Detach, FrameReceived, GetInFlight, GetSessionState,
-    LinkState, OrderResultReceived, Outgoing, PositionsReceived, RejectFrame, SendOrder, SessionState, TickReceived,
+    AccountLink, AccountReceived, Attach, DealReceived, Detach, FrameReceived, GetInFlight,
+    GetSessionState, LinkState, OrderResultReceived, Outgoing, PositionsReceived, RejectFrame,
+    SendOrder, SessionState, TickReceived,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::orders::{action, mt5_order_type, OrderKind};
 use crate::domain::{now_ms, Login, Symbol, Tick};
 use crate::http::ws::protocol::{
-    encode, ErrorCode, ErrorFrame, Inbound, OrderRequest, Outbound, ServerHeartbeat, TickFrame, Welcome,
-    PROTOCOL_VERSION,
+    encode, ErrorCode, ErrorFrame, Inbound, OrderRequest, Outbound, ServerHeartbeat, TickFrame,
+    Welcome, PROTOCOL_VERSION,
 };
 
 /// WebSocket close code for a policy violation.
@@ -123,7 +124,10 @@ impl Mt5Session {
         self.link = state;
         tracing::info!(tenant = %self.tenant.id, account = %self.login, link = ?state, "mt5 link");
         if let Some(risk) = self.tenant.risk.get() {
-            risk.do_send(AccountLink { account: self.login, state });
+            risk.do_send(AccountLink {
+                account: self.login,
+                state,
+            });
         }
     }
 
@@ -162,7 +166,13 @@ impl Mt5Session {
         });
         let text = encode(&frame);
         self.send(text.clone());
-        self.outbox.insert(seq, OutboxEntry { client_order_id: o.client_order_id, text });
+        self.outbox.insert(
+            seq,
+            OutboxEntry {
+                client_order_id: o.client_order_id,
+                text,
+            },
+        );
         seq
     }
 
@@ -178,13 +188,21 @@ impl Mt5Session {
         if f.bid <= Decimal::ZERO || f.ask < f.bid {
             return self.send_error(
                 ErrorCode::InvalidValue,
-                format!("tick {}: bid must be positive and not above ask (bid {}, ask {})", f.symbol, f.bid, f.ask),
+                format!(
+                    "tick {}: bid must be positive and not above ask (bid {}, ask {})",
+                    f.symbol, f.bid, f.ask
+                ),
                 Some(f.seq),
                 false,
             );
         }
         if let Some(md) = self.tenant.market_data.get() {
-            let tick = TickReceived(Tick { symbol: Symbol(f.symbol), time_msc: f.time_msc, bid: f.bid, ask: f.ask });
+            let tick = TickReceived(Tick {
+                symbol: Symbol(f.symbol),
+                time_msc: f.time_msc,
+                bid: f.bid,
+                ask: f.ask,
+            });
             // Ticks may be shed under pressure (the latest price is what matters); a full mailbox sheds this one.
             if md.try_send(tick).is_err() {
                 self.tenant.metrics.tick_dropped("conflated");
@@ -212,7 +230,10 @@ impl Mt5Session {
                 if a.login != self.login.0 {
                     return self.send_error(
                         ErrorCode::InvalidValue,
-                        format!("account {} reported on the session of account {}", a.login, self.login),
+                        format!(
+                            "account {} reported on the session of account {}",
+                            a.login, self.login
+                        ),
                         Some(seq),
                         false,
                     );
@@ -223,12 +244,18 @@ impl Mt5Session {
             }
             Inbound::Positions(frame) => {
                 if let Some(p) = portfolio {
-                    p.do_send(PositionsReceived { account: self.login, frame });
+                    p.do_send(PositionsReceived {
+                        account: self.login,
+                        frame,
+                    });
                 }
             }
             Inbound::Deal(frame) => {
                 if let Some(p) = portfolio {
-                    p.do_send(DealReceived { account: self.login, frame });
+                    p.do_send(DealReceived {
+                        account: self.login,
+                        frame,
+                    });
                 }
             }
             Inbound::OrderResult(frame) => {
@@ -236,13 +263,20 @@ impl Mt5Session {
                 self.outbox.retain(|_, e| e.client_order_id != coid);
                 let Some(p) = portfolio else { return };
                 let account = self.login;
-                ctx.spawn(p.send(OrderResultReceived { account, frame }).into_actor(self).map(
-                    move |res, act, _ctx| {
-                        if let Ok(Err(unknown)) = res {
-                            act.send_error(ErrorCode::UnknownOrder, unknown.to_string(), Some(seq), false);
-                        }
-                    },
-                ));
+                ctx.spawn(
+                    p.send(OrderResultReceived { account, frame })
+                        .into_actor(self)
+                        .map(move |res, act, _ctx| {
+                            if let Ok(Err(unknown)) = res {
+                                act.send_error(
+                                    ErrorCode::UnknownOrder,
+                                    unknown.to_string(),
+                                    Some(seq),
+                                    false,
+                                );
+                            }
+                        }),
+                );
             }
             Inbound::Hello(_) => self.send_error(
                 ErrorCode::DuplicateHello,
@@ -272,7 +306,11 @@ impl Mt5Session {
         }
         let seq = self.next_seq();
         let ack = self.in_seq;
-        self.send(encode(&Outbound::Heartbeat(ServerHeartbeat { seq, time_msc: now_ms(), ack })));
+        self.send(encode(&Outbound::Heartbeat(ServerHeartbeat {
+            seq,
+            time_msc: now_ms(),
+            ack,
+        })));
     }
 }
 
@@ -283,7 +321,9 @@ impl Actor for Mt5Session {
         ctx.set_mailbox_capacity(4_096);
         let interval = Duration::from_millis(self.tenant.mt5.heartbeat_interval_ms);
         ctx.run_interval(interval, |act, _| act.check_heartbeat());
-        let Some(portfolio) = self.tenant.portfolio.get() else { return };
+        let Some(portfolio) = self.tenant.portfolio.get() else {
+            return;
+        };
         ctx.wait(portfolio.send(GetInFlight { account: self.login }).into_actor(self).map(|res, act, _| {
             for order in res.unwrap_or_default() {
                 tracing::info!(tenant = %act.tenant.id, account = %act.login, client_order_id = %order.client_order_id,
@@ -321,7 +361,10 @@ impl Handler<Attach> for Mt5Session {
             );
             self.close(CLOSE_POLICY, "session replaced");
         }
-        self.conn = Some(Connection { id: a.conn_id, tx: a.tx });
+        self.conn = Some(Connection {
+            id: a.conn_id,
+            tx: a.tx,
+        });
         self.tenant.metrics.session_opened();
         self.last_heard = Instant::now();
         let seq = self.next_seq();
@@ -408,7 +451,11 @@ impl Handler<GetSessionState> for Mt5Session {
             link: self.link,
             last_seq_received: self.in_seq,
             last_seq_sent: self.out_seq,
-            outbox: self.outbox.values().map(|e| e.client_order_id.clone()).collect(),
+            outbox: self
+                .outbox
+                .values()
+                .map(|e| e.client_order_id.clone())
+                .collect(),
             duplicates_ignored: self.duplicates,
             bridge_ack: self.bridge_ack,
             last_tick_msc: self.last_tick_msc,
@@ -420,7 +467,12 @@ impl Handler<Shutdown> for Mt5Session {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
-        self.send_error(ErrorCode::ShuttingDown, "trellis is shutting down".into(), None, true);
+        self.send_error(
+            ErrorCode::ShuttingDown,
+            "trellis is shutting down".into(),
+            None,
+            true,
+        );
         self.close(CLOSE_GOING_AWAY, "trellis is shutting down");
         ctx.stop();
     }

@@ -18,14 +18,16 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 
 use super::messages::{
-    AccountLink, AccountPosition, AccountReceived, CheckOrder, DealReceived, Flatten, GetInFlight, GetPortfolio,
-    OrderFacts, OrderResultReceived, PnlUpdated, PortfolioSnapshot, PositionsReceived, SendOrder, Signal,
-    StrategyFilled, UnknownOrder,
+    AccountLink, AccountPosition, AccountReceived, CheckOrder, DealReceived, Flatten, GetInFlight,
+    GetPortfolio, OrderFacts, OrderResultReceived, PnlUpdated, PortfolioSnapshot,
+    PositionsReceived, SendOrder, Signal, StrategyFilled, UnknownOrder,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::orders::{classify, Order, OrderKind, OrderStatus, RetcodeClass};
-use crate::domain::positions::{performance, AccountMode, Book, Deal, DealEntry, EquityCurve, Fill};
+use crate::domain::positions::{
+    performance, AccountMode, Book, Deal, DealEntry, EquityCurve, Fill,
+};
 use crate::domain::{now_ms, Login, Side, Symbol};
 use crate::http::ws::protocol::AccountFrame;
 use crate::storage::live;
@@ -105,10 +107,20 @@ impl Portfolio {
             self.strategies
                 .entry(sid.clone())
                 .or_insert_with(|| Book::new(AccountMode::Netting))
-                .apply(&Fill { entry: DealEntry::In, ..deal.fill.clone() }, contract);
+                .apply(
+                    &Fill {
+                        entry: DealEntry::In,
+                        ..deal.fill.clone()
+                    },
+                    contract,
+                );
         }
         if fill_order {
-            if let Some((_, order)) = deal.client_order_id.as_ref().and_then(|c| self.orders.get_mut(c)) {
+            if let Some((_, order)) = deal
+                .client_order_id
+                .as_ref()
+                .and_then(|c| self.orders.get_mut(c))
+            {
                 order.add_fill(deal.fill.volume, deal.fill.price, now_ms());
             }
         }
@@ -120,9 +132,16 @@ impl Portfolio {
     fn pnl(&self) -> (Decimal, Decimal, Decimal) {
         let quote = |s: &Symbol| self.tenant.quotes.get(s).map(|q| (q.bid, q.ask));
         let contract = |s: &Symbol| self.contract(s);
-        self.accounts.values().fold((Decimal::ZERO, Decimal::ZERO, Decimal::ZERO), |(r, u, c), acc| {
-            (r + acc.book.realised, u + acc.book.unrealised(quote, contract), c + acc.book.commission)
-        })
+        self.accounts.values().fold(
+            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO),
+            |(r, u, c), acc| {
+                (
+                    r + acc.book.realised,
+                    u + acc.book.unrealised(quote, contract),
+                    c + acc.book.commission,
+                )
+            },
+        )
     }
 
     fn mark(&mut self) {
@@ -130,7 +149,12 @@ impl Portfolio {
         let at_ms = now_ms();
         self.curve.mark(at_ms, realised + unrealised - commission);
         if let Some(risk) = self.tenant.risk.get() {
-            risk.do_send(PnlUpdated { at_ms, realised, unrealised, commission });
+            risk.do_send(PnlUpdated {
+                at_ms,
+                realised,
+                unrealised,
+                commission,
+            });
         }
     }
 
@@ -144,19 +168,30 @@ impl Portfolio {
         if self.writing || self.writes.is_empty() {
             return;
         }
-        let Ok(store) = live(&self.tenant.relational) else { return };
-        let Some(next) = self.writes.pop_front() else { return };
+        let Ok(store) = live(&self.tenant.relational) else {
+            return;
+        };
+        let Some(next) = self.writes.pop_front() else {
+            return;
+        };
         self.writing = true;
         let tenant = self.tenant.id.0.clone();
         let fut = async move {
             let result = match &next {
                 Write::Order(seq, order) => store
-                    .send(SaveOrder { tenant, seq: *seq, order: order.clone() })
+                    .send(SaveOrder {
+                        tenant,
+                        seq: *seq,
+                        order: order.clone(),
+                    })
                     .await
                     .map_err(crate::storage::StorageError::from)
                     .and_then(|r| r),
                 Write::Deal(deal) => store
-                    .send(SaveDeal { tenant, deal: deal.clone() })
+                    .send(SaveDeal {
+                        tenant,
+                        deal: deal.clone(),
+                    })
                     .await
                     .map_err(crate::storage::StorageError::from)
                     .and_then(|r| r.map(|_| ())),
@@ -182,7 +217,9 @@ impl Portfolio {
 
     fn in_flight(&self, strategy_id: &str, symbol: &Symbol) -> bool {
         self.orders.values().any(|(_, o)| {
-            !o.status.is_final() && o.strategy_id.as_deref() == Some(strategy_id) && &o.symbol == symbol
+            !o.status.is_final()
+                && o.strategy_id.as_deref() == Some(strategy_id)
+                && &o.symbol == symbol
         })
     }
 
@@ -199,7 +236,14 @@ impl Portfolio {
         }
     }
 
-    fn new_order(&mut self, strategy_id: Option<&str>, account: Login, symbol: Symbol, side: Side, volume: Decimal) -> (u64, Order) {
+    fn new_order(
+        &mut self,
+        strategy_id: Option<&str>,
+        account: Login,
+        symbol: Symbol,
+        side: Side,
+        volume: Decimal,
+    ) -> (u64, Order) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let prefix = strategy_id.unwrap_or("flatten");
@@ -229,7 +273,12 @@ impl Portfolio {
 
     /// Records a new order as sent and hands it to its session, or records why it could not be sent.
     fn dispatch(&mut self, seq: u64, mut order: Order, position: u64, ctx: &mut Context<Self>) {
-        let session = self.tenant.sessions.get(&order.account).map(|s| s.clone()).filter(Addr::connected);
+        let session = self
+            .tenant
+            .sessions
+            .get(&order.account)
+            .map(|s| s.clone())
+            .filter(Addr::connected);
         let now = now_ms();
         match session {
             Some(session) => {
@@ -263,9 +312,11 @@ impl Portfolio {
             self.order_ids.push(order.client_order_id.clone());
         }
         if let Some(b) = order.broker_order {
-            self.by_broker_order.insert((order.account, b), order.client_order_id.clone());
+            self.by_broker_order
+                .insert((order.account, b), order.client_order_id.clone());
         }
-        self.orders.insert(order.client_order_id.clone(), (seq, order));
+        self.orders
+            .insert(order.client_order_id.clone(), (seq, order));
     }
 }
 
@@ -335,7 +386,11 @@ impl Handler<Signal> for Portfolio {
         if self.in_flight(&s.strategy_id, &s.symbol) {
             return nothing();
         }
-        let held = self.strategies.get(&s.strategy_id).map(|b| b.net(&s.symbol)).unwrap_or_default();
+        let held = self
+            .strategies
+            .get(&s.strategy_id)
+            .map(|b| b.net(&s.symbol))
+            .unwrap_or_default();
         let delta = s.target - held;
         if delta.is_zero() {
             return nothing();
@@ -347,7 +402,11 @@ impl Handler<Signal> for Portfolio {
                 return nothing();
             }
         };
-        let side = if delta.is_sign_positive() { Side::Buy } else { Side::Sell };
+        let side = if delta.is_sign_positive() {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let volume = delta.abs();
         let acc = self.account(account);
         let facts = OrderFacts {
@@ -359,33 +418,48 @@ impl Handler<Signal> for Portfolio {
             open_positions: acc.book.open_count(),
             reduce_only: false,
         };
-        let (seq, order) = self.new_order(Some(&s.strategy_id), account, s.symbol.clone(), side, volume);
+        let (seq, order) = self.new_order(
+            Some(&s.strategy_id),
+            account,
+            s.symbol.clone(),
+            side,
+            volume,
+        );
         let Some(risk) = self.tenant.risk.get() else {
             let mut order = order;
             let _ = order.transition(OrderStatus::Rejected, now_ms());
             order.reason = Some("risk is restarting; order not sent".into());
             self.tenant.metrics.order("rejected_by_risk");
             self.remember(seq, order.clone());
-            return Box::pin(actix::fut::ready(()).into_actor(self).map(move |_, act: &mut Self, ctx| {
-                act.persist(Write::Order(seq, order), ctx)
-            }));
+            return Box::pin(
+                actix::fut::ready(())
+                    .into_actor(self)
+                    .map(move |_, act: &mut Self, ctx| act.persist(Write::Order(seq, order), ctx)),
+            );
         };
-        Box::pin(risk.send(CheckOrder(facts)).into_actor(self).map(move |verdict, act, ctx| {
-            let verdict = verdict.unwrap_or_else(|e| {
-                Err(super::messages::RiskRejection { code: "risk_unavailable", reason: e.to_string() })
-            });
-            match verdict {
-                Ok(()) => act.dispatch(seq, order, 0, ctx),
-                Err(rejection) => {
-                    let mut order = order;
-                    let _ = order.transition(OrderStatus::Rejected, now_ms());
-                    order.reason = Some(rejection.to_string());
-                    act.tenant.metrics.order("rejected_by_risk");
-                    act.remember(seq, order.clone());
-                    act.persist(Write::Order(seq, order), ctx);
-                }
-            }
-        }))
+        Box::pin(
+            risk.send(CheckOrder(facts))
+                .into_actor(self)
+                .map(move |verdict, act, ctx| {
+                    let verdict = verdict.unwrap_or_else(|e| {
+                        Err(super::messages::RiskRejection {
+                            code: "risk_unavailable",
+                            reason: e.to_string(),
+                        })
+                    });
+                    match verdict {
+                        Ok(()) => act.dispatch(seq, order, 0, ctx),
+                        Err(rejection) => {
+                            let mut order = order;
+                            let _ = order.transition(OrderStatus::Rejected, now_ms());
+                            order.reason = Some(rejection.to_string());
+                            act.tenant.metrics.order("rejected_by_risk");
+                            act.remember(seq, order.clone());
+                            act.persist(Write::Order(seq, order), ctx);
+                        }
+                    }
+                }),
+        )
     }
 }
 
@@ -398,7 +472,9 @@ impl Handler<OrderResultReceived> for Portfolio {
             return Err(UnknownOrder(f.client_order_id));
         };
         let seq = *seq;
-        if order.retcode == Some(f.retcode) && order.broker_order == Some(f.order).filter(|o| *o != 0) {
+        if order.retcode == Some(f.retcode)
+            && order.broker_order == Some(f.order).filter(|o| *o != 0)
+        {
             return Ok(()); // the same result again (re-sent after a reconnect)
         }
         let now = now_ms();
@@ -408,13 +484,18 @@ impl Handler<OrderResultReceived> for Portfolio {
         }
         let class = classify(f.retcode);
         let next = match (class, f.retcode) {
-            (RetcodeClass::Accepted, crate::domain::orders::retcode::PLACED) => Some(OrderStatus::Placed),
+            (RetcodeClass::Accepted, crate::domain::orders::retcode::PLACED) => {
+                Some(OrderStatus::Placed)
+            }
             (RetcodeClass::Accepted, _) => None, // filled by its deals
             (RetcodeClass::Rejected | RetcodeClass::Requote, _) => Some(OrderStatus::Rejected),
             (RetcodeClass::Ambiguous, _) => None,
         };
         order.reason = Some(match class {
-            RetcodeClass::Ambiguous => format!("ambiguous result {} ({}): awaiting reconciliation", f.retcode, f.comment),
+            RetcodeClass::Ambiguous => format!(
+                "ambiguous result {} ({}): awaiting reconciliation",
+                f.retcode, f.comment
+            ),
             _ if f.comment.is_empty() => format!("retcode {}", f.retcode),
             _ => format!("retcode {}: {}", f.retcode, f.comment),
         });
@@ -432,7 +513,8 @@ impl Handler<OrderResultReceived> for Portfolio {
         }
         let order = order.clone();
         if let Some(b) = order.broker_order {
-            self.by_broker_order.insert((msg.account, b), order.client_order_id.clone());
+            self.by_broker_order
+                .insert((msg.account, b), order.client_order_id.clone());
         }
         self.persist(Write::Order(seq, order), ctx);
         Ok(())
@@ -489,7 +571,10 @@ impl Handler<DealReceived> for Portfolio {
             side = side.as_str(), volume = %deal.fill.volume, price = %deal.fill.price, "fill");
         if let Some(sid) = &strategy_id {
             if let Some(host) = self.tenant.strategy_hosts.get(sid) {
-                host.do_send(StrategyFilled { signed_volume: deal.fill.volume * side.sign(), price: deal.fill.price });
+                host.do_send(StrategyFilled {
+                    signed_volume: deal.fill.volume * side.sign(),
+                    price: deal.fill.price,
+                });
             }
         }
         if let Some(coid) = &client_order_id {
@@ -524,7 +609,11 @@ impl Handler<PositionsReceived> for Portfolio {
     fn handle(&mut self, msg: PositionsReceived, _ctx: &mut Self::Context) {
         let mut broker: HashMap<String, Decimal> = HashMap::new();
         for p in &msg.frame.positions {
-            let sign = if p.kind == 0 { Decimal::ONE } else { Decimal::NEGATIVE_ONE };
+            let sign = if p.kind == 0 {
+                Decimal::ONE
+            } else {
+                Decimal::NEGATIVE_ONE
+            };
             *broker.entry(p.symbol.clone()).or_default() += p.volume * sign;
         }
         let tenant = self.tenant.id.clone();
@@ -567,11 +656,22 @@ impl Handler<GetPortfolio> for Portfolio {
         for (login, acc) in &self.accounts {
             merged.realised += acc.book.realised;
             merged.commission += acc.book.commission;
-            merged.closed_trades.extend(acc.book.closed_trades.iter().copied());
-            positions.extend(acc.book.positions().map(|p| AccountPosition { account: *login, position: p.clone() }));
+            merged
+                .closed_trades
+                .extend(acc.book.closed_trades.iter().copied());
+            positions.extend(acc.book.positions().map(|p| AccountPosition {
+                account: *login,
+                position: p.clone(),
+            }));
         }
-        positions.sort_by(|a, b| (a.account, &a.position.symbol).cmp(&(b.account, &b.position.symbol)));
-        let orders = self.order_ids.iter().filter_map(|id| self.orders.get(id)).map(|(_, o)| o.clone()).collect();
+        positions
+            .sort_by(|a, b| (a.account, &a.position.symbol).cmp(&(b.account, &b.position.symbol)));
+        let orders = self
+            .order_ids
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .map(|(_, o)| o.clone())
+            .collect();
         MessageResult(PortfolioSnapshot {
             orders,
             deals: self.deals.clone(),
@@ -588,8 +688,18 @@ impl Handler<Flatten> for Portfolio {
         let mut closing = Vec::new();
         for (login, acc) in &self.accounts {
             for p in acc.book.positions() {
-                let position = if acc.book.mode() == AccountMode::Hedging { p.position_id } else { 0 };
-                closing.push((*login, p.symbol.clone(), p.side.opposite(), p.volume, position));
+                let position = if acc.book.mode() == AccountMode::Hedging {
+                    p.position_id
+                } else {
+                    0
+                };
+                closing.push((
+                    *login,
+                    p.symbol.clone(),
+                    p.side.opposite(),
+                    p.volume,
+                    position,
+                ));
             }
         }
         let count = closing.len();
@@ -622,8 +732,21 @@ impl Handler<Shutdown> for Portfolio {
                 let Some(store) = store else { return };
                 for w in writes {
                     let _ = match w {
-                        Write::Order(seq, order) => store.send(SaveOrder { tenant: tenant.clone(), seq, order }).await.map(|_| ()),
-                        Write::Deal(deal) => store.send(SaveDeal { tenant: tenant.clone(), deal }).await.map(|_| ()),
+                        Write::Order(seq, order) => store
+                            .send(SaveOrder {
+                                tenant: tenant.clone(),
+                                seq,
+                                order,
+                            })
+                            .await
+                            .map(|_| ()),
+                        Write::Deal(deal) => store
+                            .send(SaveDeal {
+                                tenant: tenant.clone(),
+                                deal,
+                            })
+                            .await
+                            .map(|_| ()),
                     };
                 }
             }

@@ -13,8 +13,8 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 
 use super::messages::{
-    AccountLink, CheckOrder, Flatten, GetRiskState, KillSwitch, LinkState, OrderFacts, PnlUpdated, RiskRejection,
-    RiskState, SetKillSwitch,
+    AccountLink, CheckOrder, Flatten, GetRiskState, KillSwitch, LinkState, OrderFacts, PnlUpdated,
+    RiskRejection, RiskState, SetKillSwitch,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
@@ -63,19 +63,31 @@ impl Risk {
             }
         }
         if self.blind.contains(&o.account) {
-            return reject("account_blind", format!("account {} missed its heartbeats", o.account));
+            return reject(
+                "account_blind",
+                format!("account {} missed its heartbeats", o.account),
+            );
         }
         let allowed = if self.limits.allowed_symbols.is_empty() {
             self.tenant.symbols.contains(o.symbol.as_str())
         } else {
-            self.limits.allowed_symbols.iter().any(|s| s == o.symbol.as_str())
+            self.limits
+                .allowed_symbols
+                .iter()
+                .any(|s| s == o.symbol.as_str())
         };
         if !allowed {
-            return reject("symbol_not_allowed", format!("{} is not an allowed symbol", o.symbol));
+            return reject(
+                "symbol_not_allowed",
+                format!("{} is not an allowed symbol", o.symbol),
+            );
         }
         if let Some(max) = self.limits.max_order_volume {
             if o.volume > max {
-                return reject("max_order_volume", format!("volume {} exceeds the limit of {max} lots", o.volume));
+                return reject(
+                    "max_order_volume",
+                    format!("volume {} exceeds the limit of {max} lots", o.volume),
+                );
             }
         }
         if o.reduce_only {
@@ -86,27 +98,43 @@ impl Risk {
             if after.abs() > max && after.abs() > o.net_before.abs() {
                 return reject(
                     "max_net_position",
-                    format!("net position in {} would be {after}, beyond ±{max} lots", o.symbol),
+                    format!(
+                        "net position in {} would be {after}, beyond ±{max} lots",
+                        o.symbol
+                    ),
                 );
             }
         }
         if let Some(max) = self.limits.max_open_positions {
-            let opens_new = o.net_before.is_zero() || (o.net_before.is_sign_positive() != (o.side == Side::Buy));
+            let opens_new = o.net_before.is_zero()
+                || (o.net_before.is_sign_positive() != (o.side == Side::Buy));
             if opens_new && o.open_positions >= max && after.abs() > o.net_before.abs() {
                 return reject(
                     "max_open_positions",
-                    format!("{} positions are open, the limit is {max}", o.open_positions),
+                    format!(
+                        "{} positions are open, the limit is {max}",
+                        o.open_positions
+                    ),
                 );
             }
         }
         if let Some(max) = self.limits.max_daily_loss {
             if -self.daily_pnl >= max {
-                return reject("max_daily_loss", format!("today's loss {} reached the limit of {max}", -self.daily_pnl));
+                return reject(
+                    "max_daily_loss",
+                    format!(
+                        "today's loss {} reached the limit of {max}",
+                        -self.daily_pnl
+                    ),
+                );
             }
         }
         if let Some(max) = self.limits.max_drawdown {
             if self.drawdown >= max {
-                return reject("max_drawdown", format!("drawdown {} reached the limit of {max}", self.drawdown));
+                return reject(
+                    "max_drawdown",
+                    format!("drawdown {} reached the limit of {max}", self.drawdown),
+                );
             }
         }
         Ok(())
@@ -116,7 +144,11 @@ impl Risk {
         if self.kill.is_none() {
             tracing::error!(tenant = %self.tenant.id, reason = %reason, automatic, "kill switch on");
         }
-        self.kill = Some(KillSwitch { reason, automatic, at_ms: now_ms() });
+        self.kill = Some(KillSwitch {
+            reason,
+            automatic,
+            at_ms: now_ms(),
+        });
     }
 
     fn state(&self) -> RiskState {
@@ -190,8 +222,12 @@ impl Handler<PnlUpdated> for Risk {
         }
         self.drawdown = self.peak - total;
         let breach = match (self.limits.max_daily_loss, self.limits.max_drawdown) {
-            (Some(max), _) if -self.daily_pnl >= max => Some(format!("daily loss {} reached {max}", -self.daily_pnl)),
-            (_, Some(max)) if self.drawdown >= max => Some(format!("drawdown {} reached {max}", self.drawdown)),
+            (Some(max), _) if -self.daily_pnl >= max => {
+                Some(format!("daily loss {} reached {max}", -self.daily_pnl))
+            }
+            (_, Some(max)) if self.drawdown >= max => {
+                Some(format!("drawdown {} reached {max}", self.drawdown))
+            }
             _ => None,
         };
         if let Some(reason) = breach {

@@ -13,13 +13,17 @@ pub struct Slot<A: Actor> {
 
 impl<A: Actor> Clone for Slot<A> {
     fn clone(&self) -> Self {
-        Self { addr: self.addr.clone() }
+        Self {
+            addr: self.addr.clone(),
+        }
     }
 }
 
 impl<A: Actor> Default for Slot<A> {
     fn default() -> Self {
-        Self { addr: Arc::new(RwLock::new(None)) }
+        Self {
+            addr: Arc::new(RwLock::new(None)),
+        }
     }
 }
 

@@ -35,7 +35,13 @@ impl StrategyHost {
         strategy: Box<dyn Strategy>,
         notifier: ExitNotifier,
     ) -> Self {
-        Self { tenant, route, strategy, last_bar_ms: i64::MIN, notifier }
+        Self {
+            tenant,
+            route,
+            strategy,
+            last_bar_ms: i64::MIN,
+            notifier,
+        }
     }
 
     fn fail(&mut self, why: String, ctx: &mut Context<Self>) {
@@ -50,7 +56,9 @@ impl Actor for StrategyHost {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4_096);
-        let Some(md) = self.tenant.market_data.get() else { return };
+        let Some(md) = self.tenant.market_data.get() else {
+            return;
+        };
         let query = GetRecentBars {
             symbol: self.route.symbol.clone(),
             timeframe: self.route.timeframe,

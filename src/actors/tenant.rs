@@ -26,7 +26,10 @@ use super::portfolio::Portfolio;
 use super::risk::Risk;
 use super::slot::Slot;
 use super::strategy::StrategyHost;
-use super::supervisor::{ChildContext, ChildSpec, RestartPolicy, StartChild, Supervisor, SupervisionError, SupervisorConfig};
+use super::supervisor::{
+    ChildContext, ChildSpec, RestartPolicy, StartChild, SupervisionError, Supervisor,
+    SupervisorConfig,
+};
 use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
@@ -101,20 +104,35 @@ pub enum TenantError {
 impl TenantContext {
     /// Validates the settings (every strategy is built once to check its parameters).
     pub fn new(settings: TenantSettings, deps: TenantDeps) -> Result<Arc<Self>, TenantError> {
-        let invalid = |message: String| TenantError::Invalid { tenant: settings.id.clone(), message };
+        let invalid = |message: String| TenantError::Invalid {
+            tenant: settings.id.clone(),
+            message,
+        };
         let mut strategies = Vec::new();
         for s in &settings.strategies {
-            let timeframe = Timeframe::parse(&s.timeframe)
-                .ok_or_else(|| invalid(format!("strategy `{}`: unknown timeframe `{}`", s.id, s.timeframe)))?;
+            let timeframe = Timeframe::parse(&s.timeframe).ok_or_else(|| {
+                invalid(format!(
+                    "strategy `{}`: unknown timeframe `{}`",
+                    s.id, s.timeframe
+                ))
+            })?;
             deps.registry
                 .build(&s.kind, &s.params, s.volume)
                 .map_err(|e| invalid(format!("strategy `{}`: {e}", s.id)))?;
-            strategies.push(StrategyRoute { settings: s.clone(), symbol: Symbol(s.symbol.clone()), timeframe });
+            strategies.push(StrategyRoute {
+                settings: s.clone(),
+                symbol: Symbol(s.symbol.clone()),
+                timeframe,
+            });
         }
         Ok(Arc::new(Self {
             id: TenantId(settings.id.clone()),
             symbols: settings.symbols.iter().cloned().collect(),
-            contract_sizes: settings.contract_sizes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            contract_sizes: settings
+                .contract_sizes
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             strategies,
             settings,
             registry: deps.registry,
@@ -145,11 +163,15 @@ impl TenantContext {
         let mut children = vec![
             {
                 let t = self.clone();
-                ChildSpec::new("market_data", RestartPolicy::Permanent, move |cx: ChildContext| {
-                    let addr = MarketData::new(t.clone(), cx.notifier).start();
-                    t.market_data.set(addr.clone());
-                    Ok(addr.recipient())
-                })
+                ChildSpec::new(
+                    "market_data",
+                    RestartPolicy::Permanent,
+                    move |cx: ChildContext| {
+                        let addr = MarketData::new(t.clone(), cx.notifier).start();
+                        t.market_data.set(addr.clone());
+                        Ok(addr.recipient())
+                    },
+                )
             },
             {
                 let t = self.clone();
@@ -161,11 +183,15 @@ impl TenantContext {
             },
             {
                 let t = self.clone();
-                ChildSpec::new("portfolio", RestartPolicy::Permanent, move |cx: ChildContext| {
-                    let addr = Portfolio::new(t.clone(), cx.notifier).start();
-                    t.portfolio.set(addr.clone());
-                    Ok(addr.recipient())
-                })
+                ChildSpec::new(
+                    "portfolio",
+                    RestartPolicy::Permanent,
+                    move |cx: ChildContext| {
+                        let addr = Portfolio::new(t.clone(), cx.notifier).start();
+                        t.portfolio.set(addr.clone());
+                        Ok(addr.recipient())
+                    },
+                )
             },
         ];
         for route in &self.strategies {
@@ -177,10 +203,15 @@ impl TenantContext {
                 move |cx: ChildContext| {
                     let strategy = t
                         .registry
-                        .build(&route.settings.kind, &route.settings.params, route.settings.volume)
+                        .build(
+                            &route.settings.kind,
+                            &route.settings.params,
+                            route.settings.volume,
+                        )
                         .map_err(|e| e.to_string())?;
                     let id = route.settings.id.clone();
-                    let addr = StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
+                    let addr =
+                        StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
                     t.strategy_hosts.insert(id, addr.clone());
                     Ok(addr.recipient())
                 },
@@ -207,11 +238,15 @@ impl TenantContext {
         }
         let sup = self.supervisor.get().ok_or(TenantError::Unavailable)?;
         let t = self.clone();
-        let spec = ChildSpec::new(format!("session:{login}"), RestartPolicy::Permanent, move |cx: ChildContext| {
-            let addr = Mt5Session::new(t.clone(), login, cx.notifier).start();
-            t.sessions.insert(login, addr.clone());
-            Ok(addr.recipient())
-        });
+        let spec = ChildSpec::new(
+            format!("session:{login}"),
+            RestartPolicy::Permanent,
+            move |cx: ChildContext| {
+                let addr = Mt5Session::new(t.clone(), login, cx.notifier).start();
+                t.sessions.insert(login, addr.clone());
+                Ok(addr.recipient())
+            },
+        );
         match sup.send(StartChild(spec)).await {
             Ok(Ok(())) | Ok(Err(SupervisionError::DuplicateChild(_))) => {}
             Ok(Err(e)) => return Err(e.into()),

@@ -19,11 +19,11 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use super::events::EventLog;
-use super::tenant::{TenantContext, TenantDeps, TenantError};
 use super::supervisor::{
     ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, SupervisionError,
     Supervisor, SupervisorConfig,
 };
+use super::tenant::{TenantContext, TenantDeps, TenantError};
 use crate::config::{Mt5Settings, Settings, TenantSettings};
 use crate::domain::TenantId;
 use crate::metrics::Metrics;
@@ -78,7 +78,10 @@ impl Runtime {
         ];
         let root = Supervisor::root("system", supervision, events.clone(), children).start();
         // Tenants are spread over worker arbiters (threads) so one tenant's work cannot starve another's.
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         Self {
             root,
@@ -97,7 +100,10 @@ impl Runtime {
     }
 
     /// Starts a tenant's subtree under the root, on one of the worker arbiters.
-    pub async fn start_tenant(&self, settings: TenantSettings) -> Result<Arc<TenantContext>, TenantError> {
+    pub async fn start_tenant(
+        &self,
+        settings: TenantSettings,
+    ) -> Result<Arc<TenantContext>, TenantError> {
         let id = TenantId(settings.id.clone());
         if self.tenants.contains_key(&id) {
             return Err(TenantError::Duplicate(id.0));
@@ -134,7 +140,9 @@ impl Runtime {
     }
 
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantContext>> {
-        self.tenants.get(&TenantId(id.to_owned())).map(|t| t.clone())
+        self.tenants
+            .get(&TenantId(id.to_owned()))
+            .map(|t| t.clone())
     }
 
     /// Adds a child under the root (tenant supervisors).
@@ -177,7 +185,11 @@ impl Runtime {
             .flat_map(|t| t.sessions.iter().map(|s| s.clone()).collect::<Vec<_>>())
             .collect();
         for s in sessions {
-            let _ = s.send(Shutdown { reason: "trellis is shutting down".into() }).await;
+            let _ = s
+                .send(Shutdown {
+                    reason: "trellis is shutting down".into(),
+                })
+                .await;
         }
     }
 

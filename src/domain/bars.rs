@@ -45,10 +45,13 @@ impl BarBuilder {
     pub fn on_tick(&mut self, tick: &Tick) -> TickOutcome {
         let state = match self.symbols.get_mut(&tick.symbol) {
             Some(s) => s,
-            None => self.symbols.entry(tick.symbol.clone()).or_insert_with(|| SymbolBars {
-                last_time_msc: i64::MIN,
-                open: HashMap::new(),
-            }),
+            None => self
+                .symbols
+                .entry(tick.symbol.clone())
+                .or_insert_with(|| SymbolBars {
+                    last_time_msc: i64::MIN,
+                    open: HashMap::new(),
+                }),
         };
         if tick.time_msc < state.last_time_msc {
             return TickOutcome::OutOfOrder {
@@ -119,14 +122,24 @@ mod tests {
     #[test]
     fn bars_close_on_the_first_tick_of_the_next_period_with_ohlc_from_bid() {
         let mut b = BarBuilder::new(&[Timeframe::M1]);
-        for (t, bid) in [(0, "1.1000"), (10_000, "1.1010"), (20_000, "1.0990"), (59_999, "1.1005")] {
+        for (t, bid) in [
+            (0, "1.1000"),
+            (10_000, "1.1010"),
+            (20_000, "1.0990"),
+            (59_999, "1.1005"),
+        ] {
             assert_eq!(b.on_tick(&tick(t, bid)), TickOutcome::Accepted(vec![]));
         }
-        let TickOutcome::Accepted(closed) = b.on_tick(&tick(60_000, "1.1020")) else { panic!("accepted") };
+        let TickOutcome::Accepted(closed) = b.on_tick(&tick(60_000, "1.1020")) else {
+            panic!("accepted")
+        };
         assert_eq!(closed.len(), 1);
         let bar = &closed[0];
         assert_eq!(bar.open_time_ms, 0);
-        assert_eq!((bar.open, bar.high, bar.low, bar.close), (d("1.1000"), d("1.1010"), d("1.0990"), d("1.1005")));
+        assert_eq!(
+            (bar.open, bar.high, bar.low, bar.close),
+            (d("1.1000"), d("1.1010"), d("1.0990"), d("1.1005"))
+        );
         assert_eq!(bar.tick_volume, 4);
     }
 
@@ -134,18 +147,31 @@ mod tests {
     fn a_gap_closes_the_old_bar_once_and_creates_no_empty_bars() {
         let mut b = BarBuilder::new(&[Timeframe::M1]);
         b.on_tick(&tick(1_000, "1.1"));
-        let TickOutcome::Accepted(closed) = b.on_tick(&tick(5 * 60_000 + 1, "1.2")) else { panic!() };
+        let TickOutcome::Accepted(closed) = b.on_tick(&tick(5 * 60_000 + 1, "1.2")) else {
+            panic!()
+        };
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].open_time_ms, 0);
-        assert_eq!(b.open_bar(&"EURUSD".into(), Timeframe::M1).map(|b| b.open_time_ms), Some(300_000));
+        assert_eq!(
+            b.open_bar(&"EURUSD".into(), Timeframe::M1)
+                .map(|b| b.open_time_ms),
+            Some(300_000)
+        );
     }
 
     #[test]
     fn an_out_of_order_tick_is_dropped_and_leaves_the_bar_untouched() {
         let mut b = BarBuilder::new(&[Timeframe::M1]);
         b.on_tick(&tick(30_000, "1.1"));
-        assert_eq!(b.on_tick(&tick(29_999, "9.9")), TickOutcome::OutOfOrder { last_time_msc: 30_000 });
-        let bar = b.open_bar(&"EURUSD".into(), Timeframe::M1).expect("open bar");
+        assert_eq!(
+            b.on_tick(&tick(29_999, "9.9")),
+            TickOutcome::OutOfOrder {
+                last_time_msc: 30_000
+            }
+        );
+        let bar = b
+            .open_bar(&"EURUSD".into(), Timeframe::M1)
+            .expect("open bar");
         assert_eq!((bar.high, bar.tick_volume), (d("1.1"), 1));
     }
 

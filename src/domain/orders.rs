@@ -57,7 +57,9 @@ pub fn classify(code: u32) -> RetcodeClass {
     match code {
         retcode::PLACED | retcode::DONE | retcode::DONE_PARTIAL => RetcodeClass::Accepted,
         retcode::REQUOTE | retcode::PRICE_CHANGED | retcode::PRICE_OFF => RetcodeClass::Requote,
-        retcode::ERROR | retcode::TIMEOUT | retcode::CONNECTION | retcode::LOCKED => RetcodeClass::Ambiguous,
+        retcode::ERROR | retcode::TIMEOUT | retcode::CONNECTION | retcode::LOCKED => {
+            RetcodeClass::Ambiguous
+        }
         _ => RetcodeClass::Rejected,
     }
 }
@@ -145,13 +147,16 @@ impl OrderStatus {
 
     fn can_become(self, next: Self) -> bool {
         use OrderStatus::*;
-        match (self, next) {
-            (New, Sent | Rejected) => true,
-            (Sent, Placed | PartiallyFilled | Filled | Rejected | Cancelled) => true,
-            (Placed, PartiallyFilled | Filled | Cancelled | Rejected) => true,
-            (PartiallyFilled, PartiallyFilled | Filled | Cancelled) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (New, Sent | Rejected)
+                | (
+                    Sent,
+                    Placed | PartiallyFilled | Filled | Rejected | Cancelled
+                )
+                | (Placed, PartiallyFilled | Filled | Cancelled | Rejected)
+                | (PartiallyFilled, PartiallyFilled | Filled | Cancelled)
+        )
     }
 }
 
@@ -261,7 +266,8 @@ mod tests {
     fn a_final_order_cannot_come_back_to_life() {
         let mut o = order();
         o.transition(OrderStatus::Sent, 1).expect("new → sent");
-        o.transition(OrderStatus::Rejected, 2).expect("sent → rejected");
+        o.transition(OrderStatus::Rejected, 2)
+            .expect("sent → rejected");
         assert!(o.transition(OrderStatus::Filled, 3).is_err());
         assert!(o.transition(OrderStatus::Sent, 3).is_err());
     }

@@ -238,7 +238,9 @@ impl Book {
     ) -> Decimal {
         self.positions
             .values()
-            .filter_map(|p| quote(&p.symbol).map(|(bid, ask)| p.unrealised(bid, ask, contract_size(&p.symbol))))
+            .filter_map(|p| {
+                quote(&p.symbol).map(|(bid, ask)| p.unrealised(bid, ask, contract_size(&p.symbol)))
+            })
             .sum()
     }
 }
@@ -279,7 +281,8 @@ impl EquityCurve {
         if dd > self.max_drawdown {
             self.max_drawdown = dd;
         }
-        self.daily_close.insert(time_msc.div_euclid(86_400_000), pnl);
+        self.daily_close
+            .insert(time_msc.div_euclid(86_400_000), pnl);
     }
 
     pub fn max_drawdown(&self) -> Decimal {
@@ -287,7 +290,11 @@ impl EquityCurve {
     }
 
     pub fn sharpe(&self) -> Option<f64> {
-        let closes: Vec<f64> = self.daily_close.values().filter_map(|d| d.to_f64()).collect();
+        let closes: Vec<f64> = self
+            .daily_close
+            .values()
+            .filter_map(|d| d.to_f64())
+            .collect();
         if closes.len() < 2 {
             return None;
         }
@@ -307,9 +314,22 @@ impl EquityCurve {
 
 /// Computes the figures of a book and its equity curve.
 pub fn performance(book: &Book, unrealised: Decimal, curve: &EquityCurve) -> Performance {
-    let wins = book.closed_trades.iter().filter(|p| p.is_sign_positive() && !p.is_zero()).count();
-    let gross_profit: Decimal = book.closed_trades.iter().filter(|p| p.is_sign_positive()).sum();
-    let gross_loss: Decimal = book.closed_trades.iter().filter(|p| p.is_sign_negative()).map(|p| -*p).sum();
+    let wins = book
+        .closed_trades
+        .iter()
+        .filter(|p| p.is_sign_positive() && !p.is_zero())
+        .count();
+    let gross_profit: Decimal = book
+        .closed_trades
+        .iter()
+        .filter(|p| p.is_sign_positive())
+        .sum();
+    let gross_loss: Decimal = book
+        .closed_trades
+        .iter()
+        .filter(|p| p.is_sign_negative())
+        .map(|p| -*p)
+        .sum();
     let trades = book.closed_trades.len();
     Performance {
         total_pnl: book.realised + unrealised - book.commission,
@@ -317,7 +337,11 @@ pub fn performance(book: &Book, unrealised: Decimal, curve: &EquityCurve) -> Per
         unrealised_pnl: unrealised,
         commission: book.commission,
         trades,
-        win_rate: if trades == 0 { 0.0 } else { wins as f64 / trades as f64 },
+        win_rate: if trades == 0 {
+            0.0
+        } else {
+            wins as f64 / trades as f64
+        },
         profit_factor: if gross_loss.is_zero() {
             None
         } else {
@@ -380,7 +404,12 @@ mod tests {
     fn performance_counts_wins_profit_factor_and_drawdown() {
         let mut b = Book::new(AccountMode::Netting);
         let mut curve = EquityCurve::default();
-        for (side, price, t) in [(Side::Buy, "10", 0), (Side::Sell, "13", 1), (Side::Buy, "13", 2), (Side::Sell, "12", 3)] {
+        for (side, price, t) in [
+            (Side::Buy, "10", 0),
+            (Side::Sell, "13", 1),
+            (Side::Buy, "13", 2),
+            (Side::Sell, "12", 3),
+        ] {
             b.apply(&fill(side, "1", price, 1, DealEntry::In), Decimal::ONE);
             curve.mark(t, b.realised);
         }

@@ -11,7 +11,9 @@ use rust_decimal::Decimal;
 use crate::domain::orders::{action, from_mt5_order_type, retcode, OrderKind};
 use crate::domain::positions::AccountMode;
 use crate::domain::Side;
-use crate::http::ws::protocol::{AccountFrame, DealFrame, OrderRequest, OrderResultFrame, PositionItem};
+use crate::http::ws::protocol::{
+    AccountFrame, DealFrame, OrderRequest, OrderResultFrame, PositionItem,
+};
 
 /// How the simulated broker behaves.
 #[derive(Debug, Clone)]
@@ -123,7 +125,13 @@ impl Broker {
     }
 
     /// Updates the quote and fills pending orders the new price touches.
-    pub fn on_tick(&mut self, symbol: &str, time_msc: i64, bid: Decimal, ask: Decimal) -> Vec<Execution> {
+    pub fn on_tick(
+        &mut self,
+        symbol: &str,
+        time_msc: i64,
+        bid: Decimal,
+        ask: Decimal,
+    ) -> Vec<Execution> {
         self.quotes.insert(symbol.to_owned(), (bid, ask, time_msc));
         let mut fired = Vec::new();
         let mut i = 0;
@@ -147,8 +155,18 @@ impl Broker {
                         Side::Sell => bid,
                     },
                 };
-                let deals = self.fill(&p.request, p.ticket, p.side, p.request.volume, fill_price, time_msc);
-                fired.push(Execution { result: None, deals });
+                let deals = self.fill(
+                    &p.request,
+                    p.ticket,
+                    p.side,
+                    p.request.volume,
+                    fill_price,
+                    time_msc,
+                );
+                fired.push(Execution {
+                    result: None,
+                    deals,
+                });
             } else {
                 i += 1;
             }
@@ -159,7 +177,10 @@ impl Broker {
     /// Executes (or answers from the journal) one order request.
     pub fn execute(&mut self, req: &OrderRequest) -> Execution {
         if let Some(done) = self.journal.get(&req.client_order_id) {
-            return Execution { result: Some(done.clone()), deals: Vec::new() };
+            return Execution {
+                result: Some(done.clone()),
+                deals: Vec::new(),
+            };
         }
         self.executed += 1;
         let exec = self.try_execute(req);
@@ -170,7 +191,11 @@ impl Broker {
     }
 
     fn reject(&self, req: &OrderRequest, code: u32, comment: &str) -> Execution {
-        let (bid, ask) = self.quotes.get(&req.symbol).map(|q| (Some(q.0), Some(q.1))).unwrap_or((None, None));
+        let (bid, ask) = self
+            .quotes
+            .get(&req.symbol)
+            .map(|q| (Some(q.0), Some(q.1)))
+            .unwrap_or((None, None));
         Execution {
             result: Some(OrderResultFrame {
                 seq: 0,
@@ -214,7 +239,12 @@ impl Broker {
         match (req.action, kind) {
             (action::DEAL, OrderKind::Market) => {}
             (action::PENDING, OrderKind::Limit | OrderKind::Stop) if req.price > Decimal::ZERO => {
-                self.pending.push(Pending { ticket: order_ticket, request: req.clone(), side, kind });
+                self.pending.push(Pending {
+                    ticket: order_ticket,
+                    request: req.clone(),
+                    side,
+                    kind,
+                });
                 return Execution {
                     result: Some(OrderResultFrame {
                         seq: 0,
@@ -265,7 +295,11 @@ impl Broker {
                 price,
                 bid: Some(bid),
                 ask: Some(ask),
-                comment: if code == retcode::DONE { "done".into() } else { "done partially".into() },
+                comment: if code == retcode::DONE {
+                    "done".into()
+                } else {
+                    "done partially".into()
+                },
                 request_id: None,
                 retcode_external: None,
             }),
@@ -274,40 +308,57 @@ impl Broker {
     }
 
     fn net(&self, symbol: &str) -> Decimal {
-        self.positions.iter().filter(|p| p.symbol == symbol).map(|p| p.volume * p.side.sign()).sum()
+        self.positions
+            .iter()
+            .filter(|p| p.symbol == symbol)
+            .map(|p| p.volume * p.side.sign())
+            .sum()
     }
 
     /// Books a fill into positions and balance, returning its deals.
-    fn fill(&mut self, req: &OrderRequest, order: u64, side: Side, volume: Decimal, price: Decimal, time_msc: i64) -> Vec<DealFrame> {
+    fn fill(
+        &mut self,
+        req: &OrderRequest,
+        order: u64,
+        side: Side,
+        volume: Decimal,
+        price: Decimal,
+        time_msc: i64,
+    ) -> Vec<DealFrame> {
         let commission = -(self.cfg.commission_per_lot * volume);
         let mut deals = Vec::new();
         let cs = self.cfg.contract_size;
-        let mut deal = |this: &mut Self, position_id: u64, entry: u32, vol: Decimal, profit: Decimal| {
-            let ticket = this.ticket();
-            this.balance += profit;
-            deals.push(DealFrame {
-                seq: 0,
-                ticket,
-                order,
-                client_order_id: Some(req.client_order_id.clone()),
-                position_id,
-                symbol: req.symbol.clone(),
-                deal_type: if side == Side::Buy { 0 } else { 1 },
-                entry,
-                volume: vol,
-                price,
-                commission: Decimal::ZERO,
-                swap: Decimal::ZERO,
-                profit,
-                fee: Decimal::ZERO,
-                magic: req.magic,
-                comment: req.comment.clone(),
-                time_msc,
-            });
-        };
+        let mut deal =
+            |this: &mut Self, position_id: u64, entry: u32, vol: Decimal, profit: Decimal| {
+                let ticket = this.ticket();
+                this.balance += profit;
+                deals.push(DealFrame {
+                    seq: 0,
+                    ticket,
+                    order,
+                    client_order_id: Some(req.client_order_id.clone()),
+                    position_id,
+                    symbol: req.symbol.clone(),
+                    deal_type: if side == Side::Buy { 0 } else { 1 },
+                    entry,
+                    volume: vol,
+                    price,
+                    commission: Decimal::ZERO,
+                    swap: Decimal::ZERO,
+                    profit,
+                    fee: Decimal::ZERO,
+                    magic: req.magic,
+                    comment: req.comment.clone(),
+                    time_msc,
+                });
+            };
         match self.cfg.mode {
             AccountMode::Hedging if req.position != 0 => {
-                if let Some(i) = self.positions.iter().position(|p| p.identifier == req.position) {
+                if let Some(i) = self
+                    .positions
+                    .iter()
+                    .position(|p| p.identifier == req.position)
+                {
                     let p = &mut self.positions[i];
                     let closing = volume.min(p.volume);
                     let profit = (price - p.price_open) * p.side.sign() * closing * cs;
@@ -332,46 +383,48 @@ impl Broker {
                 });
                 deal(self, id, 0, volume, Decimal::ZERO);
             }
-            AccountMode::Netting => match self.positions.iter().position(|p| p.symbol == req.symbol) {
-                None => {
-                    self.positions.push(SimPosition {
-                        identifier: order,
-                        symbol: req.symbol.clone(),
-                        side,
-                        volume,
-                        price_open: price,
-                        time_msc,
-                        magic: req.magic,
-                    });
-                    deal(self, order, 0, volume, Decimal::ZERO);
-                }
-                Some(i) => {
-                    let p = &mut self.positions[i];
-                    let id = p.identifier;
-                    if p.side == side {
-                        let total = p.volume + volume;
-                        p.price_open = (p.price_open * p.volume + price * volume) / total;
-                        p.volume = total;
-                        deal(self, id, 0, volume, Decimal::ZERO);
-                    } else {
-                        let closing = volume.min(p.volume);
-                        let profit = (price - p.price_open) * p.side.sign() * closing * cs;
-                        if volume < p.volume {
-                            p.volume -= volume;
-                            deal(self, id, 1, volume, profit);
-                        } else if volume == p.volume {
-                            self.positions.remove(i);
-                            deal(self, id, 1, volume, profit);
+            AccountMode::Netting => {
+                match self.positions.iter().position(|p| p.symbol == req.symbol) {
+                    None => {
+                        self.positions.push(SimPosition {
+                            identifier: order,
+                            symbol: req.symbol.clone(),
+                            side,
+                            volume,
+                            price_open: price,
+                            time_msc,
+                            magic: req.magic,
+                        });
+                        deal(self, order, 0, volume, Decimal::ZERO);
+                    }
+                    Some(i) => {
+                        let p = &mut self.positions[i];
+                        let id = p.identifier;
+                        if p.side == side {
+                            let total = p.volume + volume;
+                            p.price_open = (p.price_open * p.volume + price * volume) / total;
+                            p.volume = total;
+                            deal(self, id, 0, volume, Decimal::ZERO);
                         } else {
-                            p.side = side;
-                            p.volume = volume - closing;
-                            p.price_open = price;
-                            p.time_msc = time_msc;
-                            deal(self, id, 2, volume, profit);
+                            let closing = volume.min(p.volume);
+                            let profit = (price - p.price_open) * p.side.sign() * closing * cs;
+                            if volume < p.volume {
+                                p.volume -= volume;
+                                deal(self, id, 1, volume, profit);
+                            } else if volume == p.volume {
+                                self.positions.remove(i);
+                                deal(self, id, 1, volume, profit);
+                            } else {
+                                p.side = side;
+                                p.volume = volume - closing;
+                                p.price_open = price;
+                                p.time_msc = time_msc;
+                                deal(self, id, 2, volume, profit);
+                            }
                         }
                     }
                 }
-            },
+            }
         }
         self.balance += commission;
         if let Some(first) = deals.first_mut() {
@@ -398,7 +451,10 @@ impl Broker {
 
     pub fn margin(&self) -> Decimal {
         let lev = Decimal::from(self.cfg.leverage.max(1));
-        self.positions.iter().map(|p| p.volume * self.cfg.contract_size * p.price_open / lev).sum()
+        self.positions
+            .iter()
+            .map(|p| p.volume * self.cfg.contract_size * p.price_open / lev)
+            .sum()
     }
 
     pub fn account(&self) -> AccountFrame {
@@ -431,7 +487,13 @@ impl Broker {
                 kind: if p.side == Side::Buy { 0 } else { 1 },
                 volume: p.volume,
                 price_open: p.price_open,
-                price_current: self.quotes.get(&p.symbol).map(|q| if p.side == Side::Buy { q.0 } else { q.1 }),
+                price_current: self.quotes.get(&p.symbol).map(|q| {
+                    if p.side == Side::Buy {
+                        q.0
+                    } else {
+                        q.1
+                    }
+                }),
                 profit: None,
                 magic: Some(p.magic),
                 time_msc: Some(p.time_msc),
@@ -488,10 +550,22 @@ mod tests {
 
     #[test]
     fn volumes_off_the_step_and_orders_beyond_the_margin_are_refused_with_mt5_codes() {
-        let mut b = Broker::new(BrokerConfig { balance: d("1000"), ..BrokerConfig::default() });
+        let mut b = Broker::new(BrokerConfig {
+            balance: d("1000"),
+            ..BrokerConfig::default()
+        });
         b.on_tick("EURUSD", 1, d("1.1000"), d("1.1002"));
-        assert_eq!(b.execute(&market("v", 0, "0.015")).result.expect("r").retcode, retcode::INVALID_VOLUME);
-        assert_eq!(b.execute(&market("m", 0, "10")).result.expect("r").retcode, retcode::NO_MONEY);
+        assert_eq!(
+            b.execute(&market("v", 0, "0.015"))
+                .result
+                .expect("r")
+                .retcode,
+            retcode::INVALID_VOLUME
+        );
+        assert_eq!(
+            b.execute(&market("m", 0, "10")).result.expect("r").retcode,
+            retcode::NO_MONEY
+        );
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub struct RandomWalk {
 
 impl RandomWalk {
     /// `symbols`: name, start price, point size.
-    pub fn new(symbols: Vec<(Symbol, Decimal, Decimal)>, start_msc: i64, time_step_ms: i64, seed: u64) -> Self {
+    pub fn new(
+        symbols: Vec<(Symbol, Decimal, Decimal)>,
+        start_msc: i64,
+        time_step_ms: i64,
+        seed: u64,
+    ) -> Self {
         Self {
             symbols,
             rng: SmallRng::seed_from_u64(seed),
@@ -52,7 +57,7 @@ impl RandomWalk {
                     "USDJPY" => (Decimal::new(150_000, 3), Decimal::new(1, 3)),
                     "GBPUSD" => (Decimal::new(127_000, 5), Decimal::new(1, 5)),
                     "AUDUSD" => (Decimal::new(66_000, 5), Decimal::new(1, 5)),
-                    "XAUUSD" => (Decimal::new(2_000_00, 2), Decimal::new(1, 2)),
+                    "XAUUSD" => (Decimal::new(200_000, 2), Decimal::new(1, 2)),
                     _ => (Decimal::new(110_000, 5), Decimal::new(1, 5)),
                 };
                 (Symbol(n.clone()), start, point)
@@ -70,7 +75,9 @@ impl Iterator for RandomWalk {
         }
         let i = self.next % self.symbols.len();
         self.next += 1;
-        let step = self.rng.gen_range(-self.max_step_points..=self.max_step_points);
+        let step = self
+            .rng
+            .gen_range(-self.max_step_points..=self.max_step_points);
         let (symbol, mid, point) = &mut self.symbols[i];
         let moved = *mid + Decimal::from(step) * *point;
         if moved > *point * Decimal::from(100) {
@@ -79,7 +86,12 @@ impl Iterator for RandomWalk {
         let bid = *mid;
         let ask = *mid + Decimal::from(self.spread_points) * *point;
         self.time_msc += self.time_step_ms;
-        Some(Tick { symbol: symbol.clone(), time_msc: self.time_msc, bid, ask })
+        Some(Tick {
+            symbol: symbol.clone(),
+            time_msc: self.time_msc,
+            bid,
+            ask,
+        })
     }
 }
 
@@ -101,26 +113,46 @@ pub struct CsvTicks {
 
 /// Reads `time_msc,bid,ask[,symbol]` with a header line. Bad lines (unparsable, time going backwards per
 /// symbol, bid above ask) stop the read with their line number, or are skipped and listed with `skip_bad`.
-pub fn read_ticks_csv(path: &Path, default_symbol: Option<&str>, skip_bad: bool) -> Result<CsvTicks, CsvError> {
-    let file = std::fs::File::open(path).map_err(|e| CsvError { line: 0, reason: format!("cannot open {}: {e}", path.display()) })?;
+pub fn read_ticks_csv(
+    path: &Path,
+    default_symbol: Option<&str>,
+    skip_bad: bool,
+) -> Result<CsvTicks, CsvError> {
+    let file = std::fs::File::open(path).map_err(|e| CsvError {
+        line: 0,
+        reason: format!("cannot open {}: {e}", path.display()),
+    })?;
     parse_ticks_csv(std::io::BufReader::new(file), default_symbol, skip_bad)
 }
 
-pub fn parse_ticks_csv(reader: impl BufRead, default_symbol: Option<&str>, skip_bad: bool) -> Result<CsvTicks, CsvError> {
+pub fn parse_ticks_csv(
+    reader: impl BufRead,
+    default_symbol: Option<&str>,
+    skip_bad: bool,
+) -> Result<CsvTicks, CsvError> {
     let mut out = CsvTicks::default();
     let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut saw_header = false;
     for (i, line) in reader.lines().enumerate() {
         let n = i + 1;
-        let line = line.map_err(|e| CsvError { line: n, reason: format!("unreadable: {e}") })?;
+        let line = line.map_err(|e| CsvError {
+            line: n,
+            reason: format!("unreadable: {e}"),
+        })?;
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         if !saw_header {
-            let cols: Vec<String> = line.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
+            let cols: Vec<String> = line
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect();
             if cols.len() < 3 || cols[0] != "time_msc" || cols[1] != "bid" || cols[2] != "ask" {
-                return Err(CsvError { line: n, reason: "missing header `time_msc,bid,ask[,symbol]`".into() });
+                return Err(CsvError {
+                    line: n,
+                    reason: "missing header `time_msc,bid,ask[,symbol]`".into(),
+                });
             }
             saw_header = true;
             continue;
@@ -140,19 +172,32 @@ pub fn parse_ticks_csv(reader: impl BufRead, default_symbol: Option<&str>, skip_
         }
     }
     if !saw_header {
-        return Err(CsvError { line: 1, reason: "empty file: missing header `time_msc,bid,ask[,symbol]`".into() });
+        return Err(CsvError {
+            line: 1,
+            reason: "empty file: missing header `time_msc,bid,ask[,symbol]`".into(),
+        });
     }
     Ok(out)
 }
 
-fn parse_line(line: &str, default_symbol: Option<&str>, last: &std::collections::HashMap<String, i64>) -> Result<Tick, String> {
+fn parse_line(
+    line: &str,
+    default_symbol: Option<&str>,
+    last: &std::collections::HashMap<String, i64>,
+) -> Result<Tick, String> {
     let cols: Vec<&str> = line.split(',').map(str::trim).collect();
     if cols.len() < 3 || cols.len() > 4 {
         return Err(format!("expected 3 or 4 columns, found {}", cols.len()));
     }
-    let time_msc: i64 = cols[0].parse().map_err(|_| format!("time_msc `{}` is not an integer", cols[0]))?;
-    let bid: Decimal = cols[1].parse().map_err(|_| format!("bid `{}` is not a number", cols[1]))?;
-    let ask: Decimal = cols[2].parse().map_err(|_| format!("ask `{}` is not a number", cols[2]))?;
+    let time_msc: i64 = cols[0]
+        .parse()
+        .map_err(|_| format!("time_msc `{}` is not an integer", cols[0]))?;
+    let bid: Decimal = cols[1]
+        .parse()
+        .map_err(|_| format!("bid `{}` is not a number", cols[1]))?;
+    let ask: Decimal = cols[2]
+        .parse()
+        .map_err(|_| format!("ask `{}` is not a number", cols[2]))?;
     let symbol = match (cols.get(3), default_symbol) {
         (Some(s), _) if !s.is_empty() => (*s).to_owned(),
         (_, Some(d)) => d.to_owned(),
@@ -166,26 +211,17 @@ fn parse_line(line: &str, default_symbol: Option<&str>, last: &std::collections:
     }
     if let Some(prev) = last.get(&symbol) {
         if time_msc < *prev {
-            return Err(format!("time {time_msc} is before the previous tick of {symbol} ({prev})"));
+            return Err(format!(
+                "time {time_msc} is before the previous tick of {symbol} ({prev})"
+            ));
         }
     }
-    Ok(Tick { symbol: Symbol(symbol), time_msc, bid, ask })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_bad_line_is_named_with_its_number() {
-        let parse = |s: &str| parse_ticks_csv(s.as_bytes(), Some("EURUSD"), false);
-        assert_eq!(parse("1,1.1,1.2\n").expect_err("no header").line, 1);
-        assert_eq!(parse("time_msc,bid,ask\n1,1.1,1.2\nx,1.1,1.2\n").expect_err("bad").line, 3);
-        assert!(parse("time_msc,bid,ask\n1,1.3,1.2\n").expect_err("bid>ask").reason.contains("above ask"));
-        assert!(parse("time_msc,bid,ask\n5,1.1,1.2\n4,1.1,1.2\n").expect_err("back").reason.contains("before"));
-        let skipped = parse_ticks_csv("time_msc,bid,ask\n1,1.1,1.2\nbad\n2,1.1,1.2\n".as_bytes(), Some("X"), true).expect("skip");
-        assert_eq!((skipped.ticks.len(), skipped.skipped.len()), (2, 1));
-    }
+    Ok(Tick {
+        symbol: Symbol(symbol),
+        time_msc,
+        bid,
+        ask,
+    })
 }
 
 /// Sends `ticks` to a simulator at `rate` ticks per second (in batches every 10 ms), or as fast as the
@@ -218,5 +254,37 @@ pub async fn pace(sim: &super::Feeder, ticks: impl IntoIterator<Item = Tick>, ra
             }
             sent += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_line_is_named_with_its_number() {
+        let parse = |s: &str| parse_ticks_csv(s.as_bytes(), Some("EURUSD"), false);
+        assert_eq!(parse("1,1.1,1.2\n").expect_err("no header").line, 1);
+        assert_eq!(
+            parse("time_msc,bid,ask\n1,1.1,1.2\nx,1.1,1.2\n")
+                .expect_err("bad")
+                .line,
+            3
+        );
+        assert!(parse("time_msc,bid,ask\n1,1.3,1.2\n")
+            .expect_err("bid>ask")
+            .reason
+            .contains("above ask"));
+        assert!(parse("time_msc,bid,ask\n5,1.1,1.2\n4,1.1,1.2\n")
+            .expect_err("back")
+            .reason
+            .contains("before"));
+        let skipped = parse_ticks_csv(
+            "time_msc,bid,ask\n1,1.1,1.2\nbad\n2,1.1,1.2\n".as_bytes(),
+            Some("X"),
+            true,
+        )
+        .expect("skip");
+        assert_eq!((skipped.ticks.len(), skipped.skipped.len()), (2, 1));
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use super::broker::{Broker, BrokerConfig, Execution};
 use crate::domain::{now_ms, Tick};
 use crate::http::ws::protocol::{
-    AccountFrame, DealFrame, HeartbeatFrame, Hello, Outbound, PositionsFrame, TickFrame, PROTOCOL_VERSION,
+    AccountFrame, DealFrame, HeartbeatFrame, Hello, Outbound, PositionsFrame, TickFrame,
+    PROTOCOL_VERSION,
 };
 
 /// How the simulated terminal connects.
@@ -43,7 +44,10 @@ impl SimConfig {
             url: url.into(),
             api_key: api_key.into(),
             server: "Trellis-Sim".into(),
-            broker: BrokerConfig { login, ..BrokerConfig::default() },
+            broker: BrokerConfig {
+                login,
+                ..BrokerConfig::default()
+            },
             heartbeat_ms: 1_000,
             reconnect: true,
             protocol_version: PROTOCOL_VERSION,
@@ -148,7 +152,12 @@ pub fn spawn(cfg: SimConfig) -> SimHandle {
     let stats = Arc::new(Mutex::new(SimStats::default()));
     let broker = Arc::new(Mutex::new(Broker::new(cfg.broker.clone())));
     let task = actix_web::rt::spawn(run(cfg, rx, stats.clone(), broker.clone()));
-    SimHandle { tx, stats, broker, task }
+    SimHandle {
+        tx,
+        stats,
+        broker,
+        task,
+    }
 }
 
 /// Protocol state that survives reconnects.
@@ -216,7 +225,8 @@ async fn run(
     }
 }
 
-type Sink = futures_util::stream::SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Message>;
+type Sink =
+    futures_util::stream::SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Message>;
 
 async fn send_text(sink: &mut Sink, text: String) -> bool {
     sink.send(ws::Message::Text(text.into())).await.is_ok()
@@ -252,7 +262,12 @@ impl Link {
     fn execution(&mut self, exec: Execution, stats: &Mutex<SimStats>) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(r) = exec.result {
-            out.push(self.reliable(|seq| frame("order_result", &crate::http::ws::protocol::OrderResultFrame { seq, ..r })));
+            out.push(self.reliable(|seq| {
+                frame(
+                    "order_result",
+                    &crate::http::ws::protocol::OrderResultFrame { seq, ..r },
+                )
+            }));
             lock(stats).results_sent += 1;
         }
         for d in exec.deals {
@@ -279,7 +294,9 @@ async fn session(
     stats: &Arc<Mutex<SimStats>>,
     broker: &Arc<Mutex<Broker>>,
 ) -> Result<Ended, SimError> {
-    let client = awc::Client::builder().timeout(Duration::from_secs(5)).finish();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
     let (_resp, framed) = client
         .ws(&cfg.url)
         .max_frame_size(1 << 20)
@@ -303,7 +320,9 @@ async fn session(
     // The welcome, or why not.
     let welcome = loop {
         let next = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
-        let Ok(Some(Ok(item))) = next else { return Ok(Ended::Dropped) };
+        let Ok(Some(Ok(item))) = next else {
+            return Ok(Ended::Dropped);
+        };
         match item {
             ws::Frame::Text(bytes) => match serde_json::from_slice::<Outbound>(&bytes) {
                 Ok(Outbound::Welcome(w)) => break w,
@@ -410,7 +429,12 @@ async fn session(
 }
 
 /// Handles one frame from trellis; returns frames to send when it was an order.
-fn on_frame(bytes: &Bytes, link: &mut Link, stats: &Mutex<SimStats>, broker: &Mutex<Broker>) -> Option<Vec<String>> {
+fn on_frame(
+    bytes: &Bytes,
+    link: &mut Link,
+    stats: &Mutex<SimStats>,
+    broker: &Mutex<Broker>,
+) -> Option<Vec<String>> {
     {
         let mut s = lock(stats);
         if s.received.len() >= 1_000 {

@@ -176,7 +176,11 @@ impl TryFrom<OrderRow> for (u64, Order) {
             "market" => OrderKind::Market,
             "limit" => OrderKind::Limit,
             "stop" => OrderKind::Stop,
-            other => return Err(StorageError::Rejected(format!("stored order kind `{other}`"))),
+            other => {
+                return Err(StorageError::Rejected(format!(
+                    "stored order kind `{other}`"
+                )))
+            }
         };
         let status = OrderStatus::parse(&r.status)
             .ok_or_else(|| StorageError::Rejected(format!("stored order status `{}`", r.status)))?;
@@ -193,7 +197,11 @@ impl TryFrom<OrderRow> for (u64, Order) {
                 price: r.price.as_deref().map(|p| dec("price", p)).transpose()?,
                 status,
                 filled_volume: dec("filled_volume", &r.filled_volume)?,
-                avg_price: r.avg_price.as_deref().map(|p| dec("avg_price", p)).transpose()?,
+                avg_price: r
+                    .avg_price
+                    .as_deref()
+                    .map(|p| dec("avg_price", p))
+                    .transpose()?,
                 retcode: r.retcode.map(|c| c as u32),
                 broker_order: r.broker_order.map(|o| o as u64),
                 reason: r.reason,
@@ -213,7 +221,11 @@ impl TryFrom<DealRow> for Deal {
             "out" => DealEntry::Out,
             "inout" => DealEntry::InOut,
             "out_by" => DealEntry::OutBy,
-            other => return Err(StorageError::Rejected(format!("stored deal entry `{other}`"))),
+            other => {
+                return Err(StorageError::Rejected(format!(
+                    "stored deal entry `{other}`"
+                )))
+            }
         };
         Ok(Deal {
             account: Login(r.account as u64),
@@ -345,8 +357,14 @@ impl Handler<LoadTenantBook> for Relational {
             .fetch_all(&pool)
             .await?;
             Ok(TenantBook {
-                orders: orders.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
-                deals: deals.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+                orders: orders
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_, _>>()?,
+                deals: deals
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_, _>>()?,
             })
         })
     }

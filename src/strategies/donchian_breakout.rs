@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
 
-use super::{ParamReader, Params, ParamError, Strategy};
+use super::{ParamError, ParamReader, Params, Strategy};
 use crate::domain::Bar;
 
 pub struct DonchianBreakout {
@@ -20,7 +20,12 @@ impl DonchianBreakout {
         let mut p = ParamReader::new("donchian_breakout", params);
         let period = p.period("period", 20, 1, 10_000)?;
         p.finish()?;
-        Ok(Box::new(Self { period, window: VecDeque::with_capacity(period + 1), volume, target: None }))
+        Ok(Box::new(Self {
+            period,
+            window: VecDeque::with_capacity(period + 1),
+            volume,
+            target: None,
+        }))
     }
 }
 
@@ -67,7 +72,11 @@ mod tests {
         assert_eq!(s.on_bar(&bar(10, 8, 9)), None);
         assert_eq!(s.on_bar(&bar(11, 9, 10)), None);
         assert_eq!(s.on_bar(&bar(13, 10, 12)), Some(Decimal::ONE));
-        assert_eq!(s.on_bar(&bar(12, 10, 11)), Some(Decimal::ONE), "held inside the channel");
+        assert_eq!(
+            s.on_bar(&bar(12, 10, 11)),
+            Some(Decimal::ONE),
+            "held inside the channel"
+        );
         assert_eq!(s.on_bar(&bar(10, 7, 8)), Some(-Decimal::ONE));
     }
 }

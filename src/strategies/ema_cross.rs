@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 
-use super::{close_f64, ParamReader, Params, ParamError, Strategy};
+use super::{close_f64, ParamError, ParamReader, Params, Strategy};
 use crate::domain::Bar;
 
 /// An EMA seeded with its first value.
@@ -15,7 +15,10 @@ pub struct Ema {
 
 impl Ema {
     pub fn new(period: usize) -> Self {
-        Self { alpha: 2.0 / (period as f64 + 1.0), value: None }
+        Self {
+            alpha: 2.0 / (period as f64 + 1.0),
+            value: None,
+        }
     }
 
     pub fn update(&mut self, x: f64) -> f64 {
@@ -38,7 +41,13 @@ pub struct EmaCross {
 
 impl EmaCross {
     pub fn new(fast: usize, slow: usize, volume: Decimal) -> Self {
-        Self { fast: Ema::new(fast), slow: Ema::new(slow), slow_period: slow, bars: 0, volume }
+        Self {
+            fast: Ema::new(fast),
+            slow: Ema::new(slow),
+            slow_period: slow,
+            bars: 0,
+            volume,
+        }
     }
 
     pub fn build(params: &Params, volume: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
@@ -46,7 +55,9 @@ impl EmaCross {
         let fast = p.period("fast", 10, 1, 10_000)?;
         let slow = p.period("slow", 20, 2, 10_000)?;
         if fast >= slow {
-            return Err(p.error(format!("`fast` ({fast}) must be smaller than `slow` ({slow})")));
+            return Err(p.error(format!(
+                "`fast` ({fast}) must be smaller than `slow` ({slow})"
+            )));
         }
         p.finish()?;
         Ok(Box::new(Self::new(fast, slow, volume)))
@@ -62,7 +73,11 @@ impl Strategy for EmaCross {
         if self.bars < self.slow_period {
             return None;
         }
-        Some(if fast >= slow { self.volume } else { -self.volume })
+        Some(if fast >= slow {
+            self.volume
+        } else {
+            -self.volume
+        })
     }
 }
 
@@ -73,7 +88,16 @@ mod tests {
 
     fn bar(close: &str) -> Bar {
         let c: Decimal = close.parse().expect("d");
-        Bar { symbol: "X".into(), timeframe: Timeframe::M1, open_time_ms: 0, open: c, high: c, low: c, close: c, tick_volume: 1 }
+        Bar {
+            symbol: "X".into(),
+            timeframe: Timeframe::M1,
+            open_time_ms: 0,
+            open: c,
+            high: c,
+            low: c,
+            close: c,
+            tick_volume: 1,
+        }
     }
 
     #[test]
@@ -91,7 +115,9 @@ mod tests {
         let params: Params = [("fast".to_owned(), 20.0), ("slow".to_owned(), 10.0)].into();
         assert!(EmaCross::build(&params, Decimal::ONE).is_err());
         let unknown: Params = [("speed".to_owned(), 1.0)].into();
-        let err = EmaCross::build(&unknown, Decimal::ONE).err().expect("unknown param refused");
+        let err = EmaCross::build(&unknown, Decimal::ONE)
+            .err()
+            .expect("unknown param refused");
         assert!(err.message.contains("speed"));
     }
 }

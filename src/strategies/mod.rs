@@ -63,27 +63,52 @@ pub struct ParamReader<'a> {
 
 impl<'a> ParamReader<'a> {
     pub fn new(kind: &'static str, params: &'a Params) -> Self {
-        Self { kind, params, known: Vec::new() }
+        Self {
+            kind,
+            params,
+            known: Vec::new(),
+        }
     }
 
     pub fn error(&self, message: impl Into<String>) -> ParamError {
-        ParamError { kind: self.kind.to_owned(), message: message.into() }
+        ParamError {
+            kind: self.kind.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// An integer parameter within `[min, max]`, `default` when absent.
-    pub fn period(&mut self, name: &'static str, default: usize, min: usize, max: usize) -> Result<usize, ParamError> {
+    pub fn period(
+        &mut self,
+        name: &'static str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ParamError> {
         self.known.push(name);
-        let Some(&v) = self.params.get(name) else { return Ok(default) };
+        let Some(&v) = self.params.get(name) else {
+            return Ok(default);
+        };
         if v.fract() != 0.0 || v < min as f64 || v > max as f64 {
-            return Err(self.error(format!("`{name}` must be a whole number from {min} to {max}, not {v}")));
+            return Err(self.error(format!(
+                "`{name}` must be a whole number from {min} to {max}, not {v}"
+            )));
         }
         Ok(v as usize)
     }
 
     /// A number within `[min, max]`, `default` when absent.
-    pub fn number(&mut self, name: &'static str, default: f64, min: f64, max: f64) -> Result<f64, ParamError> {
+    pub fn number(
+        &mut self,
+        name: &'static str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ParamError> {
         self.known.push(name);
-        let Some(&v) = self.params.get(name) else { return Ok(default) };
+        let Some(&v) = self.params.get(name) else {
+            return Ok(default);
+        };
         if !v.is_finite() || v < min || v > max {
             return Err(self.error(format!("`{name}` must be from {min} to {max}, not {v}")));
         }
@@ -92,7 +117,11 @@ impl<'a> ParamReader<'a> {
 
     /// Refuses parameters the strategy does not know.
     pub fn finish(self) -> Result<(), ParamError> {
-        match self.params.keys().find(|k| !self.known.contains(&k.as_str())) {
+        match self
+            .params
+            .keys()
+            .find(|k| !self.known.contains(&k.as_str()))
+        {
             Some(unknown) => Err(self.error(format!(
                 "unknown parameter `{unknown}` (known: {})",
                 self.known.join(", ")
@@ -114,7 +143,9 @@ impl Default for StrategyRegistry {
         kinds.insert("ema_cross".into(), EmaCross::build);
         kinds.insert("rsi_reversion".into(), RsiReversion::build);
         kinds.insert("donchian_breakout".into(), DonchianBreakout::build);
-        Self { kinds: Arc::new(RwLock::new(kinds)) }
+        Self {
+            kinds: Arc::new(RwLock::new(kinds)),
+        }
     }
 }
 
@@ -128,7 +159,12 @@ impl StrategyRegistry {
     }
 
     /// Builds a strategy, validating its parameters.
-    pub fn build(&self, kind: &str, params: &Params, volume: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
+    pub fn build(
+        &self,
+        kind: &str,
+        params: &Params,
+        volume: Decimal,
+    ) -> Result<Box<dyn Strategy>, ParamError> {
         let factory = {
             let guard = match self.kinds.read() {
                 Ok(g) => g,
@@ -138,7 +174,10 @@ impl StrategyRegistry {
         };
         match factory {
             Some(f) => f(params, volume),
-            None => Err(ParamError { kind: kind.to_owned(), message: "unknown strategy kind".into() }),
+            None => Err(ParamError {
+                kind: kind.to_owned(),
+                message: "unknown strategy kind".into(),
+            }),
         }
     }
 

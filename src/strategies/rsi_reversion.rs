@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 
-use super::{close_f64, ParamReader, Params, ParamError, Strategy};
+use super::{close_f64, ParamError, ParamReader, Params, Strategy};
 use crate::domain::Bar;
 
 /// Wilder's RSI: averages of gains and losses smoothed with 1/period after a simple first average.
@@ -18,7 +18,13 @@ pub struct Rsi {
 
 impl Rsi {
     pub fn new(period: usize) -> Self {
-        Self { period, prev: None, seen: 0, avg_gain: 0.0, avg_loss: 0.0 }
+        Self {
+            period,
+            prev: None,
+            seen: 0,
+            avg_gain: 0.0,
+            avg_loss: 0.0,
+        }
     }
 
     /// Feeds a close; the RSI once `period` changes have been seen.
@@ -63,10 +69,19 @@ impl RsiReversion {
         let upper = p.number("upper", 70.0, 0.0, 100.0)?;
         let exit = p.number("exit", 50.0, 0.0, 100.0)?;
         if !(lower < exit && exit < upper) {
-            return Err(p.error(format!("need lower < exit < upper, got {lower} / {exit} / {upper}")));
+            return Err(p.error(format!(
+                "need lower < exit < upper, got {lower} / {exit} / {upper}"
+            )));
         }
         p.finish()?;
-        Ok(Box::new(Self { rsi: Rsi::new(period), lower, upper, exit, volume, target: Decimal::ZERO }))
+        Ok(Box::new(Self {
+            rsi: Rsi::new(period),
+            lower,
+            upper,
+            exit,
+            volume,
+            target: Decimal::ZERO,
+        }))
     }
 }
 

@@ -50,11 +50,16 @@ async fn raw(url: &str, frames: Vec<ws::Message>, wait: Duration) -> Seen {
             break;
         }
     }
-    let mut seen = Seen { frames: Vec::new(), close: None };
+    let mut seen = Seen {
+        frames: Vec::new(),
+        close: None,
+    };
     let deadline = tokio::time::Instant::now() + wait;
     while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, stream.next()).await {
         match frame {
-            ws::Frame::Text(b) => seen.frames.push(serde_json::from_slice(&b).unwrap_or(Value::Null)),
+            ws::Frame::Text(b) => seen
+                .frames
+                .push(serde_json::from_slice(&b).unwrap_or(Value::Null)),
             ws::Frame::Close(reason) => {
                 seen.close = reason.map(|r| u16::from(r.code));
                 break;
@@ -74,25 +79,48 @@ async fn a_wrong_api_key_or_protocol_version_is_refused_with_a_clear_error_and_1
     let app = spawn_app().await;
     app.add_tenant(tenant("acme", KEY)).await;
 
-    let bad_key = raw(&app.ws_url(), vec![text(hello("trk_nobody00_not-a-real-key", 1))], Duration::from_secs(2)).await;
-    let bad_version = raw(&app.ws_url(), vec![text(hello(KEY, 99))], Duration::from_secs(2)).await;
-    let no_hello = raw(
+    let bad_key = raw(
         &app.ws_url(),
-        vec![text(json!({"type":"tick","seq":1,"symbol":"EURUSD","time_msc":1,"bid":1.1,"ask":1.2}).to_string())],
+        vec![text(hello("trk_nobody00_not-a-real-key", 1))],
         Duration::from_secs(2),
     )
     .await;
-    let sim = trellis::sim::spawn(SimConfig::new(app.ws_url(), "trk_nobody00_not-a-real-key", 7001));
+    let bad_version = raw(
+        &app.ws_url(),
+        vec![text(hello(KEY, 99))],
+        Duration::from_secs(2),
+    )
+    .await;
+    let no_hello = raw(
+        &app.ws_url(),
+        vec![text(
+            json!({"type":"tick","seq":1,"symbol":"EURUSD","time_msc":1,"bid":1.1,"ask":1.2})
+                .to_string(),
+        )],
+        Duration::from_secs(2),
+    )
+    .await;
+    let sim = trellis::sim::spawn(SimConfig::new(
+        app.ws_url(),
+        "trk_nobody00_not-a-real-key",
+        7001,
+    ));
     let sim_result = sim.task.await.expect("sim task");
 
     assert_eq!(bad_key.error_codes(), vec!["bad_api_key"]);
     assert_eq!(bad_key.close, Some(1008));
     assert_eq!(bad_version.error_codes(), vec!["unsupported_version"]);
-    assert!(bad_version.frames[0]["message"].as_str().unwrap_or("").contains("99"));
+    assert!(bad_version.frames[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("99"));
     assert_eq!(bad_version.close, Some(1008));
     assert_eq!(no_hello.error_codes(), vec!["hello_required"]);
     assert_eq!(no_hello.close, Some(1008));
-    assert!(matches!(sim_result, Err(SimError::Refused(ref why)) if why.contains("bad_api_key")), "{sim_result:?}");
+    assert!(
+        matches!(sim_result, Err(SimError::Refused(ref why)) if why.contains("bad_api_key")),
+        "{sim_result:?}"
+    );
     app.shutdown().await;
 }
 
@@ -103,9 +131,15 @@ async fn each_bad_frame_gets_its_own_error_and_the_session_and_accepted_data_sur
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
     for i in 0..4 {
-        sim.tick(tick("EURUSD", T0 + i * MINUTE, &format!("1.10{i}0"), &format!("1.10{i}2")));
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
     }
-    app.wait_portfolio("acme", "a fill", |p| p.deals.len() == 1).await;
+    app.wait_portfolio("acme", "a fill", |p| p.deals.len() == 1)
+        .await;
 
     // Act
     let bad = [
@@ -120,10 +154,21 @@ async fn each_bad_frame_gets_its_own_error_and_the_session_and_accepted_data_sur
     for frame in bad {
         sim.send(Control::Raw(frame.to_owned()));
     }
-    let expected = ["malformed_json", "unknown_type", "missing_field", "wrong_type", "unknown_symbol", "invalid_value", "unknown_order"];
+    let expected = [
+        "malformed_json",
+        "unknown_type",
+        "missing_field",
+        "wrong_type",
+        "unknown_symbol",
+        "invalid_value",
+        "unknown_order",
+    ];
     wait_for("every error", || sim.stats().errors.len() >= expected.len()).await;
     // The raw frames above moved the terminal's sequence to 105, so the next good frame says 106.
-    let good = format!(r#"{{"type":"tick","seq":106,"symbol":"EURUSD","time_msc":{},"bid":1.1040,"ask":1.1042}}"#, T0 + 4 * MINUTE + 1);
+    let good = format!(
+        r#"{{"type":"tick","seq":106,"symbol":"EURUSD","time_msc":{},"bid":1.1040,"ask":1.1042}}"#,
+        T0 + 4 * MINUTE + 1
+    );
     sim.send(Control::Raw(good));
     let mut metrics = String::new();
     for _ in 0..200 {
@@ -138,12 +183,19 @@ async fn each_bad_frame_gets_its_own_error_and_the_session_and_accepted_data_sur
     let stats = sim.stats();
     let codes: Vec<&str> = stats.errors.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(codes, expected);
-    assert!(stats.errors[4].1.contains("DOGEUSD"), "the message names the symbol: {:?}", stats.errors[4]);
+    assert!(
+        stats.errors[4].1.contains("DOGEUSD"),
+        "the message names the symbol: {:?}",
+        stats.errors[4]
+    );
     assert_eq!(stats.connects, 1, "non-fatal errors keep the connection");
     let snap = app.portfolio("acme").await;
     assert_eq!(snap.deals.len(), 1, "accepted data survives");
     assert_eq!(snap.positions.len(), 1);
-    assert!(metrics.contains("trellis_ticks_total 5"), "the good tick was accepted: {metrics}");
+    assert!(
+        metrics.contains("trellis_ticks_total 5"),
+        "the good tick was accepted: {metrics}"
+    );
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
@@ -154,17 +206,34 @@ async fn an_oversized_frame_closes_with_1009_and_the_terminal_resumes() {
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
     for i in 0..4 {
-        sim.tick(tick("EURUSD", T0 + i * MINUTE, &format!("1.10{i}0"), &format!("1.10{i}2")));
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
     }
-    app.wait_portfolio("acme", "a fill", |p| p.deals.len() == 1).await;
+    app.wait_portfolio("acme", "a fill", |p| p.deals.len() == 1)
+        .await;
 
-    let huge = format!(r#"{{"type":"heartbeat","seq":999,"time_msc":1,"pad":"{}"}}"#, "x".repeat(10_000));
+    let huge = format!(
+        r#"{{"type":"heartbeat","seq":999,"time_msc":1,"pad":"{}"}}"#,
+        "x".repeat(10_000)
+    );
     sim.send(Control::Raw(huge));
     wait_for("the reconnect", || sim.stats().connects >= 2).await;
 
     let stats = sim.stats();
-    assert!(stats.errors.iter().any(|(c, _)| c == "frame_too_large"), "{:?}", stats.errors);
-    assert!(stats.last_close.as_deref().unwrap_or("").contains("Size"), "{:?}", stats.last_close);
+    assert!(
+        stats.errors.iter().any(|(c, _)| c == "frame_too_large"),
+        "{:?}",
+        stats.errors
+    );
+    assert!(
+        stats.last_close.as_deref().unwrap_or("").contains("Size"),
+        "{:?}",
+        stats.last_close
+    );
     assert_eq!(app.portfolio("acme").await.deals.len(), 1);
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
@@ -172,16 +241,26 @@ async fn an_oversized_frame_closes_with_1009_and_the_terminal_resumes() {
 
 #[actix_rt::test]
 async fn a_flood_beyond_the_frame_budget_is_closed_with_1008() {
-    let app = spawn_app_with(&[("TRELLIS__MT5__MAX_FRAMES_PER_SEC", "20"), ("TRELLIS__MT5__FRAME_BURST", "20")]).await;
+    let app = spawn_app_with(&[
+        ("TRELLIS__MT5__MAX_FRAMES_PER_SEC", "20"),
+        ("TRELLIS__MT5__FRAME_BURST", "20"),
+    ])
+    .await;
     app.add_tenant(tenant("acme", KEY)).await;
     let mut frames = vec![text(hello(KEY, 1))];
     for seq in 2..200 {
-        frames.push(text(json!({"type":"heartbeat","seq":seq,"time_msc":1}).to_string()));
+        frames.push(text(
+            json!({"type":"heartbeat","seq":seq,"time_msc":1}).to_string(),
+        ));
     }
 
     let seen = raw(&app.ws_url(), frames, Duration::from_secs(3)).await;
 
-    assert!(seen.error_codes().contains(&"rate_limited".to_owned()), "{:?}", seen.frames);
+    assert!(
+        seen.error_codes().contains(&"rate_limited".to_owned()),
+        "{:?}",
+        seen.frames
+    );
     assert_eq!(seen.close, Some(1008));
     app.shutdown().await;
 }
@@ -195,7 +274,11 @@ async fn too_many_bad_frames_close_the_connection() {
     let seen = raw(&app.ws_url(), frames, Duration::from_secs(3)).await;
 
     let codes = seen.error_codes();
-    assert_eq!(codes.last().map(String::as_str), Some("too_many_errors"), "{codes:?}");
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("too_many_errors"),
+        "{codes:?}"
+    );
     assert_eq!(seen.close, Some(1008));
 }
 
@@ -208,10 +291,18 @@ async fn a_silent_terminal_is_declared_lost_and_its_account_blind() {
     .await;
     let t = app.add_tenant(tenant("acme", KEY)).await;
 
-    let seen = raw(&app.ws_url(), vec![text(hello(KEY, 1))], Duration::from_secs(3)).await;
+    let seen = raw(
+        &app.ws_url(),
+        vec![text(hello(KEY, 1))],
+        Duration::from_secs(3),
+    )
+    .await;
 
     assert_eq!(seen.frames[0]["type"], "welcome");
-    assert!(seen.frames.iter().any(|f| f["type"] == "heartbeat"), "trellis sent heartbeats");
+    assert!(
+        seen.frames.iter().any(|f| f["type"] == "heartbeat"),
+        "trellis sent heartbeats"
+    );
     assert_eq!(seen.error_codes(), vec!["heartbeat_timeout"]);
     assert_eq!(seen.close, Some(1008));
     let risk = t.risk.get().expect("risk");

@@ -160,7 +160,12 @@ pub fn ema(id: &str, symbol: &str) -> StrategySettings {
 }
 
 pub fn tick(symbol: &str, t: i64, bid: &str, ask: &str) -> Tick {
-    Tick { symbol: Symbol(symbol.into()), time_msc: t, bid: d(bid), ask: d(ask) }
+    Tick {
+        symbol: Symbol(symbol.into()),
+        time_msc: t,
+        bid: d(bid),
+        ask: d(ask),
+    }
 }
 
 impl TestApp {
@@ -169,7 +174,10 @@ impl TestApp {
     }
 
     pub async fn add_tenant(&self, settings: TenantSettings) -> Arc<TenantContext> {
-        self.runtime.start_tenant(settings).await.expect("tenant starts")
+        self.runtime
+            .start_tenant(settings)
+            .await
+            .expect("tenant starts")
     }
 
     /// A simulated terminal for `login`, connected (waits for the welcome).
@@ -195,7 +203,12 @@ impl TestApp {
     }
 
     /// Waits until the tenant's portfolio satisfies `done`.
-    pub async fn wait_portfolio(&self, tenant: &str, what: &str, done: impl Fn(&PortfolioSnapshot) -> bool) -> PortfolioSnapshot {
+    pub async fn wait_portfolio(
+        &self,
+        tenant: &str,
+        what: &str,
+        done: impl Fn(&PortfolioSnapshot) -> bool,
+    ) -> PortfolioSnapshot {
         for _ in 0..500 {
             let snap = self.portfolio(tenant).await;
             if done(&snap) {

@@ -5,5 +5,7 @@ mod bridge;
 mod config;
 mod health;
 mod helpers;
+mod isolation;
+mod risk;
 mod supervision;
 mod trading;

@@ -24,36 +24,63 @@ async fn scripted_ticks_become_bars_orders_fills_and_a_position_with_pnl_checked
     let sim = app.sim(KEY, 7001).await;
 
     // Act
-    for (i, bid, ask) in [(0, "1.1000", "1.1002"), (1, "1.1010", "1.1012"), (2, "1.1020", "1.1022")] {
+    for (i, bid, ask) in [
+        (0, "1.1000", "1.1002"),
+        (1, "1.1010", "1.1012"),
+        (2, "1.1020", "1.1022"),
+    ] {
         sim.tick(tick("EURUSD", T0 + i * MINUTE, bid, ask));
     }
     sim.tick(tick("EURUSD", T0 + 3 * MINUTE, "1.1030", "1.1032"));
-    app.wait_portfolio("acme", "the buy to fill", |p| p.deals.len() == 1).await;
+    app.wait_portfolio("acme", "the buy to fill", |p| p.deals.len() == 1)
+        .await;
     sim.tick(tick("EURUSD", T0 + 4 * MINUTE, "1.0990", "1.0992"));
     sim.tick(tick("EURUSD", T0 + 5 * MINUTE, "1.0950", "1.0952"));
-    app.wait_portfolio("acme", "the reversal to fill", |p| p.deals.len() == 2).await;
+    app.wait_portfolio("acme", "the reversal to fill", |p| p.deals.len() == 2)
+        .await;
     sim.tick(tick("EURUSD", T0 + 6 * MINUTE, "1.0940", "1.0942"));
     let snap = app
-        .wait_portfolio("acme", "the last quote", |p| p.performance.unrealised_pnl == d("8"))
+        .wait_portfolio("acme", "the last quote", |p| {
+            p.performance.unrealised_pnl == d("8")
+        })
         .await;
 
     // Assert
-    let orders: Vec<_> = snap.orders.iter().map(|o| (o.side, o.volume, o.status)).collect();
+    let orders: Vec<_> = snap
+        .orders
+        .iter()
+        .map(|o| (o.side, o.volume, o.status))
+        .collect();
     assert_eq!(
         orders,
-        vec![(Side::Buy, d("0.1"), OrderStatus::Filled), (Side::Sell, d("0.2"), OrderStatus::Filled)]
+        vec![
+            (Side::Buy, d("0.1"), OrderStatus::Filled),
+            (Side::Sell, d("0.2"), OrderStatus::Filled)
+        ]
     );
     assert_eq!(snap.orders[0].avg_price, Some(d("1.1032")));
     assert_eq!(snap.orders[1].avg_price, Some(d("1.0950")));
     assert_eq!(snap.positions.len(), 1);
     let pos = &snap.positions[0];
-    assert_eq!((pos.account, pos.position.side, pos.position.volume, pos.position.price_open), (Login(7001), Side::Sell, d("0.1"), d("1.0950")));
+    assert_eq!(
+        (
+            pos.account,
+            pos.position.side,
+            pos.position.volume,
+            pos.position.price_open
+        ),
+        (Login(7001), Side::Sell, d("0.1"), d("1.0950"))
+    );
     assert_eq!(snap.performance.realised_pnl, d("-82"));
     assert_eq!(snap.performance.total_pnl, d("-74"));
     assert_eq!(snap.performance.trades, 1);
     assert_eq!(snap.performance.win_rate, 0.0);
     let broker = sim.broker.lock().expect("broker").balance();
-    assert_eq!(broker, d("99918"), "the terminal's balance agrees: 100000 − 82");
+    assert_eq!(
+        broker,
+        d("99918"),
+        "the terminal's balance agrees: 100000 − 82"
+    );
     sim.stop().await.expect("sim stops cleanly");
     app.shutdown().await;
 }
@@ -75,7 +102,14 @@ async fn bars_close_on_tick_time_across_gaps_and_out_of_order_ticks_are_dropped(
     let md = t.market_data.get().expect("market data");
     let mut bars = Vec::new();
     for _ in 0..300 {
-        bars = md.send(GetRecentBars { symbol: Symbol("GBPUSD".into()), timeframe: Timeframe::M1, limit: 10 }).await.expect("md");
+        bars = md
+            .send(GetRecentBars {
+                symbol: Symbol("GBPUSD".into()),
+                timeframe: Timeframe::M1,
+                limit: 10,
+            })
+            .await
+            .expect("md");
         if bars.len() == 2 {
             break;
         }
@@ -84,43 +118,78 @@ async fn bars_close_on_tick_time_across_gaps_and_out_of_order_ticks_are_dropped(
 
     // Assert
     assert_eq!(bars.len(), 2, "{bars:?}");
-    assert_eq!((bars[0].open_time_ms, bars[0].open, bars[0].high, bars[0].low, bars[0].close, bars[0].tick_volume),
-        (T0, d("1.2700"), d("1.2710"), d("1.2690"), d("1.2690"), 3));
-    assert_eq!((bars[1].open_time_ms, bars[1].tick_volume), (T0 + 6 * MINUTE, 1), "no bars invented for the gap");
+    assert_eq!(
+        (
+            bars[0].open_time_ms,
+            bars[0].open,
+            bars[0].high,
+            bars[0].low,
+            bars[0].close,
+            bars[0].tick_volume
+        ),
+        (T0, d("1.2700"), d("1.2710"), d("1.2690"), d("1.2690"), 3)
+    );
+    assert_eq!(
+        (bars[1].open_time_ms, bars[1].tick_volume),
+        (T0 + 6 * MINUTE, 1),
+        "no bars invented for the gap"
+    );
     let (_, metrics) = app.get_text("/metrics").await;
-    assert!(metrics.contains("trellis_ticks_dropped_total{kind=\"out_of_order\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("trellis_ticks_dropped_total{kind=\"out_of_order\"} 1"),
+        "{metrics}"
+    );
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
 
 #[actix_rt::test]
-async fn a_link_that_drops_after_the_order_reaches_the_terminal_executes_it_once_and_records_the_fill_once() {
+async fn a_link_that_drops_after_the_order_reaches_the_terminal_executes_it_once_and_records_the_fill_once(
+) {
     // Arrange
     let app = spawn_app().await;
     let t = app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
     for i in 0..3 {
-        sim.tick(tick("EURUSD", T0 + i * MINUTE, &format!("1.10{i}0"), &format!("1.10{i}2")));
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
     }
 
     // Act: the terminal executes the next order, then the link dies before the result goes out.
     sim.send(Control::DropAfterNextOrder);
     sim.tick(tick("EURUSD", T0 + 3 * MINUTE, "1.1030", "1.1032"));
-    let snap = app.wait_portfolio("acme", "the fill after resume", |p| p.deals.len() == 1).await;
+    let snap = app
+        .wait_portfolio("acme", "the fill after resume", |p| p.deals.len() == 1)
+        .await;
     actix_rt::time::sleep(Duration::from_millis(300)).await; // time for any duplicate to show up
 
     // Assert
     let stats = sim.stats();
     assert!(stats.connects >= 2, "the terminal reconnected: {stats:?}");
-    assert_eq!(sim.broker.lock().expect("broker").executed, 1, "executed exactly once");
+    assert_eq!(
+        sim.broker.lock().expect("broker").executed,
+        1,
+        "executed exactly once"
+    );
     let snap2 = app.portfolio("acme").await;
     assert_eq!(snap2.deals.len(), 1, "the fill is recorded once");
     assert_eq!(snap.orders.len(), 1);
     assert_eq!(snap2.orders[0].status, OrderStatus::Filled);
     assert_eq!(snap2.positions[0].position.volume, d("0.1"));
-    let session = t.sessions.get(&Login(7001)).map(|s| s.clone()).expect("session");
+    let session = t
+        .sessions
+        .get(&Login(7001))
+        .map(|s| s.clone())
+        .expect("session");
     let state = session.send(GetSessionState).await.expect("session state");
-    assert!(state.outbox.is_empty(), "nothing left to re-send: {state:?}");
+    assert!(
+        state.outbox.is_empty(),
+        "nothing left to re-send: {state:?}"
+    );
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
@@ -132,13 +201,20 @@ async fn an_order_lost_in_transit_when_the_link_drops_is_re_sent_after_resume_an
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
     for i in 0..3 {
-        sim.tick(tick("EURUSD", T0 + i * MINUTE, &format!("1.10{i}0"), &format!("1.10{i}2")));
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
     }
 
     // Act: the order is lost with the link; on resume the bridge says it never got it.
     sim.send(Control::LoseNextOrder);
     sim.tick(tick("EURUSD", T0 + 3 * MINUTE, "1.1030", "1.1032"));
-    let snap = app.wait_portfolio("acme", "the fill", |p| p.deals.len() == 1).await;
+    let snap = app
+        .wait_portfolio("acme", "the fill", |p| p.deals.len() == 1)
+        .await;
     actix_rt::time::sleep(Duration::from_millis(300)).await;
 
     // Assert
@@ -157,16 +233,31 @@ async fn restarting_trellis_restores_orders_and_positions_from_the_embedded_stor
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
     for i in 0..4 {
-        sim.tick(tick("EURUSD", T0 + i * MINUTE, &format!("1.10{i}0"), &format!("1.10{i}2")));
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
     }
-    let before = app.wait_portfolio("acme", "a position", |p| p.positions.len() == 1 && p.deals.len() == 1).await;
+    let before = app
+        .wait_portfolio("acme", "a position", |p| {
+            p.positions.len() == 1 && p.deals.len() == 1
+        })
+        .await;
     sim.stop().await.expect("sim stops");
     let data_dir = app.shutdown_keeping_data().await;
 
     // Act: a new process on the same store.
-    let app2 = spawn_app_with(&[("TRELLIS__STORAGE__DATA_DIR", &data_dir.path().display().to_string())]).await;
+    let app2 = spawn_app_with(&[(
+        "TRELLIS__STORAGE__DATA_DIR",
+        &data_dir.path().display().to_string(),
+    )])
+    .await;
     app2.add_tenant(tenant("acme", KEY)).await;
-    let after = app2.wait_portfolio("acme", "the restored book", |p| !p.orders.is_empty()).await;
+    let after = app2
+        .wait_portfolio("acme", "the restored book", |p| !p.orders.is_empty())
+        .await;
 
     // Assert
     assert_eq!(after.positions.len(), 1);
@@ -189,7 +280,10 @@ async fn replaying_the_same_csv_twice_produces_identical_orders() {
     );
     let mut text = String::from("time_msc,bid,ask,symbol\n");
     for t in walk.take(3_000) {
-        text.push_str(&format!("{},{},{},{}\n", t.time_msc, t.bid, t.ask, t.symbol));
+        text.push_str(&format!(
+            "{},{},{},{}\n",
+            t.time_msc, t.bid, t.ask, t.symbol
+        ));
     }
     std::fs::write(&csv, text).expect("csv written");
 
@@ -199,16 +293,26 @@ async fn replaying_the_same_csv_twice_produces_identical_orders() {
         let app = spawn_app().await;
         app.add_tenant(tenant("acme", KEY)).await;
         let sim = app.sim(KEY, 7001).await;
-        let ticks = trellis::sim::feed::read_ticks_csv(&csv, None, false).expect("csv").ticks;
+        let ticks = trellis::sim::feed::read_ticks_csv(&csv, None, false)
+            .expect("csv")
+            .ticks;
         let sent = trellis::sim::feed::pace(&sim.feeder(), ticks, 2_000).await;
         assert_eq!(sent, 3_000);
-        wait_for("the ticks to be streamed", || sim.stats().ticks_sent == 3_000).await;
+        wait_for("the ticks to be streamed", || {
+            sim.stats().ticks_sent == 3_000
+        })
+        .await;
         let snap = app
             .wait_portfolio("acme", "every order answered", |p| {
                 !p.orders.is_empty() && p.orders.iter().all(|o| o.status.is_final())
             })
             .await;
-        runs.push(snap.orders.iter().map(|o| (o.client_order_id.clone(), o.side, o.volume)).collect::<Vec<_>>());
+        runs.push(
+            snap.orders
+                .iter()
+                .map(|o| (o.client_order_id.clone(), o.side, o.volume))
+                .collect::<Vec<_>>(),
+        );
         sim.stop().await.expect("sim stops");
         app.shutdown().await;
     }

@@ -18,7 +18,9 @@ use futures_util::StreamExt;
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 
-use super::protocol::{decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION};
+use super::protocol::{
+    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION,
+};
 use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing, RejectFrame};
 use crate::actors::mt5_session::Mt5Session;
 use crate::actors::tenant::TenantContext;
@@ -40,7 +42,12 @@ pub async fn connect(
         .max_continuation_size(max);
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     actix_web::rt::spawn(async move {
-        let mut conn = Conn { session, state: state.into_inner(), errors: 0, peer };
+        let mut conn = Conn {
+            session,
+            state: state.into_inner(),
+            errors: 0,
+            peer,
+        };
         conn.run(stream).await;
     });
     Ok(response)
@@ -59,19 +66,33 @@ type Stream = actix_ws::AggregatedMessageStream;
 
 impl Conn {
     async fn run(&mut self, mut stream: Stream) {
-        let Some((tenant, hello)) = self.handshake(&mut stream).await else { return };
+        let Some((tenant, hello)) = self.handshake(&mut stream).await else {
+            return;
+        };
         let login = Login(hello.login);
         let session = match tenant.session(login).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(tenant = %tenant.id, account = %login, error = %e, "no session for the bridge");
-                return self.fail(ErrorCode::ShuttingDown, format!("session unavailable, retry: {e}"), None).await;
+                return self
+                    .fail(
+                        ErrorCode::ShuttingDown,
+                        format!("session unavailable, retry: {e}"),
+                        None,
+                    )
+                    .await;
             }
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let conn_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
         if session.send(Attach { conn_id, tx, hello }).await.is_err() {
-            return self.fail(ErrorCode::ShuttingDown, "session unavailable, retry".into(), None).await;
+            return self
+                .fail(
+                    ErrorCode::ShuttingDown,
+                    "session unavailable, retry".into(),
+                    None,
+                )
+                .await;
         }
         let mt5 = &self.state.settings.mt5;
         let per_sec = NonZeroU32::new(mt5.max_frames_per_sec).unwrap_or(NonZeroU32::MIN);
@@ -113,11 +134,21 @@ impl Conn {
         let first = match tokio::time::timeout(timeout, stream.next()).await {
             Ok(Some(Ok(AggregatedMessage::Text(text)))) => text,
             Ok(Some(Ok(AggregatedMessage::Binary(_)))) => {
-                self.fail(ErrorCode::BinaryNotSupported, "frames are JSON text".into(), None).await;
+                self.fail(
+                    ErrorCode::BinaryNotSupported,
+                    "frames are JSON text".into(),
+                    None,
+                )
+                .await;
                 return None;
             }
             Ok(Some(Ok(_))) => {
-                self.fail(ErrorCode::HelloRequired, "the first frame must be a hello".into(), None).await;
+                self.fail(
+                    ErrorCode::HelloRequired,
+                    "the first frame must be a hello".into(),
+                    None,
+                )
+                .await;
                 return None;
             }
             Ok(Some(Err(e))) => {
@@ -126,14 +157,24 @@ impl Conn {
             }
             Ok(None) => return None,
             Err(_) => {
-                self.fail(ErrorCode::HelloRequired, format!("no hello within {} ms", timeout.as_millis()), None).await;
+                self.fail(
+                    ErrorCode::HelloRequired,
+                    format!("no hello within {} ms", timeout.as_millis()),
+                    None,
+                )
+                .await;
                 return None;
             }
         };
         let hello = match decode(&first) {
             Ok(Inbound::Hello(h)) => h,
             Ok(other) => {
-                self.fail(ErrorCode::HelloRequired, format!("the first frame must be a hello, not {}", other.kind()), Some(other.seq())).await;
+                self.fail(
+                    ErrorCode::HelloRequired,
+                    format!("the first frame must be a hello, not {}", other.kind()),
+                    Some(other.seq()),
+                )
+                .await;
                 return None;
             }
             Err(e) => {
@@ -144,7 +185,10 @@ impl Conn {
         if hello.protocol_version != PROTOCOL_VERSION {
             self.fail(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol version {} is not supported; this trellis speaks {PROTOCOL_VERSION}", hello.protocol_version),
+                format!(
+                    "protocol version {} is not supported; this trellis speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                ),
                 Some(hello.seq),
             )
             .await;
@@ -152,14 +196,24 @@ impl Conn {
         }
         let Some(tenant) = self.state.runtime.tenant_for_key(&hello.api_key) else {
             tracing::warn!(peer = %self.peer, login = hello.login, "bridge refused: bad API key");
-            self.fail(ErrorCode::BadApiKey, "unknown or revoked API key".into(), Some(hello.seq)).await;
+            self.fail(
+                ErrorCode::BadApiKey,
+                "unknown or revoked API key".into(),
+                Some(hello.seq),
+            )
+            .await;
             return None;
         };
         Some((tenant, hello))
     }
 
     /// Handles one message after the handshake; false ends the connection.
-    async fn on_message(&mut self, msg: Result<AggregatedMessage, ProtocolError>, session: &Addr<Mt5Session>, conn_id: u64) -> bool {
+    async fn on_message(
+        &mut self,
+        msg: Result<AggregatedMessage, ProtocolError>,
+        session: &Addr<Mt5Session>,
+        conn_id: u64,
+    ) -> bool {
         match msg {
             Ok(AggregatedMessage::Text(text)) => match decode(&text) {
                 Ok(frame) => {
@@ -167,17 +221,34 @@ impl Conn {
                     match session.try_send(msg) {
                         Ok(()) => true,
                         // A full mailbox: wait for room rather than drop what the terminal sent.
-                        Err(actix::prelude::SendError::Full(msg)) => session.send(msg).await.is_ok(),
+                        Err(actix::prelude::SendError::Full(msg)) => {
+                            session.send(msg).await.is_ok()
+                        }
                         Err(actix::prelude::SendError::Closed(_)) => {
-                            self.fail(ErrorCode::ShuttingDown, "session restarted; reconnect".into(), None).await;
+                            self.fail(
+                                ErrorCode::ShuttingDown,
+                                "session restarted; reconnect".into(),
+                                None,
+                            )
+                            .await;
                             false
                         }
                     }
                 }
-                Err(e) => self.bad_frame(session, conn_id, e.code, e.message, e.ref_seq).await,
+                Err(e) => {
+                    self.bad_frame(session, conn_id, e.code, e.message, e.ref_seq)
+                        .await
+                }
             },
             Ok(AggregatedMessage::Binary(_)) => {
-                self.bad_frame(session, conn_id, ErrorCode::BinaryNotSupported, "frames are JSON text".into(), None).await
+                self.bad_frame(
+                    session,
+                    conn_id,
+                    ErrorCode::BinaryNotSupported,
+                    "frames are JSON text".into(),
+                    None,
+                )
+                .await
             }
             Ok(AggregatedMessage::Ping(bytes)) => self.session.pong(&bytes).await.is_ok(),
             Ok(AggregatedMessage::Pong(_)) => true,
@@ -201,29 +272,77 @@ impl Conn {
         self.errors += 1;
         let limit = self.state.settings.mt5.max_bad_frames;
         if self.errors >= limit {
-            self.fail(ErrorCode::TooManyErrors, format!("{limit} bad frames; last: {message}"), ref_seq).await;
+            self.fail(
+                ErrorCode::TooManyErrors,
+                format!("{limit} bad frames; last: {message}"),
+                ref_seq,
+            )
+            .await;
             return false;
         }
-        session.send(RejectFrame { conn_id, code, message, ref_seq }).await.is_ok()
+        session
+            .send(RejectFrame {
+                conn_id,
+                code,
+                message,
+                ref_seq,
+            })
+            .await
+            .is_ok()
     }
 
     async fn protocol_failure(&mut self, e: ProtocolError) {
         match e {
             ProtocolError::Overflow => {
                 let max = self.state.settings.mt5.max_frame_bytes;
-                self.send_error(ErrorCode::FrameTooLarge, format!("frame larger than {max} bytes"), None, true).await;
-                let _ = self.session.clone().close(Some(CloseReason { code: CloseCode::Size, description: Some("frame too large".into()) })).await;
+                self.send_error(
+                    ErrorCode::FrameTooLarge,
+                    format!("frame larger than {max} bytes"),
+                    None,
+                    true,
+                )
+                .await;
+                let _ = self
+                    .session
+                    .clone()
+                    .close(Some(CloseReason {
+                        code: CloseCode::Size,
+                        description: Some("frame too large".into()),
+                    }))
+                    .await;
             }
             other => {
-                self.send_error(ErrorCode::MalformedJson, format!("websocket protocol error: {other}"), None, true).await;
-                let _ = self.session.clone().close(Some(CloseCode::Protocol.into())).await;
+                self.send_error(
+                    ErrorCode::MalformedJson,
+                    format!("websocket protocol error: {other}"),
+                    None,
+                    true,
+                )
+                .await;
+                let _ = self
+                    .session
+                    .clone()
+                    .close(Some(CloseCode::Protocol.into()))
+                    .await;
             }
         }
     }
 
-    async fn send_error(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>, fatal: bool) {
+    async fn send_error(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        ref_seq: Option<u64>,
+        fatal: bool,
+    ) {
         self.state.runtime.metrics.protocol_error(code.as_str());
-        let frame = ErrorFrame { seq: 0, code: code.as_str().into(), message, ref_seq, fatal };
+        let frame = ErrorFrame {
+            seq: 0,
+            code: code.as_str().into(),
+            message,
+            ref_seq,
+            fatal,
+        };
         let _ = self.session.text(encode(&Outbound::Error(frame))).await;
     }
 
@@ -233,6 +352,13 @@ impl Conn {
         self.send_error(code, message.clone(), ref_seq, true).await;
         let mut reason = message;
         reason.truncate(120);
-        let _ = self.session.clone().close(Some(CloseReason { code: CloseCode::Policy, description: Some(reason) })).await;
+        let _ = self
+            .session
+            .clone()
+            .close(Some(CloseReason {
+                code: CloseCode::Policy,
+                description: Some(reason),
+            }))
+            .await;
     }
 }

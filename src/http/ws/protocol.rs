@@ -385,7 +385,11 @@ fn classify(text: &str, e: serde_json::Error) -> DecodeError {
         ErrorCode::WrongType if !value.is_object() => "a frame must be a JSON object".to_owned(),
         _ => message,
     };
-    DecodeError { code, message, ref_seq }
+    DecodeError {
+        code,
+        message,
+        ref_seq,
+    }
 }
 
 /// Serialises an outbound frame. Serialising these types cannot fail; an empty string is never sent.
@@ -410,12 +414,28 @@ mod tests {
     fn each_kind_of_bad_frame_gets_its_own_code() {
         let code = |s: &str| decode(s).expect_err("bad").code;
         assert_eq!(code("{not json"), ErrorCode::MalformedJson);
-        assert_eq!(code(r#"{"type":"teleport","seq":1}"#), ErrorCode::UnknownType);
-        assert_eq!(code(r#"{"type":"tick","seq":1,"symbol":"EURUSD","time_msc":1,"bid":1.1}"#), ErrorCode::MissingField);
-        assert_eq!(code(r#"{"type":"tick","seq":1,"symbol":"EURUSD","time_msc":"soon","bid":1.1,"ask":1.2}"#), ErrorCode::WrongType);
+        assert_eq!(
+            code(r#"{"type":"teleport","seq":1}"#),
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            code(r#"{"type":"tick","seq":1,"symbol":"EURUSD","time_msc":1,"bid":1.1}"#),
+            ErrorCode::MissingField
+        );
+        assert_eq!(
+            code(
+                r#"{"type":"tick","seq":1,"symbol":"EURUSD","time_msc":"soon","bid":1.1,"ask":1.2}"#
+            ),
+            ErrorCode::WrongType
+        );
         assert_eq!(code(r#"{"seq":1}"#), ErrorCode::MissingField);
         assert_eq!(code("[1,2]"), ErrorCode::WrongType);
-        assert_eq!(decode(r#"{"type":"teleport","seq":9}"#).expect_err("bad").ref_seq, Some(9));
+        assert_eq!(
+            decode(r#"{"type":"teleport","seq":9}"#)
+                .expect_err("bad")
+                .ref_seq,
+            Some(9)
+        );
     }
 
     #[test]

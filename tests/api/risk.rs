@@ -1,0 +1,272 @@
+//! Risk: each limit rejects with its reason; the kill switch stops trading and flattens.
+
+use std::time::Duration;
+
+use trellis::actors::messages::{
+    AccountLink, CheckOrder, GetRiskState, LinkState, OrderFacts, PnlUpdated, SetKillSwitch,
+};
+use trellis::config::RiskSettings;
+use trellis::domain::orders::OrderStatus;
+use trellis::domain::{Login, Side, Symbol};
+
+use crate::helpers::{d, spawn_app, tenant, tick, MINUTE, T0};
+
+const KEY: &str = "trk_acme0001_risk-test-secret";
+
+fn limits() -> RiskSettings {
+    RiskSettings {
+        max_order_volume: Some(d("0.5")),
+        max_net_position: Some(d("1.0")),
+        max_open_positions: Some(1),
+        allowed_symbols: vec!["EURUSD".into()],
+        max_daily_loss: Some(d("100")),
+        max_drawdown: Some(d("150")),
+        flatten_on_breach: false,
+    }
+}
+
+fn facts(symbol: &str, side: Side, volume: &str, net_before: &str, open: usize) -> OrderFacts {
+    OrderFacts {
+        account: Login(7001),
+        symbol: Symbol(symbol.into()),
+        side,
+        volume: d(volume),
+        net_before: d(net_before),
+        open_positions: open,
+        reduce_only: false,
+    }
+}
+
+#[actix_rt::test]
+async fn each_limit_rejects_with_its_code_and_a_reason() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut settings = tenant("acme", KEY);
+    settings.risk = limits();
+    let t = app.add_tenant(settings).await;
+    let risk = t.risk.get().expect("risk");
+    let check = |f: OrderFacts| {
+        let risk = risk.clone();
+        async move { risk.send(CheckOrder(f)).await.expect("risk answers") }
+    };
+
+    // Act & Assert: one order per limit.
+    assert_eq!(
+        check(facts("EURUSD", Side::Buy, "0.1", "0", 0)).await,
+        Ok(())
+    );
+    let cases = [
+        (
+            facts("EURUSD", Side::Buy, "0.6", "0", 0),
+            "max_order_volume",
+            "0.6",
+        ),
+        (
+            facts("GBPUSD", Side::Buy, "0.1", "0", 0),
+            "symbol_not_allowed",
+            "GBPUSD",
+        ),
+        (
+            facts("EURUSD", Side::Buy, "0.3", "0.8", 1),
+            "max_net_position",
+            "1.1",
+        ),
+        (
+            facts("EURUSD", Side::Sell, "0.1", "0", 1),
+            "max_open_positions",
+            "limit is 1",
+        ),
+    ];
+    for (f, code, detail) in cases {
+        let err = check(f).await.expect_err(code);
+        assert_eq!(err.code, code);
+        assert!(err.reason.contains(detail), "{code}: {}", err.reason);
+    }
+    assert_eq!(
+        check(facts("EURUSD", Side::Sell, "0.3", "0.8", 1)).await,
+        Ok(()),
+        "reducing is allowed"
+    );
+
+    risk.do_send(AccountLink {
+        account: Login(7001),
+        state: LinkState::Lost,
+    });
+    assert_eq!(
+        check(facts("EURUSD", Side::Buy, "0.1", "0", 0))
+            .await
+            .expect_err("blind")
+            .code,
+        "account_blind"
+    );
+    risk.do_send(AccountLink {
+        account: Login(7001),
+        state: LinkState::Connected,
+    });
+
+    // A loss beyond the daily limit trips the kill switch by itself.
+    risk.do_send(PnlUpdated {
+        at_ms: T0,
+        realised: d("0"),
+        unrealised: d("0"),
+        commission: d("0"),
+    });
+    risk.do_send(PnlUpdated {
+        at_ms: T0 + 1,
+        realised: d("-60"),
+        unrealised: d("-45"),
+        commission: d("0"),
+    });
+    let state = risk.send(GetRiskState).await.expect("state");
+    let kill = state.kill_switch.expect("kill switch tripped");
+    assert!(
+        kill.automatic && kill.reason.contains("daily loss 105"),
+        "{kill:?}"
+    );
+    let err = check(facts("EURUSD", Side::Buy, "0.1", "0", 0))
+        .await
+        .expect_err("killed");
+    assert_eq!(err.code, "kill_switch");
+    let mut flatten = facts("EURUSD", Side::Sell, "0.1", "0.1", 1);
+    flatten.reduce_only = true;
+    assert_eq!(
+        check(flatten).await,
+        Ok(()),
+        "flattening passes the kill switch"
+    );
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn drawdown_from_the_peak_trips_the_kill_switch() {
+    let app = spawn_app().await;
+    let mut settings = tenant("acme", KEY);
+    settings.risk = RiskSettings {
+        max_drawdown: Some(d("150")),
+        ..RiskSettings::default()
+    };
+    let t = app.add_tenant(settings).await;
+    let risk = t.risk.get().expect("risk");
+
+    risk.do_send(PnlUpdated {
+        at_ms: T0,
+        realised: d("400"),
+        unrealised: d("0"),
+        commission: d("0"),
+    });
+    risk.do_send(PnlUpdated {
+        at_ms: T0 + 1,
+        realised: d("400"),
+        unrealised: d("-160"),
+        commission: d("0"),
+    });
+    let state = risk.send(GetRiskState).await.expect("state");
+
+    assert_eq!(state.drawdown, d("160"));
+    let kill = state.kill_switch.expect("tripped");
+    assert!(kill.reason.contains("drawdown 160"), "{kill:?}");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_order_over_the_volume_limit_is_recorded_as_rejected_and_never_reaches_the_terminal() {
+    let app = spawn_app().await;
+    let mut settings = tenant("acme", KEY);
+    settings.risk = RiskSettings {
+        max_order_volume: Some(d("0.05")),
+        ..RiskSettings::default()
+    };
+    app.add_tenant(settings).await;
+    let sim = app.sim(KEY, 7001).await;
+
+    for i in 0..4 {
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
+    }
+    let snap = app
+        .wait_portfolio("acme", "the rejected order", |p| !p.orders.is_empty())
+        .await;
+
+    let order = &snap.orders[0];
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert!(
+        order
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("max_order_volume"),
+        "{order:?}"
+    );
+    actix_rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sim.stats().orders_received, 0);
+    sim.stop().await.expect("sim stops");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_kill_switch_flattens_positions_and_stops_new_orders() {
+    // Arrange: a long position.
+    let app = spawn_app().await;
+    let t = app.add_tenant(tenant("acme", KEY)).await;
+    let sim = app.sim(KEY, 7001).await;
+    for i in 0..4 {
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
+    }
+    app.wait_portfolio("acme", "a long", |p| p.positions.len() == 1)
+        .await;
+
+    // Act: kill switch on with flatten, then a cross down that would reverse.
+    let risk = t.risk.get().expect("risk");
+    let state = risk
+        .send(SetKillSwitch {
+            on: true,
+            reason: "operator: news event".into(),
+            flatten: true,
+        })
+        .await
+        .expect("risk");
+    let flat = app
+        .wait_portfolio("acme", "flat", |p| {
+            p.positions.is_empty() && p.deals.len() == 2
+        })
+        .await;
+    sim.tick(tick("EURUSD", T0 + 4 * MINUTE, "1.0990", "1.0992"));
+    sim.tick(tick("EURUSD", T0 + 5 * MINUTE, "1.0950", "1.0952"));
+    let after = app
+        .wait_portfolio("acme", "the refused signal", |p| p.orders.len() == 3)
+        .await;
+
+    // Assert
+    assert_eq!(
+        state.kill_switch.map(|k| k.reason),
+        Some("operator: news event".to_owned())
+    );
+    assert_eq!(flat.orders[1].client_order_id, "flatten-2");
+    assert_eq!(flat.orders[1].side, Side::Sell);
+    let refused = &after.orders[2];
+    assert_eq!(refused.status, OrderStatus::Rejected);
+    assert!(
+        refused
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("kill switch is on"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        sim.stats().orders_received,
+        2,
+        "the buy and the flattening sell only"
+    );
+    sim.stop().await.expect("sim stops");
+    app.shutdown().await;
+}
