@@ -26,30 +26,7 @@ pub struct Signal {
     pub at_ms: i64,
 }
 
-/// What risk needs to judge an order.
-#[derive(Debug, Clone, Serialize)]
-pub struct OrderFacts {
-    pub account: Login,
-    pub symbol: Symbol,
-    pub side: Side,
-    pub volume: Decimal,
-    /// The account's net position in the symbol before the order.
-    pub net_before: Decimal,
-    /// Open positions of the account before the order.
-    pub open_positions: usize,
-    /// True for orders that only reduce exposure (flattening); allowed even with the kill switch on.
-    pub reduce_only: bool,
-}
-
-/// Why risk refused an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{code}: {reason}")]
-pub struct RiskRejection {
-    /// `kill_switch`, `symbol_not_allowed`, `max_order_volume`, `max_net_position`, `max_open_positions`,
-    /// `max_daily_loss`, `max_drawdown`, `account_blind`.
-    pub code: &'static str,
-    pub reason: String,
-}
+pub use crate::domain::risk::{KillSwitch, OrderFacts, RiskRejection};
 
 /// Pre-trade check. Sent by the portfolio to risk.
 #[derive(Message, Debug)]
@@ -252,13 +229,6 @@ pub struct RiskState {
     pub drawdown: Decimal,
     pub blind_accounts: Vec<Login>,
     pub rejections: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct KillSwitch {
-    pub reason: String,
-    pub automatic: bool,
-    pub at_ms: i64,
 }
 
 #[derive(Message, Debug)]

@@ -1,9 +1,8 @@
 //! `Portfolio`, one per tenant: the order manager and the books.
 //!
-//! It turns a strategy's target into an order (target − position − in-flight; nothing while an order of
-//! the same strategy and symbol is in flight, so repeated signals never stack), asks `Risk`, records the
-//! order, hands it to the account's `Mt5Session`, and follows results and deals through the order state
-//! machine into positions and PnL — per account (netting or hedging, as the terminal says) and per strategy.
+//! The decisions and the bookkeeping are `domain::ledger::Ledger` (the backtester runs the same code). This
+//! actor asks `Risk` about each planned order, hands approved orders to the account's `Mt5Session`, feeds
+//! results and deals from the terminal into the ledger, and tells risk and strategies what changed.
 //!
 //! Durability: orders and deals are written through the relational store in the order they happened; a
 //! write that fails for a retryable reason stays queued and is retried, so nothing accepted is lost while the
@@ -11,6 +10,7 @@
 //! positions and PnL come back exactly; a deal re-sent by a terminal is recognised by its ticket.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,17 +19,15 @@ use rust_decimal::Decimal;
 
 use super::messages::{
     AccountLink, AccountPosition, AccountReceived, CheckOrder, DealReceived, Flatten, GetInFlight,
-    GetPortfolio, OrderFacts, OrderResultReceived, PnlUpdated, PortfolioSnapshot,
-    PositionsReceived, SendOrder, Signal, StrategyFilled, UnknownOrder,
+    GetPortfolio, OrderResultReceived, PnlUpdated, PortfolioSnapshot, PositionsReceived, SendOrder,
+    Signal, StrategyFilled, UnknownOrder,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
-use crate::domain::orders::{classify, Order, OrderKind, OrderStatus, RetcodeClass};
-use crate::domain::positions::{
-    performance, AccountMode, Book, Deal, DealEntry, EquityCurve, Fill,
-};
+use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
+use crate::domain::orders::{Order, OrderStatus};
+use crate::domain::positions::{AccountMode, Deal, DealEntry, Fill};
 use crate::domain::{now_ms, Login, Side, Symbol};
-use crate::http::ws::protocol::AccountFrame;
 use crate::storage::live;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 
@@ -41,24 +39,9 @@ enum Write {
     Deal(Deal),
 }
 
-struct Account {
-    book: Book,
-    info: Option<AccountFrame>,
-}
-
 pub struct Portfolio {
     tenant: Arc<TenantContext>,
-    orders: HashMap<String, (u64, Order)>,
-    /// Client order ids in creation order, for listings.
-    order_ids: Vec<String>,
-    by_broker_order: HashMap<(Login, u64), String>,
-    accounts: HashMap<Login, Account>,
-    strategies: HashMap<String, Book>,
-    /// Deal tickets already applied, per account.
-    deals_seen: HashSet<(Login, u64)>,
-    deals: Vec<Deal>,
-    curve: EquityCurve,
-    next_seq: u64,
+    ledger: Ledger,
     writes: VecDeque<Write>,
     writing: bool,
     notifier: ExitNotifier,
@@ -68,86 +51,28 @@ impl Portfolio {
     pub fn new(tenant: Arc<TenantContext>, notifier: ExitNotifier) -> Self {
         Self {
             tenant,
-            orders: HashMap::new(),
-            order_ids: Vec::new(),
-            by_broker_order: HashMap::new(),
-            accounts: HashMap::new(),
-            strategies: HashMap::new(),
-            deals_seen: HashSet::new(),
-            deals: Vec::new(),
-            curve: EquityCurve::default(),
-            next_seq: 1,
+            ledger: Ledger::new(),
             writes: VecDeque::new(),
             writing: false,
             notifier,
         }
     }
 
-    fn account(&mut self, login: Login) -> &mut Account {
-        self.accounts.entry(login).or_insert_with(|| Account {
-            book: Book::new(AccountMode::Netting),
-            info: None,
-        })
-    }
-
     fn contract(&self, symbol: &Symbol) -> Decimal {
         self.tenant.contract_size(symbol.as_str())
     }
 
-    /// Applies a deal to the books (no I/O); with `fill_order`, also to its order. Returns false for a
-    /// ticket already applied.
-    fn apply_deal(&mut self, deal: &Deal, fill_order: bool) -> bool {
-        if !self.deals_seen.insert((deal.account, deal.ticket)) {
-            return false;
-        }
-        let contract = self.contract(&deal.fill.symbol);
-        self.account(deal.account).book.apply(&deal.fill, contract);
-        if let Some(sid) = &deal.strategy_id {
-            // A strategy thinks in net exposure, whatever the account's mode.
-            self.strategies
-                .entry(sid.clone())
-                .or_insert_with(|| Book::new(AccountMode::Netting))
-                .apply(
-                    &Fill {
-                        entry: DealEntry::In,
-                        ..deal.fill.clone()
-                    },
-                    contract,
-                );
-        }
-        if fill_order {
-            if let Some((_, order)) = deal
-                .client_order_id
-                .as_ref()
-                .and_then(|c| self.orders.get_mut(c))
-            {
-                order.add_fill(deal.fill.volume, deal.fill.price, now_ms());
-            }
-        }
-        self.deals.push(deal.clone());
-        true
-    }
-
-    /// PnL (realised, unrealised, commission) in account currency across accounts.
     fn pnl(&self) -> (Decimal, Decimal, Decimal) {
         let quote = |s: &Symbol| self.tenant.quotes.get(s).map(|q| (q.bid, q.ask));
-        let contract = |s: &Symbol| self.contract(s);
-        self.accounts.values().fold(
-            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO),
-            |(r, u, c), acc| {
-                (
-                    r + acc.book.realised,
-                    u + acc.book.unrealised(quote, contract),
-                    c + acc.book.commission,
-                )
-            },
-        )
+        self.ledger.pnl(quote, |s| self.contract(s))
     }
 
     fn mark(&mut self) {
         let (realised, unrealised, commission) = self.pnl();
         let at_ms = now_ms();
-        self.curve.mark(at_ms, realised + unrealised - commission);
+        self.ledger
+            .curve
+            .mark(at_ms, realised + unrealised - commission);
         if let Some(risk) = self.tenant.risk.get() {
             risk.do_send(PnlUpdated {
                 at_ms,
@@ -215,14 +140,6 @@ impl Portfolio {
         }));
     }
 
-    fn in_flight(&self, strategy_id: &str, symbol: &Symbol) -> bool {
-        self.orders.values().any(|(_, o)| {
-            !o.status.is_final()
-                && o.strategy_id.as_deref() == Some(strategy_id)
-                && &o.symbol == symbol
-        })
-    }
-
     fn pick_account(&self, wanted: Option<Login>) -> Result<Login, String> {
         if let Some(a) = wanted {
             return Ok(a);
@@ -234,41 +151,6 @@ impl Portfolio {
             [] => Err("no MT5 account is connected".into()),
             _ => Err("several MT5 accounts are connected; set `account` on the strategy".into()),
         }
-    }
-
-    fn new_order(
-        &mut self,
-        strategy_id: Option<&str>,
-        account: Login,
-        symbol: Symbol,
-        side: Side,
-        volume: Decimal,
-    ) -> (u64, Order) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let prefix = strategy_id.unwrap_or("flatten");
-        let now = now_ms();
-        (
-            seq,
-            Order {
-                client_order_id: format!("{prefix}-{seq}"),
-                account,
-                strategy_id: strategy_id.map(str::to_owned),
-                symbol,
-                side,
-                kind: OrderKind::Market,
-                volume,
-                price: None,
-                status: OrderStatus::New,
-                filled_volume: Decimal::ZERO,
-                avg_price: None,
-                retcode: None,
-                broker_order: None,
-                reason: None,
-                created_ms: now,
-                updated_ms: now,
-            },
-        )
     }
 
     /// Records a new order as sent and hands it to its session, or records why it could not be sent.
@@ -303,20 +185,16 @@ impl Portfolio {
                 self.tenant.metrics.order("rejected_no_session");
             }
         }
-        self.remember(seq, order.clone());
+        self.ledger.remember(seq, order.clone());
         self.persist(Write::Order(seq, order), ctx);
     }
 
-    fn remember(&mut self, seq: u64, order: Order) {
-        if !self.orders.contains_key(&order.client_order_id) {
-            self.order_ids.push(order.client_order_id.clone());
-        }
-        if let Some(b) = order.broker_order {
-            self.by_broker_order
-                .insert((order.account, b), order.client_order_id.clone());
-        }
-        self.orders
-            .insert(order.client_order_id.clone(), (seq, order));
+    fn reject(&mut self, seq: u64, mut order: Order, reason: String, ctx: &mut Context<Self>) {
+        let _ = order.transition(OrderStatus::Rejected, now_ms());
+        order.reason = Some(reason);
+        self.tenant.metrics.order("rejected_by_risk");
+        self.ledger.remember(seq, order.clone());
+        self.persist(Write::Order(seq, order), ctx);
     }
 }
 
@@ -348,16 +226,14 @@ impl Actor for Portfolio {
             .map(|loaded, act, ctx| match loaded {
                 Ok(book) => {
                     for (seq, order) in book.orders {
-                        act.next_seq = act.next_seq.max(seq + 1);
-                        act.remember(seq, order);
+                        act.ledger.remember(seq, order);
                     }
-                    let deals = book.deals;
-                    for deal in &deals {
+                    for deal in &book.deals {
                         // Orders were stored with their fills already counted.
-                        act.apply_deal(deal, false);
+                        let contract = act.contract(&deal.fill.symbol);
+                        act.ledger.apply_deal(deal, false, contract, now_ms());
                     }
-                    let open = act.orders.values().filter(|(_, o)| !o.status.is_final()).count();
-                    tracing::info!(tenant = %act.tenant.id, orders = act.orders.len(), open, deals = deals.len(),
+                    tracing::info!(tenant = %act.tenant.id, orders = act.ledger.orders_len(), deals = book.deals.len(),
                         "portfolio restored");
                 }
                 Err(e) => {
@@ -383,16 +259,9 @@ impl Handler<Signal> for Portfolio {
 
     fn handle(&mut self, s: Signal, _ctx: &mut Self::Context) -> Self::Result {
         let nothing = || -> Self::Result { Box::pin(actix::fut::ready(())) };
-        if self.in_flight(&s.strategy_id, &s.symbol) {
-            return nothing();
-        }
-        let held = self
-            .strategies
-            .get(&s.strategy_id)
-            .map(|b| b.net(&s.symbol))
-            .unwrap_or_default();
-        let delta = s.target - held;
-        if delta.is_zero() {
+        if self.ledger.in_flight(&s.strategy_id, &s.symbol)
+            || self.ledger.strategy_net(&s.strategy_id, &s.symbol) == s.target
+        {
             return nothing();
         }
         let account = match self.pick_account(s.account) {
@@ -402,63 +271,32 @@ impl Handler<Signal> for Portfolio {
                 return nothing();
             }
         };
-        let side = if delta.is_sign_positive() {
-            Side::Buy
-        } else {
-            Side::Sell
+        let Some((seq, order, facts)) =
+            self.ledger
+                .plan(&s.strategy_id, account, &s.symbol, s.target, now_ms())
+        else {
+            return nothing();
         };
-        let volume = delta.abs();
-        let acc = self.account(account);
-        let facts = OrderFacts {
-            account,
-            symbol: s.symbol.clone(),
-            side,
-            volume,
-            net_before: acc.book.net(&s.symbol),
-            open_positions: acc.book.open_count(),
-            reduce_only: false,
-        };
-        let (seq, order) = self.new_order(
-            Some(&s.strategy_id),
-            account,
-            s.symbol.clone(),
-            side,
-            volume,
-        );
         let Some(risk) = self.tenant.risk.get() else {
-            let mut order = order;
-            let _ = order.transition(OrderStatus::Rejected, now_ms());
-            order.reason = Some("risk is restarting; order not sent".into());
-            self.tenant.metrics.order("rejected_by_risk");
-            self.remember(seq, order.clone());
-            return Box::pin(
-                actix::fut::ready(())
-                    .into_actor(self)
-                    .map(move |_, act: &mut Self, ctx| act.persist(Write::Order(seq, order), ctx)),
-            );
+            return Box::pin(actix::fut::ready(()).into_actor(self).map(
+                move |_, act: &mut Self, ctx| {
+                    act.reject(
+                        seq,
+                        order,
+                        "risk_unavailable: risk is restarting; order not sent".into(),
+                        ctx,
+                    )
+                },
+            ));
         };
         Box::pin(
-            risk.send(CheckOrder(facts))
-                .into_actor(self)
-                .map(move |verdict, act, ctx| {
-                    let verdict = verdict.unwrap_or_else(|e| {
-                        Err(super::messages::RiskRejection {
-                            code: "risk_unavailable",
-                            reason: e.to_string(),
-                        })
-                    });
-                    match verdict {
-                        Ok(()) => act.dispatch(seq, order, 0, ctx),
-                        Err(rejection) => {
-                            let mut order = order;
-                            let _ = order.transition(OrderStatus::Rejected, now_ms());
-                            order.reason = Some(rejection.to_string());
-                            act.tenant.metrics.order("rejected_by_risk");
-                            act.remember(seq, order.clone());
-                            act.persist(Write::Order(seq, order), ctx);
-                        }
-                    }
-                }),
+            risk.send(CheckOrder(facts)).into_actor(self).map(
+                move |verdict, act, ctx| match verdict {
+                    Ok(Ok(())) => act.dispatch(seq, order, 0, ctx),
+                    Ok(Err(rejection)) => act.reject(seq, order, rejection.to_string(), ctx),
+                    Err(e) => act.reject(seq, order, format!("risk_unavailable: {e}"), ctx),
+                },
+            ),
         )
     }
 }
@@ -468,56 +306,32 @@ impl Handler<OrderResultReceived> for Portfolio {
 
     fn handle(&mut self, msg: OrderResultReceived, ctx: &mut Self::Context) -> Self::Result {
         let f = msg.frame;
-        let Some((seq, order)) = self.orders.get_mut(&f.client_order_id) else {
-            return Err(UnknownOrder(f.client_order_id));
+        let result = OrderResult {
+            client_order_id: f.client_order_id,
+            retcode: f.retcode,
+            order: f.order,
+            comment: f.comment,
         };
-        let seq = *seq;
-        if order.retcode == Some(f.retcode)
-            && order.broker_order == Some(f.order).filter(|o| *o != 0)
-        {
-            return Ok(()); // the same result again (re-sent after a reconnect)
-        }
-        let now = now_ms();
-        order.retcode = Some(f.retcode);
-        if f.order != 0 {
-            order.broker_order = Some(f.order);
-        }
-        let class = classify(f.retcode);
-        let next = match (class, f.retcode) {
-            (RetcodeClass::Accepted, crate::domain::orders::retcode::PLACED) => {
-                Some(OrderStatus::Placed)
-            }
-            (RetcodeClass::Accepted, _) => None, // filled by its deals
-            (RetcodeClass::Rejected | RetcodeClass::Requote, _) => Some(OrderStatus::Rejected),
-            (RetcodeClass::Ambiguous, _) => None,
-        };
-        order.reason = Some(match class {
-            RetcodeClass::Ambiguous => format!(
-                "ambiguous result {} ({}): awaiting reconciliation",
-                f.retcode, f.comment
-            ),
-            _ if f.comment.is_empty() => format!("retcode {}", f.retcode),
-            _ => format!("retcode {}: {}", f.retcode, f.comment),
-        });
-        if let Some(next) = next {
-            if order.status != next {
-                if let Err(e) = order.transition(next, now) {
+        match self.ledger.apply_result(msg.account, &result, now_ms()) {
+            ResultOutcome::Unknown => Err(UnknownOrder(result.client_order_id)),
+            ResultOutcome::Duplicate => Ok(()),
+            ResultOutcome::Updated {
+                seq,
+                order,
+                transition_error,
+            } => {
+                if let Some(e) = transition_error {
                     tracing::warn!(tenant = %self.tenant.id, error = %e, "order result out of sequence");
                 }
+                if order.status == OrderStatus::Rejected {
+                    self.tenant.metrics.order("rejected_by_terminal");
+                    tracing::warn!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
+                        retcode = result.retcode, comment = %result.comment, "order rejected by the trade server");
+                }
+                self.persist(Write::Order(seq, order), ctx);
+                Ok(())
             }
         }
-        if order.status == OrderStatus::Rejected {
-            self.tenant.metrics.order("rejected_by_terminal");
-            tracing::warn!(tenant = %self.tenant.id, client_order_id = %order.client_order_id, retcode = f.retcode,
-                comment = %f.comment, "order rejected by the trade server");
-        }
-        let order = order.clone();
-        if let Some(b) = order.broker_order {
-            self.by_broker_order
-                .insert((msg.account, b), order.client_order_id.clone());
-        }
-        self.persist(Write::Order(seq, order), ctx);
-        Ok(())
     }
 }
 
@@ -534,15 +348,12 @@ impl Handler<DealReceived> for Portfolio {
                 return;
             }
         };
-        let client_order_id = f
-            .client_order_id
-            .clone()
-            .filter(|c| self.orders.contains_key(c))
-            .or_else(|| self.by_broker_order.get(&(msg.account, f.order)).cloned());
+        let client_order_id =
+            self.ledger
+                .owner_of(msg.account, f.client_order_id.as_deref(), f.order);
         let strategy_id = client_order_id
-            .as_ref()
-            .and_then(|c| self.orders.get(c))
-            .and_then(|(_, o)| o.strategy_id.clone());
+            .as_deref()
+            .and_then(|c| self.ledger.strategy_of(c));
         let deal = Deal {
             account: msg.account,
             ticket: f.ticket,
@@ -562,7 +373,8 @@ impl Handler<DealReceived> for Portfolio {
             swap: f.swap,
             profit: f.profit,
         };
-        if !self.apply_deal(&deal, true) {
+        let contract = self.contract(&deal.fill.symbol);
+        if !self.ledger.apply_deal(&deal, true, contract, now_ms()) {
             return; // already recorded
         }
         self.tenant.metrics.fill();
@@ -577,11 +389,12 @@ impl Handler<DealReceived> for Portfolio {
                 });
             }
         }
-        if let Some(coid) = &client_order_id {
-            if let Some((seq, order)) = self.orders.get(coid) {
-                let (seq, order) = (*seq, order.clone());
-                self.persist(Write::Order(seq, order), ctx);
-            }
+        if let Some((seq, order)) = client_order_id
+            .as_deref()
+            .and_then(|c| self.ledger.order(c))
+            .cloned()
+        {
+            self.persist(Write::Order(seq, order), ctx);
         }
         self.persist(Write::Deal(deal), ctx);
         self.mark();
@@ -592,12 +405,10 @@ impl Handler<AccountReceived> for Portfolio {
     type Result = ();
 
     fn handle(&mut self, AccountReceived(info): AccountReceived, _ctx: &mut Self::Context) {
-        let mode = AccountMode::from_margin_mode(info.margin_mode);
-        let account = self.account(Login(info.login));
-        if account.book.mode() != mode && account.book.open_count() == 0 {
-            account.book = Book::new(mode);
-        }
-        account.info = Some(info);
+        self.ledger.set_mode(
+            Login(info.login),
+            AccountMode::from_margin_mode(info.margin_mode),
+        );
     }
 }
 
@@ -617,11 +428,11 @@ impl Handler<PositionsReceived> for Portfolio {
             *broker.entry(p.symbol.clone()).or_default() += p.volume * sign;
         }
         let tenant = self.tenant.id.clone();
-        let account = self.account(msg.account);
+        let book = self.ledger.account(msg.account);
         let mut symbols: HashSet<String> = broker.keys().cloned().collect();
-        symbols.extend(account.book.positions().map(|p| p.symbol.0.clone()));
+        symbols.extend(book.positions().map(|p| p.symbol.0.clone()));
         for s in symbols {
-            let ours = account.book.net(&Symbol(s.clone()));
+            let ours = book.net(&Symbol(s.clone()));
             let theirs = broker.get(&s).copied().unwrap_or_default();
             if ours != theirs {
                 tracing::warn!(tenant = %tenant, account = %msg.account, symbol = %s, trellis = %ours,
@@ -635,14 +446,7 @@ impl Handler<GetInFlight> for Portfolio {
     type Result = MessageResult<GetInFlight>;
 
     fn handle(&mut self, q: GetInFlight, _ctx: &mut Self::Context) -> Self::Result {
-        let mut orders: Vec<(u64, Order)> = self
-            .orders
-            .values()
-            .filter(|(_, o)| o.account == q.account && o.status == OrderStatus::Sent)
-            .cloned()
-            .collect();
-        orders.sort_by_key(|(seq, _)| *seq);
-        MessageResult(orders.into_iter().map(|(_, o)| o).collect())
+        MessageResult(self.ledger.sent_orders(q.account))
     }
 }
 
@@ -651,32 +455,16 @@ impl Handler<GetPortfolio> for Portfolio {
 
     fn handle(&mut self, _: GetPortfolio, _ctx: &mut Self::Context) -> Self::Result {
         let (_, unrealised, _) = self.pnl();
-        let mut merged = Book::new(AccountMode::Netting);
-        let mut positions = Vec::new();
-        for (login, acc) in &self.accounts {
-            merged.realised += acc.book.realised;
-            merged.commission += acc.book.commission;
-            merged
-                .closed_trades
-                .extend(acc.book.closed_trades.iter().copied());
-            positions.extend(acc.book.positions().map(|p| AccountPosition {
-                account: *login,
-                position: p.clone(),
-            }));
-        }
-        positions
-            .sort_by(|a, b| (a.account, &a.position.symbol).cmp(&(b.account, &b.position.symbol)));
-        let orders = self
-            .order_ids
-            .iter()
-            .filter_map(|id| self.orders.get(id))
-            .map(|(_, o)| o.clone())
-            .collect();
         MessageResult(PortfolioSnapshot {
-            orders,
-            deals: self.deals.clone(),
-            positions,
-            performance: performance(&merged, unrealised, &self.curve),
+            orders: self.ledger.orders(),
+            deals: self.ledger.deals().to_vec(),
+            positions: self
+                .ledger
+                .positions()
+                .into_iter()
+                .map(|(account, position)| AccountPosition { account, position })
+                .collect(),
+            performance: self.ledger.performance(unrealised),
         })
     }
 }
@@ -685,26 +473,12 @@ impl Handler<Flatten> for Portfolio {
     type Result = MessageResult<Flatten>;
 
     fn handle(&mut self, msg: Flatten, ctx: &mut Self::Context) -> Self::Result {
-        let mut closing = Vec::new();
-        for (login, acc) in &self.accounts {
-            for p in acc.book.positions() {
-                let position = if acc.book.mode() == AccountMode::Hedging {
-                    p.position_id
-                } else {
-                    0
-                };
-                closing.push((
-                    *login,
-                    p.symbol.clone(),
-                    p.side.opposite(),
-                    p.volume,
-                    position,
-                ));
-            }
-        }
+        let closing = self.ledger.closing_orders();
         let count = closing.len();
         for (login, symbol, side, volume, position) in closing {
-            let (seq, order) = self.new_order(None, login, symbol, side, volume);
+            let (seq, order) = self
+                .ledger
+                .new_order(None, login, symbol, side, volume, now_ms());
             tracing::warn!(tenant = %self.tenant.id, reason = %msg.reason, client_order_id = %order.client_order_id,
                 "flattening");
             self.dispatch(seq, order, position, ctx);

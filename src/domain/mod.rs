@@ -4,8 +4,10 @@
 //! Prices, volumes and money are `rust_decimal::Decimal` (exact); indicators use `f64`.
 
 pub mod bars;
+pub mod ledger;
 pub mod orders;
 pub mod positions;
+pub mod risk;
 
 use std::fmt;
 

@@ -1,0 +1,393 @@
+//! The order and position ledger as pure code: the `Portfolio` actor and the backtester run exactly this.
+//!
+//! It turns a strategy's target into an order (target − what the strategy holds; nothing while an order of
+//! the same strategy and symbol is in flight, so repeated signals never stack), follows the trade server's
+//! results and deals through the order state machine, and books deals into positions and PnL — per account
+//! (netting or hedging) and per strategy (always netting: a strategy thinks in net exposure). Deals are
+//! recognised by ticket, so a deal seen twice is booked once.
+
+use std::collections::{HashMap, HashSet};
+
+use rust_decimal::Decimal;
+
+use super::orders::{
+    classify, retcode, Order, OrderKind, OrderStatus, RetcodeClass, TransitionError,
+};
+use super::positions::{
+    performance, AccountMode, Book, Deal, DealEntry, EquityCurve, Fill, Performance, Position,
+};
+use super::risk::OrderFacts;
+use super::{Login, Side, Symbol};
+
+/// The result of an order as the ledger needs it.
+#[derive(Debug, Clone)]
+pub struct OrderResult {
+    pub client_order_id: String,
+    pub retcode: u32,
+    /// The trade server's order ticket (0 when none).
+    pub order: u64,
+    pub comment: String,
+}
+
+/// What applying a result did.
+#[derive(Debug)]
+pub enum ResultOutcome {
+    /// The order changed; store it.
+    Updated {
+        seq: u64,
+        order: Order,
+        transition_error: Option<TransitionError>,
+    },
+    /// The same result again (re-sent after a reconnect).
+    Duplicate,
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    orders: HashMap<String, (u64, Order)>,
+    /// Client order ids in creation order.
+    order_ids: Vec<String>,
+    by_broker_order: HashMap<(Login, u64), String>,
+    accounts: HashMap<Login, Book>,
+    strategies: HashMap<String, Book>,
+    deals_seen: HashSet<(Login, u64)>,
+    deals: Vec<Deal>,
+    pub curve: EquityCurve,
+    next_seq: u64,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self {
+            next_seq: 1,
+            ..Self::default()
+        }
+    }
+
+    pub fn account(&mut self, login: Login) -> &mut Book {
+        self.accounts
+            .entry(login)
+            .or_insert_with(|| Book::new(AccountMode::Netting))
+    }
+
+    /// Follows the terminal's account mode while the account holds no position.
+    pub fn set_mode(&mut self, login: Login, mode: AccountMode) {
+        let book = self.account(login);
+        if book.mode() != mode && book.open_count() == 0 {
+            *book = Book::new(mode);
+        }
+    }
+
+    pub fn in_flight(&self, strategy_id: &str, symbol: &Symbol) -> bool {
+        self.orders.values().any(|(_, o)| {
+            !o.status.is_final()
+                && o.strategy_id.as_deref() == Some(strategy_id)
+                && &o.symbol == symbol
+        })
+    }
+
+    /// What a strategy holds in a symbol.
+    pub fn strategy_net(&self, strategy_id: &str, symbol: &Symbol) -> Decimal {
+        self.strategies
+            .get(strategy_id)
+            .map(|b| b.net(symbol))
+            .unwrap_or_default()
+    }
+
+    /// The order a strategy's target asks for, with the facts risk judges it by; `None` when the strategy
+    /// already holds its target or has an order in flight.
+    pub fn plan(
+        &mut self,
+        strategy_id: &str,
+        account: Login,
+        symbol: &Symbol,
+        target: Decimal,
+        now_ms: i64,
+    ) -> Option<(u64, Order, OrderFacts)> {
+        if self.in_flight(strategy_id, symbol) {
+            return None;
+        }
+        let delta = target - self.strategy_net(strategy_id, symbol);
+        if delta.is_zero() {
+            return None;
+        }
+        let side = if delta.is_sign_positive() {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let volume = delta.abs();
+        let book = self.account(account);
+        let facts = OrderFacts {
+            account,
+            symbol: symbol.clone(),
+            side,
+            volume,
+            net_before: book.net(symbol),
+            open_positions: book.open_count(),
+            reduce_only: false,
+        };
+        let (seq, order) = self.new_order(
+            Some(strategy_id),
+            account,
+            symbol.clone(),
+            side,
+            volume,
+            now_ms,
+        );
+        Some((seq, order, facts))
+    }
+
+    /// A new market order with the next client order id (`<strategy>-<n>`, or `flatten-<n>`).
+    pub fn new_order(
+        &mut self,
+        strategy_id: Option<&str>,
+        account: Login,
+        symbol: Symbol,
+        side: Side,
+        volume: Decimal,
+        now_ms: i64,
+    ) -> (u64, Order) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let prefix = strategy_id.unwrap_or("flatten");
+        (
+            seq,
+            Order {
+                client_order_id: format!("{prefix}-{seq}"),
+                account,
+                strategy_id: strategy_id.map(str::to_owned),
+                symbol,
+                side,
+                kind: OrderKind::Market,
+                volume,
+                price: None,
+                status: OrderStatus::New,
+                filled_volume: Decimal::ZERO,
+                avg_price: None,
+                retcode: None,
+                broker_order: None,
+                reason: None,
+                created_ms: now_ms,
+                updated_ms: now_ms,
+            },
+        )
+    }
+
+    /// Keeps (or replaces) an order.
+    pub fn remember(&mut self, seq: u64, order: Order) {
+        self.next_seq = self.next_seq.max(seq + 1);
+        if !self.orders.contains_key(&order.client_order_id) {
+            self.order_ids.push(order.client_order_id.clone());
+        }
+        if let Some(b) = order.broker_order {
+            self.by_broker_order
+                .insert((order.account, b), order.client_order_id.clone());
+        }
+        self.orders
+            .insert(order.client_order_id.clone(), (seq, order));
+    }
+
+    pub fn order(&self, client_order_id: &str) -> Option<&(u64, Order)> {
+        self.orders.get(client_order_id)
+    }
+
+    /// Applies a trade server result to its order.
+    pub fn apply_result(&mut self, account: Login, r: &OrderResult, now_ms: i64) -> ResultOutcome {
+        let Some((seq, order)) = self.orders.get_mut(&r.client_order_id) else {
+            return ResultOutcome::Unknown;
+        };
+        let seq = *seq;
+        if order.retcode == Some(r.retcode)
+            && order.broker_order == Some(r.order).filter(|o| *o != 0)
+        {
+            return ResultOutcome::Duplicate;
+        }
+        order.retcode = Some(r.retcode);
+        if r.order != 0 {
+            order.broker_order = Some(r.order);
+        }
+        let class = classify(r.retcode);
+        let next = match class {
+            RetcodeClass::Accepted if r.retcode == retcode::PLACED => Some(OrderStatus::Placed),
+            RetcodeClass::Accepted | RetcodeClass::Ambiguous => None, // filled by deals / reconciled later
+            RetcodeClass::Rejected | RetcodeClass::Requote => Some(OrderStatus::Rejected),
+        };
+        order.reason = Some(match class {
+            RetcodeClass::Ambiguous => format!(
+                "ambiguous result {} ({}): awaiting reconciliation",
+                r.retcode, r.comment
+            ),
+            _ if r.comment.is_empty() => format!("retcode {}", r.retcode),
+            _ => format!("retcode {}: {}", r.retcode, r.comment),
+        });
+        let mut transition_error = None;
+        if let Some(next) = next {
+            if order.status != next {
+                transition_error = order.transition(next, now_ms).err();
+            }
+        }
+        let order = order.clone();
+        if let Some(b) = order.broker_order {
+            self.by_broker_order
+                .insert((account, b), order.client_order_id.clone());
+        }
+        ResultOutcome::Updated {
+            seq,
+            order,
+            transition_error,
+        }
+    }
+
+    /// The order a deal belongs to: its `client_order_id` when known, else its broker order ticket.
+    pub fn owner_of(
+        &self,
+        account: Login,
+        client_order_id: Option<&str>,
+        broker_order: u64,
+    ) -> Option<String> {
+        client_order_id
+            .filter(|c| self.orders.contains_key(*c))
+            .map(str::to_owned)
+            .or_else(|| self.by_broker_order.get(&(account, broker_order)).cloned())
+    }
+
+    /// The strategy behind an order.
+    pub fn strategy_of(&self, client_order_id: &str) -> Option<String> {
+        self.orders
+            .get(client_order_id)
+            .and_then(|(_, o)| o.strategy_id.clone())
+    }
+
+    /// Books a deal (`contract_size` units per lot); with `fill_order`, also into its order. Returns false
+    /// for a ticket already booked.
+    pub fn apply_deal(
+        &mut self,
+        deal: &Deal,
+        fill_order: bool,
+        contract_size: Decimal,
+        now_ms: i64,
+    ) -> bool {
+        if !self.deals_seen.insert((deal.account, deal.ticket)) {
+            return false;
+        }
+        self.account(deal.account).apply(&deal.fill, contract_size);
+        if let Some(sid) = &deal.strategy_id {
+            self.strategies
+                .entry(sid.clone())
+                .or_insert_with(|| Book::new(AccountMode::Netting))
+                .apply(
+                    &Fill {
+                        entry: DealEntry::In,
+                        ..deal.fill.clone()
+                    },
+                    contract_size,
+                );
+        }
+        if fill_order {
+            if let Some((_, order)) = deal
+                .client_order_id
+                .as_ref()
+                .and_then(|c| self.orders.get_mut(c))
+            {
+                order.add_fill(deal.fill.volume, deal.fill.price, now_ms);
+            }
+        }
+        self.deals.push(deal.clone());
+        true
+    }
+
+    /// Realised, unrealised and commission across accounts.
+    pub fn pnl(
+        &self,
+        quote: impl Fn(&Symbol) -> Option<(Decimal, Decimal)>,
+        contract: impl Fn(&Symbol) -> Decimal,
+    ) -> (Decimal, Decimal, Decimal) {
+        self.accounts.values().fold(
+            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO),
+            |(r, u, c), book| {
+                (
+                    r + book.realised,
+                    u + book.unrealised(&quote, &contract),
+                    c + book.commission,
+                )
+            },
+        )
+    }
+
+    /// Orders of an account still waiting for the terminal's answer, oldest first.
+    pub fn sent_orders(&self, account: Login) -> Vec<Order> {
+        let mut orders: Vec<&(u64, Order)> = self
+            .orders
+            .values()
+            .filter(|(_, o)| o.account == account && o.status == OrderStatus::Sent)
+            .collect();
+        orders.sort_by_key(|(seq, _)| *seq);
+        orders.into_iter().map(|(_, o)| o.clone()).collect()
+    }
+
+    /// Orders that would close every open position: (account, symbol, side, volume, position ticket for
+    /// hedging accounts or 0).
+    pub fn closing_orders(&self) -> Vec<(Login, Symbol, Side, Decimal, u64)> {
+        let mut out = Vec::new();
+        for (login, book) in &self.accounts {
+            for p in book.positions() {
+                let position = if book.mode() == AccountMode::Hedging {
+                    p.position_id
+                } else {
+                    0
+                };
+                out.push((
+                    *login,
+                    p.symbol.clone(),
+                    p.side.opposite(),
+                    p.volume,
+                    position,
+                ));
+            }
+        }
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+
+    pub fn orders(&self) -> Vec<Order> {
+        self.order_ids
+            .iter()
+            .filter_map(|id| self.orders.get(id))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    pub fn deals(&self) -> &[Deal] {
+        &self.deals
+    }
+
+    pub fn orders_len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Open positions by account.
+    pub fn positions(&self) -> Vec<(Login, Position)> {
+        let mut out: Vec<(Login, Position)> = self
+            .accounts
+            .iter()
+            .flat_map(|(l, b)| b.positions().map(|p| (*l, p.clone())))
+            .collect();
+        out.sort_by(|a, b| (a.0, &a.1.symbol).cmp(&(b.0, &b.1.symbol)));
+        out
+    }
+
+    /// Performance across accounts, with `unrealised` at current quotes.
+    pub fn performance(&self, unrealised: Decimal) -> Performance {
+        let mut merged = Book::new(AccountMode::Netting);
+        for book in self.accounts.values() {
+            merged.realised += book.realised;
+            merged.commission += book.commission;
+            merged
+                .closed_trades
+                .extend(book.closed_trades.iter().copied());
+        }
+        performance(&merged, unrealised, &self.curve)
+    }
+}

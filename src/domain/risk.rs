@@ -1,0 +1,210 @@
+//! The pre-trade gate as pure code: the `Risk` actor and the backtester run exactly this.
+//!
+//! Checks, in order: kill switch, blind account (heartbeats missed), allowed symbols, volume per order, net
+//! position per symbol, open positions, daily loss (realised + unrealised since the UTC day began) and
+//! drawdown from the PnL peak. Orders that only reduce exposure pass the kill switch and the loss limits —
+//! flattening must always be possible. A breached loss limit turns the kill switch on by itself.
+
+use std::collections::HashSet;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::{Login, Side, Symbol};
+use crate::config::RiskSettings;
+
+/// What risk needs to judge an order.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderFacts {
+    pub account: Login,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub volume: Decimal,
+    /// The account's net position in the symbol before the order.
+    pub net_before: Decimal,
+    /// Open positions of the account before the order.
+    pub open_positions: usize,
+    /// True for orders that only reduce exposure (flattening); allowed even with the kill switch on.
+    pub reduce_only: bool,
+}
+
+/// Why risk refused an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct RiskRejection {
+    /// `kill_switch`, `symbol_not_allowed`, `max_order_volume`, `max_net_position`, `max_open_positions`,
+    /// `max_daily_loss`, `max_drawdown`, `account_blind`.
+    pub code: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KillSwitch {
+    pub reason: String,
+    pub automatic: bool,
+    pub at_ms: i64,
+}
+
+/// Limits, kill switch and the PnL figures the loss limits look at.
+#[derive(Debug, Clone)]
+pub struct RiskGate {
+    pub limits: RiskSettings,
+    symbols: HashSet<String>,
+    pub kill: Option<KillSwitch>,
+    pub blind: HashSet<Login>,
+    day: i64,
+    day_start_realised: Decimal,
+    pub daily_pnl: Decimal,
+    peak: Decimal,
+    pub drawdown: Decimal,
+}
+
+impl RiskGate {
+    /// `symbols`: the tenant's symbols, allowed when `limits.allowed_symbols` is empty.
+    pub fn new(limits: RiskSettings, symbols: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            limits,
+            symbols: symbols.into_iter().collect(),
+            kill: None,
+            blind: HashSet::new(),
+            day: i64::MIN,
+            day_start_realised: Decimal::ZERO,
+            daily_pnl: Decimal::ZERO,
+            peak: Decimal::ZERO,
+            drawdown: Decimal::ZERO,
+        }
+    }
+
+    pub fn check(&self, o: &OrderFacts) -> Result<(), RiskRejection> {
+        let reject = |code: &'static str, reason: String| Err(RiskRejection { code, reason });
+        if let Some(k) = &self.kill {
+            if !o.reduce_only {
+                return reject("kill_switch", format!("kill switch is on: {}", k.reason));
+            }
+        }
+        if self.blind.contains(&o.account) {
+            return reject(
+                "account_blind",
+                format!("account {} missed its heartbeats", o.account),
+            );
+        }
+        let allowed = if self.limits.allowed_symbols.is_empty() {
+            self.symbols.contains(o.symbol.as_str())
+        } else {
+            self.limits
+                .allowed_symbols
+                .iter()
+                .any(|s| s == o.symbol.as_str())
+        };
+        if !allowed {
+            return reject(
+                "symbol_not_allowed",
+                format!("{} is not an allowed symbol", o.symbol),
+            );
+        }
+        if let Some(max) = self.limits.max_order_volume {
+            if o.volume > max {
+                return reject(
+                    "max_order_volume",
+                    format!("volume {} exceeds the limit of {max} lots", o.volume),
+                );
+            }
+        }
+        if o.reduce_only {
+            return Ok(());
+        }
+        let after = o.net_before + o.volume * o.side.sign();
+        if let Some(max) = self.limits.max_net_position {
+            if after.abs() > max && after.abs() > o.net_before.abs() {
+                return reject(
+                    "max_net_position",
+                    format!(
+                        "net position in {} would be {after}, beyond ±{max} lots",
+                        o.symbol
+                    ),
+                );
+            }
+        }
+        if let Some(max) = self.limits.max_open_positions {
+            let opens_new = o.net_before.is_zero()
+                || (o.net_before.is_sign_positive() != (o.side == Side::Buy));
+            if opens_new && o.open_positions >= max && after.abs() > o.net_before.abs() {
+                return reject(
+                    "max_open_positions",
+                    format!(
+                        "{} positions are open, the limit is {max}",
+                        o.open_positions
+                    ),
+                );
+            }
+        }
+        if let Some(max) = self.limits.max_daily_loss {
+            if -self.daily_pnl >= max {
+                return reject(
+                    "max_daily_loss",
+                    format!(
+                        "today's loss {} reached the limit of {max}",
+                        -self.daily_pnl
+                    ),
+                );
+            }
+        }
+        if let Some(max) = self.limits.max_drawdown {
+            if self.drawdown >= max {
+                return reject(
+                    "max_drawdown",
+                    format!("drawdown {} reached the limit of {max}", self.drawdown),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns the kill switch on (keeping the first reason while it stays on).
+    pub fn trip(&mut self, reason: String, automatic: bool, at_ms: i64) {
+        if self.kill.is_none() {
+            self.kill = Some(KillSwitch {
+                reason,
+                automatic,
+                at_ms,
+            });
+        }
+    }
+
+    /// Follows PnL; returns the breach that tripped the kill switch just now, if any.
+    pub fn on_pnl(
+        &mut self,
+        at_ms: i64,
+        realised: Decimal,
+        unrealised: Decimal,
+        commission: Decimal,
+    ) -> Option<String> {
+        let day = at_ms.div_euclid(86_400_000);
+        if day != self.day {
+            self.day = day;
+            self.day_start_realised = realised;
+        }
+        let total = realised + unrealised - commission;
+        self.daily_pnl = realised - self.day_start_realised + unrealised;
+        if total > self.peak {
+            self.peak = total;
+        }
+        self.drawdown = self.peak - total;
+        let breach = match (self.limits.max_daily_loss, self.limits.max_drawdown) {
+            (Some(max), _) if -self.daily_pnl >= max => {
+                Some(format!("daily loss {} reached {max}", -self.daily_pnl))
+            }
+            (_, Some(max)) if self.drawdown >= max => {
+                Some(format!("drawdown {} reached {max}", self.drawdown))
+            }
+            _ => None,
+        };
+        match breach {
+            Some(reason) if self.kill.is_none() => {
+                self.trip(reason.clone(), true, at_ms);
+                Some(reason)
+            }
+            _ => None,
+        }
+    }
+}
