@@ -328,7 +328,7 @@ impl Handler<OrderResultReceived> for Portfolio {
                     tracing::warn!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
                         retcode = result.retcode, comment = %result.comment, "order rejected by the trade server");
                 }
-                self.persist(Write::Order(seq, order), ctx);
+                self.persist(Write::Order(seq, *order), ctx);
                 Ok(())
             }
         }
