@@ -35,7 +35,7 @@ pub enum ResultOutcome {
     /// The order changed; store it.
     Updated {
         seq: u64,
-        order: Order,
+        order: Box<Order>,
         transition_error: Option<TransitionError>,
     },
     /// The same result again (re-sent after a reconnect).
@@ -235,7 +235,7 @@ impl Ledger {
         }
         ResultOutcome::Updated {
             seq,
-            order,
+            order: Box::new(order),
             transition_error,
         }
     }
