@@ -218,6 +218,18 @@ pub struct AccountPosition {
     pub position: Position,
 }
 
+/// A strategy instance's progress. Answered after every bar sent to it before the query.
+#[derive(Message, Debug)]
+#[rtype(result = "StrategyState")]
+pub struct GetStrategyState;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyState {
+    pub id: String,
+    /// Open time of the last bar handled (`None` before the first).
+    pub last_bar_ms: Option<i64>,
+}
+
 #[derive(Message, Debug)]
 #[rtype(result = "RiskState")]
 pub struct GetRiskState;

@@ -255,15 +255,12 @@ impl Actor for Portfolio {
 }
 
 impl Handler<Signal> for Portfolio {
-    type Result = ResponseActFuture<Self, ()>;
+    /// Atomic: no other message is handled between planning an order and recording risk's verdict, so a
+    /// second signal can never plan on top of an order that is not recorded yet.
+    type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, s: Signal, _ctx: &mut Self::Context) -> Self::Result {
-        let nothing = || -> Self::Result { Box::pin(actix::fut::ready(())) };
-        if self.ledger.in_flight(&s.strategy_id, &s.symbol)
-            || self.ledger.strategy_net(&s.strategy_id, &s.symbol) == s.target
-        {
-            return nothing();
-        }
+        let nothing = || AtomicResponse::new(Box::pin(actix::fut::ready(())));
         let account = match self.pick_account(s.account) {
             Ok(a) => a,
             Err(why) => {
@@ -278,7 +275,7 @@ impl Handler<Signal> for Portfolio {
             return nothing();
         };
         let Some(risk) = self.tenant.risk.get() else {
-            return Box::pin(actix::fut::ready(()).into_actor(self).map(
+            return AtomicResponse::new(Box::pin(actix::fut::ready(()).into_actor(self).map(
                 move |_, act: &mut Self, ctx| {
                     act.reject(
                         seq,
@@ -287,17 +284,15 @@ impl Handler<Signal> for Portfolio {
                         ctx,
                     )
                 },
-            ));
+            )));
         };
-        Box::pin(
-            risk.send(CheckOrder(facts)).into_actor(self).map(
-                move |verdict, act, ctx| match verdict {
-                    Ok(Ok(())) => act.dispatch(seq, order, 0, ctx),
-                    Ok(Err(rejection)) => act.reject(seq, order, rejection.to_string(), ctx),
-                    Err(e) => act.reject(seq, order, format!("risk_unavailable: {e}"), ctx),
-                },
-            ),
-        )
+        AtomicResponse::new(Box::pin(risk.send(CheckOrder(facts)).into_actor(self).map(
+            move |verdict, act, ctx| match verdict {
+                Ok(Ok(())) => act.dispatch(seq, order, 0, ctx),
+                Ok(Err(rejection)) => act.reject(seq, order, rejection.to_string(), ctx),
+                Err(e) => act.reject(seq, order, format!("risk_unavailable: {e}"), ctx),
+            },
+        )))
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::messages::{BarClosed, GetRecentBars, Signal, StrategyFilled};
+use super::messages::{
+    BarClosed, GetRecentBars, GetStrategyState, Signal, StrategyFilled, StrategyState,
+};
 use super::supervisor::{contain, ExitNotifier, Shutdown};
 use super::tenant::{StrategyRoute, TenantContext};
 use crate::domain::Login;
@@ -125,6 +127,17 @@ impl Handler<StrategyFilled> for StrategyHost {
         if let Err(why) = contain(|| strategy.on_fill(msg.signed_volume, msg.price)) {
             self.fail(why, ctx);
         }
+    }
+}
+
+impl Handler<GetStrategyState> for StrategyHost {
+    type Result = MessageResult<GetStrategyState>;
+
+    fn handle(&mut self, _: GetStrategyState, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(StrategyState {
+            id: self.route.settings.id.clone(),
+            last_bar_ms: (self.last_bar_ms != i64::MIN).then_some(self.last_bar_ms),
+        })
     }
 }
 

@@ -231,3 +231,33 @@ pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+impl TestApp {
+    /// Waits until `strategy` of `tenant` has handled the bar opened at `bar_open_ms` and the portfolio has
+    /// no order in flight: every consequence of that bar is then recorded. (The strategy answers a query only
+    /// after the bars before it, and its signal reaches the portfolio before the portfolio query does.)
+    pub async fn settle(&self, tenant: &str, strategy: &str, bar_open_ms: i64) {
+        let t = self.runtime.tenant(tenant).expect("tenant runs");
+        let mut seen = None;
+        for _ in 0..1_000 {
+            let host = t.strategy_hosts.get(strategy).map(|h| h.clone());
+            if let Some(host) = host {
+                if let Ok(state) = host.send(trellis::actors::messages::GetStrategyState).await {
+                    seen = state.last_bar_ms;
+                    if seen.is_some_and(|b| b >= bar_open_ms) {
+                        break;
+                    }
+                }
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            seen.is_some_and(|b| b >= bar_open_ms),
+            "{strategy} never handled bar {bar_open_ms} (last {seen:?})"
+        );
+        self.wait_portfolio(tenant, "no order in flight", |p| {
+            p.orders.iter().all(|o| o.status.is_final())
+        })
+        .await;
+    }
+}

@@ -56,13 +56,11 @@ async fn a_strategy_that_panics_every_tenth_bar_is_restarted_while_other_strateg
         );
         sim_w.tick(t.clone());
         sim_s.tick(t);
-        // Let both tenants answer this bar before the next, so their orders are comparable one for one.
-        actix_rt::time::sleep(Duration::from_millis(25)).await;
-        for who in ["wobbly", "steady"] {
-            app.wait_portfolio(who, "no order in flight", |p| {
-                p.orders.iter().all(|o| o.status.is_final())
-            })
-            .await;
+        // Let both tenants answer the bar this tick closed before the next.
+        if m > 0 {
+            for who in ["wobbly", "steady"] {
+                app.settle(who, "ema-eurusd", T0 + (m - 1) * MINUTE).await;
+            }
         }
     }
     actix_rt::time::sleep(Duration::from_millis(300)).await;
