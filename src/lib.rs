@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - `domain`: pure trading types (ticks, bars, orders, positions, PnL) shared by live, backtest and sim.
+//! - `backtest`: `trellis backtest`, the live decision code run over history.
 //! - `config`: settings from `config/*.toml` and `TRELLIS__…` variables, validated at start-up.
 //! - `demo`: `trellis demo`, the runtime with a demo tenant and a simulated terminal.
 //! - `startup`: `Application` — builds the tree and the HTTP server, runs, shuts down in order.
@@ -19,6 +20,7 @@
 //! - `telemetry`: logging set-up.
 
 pub mod actors;
+pub mod backtest;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -30,8 +30,51 @@ enum Command {
     Demo,
     /// Run a simulated MT5 terminal and broker that connects to a trellis over the bridge protocol.
     Mt5Sim(Box<SimArgs>),
+    /// Test a strategy on history with the live decision code: a CSV of ticks `time_msc,bid,ask[,symbol]`.
+    Backtest(Box<BacktestArgs>),
     /// Validate the configuration and print the effective settings.
     CheckConfig,
+}
+
+#[derive(clap::Args)]
+struct BacktestArgs {
+    /// Ticks as CSV with a header line: `time_msc,bid,ask[,symbol]`.
+    #[arg(long, value_name = "FILE")]
+    csv: PathBuf,
+    /// The symbol to trade (lines of other symbols are ignored; lines without a symbol column are this one).
+    #[arg(long)]
+    symbol: String,
+    #[arg(long, default_value = "ema_cross")]
+    strategy: String,
+    /// A strategy parameter, `name=value`; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    #[arg(long, default_value = "M1")]
+    timeframe: String,
+    /// Lots per position.
+    #[arg(long, default_value = "0.1")]
+    volume: rust_decimal::Decimal,
+    /// Market orders fill this many points worse than the next tick's quote.
+    #[arg(long, default_value_t = 0)]
+    slippage_points: u32,
+    /// Size of a point (10^-digits).
+    #[arg(long, default_value = "0.00001")]
+    point: rust_decimal::Decimal,
+    /// Commission per lot and side, in account currency.
+    #[arg(long, default_value = "0")]
+    commission_per_lot: rust_decimal::Decimal,
+    /// Units per lot.
+    #[arg(long, default_value = "100000")]
+    contract_size: rust_decimal::Decimal,
+    /// Skip (and count) bad lines instead of stopping at the first.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Write every fill as CSV.
+    #[arg(long, value_name = "FILE")]
+    trades: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -84,9 +127,11 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Mt5Sim(args) = cli.command {
-        return run_sim(*args);
-    }
+    let cli = match cli.command {
+        Command::Mt5Sim(args) => return run_sim(*args),
+        Command::Backtest(args) => return run_backtest(*args),
+        command => Cli { command, ..cli },
+    };
     let settings = match Settings::from_env(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -112,7 +157,7 @@ fn main() -> ExitCode {
             trellis::telemetry::install_panic_hook();
             exit(actix_rt::System::new().block_on(trellis::demo::run(settings)))
         }
-        Command::Mt5Sim(_) => ExitCode::SUCCESS,
+        Command::Mt5Sim(_) | Command::Backtest(_) => ExitCode::SUCCESS,
     }
 }
 
@@ -196,4 +241,77 @@ fn run_sim(a: SimArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_backtest(a: BacktestArgs) -> ExitCode {
+    use trellis::backtest::{render, write_trades, Backtest, BacktestConfig};
+    use trellis::domain::Timeframe;
+    use trellis::sim::feed::read_ticks_csv;
+    use trellis::strategies::StrategyRegistry;
+
+    let fail = |msg: String| {
+        eprintln!("trellis backtest: {msg}");
+        ExitCode::from(2)
+    };
+    let Some(timeframe) = Timeframe::parse(&a.timeframe) else {
+        return fail(format!(
+            "--timeframe `{}` is not M1, M5, M15, H1, H4 or D1",
+            a.timeframe
+        ));
+    };
+    let mut params = trellis::strategies::Params::new();
+    for p in &a.params {
+        let Some((name, value)) = p.split_once('=') else {
+            return fail(format!("--param `{p}` is not name=value"));
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            return fail(format!("--param {name}: `{value}` is not a number"));
+        };
+        params.insert(name.trim().to_owned(), value);
+    }
+    let read = match read_ticks_csv(&a.csv, Some(&a.symbol), a.skip_bad) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{}: {e}", a.csv.display())),
+    };
+    let mut cfg = BacktestConfig::new(&a.symbol, &a.strategy, params, timeframe);
+    cfg.volume = a.volume;
+    cfg.slippage_points = a.slippage_points;
+    cfg.point = a.point;
+    cfg.commission_per_lot = a.commission_per_lot;
+    cfg.contract_size = a.contract_size;
+    let mut bt = match Backtest::new(cfg, &StrategyRegistry::default()) {
+        Ok(bt) => bt,
+        Err(e) => return fail(e.to_string()),
+    };
+    for t in &read.ticks {
+        bt.on_tick(t);
+    }
+    let (report, deals) = bt.finish();
+    if let Some(path) = &a.trades {
+        let written = std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .and_then(|mut f| {
+                write_trades(&mut f, &deals).and_then(|_| std::io::Write::flush(&mut f))
+            });
+        if let Err(e) = written {
+            return fail(format!("writing {}: {e}", path.display()));
+        }
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            map.insert("lines_skipped".into(), read.skipped.len().into());
+        }
+        println!("{v}");
+    } else {
+        print!("{}", render(&report));
+        if !read.skipped.is_empty() {
+            println!(
+                "  lines skipped     {} (first: {})",
+                read.skipped.len(),
+                read.skipped[0]
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }

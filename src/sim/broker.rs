@@ -27,8 +27,10 @@ pub struct BrokerConfig {
     pub contract_size: Decimal,
     /// Price of one point (10^-digits).
     pub point: Decimal,
-    /// Market orders fill up to this many points worse than the quote (uniformly at random).
+    /// Market orders fill up to this many points worse than the quote (uniformly at random, or exactly
+    /// this many with `fixed_slippage`).
     pub max_slippage_points: u32,
+    pub fixed_slippage: bool,
     /// When set, market orders fill only this fraction of their volume (MT5 10010 DONE_PARTIAL, the rest
     /// cancelled as with IOC).
     pub partial_fill: Option<Decimal>,
@@ -51,6 +53,7 @@ impl Default for BrokerConfig {
             contract_size: Decimal::from(100_000),
             point: Decimal::new(1, 5),
             max_slippage_points: 0,
+            fixed_slippage: false,
             partial_fill: None,
             volume_min: Decimal::new(1, 2),
             volume_max: Decimal::from(100),
@@ -118,6 +121,11 @@ impl Broker {
     fn ticket(&mut self) -> u64 {
         self.next_ticket += 1;
         self.next_ticket
+    }
+
+    /// Whether limit or stop orders wait for a price.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn login(&self) -> u64 {
@@ -265,7 +273,9 @@ impl Broker {
             }
             _ => return self.reject(req, retcode::INVALID, "action and order type do not match"),
         }
-        let slip = if c.max_slippage_points > 0 {
+        let slip = if c.fixed_slippage {
+            Decimal::from(c.max_slippage_points) * c.point
+        } else if c.max_slippage_points > 0 {
             Decimal::from(self.rng.gen_range(0..=c.max_slippage_points)) * c.point
         } else {
             Decimal::ZERO

@@ -1,0 +1,254 @@
+//! `trellis backtest`: figures checked by hand, bad input, determinism, and the same orders as live.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+use trellis::backtest::{Backtest, BacktestConfig};
+use trellis::domain::Timeframe;
+use trellis::strategies::{Params, StrategyRegistry};
+
+use crate::helpers::{d, spawn_app, tenant, MINUTE, T0};
+
+fn ema_params() -> Params {
+    [("fast".to_owned(), 2.0), ("slow".to_owned(), 3.0)].into()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("written");
+    path
+}
+
+fn backtest(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("backtest")
+        .args(args)
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The scripted sequence of the live end-to-end test, one tick per minute. Orders decided on a bar fill at
+/// the next tick: buy 0.1 at the ask 1.0992 (tick 4); sell 0.2 at the bid 1.0940 (tick 6), realising
+/// (1.0940 − 1.0992) × 0.1 × 100 000 = −52 and leaving 0.1 short at 1.0940; the last ask 1.0932 values the
+/// short at +8. Commission 2 per lot: 0.1 × 2 + 0.2 × 2 = 0.6. Total −52 + 8 − 0.6 = −44.6. The worst mark
+/// is at tick 6: −52 − 2 (short marked at the ask 1.0942) − 0.6 = −54.6 below the starting peak of 0.
+const SCRIPT: &str = "time_msc,bid,ask\n\
+1700000040000,1.1000,1.1002\n\
+1700000100000,1.1010,1.1012\n\
+1700000160000,1.1020,1.1022\n\
+1700000220000,1.1030,1.1032\n\
+1700000280000,1.0990,1.0992\n\
+1700000340000,1.0950,1.0952\n\
+1700000400000,1.0940,1.0942\n\
+1700000460000,1.0930,1.0932\n";
+
+#[test]
+fn a_scripted_csv_gives_fills_pnl_and_metrics_checked_by_hand() {
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = write(dir.path(), "script.csv", SCRIPT);
+    let trades = dir.path().join("trades.csv");
+
+    let (code, stdout, stderr) = backtest(&[
+        "--csv",
+        csv.to_str().expect("path"),
+        "--symbol",
+        "EURUSD",
+        "--strategy",
+        "ema_cross",
+        "--param",
+        "fast=2",
+        "--param",
+        "slow=3",
+        "--timeframe",
+        "M1",
+        "--commission-per-lot",
+        "2",
+        "--json",
+        "--trades",
+        trades.to_str().expect("path"),
+    ]);
+
+    assert_eq!(code, 0, "{stderr}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(r["ticks"], 8);
+    assert_eq!(r["bars"], 7);
+    assert_eq!(r["orders"], 2);
+    assert_eq!(r["fills"], 2);
+    assert_eq!(r["final_position"], "-0.1");
+    assert_eq!(r["realised_pnl"], "-52");
+    assert_eq!(r["unrealised_pnl"], "8");
+    assert_eq!(r["commission"], "0.6");
+    assert_eq!(r["total_pnl"], "-44.6");
+    assert_eq!(r["trades"], 1);
+    assert_eq!(r["win_rate"], 0.0);
+    assert_eq!(r["profit_factor"], 0.0);
+    assert_eq!(r["max_drawdown"], "54.6");
+    assert!(r["sharpe"].is_null(), "one day of marks has no Sharpe");
+    assert!(r["ticks_per_sec"].as_f64().unwrap_or(0.0) > 0.0);
+    let fills = std::fs::read_to_string(&trades).expect("trades file");
+    assert_eq!(
+        fills,
+        "time_msc,ticket,client_order_id,symbol,side,volume,price,entry,commission,profit\n\
+         1700000280000,1002,backtest-1,EURUSD,buy,0.1,1.0992,0,0.2,0\n\
+         1700000400000,1004,backtest-2,EURUSD,sell,0.2,1.0940,2,0.4,-52\n"
+    );
+}
+
+#[test]
+fn the_same_input_gives_byte_identical_results() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut text = String::from("time_msc,bid,ask,symbol\n");
+    let walk = trellis::sim::feed::RandomWalk::new(
+        trellis::sim::feed::RandomWalk::default_symbols(&["EURUSD".into()]),
+        T0,
+        1_000,
+        5,
+    );
+    for t in walk.take(20_000) {
+        text.push_str(&format!(
+            "{},{},{},{}\n",
+            t.time_msc, t.bid, t.ask, t.symbol
+        ));
+    }
+    let csv = write(dir.path(), "walk.csv", &text);
+    let run = |n: usize| {
+        let trades = dir.path().join(format!("trades-{n}.csv"));
+        let (code, stdout, stderr) = backtest(&[
+            "--csv",
+            csv.to_str().expect("p"),
+            "--symbol",
+            "EURUSD",
+            "--param",
+            "fast=5",
+            "--param",
+            "slow=12",
+            "--json",
+            "--trades",
+            trades.to_str().expect("p"),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let mut v: Value = serde_json::from_str(stdout.trim()).expect("json");
+        let map = v.as_object_mut().expect("object");
+        map.remove("elapsed_ms");
+        map.remove("ticks_per_sec");
+        (v, std::fs::read(&trades).expect("trades"))
+    };
+
+    let (a, trades_a) = run(1);
+    let (b, trades_b) = run(2);
+
+    assert!(a["orders"].as_u64().unwrap_or(0) > 10, "{a}");
+    assert_eq!(a, b);
+    assert_eq!(trades_a, trades_b);
+}
+
+#[test]
+fn bad_input_stops_with_the_line_number_and_reason_or_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cases = [
+        (
+            "no-header.csv",
+            "1700000040000,1.1,1.2\n",
+            "line 1: missing header",
+        ),
+        (
+            "garbage.csv",
+            "time_msc,bid,ask\n1700000040000,1.1,1.2\n1700000041000,abc,1.2\n",
+            "line 3: bid `abc` is not a number",
+        ),
+        (
+            "backwards.csv",
+            "time_msc,bid,ask\n1700000040000,1.1,1.2\n1700000030000,1.1,1.2\n",
+            "line 3: time 1700000030000 is before",
+        ),
+        (
+            "crossed.csv",
+            "time_msc,bid,ask\n1700000040000,1.3,1.2\n",
+            "line 2: bid 1.3 is above ask 1.2",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let csv = write(dir.path(), name, text);
+        let (code, _, stderr) =
+            backtest(&["--csv", csv.to_str().expect("p"), "--symbol", "EURUSD"]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+
+    let csv = write(dir.path(), "mixed.csv", "time_msc,bid,ask\n1700000040000,1.1,1.2\nnonsense\n1700000041000,1.3,1.2\n1700000042000,1.1,1.2\n");
+    let (code, stdout, stderr) = backtest(&[
+        "--csv",
+        csv.to_str().expect("p"),
+        "--symbol",
+        "EURUSD",
+        "--skip-bad",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(
+        (r["ticks"].as_u64(), r["lines_skipped"].as_u64()),
+        (Some(2), Some(2))
+    );
+}
+
+#[actix_rt::test]
+async fn live_trading_and_the_backtest_send_the_same_orders_for_the_same_ticks() {
+    // Arrange: one series of ticks.
+    let walk = trellis::sim::feed::RandomWalk::new(
+        trellis::sim::feed::RandomWalk::default_symbols(&["EURUSD".into()]),
+        T0,
+        1_000,
+        23,
+    );
+    let ticks: Vec<_> = walk.take(1_800).collect();
+
+    // Act: the backtest…
+    let mut bt = Backtest::new(
+        BacktestConfig::new("EURUSD", "ema_cross", ema_params(), Timeframe::M1),
+        &StrategyRegistry::default(),
+    )
+    .expect("valid");
+    for t in &ticks {
+        bt.on_tick(t);
+    }
+    let backtest: Vec<_> = bt
+        .orders()
+        .into_iter()
+        .map(|o| (o.side, o.volume))
+        .collect();
+
+    // …and the live path, paced bar by bar.
+    let app = spawn_app().await;
+    app.add_tenant(tenant("acme", "trk_acme0001_backtest-vs-live"))
+        .await;
+    let sim = app.sim("trk_acme0001_backtest-vs-live", 7001).await;
+    for t in ticks {
+        let opens_bar = t.time_msc % MINUTE == 0;
+        let time = t.time_msc;
+        sim.tick(t);
+        if opens_bar {
+            app.settle("acme", "ema-eurusd", time - MINUTE).await;
+        }
+    }
+    let live: Vec<_> = app
+        .portfolio("acme")
+        .await
+        .orders
+        .into_iter()
+        .map(|o| (o.side, o.volume))
+        .collect();
+
+    // Assert
+    assert!(backtest.len() >= 4, "{backtest:?}");
+    assert_eq!(live, backtest);
+    assert_eq!(backtest[0].1, d("0.1"));
+    sim.stop().await.expect("sim stops");
+    app.shutdown().await;
+}
