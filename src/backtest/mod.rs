@@ -157,10 +157,7 @@ impl Backtest {
             self.execute(tick);
         }
         match self.builder.on_tick(tick) {
-            TickOutcome::OutOfOrder { .. } => {
-                self.out_of_order += 1;
-                return;
-            }
+            TickOutcome::OutOfOrder { .. } => self.out_of_order += 1,
             TickOutcome::Accepted(closed) => {
                 self.last = Some((tick.bid, tick.ask, tick.time_msc));
                 for bar in closed {
