@@ -7,6 +7,7 @@
 //! # Layout
 //! - `domain`: pure trading types (ticks, bars, orders, positions, PnL) shared by live, backtest and sim.
 //! - `backtest`: `trellis backtest`, the live decision code run over history.
+//! - `bench`: `trellis bench`, the benchmark suite (figures in BENCHMARKS.md).
 //! - `config`: settings from `config/*.toml` and `TRELLIS__…` variables, validated at start-up.
 //! - `demo`: `trellis demo`, the runtime with a demo tenant and a simulated terminal.
 //! - `startup`: `Application` — builds the tree and the HTTP server, runs, shuts down in order.
@@ -21,6 +22,7 @@
 
 pub mod actors;
 pub mod backtest;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod domain;

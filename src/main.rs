@@ -32,6 +32,11 @@ enum Command {
     Mt5Sim(Box<SimArgs>),
     /// Test a strategy on history with the live decision code: a CSV of ticks `time_msc,bid,ask[,symbol]`.
     Backtest(Box<BacktestArgs>),
+    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, or all.
+    Bench {
+        #[arg(default_value = "all")]
+        name: String,
+    },
     /// Validate the configuration and print the effective settings.
     CheckConfig,
 }
@@ -156,6 +161,12 @@ fn main() -> ExitCode {
             trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
             exit(actix_rt::System::new().block_on(trellis::demo::run(settings)))
+        }
+        Command::Bench { name } => {
+            if cfg!(debug_assertions) {
+                eprintln!("trellis bench: this is a debug build; figures are only meaningful with --release");
+            }
+            exit(actix_rt::System::new().block_on(trellis::bench::run(&name)))
         }
         Command::Mt5Sim(_) | Command::Backtest(_) => ExitCode::SUCCESS,
     }

@@ -68,6 +68,8 @@ impl Application {
                 .configure(http::routes)
         })
         .disable_signals()
+        // Bridges exchange small frames both ways: Nagle's algorithm would hold each one for an ACK.
+        .tcp_nodelay(true)
         .shutdown_timeout(settings.shutdown.grace_secs);
         if settings.http.workers > 0 {
             server = server.workers(settings.http.workers);

@@ -15,7 +15,9 @@
 //! - Code we don't trust (strategies, models) runs inside [`contain`], so a panic becomes an error with its
 //!   message.
 //! - On an exit the policy decides: `permanent` always restarts, `transient` only after a failure,
-//!   `temporary` never. Each restart waits an exponential back-off. More than `max_restarts` restarts inside
+//!   `temporary` never. Each restart waits a back-off that doubles with every incarnation in a row that died
+//!   within a second of starting (a crash loop), and is the base again after one that lived. More than
+//!   `max_restarts` restarts inside
 //!   `window` escalates: the supervisor stops its whole subtree, records `escalated`, and ends with a failure
 //!   its own parent sees. The root has no parent: it gives up on the offending child only and keeps running.
 
@@ -30,6 +32,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::events::{EventKind, EventLog, NewEvent};
+
+/// An incarnation that lived this long was not part of a crash loop: its restart waits only the base
+/// back-off.
+pub const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// When a child that ended is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +296,11 @@ struct Slot {
     incarnation: u64,
     restarts: u32,
     handle: Option<Recipient<Shutdown>>,
+    /// When the current incarnation started, and how many incarnations in a row died young (before
+    /// [`STABLE_AFTER`]): the back-off grows with the latter, so a crash loop slows down while a child that
+    /// fails now and then (a strategy bug on one bar in ten) comes back at once.
+    started_at: Instant,
+    young_deaths: u32,
 }
 
 /// A supervisor of actix actors. See the module docs for the rules.
@@ -352,6 +363,8 @@ impl Supervisor {
                     generation: 0,
                     incarnation: 0,
                     restarts: 0,
+                    started_at: Instant::now(),
+                    young_deaths: 0,
                     handle: None,
                 })
                 .collect(),
@@ -392,6 +405,7 @@ impl Supervisor {
         let slot = &mut self.slots[idx];
         slot.generation += 1;
         slot.incarnation = incarnation;
+        slot.started_at = Instant::now();
         let generation = slot.generation;
         let spec = slot.spec.clone();
         let cx = ChildContext {
@@ -492,8 +506,13 @@ impl Supervisor {
             self.escalate(idx, summary, ctx);
             return;
         }
-        let delay = self.config.backoff(recent);
-        self.slots[idx].restarts += 1;
+        let slot = &mut self.slots[idx];
+        if now.duration_since(slot.started_at) >= STABLE_AFTER {
+            slot.young_deaths = 0;
+        }
+        slot.young_deaths += 1;
+        let delay = self.config.backoff(slot.young_deaths);
+        slot.restarts += 1;
         ctx.run_later(delay, move |act, ctx| {
             if act.stopping {
                 return;
@@ -592,6 +611,8 @@ impl Handler<StartChild> for Supervisor {
             incarnation: 0,
             restarts: 0,
             handle: None,
+            started_at: Instant::now(),
+            young_deaths: 0,
         });
         let idx = self.slots.len() - 1;
         self.start_slot(idx, ctx);

@@ -2,6 +2,7 @@
 //! WebSocket. The demo, the tests and the benchmarks drive trellis with it.
 
 pub mod broker;
+pub mod client;
 pub mod feed;
 pub mod terminal;
 

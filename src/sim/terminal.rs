@@ -294,9 +294,7 @@ async fn session(
     stats: &Arc<Mutex<SimStats>>,
     broker: &Arc<Mutex<Broker>>,
 ) -> Result<Ended, SimError> {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .finish();
+    let client = super::client::ws_client();
     let (_resp, framed) = client
         .ws(&cfg.url)
         .max_frame_size(1 << 20)

@@ -418,3 +418,59 @@ async fn back_off_between_restarts_doubles_up_to_its_cap_in_virtual_time() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn a_child_that_ran_for_a_while_comes_back_after_the_base_back_off_every_time() {
+    // Arrange: virtual time; each incarnation runs two seconds before failing.
+    tokio::time::pause();
+    let events = log();
+    let starts: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let latest: Latest = Arc::default();
+    let (seen, slot) = (starts.clone(), latest.clone());
+    let spec = ChildSpec::new(
+        "steady",
+        RestartPolicy::Permanent,
+        move |cx: ChildContext| {
+            seen.lock().expect("lock").push(tokio::time::Instant::now());
+            let addr = Counter {
+                count: 0,
+                notifier: cx.notifier,
+            }
+            .start();
+            *slot.lock().expect("lock") = Some(addr.clone());
+            Ok(addr.recipient())
+        },
+    );
+    let cfg = SupervisorConfig {
+        max_restarts: 10,
+        window: Duration::from_secs(3600),
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+    };
+    let _root = Supervisor::root("root", cfg, events.clone(), vec![spec]).start();
+
+    // Act
+    for round in 1..=3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        addr(&latest).do_send(PanicContained);
+        assert!(
+            events
+                .wait_until(Duration::from_secs(60), |e| count(
+                    e,
+                    EventKind::Restarted,
+                    "steady"
+                ) == round)
+                .await
+        );
+    }
+
+    // Assert: down for the base back-off each time, not 1, 2, 4 s.
+    let starts = starts.lock().expect("lock").clone();
+    for w in starts.windows(2) {
+        let down = w[1] - w[0] - Duration::from_secs(2);
+        assert!(
+            down >= Duration::from_secs(1) && down < Duration::from_millis(1_050),
+            "down for {down:?}"
+        );
+    }
+}

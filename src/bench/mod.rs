@@ -1,0 +1,710 @@
+//! `trellis bench <name>`: the benchmark suite. Each benchmark starts what it measures for real (the
+//! application on loopback, real WebSocket clients) and prints its figures; BENCHMARKS.md records them.
+//!
+//! - `backtest`: 1 000 000 ticks through `ema_cross` 10/20 on M1.
+//! - `latency`: tick-to-order over loopback WebSocket at 1 000 and 10 000 ticks/s (p50/p99/p99.9).
+//! - `ingest`: the highest sustained tick rate with persistence to the embedded store.
+//! - `tree`: 1 000 tenants × 5 strategies × 1 session: start-up time and resident memory.
+//! - `supervision`: panic → replacement handling the next bar, and a healthy tenant's latency while another
+//!   tenant's strategy panics 100 times a second.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use awc::ws;
+use futures_util::{SinkExt, StreamExt};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::actors::tree::Runtime;
+use crate::backtest::{Backtest, BacktestConfig};
+use crate::config::{Profile, Settings, StrategySettings, TenantSettings};
+use crate::domain::{Bar, Login, Timeframe};
+use crate::sim::feed::RandomWalk;
+use crate::startup::{Application, StopHandle};
+use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
+
+pub const NAMES: [&str; 5] = ["backtest", "latency", "ingest", "tree", "supervision"];
+
+pub async fn run(name: &str) -> anyhow::Result<()> {
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cpu_model()
+    );
+    match name {
+        "backtest" => backtest(),
+        "latency" => latency().await,
+        "ingest" => ingest().await,
+        "tree" => tree().await,
+        "supervision" => supervision().await,
+        "all" => {
+            backtest()?;
+            latency().await?;
+            ingest().await?;
+            tree().await?;
+            supervision().await
+        }
+        other => bail!(
+            "unknown benchmark `{other}` (known: {}, all)",
+            NAMES.join(", ")
+        ),
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+// ---- backtest -------------------------------------------------------------------------------------------
+
+fn backtest() -> anyhow::Result<()> {
+    let ticks: Vec<_> = RandomWalk::new(
+        RandomWalk::default_symbols(&["EURUSD".into()]),
+        1_700_000_040_000,
+        250,
+        1,
+    )
+    .take(1_000_000)
+    .collect();
+    let params: Params = [("fast".to_owned(), 10.0), ("slow".to_owned(), 20.0)].into();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let mut bt = Backtest::new(
+            BacktestConfig::new("EURUSD", "ema_cross", params.clone(), Timeframe::M1),
+            &StrategyRegistry::default(),
+        )?;
+        let started = Instant::now();
+        for t in &ticks {
+            bt.on_tick(t);
+        }
+        let elapsed = started.elapsed();
+        let (report, _) = bt.finish();
+        let rate = ticks.len() as f64 / elapsed.as_secs_f64();
+        best = best.max(rate);
+        println!(
+            "backtest: {} ticks, {} bars, {} orders through ema_cross 10/20 M1 in {:.1} ms = {:.0} ticks/s",
+            report.ticks, report.bars, report.orders, elapsed.as_secs_f64() * 1e3, rate
+        );
+    }
+    // The same through the CSV reader, as `trellis backtest --csv` runs.
+    let dir = tempfile_dir()?;
+    let path = dir.join("ticks.csv");
+    let mut text = String::with_capacity(ticks.len() * 40);
+    text.push_str("time_msc,bid,ask,symbol\n");
+    for t in &ticks {
+        text.push_str(&format!(
+            "{},{},{},{}\n",
+            t.time_msc, t.bid, t.ask, t.symbol
+        ));
+    }
+    std::fs::write(&path, text)?;
+    let started = Instant::now();
+    let read =
+        crate::sim::feed::read_ticks_csv(&path, None, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parse = started.elapsed();
+    println!(
+        "backtest: reading the same 1 000 000 ticks from CSV takes {:.1} ms ({:.0} lines/s); best engine rate {:.0} ticks/s",
+        parse.as_secs_f64() * 1e3,
+        read.ticks.len() as f64 / parse.as_secs_f64(),
+        best
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("trellis-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+// ---- a running trellis ----------------------------------------------------------------------------------
+
+struct Running {
+    port: u16,
+    runtime: Runtime,
+    stop: StopHandle,
+    serving: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
+    dir: std::path::PathBuf,
+}
+
+async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Running> {
+    let dir = tempfile_dir()?;
+    let mut vars: Vec<(String, String)> = vec![
+        (
+            "TRELLIS__STORAGE__DATA_DIR".into(),
+            dir.display().to_string(),
+        ),
+        ("TRELLIS__HTTP__PORT".into(), "0".into()),
+        ("TRELLIS__LOG__LEVEL".into(), "error".into()),
+    ];
+    vars.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings = Settings::load(Profile::Embedded, None, vars)?;
+    let app = Application::build(settings).await?;
+    let running = Running {
+        port: app.port(),
+        runtime: app.runtime().clone(),
+        stop: app.stop_handle(),
+        serving: actix_web::rt::spawn(async move { app.run_until_stopped().await }),
+        dir,
+    };
+    for _ in 0..400 {
+        if running.runtime.not_ready().is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(running)
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.stop();
+        let _ = self.serving.await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bench_tenant(id: &str, key: &str, strategies: Vec<StrategySettings>) -> TenantSettings {
+    TenantSettings {
+        id: id.into(),
+        name: id.into(),
+        tier: "enterprise".into(),
+        api_keys: vec![key.into()],
+        symbols: vec!["EURUSD".into(), "GBPUSD".into()],
+        contract_sizes: Default::default(),
+        risk: Default::default(),
+        strategies,
+    }
+}
+
+fn strategy(id: &str, kind: &str, symbol: &str) -> StrategySettings {
+    StrategySettings {
+        id: id.into(),
+        kind: kind.into(),
+        symbol: symbol.into(),
+        timeframe: "M1".into(),
+        volume: Decimal::new(1, 2),
+        account: None,
+        params: Default::default(),
+    }
+}
+
+/// Wants the opposite position on every bar: one order per bar.
+struct Flip {
+    long: bool,
+    volume: Decimal,
+}
+
+impl Strategy for Flip {
+    fn on_bar(&mut self, _bar: &Bar) -> Option<Decimal> {
+        self.long = !self.long;
+        Some(if self.long { self.volume } else { -self.volume })
+    }
+}
+
+fn flip(_: &Params, volume: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
+    Ok(Box::new(Flip {
+        long: false,
+        volume,
+    }))
+}
+
+// ---- latency --------------------------------------------------------------------------------------------
+
+/// A bridge that streams ticks at `rate` (every `per_bar`-th tick opens a bar) and answers every order at
+/// once with a fill. Tick-to-order latency is the time from sending the tick that closes a bar to receiving
+/// the order it causes. The next bar opens only once that order has arrived (closed loop: the figures do
+/// not include queueing behind a slow order, and the achieved rate is reported).
+async fn drive(
+    port: u16,
+    key: &str,
+    login: u64,
+    rate: u64,
+    seconds: u64,
+    per_bar: u64,
+) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let (_resp, conn) = crate::sim::client::ws_client()
+        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
+    let (mut sink, mut stream) = conn.split();
+    let mut seq = 1u64;
+    let hello = json!({"type":"hello","seq":seq,"api_key":key,"login":login,"server":"bench","protocol_version":1,"last_seq_received":0});
+    sink.send(ws::Message::Text(hello.to_string().into()))
+        .await?;
+    match stream.next().await {
+        Some(Ok(ws::Frame::Text(b))) if String::from_utf8_lossy(&b).contains("welcome") => {}
+        other => bail!("no welcome: {other:?}"),
+    }
+    let step = 60_000 / per_bar as i64;
+    let mut time_msc = 1_700_000_040_000i64;
+    let mut sent = 0u64;
+    let mut awaiting: Option<Instant> = None;
+    let mut samples = Vec::new();
+    let mut ticket = 10_000u64;
+    let warmup_bars = 3;
+    let started = Instant::now();
+    let mut clock = tokio::time::interval(Duration::from_micros(500));
+    let end = started + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(ws::Frame::Text(b))) = frame else { continue };
+                let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+                if v["type"] != "order_request" { continue; }
+                if let Some(at) = awaiting.take() {
+                    samples.push(at.elapsed());
+                }
+                ticket += 2;
+                let side = v["order_type"].as_u64().unwrap_or(0);
+                seq += 1;
+                let result = json!({"type":"order_result","seq":seq,"client_order_id":v["client_order_id"],"retcode":10009,"deal":ticket,"order":ticket+1,"volume":v["volume"],"price":1.1});
+                seq += 1;
+                let deal = json!({"type":"deal","seq":seq,"ticket":ticket,"order":ticket+1,"client_order_id":v["client_order_id"],"position_id":1,"symbol":"EURUSD","deal_type":side,"entry":0,"volume":v["volume"],"price":1.1,"time_msc":time_msc});
+                sink.send(ws::Message::Text(result.to_string().into())).await?;
+                sink.send(ws::Message::Text(deal.to_string().into())).await?;
+            }
+            _ = clock.tick() => {
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due {
+                    time_msc += step;
+                    let opens_bar = time_msc % 60_000 == 0;
+                    if opens_bar && awaiting.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
+                        time_msc -= step;
+                        break; // the previous bar's order has not arrived yet
+                    }
+                    seq += 1;
+                    let bid = 1.1 + (sent % 7) as f64 * 0.0001;
+                    let tick = format!(r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":{bid:.5},"ask":{:.5}}}"#, bid + 0.0002);
+                    sink.send(ws::Message::Text(tick.into())).await?;
+                    sent += 1;
+                    if opens_bar && time_msc / 60_000 > 1_700_000_040_000 / 60_000 + warmup_bars {
+                        awaiting = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+    let _ = sink.send(ws::Message::Close(None)).await;
+    Ok((samples, sent))
+}
+
+fn report_latency(label: &str, mut samples: Vec<Duration>, sent: u64, seconds: u64) {
+    samples.sort();
+    println!(
+        "{label}: {} ticks ({:.0}/s achieved), {} orders; tick-to-order p50 {} p99 {} p99.9 {} max {}",
+        sent,
+        sent as f64 / seconds as f64,
+        samples.len(),
+        us(percentile(&samples, 0.5)),
+        us(percentile(&samples, 0.99)),
+        us(percentile(&samples, 0.999)),
+        us(samples.last().copied().unwrap_or_default())
+    );
+}
+
+async fn latency() -> anyhow::Result<()> {
+    for (rate, per_bar) in [(1_000u64, 10u64), (10_000, 10)] {
+        let app = start(&[]).await?;
+        app.runtime.strategies.register("flip", flip);
+        app.runtime
+            .start_tenant(bench_tenant(
+                "lat",
+                "trk_latency1_bench-secret-key",
+                vec![strategy("flip", "flip", "EURUSD")],
+            ))
+            .await?;
+        let seconds = 5;
+        let (samples, sent) = drive(
+            app.port,
+            "trk_latency1_bench-secret-key",
+            4242,
+            rate,
+            seconds,
+            per_bar,
+        )
+        .await?;
+        report_latency(&format!("latency @ {rate} ticks/s"), samples, sent, seconds);
+        app.stop().await;
+    }
+    Ok(())
+}
+
+// ---- ingest ---------------------------------------------------------------------------------------------
+
+async fn blast(
+    port: u16,
+    key: String,
+    login: u64,
+    symbol: &'static str,
+    seconds: u64,
+) -> anyhow::Result<u64> {
+    let (_resp, conn) = crate::sim::client::ws_client()
+        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
+    let (mut sink, mut stream) = conn.split();
+    let hello = json!({"type":"hello","seq":1,"api_key":key,"login":login,"server":"bench","protocol_version":1,"last_seq_received":0});
+    sink.send(ws::Message::Text(hello.to_string().into()))
+        .await?;
+    let _ = stream.next().await;
+    let reader = actix_web::rt::spawn(async move { while stream.next().await.is_some() {} });
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut seq = 1u64;
+    let mut time_msc = 1_700_000_040_000i64;
+    while Instant::now() < end {
+        for _ in 0..256 {
+            seq += 1;
+            time_msc += 10;
+            let bid = 1.1 + (seq % 13) as f64 * 0.00001;
+            let tick = format!(
+                r#"{{"type":"tick","seq":{seq},"symbol":"{symbol}","time_msc":{time_msc},"bid":{bid:.5},"ask":{:.5}}}"#,
+                bid + 0.0002
+            );
+            sink.feed(ws::Message::Text(tick.into())).await?;
+        }
+        sink.flush().await?;
+    }
+    // Give the last frames time to be read before closing, or the close may discard them.
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    let _ = sink.send(ws::Message::Close(None)).await;
+    reader.abort();
+    Ok(seq - 1)
+}
+
+async fn ingest() -> anyhow::Result<()> {
+    let app = start(&[
+        ("TRELLIS__MT5__MAX_FRAMES_PER_SEC", "10000000"),
+        ("TRELLIS__MT5__FRAME_BURST", "10000000"),
+    ])
+    .await?;
+    let key = "trk_ingest01_bench-secret-key";
+    let tenant = app
+        .runtime
+        .start_tenant(bench_tenant("ingest", key, Vec::new()))
+        .await?;
+    let seconds = 5;
+    let started = Instant::now();
+    let a = actix_web::rt::spawn(blast(app.port, key.into(), 1, "EURUSD", seconds));
+    let b = actix_web::rt::spawn(blast(app.port, key.into(), 2, "GBPUSD", seconds));
+    let sent = a.await?? + b.await??;
+    let send_time = started.elapsed();
+    // Let the last batches reach the store.
+    let db = app.dir.join("timeseries.db");
+    let mut persisted = 0i64;
+    let mut accepted = 0.0;
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        accepted = metric(&app.runtime.metrics.render(), "trellis_ticks_total");
+        persisted = count_rows(&db).await.unwrap_or(0);
+        if persisted as f64 >= accepted && accepted > 0.0 {
+            break;
+        }
+    }
+    let drained = started.elapsed();
+    let dropped = metric(&app.runtime.metrics.render(), "trellis_ticks_dropped_total");
+    println!(
+        "ingest: 2 bridges sent {} ticks in {:.2} s ({:.0}/s); trellis accepted {:.0} ({:.0}/s over the send window), persisted {} to SQLite (all within {:.2} s), shed {:.0}",
+        sent,
+        send_time.as_secs_f64(),
+        sent as f64 / send_time.as_secs_f64(),
+        accepted,
+        accepted / send_time.as_secs_f64(),
+        persisted,
+        drained.as_secs_f64(),
+        dropped.abs()
+    );
+    drop(tenant);
+    app.stop().await;
+    Ok(())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn count_rows(db: &std::path::Path) -> anyhow::Result<i64> {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ticks")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok(n)
+}
+
+// ---- tree -----------------------------------------------------------------------------------------------
+
+async fn tree() -> anyhow::Result<()> {
+    let before = rss_mb();
+    let started = Instant::now();
+    let app = start(&[]).await?;
+    let booted = started.elapsed();
+    let kinds = [
+        "ema_cross",
+        "rsi_reversion",
+        "donchian_breakout",
+        "ema_cross",
+        "rsi_reversion",
+    ];
+    let mut tenants = Vec::with_capacity(1_000);
+    for i in 0..1_000 {
+        let strategies = kinds
+            .iter()
+            .enumerate()
+            .map(|(j, k)| {
+                strategy(
+                    &format!("s{j}"),
+                    k,
+                    if j % 2 == 0 { "EURUSD" } else { "GBPUSD" },
+                )
+            })
+            .collect();
+        let t = app
+            .runtime
+            .start_tenant(bench_tenant(
+                &format!("t{i}"),
+                &format!("trk_tree{i:04}_bench-secret-key"),
+                strategies,
+            ))
+            .await?;
+        tenants.push(t);
+    }
+    for (i, t) in tenants.iter().enumerate() {
+        t.session(Login(10_000 + i as u64))
+            .await
+            .context("session")?;
+    }
+    let elapsed = started.elapsed();
+    let children: usize = tenants
+        .iter()
+        .map(|t| t.strategy_hosts.len() + t.sessions.len() + 3)
+        .sum();
+    println!(
+        "tree: 1000 tenants × 5 strategies × 1 session ({} actors) up in {:.0} ms (process start {:.0} ms); resident memory {:.1} MB (was {:.1} MB)",
+        children + 1_000,
+        elapsed.as_secs_f64() * 1e3,
+        booted.as_secs_f64() * 1e3,
+        rss_mb(),
+        before
+    );
+    app.stop().await;
+    Ok(())
+}
+
+// ---- supervision ----------------------------------------------------------------------------------------
+
+static PANICKED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+static LAST_POISON: AtomicI64 = AtomicI64::new(i64::MIN);
+static RECOVERIES: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
+/// Panics on bars it has not seen before whose minute is a multiple of `every`. A fresh incarnation
+/// records, on its first bar (the warm-up replay), how long ago its predecessor panicked.
+struct Crash {
+    every: i64,
+    fresh: bool,
+}
+
+impl Strategy for Crash {
+    fn on_bar(&mut self, bar: &Bar) -> Option<Decimal> {
+        if std::mem::take(&mut self.fresh) {
+            if let Some(at) = PANICKED_AT.lock().ok().and_then(|mut p| p.take()) {
+                if let Ok(mut r) = RECOVERIES.lock() {
+                    r.push(at.elapsed());
+                }
+            }
+        }
+        let minute = bar.open_time_ms / 60_000;
+        if minute % self.every == 0 && bar.open_time_ms > LAST_POISON.load(Ordering::SeqCst) {
+            LAST_POISON.store(bar.open_time_ms, Ordering::SeqCst);
+            if let Ok(mut p) = PANICKED_AT.lock() {
+                *p = Some(Instant::now());
+            }
+            panic!("bench: poison bar {}", bar.open_time_ms);
+        }
+        None
+    }
+}
+
+fn crash_sometimes(_: &Params, _: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
+    // Bars come every 10 ms: a panic every 1.1 s, so each incarnation outlives the crash-loop threshold.
+    Ok(Box::new(Crash {
+        every: 110,
+        fresh: true,
+    }))
+}
+
+fn crash_always(_: &Params, _: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
+    Ok(Box::new(Crash {
+        every: 1,
+        fresh: true,
+    }))
+}
+
+async fn supervision() -> anyhow::Result<()> {
+    std::panic::set_hook(Box::new(|_| {})); // hundreds of panics would flood the terminal
+    let seconds = 5;
+
+    // 1. Restart latency: a panic every 110 bars, bars every 10 ms (intensity high so nothing escalates).
+    let app = start(&[("TRELLIS__SUPERVISION__MAX_RESTARTS", "1000000")]).await?;
+    app.runtime.strategies.register("crash", crash_sometimes);
+    app.runtime
+        .start_tenant(bench_tenant(
+            "crashy",
+            "trk_crashy01_bench-secret-key",
+            vec![strategy("crash", "crash", "EURUSD")],
+        ))
+        .await?;
+    let bars = drive_bars(app.port, 12).await?;
+    let mut recoveries = RECOVERIES
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
+    recoveries.sort();
+    println!(
+        "supervision: {} bars, {} panics; panic → replacement started, warmed up and handling a bar: p50 {} p99 {} max {}",
+        bars,
+        recoveries.len(),
+        us(percentile(&recoveries, 0.5)),
+        us(percentile(&recoveries, 0.99)),
+        us(recoveries.last().copied().unwrap_or_default())
+    );
+    app.stop().await;
+    LAST_POISON.store(i64::MIN, Ordering::SeqCst);
+    if let Ok(mut p) = PANICKED_AT.lock() {
+        *p = None;
+    }
+
+    // 2. A healthy tenant's latency while another tenant's strategy panics on every bar, 100 bars a second
+    //    (back-off capped at 2 ms so the restarts keep up, intensity high so nothing escalates).
+    let app = start(&[
+        ("TRELLIS__SUPERVISION__MAX_RESTARTS", "1000000"),
+        ("TRELLIS__SUPERVISION__BACKOFF_MAX_MS", "2"),
+    ])
+    .await?;
+    app.runtime.strategies.register("flip", flip);
+    app.runtime.strategies.register("crash", crash_always);
+    app.runtime
+        .start_tenant(bench_tenant(
+            "healthy",
+            "trk_healthy1_bench-secret-key",
+            vec![strategy("flip", "flip", "EURUSD")],
+        ))
+        .await?;
+    app.runtime
+        .start_tenant(bench_tenant(
+            "crashy",
+            "trk_crashy01_bench-secret-key",
+            vec![strategy("crash", "crash", "EURUSD")],
+        ))
+        .await?;
+    let crash_task = actix_web::rt::spawn(drive_bars(app.port, seconds));
+    let (samples, sent) = drive(
+        app.port,
+        "trk_healthy1_bench-secret-key",
+        5151,
+        1_000,
+        seconds,
+        10,
+    )
+    .await?;
+    let bars = crash_task.await??;
+    let failures = app
+        .runtime
+        .events
+        .snapshot(Some("crashy"))
+        .iter()
+        .filter(|e| e.kind == crate::actors::events::EventKind::Failed)
+        .count();
+    report_latency(
+        "supervision: healthy tenant @ 1000 ticks/s while another tenant's strategy panics",
+        samples,
+        sent,
+        seconds,
+    );
+    println!(
+        "supervision: the other tenant got {bars} bars and its strategy failed {failures} times ({:.0}/s)",
+        failures as f64 / seconds as f64
+    );
+    let _ = std::panic::take_hook();
+    app.stop().await;
+    Ok(())
+}
+
+/// Closes one bar every 10 ms on the crashing tenant's bridge; returns the bars closed.
+async fn drive_bars(port: u16, seconds: u64) -> anyhow::Result<u64> {
+    let (_resp, conn) = crate::sim::client::ws_client()
+        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
+    let (mut sink, mut stream) = conn.split();
+    let hello = json!({"type":"hello","seq":1,"api_key":"trk_crashy01_bench-secret-key","login":6161,"server":"bench","protocol_version":1,"last_seq_received":0});
+    sink.send(ws::Message::Text(hello.to_string().into()))
+        .await?;
+    let _ = stream.next().await;
+    let reader = actix_web::rt::spawn(async move { while stream.next().await.is_some() {} });
+    let mut clock = tokio::time::interval(Duration::from_millis(10));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut seq = 1u64;
+    let mut time_msc = 1_700_000_040_000i64;
+    let mut ticks = 0u64;
+    while Instant::now() < end {
+        clock.tick().await;
+        seq += 1;
+        time_msc += 60_000;
+        let tick = format!(
+            r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":1.1,"ask":1.1002}}"#
+        );
+        sink.send(ws::Message::Text(tick.into())).await?;
+        ticks += 1;
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    reader.abort();
+    Ok(ticks.saturating_sub(1))
+}
