@@ -44,8 +44,25 @@ enum Command {
 #[derive(clap::Args)]
 struct BacktestArgs {
     /// Ticks as CSV with a header line: `time_msc,bid,ask[,symbol]`.
-    #[arg(long, value_name = "FILE")]
-    csv: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "data_dir",
+        conflicts_with = "data_dir"
+    )]
+    csv: Option<PathBuf>,
+    /// Ticks stored by trellis in this embedded data directory (with --tenant, --from, --to).
+    #[arg(long, value_name = "DIR", requires = "tenant")]
+    data_dir: Option<PathBuf>,
+    /// Tenant whose stored ticks to read.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// First tick time (ms since the epoch) of stored ticks to read.
+    #[arg(long, default_value_t = i64::MIN)]
+    from: i64,
+    /// Last tick time (ms since the epoch) of stored ticks to read.
+    #[arg(long, default_value_t = i64::MAX)]
+    to: i64,
     /// The symbol to trade (lines of other symbols are ignored; lines without a symbol column are this one).
     #[arg(long)]
     symbol: String,
@@ -280,9 +297,24 @@ fn run_backtest(a: BacktestArgs) -> ExitCode {
         };
         params.insert(name.trim().to_owned(), value);
     }
-    let read = match read_ticks_csv(&a.csv, Some(&a.symbol), a.skip_bad) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("{}: {e}", a.csv.display())),
+    let read = match (&a.csv, &a.data_dir, &a.tenant) {
+        (Some(csv), _, _) => match read_ticks_csv(csv, Some(&a.symbol), a.skip_bad) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("{}: {e}", csv.display())),
+        },
+        (None, Some(dir), Some(tenant)) => {
+            let loaded = actix_rt::System::new().block_on(
+                trellis::storage::timeseries::load_ticks(dir, tenant, &a.symbol, a.from, a.to),
+            );
+            match loaded {
+                Ok(ticks) => trellis::sim::feed::CsvTicks {
+                    ticks,
+                    skipped: Vec::new(),
+                },
+                Err(e) => return fail(format!("{}: {e}", dir.display())),
+            }
+        }
+        _ => return fail("give --csv FILE, or --data-dir DIR with --tenant".into()),
     };
     let mut cfg = BacktestConfig::new(&a.symbol, &a.strategy, params, timeframe);
     cfg.volume = a.volume;

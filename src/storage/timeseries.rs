@@ -145,3 +145,51 @@ impl Handler<AppendBars> for TimeSeries {
         })
     }
 }
+
+/// Reads stored ticks of a tenant's symbol in `[from_ms, to_ms]`, oldest first — for `trellis backtest
+/// --data-dir`, an offline tool that opens the embedded file read-only rather than going through the actor.
+pub async fn load_ticks(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    symbol: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Tick>, StorageError> {
+    let path = data_dir.join("timeseries.db");
+    if !path.exists() {
+        return Err(StorageError::Rejected(format!(
+            "no embedded store at {}",
+            path.display()
+        )));
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT symbol, time_msc, bid, ask FROM ticks WHERE tenant_id = ? AND symbol = ? AND time_msc BETWEEN ? AND ? \
+         ORDER BY time_msc, rowid",
+    )
+    .bind(tenant)
+    .bind(symbol)
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    rows.into_iter()
+        .map(|(symbol, time_msc, bid, ask)| {
+            let dec = |s: &str| {
+                s.parse::<rust_decimal::Decimal>().map_err(|_| {
+                    StorageError::Rejected(format!("stored price `{s}` is not a decimal"))
+                })
+            };
+            Ok(Tick {
+                symbol: crate::domain::Symbol(symbol),
+                time_msc,
+                bid: dec(&bid)?,
+                ask: dec(&ask)?,
+            })
+        })
+        .collect()
+}

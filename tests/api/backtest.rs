@@ -252,3 +252,70 @@ async fn live_trading_and_the_backtest_send_the_same_orders_for_the_same_ticks()
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_backtest_can_read_the_ticks_trellis_stored_for_a_symbol_and_time_range() {
+    // Arrange: trellis records 120 ticks from a terminal, then stops (flushing its store).
+    let app = spawn_app().await;
+    app.add_tenant(tenant("acme", "trk_acme0001_stored-ticks"))
+        .await;
+    let sim = app.sim("trk_acme0001_stored-ticks", 7001).await;
+    let walk = trellis::sim::feed::RandomWalk::new(
+        trellis::sim::feed::RandomWalk::default_symbols(&["EURUSD".into()]),
+        T0,
+        1_000,
+        3,
+    );
+    for t in walk.take(120) {
+        sim.tick(t);
+    }
+    crate::helpers::wait_for("the ticks to be streamed", || sim.stats().ticks_sent == 120).await;
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    sim.stop().await.expect("sim stops");
+    let data = app.shutdown_keeping_data().await;
+    let dir = data.path().to_str().expect("path").to_owned();
+
+    // Act: the whole range, then the first minute only.
+    let (code, all, stderr) = backtest(&[
+        "--data-dir",
+        &dir,
+        "--tenant",
+        "acme",
+        "--symbol",
+        "EURUSD",
+        "--json",
+    ]);
+    let to = (T0 + MINUTE).to_string();
+    let (_, first, _) = backtest(&[
+        "--data-dir",
+        &dir,
+        "--tenant",
+        "acme",
+        "--symbol",
+        "EURUSD",
+        "--to",
+        &to,
+        "--json",
+    ]);
+    let (bad, _, missing) = backtest(&[
+        "--data-dir",
+        "/nonexistent",
+        "--tenant",
+        "acme",
+        "--symbol",
+        "EURUSD",
+    ]);
+
+    // Assert
+    assert_eq!(code, 0, "{stderr}");
+    let all: Value = serde_json::from_str(all.trim()).expect("json");
+    let first: Value = serde_json::from_str(first.trim()).expect("json");
+    assert_eq!(all["ticks"], 120);
+    assert_eq!(
+        all["bars"], 2,
+        "ticks from T0+1 s to T0+120 s close the bars of minutes 0 and 1"
+    );
+    assert_eq!(first["ticks"], 60);
+    assert_eq!(bad, 2);
+    assert!(missing.contains("no embedded store"), "{missing}");
+}
