@@ -69,48 +69,8 @@ fi
 # --- ClickHouse -------------------------------------------------------------------------------------
 CH="$DIR/clickhouse"
 if ! curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
-  mkdir -p "$CH/data" "$CH/tmp" "$CH/user_files" "$CH/log" "$CH/format_schemas"
-  cp /etc/clickhouse-server/users.xml "$CH/users.xml"
-  cat > "$CH/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-    <logger>
-        <level>warning</level>
-        <log>$CH/log/clickhouse-server.log</log>
-        <errorlog>$CH/log/clickhouse-server.err.log</errorlog>
-        <size>10M</size>
-        <count>2</count>
-    </logger>
-    <http_port>$CH_HTTP_PORT</http_port>
-    <tcp_port>$CH_TCP_PORT</tcp_port>
-    <listen_host>127.0.0.1</listen_host>
-    <max_connections>1024</max_connections>
-    <keep_alive_timeout>3</keep_alive_timeout>
-    <max_concurrent_queries>100</max_concurrent_queries>
-    <uncompressed_cache_size>268435456</uncompressed_cache_size>
-    <mark_cache_size>268435456</mark_cache_size>
-    <path>$CH/data/</path>
-    <tmp_path>$CH/tmp/</tmp_path>
-    <user_files_path>$CH/user_files/</user_files_path>
-    <format_schema_path>$CH/format_schemas/</format_schema_path>
-    <users_config>$CH/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mlock_executable>false</mlock_executable>
-    <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
-    <max_session_timeout>3600</max_session_timeout>
-    <default_session_timeout>60</default_session_timeout>
-</yandex>
-XML
   log "starting ClickHouse on 127.0.0.1:$CH_HTTP_PORT"
-  clickhouse-server --config-file="$CH/config.xml" --pid-file="$CH/clickhouse.pid" --daemon >&2 || true
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1 && break; sleep 0.2; done
-  if ! curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
-    log "ClickHouse did not start; last log lines:"
-    tail -n 20 "$CH/log/clickhouse-server.err.log" >&2 || true
-    exit 1
-  fi
+  "$(dirname "$0")/clickhouse-instance.sh" start "$CH" "$CH_HTTP_PORT" "$CH_TCP_PORT"
 fi
 
 echo "export TRELLIS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/trellis_test"

@@ -176,8 +176,37 @@ pub struct HttpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
-    /// Directory of the embedded SQLite store.
+    /// Directory of the embedded SQLite store (and of ClickHouse spill files).
     pub data_dir: PathBuf,
+    /// ClickHouse HTTP endpoint for ticks, bars and fills; the embedded store when empty.
+    #[serde(default)]
+    pub clickhouse_url: String,
+    #[serde(default = "default_clickhouse_database")]
+    pub clickhouse_database: String,
+    /// Rows held in memory while ClickHouse is away before spilling to `<data_dir>/spill/`.
+    #[serde(default = "default_buffer_rows")]
+    pub clickhouse_buffer_rows: usize,
+}
+
+fn default_clickhouse_database() -> String {
+    "trellis".to_owned()
+}
+
+fn default_buffer_rows() -> usize {
+    1_000_000
+}
+
+impl StorageSettings {
+    /// The ClickHouse configuration, when one is set.
+    pub fn clickhouse(&self) -> Option<crate::storage::clickhouse::ClickHouseConfig> {
+        let url = self.clickhouse_url.trim();
+        (!url.is_empty()).then(|| crate::storage::clickhouse::ClickHouseConfig {
+            url: url.to_owned(),
+            database: self.clickhouse_database.clone(),
+            buffer_rows: self.clickhouse_buffer_rows.max(1_000),
+            spill_dir: self.data_dir.join("spill"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -270,6 +299,26 @@ impl Settings {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.http.max_body_bytes == 0 {
             return fail("http.max_body_bytes", "must be greater than 0");
+        }
+        if !self.storage.clickhouse_url.trim().is_empty()
+            && !self.storage.clickhouse_url.starts_with("http")
+        {
+            return fail(
+                "storage.clickhouse_url",
+                "must be an http:// or https:// URL of ClickHouse's HTTP interface",
+            );
+        }
+        if !self
+            .storage
+            .clickhouse_database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || self.storage.clickhouse_database.is_empty()
+        {
+            return fail(
+                "storage.clickhouse_database",
+                "must be letters, digits or _",
+            );
         }
         if self.supervision.window_secs == 0 {
             return fail("supervision.window_secs", "must be greater than 0");

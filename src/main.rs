@@ -37,6 +37,8 @@ enum Command {
         #[arg(default_value = "all")]
         name: String,
     },
+    /// Apply the migrations of every configured store (embedded SQLite, ClickHouse) and exit.
+    Migrate,
     /// Validate the configuration and print the effective settings.
     CheckConfig,
 }
@@ -178,6 +180,10 @@ fn main() -> ExitCode {
             trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
             exit(actix_rt::System::new().block_on(trellis::demo::run(settings)))
+        }
+        Command::Migrate => {
+            trellis::telemetry::init(&settings.log);
+            exit(actix_rt::System::new().block_on(trellis::storage::migrate_all(&settings)))
         }
         Command::Bench { name } => {
             if cfg!(debug_assertions) {

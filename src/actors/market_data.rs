@@ -17,7 +17,6 @@ use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::{Quote, TenantContext};
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::{Bar, Symbol, Tick, Timeframe};
-use crate::storage::live;
 use crate::storage::timeseries::{AppendBars, AppendTicks};
 
 /// Closed bars kept per symbol and timeframe for warm-ups.
@@ -66,10 +65,10 @@ impl MarketData {
         if self.flushing || (self.pending_ticks.is_empty() && self.pending_bars.is_empty()) {
             return;
         }
-        let store = match live(&self.tenant.timeseries) {
-            Ok(s) => s,
-            Err(_) => return self.shed(),
-        };
+        if !self.tenant.timeseries.is_live() {
+            return self.shed();
+        }
+        let store = self.tenant.timeseries.clone();
         self.flushing = true;
         let ticks = std::mem::take(&mut self.pending_ticks);
         let bars = std::mem::take(&mut self.pending_bars);
@@ -78,17 +77,18 @@ impl MarketData {
         ctx.spawn(
             async move {
                 let bars_ok = bars.is_empty()
-                    || matches!(
-                        store
-                            .send(AppendBars {
-                                tenant: tenant.clone(),
-                                bars
-                            })
-                            .await,
-                        Ok(Ok(()))
-                    );
+                    || store
+                        .append_bars(AppendBars {
+                            tenant: tenant.clone(),
+                            bars,
+                        })
+                        .await
+                        .is_ok();
                 let ticks_ok = ticks.is_empty()
-                    || matches!(store.send(AppendTicks { tenant, ticks }).await, Ok(Ok(())));
+                    || store
+                        .append_ticks(AppendTicks { tenant, ticks })
+                        .await
+                        .is_ok();
                 (bars_ok, ticks_ok)
             }
             .into_actor(self)
@@ -199,22 +199,20 @@ impl Handler<Shutdown> for MarketData {
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         let ticks = std::mem::take(&mut self.pending_ticks);
         let bars = std::mem::take(&mut self.pending_bars);
-        let store = live(&self.tenant.timeseries).ok();
+        let store = self.tenant.timeseries.clone();
         let tenant = self.tenant.id.0.clone();
         Box::pin(
             async move {
-                if let Some(store) = store {
-                    if !bars.is_empty() {
-                        let _ = store
-                            .send(AppendBars {
-                                tenant: tenant.clone(),
-                                bars,
-                            })
-                            .await;
-                    }
-                    if !ticks.is_empty() {
-                        let _ = store.send(AppendTicks { tenant, ticks }).await;
-                    }
+                if !bars.is_empty() {
+                    let _ = store
+                        .append_bars(AppendBars {
+                            tenant: tenant.clone(),
+                            bars,
+                        })
+                        .await;
+                }
+                if !ticks.is_empty() {
+                    let _ = store.append_ticks(AppendTicks { tenant, ticks }).await;
                 }
             }
             .into_actor(self)

@@ -30,6 +30,7 @@ use crate::domain::positions::{AccountMode, Deal, DealEntry, Fill};
 use crate::domain::{now_ms, Login, Side, Symbol};
 use crate::storage::live;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
+use crate::storage::timeseries::AppendFills;
 
 const MARK_EVERY: Duration = Duration::from_secs(1);
 const RETRY_WRITES_EVERY: Duration = Duration::from_millis(200);
@@ -390,6 +391,21 @@ impl Handler<DealReceived> for Portfolio {
             .cloned()
         {
             self.persist(Write::Order(seq, order), ctx);
+        }
+        if self.tenant.timeseries.keeps_fills() {
+            let (store, msg) = (
+                self.tenant.timeseries.clone(),
+                AppendFills {
+                    tenant: self.tenant.id.0.clone(),
+                    deals: vec![deal.clone()],
+                },
+            );
+            // Accepted into the store's buffer at once; the store itself retries and spills.
+            ctx.spawn(async move { store.append_fills(msg).await }.into_actor(self).map(|res, act, _| {
+                if let Err(e) = res {
+                    tracing::warn!(tenant = %act.tenant.id, error = %e, "fill not sent to the time-series store");
+                }
+            }));
         }
         self.persist(Write::Deal(deal), ctx);
         self.mark();

@@ -34,8 +34,7 @@ use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
 use crate::storage::relational::Relational;
-use crate::storage::timeseries::TimeSeries;
-use crate::storage::StoreSlot;
+use crate::storage::{StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
 
 /// Contract size when a symbol has none configured (FX: 100 000 units per lot).
@@ -68,7 +67,7 @@ pub struct TenantContext {
     pub mt5: Mt5Settings,
     pub metrics: Arc<Metrics>,
     pub relational: StoreSlot<Relational>,
-    pub timeseries: StoreSlot<TimeSeries>,
+    pub timeseries: TimeSeriesStore,
     pub supervisor: Slot<Supervisor>,
     pub market_data: Slot<MarketData>,
     pub risk: Slot<Risk>,
@@ -85,7 +84,7 @@ pub struct TenantDeps {
     pub mt5: Mt5Settings,
     pub metrics: Arc<Metrics>,
     pub relational: StoreSlot<Relational>,
-    pub timeseries: StoreSlot<TimeSeries>,
+    pub timeseries: TimeSeriesStore,
     pub supervision: SupervisorConfig,
 }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! System (root)
 //! ├── storage.relational  (permanent)
-//! ├── storage.timeseries  (permanent)
+//! ├── storage.timeseries  (permanent)  SQLite, or ClickHouse when `storage.clickhouse_url` is set
 //! └── tenant:<id>         (temporary: a tenant that escalates is stopped and reported, not retried)
 //! ```
 //!
@@ -27,9 +27,10 @@ use super::tenant::{TenantContext, TenantDeps, TenantError};
 use crate::config::{Mt5Settings, Settings, TenantSettings};
 use crate::domain::TenantId;
 use crate::metrics::Metrics;
+use crate::storage::clickhouse::ClickHouseSeries;
 use crate::storage::relational::{self, Relational};
 use crate::storage::timeseries::{self, TimeSeries};
-use crate::storage::{HealthBoard, StoreSlot};
+use crate::storage::{HealthBoard, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
 
 /// Handles to the running tree, cheap to clone into HTTP handlers and actors.
@@ -40,7 +41,7 @@ pub struct Runtime {
     pub health: HealthBoard,
     pub metrics: Arc<Metrics>,
     pub relational: StoreSlot<Relational>,
-    pub timeseries: StoreSlot<TimeSeries>,
+    pub timeseries: TimeSeriesStore,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
@@ -56,26 +57,44 @@ impl Runtime {
         let health = HealthBoard::new(metrics.clone());
         let supervision = SupervisorConfig::from(&settings.supervision);
         let relational_slot = StoreSlot::<Relational>::default();
-        let timeseries_slot = StoreSlot::<TimeSeries>::default();
         let data_dir = settings.storage.data_dir.clone();
         health.expect(relational::NAME);
         health.expect(timeseries::NAME);
-        let children = vec![
-            storage_spec(
-                relational::NAME,
-                data_dir.clone(),
-                health.clone(),
-                relational_slot.clone(),
-                Relational::new,
-            ),
-            storage_spec(
-                timeseries::NAME,
-                data_dir,
-                health.clone(),
-                timeseries_slot.clone(),
-                TimeSeries::new,
-            ),
-        ];
+        let mut children = vec![storage_spec(
+            relational::NAME,
+            data_dir.clone(),
+            health.clone(),
+            relational_slot.clone(),
+            Relational::new,
+        )];
+        let timeseries = match settings.storage.clickhouse() {
+            Some(cfg) => {
+                let slot = StoreSlot::<ClickHouseSeries>::default();
+                let (board, published) = (health.clone(), slot.clone());
+                children.push(ChildSpec::new(
+                    format!("storage.{}", timeseries::NAME),
+                    RestartPolicy::Permanent,
+                    move |cx: ChildContext| {
+                        let addr =
+                            ClickHouseSeries::new(cfg.clone(), board.clone(), cx.notifier).start();
+                        published.set(addr.clone());
+                        Ok(addr.recipient())
+                    },
+                ));
+                TimeSeriesStore::ClickHouse(slot)
+            }
+            None => {
+                let slot = StoreSlot::<TimeSeries>::default();
+                children.push(storage_spec(
+                    timeseries::NAME,
+                    data_dir,
+                    health.clone(),
+                    slot.clone(),
+                    TimeSeries::new,
+                ));
+                TimeSeriesStore::Embedded(slot)
+            }
+        };
         let root = Supervisor::root("system", supervision, events.clone(), children).start();
         // Tenants are spread over worker arbiters (threads) so one tenant's work cannot starve another's.
         let threads = std::thread::available_parallelism()
@@ -89,7 +108,7 @@ impl Runtime {
             health,
             metrics,
             relational: relational_slot,
-            timeseries: timeseries_slot,
+            timeseries,
             supervision,
             strategies: StrategyRegistry::default(),
             tenants: Arc::new(DashMap::new()),

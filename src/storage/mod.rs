@@ -6,6 +6,7 @@
 //! ticks and bars, so heavy tick writes never wait behind an order write). Other actors reach a store
 //! through a [`StoreSlot`], which the supervisor refills with the new address after a restart.
 
+pub mod clickhouse;
 pub mod relational;
 pub mod sqlite;
 pub mod timeseries;
@@ -116,4 +117,77 @@ pub type StoreSlot<A> = crate::actors::slot::Slot<A>;
 pub fn live<A: Actor>(slot: &StoreSlot<A>) -> Result<Addr<A>, StorageError> {
     slot.get()
         .ok_or_else(|| StorageError::Unavailable("storage actor is restarting".into()))
+}
+
+/// Where ticks, bars and fills go: the embedded SQLite actor or the ClickHouse actor, whichever is
+/// configured. Both answer the same messages.
+#[derive(Clone)]
+pub enum TimeSeriesStore {
+    Embedded(StoreSlot<timeseries::TimeSeries>),
+    ClickHouse(StoreSlot<clickhouse::ClickHouseSeries>),
+}
+
+impl TimeSeriesStore {
+    pub async fn append_ticks(&self, msg: timeseries::AppendTicks) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::ClickHouse(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub async fn append_bars(&self, msg: timeseries::AppendBars) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::ClickHouse(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    /// Fills go to the time-series store only on ClickHouse (embedded, the relational store has them).
+    pub fn keeps_fills(&self) -> bool {
+        matches!(self, Self::ClickHouse(_))
+    }
+
+    pub async fn append_fills(&self, msg: timeseries::AppendFills) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(_) => Ok(()),
+            Self::ClickHouse(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    /// Whether the actor is running (it may still be unable to write; see the health board).
+    pub fn is_live(&self) -> bool {
+        match self {
+            Self::Embedded(slot) => slot.get().is_some(),
+            Self::ClickHouse(slot) => slot.get().is_some(),
+        }
+    }
+}
+
+/// Applies the migrations of every configured store: `trellis migrate`.
+pub async fn migrate_all(settings: &crate::config::Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let dir = &settings.storage.data_dir;
+    sqlite::open(dir, "relational.db", relational::migrator())
+        .await
+        .context("migrating the embedded relational store")?
+        .close()
+        .await;
+    tracing::info!(dir = %dir.display(), "embedded relational store migrated");
+    match settings.storage.clickhouse() {
+        Some(cfg) => {
+            clickhouse::migrate(&cfg)
+                .await
+                .context("migrating ClickHouse")?;
+            tracing::info!(url = %cfg.url, database = %cfg.database, "ClickHouse migrated");
+        }
+        None => {
+            sqlite::open(dir, "timeseries.db", timeseries::migrator())
+                .await
+                .context("migrating the embedded time-series store")?
+                .close()
+                .await;
+            tracing::info!(dir = %dir.display(), "embedded time-series store migrated");
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,11 @@ use crate::actors::supervisor::{ExitNotifier, Shutdown};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite/relational");
 
+/// The migrations of this store.
+pub fn migrator() -> &'static Migrator {
+    &MIGRATOR
+}
+
 /// Name of this store on the health board and in `/ready`.
 pub const NAME: &str = "relational";
 

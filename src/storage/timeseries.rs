@@ -1,5 +1,5 @@
-//! The time-series store: ticks and bars. Embedded SQLite (`timeseries.db`); ClickHouse arrives with the
-//! real-storage issue behind the same messages.
+//! The time-series store: ticks and bars. Embedded SQLite (`timeseries.db`) here; ClickHouse
+//! (`storage::clickhouse`) answers the same messages when `storage.clickhouse_url` is set.
 
 use std::path::PathBuf;
 
@@ -11,6 +11,11 @@ use super::HealthBoard;
 use crate::actors::supervisor::{ExitNotifier, Shutdown};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite/timeseries");
+
+/// The migrations of this store.
+pub fn migrator() -> &'static Migrator {
+    &MIGRATOR
+}
 
 /// Name of this store on the health board and in `/ready`.
 pub const NAME: &str = "timeseries";
@@ -79,6 +84,14 @@ const CHUNK: usize = 1000;
 pub struct AppendTicks {
     pub tenant: String,
     pub ticks: Vec<Tick>,
+}
+
+/// Appends fills for analytics (ClickHouse only: in the embedded profile fills live in the relational store).
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct AppendFills {
+    pub tenant: String,
+    pub deals: Vec<crate::domain::positions::Deal>,
 }
 
 /// Stores closed bars; a bar already stored (same tenant, symbol, timeframe, open time) is replaced.

@@ -3,6 +3,7 @@
 
 mod backtest;
 mod bridge;
+mod clickhouse;
 mod config;
 mod health;
 mod helpers;
