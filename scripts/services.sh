@@ -56,6 +56,10 @@ psql_admin() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -q
 if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'trellis_test'")" != "1" ]; then
   psql_admin -c "CREATE DATABASE trellis_test" >/dev/null
 fi
+# The application role trellis connects as: neither superuser nor BYPASSRLS (migrations grant it access).
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'trellis_app'")" != "1" ]; then
+  psql_admin -c "CREATE ROLE trellis_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE" >/dev/null
+fi
 
 # --- Redis ------------------------------------------------------------------------------------------
 if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then

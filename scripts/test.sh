@@ -17,11 +17,15 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+echo "== cargo test (embedded profile: SQLite)"
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+echo "== cargo test --test api (real profile: PostgreSQL with row-level security, ClickHouse)"
+TRELLIS_TEST_PROFILE=real cargo test --locked --test api 2>&1 | tee -a "$log"
+real_status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] && status=$real_status
 
 # One closing line for the whole run: the sum over every test binary.
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -178,6 +178,13 @@ pub struct HttpSettings {
 pub struct StorageSettings {
     /// Directory of the embedded SQLite store (and of ClickHouse spill files).
     pub data_dir: PathBuf,
+    /// PostgreSQL URL of the application role (neither superuser nor BYPASSRLS) for tenants, orders and
+    /// fills; the embedded store when empty.
+    #[serde(default)]
+    pub postgres_url: String,
+    /// PostgreSQL URL of the owner role that runs migrations (`trellis migrate`, and at start-up when set).
+    #[serde(default)]
+    pub postgres_migrate_url: String,
     /// ClickHouse HTTP endpoint for ticks, bars and fills; the embedded store when empty.
     #[serde(default)]
     pub clickhouse_url: String,

@@ -39,6 +39,7 @@ impl Application {
     /// Starts the tree and binds `http.host:http.port` (0 = any free port). Must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
+        prepare_postgres(&settings.storage).await?;
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::start(&settings, metrics);
         for tenant in &settings.tenants {
@@ -137,6 +138,24 @@ impl Application {
         tracing::info!("shutting down: 4/4 stopped");
         Ok(())
     }
+}
+
+/// With PostgreSQL configured: migrate when the owner's URL is given, then refuse to start unless the
+/// application role is isolated by row-level security (one clear line naming the problem).
+async fn prepare_postgres(storage: &crate::config::StorageSettings) -> anyhow::Result<()> {
+    let url = storage.postgres_url.trim();
+    if url.is_empty() {
+        return Ok(());
+    }
+    let owner = storage.postgres_migrate_url.trim();
+    if !owner.is_empty() {
+        crate::storage::postgres::migrate(owner)
+            .await
+            .context("migrating PostgreSQL")?;
+    }
+    let pool = crate::storage::postgres::connect(url).await?;
+    pool.close().await;
+    Ok(())
 }
 
 #[cfg(unix)]

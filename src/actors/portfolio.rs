@@ -28,7 +28,6 @@ use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
 use crate::domain::orders::{Order, OrderStatus};
 use crate::domain::positions::{AccountMode, Deal, DealEntry, Fill};
 use crate::domain::{now_ms, Login, Side, Symbol};
-use crate::storage::live;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 use crate::storage::timeseries::AppendFills;
 
@@ -94,9 +93,10 @@ impl Portfolio {
         if self.writing || self.writes.is_empty() {
             return;
         }
-        let Ok(store) = live(&self.tenant.relational) else {
+        let store = self.tenant.relational.clone();
+        if !store.is_live() {
             return;
-        };
+        }
         let Some(next) = self.writes.pop_front() else {
             return;
         };
@@ -104,23 +104,22 @@ impl Portfolio {
         let tenant = self.tenant.id.0.clone();
         let fut = async move {
             let result = match &next {
-                Write::Order(seq, order) => store
-                    .send(SaveOrder {
-                        tenant,
-                        seq: *seq,
-                        order: order.clone(),
-                    })
-                    .await
-                    .map_err(crate::storage::StorageError::from)
-                    .and_then(|r| r),
+                Write::Order(seq, order) => {
+                    store
+                        .save_order(SaveOrder {
+                            tenant,
+                            seq: *seq,
+                            order: order.clone(),
+                        })
+                        .await
+                }
                 Write::Deal(deal) => store
-                    .send(SaveDeal {
+                    .save_deal(SaveDeal {
                         tenant,
                         deal: deal.clone(),
                     })
                     .await
-                    .map_err(crate::storage::StorageError::from)
-                    .and_then(|r| r.map(|_| ())),
+                    .map(|_| ()),
             };
             (next, result)
         };
@@ -216,13 +215,10 @@ impl Actor for Portfolio {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4_096);
-        let store = live(&self.tenant.relational);
+        let store = self.tenant.relational.clone();
         let tenant = self.tenant.id.0.clone();
         ctx.wait(
-            async move {
-                let store = store?;
-                store.send(LoadTenantBook { tenant }).await?
-            }
+            async move { store.load_book(LoadTenantBook { tenant }).await }
             .into_actor(self)
             .map(|loaded, act, ctx| match loaded {
                 Ok(book) => {
@@ -510,23 +506,23 @@ impl Handler<Shutdown> for Portfolio {
     /// Writes every queued record before stopping (bounded by the supervisor's shutdown timeout).
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
         let writes: Vec<Write> = self.writes.drain(..).collect();
-        let store = live(&self.tenant.relational).ok();
+        let store = self.tenant.relational.clone();
         let tenant = self.tenant.id.0.clone();
         Box::pin(
             async move {
-                let Some(store) = store else { return };
                 for w in writes {
                     let _ = match w {
-                        Write::Order(seq, order) => store
-                            .send(SaveOrder {
-                                tenant: tenant.clone(),
-                                seq,
-                                order,
-                            })
-                            .await
-                            .map(|_| ()),
+                        Write::Order(seq, order) => {
+                            store
+                                .save_order(SaveOrder {
+                                    tenant: tenant.clone(),
+                                    seq,
+                                    order,
+                                })
+                                .await
+                        }
                         Write::Deal(deal) => store
-                            .send(SaveDeal {
+                            .save_deal(SaveDeal {
                                 tenant: tenant.clone(),
                                 deal,
                             })

@@ -33,8 +33,7 @@ use super::supervisor::{
 use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
-use crate::storage::relational::Relational;
-use crate::storage::{StoreSlot, TimeSeriesStore};
+use crate::storage::{RelationalStore, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
 
 /// Contract size when a symbol has none configured (FX: 100 000 units per lot).
@@ -66,7 +65,7 @@ pub struct TenantContext {
     pub registry: StrategyRegistry,
     pub mt5: Mt5Settings,
     pub metrics: Arc<Metrics>,
-    pub relational: StoreSlot<Relational>,
+    pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub supervisor: Slot<Supervisor>,
     pub market_data: Slot<MarketData>,
@@ -83,7 +82,7 @@ pub struct TenantDeps {
     pub registry: StrategyRegistry,
     pub mt5: Mt5Settings,
     pub metrics: Arc<Metrics>,
-    pub relational: StoreSlot<Relational>,
+    pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub supervision: SupervisorConfig,
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! System (root)
-//! ├── storage.relational  (permanent)
+//! ├── storage.relational  (permanent)  SQLite, or PostgreSQL when `storage.postgres_url` is set
 //! ├── storage.timeseries  (permanent)  SQLite, or ClickHouse when `storage.clickhouse_url` is set
 //! └── tenant:<id>         (temporary: a tenant that escalates is stopped and reported, not retried)
 //! ```
@@ -28,9 +28,10 @@ use crate::config::{Mt5Settings, Settings, TenantSettings};
 use crate::domain::TenantId;
 use crate::metrics::Metrics;
 use crate::storage::clickhouse::ClickHouseSeries;
+use crate::storage::postgres::PgRelational;
 use crate::storage::relational::{self, Relational};
 use crate::storage::timeseries::{self, TimeSeries};
-use crate::storage::{HealthBoard, StoreSlot, TimeSeriesStore};
+use crate::storage::{HealthBoard, RelationalStore, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
 
 /// Handles to the running tree, cheap to clone into HTTP handlers and actors.
@@ -40,7 +41,7 @@ pub struct Runtime {
     pub events: EventLog,
     pub health: HealthBoard,
     pub metrics: Arc<Metrics>,
-    pub relational: StoreSlot<Relational>,
+    pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
@@ -56,17 +57,38 @@ impl Runtime {
         let events = EventLog::new(settings.supervision.history, metrics.clone());
         let health = HealthBoard::new(metrics.clone());
         let supervision = SupervisorConfig::from(&settings.supervision);
-        let relational_slot = StoreSlot::<Relational>::default();
         let data_dir = settings.storage.data_dir.clone();
         health.expect(relational::NAME);
         health.expect(timeseries::NAME);
-        let mut children = vec![storage_spec(
-            relational::NAME,
-            data_dir.clone(),
-            health.clone(),
-            relational_slot.clone(),
-            Relational::new,
-        )];
+        let mut children = Vec::new();
+        let relational = match settings.storage.postgres_url.trim() {
+            "" => {
+                let slot = StoreSlot::<Relational>::default();
+                children.push(storage_spec(
+                    relational::NAME,
+                    data_dir.clone(),
+                    health.clone(),
+                    slot.clone(),
+                    Relational::new,
+                ));
+                RelationalStore::Embedded(slot)
+            }
+            url => {
+                let slot = StoreSlot::<PgRelational>::default();
+                let (url, board, published) = (url.to_owned(), health.clone(), slot.clone());
+                children.push(ChildSpec::new(
+                    format!("storage.{}", relational::NAME),
+                    RestartPolicy::Permanent,
+                    move |cx: ChildContext| {
+                        let addr =
+                            PgRelational::new(url.clone(), board.clone(), cx.notifier).start();
+                        published.set(addr.clone());
+                        Ok(addr.recipient())
+                    },
+                ));
+                RelationalStore::Postgres(slot)
+            }
+        };
         let timeseries = match settings.storage.clickhouse() {
             Some(cfg) => {
                 let slot = StoreSlot::<ClickHouseSeries>::default();
@@ -107,7 +129,7 @@ impl Runtime {
             events,
             health,
             metrics,
-            relational: relational_slot,
+            relational,
             timeseries,
             supervision,
             strategies: StrategyRegistry::default(),
@@ -139,6 +161,26 @@ impl Runtime {
                 supervision: self.supervision,
             },
         )?;
+        // The tenant's row first: its orders and fills reference it.
+        let ensure = crate::storage::relational::EnsureTenant {
+            id: tenant.id.0.clone(),
+            name: tenant.settings.name.clone(),
+            tier: tenant.settings.tier.clone(),
+        };
+        let mut stored = Err(crate::storage::StorageError::Unavailable(
+            "storage never became ready".into(),
+        ));
+        for _ in 0..100 {
+            stored = self.relational.ensure_tenant(ensure.clone()).await;
+            if stored.as_ref().map_or_else(|e| !e.is_retryable(), |_| true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stored.map_err(|e| TenantError::Invalid {
+            tenant: tenant.id.0.clone(),
+            message: format!("storing the tenant: {e}"),
+        })?;
         let arbiter = self.arbiters[self.tenants.len() % self.arbiters.len()].clone();
         self.tenants.insert(id.clone(), tenant.clone());
         for key in keys {
@@ -148,6 +190,11 @@ impl Runtime {
             self.tenants.remove(&id);
             self.api_keys.retain(|_, t| t != &id);
             return Err(e.into());
+        }
+        // The tenant supervisor starts its children in `started`, before it answers any message: once it
+        // answers, every actor of the tenant is reachable.
+        if let Some(sup) = tenant.supervisor.get() {
+            let _ = sup.send(GetChildren).await;
         }
         Ok(tenant)
     }

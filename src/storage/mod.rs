@@ -7,6 +7,7 @@
 //! through a [`StoreSlot`], which the supervisor refills with the new address after a restart.
 
 pub mod clickhouse;
+pub mod postgres;
 pub mod relational;
 pub mod sqlite;
 pub mod timeseries;
@@ -167,12 +168,24 @@ impl TimeSeriesStore {
 pub async fn migrate_all(settings: &crate::config::Settings) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let dir = &settings.storage.data_dir;
-    sqlite::open(dir, "relational.db", relational::migrator())
-        .await
-        .context("migrating the embedded relational store")?
-        .close()
-        .await;
-    tracing::info!(dir = %dir.display(), "embedded relational store migrated");
+    let owner = settings.storage.postgres_migrate_url.trim();
+    if !owner.is_empty() {
+        postgres::migrate(owner)
+            .await
+            .context("migrating PostgreSQL")?;
+        tracing::info!("PostgreSQL migrated");
+    } else if !settings.storage.postgres_url.trim().is_empty() {
+        anyhow::bail!(
+            "storage.postgres_migrate_url: set it to the owner role's URL to migrate PostgreSQL"
+        );
+    } else {
+        sqlite::open(dir, "relational.db", relational::migrator())
+            .await
+            .context("migrating the embedded relational store")?
+            .close()
+            .await;
+        tracing::info!(dir = %dir.display(), "embedded relational store migrated");
+    }
     match settings.storage.clickhouse() {
         Some(cfg) => {
             clickhouse::migrate(&cfg)
@@ -190,4 +203,52 @@ pub async fn migrate_all(settings: &crate::config::Settings) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Where tenants, orders and fills go: the embedded SQLite actor or the PostgreSQL actor.
+#[derive(Clone)]
+pub enum RelationalStore {
+    Embedded(StoreSlot<relational::Relational>),
+    Postgres(StoreSlot<postgres::PgRelational>),
+}
+
+impl RelationalStore {
+    pub async fn save_order(&self, msg: relational::SaveOrder) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    /// Records a deal; whether it was new.
+    pub async fn save_deal(&self, msg: relational::SaveDeal) -> Result<bool, StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub async fn load_book(
+        &self,
+        msg: relational::LoadTenantBook,
+    ) -> Result<relational::TenantBook, StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub async fn ensure_tenant(&self, msg: relational::EnsureTenant) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        match self {
+            Self::Embedded(slot) => slot.get().is_some(),
+            Self::Postgres(slot) => slot.get().is_some(),
+        }
+    }
 }

@@ -103,6 +103,15 @@ pub struct LoadTenantBook {
     pub tenant: String,
 }
 
+/// Makes sure a tenant's row exists (before its orders, which reference it).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct EnsureTenant {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+}
+
 #[derive(Debug, Default)]
 pub struct TenantBook {
     /// Orders with the counter they were made from, oldest first.
@@ -112,7 +121,7 @@ pub struct TenantBook {
 }
 
 #[derive(FromRow)]
-struct OrderRow {
+pub(crate) struct OrderRow {
     seq: i64,
     client_order_id: String,
     account: i64,
@@ -133,7 +142,7 @@ struct OrderRow {
 }
 
 #[derive(FromRow)]
-struct DealRow {
+pub(crate) struct DealRow {
     account: i64,
     deal_ticket: i64,
     order_ticket: i64,
@@ -371,6 +380,27 @@ impl Handler<LoadTenantBook> for Relational {
                     .map(TryInto::try_into)
                     .collect::<Result<_, _>>()?,
             })
+        })
+    }
+}
+
+impl Handler<EnsureTenant> for Relational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: EnsureTenant, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO tenants (id, name, tier, created_ms) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, tier = excluded.tier",
+            )
+            .bind(&msg.id)
+            .bind(&msg.name)
+            .bind(&msg.tier)
+            .bind(crate::domain::now_ms())
+            .execute(&pool?)
+            .await?;
+            Ok(())
         })
     }
 }

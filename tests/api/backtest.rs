@@ -255,6 +255,12 @@ async fn live_trading_and_the_backtest_send_the_same_orders_for_the_same_ticks()
 
 #[actix_rt::test]
 async fn a_backtest_can_read_the_ticks_trellis_stored_for_a_symbol_and_time_range() {
+    if crate::helpers::real_profile() {
+        eprintln!(
+            "skipped in the real profile: backtest reads stored ticks from the embedded store only"
+        );
+        return;
+    }
     // Arrange: trellis records 120 ticks from a terminal, then stops (flushing its store).
     let app = spawn_app().await;
     app.add_tenant(tenant("acme", "trk_acme0001_stored-ticks"))

@@ -124,6 +124,7 @@ async fn ticks_and_fills_accepted_while_clickhouse_is_down_are_stored_exactly_on
     let url = format!("http://127.0.0.1:{http}");
     let app = spawn_app_with(&[
         ("TRELLIS__STORAGE__CLICKHOUSE_URL", &url),
+        ("TRELLIS__STORAGE__CLICKHOUSE_DATABASE", "trellis"),
         ("TRELLIS__STORAGE__CLICKHOUSE_BUFFER_ROWS", "1000"),
     ])
     .await;

@@ -8,7 +8,7 @@ use trellis::actors::tree::Runtime;
 use trellis::config::{Profile, Settings};
 use trellis::startup::{Application, StopHandle};
 
-/// A running trellis on a free port with a fresh data directory.
+/// A running trellis on a free port with fresh stores.
 pub struct TestApp {
     pub address: String,
     pub port: u16,
@@ -16,14 +16,69 @@ pub struct TestApp {
     pub stop: StopHandle,
     pub serving: actix_rt::task::JoinHandle<anyhow::Result<()>>,
     pub data_dir: TempDir,
+    /// The `TRELLIS__STORAGE__…` settings of the real profile (empty for the embedded one).
+    pub store_vars: Vec<(String, String)>,
 }
 
-/// Test settings (`config/test.toml`) with a fresh data directory and the given `TRELLIS__…` overrides.
-pub fn test_settings(data_dir: &TempDir, overrides: &[(&str, &str)]) -> Settings {
+/// The stores of a stopped app, for starting another on the same data.
+pub struct KeptStore {
+    pub data_dir: TempDir,
+    pub vars: Vec<(String, String)>,
+}
+
+impl KeptStore {
+    pub fn path(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+}
+
+/// `TRELLIS_TEST_PROFILE=real` runs the suite on PostgreSQL and ClickHouse (started by scripts/test.sh);
+/// otherwise on the embedded SQLite store.
+pub fn real_profile() -> bool {
+    std::env::var("TRELLIS_TEST_PROFILE").is_ok_and(|p| p == "real")
+}
+
+/// A fresh PostgreSQL database and ClickHouse database for one app, as `TRELLIS__STORAGE__…` settings.
+async fn real_store_vars() -> Vec<(String, String)> {
+    let admin = std::env::var("TRELLIS_TEST_POSTGRES_URL")
+        .expect("TRELLIS_TEST_POSTGRES_URL (scripts/test.sh sets it)");
+    let clickhouse = std::env::var("TRELLIS_TEST_CLICKHOUSE_URL")
+        .expect("TRELLIS_TEST_CLICKHOUSE_URL (scripts/test.sh sets it)");
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("PostgreSQL reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("database created");
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("URL with a database");
+    let host = base
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .expect("URL with a user");
+    vec![
+        (
+            "TRELLIS__STORAGE__POSTGRES_MIGRATE_URL".into(),
+            format!("{base}/{name}"),
+        ),
+        (
+            "TRELLIS__STORAGE__POSTGRES_URL".into(),
+            format!("postgres://trellis_app@{host}/{name}"),
+        ),
+        ("TRELLIS__STORAGE__CLICKHOUSE_URL".into(), clickhouse),
+        ("TRELLIS__STORAGE__CLICKHOUSE_DATABASE".into(), name),
+    ]
+}
+
+/// Test settings (`config/test.toml`) on `store`, with the given `TRELLIS__…` overrides.
+pub fn test_settings(store: &KeptStore, overrides: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![(
         "TRELLIS__STORAGE__DATA_DIR".into(),
-        data_dir.path().display().to_string(),
+        store.data_dir.path().display().to_string(),
     )];
+    vars.extend(store.vars.iter().cloned());
     vars.extend(
         overrides
             .iter()
@@ -37,8 +92,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let settings = test_settings(&data_dir, overrides);
+    let vars = if real_profile() {
+        real_store_vars().await
+    } else {
+        Vec::new()
+    };
+    let store = KeptStore {
+        data_dir: tempfile::tempdir().expect("temp dir"),
+        vars,
+    };
+    spawn_app_on(store, overrides).await
+}
+
+/// Starts an app on the stores another one left.
+pub async fn spawn_app_on(store: KeptStore, overrides: &[(&str, &str)]) -> TestApp {
+    let settings = test_settings(&store, overrides);
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -52,7 +120,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         runtime,
         stop,
         serving,
-        data_dir,
+        data_dir: store.data_dir,
+        store_vars: store.vars,
     }
 }
 
@@ -101,15 +170,18 @@ impl TestApp {
         drop(self.shutdown_keeping_data().await);
     }
 
-    /// Shuts down and hands back the data directory, for a restart on the same store.
-    pub async fn shutdown_keeping_data(self) -> TempDir {
+    /// Shuts down and hands back the stores, for a restart on the same data.
+    pub async fn shutdown_keeping_data(self) -> KeptStore {
         self.stop.stop();
         let result = tokio::time::timeout(Duration::from_secs(20), self.serving)
             .await
             .expect("shutdown completes in time")
             .expect("serve task did not panic");
         result.expect("run_until_stopped returns Ok");
-        self.data_dir
+        KeptStore {
+            data_dir: self.data_dir,
+            vars: self.store_vars,
+        }
     }
 }
 

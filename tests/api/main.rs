@@ -8,6 +8,7 @@ mod config;
 mod health;
 mod helpers;
 mod isolation;
+mod postgres;
 mod risk;
 mod supervision;
 mod trading;

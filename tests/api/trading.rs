@@ -8,7 +8,7 @@ use trellis::domain::orders::OrderStatus;
 use trellis::domain::{Login, Side, Symbol, Timeframe};
 use trellis::sim::Control;
 
-use crate::helpers::{d, spawn_app, spawn_app_with, tenant, tick, wait_for, MINUTE, T0};
+use crate::helpers::{d, spawn_app, tenant, tick, wait_for, MINUTE, T0};
 
 const KEY: &str = "trk_acme0001_end-to-end-secret";
 
@@ -246,14 +246,10 @@ async fn restarting_trellis_restores_orders_and_positions_from_the_embedded_stor
         })
         .await;
     sim.stop().await.expect("sim stops");
-    let data_dir = app.shutdown_keeping_data().await;
+    let store = app.shutdown_keeping_data().await;
 
     // Act: a new process on the same store.
-    let app2 = spawn_app_with(&[(
-        "TRELLIS__STORAGE__DATA_DIR",
-        &data_dir.path().display().to_string(),
-    )])
-    .await;
+    let app2 = crate::helpers::spawn_app_on(store, &[]).await;
     app2.add_tenant(tenant("acme", KEY)).await;
     let after = app2
         .wait_portfolio("acme", "the restored book", |p| !p.orders.is_empty())

@@ -1,0 +1,360 @@
+//! The relational store on PostgreSQL (`storage.postgres_url`): tenants, orders and fills, with the
+//! database enforcing tenant isolation as well as the code.
+//!
+//! Every statement runs in a transaction that first sets `app.tenant_id` with `set_config(…, true)` (local to
+//! the transaction, so a pooled connection carries nothing over to the next tenant); the row-level security
+//! policies of `migrations/postgres` admit only that tenant's rows. trellis connects as a role that is
+//! neither superuser nor BYPASSRLS — [`check_isolation`] refuses to start otherwise, or when a tenant table
+//! lacks forced row-level security or a policy.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::relational::{
+    DealRow, EnsureTenant, LoadTenantBook, OrderRow, SaveDeal, SaveOrder, TenantBook, NAME,
+};
+use super::{Health, HealthBoard, StorageError};
+use crate::actors::supervisor::{ExitNotifier, Shutdown};
+use crate::domain::orders::OrderKind;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Tables that hold tenant data and must be isolated.
+pub const TENANT_TABLES: [&str; 3] = ["tenants", "orders", "fills"];
+
+/// Applies `migrations/postgres` with the owner's connection (`trellis migrate`).
+pub async fn migrate(owner_url: &str) -> Result<(), StorageError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(owner_url)
+        .await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("migrating PostgreSQL: {e}")))?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Why trellis will not use a PostgreSQL connection.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolationError {
+    #[error("storage.postgres_url: role `{0}` is a superuser, which bypasses row-level security; connect as trellis_app (see README, Production set-up)")]
+    Superuser(String),
+    #[error("storage.postgres_url: role `{0}` has BYPASSRLS; connect as a role without it (see README, Production set-up)")]
+    BypassRls(String),
+    #[error("storage.postgres_url: table `{0}` lacks row-level security (ENABLE and FORCE) or a policy; run `trellis migrate`")]
+    Unprotected(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Checks the connection's role and every tenant table before trellis uses them.
+pub async fn check_isolation(pool: &PgPool) -> Result<(), IsolationError> {
+    let (role, superuser, bypass): (String, bool, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(StorageError::from)?;
+    if superuser {
+        return Err(IsolationError::Superuser(role));
+    }
+    if bypass {
+        return Err(IsolationError::BypassRls(role));
+    }
+    for table in TENANT_TABLES {
+        let protected: Option<(bool, bool, i64)> = sqlx::query_as(
+            "SELECT c.relrowsecurity, c.relforcerowsecurity, \
+             (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = $1 AND n.nspname = current_schema()",
+        )
+        .bind(table)
+        .fetch_optional(pool)
+        .await
+        .map_err(StorageError::from)?;
+        if !matches!(protected, Some((true, true, n)) if n > 0) {
+            return Err(IsolationError::Unprotected(table.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// Connects as the application role and checks isolation.
+pub async fn connect(url: &str) -> Result<PgPool, IsolationError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(StorageError::from)?;
+    check_isolation(&pool).await?;
+    Ok(pool)
+}
+
+/// A transaction scoped to one tenant.
+pub async fn tenant_tx(
+    pool: &PgPool,
+    tenant: &str,
+) -> Result<Transaction<'static, Postgres>, StorageError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// The PostgreSQL relational actor.
+pub struct PgRelational {
+    url: String,
+    pool: Option<PgPool>,
+    board: HealthBoard,
+    notifier: ExitNotifier,
+}
+
+impl PgRelational {
+    pub fn new(url: String, board: HealthBoard, notifier: ExitNotifier) -> Self {
+        Self {
+            url,
+            pool: None,
+            board,
+            notifier,
+        }
+    }
+
+    fn pool(&self) -> Result<PgPool, StorageError> {
+        self.pool
+            .clone()
+            .ok_or_else(|| StorageError::Unavailable("PostgreSQL is not connected yet".into()))
+    }
+}
+
+impl Actor for PgRelational {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.board.set(NAME, Health::Starting);
+        let url = self.url.clone();
+        ctx.wait(async move { connect(&url).await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(pool) => {
+                    act.pool = Some(pool);
+                    act.board.set(NAME, Health::Healthy);
+                }
+                Err(e) => {
+                    act.board.set(
+                        NAME,
+                        Health::Unhealthy {
+                            reason: e.to_string(),
+                        },
+                    );
+                    act.notifier.fail(e.to_string());
+                    ctx.stop();
+                }
+            },
+        ));
+        ctx.run_interval(super::sqlite::HEALTH_INTERVAL, |act, ctx| {
+            let (Some(pool), board) = (act.pool.clone(), act.board.clone()) else {
+                return;
+            };
+            ctx.spawn(
+                async move {
+                    match sqlx::query("SELECT 1").execute(&pool).await {
+                        Ok(_) => board.set(NAME, Health::Healthy),
+                        Err(e) => board.set(
+                            NAME,
+                            Health::Unhealthy {
+                                reason: e.to_string(),
+                            },
+                        ),
+                    }
+                }
+                .into_actor(act),
+            );
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.notifier.mark_stopped();
+        self.board.set(
+            NAME,
+            Health::Unhealthy {
+                reason: "stopped".into(),
+            },
+        );
+        if let Some(pool) = self.pool.take() {
+            actix::spawn(async move { pool.close().await });
+        }
+    }
+}
+
+impl Handler<Shutdown> for PgRelational {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<EnsureTenant> for PgRelational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: EnsureTenant, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let mut tx = tenant_tx(&pool?, &msg.id).await?;
+            sqlx::query(
+                "INSERT INTO tenants (id, name, tier, created_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, tier = excluded.tier",
+            )
+            .bind(&msg.id)
+            .bind(&msg.name)
+            .bind(&msg.tier)
+            .bind(crate::domain::now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<SaveOrder> for PgRelational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SaveOrder, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let o = &msg.order;
+            let kind = match o.kind {
+                OrderKind::Market => "market",
+                OrderKind::Limit => "limit",
+                OrderKind::Stop => "stop",
+            };
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            sqlx::query(
+                "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
+                 volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12::numeric, $13::numeric, \
+                 $14, $15, $16, $17, $18) \
+                 ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
+                 filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
+                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms",
+            )
+            .bind(&msg.tenant)
+            .bind(&o.client_order_id)
+            .bind(msg.seq as i64)
+            .bind(o.account.0 as i64)
+            .bind(&o.strategy_id)
+            .bind(o.symbol.as_str())
+            .bind(o.side.as_str())
+            .bind(kind)
+            .bind(o.volume.to_string())
+            .bind(o.price.map(|p| p.to_string()))
+            .bind(o.status.as_str())
+            .bind(o.filled_volume.to_string())
+            .bind(o.avg_price.map(|p| p.to_string()))
+            .bind(o.retcode.map(|c| c as i32))
+            .bind(o.broker_order.map(|b| b as i64))
+            .bind(&o.reason)
+            .bind(o.created_ms)
+            .bind(o.updated_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<SaveDeal> for PgRelational {
+    type Result = ResponseFuture<Result<bool, StorageError>>;
+
+    fn handle(&mut self, msg: SaveDeal, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let d = &msg.deal;
+            let entry = match d.fill.entry {
+                crate::domain::positions::DealEntry::In => "in",
+                crate::domain::positions::DealEntry::Out => "out",
+                crate::domain::positions::DealEntry::InOut => "inout",
+                crate::domain::positions::DealEntry::OutBy => "out_by",
+            };
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            let done = sqlx::query(
+                "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
+                 symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12, $13::numeric, \
+                 $14::numeric, $15::numeric, $16, $17) \
+                 ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
+            )
+            .bind(&msg.tenant)
+            .bind(d.account.0 as i64)
+            .bind(d.ticket as i64)
+            .bind(d.order as i64)
+            .bind(&d.client_order_id)
+            .bind(&d.strategy_id)
+            .bind(d.fill.symbol.as_str())
+            .bind(d.fill.side.as_str())
+            .bind(d.fill.volume.to_string())
+            .bind(d.fill.price.to_string())
+            .bind(d.fill.position_id as i64)
+            .bind(entry)
+            .bind(d.fill.commission.to_string())
+            .bind(d.swap.to_string())
+            .bind(d.profit.to_string())
+            .bind(d.fill.time_msc)
+            .bind(crate::domain::now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}
+
+impl Handler<LoadTenantBook> for PgRelational {
+    type Result = ResponseFuture<Result<TenantBook, StorageError>>;
+
+    fn handle(&mut self, msg: LoadTenantBook, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            let orders: Vec<OrderRow> = sqlx::query_as(
+                "SELECT seq, client_order_id, account, strategy_id, symbol, side, kind, volume::text AS volume, \
+                 price::text AS price, status, filled_volume::text AS filled_volume, avg_price::text AS avg_price, \
+                 retcode::bigint AS retcode, broker_order, reason, created_ms, updated_ms \
+                 FROM orders WHERE tenant_id = $1 ORDER BY seq",
+            )
+            .bind(&msg.tenant)
+            .fetch_all(&mut *tx)
+            .await?;
+            let deals: Vec<DealRow> = sqlx::query_as(
+                "SELECT account, deal_ticket, order_ticket, client_order_id, strategy_id, symbol, side, \
+                 volume::text AS volume, price::text AS price, position_id, entry, commission::text AS commission, \
+                 swap::text AS swap, profit::text AS profit, time_msc \
+                 FROM fills WHERE tenant_id = $1 ORDER BY recorded_seq",
+            )
+            .bind(&msg.tenant)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(TenantBook {
+                orders: orders
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_, _>>()?,
+                deals: deals
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+    }
+}
