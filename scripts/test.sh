@@ -19,6 +19,8 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+# Every suite runs even when an earlier one failed; the exit status reports the first failure.
+set +e
 echo "== cargo test (embedded profile: SQLite)"
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -26,10 +28,20 @@ echo "== cargo test --test api (real profile: PostgreSQL with row-level security
 TRELLIS_TEST_PROFILE=real cargo test --locked --test api 2>&1 | tee -a "$log"
 real_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$real_status
+echo "== pytest (clients/mt5-bridge against a real trellis serve)"
+bash scripts/test-python.sh 2>&1 | tee -a "$log"
+python_status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] && status=$python_status
 
 # One closing line for the whole run: the sum over every test binary.
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+# pytest's last line: "9 passed in 7.8s" or "1 failed, 8 passed in 9.1s".
+py_summary=$(grep -E '^[0-9]+ (passed|failed).* in [0-9.]+s' "$log" | tail -n 1 || true)
+py_passed=$(echo "$py_summary" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+py_failed=$(echo "$py_summary" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+passed=$((passed + py_passed))
+failed=$((failed + py_failed))
 echo
 echo "tests: $passed passed, $failed failed"
 exit "$status"

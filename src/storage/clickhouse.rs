@@ -264,6 +264,10 @@ impl ClickHouseSeries {
                             for r in rows.into_iter().rev() {
                                 act.pending.push_front(r);
                             }
+                            if act.pending.len() > act.cfg.buffer_rows {
+                                let excess = act.pending.len() - act.cfg.buffer_rows / 2;
+                                act.spill(excess);
+                            }
                         }
                         act.board.set(NAME, Health::Unhealthy { reason: e.to_string() });
                         tracing::warn!(error = %e, buffered = act.pending.len(), spilled_files = act.spilled.len(),

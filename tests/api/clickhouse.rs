@@ -166,9 +166,17 @@ async fn ticks_and_fills_accepted_while_clickhouse_is_down_are_stored_exactly_on
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    let spilled = std::fs::read_dir(app.data_dir.path().join("spill"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let spill_dir = app.data_dir.path().join("spill");
+    let mut spilled = 0;
+    for _ in 0..200 {
+        spilled = std::fs::read_dir(&spill_dir)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if spilled > 0 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
     instance("start", &ch_dir, Some((http, tcp)));
 
     // Assert: everything arrives once.

@@ -1,0 +1,30 @@
+"""The journal that makes orders execute once, and keeps the protocol state across restarts."""
+
+from trellis_bridge.journal import Journal
+
+
+def test_an_order_is_sending_then_done_and_survives_a_restart(tmp_path):
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
+    j.mark_sending("ema-1", {"symbol": "EURUSD", "comment": "ema-1"})
+    assert j.order("ema-1")[0] == "sending"
+    j.mark_done("ema-1", {"retcode": 10009, "order": 42, "deal": 43})
+    again = Journal(path)
+    state, request, result = again.order("ema-1")
+    assert (state, request["symbol"], result["deal"]) == ("done", "EURUSD", 43)
+    assert again.client_order_id_of(42) == "ema-1"
+
+
+def test_the_outbox_keeps_frames_until_acknowledged(tmp_path):
+    j = Journal(str(tmp_path / "j.db"))
+    for seq in (5, 6, 7):
+        j.keep(seq, f'{{"seq": {seq}}}')
+    j.acknowledge(5)
+    assert j.unacknowledged(0) == ['{"seq": 6}', '{"seq": 7}']
+    assert j.unacknowledged(6) == ['{"seq": 7}']
+
+
+def test_a_deal_ticket_is_sent_once(tmp_path):
+    j = Journal(str(tmp_path / "j.db"))
+    assert j.deal_sent(1001) is True
+    assert j.deal_sent(1001) is False

@@ -1,0 +1,329 @@
+"""The bridge: one WebSocket session to trellis at a time, reconnecting with back-off and resuming by
+sequence number, driving the terminal through the `MetaTrader5` API.
+
+Exactly once: an `order_request` is looked up in the journal first. A `client_order_id` already answered is
+answered again from the journal; one left "sending" by a crash between `order_send` and the report is
+reconciled against the terminal's history (deals and orders carrying its comment and magic) and only sent
+when the broker has no trace of it.
+"""
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import websockets
+
+from . import PROTOCOL_VERSION
+from .journal import Journal
+
+log = logging.getLogger("trellis_bridge")
+
+# MT5 constants used here (the values of the MetaTrader5 package).
+TRADE_ACTION_DEAL = 1
+TRADE_ACTION_PENDING = 5
+RETCODE_DONE = 10009
+RETCODE_PLACED = 10008
+RETCODE_ERROR = 10011
+SYMBOL_FILLING_FOK = 1
+SYMBOL_FILLING_IOC = 2
+ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
+COPY_TICKS_ALL = -1
+
+FATAL_CODES = {"bad_api_key", "unsupported_version", "hello_required"}
+
+
+class FatalError(Exception):
+    """A problem retrying cannot fix: wrong key, protocol mismatch, a terminal that won't initialise."""
+
+
+def field(row, name, default=None):
+    """A field of an MT5 result: namedtuple attribute or numpy record item."""
+    try:
+        return getattr(row, name)
+    except AttributeError:
+        try:
+            return row[name]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return default
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Bridge:
+    def __init__(self, mt5, url, api_key, login, server, symbols, journal: Journal,
+                 heartbeat_s=1.0, poll_s=0.05, connect_retries=10):
+        self.mt5, self.url, self.api_key = mt5, url, api_key
+        self.login, self.server, self.symbols = login, server, symbols
+        self.journal = journal
+        self.heartbeat_s, self.poll_s, self.connect_retries = heartbeat_s, poll_s, connect_retries
+        # Sequence numbers never go backwards, even across a restart that lost the last few.
+        self.out_seq = max(journal.get("out_seq"), now_ms() * 1000)
+        self.in_seq = journal.get("in_seq")
+        self.last_tick = {}
+        self.last_tick_msc = None
+        self.ws = None
+        self.lock = asyncio.Lock()
+
+    # -- sending ---------------------------------------------------------------------------------------
+    def _seq(self) -> int:
+        self.out_seq += 1
+        return self.out_seq
+
+    async def _send(self, frame: dict) -> None:
+        async with self.lock:
+            frame["seq"] = self._seq()
+            await self.ws.send(json.dumps(frame))
+
+    async def _send_reliable(self, frame: dict) -> None:
+        """Sends a frame that must arrive: kept in the journal's outbox until trellis acknowledges it."""
+        async with self.lock:
+            frame["seq"] = self._seq()
+            text = json.dumps(frame)
+            self.journal.keep(frame["seq"], text)
+            self.journal.put("out_seq", self.out_seq)
+            await self.ws.send(text)
+
+    # -- the connection loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        attempts, backoff = 0, 0.5
+        while True:
+            try:
+                async with websockets.connect(self.url, max_size=2**20, open_timeout=5) as ws:
+                    attempts, backoff = 0, 0.5
+                    await self._session(ws)
+            except FatalError:
+                raise
+            except websockets.exceptions.ConnectionClosed as e:
+                log.warning("link to trellis dropped (%s); reconnecting", e)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake) as e:
+                attempts += 1
+                log.warning("cannot reach trellis at %s (attempt %d/%d): %s", self.url, attempts,
+                            self.connect_retries, e)
+                if attempts >= self.connect_retries:
+                    raise FatalError(f"could not connect to trellis at {self.url} after {attempts} attempts: {e}")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _session(self, ws) -> None:
+        self.ws = ws
+        await self._send({"type": "hello", "api_key": self.api_key, "login": self.login, "server": self.server,
+                          "build": 0, "protocol_version": PROTOCOL_VERSION, "last_seq_received": self.in_seq})
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if first.get("type") == "error":
+            message = f"trellis refused the bridge: {first.get('code')}: {first.get('message')}"
+            if first.get("code") in FATAL_CODES:
+                raise FatalError(message)
+            raise websockets.exceptions.ConnectionClosedError(None, None)
+        if first.get("type") != "welcome":
+            raise FatalError(f"expected welcome, got {first.get('type')}")
+        resume_from = int(first.get("resume_from", 0))
+        log.info("connected to trellis: session %s, resume from %d", first.get("session_id"), resume_from)
+        self.journal.acknowledge(resume_from)
+        for text in self.journal.unacknowledged(resume_from):
+            await ws.send(text)
+        await self._send_snapshot(force=True)
+        tasks = [asyncio.create_task(c) for c in (self._reader(), self._ticks(), self._heartbeats(), self._watch())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- frames from trellis ---------------------------------------------------------------------------
+    async def _reader(self) -> None:
+        async for text in self.ws:
+            frame = json.loads(text)
+            seq = int(frame.get("seq", 0))
+            if seq and seq <= self.in_seq:
+                continue  # a duplicate from a resume
+            kind = frame.get("type")
+            if kind == "order_request":
+                await self._execute(frame)
+            elif kind == "heartbeat":
+                self.journal.acknowledge(int(frame.get("ack", 0)))
+            elif kind == "error":
+                log.warning("trellis error %s: %s", frame.get("code"), frame.get("message"))
+                if frame.get("code") in FATAL_CODES:
+                    raise FatalError(f"{frame.get('code')}: {frame.get('message')}")
+            if seq:
+                self.in_seq = seq
+                self.journal.put("in_seq", seq)
+
+    def _request(self, req: dict) -> dict:
+        """The MT5 trade request for an `order_request`."""
+        symbol = req["symbol"]
+        action = int(req["action"])
+        price = float(req.get("price") or 0)
+        if action == TRADE_ACTION_DEAL and price == 0:
+            tick = self.mt5.symbol_info_tick(symbol)
+            price = field(tick, "ask") if int(req["order_type"]) == 0 else field(tick, "bid")
+        request = {
+            "action": action, "symbol": symbol, "volume": float(req["volume"]), "type": int(req["order_type"]),
+            "price": price, "sl": float(req.get("sl") or 0), "tp": float(req.get("tp") or 0),
+            "deviation": int(req.get("deviation") or 0), "magic": int(req.get("magic") or 0),
+            "comment": str(req.get("comment") or req["client_order_id"])[:31],
+            "type_filling": self._filling(symbol, int(req.get("type_filling", ORDER_FILLING_IOC))),
+            "type_time": int(req.get("type_time") or 0),
+        }
+        if int(req.get("position") or 0):
+            request["position"] = int(req["position"])
+        return request
+
+    def _filling(self, symbol: str, wanted: int) -> int:
+        """A filling mode the symbol allows (10030 INVALID_FILL is the most common real rejection)."""
+        info = self.mt5.symbol_info(symbol)
+        modes = int(field(info, "filling_mode", 0) or 0)
+        if wanted == ORDER_FILLING_FOK and modes & SYMBOL_FILLING_FOK:
+            return ORDER_FILLING_FOK
+        if wanted == ORDER_FILLING_IOC and modes & SYMBOL_FILLING_IOC:
+            return ORDER_FILLING_IOC
+        if modes & SYMBOL_FILLING_IOC:
+            return ORDER_FILLING_IOC
+        if modes & SYMBOL_FILLING_FOK:
+            return ORDER_FILLING_FOK
+        return ORDER_FILLING_RETURN
+
+    async def _execute(self, req: dict) -> None:
+        coid = req["client_order_id"]
+        known = self.journal.order(coid)
+        if known and known[0] == "done":
+            log.info("order %s already executed: answering from the journal", coid)
+            await self._report(coid, known[2])
+            return
+        if known and known[0] == "sending":
+            found = self._reconcile(known[1])
+            if found is not None:
+                log.info("order %s was executed before a crash: reconciled from the terminal's history", coid)
+                self.journal.mark_done(coid, found)
+                await self._report(coid, found)
+                return
+            log.info("order %s has no trace at the broker: sending it", coid)
+        request = self._request(req)
+        self.journal.mark_sending(coid, request)
+        check = self.mt5.order_check(request)
+        if check is None or int(field(check, "retcode", 0)) not in (0, RETCODE_DONE):
+            code = int(field(check, "retcode", RETCODE_ERROR)) if check is not None else RETCODE_ERROR
+            comment = field(check, "comment", "") if check is not None else str(self.mt5.last_error())
+            result = {"retcode": code, "deal": 0, "order": 0, "volume": 0, "price": 0, "comment": comment}
+            self.journal.mark_done(coid, result)
+            await self._report(coid, result)
+            return
+        sent = self.mt5.order_send(request)
+        if sent is None:
+            # No answer proves nothing: keep it "sending" so a repeat reconciles instead of re-sending.
+            await self._send_reliable({"type": "order_result", "client_order_id": coid, "retcode": RETCODE_ERROR,
+                                       "comment": f"order_send returned nothing: {self.mt5.last_error()}"})
+            return
+        result = {name: field(sent, name, 0) for name in
+                  ("retcode", "deal", "order", "volume", "price", "bid", "ask", "request_id", "retcode_external")}
+        result["comment"] = field(sent, "comment", "") or ""
+        self.journal.mark_done(coid, result)
+        log.info("order %s: retcode %s, order %s, deal %s", coid, result["retcode"], result["order"], result["deal"])
+        await self._report(coid, result)
+
+    def _reconcile(self, request: dict):
+        """The result of an order found in the terminal's history or open orders, by comment and magic."""
+        frm, to = datetime(2000, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc) + timedelta(days=1)
+        for d in self.mt5.history_deals_get(frm, to) or ():
+            if field(d, "comment") == request["comment"] and int(field(d, "magic", 0)) == request["magic"]:
+                return {"retcode": RETCODE_DONE, "deal": field(d, "ticket"), "order": field(d, "order"),
+                        "volume": field(d, "volume"), "price": field(d, "price"), "comment": "reconciled"}
+        for o in self.mt5.orders_get() or ():
+            if field(o, "comment") == request["comment"] and int(field(o, "magic", 0)) == request["magic"]:
+                return {"retcode": RETCODE_PLACED, "deal": 0, "order": field(o, "ticket"),
+                        "volume": field(o, "volume_initial"), "price": field(o, "price_open"), "comment": "reconciled"}
+        return None
+
+    async def _report(self, coid: str, result: dict) -> None:
+        frame = {"type": "order_result", "client_order_id": coid}
+        frame.update({k: v for k, v in result.items() if v is not None})
+        await self._send_reliable(frame)
+        order = int(result.get("order") or 0)
+        if order:
+            for d in self.mt5.history_deals_get(ticket=order) or ():
+                await self._send_deal(d)
+
+    async def _send_deal(self, d) -> None:
+        ticket = int(field(d, "ticket"))
+        if not self.journal.deal_sent(ticket):
+            return
+        if int(field(d, "type", 0)) not in (0, 1):
+            return  # balance and other non-trade deals
+        coid = self.journal.client_order_id_of(int(field(d, "order", 0)))
+        frame = {"type": "deal", "ticket": ticket, "order": int(field(d, "order", 0)), "position_id": int(field(d, "position_id", 0)),
+                 "symbol": field(d, "symbol"), "deal_type": int(field(d, "type", 0)), "entry": int(field(d, "entry", 0)),
+                 "volume": field(d, "volume"), "price": field(d, "price"), "commission": field(d, "commission", 0),
+                 "swap": field(d, "swap", 0), "profit": field(d, "profit", 0), "fee": field(d, "fee", 0),
+                 "magic": int(field(d, "magic", 0)), "comment": field(d, "comment", ""), "time_msc": int(field(d, "time_msc", 0))}
+        if coid:
+            frame["client_order_id"] = coid
+        await self._send_reliable(frame)
+
+    # -- what the terminal sees ------------------------------------------------------------------------
+    async def _ticks(self) -> None:
+        """Streams new ticks of every symbol, without duplicates, filling gaps from the terminal's history."""
+        for s in self.symbols:
+            self.mt5.symbol_select(s, True)
+        while True:
+            for s in self.symbols:
+                last = self.last_tick.get(s)
+                if last is None:
+                    t = self.mt5.symbol_info_tick(s)
+                    rows = [t] if t is not None else []
+                else:
+                    rows = self.mt5.copy_ticks_from(s, datetime.fromtimestamp(last / 1000, timezone.utc), 10_000,
+                                                    COPY_TICKS_ALL)
+                    rows = [] if rows is None else rows
+                for t in rows:
+                    t_msc = int(field(t, "time_msc"))
+                    if last is not None and t_msc <= last:
+                        continue
+                    await self._send({"type": "tick", "symbol": s, "time_msc": t_msc, "bid": float(field(t, "bid")),
+                                      "ask": float(field(t, "ask")), "flags": int(field(t, "flags", 0) or 0)})
+                    last = t_msc
+                    self.last_tick_msc = max(self.last_tick_msc or 0, t_msc)
+                if last is not None:
+                    self.last_tick[s] = last
+            await asyncio.sleep(self.poll_s)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await self._send({"type": "heartbeat", "time_msc": now_ms(), "last_tick_msc": self.last_tick_msc,
+                              "ack": self.in_seq})
+            self.journal.put("out_seq", self.out_seq)
+            await self._send_snapshot(force=False)
+
+    async def _watch(self) -> None:
+        """Deals as they happen (pending orders filling, trades made by hand at the terminal)."""
+        while True:
+            await asyncio.sleep(0.5)
+            frm = datetime.now(timezone.utc) - timedelta(days=1)
+            for d in self.mt5.history_deals_get(frm, datetime.now(timezone.utc) + timedelta(days=1)) or ():
+                await self._send_deal(d)
+
+    _last_snapshot = None
+
+    async def _send_snapshot(self, force: bool) -> None:
+        a = self.mt5.account_info()
+        positions = [{"ticket": int(field(p, "ticket")), "identifier": int(field(p, "identifier")),
+                      "symbol": field(p, "symbol"), "type": int(field(p, "type")), "volume": field(p, "volume"),
+                      "price_open": field(p, "price_open"), "price_current": field(p, "price_current"),
+                      "profit": field(p, "profit"), "magic": int(field(p, "magic", 0)),
+                      "time_msc": int(field(p, "time_msc", 0))} for p in (self.mt5.positions_get() or ())]
+        account = {"login": int(field(a, "login")), "currency": field(a, "currency"), "leverage": int(field(a, "leverage")),
+                   "balance": field(a, "balance"), "equity": field(a, "equity"), "margin": field(a, "margin"),
+                   "margin_free": field(a, "margin_free"), "profit": field(a, "profit"),
+                   "margin_mode": int(field(a, "margin_mode", 0))}
+        snapshot = (json.dumps(account, sort_keys=True), json.dumps(positions, sort_keys=True))
+        if force or snapshot != self._last_snapshot:
+            self._last_snapshot = snapshot
+            await self._send_reliable(dict(account, type="account"))
+            await self._send_reliable({"type": "positions", "positions": positions})

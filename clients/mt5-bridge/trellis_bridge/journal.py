@@ -1,0 +1,95 @@
+"""The bridge's local journal (SQLite): what makes orders execute exactly once.
+
+It records every `client_order_id` before `order_send` ("sending") and its result after ("done"), so a
+re-sent order — after a reconnect, a bridge restart or a trellis restart — is answered from here and never
+sent to MT5 twice. It also keeps the protocol state that must survive a restart: the highest trellis `seq`
+processed and the outbox of reliable frames not yet acknowledged.
+"""
+
+import json
+import sqlite3
+import threading
+
+
+class Journal:
+    def __init__(self, path: str):
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS orders (
+                    client_order_id TEXT PRIMARY KEY,
+                    state TEXT NOT NULL CHECK (state IN ('sending', 'done')),
+                    request TEXT NOT NULL,
+                    result TEXT,
+                    order_ticket INTEGER
+                );
+                CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS deals_sent (ticket INTEGER PRIMARY KEY);
+                """
+            )
+
+    # -- orders ----------------------------------------------------------------------------------------
+    def order(self, client_order_id: str):
+        """(state, request, result) of an order, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, request, result FROM orders WHERE client_order_id = ?", (client_order_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(row[1]), json.loads(row[2]) if row[2] else None
+
+    def mark_sending(self, client_order_id: str, request: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO orders (client_order_id, state, request) VALUES (?, 'sending', ?)",
+                (client_order_id, json.dumps(request)),
+            )
+
+    def mark_done(self, client_order_id: str, result: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE orders SET state = 'done', result = ?, order_ticket = ? WHERE client_order_id = ?",
+                (json.dumps(result), result.get("order") or None, client_order_id),
+            )
+
+    def client_order_id_of(self, order_ticket: int):
+        with self._lock:
+            row = self._db.execute(
+                "SELECT client_order_id FROM orders WHERE order_ticket = ?", (order_ticket,)
+            ).fetchone()
+        return row[0] if row else None
+
+    # -- deals -----------------------------------------------------------------------------------------
+    def deal_sent(self, ticket: int) -> bool:
+        """Records a deal ticket as sent; False when it already was."""
+        with self._lock:
+            cur = self._db.execute("INSERT OR IGNORE INTO deals_sent (ticket) VALUES (?)", (ticket,))
+            return cur.rowcount == 1
+
+    # -- protocol state --------------------------------------------------------------------------------
+    def get(self, key: str, default: int = 0) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def put(self, key: str, value: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    def keep(self, seq: int, frame: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO outbox (seq, frame) VALUES (?, ?)", (seq, frame))
+
+    def acknowledge(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+
+    def unacknowledged(self, after: int):
+        with self._lock:
+            return [f for (f,) in self._db.execute("SELECT frame FROM outbox WHERE seq > ? ORDER BY seq", (after,))]
