@@ -26,8 +26,8 @@ use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
 use crate::domain::orders::{Order, OrderStatus};
-use crate::domain::positions::{AccountMode, Deal, DealEntry, Fill};
-use crate::domain::{now_ms, Login, Side, Symbol};
+use crate::domain::positions::{AccountMode, Deal};
+use crate::domain::{now_ms, Login, Symbol};
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 use crate::storage::timeseries::AppendFills;
 
@@ -331,40 +331,16 @@ impl Handler<DealReceived> for Portfolio {
     type Result = ();
 
     fn handle(&mut self, msg: DealReceived, ctx: &mut Self::Context) {
-        let f = msg.frame;
-        let side = match f.deal_type {
-            0 => Side::Buy,
-            1 => Side::Sell,
-            other => {
-                tracing::info!(tenant = %self.tenant.id, deal = f.ticket, deal_type = other, "non-trade deal ignored");
-                return;
-            }
+        let Some(deal) = msg.frame.to_deal(msg.account, &self.ledger) else {
+            tracing::info!(tenant = %self.tenant.id, deal = msg.frame.ticket, deal_type = msg.frame.deal_type,
+                "non-trade deal ignored");
+            return;
         };
-        let client_order_id =
-            self.ledger
-                .owner_of(msg.account, f.client_order_id.as_deref(), f.order);
-        let strategy_id = client_order_id
-            .as_deref()
-            .and_then(|c| self.ledger.strategy_of(c));
-        let deal = Deal {
-            account: msg.account,
-            ticket: f.ticket,
-            order: f.order,
-            client_order_id: client_order_id.clone(),
-            strategy_id: strategy_id.clone(),
-            fill: Fill {
-                symbol: Symbol(f.symbol),
-                side,
-                volume: f.volume,
-                price: f.price,
-                position_id: f.position_id,
-                entry: DealEntry::from_code(f.entry).unwrap_or(DealEntry::In),
-                commission: -f.commission - f.fee,
-                time_msc: f.time_msc,
-            },
-            swap: f.swap,
-            profit: f.profit,
-        };
+        let (side, client_order_id, strategy_id) = (
+            deal.fill.side,
+            deal.client_order_id.clone(),
+            deal.strategy_id.clone(),
+        );
         let contract = self.contract(&deal.fill.symbol);
         if !self.ledger.apply_deal(&deal, true, contract, now_ms()) {
             return; // already recorded

@@ -18,9 +18,9 @@ use crate::config::RiskSettings;
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::ledger::{Ledger, OrderResult};
 use crate::domain::orders::{action, mt5_order_type, OrderStatus};
-use crate::domain::positions::{AccountMode, Deal, DealEntry, Fill};
+use crate::domain::positions::{AccountMode, Deal};
 use crate::domain::risk::RiskGate;
-use crate::domain::{Login, Side, Symbol, Tick, Timeframe};
+use crate::domain::{Login, Symbol, Tick, Timeframe};
 use crate::http::ws::protocol::OrderRequest;
 use crate::sim::broker::{Broker, BrokerConfig};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
@@ -192,35 +192,10 @@ impl Backtest {
                 self.ledger.apply_result(ACCOUNT, &result, tick.time_msc);
             }
             for d in exec.deals {
-                let side = if d.deal_type == 0 {
-                    Side::Buy
-                } else {
-                    Side::Sell
+                let Some(deal) = d.to_deal(ACCOUNT, &self.ledger) else {
+                    continue;
                 };
-                let client_order_id =
-                    self.ledger
-                        .owner_of(ACCOUNT, d.client_order_id.as_deref(), d.order);
-                let deal = Deal {
-                    account: ACCOUNT,
-                    ticket: d.ticket,
-                    order: d.order,
-                    strategy_id: client_order_id
-                        .as_deref()
-                        .and_then(|c| self.ledger.strategy_of(c)),
-                    client_order_id,
-                    fill: Fill {
-                        symbol: Symbol(d.symbol),
-                        side,
-                        volume: d.volume,
-                        price: d.price,
-                        position_id: d.position_id,
-                        entry: DealEntry::from_code(d.entry).unwrap_or(DealEntry::In),
-                        commission: -d.commission - d.fee,
-                        time_msc: d.time_msc,
-                    },
-                    swap: d.swap,
-                    profit: d.profit,
-                };
+                let side = deal.fill.side;
                 if self
                     .ledger
                     .apply_deal(&deal, true, self.cfg.contract_size, tick.time_msc)

@@ -250,6 +250,29 @@ fn flip(_: &Params, volume: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
     }))
 }
 
+type WsFramed = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
+type WsSink = futures_util::stream::SplitSink<WsFramed, ws::Message>;
+type WsStream = futures_util::stream::SplitStream<WsFramed>;
+
+/// A bridge connection that said hello (seq 1) and got its welcome.
+async fn open_bridge(port: u16, key: &str, login: u64) -> anyhow::Result<(WsSink, WsStream)> {
+    let (_resp, conn) = crate::sim::client::ws_client()
+        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
+    let (mut sink, mut stream) = conn.split();
+    let hello = json!({"type":"hello","seq":1,"api_key":key,"login":login,"server":"bench","protocol_version":1,"last_seq_received":0});
+    sink.send(ws::Message::Text(hello.to_string().into()))
+        .await?;
+    match stream.next().await {
+        Some(Ok(ws::Frame::Text(b))) if String::from_utf8_lossy(&b).contains("welcome") => {
+            Ok((sink, stream))
+        }
+        other => bail!("no welcome: {other:?}"),
+    }
+}
+
 // ---- latency --------------------------------------------------------------------------------------------
 
 /// A bridge that streams ticks at `rate` (every `per_bar`-th tick opens a bar) and answers every order at
@@ -264,20 +287,8 @@ async fn drive(
     seconds: u64,
     per_bar: u64,
 ) -> anyhow::Result<(Vec<Duration>, u64)> {
-    let (_resp, conn) = crate::sim::client::ws_client()
-        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
-    let (mut sink, mut stream) = conn.split();
+    let (mut sink, mut stream) = open_bridge(port, key, login).await?;
     let mut seq = 1u64;
-    let hello = json!({"type":"hello","seq":seq,"api_key":key,"login":login,"server":"bench","protocol_version":1,"last_seq_received":0});
-    sink.send(ws::Message::Text(hello.to_string().into()))
-        .await?;
-    match stream.next().await {
-        Some(Ok(ws::Frame::Text(b))) if String::from_utf8_lossy(&b).contains("welcome") => {}
-        other => bail!("no welcome: {other:?}"),
-    }
     let step = 60_000 / per_bar as i64;
     let mut time_msc = 1_700_000_040_000i64;
     let mut sent = 0u64;
@@ -381,16 +392,7 @@ async fn blast(
     symbol: &'static str,
     seconds: u64,
 ) -> anyhow::Result<u64> {
-    let (_resp, conn) = crate::sim::client::ws_client()
-        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
-    let (mut sink, mut stream) = conn.split();
-    let hello = json!({"type":"hello","seq":1,"api_key":key,"login":login,"server":"bench","protocol_version":1,"last_seq_received":0});
-    sink.send(ws::Message::Text(hello.to_string().into()))
-        .await?;
-    let _ = stream.next().await;
+    let (mut sink, mut stream) = open_bridge(port, &key, login).await?;
     let reader = actix_web::rt::spawn(async move { while stream.next().await.is_some() {} });
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut seq = 1u64;
@@ -678,16 +680,7 @@ async fn supervision() -> anyhow::Result<()> {
 
 /// Closes one bar every 10 ms on the crashing tenant's bridge; returns the bars closed.
 async fn drive_bars(port: u16, seconds: u64) -> anyhow::Result<u64> {
-    let (_resp, conn) = crate::sim::client::ws_client()
-        .ws(format!("ws://127.0.0.1:{port}/ws/mt5"))
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
-    let (mut sink, mut stream) = conn.split();
-    let hello = json!({"type":"hello","seq":1,"api_key":"trk_crashy01_bench-secret-key","login":6161,"server":"bench","protocol_version":1,"last_seq_received":0});
-    sink.send(ws::Message::Text(hello.to_string().into()))
-        .await?;
-    let _ = stream.next().await;
+    let (mut sink, mut stream) = open_bridge(port, "trk_crashy01_bench-secret-key", 6161).await?;
     let reader = actix_web::rt::spawn(async move { while stream.next().await.is_some() {} });
     let mut clock = tokio::time::interval(Duration::from_millis(10));
     let end = Instant::now() + Duration::from_secs(seconds);

@@ -10,7 +10,7 @@ use trellis::actors::messages::GetRiskState;
 use trellis::domain::Login;
 use trellis::sim::{Control, SimConfig, SimError};
 
-use crate::helpers::{spawn_app, spawn_app_with, tenant, tick, wait_for, MINUTE, T0};
+use crate::helpers::{spawn_app, spawn_app_with, tenant, wait_for, MINUTE, T0};
 
 const KEY: &str = "trk_acme0001_bridge-test-secret";
 
@@ -130,14 +130,7 @@ async fn each_bad_frame_gets_its_own_error_and_the_session_and_accepted_data_sur
     let app = spawn_app().await;
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     app.wait_portfolio("acme", "a fill", |p| p.deals.len() == 1)
         .await;
 
@@ -205,14 +198,7 @@ async fn an_oversized_frame_closes_with_1009_and_the_terminal_resumes() {
     let app = spawn_app_with(&[("TRELLIS__MT5__MAX_FRAME_BYTES", "4096")]).await;
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     app.wait_portfolio("acme", "a fill", |p| p.deals.len() == 1)
         .await;
 

@@ -46,14 +46,7 @@ async fn trading_on_clickhouse_stores_ticks_bars_and_fills() {
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
 
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     app.wait_portfolio("acme", "the fill", |p| p.deals.len() == 1)
         .await;
     let ch = Client::default()
@@ -131,14 +124,7 @@ async fn ticks_and_fills_accepted_while_clickhouse_is_down_are_stored_exactly_on
     app.wait_ready().await;
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     app.wait_portfolio("acme", "the first fill", |p| p.deals.len() == 1)
         .await;
 

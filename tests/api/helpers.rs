@@ -44,8 +44,20 @@ async fn real_store_vars() -> Vec<(String, String)> {
         .expect("TRELLIS_TEST_POSTGRES_URL (scripts/test.sh sets it)");
     let clickhouse = std::env::var("TRELLIS_TEST_CLICKHOUSE_URL")
         .expect("TRELLIS_TEST_CLICKHOUSE_URL (scripts/test.sh sets it)");
-    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&admin)
+    let (name, owner_url, app_url) = new_pg_database(&admin, "t").await;
+    vec![
+        ("TRELLIS__STORAGE__POSTGRES_MIGRATE_URL".into(), owner_url),
+        ("TRELLIS__STORAGE__POSTGRES_URL".into(), app_url),
+        ("TRELLIS__STORAGE__CLICKHOUSE_URL".into(), clickhouse),
+        ("TRELLIS__STORAGE__CLICKHOUSE_DATABASE".into(), name),
+    ]
+}
+
+/// Creates an empty database (named `<prefix>_<uuid>`) with the superuser at `admin`; returns its name, its
+/// owner URL (the superuser's, which migrations use) and the application role's URL.
+pub async fn new_pg_database(admin: &str, prefix: &str) -> (String, String, String) {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(admin)
         .await
         .expect("PostgreSQL reachable");
     sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -58,18 +70,9 @@ async fn real_store_vars() -> Vec<(String, String)> {
         .rsplit_once('@')
         .map(|(_, h)| h)
         .expect("URL with a user");
-    vec![
-        (
-            "TRELLIS__STORAGE__POSTGRES_MIGRATE_URL".into(),
-            format!("{base}/{name}"),
-        ),
-        (
-            "TRELLIS__STORAGE__POSTGRES_URL".into(),
-            format!("postgres://trellis_app@{host}/{name}"),
-        ),
-        ("TRELLIS__STORAGE__CLICKHOUSE_URL".into(), clickhouse),
-        ("TRELLIS__STORAGE__CLICKHOUSE_DATABASE".into(), name),
-    ]
+    let app_url = format!("postgres://trellis_app@{host}/{name}");
+    let owner_url = format!("{base}/{name}");
+    (name, owner_url, app_url)
 }
 
 /// Test settings (`config/test.toml`) on `store`, with the given `TRELLIS__…` overrides.
@@ -228,6 +231,19 @@ pub fn ema(id: &str, symbol: &str) -> StrategySettings {
         volume: d("0.1"),
         account: None,
         params: BTreeMap::from([("fast".to_owned(), 2.0), ("slow".to_owned(), 3.0)]),
+    }
+}
+
+/// `n` EURUSD ticks a minute apart from T0, bids 1.1000, 1.1010, 1.1020, …: with ema_cross 2/3 the fourth
+/// closes the third bar and the strategy buys 0.1.
+pub fn rising(sim: &SimHandle, n: i64) {
+    for i in 0..n {
+        sim.tick(tick(
+            "EURUSD",
+            T0 + i * MINUTE,
+            &format!("1.10{i}0"),
+            &format!("1.10{i}2"),
+        ));
     }
 }
 

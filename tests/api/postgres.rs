@@ -20,21 +20,9 @@ async fn fresh_database() -> Option<(String, String)> {
             return None;
         }
     };
-    let name = format!("rls_{}", uuid::Uuid::new_v4().simple());
-    let pool = PgPool::connect(&admin).await.expect("PostgreSQL reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .expect("created");
-    pool.close().await;
-    let (base, _) = admin.rsplit_once('/').expect("URL with a database");
-    let host = base
-        .rsplit_once('@')
-        .map(|(_, h)| h)
-        .expect("URL with a user");
-    let owner = format!("{base}/{name}");
+    let (_, owner, app) = crate::helpers::new_pg_database(&admin, "rls").await;
     migrate(&owner).await.expect("migrations apply");
-    Some((owner, format!("postgres://trellis_app@{host}/{name}")))
+    Some((owner, app))
 }
 
 /// Runs `sql` in a transaction as `tenant` (or with no tenant), returning the first column of every row.

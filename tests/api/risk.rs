@@ -179,14 +179,7 @@ async fn an_order_over_the_volume_limit_is_recorded_as_rejected_and_never_reache
     app.add_tenant(settings).await;
     let sim = app.sim(KEY, 7001).await;
 
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     let snap = app
         .wait_portfolio("acme", "the rejected order", |p| !p.orders.is_empty())
         .await;
@@ -213,14 +206,7 @@ async fn the_kill_switch_flattens_positions_and_stops_new_orders() {
     let app = spawn_app().await;
     let t = app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     app.wait_portfolio("acme", "a long", |p| p.positions.len() == 1)
         .await;
 

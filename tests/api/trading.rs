@@ -150,14 +150,7 @@ async fn a_link_that_drops_after_the_order_reaches_the_terminal_executes_it_once
     let app = spawn_app().await;
     let t = app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..3 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 3);
 
     // Act: the terminal executes the next order, then the link dies before the result goes out.
     sim.send(Control::DropAfterNextOrder);
@@ -200,14 +193,7 @@ async fn an_order_lost_in_transit_when_the_link_drops_is_re_sent_after_resume_an
     let app = spawn_app().await;
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..3 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 3);
 
     // Act: the order is lost with the link; on resume the bridge says it never got it.
     sim.send(Control::LoseNextOrder);
@@ -232,14 +218,7 @@ async fn restarting_trellis_restores_orders_and_positions_from_the_embedded_stor
     let app = spawn_app().await;
     app.add_tenant(tenant("acme", KEY)).await;
     let sim = app.sim(KEY, 7001).await;
-    for i in 0..4 {
-        sim.tick(tick(
-            "EURUSD",
-            T0 + i * MINUTE,
-            &format!("1.10{i}0"),
-            &format!("1.10{i}2"),
-        ));
-    }
+    crate::helpers::rising(&sim, 4);
     let before = app
         .wait_portfolio("acme", "a position", |p| {
             p.positions.len() == 1 && p.deals.len() == 1

@@ -9,6 +9,10 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ledger::Ledger;
+use crate::domain::positions::{Deal, DealEntry, Fill};
+use crate::domain::{Login, Side, Symbol};
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -185,6 +189,41 @@ pub struct DealFrame {
     #[serde(default)]
     pub comment: String,
     pub time_msc: i64,
+}
+
+impl DealFrame {
+    /// The deal as the ledger books it, attributed to its order and strategy when the ledger knows them;
+    /// `None` for deals that are not trades (balance, credit, …: `deal_type` other than buy or sell).
+    pub fn to_deal(&self, account: Login, ledger: &Ledger) -> Option<Deal> {
+        let side = match self.deal_type {
+            0 => Side::Buy,
+            1 => Side::Sell,
+            _ => return None,
+        };
+        let client_order_id = ledger.owner_of(account, self.client_order_id.as_deref(), self.order);
+        Some(Deal {
+            account,
+            ticket: self.ticket,
+            order: self.order,
+            strategy_id: client_order_id
+                .as_deref()
+                .and_then(|c| ledger.strategy_of(c)),
+            client_order_id,
+            fill: Fill {
+                symbol: Symbol(self.symbol.clone()),
+                side,
+                volume: self.volume,
+                price: self.price,
+                position_id: self.position_id,
+                entry: DealEntry::from_code(self.entry).unwrap_or(DealEntry::In),
+                // MT5 reports costs as negative amounts; the books count them as positive costs.
+                commission: -self.commission - self.fee,
+                time_msc: self.time_msc,
+            },
+            swap: self.swap,
+            profit: self.profit,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
