@@ -56,6 +56,12 @@ struct BacktestArgs {
     /// Ticks stored by trellis in this embedded data directory (with --tenant, --from, --to).
     #[arg(long, value_name = "DIR", requires = "tenant")]
     data_dir: Option<PathBuf>,
+    /// Ticks stored by trellis in ClickHouse at this HTTP URL (with --tenant, --from, --to).
+    #[arg(long, value_name = "URL", requires = "tenant", conflicts_with_all = ["csv", "data_dir"])]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database trellis writes to.
+    #[arg(long, default_value = "trellis")]
+    clickhouse_database: String,
     /// Tenant whose stored ticks to read.
     #[arg(long)]
     tenant: Option<String>,
@@ -320,7 +326,28 @@ fn run_backtest(a: BacktestArgs) -> ExitCode {
                 Err(e) => return fail(format!("{}: {e}", dir.display())),
             }
         }
-        _ => return fail("give --csv FILE, or --data-dir DIR with --tenant".into()),
+        (None, None, Some(tenant)) if a.clickhouse_url.is_some() => {
+            let cfg = trellis::storage::clickhouse::ClickHouseConfig {
+                url: a.clickhouse_url.clone().unwrap_or_default(),
+                database: a.clickhouse_database.clone(),
+                buffer_rows: 0,
+                spill_dir: PathBuf::new(),
+            };
+            let loaded = actix_rt::System::new().block_on(
+                trellis::storage::clickhouse::load_ticks(&cfg, tenant, &a.symbol, a.from, a.to),
+            );
+            match loaded {
+                Ok(ticks) => trellis::sim::feed::CsvTicks {
+                    ticks,
+                    skipped: Vec::new(),
+                },
+                Err(e) => return fail(format!("{}: {e}", cfg.url)),
+            }
+        }
+        _ => return fail(
+            "give --csv FILE, --data-dir DIR with --tenant, or --clickhouse-url URL with --tenant"
+                .into(),
+        ),
     };
     let mut cfg = BacktestConfig::new(&a.symbol, &a.strategy, params, timeframe);
     cfg.volume = a.volume;

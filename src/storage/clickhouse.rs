@@ -471,3 +471,50 @@ impl Handler<Shutdown> for ClickHouseSeries {
         )
     }
 }
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredTick {
+    symbol: String,
+    time_msc: i64,
+    bid: f64,
+    ask: f64,
+}
+
+/// Reads stored ticks of a tenant's symbol in `[from_ms, to_ms]`, oldest first, each once (FINAL) — for
+/// `trellis backtest --clickhouse-url`.
+pub async fn load_ticks(
+    cfg: &ClickHouseConfig,
+    tenant: &str,
+    symbol: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<crate::domain::Tick>, StorageError> {
+    let rows: Vec<StoredTick> = client(cfg)
+        .query(
+            "SELECT symbol, time_msc, bid, ask FROM ticks FINAL \
+             WHERE tenant_id = ? AND symbol = ? AND time_msc >= ? AND time_msc <= ? ORDER BY time_msc, id",
+        )
+        .bind(tenant)
+        .bind(symbol)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all()
+        .await
+        .map_err(unavailable)?;
+    rows.into_iter()
+        .map(|r| {
+            // The shortest text that reads back as the stored double is the quote the terminal sent.
+            let dec = |x: f64| {
+                x.to_string().parse::<rust_decimal::Decimal>().map_err(|_| {
+                    StorageError::Rejected(format!("stored price {x} is not a decimal"))
+                })
+            };
+            Ok(crate::domain::Tick {
+                symbol: crate::domain::Symbol(r.symbol),
+                time_msc: r.time_msc,
+                bid: dec(r.bid)?,
+                ask: dec(r.ask)?,
+            })
+        })
+        .collect()
+}

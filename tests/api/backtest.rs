@@ -278,31 +278,46 @@ async fn a_backtest_can_read_the_ticks_trellis_stored_for_a_symbol_and_time_rang
     crate::helpers::wait_for("the ticks to be streamed", || sim.stats().ticks_sent == 120).await;
     actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
     sim.stop().await.expect("sim stops");
-    let data = app.shutdown_keeping_data().await;
-    let dir = data.path().to_str().expect("path").to_owned();
+    let store = app.shutdown_keeping_data().await;
 
-    // Act: the whole range, then the first minute only.
-    let (code, all, stderr) = backtest(&[
-        "--data-dir",
-        &dir,
-        "--tenant",
-        "acme",
-        "--symbol",
-        "EURUSD",
-        "--json",
-    ]);
+    // Act: the whole range, then the first minute only, from wherever this profile stores ticks.
+    let source: Vec<String> = match store
+        .vars
+        .iter()
+        .find(|(k, _)| k == "TRELLIS__STORAGE__CLICKHOUSE_URL")
+    {
+        Some((_, url)) => {
+            let db = store
+                .vars
+                .iter()
+                .find(|(k, _)| k == "TRELLIS__STORAGE__CLICKHOUSE_DATABASE")
+                .map(|(_, v)| v.clone());
+            vec![
+                "--clickhouse-url".into(),
+                url.clone(),
+                "--clickhouse-database".into(),
+                db.unwrap_or_default(),
+            ]
+        }
+        None => vec![
+            "--data-dir".into(),
+            store.path().to_str().expect("path").to_owned(),
+        ],
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v = source.clone();
+        v.extend(
+            ["--tenant", "acme", "--symbol", "EURUSD", "--json"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |v: Vec<String>| backtest(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, all, stderr) = run(args(&[]));
     let to = (T0 + MINUTE).to_string();
-    let (_, first, _) = backtest(&[
-        "--data-dir",
-        &dir,
-        "--tenant",
-        "acme",
-        "--symbol",
-        "EURUSD",
-        "--to",
-        &to,
-        "--json",
-    ]);
+    let (_, first, _) = run(args(&["--to", &to]));
     let (bad, _, missing) = backtest(&[
         "--data-dir",
         "/nonexistent",
