@@ -16,6 +16,7 @@ use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::risk::RiskGate;
 use crate::domain::{now_ms, Login};
+use crate::storage::relational::{LoadKillSwitch, SaveKillSwitch};
 
 pub struct Risk {
     tenant: Arc<TenantContext>,
@@ -48,8 +49,60 @@ impl Risk {
     }
 }
 
+impl Risk {
+    /// Stores the kill switch as it is now; a failed write is retried until it lands (the switch itself is
+    /// already in force in memory).
+    fn persist_kill_switch(&self, ctx: &mut Context<Self>) {
+        let store = self.tenant.relational.clone();
+        let msg = SaveKillSwitch {
+            tenant: self.tenant.id.0.clone(),
+            kill: self.gate.kill.clone(),
+        };
+        ctx.spawn(
+            async move {
+                let mut attempt = 0;
+                loop {
+                    match store.save_kill_switch(msg.clone()).await {
+                        Err(e) if e.is_retryable() && attempt < 50 => {
+                            attempt += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        done => return done,
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|res, act, _| {
+                if let Err(e) = res {
+                    tracing::error!(tenant = %act.tenant.id, error = %e, "the kill switch could not be stored");
+                }
+            }),
+        );
+    }
+}
+
 impl Actor for Risk {
     type Context = Context<Self>;
+
+    /// A kill switch stored before a restart is in force again before the first order is checked.
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let store = self.tenant.relational.clone();
+        let tenant = self.tenant.id.0.clone();
+        ctx.wait(async move { store.load_kill_switch(LoadKillSwitch { tenant }).await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(kill) => {
+                    if let Some(k) = &kill {
+                        tracing::warn!(tenant = %act.tenant.id, reason = %k.reason, "kill switch still on from before the restart");
+                    }
+                    act.gate.kill = kill;
+                }
+                Err(e) => {
+                    act.notifier.fail(format!("could not load the kill switch: {e}"));
+                    ctx.stop();
+                }
+            },
+        ));
+    }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.notifier.mark_stopped();
@@ -72,7 +125,8 @@ impl Handler<CheckOrder> for Risk {
 }
 
 impl Handler<SetKillSwitch> for Risk {
-    type Result = MessageResult<SetKillSwitch>;
+    /// Answers once the new state is stored: a switch the operator saw turned on stays on after a restart.
+    type Result = AtomicResponse<Self, RiskState>;
 
     fn handle(&mut self, msg: SetKillSwitch, _ctx: &mut Self::Context) -> Self::Result {
         if msg.on {
@@ -87,19 +141,32 @@ impl Handler<SetKillSwitch> for Risk {
             tracing::warn!(tenant = %self.tenant.id, reason = %msg.reason, "kill switch off");
             self.gate.kill = None;
         }
-        MessageResult(self.state())
+        let store = self.tenant.relational.clone();
+        let save = SaveKillSwitch {
+            tenant: self.tenant.id.0.clone(),
+            kill: self.gate.kill.clone(),
+        };
+        AtomicResponse::new(Box::pin(async move { store.save_kill_switch(save).await }.into_actor(self).map(
+            |res, act, _| {
+                if let Err(e) = res {
+                    tracing::error!(tenant = %act.tenant.id, error = %e, "the kill switch could not be stored");
+                }
+                act.state()
+            },
+        )))
     }
 }
 
 impl Handler<PnlUpdated> for Risk {
     type Result = ();
 
-    fn handle(&mut self, p: PnlUpdated, _ctx: &mut Self::Context) {
+    fn handle(&mut self, p: PnlUpdated, ctx: &mut Self::Context) {
         if let Some(reason) = self
             .gate
             .on_pnl(p.at_ms, p.realised, p.unrealised, p.commission)
         {
             tracing::error!(tenant = %self.tenant.id, reason = %reason, "kill switch on (automatic)");
+            self.persist_kill_switch(ctx);
             if self.gate.limits.flatten_on_breach {
                 if let Some(portfolio) = self.tenant.portfolio.get() {
                     portfolio.do_send(Flatten { reason });

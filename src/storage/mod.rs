@@ -251,4 +251,24 @@ impl RelationalStore {
             Self::Postgres(slot) => slot.get().is_some(),
         }
     }
+
+    pub async fn save_kill_switch(
+        &self,
+        msg: relational::SaveKillSwitch,
+    ) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub async fn load_kill_switch(
+        &self,
+        msg: relational::LoadKillSwitch,
+    ) -> Result<Option<crate::domain::risk::KillSwitch>, StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
 }

@@ -15,7 +15,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::relational::{
-    DealRow, EnsureTenant, LoadTenantBook, OrderRow, SaveDeal, SaveOrder, TenantBook, NAME,
+    DealRow, EnsureTenant, LoadKillSwitch, LoadTenantBook, OrderRow, SaveDeal, SaveKillSwitch,
+    SaveOrder, TenantBook, NAME,
 };
 use super::{Health, HealthBoard, StorageError};
 use crate::actors::supervisor::{ExitNotifier, Shutdown};
@@ -24,7 +25,7 @@ use crate::domain::orders::OrderKind;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Tables that hold tenant data and must be isolated.
-pub const TENANT_TABLES: [&str; 3] = ["tenants", "orders", "fills"];
+pub const TENANT_TABLES: [&str; 4] = ["tenants", "orders", "fills", "kill_switches"];
 
 /// Applies `migrations/postgres` with the owner's connection (`trellis migrate`).
 pub async fn migrate(owner_url: &str) -> Result<(), StorageError> {
@@ -355,6 +356,65 @@ impl Handler<LoadTenantBook> for PgRelational {
                     .map(TryInto::try_into)
                     .collect::<Result<_, _>>()?,
             })
+        })
+    }
+}
+
+impl Handler<SaveKillSwitch> for PgRelational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SaveKillSwitch, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            match msg.kill {
+                Some(k) => {
+                    sqlx::query(
+                        "INSERT INTO kill_switches (tenant_id, reason, automatic, at_ms) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (tenant_id) DO UPDATE SET reason = excluded.reason, automatic = excluded.automatic, \
+                         at_ms = excluded.at_ms",
+                    )
+                    .bind(&msg.tenant)
+                    .bind(&k.reason)
+                    .bind(k.automatic)
+                    .bind(k.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM kill_switches WHERE tenant_id = $1")
+                        .bind(&msg.tenant)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<LoadKillSwitch> for PgRelational {
+    type Result = ResponseFuture<Result<Option<crate::domain::risk::KillSwitch>, StorageError>>;
+
+    fn handle(&mut self, msg: LoadKillSwitch, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            let row: Option<(String, bool, i64)> = sqlx::query_as(
+                "SELECT reason, automatic, at_ms FROM kill_switches WHERE tenant_id = $1",
+            )
+            .bind(&msg.tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(row.map(
+                |(reason, automatic, at_ms)| crate::domain::risk::KillSwitch {
+                    reason,
+                    automatic,
+                    at_ms,
+                },
+            ))
         })
     }
 }

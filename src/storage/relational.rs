@@ -103,6 +103,21 @@ pub struct LoadTenantBook {
     pub tenant: String,
 }
 
+/// Stores the kill switch of a tenant (`None` = off).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct SaveKillSwitch {
+    pub tenant: String,
+    pub kill: Option<crate::domain::risk::KillSwitch>,
+}
+
+/// The stored kill switch of a tenant.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Option<crate::domain::risk::KillSwitch>, StorageError>")]
+pub struct LoadKillSwitch {
+    pub tenant: String,
+}
+
 /// Makes sure a tenant's row exists (before its orders, which reference it).
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(), StorageError>")]
@@ -401,6 +416,62 @@ impl Handler<EnsureTenant> for Relational {
             .execute(&pool?)
             .await?;
             Ok(())
+        })
+    }
+}
+
+impl Handler<SaveKillSwitch> for Relational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SaveKillSwitch, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            match msg.kill {
+                Some(k) => {
+                    sqlx::query(
+                        "INSERT INTO kill_switches (tenant_id, reason, automatic, at_ms) VALUES (?, ?, ?, ?) \
+                         ON CONFLICT (tenant_id) DO UPDATE SET reason = excluded.reason, automatic = excluded.automatic, \
+                         at_ms = excluded.at_ms",
+                    )
+                    .bind(&msg.tenant)
+                    .bind(&k.reason)
+                    .bind(k.automatic)
+                    .bind(k.at_ms)
+                    .execute(&pool)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM kill_switches WHERE tenant_id = ?")
+                        .bind(&msg.tenant)
+                        .execute(&pool)
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Handler<LoadKillSwitch> for Relational {
+    type Result = ResponseFuture<Result<Option<crate::domain::risk::KillSwitch>, StorageError>>;
+
+    fn handle(&mut self, msg: LoadKillSwitch, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let row: Option<(String, bool, i64)> = sqlx::query_as(
+                "SELECT reason, automatic, at_ms FROM kill_switches WHERE tenant_id = ?",
+            )
+            .bind(&msg.tenant)
+            .fetch_optional(&pool?)
+            .await?;
+            Ok(row.map(
+                |(reason, automatic, at_ms)| crate::domain::risk::KillSwitch {
+                    reason,
+                    automatic,
+                    at_ms,
+                },
+            ))
         })
     }
 }

@@ -256,3 +256,50 @@ async fn the_kill_switch_flattens_positions_and_stops_new_orders() {
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn the_kill_switch_stays_on_after_a_restart() {
+    // Arrange
+    let app = spawn_app().await;
+    let t = app.add_tenant(tenant("acme", KEY)).await;
+    let risk = t.risk.get().expect("risk");
+    risk.send(SetKillSwitch {
+        on: true,
+        reason: "operator: audit".into(),
+        flatten: false,
+    })
+    .await
+    .expect("risk answers");
+    let store = app.shutdown_keeping_data().await;
+
+    // Act
+    let app2 = crate::helpers::spawn_app_on(store, &[]).await;
+    let t2 = app2.add_tenant(tenant("acme", KEY)).await;
+    let risk2 = t2.risk.get().expect("risk");
+    let state = risk2.send(GetRiskState).await.expect("state");
+    let refused = risk2
+        .send(CheckOrder(facts("EURUSD", Side::Buy, "0.1", "0", 0)))
+        .await
+        .expect("risk");
+    risk2
+        .send(SetKillSwitch {
+            on: false,
+            reason: "operator: resume".into(),
+            flatten: false,
+        })
+        .await
+        .expect("risk answers");
+    let allowed = risk2
+        .send(CheckOrder(facts("EURUSD", Side::Buy, "0.1", "0", 0)))
+        .await
+        .expect("risk");
+
+    // Assert
+    assert_eq!(
+        state.kill_switch.map(|k| (k.reason, k.automatic)),
+        Some(("operator: audit".to_owned(), false))
+    );
+    assert_eq!(refused.expect_err("still killed").code, "kill_switch");
+    assert_eq!(allowed, Ok(()));
+    app2.shutdown().await;
+}
