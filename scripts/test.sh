@@ -24,7 +24,7 @@ set +e
 echo "== cargo test (embedded profile: SQLite)"
 cargo test --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-echo "== cargo test --test api (real profile: PostgreSQL with row-level security, ClickHouse)"
+echo "== cargo test --test api (real profile: PostgreSQL with row-level security, ClickHouse, Redis)"
 TRELLIS_TEST_PROFILE=real cargo test --locked --test api 2>&1 | tee -a "$log"
 real_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$real_status

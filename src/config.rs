@@ -185,6 +185,9 @@ pub struct StorageSettings {
     /// PostgreSQL URL of the owner role that runs migrations (`trellis migrate`, and at start-up when set).
     #[serde(default)]
     pub postgres_migrate_url: String,
+    /// Redis for the hot cache (latest ticks, position snapshots); none when empty.
+    #[serde(default)]
+    pub redis_url: String,
     /// ClickHouse HTTP endpoint for ticks, bars and fills; the embedded store when empty.
     #[serde(default)]
     pub clickhouse_url: String,

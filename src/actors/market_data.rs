@@ -17,6 +17,7 @@ use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::{Quote, TenantContext};
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::{Bar, Symbol, Tick, Timeframe};
+use crate::storage::cache::CacheTicks;
 use crate::storage::timeseries::{AppendBars, AppendTicks};
 
 /// Closed bars kept per symbol and timeframe for warm-ups.
@@ -32,6 +33,8 @@ pub struct MarketData {
     recent: HashMap<(Symbol, Timeframe), VecDeque<Bar>>,
     pending_ticks: Vec<Tick>,
     pending_bars: Vec<Bar>,
+    /// Latest tick per symbol since the last cache write (only with a cache configured).
+    for_cache: HashMap<Symbol, Tick>,
     flushing: bool,
     notifier: ExitNotifier,
 }
@@ -44,6 +47,7 @@ impl MarketData {
             recent: HashMap::new(),
             pending_ticks: Vec::new(),
             pending_bars: Vec::new(),
+            for_cache: HashMap::new(),
             flushing: false,
             notifier,
         }
@@ -124,6 +128,18 @@ impl Actor for MarketData {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(8_192);
         ctx.run_interval(FLUSH_EVERY, |act, ctx| act.flush(ctx));
+        if self.tenant.cache.is_some() {
+            ctx.run_interval(FLUSH_EVERY, |act, _| {
+                let cache = act.tenant.cache.as_ref().and_then(|slot| slot.get());
+                if let (Some(cache), false) = (cache, act.for_cache.is_empty()) {
+                    let ticks = act.for_cache.drain().map(|(_, t)| t).collect();
+                    cache.do_send(CacheTicks {
+                        tenant: act.tenant.id.0.clone(),
+                        ticks,
+                    });
+                }
+            });
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -167,6 +183,9 @@ impl Handler<TickReceived> for MarketData {
                 time_msc: tick.time_msc,
             },
         );
+        if self.tenant.cache.is_some() {
+            self.for_cache.insert(tick.symbol.clone(), tick.clone());
+        }
         self.pending_ticks.push(tick);
         if self.pending_ticks.len() >= FLUSH_AT {
             self.flush(ctx);

@@ -28,6 +28,7 @@ use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
 use crate::domain::orders::{Order, OrderStatus};
 use crate::domain::positions::{AccountMode, Deal};
 use crate::domain::{now_ms, Login, Symbol};
+use crate::storage::cache::CachePositions;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 use crate::storage::timeseries::AppendFills;
 
@@ -363,6 +364,20 @@ impl Handler<DealReceived> for Portfolio {
             .cloned()
         {
             self.persist(Write::Order(seq, order), ctx);
+        }
+        if let Some(cache) = self.tenant.cache.as_ref().and_then(|slot| slot.get()) {
+            let positions: Vec<AccountPosition> = self
+                .ledger
+                .positions()
+                .into_iter()
+                .map(|(account, position)| AccountPosition { account, position })
+                .collect();
+            if let Ok(json) = serde_json::to_string(&positions) {
+                cache.do_send(CachePositions {
+                    tenant: self.tenant.id.0.clone(),
+                    json,
+                });
+            }
         }
         if self.tenant.timeseries.keeps_fills() {
             let (store, msg) = (

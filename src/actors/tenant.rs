@@ -33,7 +33,8 @@ use super::supervisor::{
 use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
-use crate::storage::{RelationalStore, TimeSeriesStore};
+use crate::storage::cache::RedisCache;
+use crate::storage::{RelationalStore, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
 
 /// Contract size when a symbol has none configured (FX: 100 000 units per lot).
@@ -67,6 +68,7 @@ pub struct TenantContext {
     pub metrics: Arc<Metrics>,
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
+    pub cache: Option<StoreSlot<RedisCache>>,
     pub supervisor: Slot<Supervisor>,
     pub market_data: Slot<MarketData>,
     pub risk: Slot<Risk>,
@@ -84,6 +86,7 @@ pub struct TenantDeps {
     pub metrics: Arc<Metrics>,
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
+    pub cache: Option<StoreSlot<RedisCache>>,
     pub supervision: SupervisorConfig,
 }
 
@@ -138,6 +141,7 @@ impl TenantContext {
             metrics: deps.metrics,
             relational: deps.relational,
             timeseries: deps.timeseries,
+            cache: deps.cache,
             supervisor: Slot::default(),
             market_data: Slot::default(),
             risk: Slot::default(),

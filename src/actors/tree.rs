@@ -27,6 +27,7 @@ use super::tenant::{TenantContext, TenantDeps, TenantError};
 use crate::config::{Mt5Settings, Settings, TenantSettings};
 use crate::domain::TenantId;
 use crate::metrics::Metrics;
+use crate::storage::cache::RedisCache;
 use crate::storage::clickhouse::ClickHouseSeries;
 use crate::storage::postgres::PgRelational;
 use crate::storage::relational::{self, Relational};
@@ -43,6 +44,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
+    /// The hot cache, when Redis is configured.
+    pub cache: Option<StoreSlot<RedisCache>>,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
@@ -117,6 +120,24 @@ impl Runtime {
                 TimeSeriesStore::Embedded(slot)
             }
         };
+        let cache = match settings.storage.redis_url.trim() {
+            "" => None,
+            url => {
+                let slot = StoreSlot::<RedisCache>::default();
+                let (url, board, published) = (url.to_owned(), health.clone(), slot.clone());
+                health.expect(crate::storage::cache::NAME);
+                children.push(ChildSpec::new(
+                    format!("storage.{}", crate::storage::cache::NAME),
+                    RestartPolicy::Permanent,
+                    move |cx: ChildContext| {
+                        let addr = RedisCache::new(url.clone(), board.clone(), cx.notifier).start();
+                        published.set(addr.clone());
+                        Ok(addr.recipient())
+                    },
+                ));
+                Some(slot)
+            }
+        };
         let root = Supervisor::root("system", supervision, events.clone(), children).start();
         // Tenants are spread over worker arbiters (threads) so one tenant's work cannot starve another's.
         let threads = std::thread::available_parallelism()
@@ -131,6 +152,7 @@ impl Runtime {
             metrics,
             relational,
             timeseries,
+            cache,
             supervision,
             strategies: StrategyRegistry::default(),
             tenants: Arc::new(DashMap::new()),
@@ -158,6 +180,7 @@ impl Runtime {
                 metrics: self.metrics.clone(),
                 relational: self.relational.clone(),
                 timeseries: self.timeseries.clone(),
+                cache: self.cache.clone(),
                 supervision: self.supervision,
             },
         )?;

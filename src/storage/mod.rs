@@ -6,6 +6,7 @@
 //! ticks and bars, so heavy tick writes never wait behind an order write). Other actors reach a store
 //! through a [`StoreSlot`], which the supervisor refills with the new address after a restart.
 
+pub mod cache;
 pub mod clickhouse;
 pub mod postgres;
 pub mod relational;

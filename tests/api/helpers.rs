@@ -32,7 +32,7 @@ impl KeptStore {
     }
 }
 
-/// `TRELLIS_TEST_PROFILE=real` runs the suite on PostgreSQL and ClickHouse (started by scripts/test.sh);
+/// `TRELLIS_TEST_PROFILE=real` runs the suite on PostgreSQL, ClickHouse and Redis (started by scripts/test.sh);
 /// otherwise on the embedded SQLite store.
 pub fn real_profile() -> bool {
     std::env::var("TRELLIS_TEST_PROFILE").is_ok_and(|p| p == "real")
@@ -44,8 +44,11 @@ async fn real_store_vars() -> Vec<(String, String)> {
         .expect("TRELLIS_TEST_POSTGRES_URL (scripts/test.sh sets it)");
     let clickhouse = std::env::var("TRELLIS_TEST_CLICKHOUSE_URL")
         .expect("TRELLIS_TEST_CLICKHOUSE_URL (scripts/test.sh sets it)");
+    let redis = std::env::var("TRELLIS_TEST_REDIS_URL")
+        .expect("TRELLIS_TEST_REDIS_URL (scripts/test.sh sets it)");
     let (name, owner_url, app_url) = new_pg_database(&admin, "t").await;
     vec![
+        ("TRELLIS__STORAGE__REDIS_URL".into(), redis),
         ("TRELLIS__STORAGE__POSTGRES_MIGRATE_URL".into(), owner_url),
         ("TRELLIS__STORAGE__POSTGRES_URL".into(), app_url),
         ("TRELLIS__STORAGE__CLICKHOUSE_URL".into(), clickhouse),

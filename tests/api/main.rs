@@ -3,6 +3,7 @@
 
 mod backtest;
 mod bridge;
+mod cache;
 mod clickhouse;
 mod config;
 mod health;
