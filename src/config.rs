@@ -70,6 +70,8 @@ pub struct Settings {
     pub supervision: SupervisionSettings,
     pub shutdown: ShutdownSettings,
     pub mt5: Mt5Settings,
+    /// Requests per minute per tenant, by tier.
+    pub rate_limits: crate::security::rate_limit::TierLimits,
     /// Tenants defined in configuration (until tenants move to storage with the admin API).
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,

@@ -56,9 +56,11 @@ impl Application {
             .local_addr()
             .context("reading the bound port")?
             .port();
+        let redis = Some(settings.storage.redis_url.trim()).filter(|u| !u.is_empty());
         let state = AppState {
             runtime: runtime.clone(),
             settings: settings.clone(),
+            rate_limiter: Arc::new(crate::security::rate_limit::RateLimiter::new(redis)),
         };
         let max_body = settings.http.max_body_bytes;
         let mut server = HttpServer::new(move || {

@@ -11,6 +11,16 @@ pub enum ApiError {
     BadRequest(String),
     #[error("not found")]
     NotFound,
+    /// No credentials, or credentials trellis does not know.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The tenant used its tier's requests for now.
+    #[error("rate limit of {limit} requests per minute reached; retry in {retry_after_secs} s")]
+    RateLimited {
+        limit: u32,
+        retry_after_secs: u64,
+        reset_secs: u64,
+    },
     /// An actor is gone or its mailbox is full: the client should retry.
     #[error("service temporarily unavailable: {0}")]
     Unavailable(String),
@@ -29,6 +39,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::NotFound => "not_found",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -46,6 +58,8 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -56,8 +70,26 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?cause, "request failed");
         }
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, Self::Unavailable(_)) {
-            resp.insert_header(("Retry-After", "1"));
+        match self {
+            Self::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "1"));
+            }
+            Self::RateLimited {
+                limit,
+                retry_after_secs,
+                reset_secs,
+            } => {
+                resp.insert_header(("Retry-After", retry_after_secs.to_string()));
+                resp.insert_header(("RateLimit-Policy", format!("{limit};w=60")));
+                resp.insert_header((
+                    "RateLimit",
+                    format!("limit={limit}, remaining=0, reset={reset_secs}"),
+                ));
+            }
+            Self::Unauthorized(_) => {
+                resp.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            _ => {}
         }
         resp.json(ErrorBody {
             error: self.code(),

@@ -1,7 +1,9 @@
 //! The HTTP front door: one route table. Resources live one per file.
 
 pub mod error;
+pub mod extractors;
 pub mod health;
+pub mod portfolio;
 pub mod ws;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::config::Settings;
 pub struct AppState {
     pub runtime: Runtime,
     pub settings: Arc<Settings>,
+    pub rate_limiter: Arc<crate::security::rate_limit::RateLimiter>,
 }
 
 /// The route table.
@@ -23,5 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
-        .route("/ws/mt5", web::get().to(ws::mt5::connect));
+        .route("/ws/mt5", web::get().to(ws::mt5::connect))
+        .route("/api/v1/positions", web::get().to(portfolio::positions))
+        .route("/api/v1/orders", web::get().to(portfolio::orders));
 }

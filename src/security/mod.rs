@@ -15,3 +15,4 @@ pub mod audit;
 pub mod crypto;
 pub mod jwt;
 pub mod passwords;
+pub mod rate_limit;

@@ -352,3 +352,36 @@ impl TestApp {
         .await;
     }
 }
+
+impl TestApp {
+    /// GET `path` with an API key: status, the rate-limit headers (`Retry-After`, `RateLimit`,
+    /// `RateLimit-Policy`, when present) and the JSON body.
+    pub async fn get_as(
+        &self,
+        path: &str,
+        key: Option<&str>,
+    ) -> (u16, std::collections::HashMap<String, String>, Value) {
+        let mut req = awc::Client::default()
+            .get(format!("{}{}", self.address, path))
+            .timeout(Duration::from_secs(10));
+        if let Some(k) = key {
+            req = req.insert_header(("X-API-Key", k));
+        }
+        let mut resp = req.send().await.expect("request sent");
+        let headers = ["retry-after", "ratelimit", "ratelimit-policy"]
+            .iter()
+            .filter_map(|h| {
+                resp.headers()
+                    .get(*h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| (h.to_string(), v.to_owned()))
+            })
+            .collect();
+        let body = resp.body().await.expect("body");
+        (
+            resp.status().as_u16(),
+            headers,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+        )
+    }
+}

@@ -9,6 +9,7 @@ mod config;
 mod health;
 mod helpers;
 mod isolation;
+mod limits;
 mod postgres;
 mod risk;
 mod supervision;
