@@ -4,6 +4,7 @@
 //! - `events`: the bounded history of supervision events shown by the admin API.
 //! - `tree`: builds the root of the tree (storage first, then tenants) and hands out its handles.
 
+pub mod bus;
 pub mod events;
 pub mod market_data;
 pub mod messages;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use rust_decimal::Decimal;
 
+use super::bus::TenantEvent;
 use super::messages::{
     AccountLink, AccountPosition, AccountReceived, CheckOrder, DealReceived, Flatten, GetInFlight,
     GetPortfolio, OrderResultReceived, PnlUpdated, PortfolioSnapshot, PositionsReceived, SendOrder,
@@ -84,7 +85,19 @@ impl Portfolio {
         }
     }
 
+    /// Every order change and fill is stored, in order, and published to the tenant's clients.
     fn persist(&mut self, write: Write, ctx: &mut Context<Self>) {
+        let (kind, data) = match &write {
+            Write::Order(_, order) => ("order", serde_json::to_value(order)),
+            Write::Deal(deal) => ("fill", serde_json::to_value(deal)),
+        };
+        if let Ok(data) = data {
+            self.tenant.bus.publish(TenantEvent {
+                tenant: self.tenant.id.0.clone(),
+                kind: kind.to_owned(),
+                data,
+            });
+        }
         self.writes.push_back(write);
         self.drain_writes(ctx);
     }

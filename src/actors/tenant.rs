@@ -69,6 +69,7 @@ pub struct TenantContext {
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub cache: Option<StoreSlot<RedisCache>>,
+    pub bus: super::bus::EventBus,
     pub supervisor: Slot<Supervisor>,
     pub market_data: Slot<MarketData>,
     pub risk: Slot<Risk>,
@@ -87,6 +88,7 @@ pub struct TenantDeps {
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub cache: Option<StoreSlot<RedisCache>>,
+    pub bus: super::bus::EventBus,
     pub supervision: SupervisorConfig,
 }
 
@@ -142,6 +144,7 @@ impl TenantContext {
             relational: deps.relational,
             timeseries: deps.timeseries,
             cache: deps.cache,
+            bus: deps.bus,
             supervisor: Slot::default(),
             market_data: Slot::default(),
             risk: Slot::default(),

@@ -18,6 +18,7 @@ use actix::prelude::*;
 
 use dashmap::DashMap;
 
+use super::bus::EventBus;
 use super::events::EventLog;
 use super::supervisor::{
     ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, SupervisionError,
@@ -46,6 +47,8 @@ pub struct Runtime {
     pub timeseries: TimeSeriesStore,
     /// The hot cache, when Redis is configured.
     pub cache: Option<StoreSlot<RedisCache>>,
+    /// Trading events for clients, shared across nodes through Redis when configured.
+    pub bus: EventBus,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
@@ -153,6 +156,10 @@ impl Runtime {
             relational,
             timeseries,
             cache,
+            bus: match settings.storage.redis_url.trim() {
+                "" => EventBus::local(),
+                url => EventBus::with_redis(url),
+            },
             supervision,
             strategies: StrategyRegistry::default(),
             tenants: Arc::new(DashMap::new()),
@@ -181,6 +188,7 @@ impl Runtime {
                 relational: self.relational.clone(),
                 timeseries: self.timeseries.clone(),
                 cache: self.cache.clone(),
+                bus: self.bus.clone(),
                 supervision: self.supervision,
             },
         )?;

@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
         .route("/ws/mt5", web::get().to(ws::mt5::connect))
+        .route("/ws/events", web::get().to(ws::events::connect))
         .route("/api/v1/positions", web::get().to(portfolio::positions))
         .route("/api/v1/orders", web::get().to(portfolio::orders));
 }

@@ -6,6 +6,7 @@ mod bridge;
 mod cache;
 mod clickhouse;
 mod config;
+mod events;
 mod health;
 mod helpers;
 mod isolation;

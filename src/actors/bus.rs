@@ -1,0 +1,131 @@
+//! Trading events for clients (orders and fills), per tenant, across nodes.
+//!
+//! Each process broadcasts its tenants' events in-process to the WebSocket clients it serves
+//! (`/ws/events`). With Redis configured it also publishes them on the `trellis:events` channel and
+//! subscribes to it, re-broadcasting what other nodes published: a client connected to one node sees what
+//! happened on another. Redis going away only stops the cross-node part; the subscriber reconnects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+const CHANNEL: &str = "trellis:events";
+const CAPACITY: usize = 1_024;
+
+/// One event as clients receive it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantEvent {
+    pub tenant: String,
+    /// `order` or `fill`.
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    node: String,
+    event: TenantEvent,
+}
+
+/// The per-tenant broadcast channels and, when configured, the Redis link.
+#[derive(Clone)]
+pub struct EventBus {
+    node: String,
+    channels: Arc<DashMap<String, broadcast::Sender<TenantEvent>>>,
+    publish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
+
+impl EventBus {
+    /// In-process only.
+    pub fn local() -> Self {
+        Self {
+            node: uuid::Uuid::new_v4().to_string(),
+            channels: Arc::new(DashMap::new()),
+            publish: None,
+        }
+    }
+
+    /// Shared through Redis: starts the publisher and the subscriber on the current runtime.
+    pub fn with_redis(url: &str) -> Self {
+        let mut bus = Self::local();
+        let Ok(client) = redis::Client::open(url) else {
+            return bus;
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        bus.publish = Some(tx);
+        let publisher = client.clone();
+        actix_rt::spawn(async move {
+            let mut conn = None;
+            while let Some(payload) = rx.recv().await {
+                if conn.is_none() {
+                    conn = redis::aio::ConnectionManager::new(publisher.clone())
+                        .await
+                        .ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    let sent: Result<(), _> = redis::cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(&payload)
+                        .query_async(c)
+                        .await;
+                    if sent.is_err() {
+                        conn = None; // the event still reached this node's clients
+                    }
+                }
+            }
+        });
+        let (node, channels) = (bus.node.clone(), bus.channels.clone());
+        actix_rt::spawn(async move {
+            loop {
+                if let Ok(mut pubsub) = client.get_async_pubsub().await {
+                    if pubsub.subscribe(CHANNEL).await.is_ok() {
+                        let mut messages = pubsub.on_message();
+                        while let Some(msg) = messages.next().await {
+                            let Ok(payload) = msg.get_payload::<String>() else {
+                                continue;
+                            };
+                            let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
+                                continue;
+                            };
+                            if wire.node != node {
+                                if let Some(ch) = channels.get(&wire.event.tenant) {
+                                    let _ = ch.send(wire.event);
+                                }
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        bus
+    }
+
+    fn channel(&self, tenant: &str) -> broadcast::Sender<TenantEvent> {
+        self.channels
+            .entry(tenant.to_owned())
+            .or_insert_with(|| broadcast::channel(CAPACITY).0)
+            .clone()
+    }
+
+    /// Events of `tenant` from now on, from this node and (with Redis) the others.
+    pub fn subscribe(&self, tenant: &str) -> broadcast::Receiver<TenantEvent> {
+        self.channel(tenant).subscribe()
+    }
+
+    pub fn publish(&self, event: TenantEvent) {
+        if let Some(tx) = &self.publish {
+            if let Ok(payload) = serde_json::to_string(&Wire {
+                node: self.node.clone(),
+                event: event.clone(),
+            }) {
+                let _ = tx.send(payload);
+            }
+        }
+        let _ = self.channel(&event.tenant).send(event);
+    }
+}

@@ -1,0 +1,65 @@
+//! `GET /ws/events?api_key=trk_…`: a tenant's trading events (orders and fills) as JSON text frames, for
+//! dashboards and bots. Events produced on any trellis node sharing the Redis reach every node's clients.
+//! A client too slow to keep up is told how many events it missed rather than slowing trellis down.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+#[derive(serde::Deserialize)]
+pub struct Query {
+    api_key: Option<String>,
+}
+
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    query: web::Query<Query>,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    let key = query
+        .api_key
+        .clone()
+        .or_else(|| {
+            req.headers()
+                .get("X-API-Key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            ApiError::Unauthorized("an API key is required (?api_key= or X-API-Key)".into())
+        })?;
+    let tenant = state
+        .runtime
+        .tenant_for_key(&key)
+        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+    let mut events = state.runtime.bus.subscribe(&tenant.id.0);
+    let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
+    actix_web::rt::spawn(async move {
+        use futures_util::StreamExt;
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => {
+                        let frame = serde_json::json!({"type": e.kind, "tenant": e.tenant, "data": e.data});
+                        if session.text(frame.to_string()).await.is_err() { break; }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        let frame = serde_json::json!({"type": "lagged", "missed": n});
+                        if session.text(frame.to_string()).await.is_err() { break; }
+                    }
+                    Err(RecvError::Closed) => break,
+                },
+                msg = incoming.next() => match msg {
+                    Some(Ok(actix_ws::Message::Ping(p))) if session.pong(&p).await.is_err() => break,
+                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,
+                    _ => {}
+                },
+            }
+        }
+        let _ = session.close(None).await;
+    });
+    Ok(response)
+}
