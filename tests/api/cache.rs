@@ -7,21 +7,6 @@ use redis::AsyncCommands;
 
 use crate::helpers::{rising, spawn_app_with, tenant, tick, MINUTE, T0};
 
-fn shared_url() -> Option<String> {
-    match std::env::var("TRELLIS_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("TRELLIS_TEST_REDIS_URL is not set under CI: scripts/test.sh starts Redis")
-        }
-        _ => {
-            eprintln!(
-                "skipped: TRELLIS_TEST_REDIS_URL is not set (run scripts/test.sh to start Redis)"
-            );
-            None
-        }
-    }
-}
-
 async fn get(url: &str, key: &str) -> Option<serde_json::Value> {
     let client = redis::Client::open(url).ok()?;
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
@@ -49,7 +34,9 @@ async fn wait_for_key(
 
 #[actix_rt::test]
 async fn the_cache_holds_the_latest_tick_and_the_positions_of_a_tenant() {
-    let Some(url) = shared_url() else { return };
+    let Some(url) = crate::helpers::service_url("TRELLIS_TEST_REDIS_URL") else {
+        return;
+    };
     let id = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let key = format!("trk_{id}_redis-cache-secret");
     let app = spawn_app_with(&[("TRELLIS__STORAGE__REDIS_URL", &url)]).await;
@@ -73,13 +60,6 @@ async fn the_cache_holds_the_latest_tick_and_the_positions_of_a_tenant() {
     assert_eq!(positions[0]["volume"], "0.1");
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn start_redis(port: u16, dir: &std::path::Path) {
@@ -113,12 +93,12 @@ fn stop_redis(port: u16) {
 
 #[actix_rt::test]
 async fn trading_continues_while_redis_is_away_and_the_cache_catches_up_when_it_is_back() {
-    if shared_url().is_none() {
+    if crate::helpers::service_url("TRELLIS_TEST_REDIS_URL").is_none() {
         return;
     }
     // Arrange: a Redis of this test's own.
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
+    let port = crate::helpers::free_port();
     start_redis(port, dir.path());
     let url = format!("redis://127.0.0.1:{port}");
     let app = spawn_app_with(&[("TRELLIS__STORAGE__REDIS_URL", &url)]).await;

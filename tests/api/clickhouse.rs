@@ -10,20 +10,6 @@ use crate::helpers::{spawn_app_with, tenant, tick, wait_for, MINUTE, T0};
 
 const KEY: &str = "trk_acme0001_clickhouse-secret";
 
-/// The shared test server, or `None` (with a note) when it is not there outside CI.
-fn shared_url() -> Option<String> {
-    match std::env::var("TRELLIS_TEST_CLICKHOUSE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("TRELLIS_TEST_CLICKHOUSE_URL is not set under CI: scripts/test.sh starts ClickHouse")
-        }
-        _ => {
-            eprintln!("skipped: TRELLIS_TEST_CLICKHOUSE_URL is not set (run scripts/test.sh to start ClickHouse)");
-            None
-        }
-    }
-}
-
 async fn count(client: &Client, sql: &str) -> u64 {
     client.query(sql).fetch_one::<u64>().await.unwrap_or(0)
 }
@@ -34,7 +20,9 @@ fn database() -> String {
 
 #[actix_rt::test]
 async fn trading_on_clickhouse_stores_ticks_bars_and_fills() {
-    let Some(url) = shared_url() else { return };
+    let Some(url) = crate::helpers::service_url("TRELLIS_TEST_CLICKHOUSE_URL") else {
+        return;
+    };
     let db = database();
     let app = spawn_app_with(&[
         ("TRELLIS__STORAGE__CLICKHOUSE_URL", &url),
@@ -83,13 +71,6 @@ async fn trading_on_clickhouse_stores_ticks_bars_and_fills() {
     app.shutdown().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn instance(action: &str, dir: &std::path::Path, ports: Option<(u16, u16)>) {
     let mut cmd = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -106,13 +87,13 @@ fn instance(action: &str, dir: &std::path::Path, ports: Option<(u16, u16)>) {
 #[actix_rt::test]
 async fn ticks_and_fills_accepted_while_clickhouse_is_down_are_stored_exactly_once_when_it_is_back()
 {
-    if shared_url().is_none() {
+    if crate::helpers::service_url("TRELLIS_TEST_CLICKHOUSE_URL").is_none() {
         return;
     }
     // Arrange: a ClickHouse of this test's own, so stopping it disturbs nobody else.
     let dir = tempfile::tempdir().expect("dir");
     let ch_dir = dir.path().join("clickhouse");
-    let (http, tcp) = (free_port(), free_port());
+    let (http, tcp) = (crate::helpers::free_port(), crate::helpers::free_port());
     instance("start", &ch_dir, Some((http, tcp)));
     let url = format!("http://127.0.0.1:{http}");
     let app = spawn_app_with(&[

@@ -385,3 +385,26 @@ impl TestApp {
         )
     }
 }
+
+/// The URL of a test server from `var` (set by scripts/test.sh), or `None` with a note outside CI; under CI a
+/// missing server is a failure.
+pub fn service_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set under CI: scripts/test.sh starts it")
+        }
+        _ => {
+            eprintln!("skipped: {var} is not set (run scripts/test.sh to start the test servers)");
+            None
+        }
+    }
+}
+
+/// A TCP port nothing listens on right now, for a server a test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -8,18 +8,7 @@ use trellis::storage::postgres::{check_isolation, migrate, IsolationError};
 /// (owner URL, application-role URL) of a fresh, migrated database; `None` (with a note) outside CI
 /// when PostgreSQL is not there.
 async fn fresh_database() -> Option<(String, String)> {
-    let admin = match std::env::var("TRELLIS_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!(
-                "TRELLIS_TEST_POSTGRES_URL is not set under CI: scripts/test.sh starts PostgreSQL"
-            )
-        }
-        _ => {
-            eprintln!("skipped: TRELLIS_TEST_POSTGRES_URL is not set (run scripts/test.sh to start PostgreSQL)");
-            return None;
-        }
-    };
+    let admin = crate::helpers::service_url("TRELLIS_TEST_POSTGRES_URL")?;
     let (_, owner, app) = crate::helpers::new_pg_database(&admin, "rls").await;
     migrate(&owner).await.expect("migrations apply");
     Some((owner, app))
