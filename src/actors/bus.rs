@@ -23,6 +23,9 @@ pub struct TenantEvent {
     /// `order` or `fill`.
     pub kind: String,
     pub data: serde_json::Value,
+    /// Produced by this node (false for events re-broadcast from another node).
+    #[serde(skip)]
+    pub local: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -117,7 +120,8 @@ impl EventBus {
         self.channel(tenant).subscribe()
     }
 
-    pub fn publish(&self, event: TenantEvent) {
+    pub fn publish(&self, mut event: TenantEvent) {
+        event.local = true;
         if let Some(tx) = &self.publish {
             if let Ok(payload) = serde_json::to_string(&Wire {
                 node: self.node.clone(),

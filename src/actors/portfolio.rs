@@ -96,6 +96,7 @@ impl Portfolio {
                 tenant: self.tenant.id.0.clone(),
                 kind: kind.to_owned(),
                 data,
+                local: true,
             });
         }
         self.writes.push_back(write);

@@ -49,6 +49,7 @@ pub struct Runtime {
     pub cache: Option<StoreSlot<RedisCache>>,
     /// Trading events for clients, shared across nodes through Redis when configured.
     pub bus: EventBus,
+    redis_url: Option<String>,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
@@ -156,6 +157,7 @@ impl Runtime {
             relational,
             timeseries,
             cache,
+            redis_url: Some(settings.storage.redis_url.trim().to_owned()).filter(|u| !u.is_empty()),
             bus: match settings.storage.redis_url.trim() {
                 "" => EventBus::local(),
                 url => EventBus::with_redis(url),
@@ -192,6 +194,9 @@ impl Runtime {
                 supervision: self.supervision,
             },
         )?;
+        if let Some(url) = &self.redis_url {
+            crate::storage::hot_logs::follow(&self.bus, &tenant.id.0, url);
+        }
         // The tenant's row first: its orders and fills reference it.
         let ensure = crate::storage::relational::EnsureTenant {
             id: tenant.id.0.clone(),

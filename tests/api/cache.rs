@@ -152,3 +152,53 @@ async fn trading_continues_while_redis_is_away_and_the_cache_catches_up_when_it_
     app.shutdown().await;
     stop_redis(port);
 }
+
+#[actix_rt::test]
+async fn the_hot_log_tier_keeps_a_tenants_trade_log_in_redis_for_24_hours() {
+    let Some(url) = crate::helpers::service_url("TRELLIS_TEST_REDIS_URL") else {
+        return;
+    };
+    let id = format!("h{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let key = format!("trk_{id}_hot-log-secret");
+    let app = spawn_app_with(&[("TRELLIS__STORAGE__REDIS_URL", &url)]).await;
+    app.add_tenant(tenant(&id, &key)).await;
+    let sim = app.sim(&key, 7001).await;
+
+    rising(&sim, 4);
+    app.wait_portfolio(&id, "the fill", |p| p.deals.len() == 1)
+        .await;
+
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let list = format!("trellis:logs:{id}");
+    let mut lines: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        lines = conn.lrange(&list, 0, -1).await.expect("lrange");
+        if lines.iter().any(|l| l.contains("\"kind\":\"fill\"")) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ttl: i64 = conn.ttl(&list).await.expect("ttl");
+
+    let kinds: Vec<String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("order"),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "fill"), "{kinds:?}");
+    assert!(
+        ttl > 86_000 && ttl <= 86_400,
+        "kept for 24 hours: ttl {ttl}"
+    );
+    sim.stop().await.expect("sim stops");
+    app.shutdown().await;
+}
