@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const TEST_TOML: &str = include_str!("../config/test.toml");
@@ -72,9 +72,61 @@ pub struct Settings {
     pub mt5: Mt5Settings,
     /// Requests per minute per tenant, by tier.
     pub rate_limits: crate::security::rate_limit::TierLimits,
-    /// Tenants defined in configuration (until tenants move to storage with the admin API).
+    /// Tokens, keys and secrets (shared/SECURITY.md).
+    pub security: SecuritySettings,
+    /// The first platform administrator.
+    pub bootstrap: BootstrapSettings,
+    /// What each tier may create.
+    pub quotas: QuotaSettings,
+    /// Tenants defined in configuration: stored on the first start, managed through the admin API after.
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,
+}
+
+/// Secrets and token lifetimes. An empty secret is read from (or generated once into) `<data_dir>/secrets.json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// HS256 signing secrets as `kid:base64[,kid:base64…]`; the first signs, all verify.
+    pub jwt_secrets: String,
+    /// The HMAC key API-key digests are computed with (base64).
+    pub api_key_pepper: String,
+    /// The HMAC key of the audit chain (base64).
+    pub audit_key: String,
+    /// AES-256-GCM data keys as `version:base64[,…]`; the highest version encrypts.
+    pub data_keys: String,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_idle_secs: u64,
+    pub refresh_absolute_secs: u64,
+    /// A refresh token repeated within this window is refused without revoking its family.
+    pub refresh_grace_ms: u64,
+    /// How long a rolled API key keeps working next to its successor.
+    pub key_overlap_secs: u64,
+    /// Login attempts per minute per account and per client address.
+    pub login_per_account_per_min: u32,
+    pub login_per_ip_per_min: u32,
+    /// Failed logins after which an account waits (doubling from 1 s, at most 15 min).
+    pub lockout_after_failures: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSettings {
+    /// Created as platform administrator on a start that finds none.
+    pub admin_email: String,
+    pub admin_password: String,
+    /// With no email configured, create `admin@localhost` with a generated password printed once (demo).
+    pub generate_admin: bool,
+}
+
+/// Per-tier quotas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    pub strategies: crate::security::rate_limit::TierLimits,
+    pub mt5_accounts: crate::security::rate_limit::TierLimits,
 }
 
 /// Limits and timings of the MT5 bridge protocol.
@@ -95,14 +147,15 @@ pub struct Mt5Settings {
 }
 
 /// A tenant: its keys, symbols, risk limits and strategies.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub id: String,
     pub name: String,
     #[serde(default = "default_tier")]
     pub tier: String,
-    /// API keys its MT5 bridges present in `hello`.
+    /// API keys its MT5 bridges present in `hello` (configuration only: never written to storage).
+    #[serde(default, skip_serializing)]
     pub api_keys: Vec<String>,
     /// Symbols it trades; ticks of other symbols are refused.
     pub symbols: Vec<String>,
@@ -120,7 +173,7 @@ fn default_tier() -> String {
 }
 
 /// Pre-trade limits of a tenant. A missing limit does not apply.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskSettings {
     #[serde(default)]
@@ -145,7 +198,7 @@ pub struct RiskSettings {
 }
 
 /// One strategy instance.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySettings {
     pub id: String,
@@ -160,6 +213,13 @@ pub struct StrategySettings {
     pub account: Option<u64>,
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, f64>,
+    /// A stopped strategy keeps its settings but receives no bars.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -50,6 +50,7 @@ pub fn demo_tenant(api_key: String) -> TenantSettings {
                 volume: d("0.1"),
                 account: Some(DEMO_LOGIN),
                 params: [("fast".to_owned(), 3.0), ("slow".to_owned(), 8.0)].into(),
+                enabled: true,
             })
             .collect(),
     }

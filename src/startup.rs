@@ -14,6 +14,8 @@ use crate::actors::tree::Runtime;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::security::service::{now_ms, Security};
+use crate::storage::security::{SecurityStore, TenantRow};
 
 /// Fires the shutdown of an [`Application`] from anywhere (a test, the demo, a signal).
 #[derive(Clone)]
@@ -42,11 +44,22 @@ impl Application {
         prepare_postgres(&settings.storage).await?;
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::start(&settings, metrics);
-        for tenant in &settings.tenants {
-            runtime
-                .start_tenant(tenant.clone())
-                .await
-                .with_context(|| format!("starting tenant `{}`", tenant.id))?;
+        let store = SecurityStore::open_embedded(&settings.storage.data_dir)
+            .await
+            .context("opening the security store")?;
+        let security = Security::start(&settings, store)
+            .await
+            .context("loading the security service")?;
+        start_tenants(&settings, &runtime, &security).await?;
+        if let Some((email, password)) = security
+            .bootstrap(&settings)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the first administrator: {e}"))?
+        {
+            // Printed once, on the start that created it; never logged.
+            println!(
+                "\n  platform administrator created: {email} / {password}\n  (shown once; sign in at POST /api/v1/auth/login)\n"
+            );
         }
         let listener =
             TcpListener::bind((settings.http.host, settings.http.port)).with_context(|| {
@@ -61,6 +74,7 @@ impl Application {
             runtime: runtime.clone(),
             settings: settings.clone(),
             rate_limiter: Arc::new(crate::security::rate_limit::RateLimiter::new(redis)),
+            security: security.clone(),
         };
         let max_body = settings.http.max_body_bytes;
         let mut server = HttpServer::new(move || {
@@ -140,6 +154,46 @@ impl Application {
         tracing::info!("shutting down: 4/4 stopped");
         Ok(())
     }
+}
+
+/// Starts every tenant: those of the configuration are stored on the first start (after that the stored
+/// document — changed through the admin API — is what runs), then those created through the API.
+async fn start_tenants(
+    settings: &Settings,
+    runtime: &Runtime,
+    security: &Security,
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    for tenant in &settings.tenants {
+        let seed = TenantRow {
+            id: tenant.id.clone(),
+            settings: serde_json::to_string(tenant)?,
+            tier: tenant.tier.clone(),
+            suspended: 0,
+            created_ms: now,
+            updated_ms: now,
+        };
+        security
+            .store
+            .seed_tenant(&seed)
+            .await
+            .with_context(|| format!("storing tenant `{}`", tenant.id))?;
+    }
+    for row in security.store.tenants().await? {
+        let mut doc: crate::config::TenantSettings = serde_json::from_str(&row.settings)
+            .with_context(|| format!("reading the stored settings of tenant `{}`", row.id))?;
+        // API keys of the configuration are its own: they stay valid as configured.
+        if let Some(configured) = settings.tenants.iter().find(|t| t.id == row.id) {
+            doc.api_keys = configured.api_keys.clone();
+        }
+        doc.tier = row.tier.clone();
+        security.set_suspended(&row.id, row.suspended != 0);
+        runtime
+            .start_tenant(doc)
+            .await
+            .with_context(|| format!("starting tenant `{}`", row.id))?;
+    }
+    Ok(())
 }
 
 /// With PostgreSQL configured: migrate when the owner's URL is given, then refuse to start unless the

@@ -54,7 +54,7 @@ impl MarketData {
     }
 
     fn fan_out(&self, bar: &Bar) {
-        for route in &self.tenant.strategies {
+        for route in self.tenant.strategies.iter() {
             if route.symbol == bar.symbol && route.timeframe == bar.timeframe {
                 if let Some(host) = self.tenant.strategy_hosts.get(&route.settings.id) {
                     // Bars are few and must not be lost: do_send ignores the mailbox bound.

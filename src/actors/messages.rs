@@ -258,3 +258,15 @@ pub struct SessionState {
     pub bridge_ack: u64,
     pub last_tick_msc: Option<i64>,
 }
+
+/// Closes the terminal's connection (the session stays, the bridge may not reconnect while refused).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub reason: String,
+}
+
+/// Replaces the tenant's risk limits (admin API); the kill switch and PnL state are kept.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetRiskLimits(pub crate::config::RiskSettings);

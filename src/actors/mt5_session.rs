@@ -294,6 +294,9 @@ impl Mt5Session {
         let timeout = Duration::from_millis(self.tenant.mt5.heartbeat_timeout_ms);
         if self.last_heard.elapsed() > timeout {
             tracing::warn!(tenant = %self.tenant.id, account = %self.login, "heartbeats missed: session lost");
+            // Risk hears of it before the terminal does: once the connection is seen closed, the account
+            // is already blind.
+            self.set_link(LinkState::Lost);
             self.send_error(
                 ErrorCode::HeartbeatTimeout,
                 format!("nothing received for {} ms", timeout.as_millis()),
@@ -301,7 +304,6 @@ impl Mt5Session {
                 true,
             );
             self.close(CLOSE_POLICY, "heartbeat timeout");
-            self.set_link(LinkState::Lost);
             return;
         }
         let seq = self.next_seq();
@@ -475,5 +477,17 @@ impl Handler<Shutdown> for Mt5Session {
         );
         self.close(CLOSE_GOING_AWAY, "trellis is shutting down");
         ctx.stop();
+    }
+}
+
+impl Handler<super::messages::Disconnect> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::Disconnect, _ctx: &mut Self::Context) {
+        if self.conn.is_some() {
+            self.set_link(LinkState::Disconnected);
+            self.send_error(ErrorCode::BadApiKey, msg.reason.clone(), None, true);
+            self.close(CLOSE_POLICY, &msg.reason);
+        }
     }
 }

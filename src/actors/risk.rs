@@ -27,7 +27,7 @@ pub struct Risk {
 
 impl Risk {
     pub fn new(tenant: Arc<TenantContext>, notifier: ExitNotifier) -> Self {
-        let gate = RiskGate::new(tenant.settings.risk.clone(), tenant.symbols.iter().cloned());
+        let gate = RiskGate::new(tenant.risk_limits(), tenant.symbols.iter().cloned());
         Self {
             tenant,
             gate,
@@ -204,5 +204,14 @@ impl Handler<Shutdown> for Risk {
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+impl Handler<super::messages::SetRiskLimits> for Risk {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::SetRiskLimits, _ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.tenant.id, limits = ?msg.0, "risk limits replaced");
+        self.gate.limits = msg.0;
     }
 }

@@ -62,8 +62,13 @@ pub struct TenantContext {
     pub settings: TenantSettings,
     pub symbols: HashSet<String>,
     contract_sizes: HashMap<String, Decimal>,
-    pub strategies: Vec<StrategyRoute>,
+    /// The strategy instances by id; the admin API adds, changes and removes them while the tenant runs.
+    pub strategies: DashMap<String, StrategyRoute>,
     pub registry: StrategyRegistry,
+    tier: std::sync::RwLock<String>,
+    risk_limits: std::sync::RwLock<crate::config::RiskSettings>,
+    /// Serialises changes to the tenant's stored document (admin API).
+    pub admin: tokio::sync::Mutex<()>,
     pub mt5: Mt5Settings,
     pub metrics: Arc<Metrics>,
     pub relational: RelationalStore,
@@ -111,22 +116,10 @@ impl TenantContext {
             tenant: settings.id.clone(),
             message,
         };
-        let mut strategies = Vec::new();
+        let strategies = DashMap::new();
         for s in &settings.strategies {
-            let timeframe = Timeframe::parse(&s.timeframe).ok_or_else(|| {
-                invalid(format!(
-                    "strategy `{}`: unknown timeframe `{}`",
-                    s.id, s.timeframe
-                ))
-            })?;
-            deps.registry
-                .build(&s.kind, &s.params, s.volume)
-                .map_err(|e| invalid(format!("strategy `{}`: {e}", s.id)))?;
-            strategies.push(StrategyRoute {
-                settings: s.clone(),
-                symbol: Symbol(s.symbol.clone()),
-                timeframe,
-            });
+            let route = Self::route(&deps.registry, s).map_err(invalid)?;
+            strategies.insert(s.id.clone(), route);
         }
         Ok(Arc::new(Self {
             id: TenantId(settings.id.clone()),
@@ -137,6 +130,9 @@ impl TenantContext {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             strategies,
+            tier: std::sync::RwLock::new(settings.tier.clone()),
+            risk_limits: std::sync::RwLock::new(settings.risk.clone()),
+            admin: tokio::sync::Mutex::new(()),
             settings,
             registry: deps.registry,
             mt5: deps.mt5,
@@ -154,6 +150,80 @@ impl TenantContext {
             quotes: DashMap::new(),
             supervision: deps.supervision,
         }))
+    }
+
+    /// Checks a strategy's settings (timeframe, parameters) by building it once.
+    pub fn route(registry: &StrategyRegistry, s: &StrategySettings) -> Result<StrategyRoute, String> {
+        let timeframe = Timeframe::parse(&s.timeframe).ok_or_else(|| {
+            format!("strategy `{}`: unknown timeframe `{}`", s.id, s.timeframe)
+        })?;
+        registry
+            .build(&s.kind, &s.params, s.volume)
+            .map_err(|e| format!("strategy `{}`: {e}", s.id))?;
+        Ok(StrategyRoute {
+            settings: s.clone(),
+            symbol: Symbol(s.symbol.clone()),
+            timeframe,
+        })
+    }
+
+    /// The supervisor child that hosts one strategy instance.
+    pub fn strategy_spec(self: &Arc<Self>, route: StrategyRoute) -> ChildSpec {
+        let t = self.clone();
+        ChildSpec::new(
+            format!("strategy:{}", route.settings.id),
+            RestartPolicy::Permanent,
+            move |cx: ChildContext| {
+                let strategy = t
+                    .registry
+                    .build(
+                        &route.settings.kind,
+                        &route.settings.params,
+                        route.settings.volume,
+                    )
+                    .map_err(|e| e.to_string())?;
+                let id = route.settings.id.clone();
+                let addr = StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
+                t.strategy_hosts.insert(id, addr.clone());
+                Ok(addr.recipient())
+            },
+        )
+    }
+
+    pub fn tier(&self) -> String {
+        self.tier.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    pub fn set_tier(&self, tier: &str) {
+        if let Ok(mut t) = self.tier.write() {
+            *t = tier.to_owned();
+        }
+    }
+
+    /// The risk limits in force (a restarted `Risk` starts from these).
+    pub fn risk_limits(&self) -> crate::config::RiskSettings {
+        self.risk_limits
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set_risk_limits(&self, limits: crate::config::RiskSettings) {
+        if let Ok(mut r) = self.risk_limits.write() {
+            *r = limits;
+        }
+    }
+
+    /// The tenant as it runs now, as stored in the tenant registry.
+    pub fn document(&self) -> TenantSettings {
+        let mut doc = self.settings.clone();
+        doc.tier = self.tier();
+        doc.risk = self.risk_limits();
+        let mut strategies: Vec<StrategySettings> =
+            self.strategies.iter().map(|r| r.settings.clone()).collect();
+        strategies.sort_by(|a, b| a.id.cmp(&b.id));
+        doc.strategies = strategies;
+        doc
     }
 
     pub fn contract_size(&self, symbol: &str) -> Decimal {
@@ -199,28 +269,15 @@ impl TenantContext {
                 )
             },
         ];
-        for route in &self.strategies {
-            let t = self.clone();
-            let route = route.clone();
-            children.push(ChildSpec::new(
-                format!("strategy:{}", route.settings.id),
-                RestartPolicy::Permanent,
-                move |cx: ChildContext| {
-                    let strategy = t
-                        .registry
-                        .build(
-                            &route.settings.kind,
-                            &route.settings.params,
-                            route.settings.volume,
-                        )
-                        .map_err(|e| e.to_string())?;
-                    let id = route.settings.id.clone();
-                    let addr =
-                        StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
-                    t.strategy_hosts.insert(id, addr.clone());
-                    Ok(addr.recipient())
-                },
-            ));
+        let mut routes: Vec<StrategyRoute> = self
+            .strategies
+            .iter()
+            .filter(|r| r.settings.enabled)
+            .map(|r| r.clone())
+            .collect();
+        routes.sort_by(|a, b| a.settings.id.cmp(&b.settings.id));
+        for route in routes {
+            children.push(self.strategy_spec(route));
         }
         let t = self.clone();
         let name = format!("tenant:{}", self.id);

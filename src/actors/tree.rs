@@ -201,7 +201,7 @@ impl Runtime {
         let ensure = crate::storage::relational::EnsureTenant {
             id: tenant.id.0.clone(),
             name: tenant.settings.name.clone(),
-            tier: tenant.settings.tier.clone(),
+            tier: tenant.tier(),
         };
         let mut stored = Err(crate::storage::StorageError::Unavailable(
             "storage never became ready".into(),

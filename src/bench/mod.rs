@@ -227,6 +227,7 @@ fn strategy(id: &str, kind: &str, symbol: &str) -> StrategySettings {
         volume: Decimal::new(1, 2),
         account: None,
         params: Default::default(),
+        enabled: true,
     }
 }
 

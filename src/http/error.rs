@@ -14,6 +14,18 @@ pub enum ApiError {
     /// No credentials, or credentials trellis does not know.
     #[error("{0}")]
     Unauthorized(String),
+    /// Known caller, not allowed (role, scope, suspended tenant).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The tenant's tier does not include this; `required` names the tier that does.
+    #[error("{message}")]
+    TierRequired { required: String, message: String },
+    /// The request conflicts with what is stored (duplicate, already rolled…).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many login attempts: retry after the given seconds.
+    #[error("too many attempts; retry in {0} s")]
+    TooManyAttempts(u64),
     /// The tenant used its tier's requests for now.
     #[error("rate limit of {limit} requests per minute reached; retry in {retry_after_secs} s")]
     RateLimited {
@@ -32,6 +44,8 @@ pub enum ApiError {
 struct ErrorBody<'a> {
     error: &'a str,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required_tier: Option<&'a str>,
 }
 
 impl ApiError {
@@ -40,6 +54,10 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::NotFound => "not_found",
             Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::TierRequired { .. } => "tier_required",
+            Self::Conflict(_) => "conflict",
+            Self::TooManyAttempts(_) => "too_many_attempts",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -59,7 +77,9 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Forbidden(_) | Self::TierRequired { .. } => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooManyAttempts(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,11 +109,43 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => {
                 resp.insert_header(("WWW-Authenticate", "Bearer"));
             }
+            Self::TooManyAttempts(secs) => {
+                resp.insert_header(("Retry-After", secs.to_string()));
+            }
             _ => {}
         }
         resp.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),
+            required_tier: match self {
+                Self::TierRequired { required, .. } => Some(required.as_str()),
+                _ => None,
+            },
         })
+    }
+}
+
+impl From<crate::security::service::AuthError> for ApiError {
+    fn from(e: crate::security::service::AuthError) -> Self {
+        use crate::security::service::AuthError as A;
+        match e {
+            A::Unauthenticated(m) => Self::Unauthorized(m),
+            A::Forbidden(m) => Self::Forbidden(m),
+            A::TooMany(s) => Self::TooManyAttempts(s),
+            A::Conflict(m) => Self::Conflict(m),
+            A::Invalid(m) => Self::BadRequest(m),
+            A::NotFound => Self::NotFound,
+            A::Storage(s) => s.into(),
+            A::Internal(m) => Self::Internal(anyhow::anyhow!(m)),
+        }
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        match e {
+            crate::storage::StorageError::Unavailable(m) => Self::Unavailable(m),
+            crate::storage::StorageError::Rejected(m) => Self::Conflict(m),
+        }
     }
 }

@@ -1,9 +1,8 @@
 //! The HTTP front door: one route table. Resources live one per file.
 
+pub mod api;
 pub mod error;
-pub mod extractors;
 pub mod health;
-pub mod portfolio;
 pub mod ws;
 
 use std::sync::Arc;
@@ -19,6 +18,7 @@ pub struct AppState {
     pub runtime: Runtime,
     pub settings: Arc<Settings>,
     pub rate_limiter: Arc<crate::security::rate_limit::RateLimiter>,
+    pub security: Arc<crate::security::service::Security>,
 }
 
 /// The route table.
@@ -28,6 +28,5 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/ws/mt5", web::get().to(ws::mt5::connect))
         .route("/ws/events", web::get().to(ws::events::connect))
-        .route("/api/v1/positions", web::get().to(portfolio::positions))
-        .route("/api/v1/orders", web::get().to(portfolio::orders));
+        .configure(api::configure);
 }

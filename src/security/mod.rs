@@ -5,10 +5,10 @@
 //! - `crypto`: AES-256-GCM field encryption bound to table/column/tenant/row, versioned keys, rotation;
 //! - `audit`: the per-tenant HMAC hash chain and its verification.
 //!
-//! The admin API that uses them (login, refresh rotation, RBAC, key management, encrypted MT5 credentials,
-//! the audit log) is the security issue's work still to come. Until then MT5 bridges authenticate with API
-//! keys listed in configuration (`[[tenants]]`); the bridge protocol does not change when keys move to
-//! storage.
+//! - `rbac`: roles, key scopes and what each route requires;
+//! - `secrets`: where the secrets come from (configuration, else a generated `secrets.json`);
+//! - `service`: login, refresh rotation, sessions, API keys, MT5 credentials and the audit log, over the
+//!   security store, with the in-memory checks every request runs.
 
 pub mod api_keys;
 pub mod audit;
@@ -16,3 +16,6 @@ pub mod crypto;
 pub mod jwt;
 pub mod passwords;
 pub mod rate_limit;
+pub mod rbac;
+pub mod secrets;
+pub mod service;

@@ -11,6 +11,7 @@ pub mod clickhouse;
 pub mod hot_logs;
 pub mod postgres;
 pub mod relational;
+pub mod security;
 pub mod sqlite;
 pub mod timeseries;
 

@@ -66,9 +66,11 @@ async fn serve_on_port_zero_answers_health_ready_and_metrics_then_shuts_down() {
 
 #[actix_rt::test]
 async fn ready_answers_503_naming_the_store_that_cannot_open() {
-    // Arrange: a data directory that is a file, so SQLite cannot create its databases there.
-    let blocker = tempfile::NamedTempFile::new().expect("temp file");
-    let path = blocker.path().display().to_string();
+    // Arrange: a directory where the relational database file should be, so SQLite cannot open it (the
+    // rest of the data directory — secrets, the security store — is usable).
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("relational.db")).expect("blocking directory");
+    let path = dir.path().display().to_string();
     // In the real profile the relational store is PostgreSQL (checked before start-up): point the
     // time-series store at a port where nothing listens instead.
     let real = crate::helpers::real_profile();
@@ -93,10 +95,11 @@ async fn ready_answers_503_naming_the_store_that_cannot_open() {
         .iter()
         .filter_map(|f| f["name"].as_str())
         .collect();
-    if !real {
+    if real {
+        assert!(failing.contains(&"timeseries"), "{body}");
+    } else {
         assert!(failing.contains(&"relational"), "{body}");
     }
-    assert!(failing.contains(&"timeseries"), "{body}");
     assert_eq!(health_status, 200, "the process itself is alive");
     app.shutdown().await;
 }

@@ -234,6 +234,7 @@ pub fn ema(id: &str, symbol: &str) -> StrategySettings {
         volume: d("0.1"),
         account: None,
         params: BTreeMap::from([("fast".to_owned(), 2.0), ("slow".to_owned(), 3.0)]),
+        enabled: true,
     }
 }
 

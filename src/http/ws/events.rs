@@ -28,13 +28,27 @@ pub async fn connect(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         })
+        .or_else(|| crate::http::api::credential(&req))
         .ok_or_else(|| {
             ApiError::Unauthorized("an API key is required (?api_key= or X-API-Key)".into())
         })?;
-    let tenant = state
-        .runtime
-        .tenant_for_key(&key)
-        .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".into()))?;
+    let principal = crate::http::api::authenticate(&state, &key)?;
+    if !principal.may(crate::security::rbac::Access::Read) {
+        return Err(ApiError::Forbidden("reading events needs the read scope".into()).into());
+    }
+    let tenant = principal
+        .tenant
+        .as_deref()
+        .and_then(|t| state.runtime.tenant(t))
+        .ok_or_else(|| ApiError::Forbidden("events are per tenant: use a tenant's credentials".into()))?;
+    // An access token's stream ends when the token does; the client reconnects with a fresh one.
+    let expires = match principal.credential {
+        crate::security::service::Credential::User { exp, .. } => {
+            let left = (exp as i64 * 1000 - crate::security::service::now_ms()).max(0) as u64;
+            Some(tokio::time::Instant::now() + std::time::Duration::from_millis(left))
+        }
+        _ => None,
+    };
     let mut events = state.runtime.bus.subscribe(&tenant.id.0);
     let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
     actix_web::rt::spawn(async move {
@@ -52,6 +66,20 @@ pub async fn connect(
                     }
                     Err(RecvError::Closed) => break,
                 },
+                _ = async {
+                    match expires {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    let _ = session
+                        .close(Some(actix_ws::CloseReason {
+                            code: actix_ws::CloseCode::Policy,
+                            description: Some("access token expired".into()),
+                        }))
+                        .await;
+                    return;
+                }
                 msg = incoming.next() => match msg {
                     Some(Ok(actix_ws::Message::Ping(p))) if session.pong(&p).await.is_err() => break,
                     Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => break,

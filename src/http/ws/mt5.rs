@@ -194,15 +194,24 @@ impl Conn {
             .await;
             return None;
         }
-        let Some(tenant) = self.state.runtime.tenant_for_key(&hello.api_key) else {
-            tracing::warn!(peer = %self.peer, login = hello.login, "bridge refused: bad API key");
-            self.fail(
-                ErrorCode::BadApiKey,
-                "unknown or revoked API key".into(),
-                Some(hello.seq),
-            )
-            .await;
-            return None;
+        let verdict = crate::http::api::authenticate(&self.state, &hello.api_key).and_then(|p| {
+            if p.role.is_some() || !p.scopes.contains(&crate::security::rbac::Scope::MarketWrite) {
+                return Err(crate::http::error::ApiError::Forbidden(
+                    "bridges need an API key with the market:write scope".into(),
+                ));
+            }
+            p.tenant
+                .as_deref()
+                .and_then(|t| self.state.runtime.tenant(t))
+                .ok_or_else(|| crate::http::error::ApiError::Unauthorized("unknown or revoked API key".into()))
+        });
+        let tenant = match verdict {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, login = hello.login, reason = %e, "bridge refused");
+                self.fail(ErrorCode::BadApiKey, e.to_string(), Some(hello.seq)).await;
+                return None;
+            }
         };
         Some((tenant, hello))
     }

@@ -1,0 +1,98 @@
+//! MT5 accounts of a tenant: login, broker server and password. The password is encrypted with AES-256-GCM
+//! bound to the tenant, the row and the column (shared/SECURITY.md) and is never returned.
+
+use actix_web::{web, HttpResponse};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Authorized, Body};
+use crate::http::error::ApiError;
+use crate::storage::security::Mt5AccountRow;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAccount {
+    pub login: u64,
+    /// The broker's trade server, e.g. "MetaQuotes-Demo".
+    pub server: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    pub login: i64,
+    pub server: String,
+    pub key_version: i64,
+    pub created_ms: i64,
+    pub connected: bool,
+}
+
+fn view(auth: &Authorized, a: &Mt5AccountRow) -> AccountView {
+    let connected = auth.tenant.as_ref().is_some_and(|t| {
+        t.sessions
+            .contains_key(&crate::domain::Login(a.login as u64))
+    });
+    AccountView {
+        login: a.login,
+        server: a.server.clone(),
+        key_version: a.key_version,
+        created_ms: a.created_ms,
+        connected,
+    }
+}
+
+pub async fn register(
+    auth: Authorized,
+    Body(body): Body<RegisterAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = auth.tenant()?.clone();
+    if body.login == 0 || body.login > i64::MAX as u64 {
+        return Err(ApiError::BadRequest("login: must be a positive MT5 login".into()));
+    }
+    if body.server.trim().is_empty() || body.server.len() > 128 {
+        return Err(ApiError::BadRequest("server: must have 1 to 128 characters".into()));
+    }
+    if body.password.is_empty() || body.password.len() > 256 {
+        return Err(ApiError::BadRequest("password: must have 1 to 256 characters".into()));
+    }
+    let quota = auth.state.settings.quotas.mt5_accounts.per_minute(&tenant.tier());
+    let existing = auth.state.security.store.accounts_of(&tenant.id.0).await?;
+    if existing.len() as u32 >= quota {
+        return Err(super::tenants::quota_exceeded(
+            &auth.state.settings.quotas.mt5_accounts,
+            &tenant.tier(),
+            "MT5 accounts",
+            quota,
+        ));
+    }
+    let row = auth
+        .state
+        .security
+        .register_account(&tenant.id.0, body.login, body.server.trim(), &body.password, auth.actor())
+        .await?;
+    Ok(auth.created(view(&auth, &row)))
+}
+
+pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let tenant = &auth.tenant()?.id.0;
+    let rows = auth.state.security.store.accounts_of(tenant).await?;
+    let accounts: Vec<AccountView> = rows.iter().map(|a| view(&auth, a)).collect();
+    Ok(auth.ok(json!({ "accounts": accounts })))
+}
+
+pub async fn remove(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let tenant = auth.tenant()?.id.0.clone();
+    let login: i64 = path
+        .1
+        .parse()
+        .map_err(|_| ApiError::BadRequest("login: must be a number".into()))?;
+    if !auth.state.security.store.delete_account(&tenant, login).await? {
+        return Err(ApiError::NotFound);
+    }
+    auth.state
+        .security
+        .audit(&tenant, "mt5_account.removed", auth.actor(), json!({"login": login}))
+        .await?;
+    Ok(auth.ok(json!({ "removed": login })))
+}

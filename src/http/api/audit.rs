@@ -1,0 +1,61 @@
+//! The audit log: query with filters, and verify the hash chain. Tenant administrators see their tenant's
+//! chain; platform administrators choose one with `?tenant=` (default: the platform chain).
+
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Authorized;
+use crate::http::error::ApiError;
+use crate::security::service::PLATFORM;
+use crate::storage::security::AuditFilter;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    tenant: Option<String>,
+    action: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn parse(req: &HttpRequest) -> Result<AuditQuery, ApiError> {
+    actix_web::web::Query::<AuditQuery>::from_query(req.query_string())
+        .map(actix_web::web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))
+}
+
+/// Whose chain: a tenant caller's own (asking for another one is 404), a platform caller's choice.
+fn chain(auth: &Authorized, asked: Option<String>) -> Result<String, ApiError> {
+    if auth.principal.is_platform() {
+        return Ok(asked.unwrap_or_else(|| PLATFORM.into()));
+    }
+    let own = auth.principal.tenant.clone().ok_or(ApiError::NotFound)?;
+    match asked {
+        Some(t) if t != own => Err(ApiError::NotFound),
+        _ => Ok(own),
+    }
+}
+
+pub async fn query(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let q = parse(&req)?;
+    let tenant = chain(&auth, q.tenant)?;
+    let filter = AuditFilter {
+        action: q.action,
+        from_ms: q.from_ms,
+        to_ms: q.to_ms,
+        after_seq: q.after_seq,
+        limit: q.limit.unwrap_or(100),
+    };
+    let entries = auth.state.security.audit_entries(&tenant, &filter).await?;
+    Ok(auth.ok(json!({ "tenant": tenant, "entries": entries })))
+}
+
+pub async fn verify(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let q = parse(&req)?;
+    let tenant = chain(&auth, q.tenant)?;
+    let check = auth.state.security.verify_audit(&tenant).await?;
+    Ok(auth.ok(check))
+}

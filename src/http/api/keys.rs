@@ -1,0 +1,107 @@
+//! API keys for bridges and bots: created with scopes (the secret is shown once), listed without secrets,
+//! rolled with an overlap window, revoked. Every change is audited.
+
+use actix_web::{web, HttpResponse};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Authorized, Body, OptionalBody};
+use crate::http::error::ApiError;
+use crate::security::rbac::Scope;
+use crate::security::service::{now_ms, KeyView};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// What the key is for (e.g. "bridge-london").
+    pub name: String,
+    /// Any of `read`, `trade`, `market:write`.
+    pub scopes: Vec<String>,
+    /// Lifetime; the key never expires when absent.
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollKey {
+    /// How long the old key keeps working (at most `security.key_overlap_secs`, the default).
+    #[serde(default)]
+    pub overlap_secs: Option<u64>,
+}
+
+pub async fn create(auth: Authorized, Body(body): Body<CreateKey>) -> Result<HttpResponse, ApiError> {
+    let tenant = auth.tenant()?.id.0.clone();
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest("name: must have 1 to 100 characters".into()));
+    }
+    if body.scopes.is_empty() {
+        return Err(ApiError::BadRequest("scopes: at least one scope is required".into()));
+    }
+    let mut scopes = Vec::new();
+    for (i, s) in body.scopes.iter().enumerate() {
+        let scope = Scope::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "scopes[{i}]: `{s}` is not one of read, trade, market:write"
+            ))
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    let expires = body
+        .expires_in_secs
+        .map(|s| now_ms() + (s.min(10 * 365 * 86400) as i64) * 1000);
+    let (row, secret) = auth
+        .state
+        .security
+        .create_key(&tenant, name, &scopes, expires, auth.actor())
+        .await?;
+    Ok(auth.created(json!({ "key": KeyView::from(&row), "secret": secret })))
+}
+
+pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let tenant = &auth.tenant()?.id.0;
+    let keys: Vec<KeyView> = auth
+        .state
+        .security
+        .store
+        .keys_of(tenant)
+        .await?
+        .iter()
+        .map(KeyView::from)
+        .collect();
+    Ok(auth.ok(json!({ "keys": keys })))
+}
+
+pub async fn roll(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+    OptionalBody(body): OptionalBody<RollKey>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = auth.tenant()?.id.0.clone();
+    let overlap = body.and_then(|b| b.overlap_secs);
+    let (row, secret) = auth
+        .state
+        .security
+        .roll_key(&tenant, &path.1, overlap, auth.actor())
+        .await?;
+    let old = auth.state.security.key_of(&tenant, &path.1).await?;
+    Ok(auth.created(json!({
+        "key": KeyView::from(&row),
+        "secret": secret,
+        "previous": KeyView::from(&old),
+    })))
+}
+
+pub async fn revoke(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let tenant = auth.tenant()?.id.0.clone();
+    auth.state
+        .security
+        .revoke_key(&tenant, &path.1, auth.actor())
+        .await?;
+    let key = auth.state.security.key_of(&tenant, &path.1).await?;
+    Ok(auth.ok(KeyView::from(&key)))
+}

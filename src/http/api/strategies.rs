@@ -1,0 +1,222 @@
+//! Strategy instances of a tenant: created with validated parameters (the strategy is built once before it
+//! is accepted), changed, started, stopped and deleted while the tenant runs. Each change is stored in the
+//! tenant's document, so a restart runs the same set.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Authorized, Body};
+use crate::actors::supervisor::{StartChild, StopChild, SupervisionError};
+use crate::actors::tenant::{StrategyRoute, TenantContext};
+use crate::config::StrategySettings;
+use crate::http::error::ApiError;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateStrategy {
+    #[serde(default)]
+    pub timeframe: Option<String>,
+    #[serde(default)]
+    pub volume: Option<rust_decimal::Decimal>,
+    #[serde(default)]
+    pub account: Option<u64>,
+    #[serde(default)]
+    pub params: Option<BTreeMap<String, f64>>,
+}
+
+fn child_name(id: &str) -> String {
+    format!("strategy:{id}")
+}
+
+fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, ApiError> {
+    if s.id.is_empty()
+        || s.id.len() > 64
+        || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::BadRequest("id: must be 1 to 64 letters, digits, - or _".into()));
+    }
+    if !t.symbols.contains(&s.symbol) {
+        return Err(ApiError::BadRequest(format!(
+            "symbol: `{}` is not one of the tenant's symbols",
+            s.symbol
+        )));
+    }
+    if s.volume <= rust_decimal::Decimal::ZERO {
+        return Err(ApiError::BadRequest("volume: must be greater than 0".into()));
+    }
+    TenantContext::route(&t.registry, s).map_err(|e| {
+        // The registry's message names the parameter; prefix where it belongs.
+        if e.contains("unknown timeframe") {
+            ApiError::BadRequest(format!("timeframe: {e}"))
+        } else if e.contains("unknown strategy kind") || e.contains("kind") {
+            ApiError::BadRequest(format!("kind: {e}"))
+        } else {
+            ApiError::BadRequest(format!("params: {e}"))
+        }
+    })
+}
+
+async fn start_child(t: &Arc<TenantContext>, route: StrategyRoute) -> Result<(), ApiError> {
+    let sup = t
+        .supervisor
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("tenant supervisor restarting".into()))?;
+    match sup.send(StartChild(t.strategy_spec(route))).await? {
+        Ok(()) | Err(SupervisionError::DuplicateChild(_)) => Ok(()),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+async fn stop_child(t: &Arc<TenantContext>, id: &str) -> Result<(), ApiError> {
+    let sup = t
+        .supervisor
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("tenant supervisor restarting".into()))?;
+    match sup.send(StopChild { name: child_name(id) }).await? {
+        Ok(()) | Err(SupervisionError::UnknownChild(_)) => {}
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    }
+    t.strategy_hosts.remove(id);
+    Ok(())
+}
+
+fn view(t: &TenantContext, s: &StrategySettings) -> serde_json::Value {
+    json!({
+        "strategy": s,
+        "running": s.enabled && t.strategy_hosts.get(&s.id).is_some_and(|h| h.connected()),
+    })
+}
+
+pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let doc = t.document();
+    let items: Vec<_> = doc.strategies.iter().map(|s| view(t, s)).collect();
+    Ok(auth.ok(json!({ "strategies": items })))
+}
+
+pub async fn get(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let route = t.strategies.get(&path.1).map(|r| r.clone()).ok_or(ApiError::NotFound)?;
+    Ok(auth.ok(view(t, &route.settings)))
+}
+
+pub async fn create(
+    auth: Authorized,
+    Body(body): Body<StrategySettings>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let route = validate(&t, &body)?;
+    if t.strategies.contains_key(&body.id) {
+        return Err(ApiError::Conflict(format!("id: strategy `{}` already exists", body.id)));
+    }
+    let quotas = &auth.state.settings.quotas.strategies;
+    let quota = quotas.per_minute(&t.tier());
+    if t.strategies.len() as u32 >= quota {
+        return Err(super::tenants::quota_exceeded(quotas, &t.tier(), "strategies", quota));
+    }
+    t.strategies.insert(body.id.clone(), route.clone());
+    if body.enabled {
+        if let Err(e) = start_child(&t, route).await {
+            t.strategies.remove(&body.id);
+            return Err(e);
+        }
+    }
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(&t.id.0, "strategy.created", auth.actor(), json!({"strategy": body.id, "kind": body.kind}))
+        .await?;
+    Ok(auth.created(view(&t, &body)))
+}
+
+pub async fn update(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+    Body(body): Body<UpdateStrategy>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let mut settings = t
+        .strategies
+        .get(&path.1)
+        .map(|r| r.settings.clone())
+        .ok_or(ApiError::NotFound)?;
+    if let Some(tf) = body.timeframe {
+        settings.timeframe = tf;
+    }
+    if let Some(v) = body.volume {
+        settings.volume = v;
+    }
+    if let Some(a) = body.account {
+        settings.account = Some(a);
+    }
+    if let Some(p) = body.params {
+        settings.params = p;
+    }
+    let route = validate(&t, &settings)?;
+    stop_child(&t, &settings.id).await?;
+    t.strategies.insert(settings.id.clone(), route.clone());
+    if settings.enabled {
+        start_child(&t, route).await?;
+    }
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(&t.id.0, "strategy.updated", auth.actor(), json!({"strategy": settings.id}))
+        .await?;
+    Ok(auth.ok(view(&t, &settings)))
+}
+
+async fn set_enabled(
+    auth: Authorized,
+    id: &str,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let mut route = t.strategies.get(id).map(|r| r.clone()).ok_or(ApiError::NotFound)?;
+    route.settings.enabled = enabled;
+    t.strategies.insert(id.to_owned(), route.clone());
+    let settings = route.settings.clone();
+    if enabled {
+        start_child(&t, route).await?;
+    } else {
+        stop_child(&t, id).await?;
+    }
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(&t.id.0, if enabled { "strategy.started" } else { "strategy.stopped" }, auth.actor(), json!({"strategy": id}))
+        .await?;
+    Ok(auth.ok(view(&t, &settings)))
+}
+
+pub async fn start(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    set_enabled(auth, &path.1, true).await
+}
+
+pub async fn stop(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    set_enabled(auth, &path.1, false).await
+}
+
+pub async fn delete(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    if !t.strategies.contains_key(&path.1) {
+        return Err(ApiError::NotFound);
+    }
+    stop_child(&t, &path.1).await?;
+    t.strategies.remove(&path.1);
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(&t.id.0, "strategy.deleted", auth.actor(), json!({"strategy": path.1}))
+        .await?;
+    Ok(auth.ok(json!({ "deleted": path.1 })))
+}

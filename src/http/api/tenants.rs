@@ -1,0 +1,227 @@
+//! Tenants (platform administrators): create (the tenant's actors start at once), list, get, change tier,
+//! suspend and resume. A tenant's settings are stored as one document in the tenant registry; start-up runs
+//! what is stored.
+
+use std::sync::Arc;
+
+use actix_web::HttpResponse;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Authorized, Body};
+use crate::actors::messages::Disconnect;
+use crate::actors::tenant::TenantContext;
+use crate::config::{RiskSettings, TenantSettings};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::security::rate_limit::TierLimits;
+use crate::security::service::now_ms;
+use crate::storage::security::TenantRow;
+
+pub const TIERS: [&str; 4] = ["free", "basic", "professional", "enterprise"];
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Letters, digits, - or _; 1 to 64 characters.
+    pub id: String,
+    pub name: String,
+    /// free, basic, professional or enterprise (default free).
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Symbols the tenant trades.
+    pub symbols: Vec<String>,
+    #[serde(default)]
+    pub risk: Option<RiskSettings>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTier {
+    pub tier: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    pub suspended: bool,
+    pub symbols: Vec<String>,
+    pub strategies: usize,
+    pub mt5_sessions: usize,
+}
+
+pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
+    TenantView {
+        id: t.id.0.clone(),
+        name: t.settings.name.clone(),
+        tier: t.tier(),
+        suspended: state.security.is_suspended(&t.id.0),
+        symbols: t.settings.symbols.clone(),
+        strategies: t.strategies.len(),
+        mt5_sessions: t.sessions.len(),
+    }
+}
+
+/// The 403 of a quota: names the tier that would allow more.
+pub fn quota_exceeded(limits: &TierLimits, tier: &str, what: &str, quota: u32) -> ApiError {
+    let next = TIERS
+        .iter()
+        .find(|t| limits.per_minute(t) > quota)
+        .copied();
+    match next {
+        Some(required) => ApiError::TierRequired {
+            required: required.into(),
+            message: format!(
+                "the {tier} tier allows {quota} {what}; the {required} tier allows {}",
+                limits.per_minute(required)
+            ),
+        },
+        None => ApiError::Forbidden(format!("the {tier} tier allows at most {quota} {what}")),
+    }
+}
+
+/// Stores the tenant's current document (after a change through the API).
+pub async fn persist(state: &AppState, t: &TenantContext) -> Result<(), ApiError> {
+    let doc = t.document();
+    let settings =
+        serde_json::to_string(&doc).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+    let stored = state.security.store.tenant(&t.id.0).await?;
+    let now = now_ms();
+    let row = TenantRow {
+        id: t.id.0.clone(),
+        settings,
+        tier: doc.tier.clone(),
+        suspended: i64::from(state.security.is_suspended(&t.id.0)),
+        created_ms: stored.as_ref().map_or(now, |s| s.created_ms),
+        updated_ms: now,
+    };
+    if stored.is_some() {
+        state.security.store.update_tenant(&row).await?;
+    } else {
+        state.security.store.insert_tenant(&row).await?;
+    }
+    Ok(())
+}
+
+pub async fn create(auth: Authorized, Body(body): Body<CreateTenant>) -> Result<HttpResponse, ApiError> {
+    let id = body.id.trim().to_owned();
+    if id.is_empty()
+        || id.len() > 64
+        || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::BadRequest(
+            "id: must be 1 to 64 letters, digits, - or _".into(),
+        ));
+    }
+    if id == crate::security::service::PLATFORM {
+        return Err(ApiError::BadRequest("id: `platform` is reserved".into()));
+    }
+    if body.name.trim().is_empty() || body.name.len() > 200 {
+        return Err(ApiError::BadRequest("name: must have 1 to 200 characters".into()));
+    }
+    let tier = body.tier.unwrap_or_else(|| "free".into());
+    if !TIERS.contains(&tier.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "tier: `{tier}` is not one of free, basic, professional, enterprise"
+        )));
+    }
+    if body.symbols.is_empty() {
+        return Err(ApiError::BadRequest("symbols: at least one symbol is required".into()));
+    }
+    for (i, s) in body.symbols.iter().enumerate() {
+        if s.is_empty() || s.len() > 32 || !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ApiError::BadRequest(format!("symbols[{i}]: `{s}` is not a symbol")));
+        }
+    }
+    let state = auth.state.clone();
+    if state.runtime.tenant(&id).is_some() || state.security.store.tenant(&id).await?.is_some() {
+        return Err(ApiError::Conflict(format!("id: tenant `{id}` already exists")));
+    }
+    let settings = TenantSettings {
+        id: id.clone(),
+        name: body.name.trim().to_owned(),
+        tier,
+        api_keys: Vec::new(),
+        symbols: body.symbols,
+        contract_sizes: Default::default(),
+        risk: body.risk.unwrap_or_default(),
+        strategies: Vec::new(),
+    };
+    let tenant: Arc<TenantContext> = state
+        .runtime
+        .start_tenant(settings)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    persist(&state, &tenant).await?;
+    state
+        .security
+        .audit(crate::security::service::PLATFORM, "tenant.created", auth.actor(), json!({"tenant": id, "tier": tenant.tier()}))
+        .await?;
+    Ok(auth.created(view(&state, &tenant)))
+}
+
+pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let mut tenants: Vec<TenantView> = auth
+        .state
+        .runtime
+        .tenants
+        .iter()
+        .map(|t| view(&auth.state, t.value()))
+        .collect();
+    tenants.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(auth.ok(json!({ "tenants": tenants })))
+}
+
+pub async fn get(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    Ok(auth.ok(view(&auth.state, t)))
+}
+
+pub async fn set_tier(auth: Authorized, Body(body): Body<SetTier>) -> Result<HttpResponse, ApiError> {
+    if !TIERS.contains(&body.tier.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "tier: `{}` is not one of free, basic, professional, enterprise",
+            body.tier
+        )));
+    }
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let from = t.tier();
+    t.set_tier(&body.tier);
+    persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(&t.id.0, "tenant.tier_changed", auth.actor(), json!({"from": from, "to": body.tier}))
+        .await?;
+    Ok(auth.ok(view(&auth.state, &t)))
+}
+
+async fn set_suspended(auth: Authorized, suspended: bool) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    auth.state.security.set_suspended(&t.id.0, suspended);
+    persist(&auth.state, &t).await?;
+    if suspended {
+        for s in t.sessions.iter() {
+            s.do_send(Disconnect {
+                reason: "the tenant is suspended".into(),
+            });
+        }
+    }
+    auth.state
+        .security
+        .audit(&t.id.0, if suspended { "tenant.suspended" } else { "tenant.resumed" }, auth.actor(), json!({}))
+        .await?;
+    Ok(auth.ok(view(&auth.state, &t)))
+}
+
+pub async fn suspend(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    set_suspended(auth, true).await
+}
+
+pub async fn resume(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    set_suspended(auth, false).await
+}

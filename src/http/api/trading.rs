@@ -1,0 +1,163 @@
+//! A tenant's trading: risk limits and state, the kill switch, orders, fills, positions, performance and
+//! the supervision events of its actors. Orders and fills come from the tenant's `Portfolio` (which holds
+//! the book it reloaded from storage), filtered by time and paginated newest first.
+
+use actix_web::{HttpRequest, HttpResponse};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Authorized, Body, Page};
+use crate::actors::messages::{
+    GetPortfolio, GetRiskState, PortfolioSnapshot, SetKillSwitch, SetRiskLimits,
+};
+use crate::config::RiskSettings;
+use crate::http::error::ApiError;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KillSwitchRequest {
+    pub on: bool,
+    /// Why (kept with the switch and in the audit log).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Close every open position when turning on.
+    #[serde(default)]
+    pub flatten: bool,
+}
+
+async fn snapshot(auth: &Authorized) -> Result<PortfolioSnapshot, ApiError> {
+    let portfolio = auth
+        .tenant()?
+        .portfolio
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("portfolio restarting".into()))?;
+    Ok(portfolio.send(GetPortfolio).await?)
+}
+
+pub async fn risk(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let risk = t
+        .risk
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
+    let state = risk.send(GetRiskState).await?;
+    Ok(auth.ok(json!({ "limits": t.risk_limits(), "state": state })))
+}
+
+pub async fn set_risk(auth: Authorized, Body(limits): Body<RiskSettings>) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    for (name, v) in [
+        ("max_order_volume", limits.max_order_volume),
+        ("max_net_position", limits.max_net_position),
+        ("max_daily_loss", limits.max_daily_loss),
+        ("max_drawdown", limits.max_drawdown),
+    ] {
+        if v.is_some_and(|v| v <= rust_decimal::Decimal::ZERO) {
+            return Err(ApiError::BadRequest(format!("{name}: must be greater than 0")));
+        }
+    }
+    for (i, s) in limits.allowed_symbols.iter().enumerate() {
+        if !t.symbols.contains(s) {
+            return Err(ApiError::BadRequest(format!(
+                "allowed_symbols[{i}]: `{s}` is not one of the tenant's symbols"
+            )));
+        }
+    }
+    let _admin = t.admin.lock().await;
+    let before = t.risk_limits();
+    t.set_risk_limits(limits.clone());
+    if let Some(risk) = t.risk.get() {
+        risk.send(SetRiskLimits(limits.clone())).await?;
+    }
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(&t.id.0, "risk.limits_changed", auth.actor(), json!({"from": before, "to": limits}))
+        .await?;
+    Ok(auth.ok(json!({ "limits": limits })))
+}
+
+pub async fn kill_switch(
+    auth: Authorized,
+    Body(body): Body<KillSwitchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let risk = t
+        .risk
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
+    let reason = body
+        .reason
+        .clone()
+        .unwrap_or_else(|| format!("set through the API by {}", auth.actor()));
+    if reason.len() > 500 {
+        return Err(ApiError::BadRequest("reason: at most 500 characters".into()));
+    }
+    let state = risk
+        .send(SetKillSwitch {
+            on: body.on,
+            reason: reason.clone(),
+            flatten: body.flatten,
+        })
+        .await?;
+    auth.state
+        .security
+        .audit(&t.id.0, if body.on { "kill_switch.on" } else { "kill_switch.off" }, auth.actor(),
+            json!({"reason": reason, "flatten": body.flatten}))
+        .await?;
+    Ok(auth.ok(json!({ "state": state })))
+}
+
+pub async fn orders(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let page = Page::from_query(&req)?;
+    let snap = snapshot(&auth).await?;
+    let (orders, total) = page.apply(&snap.orders, |o| o.created_ms);
+    Ok(auth.ok(json!({ "orders": orders, "total": total })))
+}
+
+pub async fn fills(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let page = Page::from_query(&req)?;
+    let snap = snapshot(&auth).await?;
+    let (fills, total) = page.apply(&snap.deals, |d| d.fill.time_msc);
+    Ok(auth.ok(json!({ "fills": fills, "total": total })))
+}
+
+pub async fn positions(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let snap = snapshot(&auth).await?;
+    Ok(auth.ok(json!({ "positions": snap.positions })))
+}
+
+pub async fn performance(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let snap = snapshot(&auth).await?;
+    Ok(auth.ok(json!({ "performance": snap.performance })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+pub async fn supervision_events(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let q = actix_web::web::Query::<EventsQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
+    let t = auth.tenant()?;
+    let mut events = auth.state.runtime.events.snapshot(Some(&t.id.0));
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    if events.len() > limit {
+        events.drain(..events.len() - limit);
+    }
+    Ok(auth.ok(json!({ "events": events })))
+}
+
+/// `GET /api/v1/positions`: the caller's tenant (kept for bridges and bots from before the tenant paths).
+pub async fn my_positions(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let snap = snapshot(&auth).await?;
+    Ok(auth.ok(json!({ "positions": snap.positions, "performance": snap.performance })))
+}
+
+pub async fn my_orders(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let snap = snapshot(&auth).await?;
+    Ok(auth.ok(json!({ "orders": snap.orders })))
+}

@@ -1,0 +1,733 @@
+//! The security store: tenants as managed through the admin API, users, sessions and refresh tokens, API
+//! keys, MT5 accounts and the audit log (`migrations/sqlite/security`).
+//!
+//! Unlike the trading stores this is not an actor: every HTTP request authenticates, so reads must run
+//! concurrently, and each statement is one short query or one transaction on a pool — the pool is the
+//! concurrency control and a failed query fails only its request (as `Unavailable`, 503 + `Retry-After`).
+//! The statements are written once in the SQL that SQLite and PostgreSQL share (`$n` parameters, TEXT and
+//! BIGINT columns, hashes in hex, ciphertexts in base64) and run through sqlx's `Any` driver.
+//!
+//! Refresh-token rotation is one transaction whose `UPDATE … WHERE used_ms IS NULL` decides the race: of two
+//! concurrent uses of one token exactly one rotates, the other is a reuse.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, FromRow};
+
+use super::StorageError;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite/security");
+
+/// The migrations of this store.
+pub fn migrator() -> &'static Migrator {
+    &MIGRATOR
+}
+
+/// How a refresh token fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// Rotated: the session continues with the new token.
+    Rotated(SessionRow),
+    /// Already rotated within the grace window (a client that lost the answer): refused, nothing revoked.
+    RecentlyUsed,
+    /// Used again after the grace window: the session (the whole family) is now revoked.
+    Reused { session: SessionRow },
+    /// Unknown, or its session is revoked or expired.
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct TenantRow {
+    pub id: String,
+    pub settings: String,
+    pub tier: String,
+    pub suspended: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub disabled: i64,
+    pub valid_after_ms: i64,
+    pub failed_logins: i64,
+    pub locked_until_ms: i64,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct SessionRow {
+    pub id: String,
+    pub user_id: String,
+    pub tenant_id: Option<String>,
+    pub created_ms: i64,
+    pub last_used_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub digest: String,
+    pub scopes: String,
+    pub created_ms: i64,
+    pub expires_ms: Option<i64>,
+    pub revoked_ms: Option<i64>,
+    pub rolled_to: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Mt5AccountRow {
+    pub tenant_id: String,
+    pub login: i64,
+    pub server: String,
+    pub password_enc: String,
+    pub key_version: i64,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AuditRow {
+    pub tenant_id: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub action: String,
+    pub body: String,
+    pub hash: String,
+}
+
+/// Filters of an audit query.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Clone)]
+pub struct SecurityStore {
+    pool: AnyPool,
+}
+
+impl SecurityStore {
+    /// Opens the embedded store (`<dir>/security.db`, created if missing) and applies its migrations.
+    pub async fn open_embedded(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StorageError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let url = format!("sqlite://{}?mode=rwc", dir.join("security.db").display());
+        Self::open(&url).await
+    }
+
+    /// Opens any supported URL (`sqlite://…`, `postgres://…`) and applies the migrations.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("migrating the security store: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // -- tenants ------------------------------------------------------------------------------------------
+
+    /// Stores a tenant unless it exists; answers the stored row either way.
+    pub async fn seed_tenant(&self, row: &TenantRow) -> Result<TenantRow, StorageError> {
+        sqlx::query(
+            "INSERT INTO tenant_registry (id, settings, tier, suspended, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&row.id)
+        .bind(&row.settings)
+        .bind(&row.tier)
+        .bind(row.suspended)
+        .bind(row.created_ms)
+        .bind(row.updated_ms)
+        .execute(&self.pool)
+        .await?;
+        self.tenant(&row.id)
+            .await?
+            .ok_or_else(|| StorageError::Unavailable("tenant vanished after insert".into()))
+    }
+
+    /// Inserts a new tenant; `Rejected` if the id is taken.
+    pub async fn insert_tenant(&self, row: &TenantRow) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO tenant_registry (id, settings, tier, suspended, created_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.settings)
+        .bind(&row.tier)
+        .bind(row.suspended)
+        .bind(row.created_ms)
+        .bind(row.updated_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_tenant(&self, row: &TenantRow) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE tenant_registry SET settings = $2, tier = $3, suspended = $4, updated_ms = $5
+             WHERE id = $1",
+        )
+        .bind(&row.id)
+        .bind(&row.settings)
+        .bind(&row.tier)
+        .bind(row.suspended)
+        .bind(row.updated_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, TenantRow>("SELECT * FROM tenant_registry WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRow>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, TenantRow>("SELECT * FROM tenant_registry ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    // -- users --------------------------------------------------------------------------------------------
+
+    pub async fn insert_user(&self, u: &UserRow) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, password_hash, role, disabled, valid_after_ms,
+                                failed_logins, locked_until_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&u.id)
+        .bind(&u.tenant_id)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(&u.role)
+        .bind(u.disabled)
+        .bind(u.valid_after_ms)
+        .bind(u.failed_logins)
+        .bind(u.locked_until_ms)
+        .bind(u.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<UserRow>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn users_of(&self, tenant: &str) -> Result<Vec<UserRow>, StorageError> {
+        Ok(sqlx::query_as::<_, UserRow>(
+            "SELECT * FROM users WHERE tenant_id = $1 ORDER BY created_ms, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn all_users(&self) -> Result<Vec<UserRow>, StorageError> {
+        Ok(sqlx::query_as::<_, UserRow>("SELECT * FROM users")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn has_platform_admin(&self) -> Result<bool, StorageError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'platform_admin'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// Role, disabled flag and "valid after" of a user, and revokes every session of the user.
+    pub async fn update_user_access(
+        &self,
+        id: &str,
+        role: &str,
+        disabled: bool,
+        valid_after_ms: i64,
+        why: &str,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET role = $2, disabled = $3, valid_after_ms = $4 WHERE id = $1")
+            .bind(id)
+            .bind(role)
+            .bind(i64::from(disabled))
+            .bind(valid_after_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE auth_sessions SET revoked_ms = $2, revoked_why = $3
+             WHERE user_id = $1 AND revoked_ms IS NULL",
+        )
+        .bind(id)
+        .bind(valid_after_ms)
+        .bind(why)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a failed login; answers the new count.
+    pub async fn login_failed(&self, id: &str, locked_until_ms: i64) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE users SET failed_logins = failed_logins + 1, locked_until_ms = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(locked_until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn login_succeeded(&self, id: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until_ms = 0 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // -- sessions and refresh tokens ----------------------------------------------------------------------
+
+    /// A new session with its first refresh token.
+    pub async fn create_session(
+        &self,
+        session: &SessionRow,
+        token_hash: &str,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO auth_sessions (id, user_id, tenant_id, created_ms, last_used_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(&session.tenant_id)
+        .bind(session.created_ms)
+        .bind(session.last_used_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(&session.id)
+        .bind(session.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rotates `old_hash` to `new_hash` in one transaction (see [`Rotation`]). `idle_ms` and `absolute_ms`
+    /// bound the session's life; `grace_ms` is how long after a rotation a repeat is treated as a lost answer.
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now_ms: i64,
+        idle_ms: i64,
+        absolute_ms: i64,
+        grace_ms: i64,
+    ) -> Result<Rotation, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let token: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT session_id, used_ms FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((session_id, used_ms)) = token else {
+            return Ok(Rotation::Invalid);
+        };
+        let Some(session) =
+            sqlx::query_as::<_, SessionRow>("SELECT id, user_id, tenant_id, created_ms, last_used_ms, revoked_ms FROM auth_sessions WHERE id = $1")
+                .bind(&session_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(Rotation::Invalid);
+        };
+        if session.revoked_ms.is_some() {
+            return Ok(Rotation::Invalid);
+        }
+        if let Some(used) = used_ms {
+            if now_ms - used <= grace_ms {
+                return Ok(Rotation::RecentlyUsed);
+            }
+            sqlx::query(
+                "UPDATE auth_sessions SET revoked_ms = $2, revoked_why = 'refresh token reused'
+                 WHERE id = $1",
+            )
+            .bind(&session.id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Rotation::Reused { session });
+        }
+        if now_ms - session.last_used_ms > idle_ms || now_ms - session.created_ms > absolute_ms {
+            return Ok(Rotation::Invalid);
+        }
+        let claimed = sqlx::query(
+            "UPDATE refresh_tokens SET used_ms = $2 WHERE token_hash = $1 AND used_ms IS NULL",
+        )
+        .bind(old_hash)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            return Ok(Rotation::RecentlyUsed);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, session_id, created_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(new_hash)
+        .bind(&session.id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE auth_sessions SET last_used_ms = $2 WHERE id = $1")
+            .bind(&session.id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated(session))
+    }
+
+    /// The unrevoked sessions of a user.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<String>, StorageError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM auth_sessions WHERE user_id = $1 AND revoked_ms IS NULL",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
+    pub async fn revoke_session(
+        &self,
+        id: &str,
+        now_ms: i64,
+        why: &str,
+        jti: Option<(&str, i64)>,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE auth_sessions SET revoked_ms = $2, revoked_why = $3
+             WHERE id = $1 AND revoked_ms IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(why)
+        .execute(&mut *tx)
+        .await?;
+        if let Some((jti, expires_ms)) = jti {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, expires_ms) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(jti)
+            .bind(expires_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sessions revoked since `since_ms` (to refuse their access tokens) and unexpired revoked `jti`s.
+    pub async fn revocations(
+        &self,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<(Vec<String>, Vec<(String, i64)>), StorageError> {
+        let sessions: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM auth_sessions WHERE revoked_ms >= $1")
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?;
+        let tokens: Vec<(String, i64)> =
+            sqlx::query_as("SELECT jti, expires_ms FROM revoked_tokens WHERE expires_ms > $1")
+                .bind(now_ms)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok((sessions.into_iter().map(|(s,)| s).collect(), tokens))
+    }
+
+    // -- API keys -----------------------------------------------------------------------------------------
+
+    pub async fn insert_key(&self, k: &ApiKeyRow) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
+                                   revoked_ms, rolled_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&k.id)
+        .bind(&k.tenant_id)
+        .bind(&k.name)
+        .bind(&k.digest)
+        .bind(&k.scopes)
+        .bind(k.created_ms)
+        .bind(k.expires_ms)
+        .bind(k.revoked_ms)
+        .bind(&k.rolled_to)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores the new key of a roll and shortens the old one's life to the overlap, in one transaction.
+    pub async fn roll_key(
+        &self,
+        old_id: &str,
+        old_expires_ms: i64,
+        new: &ApiKeyRow,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
+                                   revoked_ms, rolled_to)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&new.id)
+        .bind(&new.tenant_id)
+        .bind(&new.name)
+        .bind(&new.digest)
+        .bind(&new.scopes)
+        .bind(new.created_ms)
+        .bind(new.expires_ms)
+        .bind(new.revoked_ms)
+        .bind(&new.rolled_to)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE api_keys SET expires_ms = $2, rolled_to = $3 WHERE id = $1")
+            .bind(old_id)
+            .bind(old_expires_ms)
+            .bind(&new.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoke_key(&self, id: &str, now_ms: i64) -> Result<(), StorageError> {
+        sqlx::query("UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")
+            .bind(id)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn keys(&self) -> Result<Vec<ApiKeyRow>, StorageError> {
+        Ok(sqlx::query_as::<_, ApiKeyRow>("SELECT * FROM api_keys")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn keys_of(&self, tenant: &str) -> Result<Vec<ApiKeyRow>, StorageError> {
+        Ok(sqlx::query_as::<_, ApiKeyRow>(
+            "SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_ms, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // -- MT5 accounts -------------------------------------------------------------------------------------
+
+    pub async fn insert_account(&self, a: &Mt5AccountRow) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO mt5_accounts (tenant_id, login, server, password_enc, key_version, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.tenant_id)
+        .bind(a.login)
+        .bind(&a.server)
+        .bind(&a.password_enc)
+        .bind(a.key_version)
+        .bind(a.created_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn accounts_of(&self, tenant: &str) -> Result<Vec<Mt5AccountRow>, StorageError> {
+        Ok(sqlx::query_as::<_, Mt5AccountRow>(
+            "SELECT * FROM mt5_accounts WHERE tenant_id = $1 ORDER BY login",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn all_accounts(&self) -> Result<Vec<Mt5AccountRow>, StorageError> {
+        Ok(sqlx::query_as::<_, Mt5AccountRow>("SELECT * FROM mt5_accounts")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Replaces a stored password ciphertext (key rotation); only if it is still the one that was read.
+    pub async fn reencrypt_account(
+        &self,
+        tenant: &str,
+        login: i64,
+        old_enc: &str,
+        new_enc: &str,
+        key_version: i64,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE mt5_accounts SET password_enc = $4, key_version = $5
+             WHERE tenant_id = $1 AND login = $2 AND password_enc = $3",
+        )
+        .bind(tenant)
+        .bind(login)
+        .bind(old_enc)
+        .bind(new_enc)
+        .bind(key_version)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_account(&self, tenant: &str, login: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM mt5_accounts WHERE tenant_id = $1 AND login = $2")
+            .bind(tenant)
+            .bind(login)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // -- audit log ----------------------------------------------------------------------------------------
+
+    pub async fn last_audit(&self, tenant: &str) -> Result<Option<AuditRow>, StorageError> {
+        Ok(sqlx::query_as::<_, AuditRow>(
+            "SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_audit(&self, row: &AuditRow) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, seq, at_ms, action, body, hash)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.tenant_id)
+        .bind(row.seq)
+        .bind(row.at_ms)
+        .bind(&row.action)
+        .bind(&row.body)
+        .bind(&row.hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit(&self, tenant: &str, f: &AuditFilter) -> Result<Vec<AuditRow>, StorageError> {
+        // Conditions are added only for the filters given, so no parameter's type has to be inferred from
+        // NULL (which PostgreSQL refuses).
+        let mut sql = String::from("SELECT * FROM audit_log WHERE tenant_id = $1 AND seq > $2");
+        let mut n = 2;
+        let mut next = |cond: &str| {
+            n += 1;
+            format!(" AND {cond} ${n}")
+        };
+        if f.action.is_some() {
+            sql.push_str(&next("action ="));
+        }
+        if f.from_ms.is_some() {
+            sql.push_str(&next("at_ms >="));
+        }
+        if f.to_ms.is_some() {
+            sql.push_str(&next("at_ms <"));
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT {}", f.limit.clamp(1, 1000)));
+        let mut q = sqlx::query_as::<_, AuditRow>(&sql)
+            .bind(tenant)
+            .bind(f.after_seq.unwrap_or(0));
+        if let Some(a) = &f.action {
+            q = q.bind(a.clone());
+        }
+        if let Some(t) = f.from_ms {
+            q = q.bind(t);
+        }
+        if let Some(t) = f.to_ms {
+            q = q.bind(t);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    /// Every entry of a tenant's chain, in order, for verification.
+    pub async fn audit_chain(&self, tenant: &str) -> Result<Vec<AuditRow>, StorageError> {
+        Ok(sqlx::query_as::<_, AuditRow>(
+            "SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
