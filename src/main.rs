@@ -41,6 +41,17 @@ enum Command {
     Migrate,
     /// Validate the configuration and print the effective settings.
     CheckConfig,
+    /// Manage the data keys that encrypt stored secrets (MT5 passwords).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a new data key primary and re-encrypt every stored secret under it.
+    Rotate,
 }
 
 #[derive(clap::Args)]
@@ -190,6 +201,19 @@ fn main() -> ExitCode {
         Command::Migrate => {
             trellis::telemetry::init(&settings.log);
             exit(actix_rt::System::new().block_on(trellis::storage::migrate_all(&settings)))
+        }
+        Command::Keys {
+            action: KeysAction::Rotate,
+        } => {
+            trellis::telemetry::init(&settings.log);
+            exit(actix_rt::System::new().block_on(async {
+                let r = trellis::security::service::rotate_data_keys(&settings).await?;
+                println!(
+                    "data key {} is primary; {} secrets re-encrypted, {} already current",
+                    r.new_version, r.reencrypted, r.already_current
+                );
+                Ok(())
+            }))
         }
         Command::Bench { name } => {
             if cfg!(debug_assertions) {

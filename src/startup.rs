@@ -32,6 +32,7 @@ pub struct Application {
     port: u16,
     server: Server,
     runtime: Runtime,
+    security: Arc<Security>,
     settings: Arc<Settings>,
     stop_tx: Arc<watch::Sender<bool>>,
     stop_rx: watch::Receiver<bool>,
@@ -101,6 +102,7 @@ impl Application {
             port,
             server,
             runtime,
+            security,
             settings,
             stop_tx: Arc::new(stop_tx),
             stop_rx,
@@ -114,6 +116,11 @@ impl Application {
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Authentication, keys, secrets and the audit log of this application.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 
     pub fn stop_handle(&self) -> StopHandle {

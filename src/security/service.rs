@@ -1043,3 +1043,35 @@ impl Security {
         Ok(Some((email, password)))
     }
 }
+
+/// What `trellis keys rotate` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRotation {
+    pub new_version: u32,
+    pub reencrypted: usize,
+    pub already_current: usize,
+}
+
+/// `trellis keys rotate`: adds a data key to the secrets file and makes it primary, then re-encrypts every
+/// stored secret under it. The older keys stay in the file as decrypt-only (so a secret written meanwhile by
+/// a node still on the old key decrypts); run it while trellis is stopped or restart trellis afterwards so
+/// running nodes encrypt with the new key.
+pub async fn rotate_data_keys(settings: &Settings) -> anyhow::Result<KeyRotation> {
+    let mut secrets = Secrets::load(&settings.security, &settings.storage.data_dir)?;
+    let new_version = secrets.add_data_key()?;
+    let store = SecurityStore::open_embedded(&settings.storage.data_dir).await?;
+    let security = Security::start(settings, store.clone()).await?;
+    let (reencrypted, already_current) = security
+        .reencrypt_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("re-encrypting: {e}"))?;
+    security
+        .audit(PLATFORM, "data_key.rotated", "cli", json!({"version": new_version, "reencrypted": reencrypted}))
+        .await?;
+    store.close().await;
+    Ok(KeyRotation {
+        new_version,
+        reencrypted,
+        already_current,
+    })
+}

@@ -13,6 +13,7 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub runtime: Runtime,
+    pub security: std::sync::Arc<trellis::security::service::Security>,
     pub stop: StopHandle,
     pub serving: actix_rt::task::JoinHandle<anyhow::Result<()>>,
     pub data_dir: TempDir,
@@ -118,12 +119,14 @@ pub async fn spawn_app_on(store: KeptStore, overrides: &[(&str, &str)]) -> TestA
         .expect("application builds");
     let port = app.port();
     let runtime = app.runtime().clone();
+    let security = app.security().clone();
     let stop = app.stop_handle();
     let serving = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         runtime,
+        security,
         stop,
         serving,
         data_dir: store.data_dir,
@@ -408,4 +411,167 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+// ---- admin API helpers ----------------------------------------------------------------------------------
+
+/// An answer of the HTTP API.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Value,
+}
+
+/// The platform administrator the admin-API tests start with.
+pub const ROOT_EMAIL: &str = "root@trellis.test";
+pub const ROOT_PASSWORD: &str = "root-password-for-tests";
+/// A known JWT signing secret (`k1`), so tests can forge tokens the way an attacker would try to.
+pub const JWT_SECRET: &[u8; 32] = b"test-signing-secret-32-bytes-abc";
+
+pub fn jwt_secrets_var() -> String {
+    use base64::Engine as _;
+    format!(
+        "k1:{}",
+        base64::engine::general_purpose::STANDARD.encode(JWT_SECRET)
+    )
+}
+
+impl TestApp {
+    /// Any request: `auth` is a bearer token or API key; `body` is sent as JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = awc::Client::default()
+            .request(method, format!("{}{}", self.address, path))
+            .timeout(Duration::from_secs(20));
+        if let Some(a) = auth {
+            req = req.insert_header(("Authorization", format!("Bearer {a}")));
+        }
+        let mut resp = match body {
+            Some(b) => req.send_json(b).await,
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
+        Reply {
+            status: resp.status().as_u16(),
+            headers,
+            body: serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+        }
+    }
+
+    /// Signs in; panics unless it works. Answers the access and refresh tokens.
+    pub async fn login(&self, email: &str, password: &str) -> (String, String) {
+        let r = self
+            .call(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(&serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "login of {email}: {:?}", r.body);
+        (
+            r.body["access_token"].as_str().expect("access").to_owned(),
+            r.body["refresh_token"].as_str().expect("refresh").to_owned(),
+        )
+    }
+
+    /// `call` that must answer `status`; returns the body.
+    pub async fn expect(
+        &self,
+        status: u16,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&Value>,
+    ) -> Value {
+        let r = self.call(method, path, auth, body).await;
+        assert_eq!(r.status, status, "{method} {path}: {:?}", r.body);
+        r.body
+    }
+}
+
+/// An app with the bootstrap platform administrator (and a known JWT secret); answers it with the
+/// administrator's access token.
+pub async fn spawn_admin_app(extra: &[(&str, &str)]) -> (TestApp, String) {
+    let secrets = jwt_secrets_var();
+    let mut overrides: Vec<(&str, &str)> = vec![
+        ("TRELLIS__BOOTSTRAP__ADMIN_EMAIL", ROOT_EMAIL),
+        ("TRELLIS__BOOTSTRAP__ADMIN_PASSWORD", ROOT_PASSWORD),
+        ("TRELLIS__SECURITY__JWT_SECRETS", &secrets),
+    ];
+    overrides.extend_from_slice(extra);
+    let app = spawn_app_with(&overrides).await;
+    let (token, _) = app.login(ROOT_EMAIL, ROOT_PASSWORD).await;
+    (app, token)
+}
+
+/// Creates a tenant through the API (as `admin`).
+pub async fn create_tenant(app: &TestApp, admin: &str, id: &str, tier: &str) {
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants",
+        Some(admin),
+        Some(&serde_json::json!({"id": id, "name": id, "tier": tier, "symbols": ["EURUSD", "GBPUSD"]})),
+    )
+    .await;
+}
+
+/// Creates a user of `tenant` with `role` and signs them in; answers (user id, access token).
+pub async fn create_user(
+    app: &TestApp,
+    admin: &str,
+    tenant: &str,
+    email: &str,
+    role: &str,
+) -> (String, String) {
+    let password = "a-password-of-twelve+";
+    let body = app
+        .expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/users"),
+            Some(admin),
+            Some(&serde_json::json!({"email": email, "password": password, "role": role})),
+        )
+        .await;
+    let id = body["id"].as_str().expect("user id").to_owned();
+    let (token, _) = app.login(email, password).await;
+    (id, token)
+}
+
+/// Creates an API key of `tenant` with `scopes`; answers (key id, secret).
+pub async fn create_key(
+    app: &TestApp,
+    admin: &str,
+    tenant: &str,
+    scopes: &[&str],
+) -> (String, String) {
+    let body = app
+        .expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/api-keys"),
+            Some(admin),
+            Some(&serde_json::json!({"name": "test", "scopes": scopes})),
+        )
+        .await;
+    (
+        body["key"]["id"].as_str().expect("key id").to_owned(),
+        body["secret"].as_str().expect("secret").to_owned(),
+    )
 }

@@ -246,7 +246,13 @@ pub struct Authorized {
 impl Authorized {
     /// The tenant acted on (routes under `/tenants/{tenant}` and tenant callers always have one).
     pub fn tenant(&self) -> Result<&Arc<TenantContext>, ApiError> {
-        self.tenant.as_ref().ok_or(ApiError::NotFound)
+        match &self.tenant {
+            Some(t) => Ok(t),
+            None if self.principal.is_platform() => Err(ApiError::BadRequest(
+                "a platform administrator has no tenant of their own: use /api/v1/tenants/{tenant}/…".into(),
+            )),
+            None => Err(ApiError::NotFound),
+        }
     }
 
     pub fn actor(&self) -> &str {
