@@ -14,5 +14,6 @@ mod isolation;
 mod limits;
 mod postgres;
 mod risk;
+mod security;
 mod supervision;
 mod trading;
