@@ -153,10 +153,12 @@ impl TenantContext {
     }
 
     /// Checks a strategy's settings (timeframe, parameters) by building it once.
-    pub fn route(registry: &StrategyRegistry, s: &StrategySettings) -> Result<StrategyRoute, String> {
-        let timeframe = Timeframe::parse(&s.timeframe).ok_or_else(|| {
-            format!("strategy `{}`: unknown timeframe `{}`", s.id, s.timeframe)
-        })?;
+    pub fn route(
+        registry: &StrategyRegistry,
+        s: &StrategySettings,
+    ) -> Result<StrategyRoute, String> {
+        let timeframe = Timeframe::parse(&s.timeframe)
+            .ok_or_else(|| format!("strategy `{}`: unknown timeframe `{}`", s.id, s.timeframe))?;
         registry
             .build(&s.kind, &s.params, s.volume)
             .map_err(|e| format!("strategy `{}`: {e}", s.id))?;
@@ -183,7 +185,8 @@ impl TenantContext {
                     )
                     .map_err(|e| e.to_string())?;
                 let id = route.settings.id.clone();
-                let addr = StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
+                let addr =
+                    StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
                 t.strategy_hosts.insert(id, addr.clone());
                 Ok(addr.recipient())
             },

@@ -25,10 +25,12 @@ struct SecretsFile {
     data_keys: String,
 }
 
+/// JWT signing secrets as `(kid, secret)`, the first signs.
+pub type JwtSecrets = Vec<(String, Zeroizing<Vec<u8>>)>;
+
 /// The secrets in force.
 pub struct Secrets {
-    /// `(kid, secret)`, the first signs.
-    pub jwt: Vec<(String, Zeroizing<Vec<u8>>)>,
+    pub jwt: JwtSecrets,
     pub pepper: Zeroizing<Vec<u8>>,
     pub audit_key: Zeroizing<Vec<u8>>,
     pub data_keys: Keyring,
@@ -93,7 +95,7 @@ fn write_file(path: &Path, file: &SecretsFile) -> Result<(), SecretsError> {
         .map_err(|e| SecretsError(format!("replacing {}: {e}", path.display())))
 }
 
-fn parse_jwt(spec: &str) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>, SecretsError> {
+fn parse_jwt(spec: &str) -> Result<JwtSecrets, SecretsError> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (kid, b64) = part

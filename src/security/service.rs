@@ -498,8 +498,13 @@ impl Security {
         let Some(user) = self.store.user_by_email(&email).await? else {
             let pw = password.to_owned();
             let _ = tokio::task::spawn_blocking(move || passwords::verify_unknown_user(&pw)).await;
-            self.audit(PLATFORM, "login.failed", "anonymous", json!({"email": email, "reason": "unknown user"}))
-                .await?;
+            self.audit(
+                PLATFORM,
+                "login.failed",
+                "anonymous",
+                json!({"email": email, "reason": "unknown user"}),
+            )
+            .await?;
             return Err(denied());
         };
         let chain = user.tenant_id.clone().unwrap_or_else(|| PLATFORM.into());
@@ -522,9 +527,18 @@ impl Security {
                 now + (1000i64 << exp).min(15 * 60 * 1000)
             };
             self.store.login_failed(&user.id, locked_until).await?;
-            let reason = if ok { "user disabled" } else { "wrong password" };
-            self.audit(&chain, "login.failed", &format!("user:{}", user.id), json!({"email": email, "reason": reason}))
-                .await?;
+            let reason = if ok {
+                "user disabled"
+            } else {
+                "wrong password"
+            };
+            self.audit(
+                &chain,
+                "login.failed",
+                &format!("user:{}", user.id),
+                json!({"email": email, "reason": reason}),
+            )
+            .await?;
             return Err(denied());
         }
         if let Some(t) = &user.tenant_id {
@@ -545,8 +559,13 @@ impl Security {
         self.store
             .create_session(&session, &sha256_hex(refresh.as_bytes()))
             .await?;
-        self.audit(&chain, "login.ok", &format!("user:{}", user.id), json!({"email": email, "session": session.id}))
-            .await?;
+        self.audit(
+            &chain,
+            "login.ok",
+            &format!("user:{}", user.id),
+            json!({"email": email, "session": session.id}),
+        )
+        .await?;
         self.pair(&user, &session.id, refresh)
     }
 
@@ -571,7 +590,8 @@ impl Security {
     }
 
     pub async fn refresh(&self, token: &str) -> Result<TokenPair, AuthError> {
-        let invalid = || AuthError::Unauthenticated("the refresh token is invalid or expired".into());
+        let invalid =
+            || AuthError::Unauthenticated("the refresh token is invalid or expired".into());
         let next = new_refresh_token();
         let s = &self.settings;
         let outcome = self
@@ -587,7 +607,11 @@ impl Security {
             .await?;
         match outcome {
             Rotation::Rotated(session) => {
-                let user = self.store.user(&session.user_id).await?.ok_or_else(invalid)?;
+                let user = self
+                    .store
+                    .user(&session.user_id)
+                    .await?
+                    .ok_or_else(invalid)?;
                 if user.disabled != 0 {
                     return Err(invalid());
                 }
@@ -605,9 +629,13 @@ impl Security {
                 self.revoked_sessions.insert(session.id.clone(), ());
                 let chain = session.tenant_id.clone().unwrap_or_else(|| PLATFORM.into());
                 tracing::warn!(user = %session.user_id, session = %session.id, "refresh token reused: session revoked");
-                self.audit(&chain, "refresh.reuse", &format!("user:{}", session.user_id),
-                    json!({"session": session.id, "outcome": "session revoked"}))
-                    .await?;
+                self.audit(
+                    &chain,
+                    "refresh.reuse",
+                    &format!("user:{}", session.user_id),
+                    json!({"session": session.id, "outcome": "session revoked"}),
+                )
+                .await?;
                 Err(AuthError::Unauthenticated(
                     "the refresh token was reused: the session is revoked, sign in again".into(),
                 ))
@@ -627,7 +655,8 @@ impl Security {
         self.revoked_sessions.insert(sid.clone(), ());
         self.revoked_jti.insert(jti.clone(), *exp as i64 * 1000);
         let chain = p.tenant.clone().unwrap_or_else(|| PLATFORM.into());
-        self.audit(&chain, "logout", &p.actor, json!({"session": sid})).await?;
+        self.audit(&chain, "logout", &p.actor, json!({"session": sid}))
+            .await?;
         Ok(())
     }
 
@@ -677,9 +706,13 @@ impl Security {
         }
         self.users
             .insert(user.id.clone(), UserGate { disabled: false });
-        self.audit(tenant.unwrap_or(PLATFORM), "user.created", actor,
-            json!({"user": user.id, "email": email, "role": role.as_str()}))
-            .await?;
+        self.audit(
+            tenant.unwrap_or(PLATFORM),
+            "user.created",
+            actor,
+            json!({"user": user.id, "email": email, "role": role.as_str()}),
+        )
+        .await?;
         Ok(user)
     }
 
@@ -694,7 +727,13 @@ impl Security {
         let now = now_ms();
         let sessions = self.store.sessions_of(&user.id).await?;
         self.store
-            .update_user_access(&user.id, role.as_str(), disabled, now, "role or status changed")
+            .update_user_access(
+                &user.id,
+                role.as_str(),
+                disabled,
+                now,
+                "role or status changed",
+            )
             .await?;
         for s in sessions {
             self.revoked_sessions.insert(s, ());
@@ -717,13 +756,18 @@ impl Security {
         expires_ms: Option<i64>,
         actor: &str,
     ) -> Result<(ApiKeyRow, String), AuthError> {
-        let new = api_keys::generate(&self.pepper).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let new =
+            api_keys::generate(&self.pepper).map_err(|e| AuthError::Internal(e.to_string()))?;
         let row = ApiKeyRow {
             id: new.id.clone(),
             tenant_id: tenant.to_owned(),
             name: name.to_owned(),
             digest: hex(&new.hash),
-            scopes: scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+            scopes: scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             created_ms: now_ms(),
             expires_ms,
             revoked_ms: None,
@@ -731,8 +775,13 @@ impl Security {
         };
         self.store.insert_key(&row).await?;
         self.cache_key(&row);
-        self.audit(tenant, "api_key.created", actor, json!({"key": row.id, "name": name, "scopes": row.scopes}))
-            .await?;
+        self.audit(
+            tenant,
+            "api_key.created",
+            actor,
+            json!({"key": row.id, "name": name, "scopes": row.scopes}),
+        )
+        .await?;
         Ok((row, new.full))
     }
 
@@ -768,7 +817,8 @@ impl Security {
         let now = now_ms();
         let old_expires = now + overlap as i64 * 1000;
         let old_expires = old.expires_ms.map_or(old_expires, |e| e.min(old_expires));
-        let new = api_keys::generate(&self.pepper).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let new =
+            api_keys::generate(&self.pepper).map_err(|e| AuthError::Internal(e.to_string()))?;
         let row = ApiKeyRow {
             id: new.id.clone(),
             tenant_id: tenant.to_owned(),
@@ -785,9 +835,13 @@ impl Security {
         if let Some(mut rec) = self.keys.get_mut(&old.id) {
             rec.expires_ms = Some(old_expires);
         }
-        self.audit(tenant, "api_key.rolled", actor,
-            json!({"key": old.id, "successor": row.id, "old_valid_until_ms": old_expires}))
-            .await?;
+        self.audit(
+            tenant,
+            "api_key.rolled",
+            actor,
+            json!({"key": old.id, "successor": row.id, "old_valid_until_ms": old_expires}),
+        )
+        .await?;
         Ok((row, new.full))
     }
 
@@ -797,7 +851,8 @@ impl Security {
         if let Some(mut rec) = self.keys.get_mut(&key.id) {
             rec.revoked = true;
         }
-        self.audit(tenant, "api_key.revoked", actor, json!({"key": key.id})).await?;
+        self.audit(tenant, "api_key.revoked", actor, json!({"key": key.id}))
+            .await?;
         Ok(())
     }
 
@@ -848,8 +903,13 @@ impl Security {
             }
             other => other?,
         }
-        self.audit(tenant, "mt5_account.registered", actor, json!({"login": login, "server": server}))
-            .await?;
+        self.audit(
+            tenant,
+            "mt5_account.registered",
+            actor,
+            json!({"login": login, "server": server}),
+        )
+        .await?;
         Ok(row)
     }
 
@@ -888,7 +948,13 @@ impl Security {
             let fresh = base64::engine::general_purpose::STANDARD.encode(fresh);
             if self
                 .store
-                .reencrypt_account(&row.tenant_id, row.login, &row.password_enc, &fresh, i64::from(version))
+                .reencrypt_account(
+                    &row.tenant_id,
+                    row.login,
+                    &row.password_enc,
+                    &fresh,
+                    i64::from(version),
+                )
                 .await?
             {
                 done += 1;
@@ -976,8 +1042,7 @@ impl Security {
                     serde_json::Value::Null
                 }
             };
-            if broken.is_none()
-                && (body["action"] != r.action.as_str() || body["at_ms"] != r.at_ms)
+            if broken.is_none() && (body["action"] != r.action.as_str() || body["at_ms"] != r.at_ms)
             {
                 broken = Some(BrokenEntry {
                     seq: r.seq as u64,
@@ -990,16 +1055,18 @@ impl Security {
                 hash: r.hash.clone(),
             });
         }
-        let chain = audit::verify(&self.audit_key, &entries).err().map(|e| match e {
-            AuditError::Broken { seq, reason } => BrokenEntry {
-                seq,
-                reason: reason.into(),
-            },
-            AuditError::Key => BrokenEntry {
-                seq: 0,
-                reason: "the audit key is unusable".into(),
-            },
-        });
+        let chain = audit::verify(&self.audit_key, &entries)
+            .err()
+            .map(|e| match e {
+                AuditError::Broken { seq, reason } => BrokenEntry {
+                    seq,
+                    reason: reason.into(),
+                },
+                AuditError::Key => BrokenEntry {
+                    seq: 0,
+                    reason: "the audit key is unusable".into(),
+                },
+            });
         let first_broken = match (broken, chain) {
             (Some(a), Some(b)) => Some(if a.seq <= b.seq { a } else { b }),
             (a, b) => a.or(b),
@@ -1014,7 +1081,10 @@ impl Security {
 
     /// Creates the first platform administrator if there is none. Answers the generated password when one
     /// was generated (to print once).
-    pub async fn bootstrap(&self, settings: &Settings) -> Result<Option<(String, String)>, AuthError> {
+    pub async fn bootstrap(
+        &self,
+        settings: &Settings,
+    ) -> Result<Option<(String, String)>, AuthError> {
         if self.store.has_platform_admin().await? {
             return Ok(None);
         }
@@ -1025,8 +1095,14 @@ impl Security {
                     "bootstrap.admin_password: must have at least 12 characters".into(),
                 ));
             }
-            self.create_user(None, &b.admin_email, &b.admin_password, Role::PlatformAdmin, "bootstrap")
-                .await?;
+            self.create_user(
+                None,
+                &b.admin_email,
+                &b.admin_password,
+                Role::PlatformAdmin,
+                "bootstrap",
+            )
+            .await?;
             tracing::info!(email = %b.admin_email.trim(), "platform administrator created");
             return Ok(None);
         }
@@ -1066,7 +1142,12 @@ pub async fn rotate_data_keys(settings: &Settings) -> anyhow::Result<KeyRotation
         .await
         .map_err(|e| anyhow::anyhow!("re-encrypting: {e}"))?;
     security
-        .audit(PLATFORM, "data_key.rotated", "cli", json!({"version": new_version, "reencrypted": reencrypted}))
+        .audit(
+            PLATFORM,
+            "data_key.rotated",
+            "cli",
+            json!({"version": new_version, "reencrypted": reencrypted}),
+        )
         .await?;
     store.close().await;
     Ok(KeyRotation {

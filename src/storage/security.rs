@@ -141,9 +141,15 @@ impl SecurityStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -288,10 +294,9 @@ impl SecurityStore {
     }
 
     pub async fn has_platform_admin(&self) -> Result<bool, StorageError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'platform_admin'")
-                .fetch_one(&self.pool)
-                .await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'platform_admin'")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n > 0)
     }
 
@@ -389,12 +394,11 @@ impl SecurityStore {
         grace_ms: i64,
     ) -> Result<Rotation, StorageError> {
         let mut tx = self.pool.begin().await?;
-        let token: Option<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT session_id, used_ms FROM refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(old_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let token: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT session_id, used_ms FROM refresh_tokens WHERE token_hash = $1")
+                .bind(old_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some((session_id, used_ms)) = token else {
             return Ok(Rotation::Invalid);
         };
@@ -623,9 +627,11 @@ impl SecurityStore {
     }
 
     pub async fn all_accounts(&self) -> Result<Vec<Mt5AccountRow>, StorageError> {
-        Ok(sqlx::query_as::<_, Mt5AccountRow>("SELECT * FROM mt5_accounts")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<_, Mt5AccountRow>("SELECT * FROM mt5_accounts")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Replaces a stored password ciphertext (key rotation); only if it is still the one that was read.
@@ -687,7 +693,11 @@ impl SecurityStore {
         Ok(())
     }
 
-    pub async fn audit(&self, tenant: &str, f: &AuditFilter) -> Result<Vec<AuditRow>, StorageError> {
+    pub async fn audit(
+        &self,
+        tenant: &str,
+        f: &AuditFilter,
+    ) -> Result<Vec<AuditRow>, StorageError> {
         // Conditions are added only for the filters given, so no parameter's type has to be inferred from
         // NULL (which PostgreSQL refuses).
         let mut sql = String::from("SELECT * FROM audit_log WHERE tenant_id = $1 AND seq > $2");

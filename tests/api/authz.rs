@@ -42,7 +42,10 @@ fn may(access: Access, c: Caller) -> bool {
     use Caller::*;
     match access {
         Access::Public | Access::Authenticated => true,
-        Access::Read => matches!(c, Platform | TenantAdmin | Trader | Viewer | ReadKey | TradeKey),
+        Access::Read => matches!(
+            c,
+            Platform | TenantAdmin | Trader | Viewer | ReadKey | TradeKey
+        ),
         Access::Trade => matches!(c, Platform | TenantAdmin | Trader | TradeKey),
         Access::Admin => matches!(c, Platform | TenantAdmin),
         Access::Platform => matches!(c, Platform),
@@ -85,8 +88,10 @@ async fn fresh_strategy(app: &TestApp, admin: &str, tenant: &str, n: usize) -> S
         "POST",
         &format!("/api/v1/tenants/{tenant}/strategies"),
         Some(admin),
-        Some(&json!({"id": id, "kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1",
-            "volume": 0.1, "params": {"fast": 2, "slow": 3}})),
+        Some(
+            &json!({"id": id, "kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1",
+            "volume": 0.1, "params": {"fast": 2, "slow": 3}}),
+        ),
     )
     .await;
     id
@@ -115,12 +120,17 @@ fn fill(path: &str, tenant: &str, o: &Objects) -> String {
 
 #[actix_rt::test]
 async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
-    let (app, root) = spawn_admin_app(&[("TRELLIS__SECURITY__LOGIN_PER_ACCOUNT_PER_MIN", "1000")]).await;
+    let (app, root) =
+        spawn_admin_app(&[("TRELLIS__SECURITY__LOGIN_PER_ACCOUNT_PER_MIN", "1000")]).await;
     create_tenant(&app, &root, "acme", "enterprise").await;
     create_tenant(&app, &root, "globex", "enterprise").await;
     let mut tokens: HashMap<&str, String> = HashMap::new();
     let mut emails: HashMap<&str, String> = HashMap::new();
-    for (name, role) in [("admin", "tenant_admin"), ("trader", "trader"), ("viewer", "viewer")] {
+    for (name, role) in [
+        ("admin", "tenant_admin"),
+        ("trader", "trader"),
+        ("viewer", "viewer"),
+    ] {
         let email = format!("{name}@acme.test");
         let (_, token) = create_user(&app, &root, "acme", &email, role).await;
         tokens.insert(name, token);
@@ -130,12 +140,26 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
     let (_, trade_key) = create_key(&app, &root, "acme", &["trade"]).await;
     let mut objects = HashMap::new();
     for tenant in ["acme", "globex"] {
-        let (user, _) =
-            create_user(&app, &root, tenant, &format!("victim@{tenant}.test"), "viewer").await;
+        let (user, _) = create_user(
+            &app,
+            &root,
+            tenant,
+            &format!("victim@{tenant}.test"),
+            "viewer",
+        )
+        .await;
         let (key, _) = create_key(&app, &root, tenant, &["read"]).await;
         let strategy = fresh_strategy(&app, &root, tenant, 0).await;
         let login = fresh_account(&app, &root, tenant, 0).await;
-        objects.insert(tenant, Objects { user, key, strategy, login });
+        objects.insert(
+            tenant,
+            Objects {
+                user,
+                key,
+                strategy,
+                login,
+            },
+        );
     }
     tokens.insert("root", root.clone());
     let token_of = |c: Caller, tokens: &HashMap<&str, String>| -> String {
@@ -165,7 +189,10 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
             let r = app.call(route.method, &path, None, None).await;
             cases += 1;
             if r.status != 401 {
-                wrong.push(format!("{} {path} anonymous: {} (expected 401)", route.method, r.status));
+                wrong.push(format!(
+                    "{} {path} anonymous: {} (expected 401)",
+                    route.method, r.status
+                ));
             }
         }
         for &caller in &CALLERS {
@@ -184,7 +211,9 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 let path = fill(route.path, tenant, &objects[tenant]);
                 let token = token_of(caller, &tokens);
                 let body: Option<Value> = matches!(route.method, "POST" | "PUT").then(|| json!({}));
-                let r = app.call(route.method, &path, Some(&token), body.as_ref()).await;
+                let r = app
+                    .call(route.method, &path, Some(&token), body.as_ref())
+                    .await;
                 cases += 1;
                 let want = expected(route.access, caller, other);
                 let got = classify(r.status);
@@ -196,8 +225,14 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 }
                 // Undo what would stop the next cases: a suspension, a logged-out session.
                 if route.path.ends_with("/suspend") && r.status == 200 {
-                    app.expect(200, "POST", &format!("/api/v1/tenants/{tenant}/resume"), Some(&root), None)
-                        .await;
+                    app.expect(
+                        200,
+                        "POST",
+                        &format!("/api/v1/tenants/{tenant}/resume"),
+                        Some(&root),
+                        None,
+                    )
+                    .await;
                 }
                 if route.path == "/api/v1/auth/logout" && r.status == 200 {
                     let fresh = match caller {
@@ -209,7 +244,10 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                     };
                     if let Some(name) = fresh {
                         let (email, password) = if name == "root" {
-                            (crate::helpers::ROOT_EMAIL.to_owned(), crate::helpers::ROOT_PASSWORD)
+                            (
+                                crate::helpers::ROOT_EMAIL.to_owned(),
+                                crate::helpers::ROOT_PASSWORD,
+                            )
                         } else {
                             (emails[name].clone(), "a-password-of-twelve+")
                         };
@@ -220,16 +258,29 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
             }
         }
     }
-    eprintln!("authorization matrix: {} routes, {cases} cases", ROUTES.len());
-    assert!(wrong.is_empty(), "{} of {cases} cases wrong:\n{}", wrong.len(), wrong.join("\n"));
-    assert!(cases > 400, "the matrix covers every route, caller and tenant ({cases})");
+    eprintln!(
+        "authorization matrix: {} routes, {cases} cases",
+        ROUTES.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {cases} cases wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(
+        cases > 400,
+        "the matrix covers every route, caller and tenant ({cases})"
+    );
     app.shutdown().await;
 }
 
 #[actix_rt::test]
 async fn the_openapi_document_describes_every_route_and_the_docs_page_renders_it() {
     let (app, _) = spawn_admin_app(&[]).await;
-    let doc = app.expect(200, "GET", "/api/openapi.json", None, None).await;
+    let doc = app
+        .expect(200, "GET", "/api/openapi.json", None, None)
+        .await;
     assert_eq!(doc["openapi"], "3.1.0");
     let mut described = 0;
     for r in ROUTES {
@@ -255,6 +306,9 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_renders_it
     );
     let page = app.call("GET", "/api/docs", None, None).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.as_str().is_some_and(|h| h.contains("/api/openapi.json")));
+    assert!(page
+        .body
+        .as_str()
+        .is_some_and(|h| h.contains("/api/openapi.json")));
     app.shutdown().await;
 }

@@ -485,7 +485,10 @@ impl TestApp {
         assert_eq!(r.status, 200, "login of {email}: {:?}", r.body);
         (
             r.body["access_token"].as_str().expect("access").to_owned(),
-            r.body["refresh_token"].as_str().expect("refresh").to_owned(),
+            r.body["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
         )
     }
 

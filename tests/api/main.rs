@@ -1,6 +1,7 @@
 //! The integration suite: one binary, one module per area. Every test starts what it needs for real
 //! (the `Application` on port 0, real actors, real sockets on loopback).
 
+mod admin;
 mod authz;
 mod backtest;
 mod bridge;

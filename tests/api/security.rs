@@ -56,13 +56,17 @@ async fn forged_expired_and_revoked_access_tokens_are_refused() {
     let me = "/api/v1/me";
     assert_eq!(app.call("GET", me, Some(&token), None).await.status, 200);
     // A token trellis would sign itself passes: the forgery harness is right.
-    let good = sign(Algorithm::HS256, Some("k1"), &claims(&real, |_| {}), JWT_SECRET);
+    let good = sign(
+        Algorithm::HS256,
+        Some("k1"),
+        &claims(&real, |_| {}),
+        JWT_SECRET,
+    );
     assert_eq!(app.call("GET", me, Some(&good), None).await.status, 200);
 
     let unsigned = {
-        let b64 = |v: &Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         format!(
             "{}.{}.",
             b64(&json!({"alg": "none", "typ": "JWT", "kid": "k1"})),
@@ -78,14 +82,76 @@ async fn forged_expired_and_revoked_access_tokens_are_refused() {
     };
     let cases: Vec<(&str, String)> = vec![
         ("alg none", unsigned),
-        ("wrong algorithm", sign(Algorithm::HS384, Some("k1"), &claims(&real, |_| {}), JWT_SECRET)),
-        ("wrong audience", sign(Algorithm::HS256, Some("k1"), &claims(&real, |c| c["aud"] = json!("other")), JWT_SECRET)),
-        ("wrong issuer", sign(Algorithm::HS256, Some("k1"), &claims(&real, |c| c["iss"] = json!("evil")), JWT_SECRET)),
-        ("expired", sign(Algorithm::HS256, Some("k1"), &claims(&real, |c| { c["exp"] = json!(now() - 120); c["iat"] = json!(now() - 800) }), JWT_SECRET)),
-        ("not yet valid", sign(Algorithm::HS256, Some("k1"), &claims(&real, |c| c["nbf"] = json!(now() + 300)), JWT_SECRET)),
-        ("unknown kid", sign(Algorithm::HS256, Some("k9"), &claims(&real, |_| {}), JWT_SECRET)),
-        ("no kid", sign(Algorithm::HS256, None, &claims(&real, |_| {}), JWT_SECRET)),
-        ("wrong secret", sign(Algorithm::HS256, Some("k1"), &claims(&real, |_| {}), b"another-secret-another-secret-32")),
+        (
+            "wrong algorithm",
+            sign(
+                Algorithm::HS384,
+                Some("k1"),
+                &claims(&real, |_| {}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::HS256,
+                Some("k1"),
+                &claims(&real, |c| c["aud"] = json!("other")),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::HS256,
+                Some("k1"),
+                &claims(&real, |c| c["iss"] = json!("evil")),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "expired",
+            sign(
+                Algorithm::HS256,
+                Some("k1"),
+                &claims(&real, |c| {
+                    c["exp"] = json!(now() - 120);
+                    c["iat"] = json!(now() - 800)
+                }),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "not yet valid",
+            sign(
+                Algorithm::HS256,
+                Some("k1"),
+                &claims(&real, |c| c["nbf"] = json!(now() + 300)),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "unknown kid",
+            sign(
+                Algorithm::HS256,
+                Some("k9"),
+                &claims(&real, |_| {}),
+                JWT_SECRET,
+            ),
+        ),
+        (
+            "no kid",
+            sign(Algorithm::HS256, None, &claims(&real, |_| {}), JWT_SECRET),
+        ),
+        (
+            "wrong secret",
+            sign(
+                Algorithm::HS256,
+                Some("k1"),
+                &claims(&real, |_| {}),
+                b"another-secret-another-secret-32",
+            ),
+        ),
         ("tampered payload", tampered),
         ("garbage", "not.a.token".into()),
     ];
@@ -93,17 +159,29 @@ async fn forged_expired_and_revoked_access_tokens_are_refused() {
         let r = app.call("GET", me, Some(forged), None).await;
         assert_eq!(r.status, 401, "{what}: {:?}", r.body);
         assert_eq!(r.body["error"], "unauthorized", "{what}");
-        assert_eq!(r.headers.get("www-authenticate").map(String::as_str), Some("Bearer"));
+        assert_eq!(
+            r.headers.get("www-authenticate").map(String::as_str),
+            Some("Bearer")
+        );
     }
     let expired = app.call("GET", me, Some(&cases[4].1), None).await;
-    assert!(expired.body["message"].as_str().is_some_and(|m| m.contains("expired")));
+    assert!(expired.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("expired")));
 
     // Act: log out; the token of the ended session — and a well-signed one of it — are refused.
-    app.expect(200, "POST", "/api/v1/auth/logout", Some(&token), None).await;
+    app.expect(200, "POST", "/api/v1/auth/logout", Some(&token), None)
+        .await;
     let r = app.call("GET", me, Some(&token), None).await;
     assert_eq!(r.status, 401);
-    assert!(r.body["message"].as_str().is_some_and(|m| m.contains("revoked")));
-    assert_eq!(app.call("GET", me, Some(&good), None).await.status, 401, "same session");
+    assert!(r.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("revoked")));
+    assert_eq!(
+        app.call("GET", me, Some(&good), None).await.status,
+        401,
+        "same session"
+    );
     app.shutdown().await;
 }
 
@@ -116,109 +194,226 @@ async fn a_refresh_token_rotates_once_and_its_reuse_revokes_the_whole_session() 
 
     // Rotation: a new pair, the OAuth shape, and the old refresh token is spent.
     let pair2 = app
-        .expect(200, "POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": refresh1})))
+        .expect(
+            200,
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(&json!({"refresh_token": refresh1})),
+        )
         .await;
     assert_eq!(pair2["token_type"], "Bearer");
     assert_eq!(pair2["expires_in"], 600);
     let refresh2 = pair2["refresh_token"].as_str().expect("refresh").to_owned();
     let access2 = pair2["access_token"].as_str().expect("access").to_owned();
     assert_ne!(refresh2, refresh1);
-    assert_eq!(payload_of(&access2)["sid"], payload_of(&access1)["sid"], "same session");
+    assert_eq!(
+        payload_of(&access2)["sid"],
+        payload_of(&access1)["sid"],
+        "same session"
+    );
     // Within the grace window a repeat (a client that lost the answer) is refused but revokes nothing.
     let repeat = app
-        .call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": refresh1})))
+        .call(
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(&json!({"refresh_token": refresh1})),
+        )
         .await;
     assert_eq!(repeat.status, 401);
-    assert_eq!(app.call("GET", "/api/v1/me", Some(&access2), None).await.status, 200);
+    assert_eq!(
+        app.call("GET", "/api/v1/me", Some(&access2), None)
+            .await
+            .status,
+        200
+    );
 
     // Act: after the grace window the spent token comes back (stolen): the family is revoked.
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     let reuse = app
-        .call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": refresh1})))
+        .call(
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(&json!({"refresh_token": refresh1})),
+        )
         .await;
 
     // Assert
     assert_eq!(reuse.status, 401);
-    assert!(reuse.body["message"].as_str().is_some_and(|m| m.contains("reused")));
+    assert!(reuse.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("reused")));
     let r = app
-        .call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": refresh2})))
+        .call(
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(&json!({"refresh_token": refresh2})),
+        )
         .await;
     assert_eq!(r.status, 401, "the newest token of the family is dead too");
-    assert_eq!(app.call("GET", "/api/v1/me", Some(&access2), None).await.status, 401);
-    assert_eq!(app.call("GET", "/api/v1/me", Some(&access1), None).await.status, 401);
+    assert_eq!(
+        app.call("GET", "/api/v1/me", Some(&access2), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.call("GET", "/api/v1/me", Some(&access1), None)
+            .await
+            .status,
+        401
+    );
     // Unknown tokens are just invalid.
     let r = app
-        .call("POST", "/api/v1/auth/refresh", None, Some(&json!({"refresh_token": "nope"})))
+        .call(
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(&json!({"refresh_token": "nope"})),
+        )
         .await;
     assert_eq!(r.status, 401);
     let log = app
-        .expect(200, "GET", "/api/v1/audit?tenant=acme&action=refresh.reuse", Some(&root), None)
+        .expect(
+            200,
+            "GET",
+            "/api/v1/audit?tenant=acme&action=refresh.reuse",
+            Some(&root),
+            None,
+        )
         .await;
     assert_eq!(log["entries"].as_array().map(Vec::len), Some(1), "{log}");
     let dump = log.to_string();
-    assert!(!dump.contains(&refresh1) && !dump.contains(&refresh2), "no token in the audit log");
+    assert!(
+        !dump.contains(&refresh1) && !dump.contains(&refresh2),
+        "no token in the audit log"
+    );
     app.shutdown().await;
 }
 
 #[actix_rt::test]
-async fn api_keys_are_refused_when_wrong_revoked_expired_out_of_scope_or_rolled_past_their_overlap() {
+async fn api_keys_are_refused_when_wrong_revoked_expired_out_of_scope_or_rolled_past_their_overlap()
+{
     let (app, root) = spawn_admin_app(&[]).await;
     create_tenant(&app, &root, "acme", "enterprise").await;
     let orders = "/api/v1/tenants/acme/orders";
     let (read_id, read) = create_key(&app, &root, "acme", &["read"]).await;
     assert_eq!(app.call("GET", orders, Some(&read), None).await.status, 200);
     // Listing never shows a secret.
-    let list = app.expect(200, "GET", "/api/v1/tenants/acme/api-keys", Some(&root), None).await;
+    let list = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/acme/api-keys",
+            Some(&root),
+            None,
+        )
+        .await;
     assert!(!list.to_string().contains(&read[13..]), "{list}");
     assert!(list["keys"][0].get("digest").is_none());
 
     // Wrong secret for a real id.
     let wrong = format!("{}{}", &read[..13], "A".repeat(read.len() - 13));
-    assert_eq!(app.call("GET", orders, Some(&wrong), None).await.status, 401);
+    assert_eq!(
+        app.call("GET", orders, Some(&wrong), None).await.status,
+        401
+    );
     // Wrong scope: a read key cannot trade, a market:write key cannot read.
     let kill = "/api/v1/tenants/acme/kill-switch";
-    let r = app.call("PUT", kill, Some(&read), Some(&json!({"on": true}))).await;
+    let r = app
+        .call("PUT", kill, Some(&read), Some(&json!({"on": true})))
+        .await;
     assert_eq!(r.status, 403, "{:?}", r.body);
     let (_, bridge) = create_key(&app, &root, "acme", &["market:write"]).await;
-    assert_eq!(app.call("GET", orders, Some(&bridge), None).await.status, 403);
+    assert_eq!(
+        app.call("GET", orders, Some(&bridge), None).await.status,
+        403
+    );
     // Expired.
     let body = app
-        .expect(201, "POST", "/api/v1/tenants/acme/api-keys", Some(&root),
-            Some(&json!({"name": "short", "scopes": ["read"], "expires_in_secs": 1})))
+        .expect(
+            201,
+            "POST",
+            "/api/v1/tenants/acme/api-keys",
+            Some(&root),
+            Some(&json!({"name": "short", "scopes": ["read"], "expires_in_secs": 1})),
+        )
         .await;
     let short = body["secret"].as_str().expect("secret").to_owned();
-    assert_eq!(app.call("GET", orders, Some(&short), None).await.status, 200);
+    assert_eq!(
+        app.call("GET", orders, Some(&short), None).await.status,
+        200
+    );
 
     // Rolled with a 1 s overlap: both work during it, only the new one after.
     let rolled = app
-        .expect(201, "POST", &format!("/api/v1/tenants/acme/api-keys/{read_id}/roll"), Some(&root),
-            Some(&json!({"overlap_secs": 1})))
+        .expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/acme/api-keys/{read_id}/roll"),
+            Some(&root),
+            Some(&json!({"overlap_secs": 1})),
+        )
         .await;
     let successor = rolled["secret"].as_str().expect("secret").to_owned();
     assert_eq!(rolled["previous"]["rolled_to"], rolled["key"]["id"]);
-    assert_eq!(app.call("GET", orders, Some(&read), None).await.status, 200, "old key in its overlap");
-    assert_eq!(app.call("GET", orders, Some(&successor), None).await.status, 200);
+    assert_eq!(
+        app.call("GET", orders, Some(&read), None).await.status,
+        200,
+        "old key in its overlap"
+    );
+    assert_eq!(
+        app.call("GET", orders, Some(&successor), None).await.status,
+        200
+    );
     let again = app
-        .call("POST", &format!("/api/v1/tenants/acme/api-keys/{read_id}/roll"), Some(&root), None)
+        .call(
+            "POST",
+            &format!("/api/v1/tenants/acme/api-keys/{read_id}/roll"),
+            Some(&root),
+            None,
+        )
         .await;
     assert_eq!(again.status, 409, "at most two keys while rolling");
     actix_rt::time::sleep(Duration::from_millis(1300)).await;
     let r = app.call("GET", orders, Some(&read), None).await;
     assert_eq!(r.status, 401, "old key after its overlap");
-    assert!(r.body["message"].as_str().is_some_and(|m| m.contains("expired")));
-    assert_eq!(app.call("GET", orders, Some(&successor), None).await.status, 200);
-    assert_eq!(app.call("GET", orders, Some(&short), None).await.status, 401, "expired key");
+    assert!(r.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("expired")));
+    assert_eq!(
+        app.call("GET", orders, Some(&successor), None).await.status,
+        200
+    );
+    assert_eq!(
+        app.call("GET", orders, Some(&short), None).await.status,
+        401,
+        "expired key"
+    );
 
     // Revoked.
     let successor_id = rolled["key"]["id"].as_str().expect("id");
-    app.expect(200, "DELETE", &format!("/api/v1/tenants/acme/api-keys/{successor_id}"), Some(&root), None)
-        .await;
+    app.expect(
+        200,
+        "DELETE",
+        &format!("/api/v1/tenants/acme/api-keys/{successor_id}"),
+        Some(&root),
+        None,
+    )
+    .await;
     let r = app.call("GET", orders, Some(&successor), None).await;
     assert_eq!(r.status, 401);
-    assert!(r.body["message"].as_str().is_some_and(|m| m.contains("revoked")));
+    assert!(r.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("revoked")));
 
     // Every change is audited, never with a secret.
-    let log = app.expect(200, "GET", "/api/v1/audit?tenant=acme", Some(&root), None).await;
+    let log = app
+        .expect(200, "GET", "/api/v1/audit?tenant=acme", Some(&root), None)
+        .await;
     let actions: Vec<&str> = log["entries"]
         .as_array()
         .expect("entries")
@@ -237,14 +432,34 @@ async fn mt5_passwords_are_stored_encrypted_bound_to_their_row_and_survive_key_r
     let (app, root) = spawn_admin_app(&[]).await;
     create_tenant(&app, &root, "acme", "enterprise").await;
     create_tenant(&app, &root, "globex", "enterprise").await;
-    for (tenant, login, pw) in [("acme", 5001, "acme-pw-1"), ("acme", 5002, "acme-pw-2"), ("globex", 7001, "globex-pw")] {
+    for (tenant, login, pw) in [
+        ("acme", 5001, "acme-pw-1"),
+        ("acme", 5002, "acme-pw-2"),
+        ("globex", 7001, "globex-pw"),
+    ] {
         let body = app
-            .expect(201, "POST", &format!("/api/v1/tenants/{tenant}/mt5-accounts"), Some(&root),
-                Some(&json!({"login": login, "server": "Broker-Live", "password": pw})))
+            .expect(
+                201,
+                "POST",
+                &format!("/api/v1/tenants/{tenant}/mt5-accounts"),
+                Some(&root),
+                Some(&json!({"login": login, "server": "Broker-Live", "password": pw})),
+            )
             .await;
-        assert!(!body.to_string().contains(pw), "the password is never returned");
+        assert!(
+            !body.to_string().contains(pw),
+            "the password is never returned"
+        );
     }
-    let list = app.expect(200, "GET", "/api/v1/tenants/acme/mt5-accounts", Some(&root), None).await;
+    let list = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/acme/mt5-accounts",
+            Some(&root),
+            None,
+        )
+        .await;
     assert_eq!(list["accounts"].as_array().map(Vec::len), Some(2));
     assert!(!list.to_string().contains("acme-pw"));
 
@@ -261,20 +476,37 @@ async fn mt5_passwords_are_stored_encrypted_bound_to_their_row_and_survive_key_r
     assert!(app.security.decrypt_password(&moved).is_err(), "other row");
     moved.login = 5001;
     moved.tenant_id = "globex".into();
-    assert!(app.security.decrypt_password(&moved).is_err(), "other tenant");
+    assert!(
+        app.security.decrypt_password(&moved).is_err(),
+        "other tenant"
+    );
 
     // Rotation: stop, `trellis keys rotate`, start again.
     let kept = app.shutdown_keeping_data().await;
     let settings = crate::helpers::test_settings(&kept, &[]);
-    let report = trellis::security::service::rotate_data_keys(&settings).await.expect("rotates");
-    assert_eq!((report.new_version, report.reencrypted, report.already_current), (2, 3, 0));
+    let report = trellis::security::service::rotate_data_keys(&settings)
+        .await
+        .expect("rotates");
+    assert_eq!(
+        (
+            report.new_version,
+            report.reencrypted,
+            report.already_current
+        ),
+        (2, 3, 0)
+    );
     let secrets = crate::helpers::jwt_secrets_var();
     let app = spawn_app_on(kept, &[("TRELLIS__SECURITY__JWT_SECRETS", &secrets)]).await;
     let after = app.security.store.all_accounts().await.expect("rows");
     assert!(after.iter().all(|r| r.key_version == 2), "{after:?}");
     let mut seen: Vec<(String, Vec<u8>)> = after
         .iter()
-        .map(|r| (r.tenant_id.clone(), app.security.decrypt_password(r).expect("decrypts").to_vec()))
+        .map(|r| {
+            (
+                r.tenant_id.clone(),
+                app.security.decrypt_password(r).expect("decrypts").to_vec(),
+            )
+        })
         .collect();
     seen.sort();
     assert_eq!(
@@ -286,10 +518,23 @@ async fn mt5_passwords_are_stored_encrypted_bound_to_their_row_and_survive_key_r
         ]
     );
     // The old key still decrypts what it wrote (until retired): the pre-rotation ciphertext still opens.
-    assert_eq!(&app.security.decrypt_password(&rows[0]).expect("old version")[..], b"acme-pw-1");
+    assert_eq!(
+        &app.security
+            .decrypt_password(&rows[0])
+            .expect("old version")[..],
+        b"acme-pw-1"
+    );
     // The rotation is in the platform's audit chain.
     let (root, _) = app.login(ROOT_EMAIL, ROOT_PASSWORD).await;
-    let log = app.expect(200, "GET", "/api/v1/audit?action=data_key.rotated", Some(&root), None).await;
+    let log = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/audit?action=data_key.rotated",
+            Some(&root),
+            None,
+        )
+        .await;
     assert_eq!(log["entries"].as_array().map(Vec::len), Some(1));
     app.shutdown().await;
 }
@@ -299,15 +544,40 @@ async fn tampering_with_an_audit_row_is_detected_and_the_entry_named() {
     let (app, root) = spawn_admin_app(&[]).await;
     create_tenant(&app, &root, "acme", "enterprise").await;
     let (_, admin) = create_user(&app, &root, "acme", "a@acme.test", "tenant_admin").await;
-    app.expect(200, "PUT", "/api/v1/tenants/acme/kill-switch", Some(&admin),
-        Some(&json!({"on": true, "reason": "drill"}))).await;
-    app.expect(200, "PUT", "/api/v1/tenants/acme/kill-switch", Some(&admin),
-        Some(&json!({"on": false, "reason": "drill over"}))).await;
-    let check = app.expect(200, "GET", "/api/v1/audit/verify", Some(&admin), None).await;
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/acme/kill-switch",
+        Some(&admin),
+        Some(&json!({"on": true, "reason": "drill"})),
+    )
+    .await;
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/acme/kill-switch",
+        Some(&admin),
+        Some(&json!({"on": false, "reason": "drill over"})),
+    )
+    .await;
+    let check = app
+        .expect(200, "GET", "/api/v1/audit/verify", Some(&admin), None)
+        .await;
     assert_eq!(check["intact"], true, "{check}");
     let entries = check["entries"].as_u64().expect("count");
-    assert!(entries >= 4, "user created, login, kill switch on and off: {check}");
-    let log = app.expect(200, "GET", "/api/v1/audit?action=kill_switch.on", Some(&admin), None).await;
+    assert!(
+        entries >= 4,
+        "user created, login, kill switch on and off: {check}"
+    );
+    let log = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/audit?action=kill_switch.on",
+            Some(&admin),
+            None,
+        )
+        .await;
     let seq = log["entries"][0]["seq"].as_i64().expect("seq");
 
     // Act: someone with database access rewrites history (the reason of the kill switch).
@@ -327,13 +597,27 @@ async fn tampering_with_an_audit_row_is_detected_and_the_entry_named() {
     assert_eq!(changed.rows_affected(), 1);
 
     // Assert
-    let check = app.expect(200, "GET", "/api/v1/audit/verify", Some(&admin), None).await;
+    let check = app
+        .expect(200, "GET", "/api/v1/audit/verify", Some(&admin), None)
+        .await;
     assert_eq!(check["intact"], false);
     assert_eq!(check["first_broken"]["seq"], seq, "{check}");
     // Another tenant's chain is untouched and unreachable for this admin.
-    let platform = app.expect(200, "GET", "/api/v1/audit/verify", Some(&root), None).await;
+    let platform = app
+        .expect(200, "GET", "/api/v1/audit/verify", Some(&root), None)
+        .await;
     assert_eq!(platform["intact"], true);
-    assert_eq!(app.call("GET", "/api/v1/audit/verify?tenant=platform", Some(&admin), None).await.status, 404);
+    assert_eq!(
+        app.call(
+            "GET",
+            "/api/v1/audit/verify?tenant=platform",
+            Some(&admin),
+            None
+        )
+        .await
+        .status,
+        404
+    );
     db.close().await;
     app.shutdown().await;
 }
@@ -350,14 +634,23 @@ async fn logins_are_limited_per_account_and_wrong_passwords_lock_the_account_for
     let attempt = |pw: &'static str| {
         let app = &app;
         async move {
-            app.call("POST", "/api/v1/auth/login", None,
-                Some(&json!({"email": "v@acme.test", "password": pw}))).await
+            app.call(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(&json!({"email": "v@acme.test", "password": pw})),
+            )
+            .await
         }
     };
     // Unknown user and wrong password look the same.
     let unknown = app
-        .call("POST", "/api/v1/auth/login", None,
-            Some(&json!({"email": "nobody@acme.test", "password": "whatever-at-all"})))
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": "nobody@acme.test", "password": "whatever-at-all"})),
+        )
         .await;
     let wrong = attempt("wrong-password-1").await;
     assert_eq!((unknown.status, wrong.status), (401, 401));
@@ -372,10 +665,19 @@ async fn logins_are_limited_per_account_and_wrong_passwords_lock_the_account_for
     let r = attempt("a-password-of-twelve+").await;
     assert_eq!(r.status, 429, "{:?}", r.body);
     let failed = app
-        .expect(200, "GET", "/api/v1/audit?tenant=acme&action=login.failed", Some(&root), None)
+        .expect(
+            200,
+            "GET",
+            "/api/v1/audit?tenant=acme&action=login.failed",
+            Some(&root),
+            None,
+        )
         .await;
     assert_eq!(failed["entries"].as_array().map(Vec::len), Some(2));
-    assert!(!failed.to_string().contains("wrong-password"), "no password in the audit log");
+    assert!(
+        !failed.to_string().contains("wrong-password"),
+        "no password in the audit log"
+    );
     app.shutdown().await;
 }
 
@@ -386,28 +688,66 @@ async fn changing_a_role_or_disabling_a_user_ends_their_sessions() {
     let (_, admin) = create_user(&app, &root, "acme", "a@acme.test", "tenant_admin").await;
     let (trader_id, trader) = create_user(&app, &root, "acme", "t@acme.test", "trader").await;
     let kill = "/api/v1/tenants/acme/kill-switch";
-    app.expect(200, "PUT", kill, Some(&trader), Some(&json!({"on": false}))).await;
+    app.expect(200, "PUT", kill, Some(&trader), Some(&json!({"on": false})))
+        .await;
 
-    app.expect(200, "PUT", &format!("/api/v1/tenants/acme/users/{trader_id}/role"), Some(&admin),
-        Some(&json!({"role": "viewer"}))).await;
+    app.expect(
+        200,
+        "PUT",
+        &format!("/api/v1/tenants/acme/users/{trader_id}/role"),
+        Some(&admin),
+        Some(&json!({"role": "viewer"})),
+    )
+    .await;
 
-    assert_eq!(app.call("GET", "/api/v1/me", Some(&trader), None).await.status, 401);
+    assert_eq!(
+        app.call("GET", "/api/v1/me", Some(&trader), None)
+            .await
+            .status,
+        401
+    );
     let (as_viewer, _) = app.login("t@acme.test", "a-password-of-twelve+").await;
-    let me = app.expect(200, "GET", "/api/v1/me", Some(&as_viewer), None).await;
+    let me = app
+        .expect(200, "GET", "/api/v1/me", Some(&as_viewer), None)
+        .await;
     assert_eq!(me["role"], "viewer");
-    assert_eq!(app.call("PUT", kill, Some(&as_viewer), Some(&json!({"on": false}))).await.status, 403);
+    assert_eq!(
+        app.call("PUT", kill, Some(&as_viewer), Some(&json!({"on": false})))
+            .await
+            .status,
+        403
+    );
     // No tenant admin can mint a platform administrator.
     let r = app
-        .call("PUT", &format!("/api/v1/tenants/acme/users/{trader_id}/role"), Some(&admin),
-            Some(&json!({"role": "platform_admin"})))
+        .call(
+            "PUT",
+            &format!("/api/v1/tenants/acme/users/{trader_id}/role"),
+            Some(&admin),
+            Some(&json!({"role": "platform_admin"})),
+        )
         .await;
     assert_eq!(r.status, 400);
-    app.expect(200, "POST", &format!("/api/v1/tenants/acme/users/{trader_id}/disable"), Some(&admin), None)
-        .await;
-    assert_eq!(app.call("GET", "/api/v1/me", Some(&as_viewer), None).await.status, 401);
+    app.expect(
+        200,
+        "POST",
+        &format!("/api/v1/tenants/acme/users/{trader_id}/disable"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(
+        app.call("GET", "/api/v1/me", Some(&as_viewer), None)
+            .await
+            .status,
+        401
+    );
     let r = app
-        .call("POST", "/api/v1/auth/login", None,
-            Some(&json!({"email": "t@acme.test", "password": "a-password-of-twelve+"})))
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": "t@acme.test", "password": "a-password-of-twelve+"})),
+        )
         .await;
     assert_eq!(r.status, 401, "a disabled user cannot sign in");
     app.shutdown().await;

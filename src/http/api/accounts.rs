@@ -48,15 +48,26 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = auth.tenant()?.clone();
     if body.login == 0 || body.login > i64::MAX as u64 {
-        return Err(ApiError::BadRequest("login: must be a positive MT5 login".into()));
+        return Err(ApiError::BadRequest(
+            "login: must be a positive MT5 login".into(),
+        ));
     }
     if body.server.trim().is_empty() || body.server.len() > 128 {
-        return Err(ApiError::BadRequest("server: must have 1 to 128 characters".into()));
+        return Err(ApiError::BadRequest(
+            "server: must have 1 to 128 characters".into(),
+        ));
     }
     if body.password.is_empty() || body.password.len() > 256 {
-        return Err(ApiError::BadRequest("password: must have 1 to 256 characters".into()));
+        return Err(ApiError::BadRequest(
+            "password: must have 1 to 256 characters".into(),
+        ));
     }
-    let quota = auth.state.settings.quotas.mt5_accounts.per_minute(&tenant.tier());
+    let quota = auth
+        .state
+        .settings
+        .quotas
+        .mt5_accounts
+        .per_minute(&tenant.tier());
     let existing = auth.state.security.store.accounts_of(&tenant.id.0).await?;
     if existing.len() as u32 >= quota {
         return Err(super::tenants::quota_exceeded(
@@ -69,7 +80,13 @@ pub async fn register(
     let row = auth
         .state
         .security
-        .register_account(&tenant.id.0, body.login, body.server.trim(), &body.password, auth.actor())
+        .register_account(
+            &tenant.id.0,
+            body.login,
+            body.server.trim(),
+            &body.password,
+            auth.actor(),
+        )
         .await?;
     Ok(auth.created(view(&auth, &row)))
 }
@@ -81,18 +98,32 @@ pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
     Ok(auth.ok(json!({ "accounts": accounts })))
 }
 
-pub async fn remove(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn remove(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = auth.tenant()?.id.0.clone();
     let login: i64 = path
         .1
         .parse()
         .map_err(|_| ApiError::BadRequest("login: must be a number".into()))?;
-    if !auth.state.security.store.delete_account(&tenant, login).await? {
+    if !auth
+        .state
+        .security
+        .store
+        .delete_account(&tenant, login)
+        .await?
+    {
         return Err(ApiError::NotFound);
     }
     auth.state
         .security
-        .audit(&tenant, "mt5_account.removed", auth.actor(), json!({"login": login}))
+        .audit(
+            &tenant,
+            "mt5_account.removed",
+            auth.actor(),
+            json!({"login": login}),
+        )
         .await?;
     Ok(auth.ok(json!({ "removed": login })))
 }

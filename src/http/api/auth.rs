@@ -29,7 +29,10 @@ pub async fn login(
     Body(body): Body<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let ip = req.peer_addr().map(|a| a.ip());
-    let pair = state.security.login(&body.email, &body.password, ip).await?;
+    let pair = state
+        .security
+        .login(&body.email, &body.password, ip)
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(pair))

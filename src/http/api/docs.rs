@@ -42,9 +42,12 @@ pub fn document() -> Value {
         });
         if r.access != Access::Public {
             op["security"] = json!([{"bearer": []}, {"apiKey": []}]);
-            op["responses"]["401"] = json!({"description": "Missing, invalid, expired or revoked credentials"});
-            op["responses"]["403"] = json!({"description": "Role, scope or tier does not allow it"});
-            op["responses"]["429"] = json!({"description": "Rate limit of the tenant's tier; see Retry-After"});
+            op["responses"]["401"] =
+                json!({"description": "Missing, invalid, expired or revoked credentials"});
+            op["responses"]["403"] =
+                json!({"description": "Role, scope or tier does not allow it"});
+            op["responses"]["429"] =
+                json!({"description": "Rate limit of the tenant's tier; see Retry-After"});
         }
         if let Some(body) = r.body {
             let schema = body(&mut generator);
@@ -58,10 +61,7 @@ pub fn document() -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         item[r.method.to_lowercase()] = op;
     }
-    let mut schemas: Map<String, Value> = generator
-        .take_definitions(true)
-        .into_iter()
-        .collect();
+    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     schemas.insert(
         "Error".into(),
         json!({"type": "object", "required": ["error", "message"], "properties": {

@@ -31,14 +31,21 @@ pub struct RollKey {
     pub overlap_secs: Option<u64>,
 }
 
-pub async fn create(auth: Authorized, Body(body): Body<CreateKey>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    auth: Authorized,
+    Body(body): Body<CreateKey>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = auth.tenant()?.id.0.clone();
     let name = body.name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::BadRequest("name: must have 1 to 100 characters".into()));
+        return Err(ApiError::BadRequest(
+            "name: must have 1 to 100 characters".into(),
+        ));
     }
     if body.scopes.is_empty() {
-        return Err(ApiError::BadRequest("scopes: at least one scope is required".into()));
+        return Err(ApiError::BadRequest(
+            "scopes: at least one scope is required".into(),
+        ));
     }
     let mut scopes = Vec::new();
     for (i, s) in body.scopes.iter().enumerate() {
@@ -96,7 +103,10 @@ pub async fn roll(
     })))
 }
 
-pub async fn revoke(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = auth.tenant()?.id.0.clone();
     auth.state
         .security

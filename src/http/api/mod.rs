@@ -90,48 +90,312 @@ const PAGE: &[&str] = &["from_ms", "to_ms", "offset", "limit"];
 
 /// Every `/api` route.
 pub static ROUTES: &[RouteDef] = &[
-    route!("POST", "/api/v1/auth/login", Public, "auth", "Sign in with email and password; answers an access and a refresh token", body = auth::LoginRequest),
-    route!("POST", "/api/v1/auth/refresh", Public, "auth", "Rotate a refresh token (a reused one revokes its session)", body = auth::RefreshRequest),
-    route!("POST", "/api/v1/auth/logout", Authenticated, "auth", "End the caller's session"),
-    route!("GET", "/api/v1/me", Authenticated, "auth", "Who the caller is"),
-    route!("POST", "/api/v1/tenants", Platform, "tenants", "Create a tenant (it starts at once)", body = tenants::CreateTenant),
-    route!("GET", "/api/v1/tenants", Platform, "tenants", "List tenants"),
-    route!("GET", "/api/v1/tenants/{tenant}", Read, "tenants", "A tenant"),
-    route!("PUT", "/api/v1/tenants/{tenant}/tier", Platform, "tenants", "Change a tenant's tier", body = tenants::SetTier),
-    route!("POST", "/api/v1/tenants/{tenant}/suspend", Platform, "tenants", "Suspend a tenant: its users, keys and bridges are refused"),
-    route!("POST", "/api/v1/tenants/{tenant}/resume", Platform, "tenants", "Lift a suspension"),
-    route!("POST", "/api/v1/tenants/{tenant}/users", Admin, "users", "Create a user of the tenant", body = users::CreateUser),
-    route!("GET", "/api/v1/tenants/{tenant}/users", Admin, "users", "List the tenant's users"),
-    route!("PUT", "/api/v1/tenants/{tenant}/users/{user}/role", Admin, "users", "Change a user's role (their sessions end)", body = users::SetRole),
-    route!("POST", "/api/v1/tenants/{tenant}/users/{user}/disable", Admin, "users", "Disable a user (their sessions end)"),
-    route!("POST", "/api/v1/tenants/{tenant}/api-keys", Admin, "api-keys", "Create an API key (the secret is shown once)", body = keys::CreateKey),
-    route!("GET", "/api/v1/tenants/{tenant}/api-keys", Admin, "api-keys", "List API keys (never their secrets)"),
-    route!("POST", "/api/v1/tenants/{tenant}/api-keys/{key}/roll", Admin, "api-keys", "Roll a key: a new secret, the old one valid for an overlap window", body = keys::RollKey),
-    route!("DELETE", "/api/v1/tenants/{tenant}/api-keys/{key}", Admin, "api-keys", "Revoke a key"),
-    route!("POST", "/api/v1/tenants/{tenant}/mt5-accounts", Admin, "mt5-accounts", "Register an MT5 account (the password is stored encrypted, never returned)", body = accounts::RegisterAccount),
-    route!("GET", "/api/v1/tenants/{tenant}/mt5-accounts", Read, "mt5-accounts", "List MT5 accounts"),
-    route!("DELETE", "/api/v1/tenants/{tenant}/mt5-accounts/{login}", Admin, "mt5-accounts", "Remove an MT5 account"),
-    route!("GET", "/api/v1/tenants/{tenant}/strategies", Read, "strategies", "List strategies with their state"),
-    route!("POST", "/api/v1/tenants/{tenant}/strategies", Trade, "strategies", "Create a strategy (validated, started unless disabled)", body = crate::config::StrategySettings),
-    route!("GET", "/api/v1/tenants/{tenant}/strategies/{strategy}", Read, "strategies", "A strategy"),
-    route!("PUT", "/api/v1/tenants/{tenant}/strategies/{strategy}", Trade, "strategies", "Change a strategy's parameters, volume or timeframe (it restarts)", body = strategies::UpdateStrategy),
-    route!("POST", "/api/v1/tenants/{tenant}/strategies/{strategy}/start", Trade, "strategies", "Start a stopped strategy"),
-    route!("POST", "/api/v1/tenants/{tenant}/strategies/{strategy}/stop", Trade, "strategies", "Stop a strategy (its positions stay)"),
-    route!("DELETE", "/api/v1/tenants/{tenant}/strategies/{strategy}", Trade, "strategies", "Delete a strategy"),
-    route!("GET", "/api/v1/tenants/{tenant}/risk", Read, "risk", "Risk limits and state (kill switch, blind accounts)"),
-    route!("PUT", "/api/v1/tenants/{tenant}/risk", Admin, "risk", "Replace the risk limits", body = crate::config::RiskSettings),
-    route!("PUT", "/api/v1/tenants/{tenant}/kill-switch", Trade, "risk", "Turn the kill switch on (optionally flattening) or off", body = trading::KillSwitchRequest),
-    route!("GET", "/api/v1/tenants/{tenant}/orders", Read, "trading", "Orders, newest first, paginated, by creation time", query = PAGE),
-    route!("GET", "/api/v1/tenants/{tenant}/fills", Read, "trading", "Fills (deals), newest first, paginated, by execution time", query = PAGE),
-    route!("GET", "/api/v1/tenants/{tenant}/positions", Read, "trading", "Open positions"),
-    route!("GET", "/api/v1/tenants/{tenant}/performance", Read, "trading", "PnL, win rate, profit factor, drawdown, Sharpe"),
-    route!("GET", "/api/v1/tenants/{tenant}/supervision-events", Read, "trading", "Supervision events of the tenant's actors (starts, failures, restarts)", query = &["limit"]),
-    route!("GET", "/api/v1/audit", Admin, "audit", "The audit log of the caller's tenant (platform: ?tenant=)", query = &["tenant", "action", "from_ms", "to_ms", "after_seq", "limit"]),
-    route!("GET", "/api/v1/audit/verify", Admin, "audit", "Check the audit hash chain; names the first broken entry", query = &["tenant"]),
-    route!("GET", "/api/v1/positions", Read, "trading", "Open positions and performance of the caller's tenant"),
-    route!("GET", "/api/v1/orders", Read, "trading", "Orders of the caller's tenant"),
+    route!(
+        "POST",
+        "/api/v1/auth/login",
+        Public,
+        "auth",
+        "Sign in with email and password; answers an access and a refresh token",
+        body = auth::LoginRequest
+    ),
+    route!(
+        "POST",
+        "/api/v1/auth/refresh",
+        Public,
+        "auth",
+        "Rotate a refresh token (a reused one revokes its session)",
+        body = auth::RefreshRequest
+    ),
+    route!(
+        "POST",
+        "/api/v1/auth/logout",
+        Authenticated,
+        "auth",
+        "End the caller's session"
+    ),
+    route!(
+        "GET",
+        "/api/v1/me",
+        Authenticated,
+        "auth",
+        "Who the caller is"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants",
+        Platform,
+        "tenants",
+        "Create a tenant (it starts at once)",
+        body = tenants::CreateTenant
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants",
+        Platform,
+        "tenants",
+        "List tenants"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}",
+        Read,
+        "tenants",
+        "A tenant"
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/tier",
+        Platform,
+        "tenants",
+        "Change a tenant's tier",
+        body = tenants::SetTier
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/suspend",
+        Platform,
+        "tenants",
+        "Suspend a tenant: its users, keys and bridges are refused"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/resume",
+        Platform,
+        "tenants",
+        "Lift a suspension"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/users",
+        Admin,
+        "users",
+        "Create a user of the tenant",
+        body = users::CreateUser
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/users",
+        Admin,
+        "users",
+        "List the tenant's users"
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/users/{user}/role",
+        Admin,
+        "users",
+        "Change a user's role (their sessions end)",
+        body = users::SetRole
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/users/{user}/disable",
+        Admin,
+        "users",
+        "Disable a user (their sessions end)"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/api-keys",
+        Admin,
+        "api-keys",
+        "Create an API key (the secret is shown once)",
+        body = keys::CreateKey
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/api-keys",
+        Admin,
+        "api-keys",
+        "List API keys (never their secrets)"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/api-keys/{key}/roll",
+        Admin,
+        "api-keys",
+        "Roll a key: a new secret, the old one valid for an overlap window",
+        body = keys::RollKey
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/api-keys/{key}",
+        Admin,
+        "api-keys",
+        "Revoke a key"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/mt5-accounts",
+        Admin,
+        "mt5-accounts",
+        "Register an MT5 account (the password is stored encrypted, never returned)",
+        body = accounts::RegisterAccount
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/mt5-accounts",
+        Read,
+        "mt5-accounts",
+        "List MT5 accounts"
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/mt5-accounts/{login}",
+        Admin,
+        "mt5-accounts",
+        "Remove an MT5 account"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/strategies",
+        Read,
+        "strategies",
+        "List strategies with their state"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/strategies",
+        Trade,
+        "strategies",
+        "Create a strategy (validated, started unless disabled)",
+        body = crate::config::StrategySettings
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/strategies/{strategy}",
+        Read,
+        "strategies",
+        "A strategy"
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/strategies/{strategy}",
+        Trade,
+        "strategies",
+        "Change a strategy's parameters, volume or timeframe (it restarts)",
+        body = strategies::UpdateStrategy
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/strategies/{strategy}/start",
+        Trade,
+        "strategies",
+        "Start a stopped strategy"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/strategies/{strategy}/stop",
+        Trade,
+        "strategies",
+        "Stop a strategy (its positions stay)"
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/strategies/{strategy}",
+        Trade,
+        "strategies",
+        "Delete a strategy"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/risk",
+        Read,
+        "risk",
+        "Risk limits and state (kill switch, blind accounts)"
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/risk",
+        Admin,
+        "risk",
+        "Replace the risk limits",
+        body = crate::config::RiskSettings
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/kill-switch",
+        Trade,
+        "risk",
+        "Turn the kill switch on (optionally flattening) or off",
+        body = trading::KillSwitchRequest
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/orders",
+        Read,
+        "trading",
+        "Orders, newest first, paginated, by creation time",
+        query = PAGE
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/fills",
+        Read,
+        "trading",
+        "Fills (deals), newest first, paginated, by execution time",
+        query = PAGE
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/positions",
+        Read,
+        "trading",
+        "Open positions"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/performance",
+        Read,
+        "trading",
+        "PnL, win rate, profit factor, drawdown, Sharpe"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/supervision-events",
+        Read,
+        "trading",
+        "Supervision events of the tenant's actors (starts, failures, restarts)",
+        query = &["limit"]
+    ),
+    route!(
+        "GET",
+        "/api/v1/audit",
+        Admin,
+        "audit",
+        "The audit log of the caller's tenant (platform: ?tenant=)",
+        query = &["tenant", "action", "from_ms", "to_ms", "after_seq", "limit"]
+    ),
+    route!(
+        "GET",
+        "/api/v1/audit/verify",
+        Admin,
+        "audit",
+        "Check the audit hash chain; names the first broken entry",
+        query = &["tenant"]
+    ),
+    route!(
+        "GET",
+        "/api/v1/positions",
+        Read,
+        "trading",
+        "Open positions and performance of the caller's tenant"
+    ),
+    route!(
+        "GET",
+        "/api/v1/orders",
+        Read,
+        "trading",
+        "Orders of the caller's tenant"
+    ),
     route!("GET", "/api/openapi.json", Public, "docs", "This document"),
-    route!("GET", "/api/docs", Public, "docs", "A browsable page of this document"),
+    route!(
+        "GET",
+        "/api/docs",
+        Public,
+        "docs",
+        "A browsable page of this document"
+    ),
 ];
 
 /// Registers every handler of [`ROUTES`].
@@ -146,34 +410,94 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/tenants", get().to(tenants::list))
         .route("/api/v1/tenants/{tenant}", get().to(tenants::get))
         .route("/api/v1/tenants/{tenant}/tier", put().to(tenants::set_tier))
-        .route("/api/v1/tenants/{tenant}/suspend", post().to(tenants::suspend))
-        .route("/api/v1/tenants/{tenant}/resume", post().to(tenants::resume))
+        .route(
+            "/api/v1/tenants/{tenant}/suspend",
+            post().to(tenants::suspend),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/resume",
+            post().to(tenants::resume),
+        )
         .route("/api/v1/tenants/{tenant}/users", post().to(users::create))
         .route("/api/v1/tenants/{tenant}/users", get().to(users::list))
-        .route("/api/v1/tenants/{tenant}/users/{user}/role", put().to(users::set_role))
-        .route("/api/v1/tenants/{tenant}/users/{user}/disable", post().to(users::disable))
+        .route(
+            "/api/v1/tenants/{tenant}/users/{user}/role",
+            put().to(users::set_role),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/users/{user}/disable",
+            post().to(users::disable),
+        )
         .route("/api/v1/tenants/{tenant}/api-keys", post().to(keys::create))
         .route("/api/v1/tenants/{tenant}/api-keys", get().to(keys::list))
-        .route("/api/v1/tenants/{tenant}/api-keys/{key}/roll", post().to(keys::roll))
-        .route("/api/v1/tenants/{tenant}/api-keys/{key}", delete().to(keys::revoke))
-        .route("/api/v1/tenants/{tenant}/mt5-accounts", post().to(accounts::register))
-        .route("/api/v1/tenants/{tenant}/mt5-accounts", get().to(accounts::list))
-        .route("/api/v1/tenants/{tenant}/mt5-accounts/{login}", delete().to(accounts::remove))
-        .route("/api/v1/tenants/{tenant}/strategies", get().to(strategies::list))
-        .route("/api/v1/tenants/{tenant}/strategies", post().to(strategies::create))
-        .route("/api/v1/tenants/{tenant}/strategies/{strategy}", get().to(strategies::get))
-        .route("/api/v1/tenants/{tenant}/strategies/{strategy}", put().to(strategies::update))
-        .route("/api/v1/tenants/{tenant}/strategies/{strategy}/start", post().to(strategies::start))
-        .route("/api/v1/tenants/{tenant}/strategies/{strategy}/stop", post().to(strategies::stop))
-        .route("/api/v1/tenants/{tenant}/strategies/{strategy}", delete().to(strategies::delete))
+        .route(
+            "/api/v1/tenants/{tenant}/api-keys/{key}/roll",
+            post().to(keys::roll),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/api-keys/{key}",
+            delete().to(keys::revoke),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/mt5-accounts",
+            post().to(accounts::register),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/mt5-accounts",
+            get().to(accounts::list),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/mt5-accounts/{login}",
+            delete().to(accounts::remove),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies",
+            get().to(strategies::list),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies",
+            post().to(strategies::create),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies/{strategy}",
+            get().to(strategies::get),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies/{strategy}",
+            put().to(strategies::update),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies/{strategy}/start",
+            post().to(strategies::start),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies/{strategy}/stop",
+            post().to(strategies::stop),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/strategies/{strategy}",
+            delete().to(strategies::delete),
+        )
         .route("/api/v1/tenants/{tenant}/risk", get().to(trading::risk))
         .route("/api/v1/tenants/{tenant}/risk", put().to(trading::set_risk))
-        .route("/api/v1/tenants/{tenant}/kill-switch", put().to(trading::kill_switch))
+        .route(
+            "/api/v1/tenants/{tenant}/kill-switch",
+            put().to(trading::kill_switch),
+        )
         .route("/api/v1/tenants/{tenant}/orders", get().to(trading::orders))
         .route("/api/v1/tenants/{tenant}/fills", get().to(trading::fills))
-        .route("/api/v1/tenants/{tenant}/positions", get().to(trading::positions))
-        .route("/api/v1/tenants/{tenant}/performance", get().to(trading::performance))
-        .route("/api/v1/tenants/{tenant}/supervision-events", get().to(trading::supervision_events))
+        .route(
+            "/api/v1/tenants/{tenant}/positions",
+            get().to(trading::positions),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/performance",
+            get().to(trading::performance),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/supervision-events",
+            get().to(trading::supervision_events),
+        )
         .route("/api/v1/audit", get().to(audit::query))
         .route("/api/v1/audit/verify", get().to(audit::verify))
         .route("/api/v1/positions", get().to(trading::my_positions))
@@ -186,9 +510,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn route_of(req: &HttpRequest) -> Option<&'static RouteDef> {
     let pattern = req.match_pattern()?;
     let method = req.method();
-    ROUTES
-        .iter()
-        .find(|r| r.path == pattern && Method::from_bytes(r.method.as_bytes()).ok().as_ref() == Some(method))
+    ROUTES.iter().find(|r| {
+        r.path == pattern && Method::from_bytes(r.method.as_bytes()).ok().as_ref() == Some(method)
+    })
 }
 
 /// The bearer credential of a request: `Authorization: Bearer …` or `X-API-Key: …`.
@@ -297,8 +621,9 @@ impl FromRequest for Authorized {
                 .app_data::<web::Data<AppState>>()
                 .cloned()
                 .ok_or_else(|| ApiError::Unavailable("application state missing".into()))?;
-            let route = route_of(&req)
-                .ok_or_else(|| ApiError::Forbidden("this route is not in the route table".into()))?;
+            let route = route_of(&req).ok_or_else(|| {
+                ApiError::Forbidden("this route is not in the route table".into())
+            })?;
             let cred = credential(&req).ok_or_else(|| {
                 ApiError::Unauthorized(
                     "credentials are required (Authorization: Bearer <token or API key>)".into(),
@@ -309,18 +634,26 @@ impl FromRequest for Authorized {
             let tenant = match &path_tenant {
                 Some(id) => {
                     // Another tenant's resources do not exist for this caller.
-                    if !principal.is_platform() && principal.tenant.as_deref() != Some(id.as_str()) {
+                    if !principal.is_platform() && principal.tenant.as_deref() != Some(id.as_str())
+                    {
                         return Err(ApiError::NotFound);
                     }
                     Some(state.runtime.tenant(id).ok_or(ApiError::NotFound)?)
                 }
-                None => principal.tenant.as_deref().and_then(|t| state.runtime.tenant(t)),
+                None => principal
+                    .tenant
+                    .as_deref()
+                    .and_then(|t| state.runtime.tenant(t)),
             };
             if !principal.may(route.access) {
-                return Err(ApiError::Forbidden(match (principal.role, route.access.min_role()) {
-                    (Some(_), Some(min)) => format!("this requires the role {} or above", min.as_str()),
-                    _ => "API keys may not do this, or lack the scope".into(),
-                }));
+                return Err(ApiError::Forbidden(
+                    match (principal.role, route.access.min_role()) {
+                        (Some(_), Some(min)) => {
+                            format!("this requires the role {} or above", min.as_str())
+                        }
+                        _ => "API keys may not do this, or lack the scope".into(),
+                    },
+                ));
             }
             let mut decision = None;
             if let (Some(t), false) = (&tenant, principal.is_platform()) {

@@ -36,9 +36,14 @@ fn child_name(id: &str) -> String {
 fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, ApiError> {
     if s.id.is_empty()
         || s.id.len() > 64
-        || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !s
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(ApiError::BadRequest("id: must be 1 to 64 letters, digits, - or _".into()));
+        return Err(ApiError::BadRequest(
+            "id: must be 1 to 64 letters, digits, - or _".into(),
+        ));
     }
     if !t.symbols.contains(&s.symbol) {
         return Err(ApiError::BadRequest(format!(
@@ -47,7 +52,9 @@ fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, Ap
         )));
     }
     if s.volume <= rust_decimal::Decimal::ZERO {
-        return Err(ApiError::BadRequest("volume: must be greater than 0".into()));
+        return Err(ApiError::BadRequest(
+            "volume: must be greater than 0".into(),
+        ));
     }
     TenantContext::route(&t.registry, s).map_err(|e| {
         // The registry's message names the parameter; prefix where it belongs.
@@ -77,7 +84,12 @@ async fn stop_child(t: &Arc<TenantContext>, id: &str) -> Result<(), ApiError> {
         .supervisor
         .get()
         .ok_or_else(|| ApiError::Unavailable("tenant supervisor restarting".into()))?;
-    match sup.send(StopChild { name: child_name(id) }).await? {
+    match sup
+        .send(StopChild {
+            name: child_name(id),
+        })
+        .await?
+    {
         Ok(()) | Err(SupervisionError::UnknownChild(_)) => {}
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     }
@@ -99,9 +111,16 @@ pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
     Ok(auth.ok(json!({ "strategies": items })))
 }
 
-pub async fn get(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?;
-    let route = t.strategies.get(&path.1).map(|r| r.clone()).ok_or(ApiError::NotFound)?;
+    let route = t
+        .strategies
+        .get(&path.1)
+        .map(|r| r.clone())
+        .ok_or(ApiError::NotFound)?;
     Ok(auth.ok(view(t, &route.settings)))
 }
 
@@ -113,12 +132,20 @@ pub async fn create(
     let _admin = t.admin.lock().await;
     let route = validate(&t, &body)?;
     if t.strategies.contains_key(&body.id) {
-        return Err(ApiError::Conflict(format!("id: strategy `{}` already exists", body.id)));
+        return Err(ApiError::Conflict(format!(
+            "id: strategy `{}` already exists",
+            body.id
+        )));
     }
     let quotas = &auth.state.settings.quotas.strategies;
     let quota = quotas.per_minute(&t.tier());
     if t.strategies.len() as u32 >= quota {
-        return Err(super::tenants::quota_exceeded(quotas, &t.tier(), "strategies", quota));
+        return Err(super::tenants::quota_exceeded(
+            quotas,
+            &t.tier(),
+            "strategies",
+            quota,
+        ));
     }
     t.strategies.insert(body.id.clone(), route.clone());
     if body.enabled {
@@ -130,7 +157,12 @@ pub async fn create(
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
-        .audit(&t.id.0, "strategy.created", auth.actor(), json!({"strategy": body.id, "kind": body.kind}))
+        .audit(
+            &t.id.0,
+            "strategy.created",
+            auth.actor(),
+            json!({"strategy": body.id, "kind": body.kind}),
+        )
         .await?;
     Ok(auth.created(view(&t, &body)))
 }
@@ -168,19 +200,24 @@ pub async fn update(
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
-        .audit(&t.id.0, "strategy.updated", auth.actor(), json!({"strategy": settings.id}))
+        .audit(
+            &t.id.0,
+            "strategy.updated",
+            auth.actor(),
+            json!({"strategy": settings.id}),
+        )
         .await?;
     Ok(auth.ok(view(&t, &settings)))
 }
 
-async fn set_enabled(
-    auth: Authorized,
-    id: &str,
-    enabled: bool,
-) -> Result<HttpResponse, ApiError> {
+async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
-    let mut route = t.strategies.get(id).map(|r| r.clone()).ok_or(ApiError::NotFound)?;
+    let mut route = t
+        .strategies
+        .get(id)
+        .map(|r| r.clone())
+        .ok_or(ApiError::NotFound)?;
     route.settings.enabled = enabled;
     t.strategies.insert(id.to_owned(), route.clone());
     let settings = route.settings.clone();
@@ -192,20 +229,38 @@ async fn set_enabled(
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
-        .audit(&t.id.0, if enabled { "strategy.started" } else { "strategy.stopped" }, auth.actor(), json!({"strategy": id}))
+        .audit(
+            &t.id.0,
+            if enabled {
+                "strategy.started"
+            } else {
+                "strategy.stopped"
+            },
+            auth.actor(),
+            json!({"strategy": id}),
+        )
         .await?;
     Ok(auth.ok(view(&t, &settings)))
 }
 
-pub async fn start(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn start(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     set_enabled(auth, &path.1, true).await
 }
 
-pub async fn stop(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn stop(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     set_enabled(auth, &path.1, false).await
 }
 
-pub async fn delete(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     if !t.strategies.contains_key(&path.1) {
@@ -216,7 +271,12 @@ pub async fn delete(auth: Authorized, path: web::Path<(String, String)>) -> Resu
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
-        .audit(&t.id.0, "strategy.deleted", auth.actor(), json!({"strategy": path.1}))
+        .audit(
+            &t.id.0,
+            "strategy.deleted",
+            auth.actor(),
+            json!({"strategy": path.1}),
+        )
         .await?;
     Ok(auth.ok(json!({ "deleted": path.1 })))
 }

@@ -67,10 +67,7 @@ pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
 
 /// The 403 of a quota: names the tier that would allow more.
 pub fn quota_exceeded(limits: &TierLimits, tier: &str, what: &str, quota: u32) -> ApiError {
-    let next = TIERS
-        .iter()
-        .find(|t| limits.per_minute(t) > quota)
-        .copied();
+    let next = TIERS.iter().find(|t| limits.per_minute(t) > quota).copied();
     match next {
         Some(required) => ApiError::TierRequired {
             required: required.into(),
@@ -106,11 +103,16 @@ pub async fn persist(state: &AppState, t: &TenantContext) -> Result<(), ApiError
     Ok(())
 }
 
-pub async fn create(auth: Authorized, Body(body): Body<CreateTenant>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    auth: Authorized,
+    Body(body): Body<CreateTenant>,
+) -> Result<HttpResponse, ApiError> {
     let id = body.id.trim().to_owned();
     if id.is_empty()
         || id.len() > 64
-        || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(ApiError::BadRequest(
             "id: must be 1 to 64 letters, digits, - or _".into(),
@@ -120,7 +122,9 @@ pub async fn create(auth: Authorized, Body(body): Body<CreateTenant>) -> Result<
         return Err(ApiError::BadRequest("id: `platform` is reserved".into()));
     }
     if body.name.trim().is_empty() || body.name.len() > 200 {
-        return Err(ApiError::BadRequest("name: must have 1 to 200 characters".into()));
+        return Err(ApiError::BadRequest(
+            "name: must have 1 to 200 characters".into(),
+        ));
     }
     let tier = body.tier.unwrap_or_else(|| "free".into());
     if !TIERS.contains(&tier.as_str()) {
@@ -129,16 +133,22 @@ pub async fn create(auth: Authorized, Body(body): Body<CreateTenant>) -> Result<
         )));
     }
     if body.symbols.is_empty() {
-        return Err(ApiError::BadRequest("symbols: at least one symbol is required".into()));
+        return Err(ApiError::BadRequest(
+            "symbols: at least one symbol is required".into(),
+        ));
     }
     for (i, s) in body.symbols.iter().enumerate() {
         if s.is_empty() || s.len() > 32 || !s.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ApiError::BadRequest(format!("symbols[{i}]: `{s}` is not a symbol")));
+            return Err(ApiError::BadRequest(format!(
+                "symbols[{i}]: `{s}` is not a symbol"
+            )));
         }
     }
     let state = auth.state.clone();
     if state.runtime.tenant(&id).is_some() || state.security.store.tenant(&id).await?.is_some() {
-        return Err(ApiError::Conflict(format!("id: tenant `{id}` already exists")));
+        return Err(ApiError::Conflict(format!(
+            "id: tenant `{id}` already exists"
+        )));
     }
     let settings = TenantSettings {
         id: id.clone(),
@@ -158,7 +168,12 @@ pub async fn create(auth: Authorized, Body(body): Body<CreateTenant>) -> Result<
     persist(&state, &tenant).await?;
     state
         .security
-        .audit(crate::security::service::PLATFORM, "tenant.created", auth.actor(), json!({"tenant": id, "tier": tenant.tier()}))
+        .audit(
+            crate::security::service::PLATFORM,
+            "tenant.created",
+            auth.actor(),
+            json!({"tenant": id, "tier": tenant.tier()}),
+        )
         .await?;
     Ok(auth.created(view(&state, &tenant)))
 }
@@ -180,7 +195,10 @@ pub async fn get(auth: Authorized) -> Result<HttpResponse, ApiError> {
     Ok(auth.ok(view(&auth.state, t)))
 }
 
-pub async fn set_tier(auth: Authorized, Body(body): Body<SetTier>) -> Result<HttpResponse, ApiError> {
+pub async fn set_tier(
+    auth: Authorized,
+    Body(body): Body<SetTier>,
+) -> Result<HttpResponse, ApiError> {
     if !TIERS.contains(&body.tier.as_str()) {
         return Err(ApiError::BadRequest(format!(
             "tier: `{}` is not one of free, basic, professional, enterprise",
@@ -194,7 +212,12 @@ pub async fn set_tier(auth: Authorized, Body(body): Body<SetTier>) -> Result<Htt
     persist(&auth.state, &t).await?;
     auth.state
         .security
-        .audit(&t.id.0, "tenant.tier_changed", auth.actor(), json!({"from": from, "to": body.tier}))
+        .audit(
+            &t.id.0,
+            "tenant.tier_changed",
+            auth.actor(),
+            json!({"from": from, "to": body.tier}),
+        )
         .await?;
     Ok(auth.ok(view(&auth.state, &t)))
 }
@@ -213,7 +236,16 @@ async fn set_suspended(auth: Authorized, suspended: bool) -> Result<HttpResponse
     }
     auth.state
         .security
-        .audit(&t.id.0, if suspended { "tenant.suspended" } else { "tenant.resumed" }, auth.actor(), json!({}))
+        .audit(
+            &t.id.0,
+            if suspended {
+                "tenant.suspended"
+            } else {
+                "tenant.resumed"
+            },
+            auth.actor(),
+            json!({}),
+        )
         .await?;
     Ok(auth.ok(view(&auth.state, &t)))
 }

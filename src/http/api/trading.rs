@@ -45,7 +45,10 @@ pub async fn risk(auth: Authorized) -> Result<HttpResponse, ApiError> {
     Ok(auth.ok(json!({ "limits": t.risk_limits(), "state": state })))
 }
 
-pub async fn set_risk(auth: Authorized, Body(limits): Body<RiskSettings>) -> Result<HttpResponse, ApiError> {
+pub async fn set_risk(
+    auth: Authorized,
+    Body(limits): Body<RiskSettings>,
+) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     for (name, v) in [
         ("max_order_volume", limits.max_order_volume),
@@ -54,7 +57,9 @@ pub async fn set_risk(auth: Authorized, Body(limits): Body<RiskSettings>) -> Res
         ("max_drawdown", limits.max_drawdown),
     ] {
         if v.is_some_and(|v| v <= rust_decimal::Decimal::ZERO) {
-            return Err(ApiError::BadRequest(format!("{name}: must be greater than 0")));
+            return Err(ApiError::BadRequest(format!(
+                "{name}: must be greater than 0"
+            )));
         }
     }
     for (i, s) in limits.allowed_symbols.iter().enumerate() {
@@ -73,7 +78,12 @@ pub async fn set_risk(auth: Authorized, Body(limits): Body<RiskSettings>) -> Res
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
-        .audit(&t.id.0, "risk.limits_changed", auth.actor(), json!({"from": before, "to": limits}))
+        .audit(
+            &t.id.0,
+            "risk.limits_changed",
+            auth.actor(),
+            json!({"from": before, "to": limits}),
+        )
         .await?;
     Ok(auth.ok(json!({ "limits": limits })))
 }
@@ -92,7 +102,9 @@ pub async fn kill_switch(
         .clone()
         .unwrap_or_else(|| format!("set through the API by {}", auth.actor()));
     if reason.len() > 500 {
-        return Err(ApiError::BadRequest("reason: at most 500 characters".into()));
+        return Err(ApiError::BadRequest(
+            "reason: at most 500 characters".into(),
+        ));
     }
     let state = risk
         .send(SetKillSwitch {
@@ -103,8 +115,16 @@ pub async fn kill_switch(
         .await?;
     auth.state
         .security
-        .audit(&t.id.0, if body.on { "kill_switch.on" } else { "kill_switch.off" }, auth.actor(),
-            json!({"reason": reason, "flatten": body.flatten}))
+        .audit(
+            &t.id.0,
+            if body.on {
+                "kill_switch.on"
+            } else {
+                "kill_switch.off"
+            },
+            auth.actor(),
+            json!({"reason": reason, "flatten": body.flatten}),
+        )
         .await?;
     Ok(auth.ok(json!({ "state": state })))
 }
@@ -139,7 +159,10 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-pub async fn supervision_events(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn supervision_events(
+    req: HttpRequest,
+    auth: Authorized,
+) -> Result<HttpResponse, ApiError> {
     let q = actix_web::web::Query::<EventsQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
     let t = auth.tenant()?;

@@ -40,13 +40,22 @@ fn tenant_role(role: &str) -> Result<Role, ApiError> {
     }
 }
 
-pub async fn create(auth: Authorized, Body(body): Body<CreateUser>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    auth: Authorized,
+    Body(body): Body<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = auth.tenant()?.id.0.clone();
     let role = tenant_role(&body.role)?;
     let user = auth
         .state
         .security
-        .create_user(Some(&tenant), &body.email, &body.password, role, auth.actor())
+        .create_user(
+            Some(&tenant),
+            &body.email,
+            &body.password,
+            role,
+            auth.actor(),
+        )
         .await?;
     Ok(auth.created(UserView::from(&user)))
 }
@@ -94,7 +103,10 @@ pub async fn set_role(
     Ok(auth.ok(UserView::from(&updated)))
 }
 
-pub async fn disable(auth: Authorized, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn disable(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let user = user_of(&auth, &path.1).await?;
     let role = Role::parse(&user.role).unwrap_or(Role::Viewer);
     auth.state

@@ -40,7 +40,9 @@ pub async fn connect(
         .tenant
         .as_deref()
         .and_then(|t| state.runtime.tenant(t))
-        .ok_or_else(|| ApiError::Forbidden("events are per tenant: use a tenant's credentials".into()))?;
+        .ok_or_else(|| {
+            ApiError::Forbidden("events are per tenant: use a tenant's credentials".into())
+        })?;
     // An access token's stream ends when the token does; the client reconnects with a fresh one.
     let expires = match principal.credential {
         crate::security::service::Credential::User { exp, .. } => {

@@ -195,7 +195,11 @@ impl Conn {
             return None;
         }
         let verdict = crate::http::api::authenticate(&self.state, &hello.api_key).and_then(|p| {
-            if p.role.is_some() || !p.scopes.contains(&crate::security::rbac::Scope::MarketWrite) {
+            if p.role.is_some()
+                || !p
+                    .scopes
+                    .contains(&crate::security::rbac::Scope::MarketWrite)
+            {
                 return Err(crate::http::error::ApiError::Forbidden(
                     "bridges need an API key with the market:write scope".into(),
                 ));
@@ -203,13 +207,16 @@ impl Conn {
             p.tenant
                 .as_deref()
                 .and_then(|t| self.state.runtime.tenant(t))
-                .ok_or_else(|| crate::http::error::ApiError::Unauthorized("unknown or revoked API key".into()))
+                .ok_or_else(|| {
+                    crate::http::error::ApiError::Unauthorized("unknown or revoked API key".into())
+                })
         });
         let tenant = match verdict {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, login = hello.login, reason = %e, "bridge refused");
-                self.fail(ErrorCode::BadApiKey, e.to_string(), Some(hello.seq)).await;
+                self.fail(ErrorCode::BadApiKey, e.to_string(), Some(hello.seq))
+                    .await;
                 return None;
             }
         };

@@ -1,0 +1,443 @@
+//! The admin API doing its job: tenants, strategies and risk managed while trading runs and kept across a
+//! restart, tier quotas and rate limits, suspension, bad input, the first administrator.
+
+use std::time::Duration;
+
+use serde_json::json;
+use trellis::actors::supervisor::GetChildren;
+
+use crate::helpers::{
+    create_key, create_tenant, create_user, spawn_admin_app, spawn_app_on, spawn_app_with,
+    ROOT_EMAIL, ROOT_PASSWORD,
+};
+
+fn ema(id: &str) -> serde_json::Value {
+    json!({"id": id, "kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1", "volume": 0.1,
+        "params": {"fast": 2, "slow": 3}})
+}
+
+async fn children(app: &crate::helpers::TestApp, tenant: &str) -> Vec<String> {
+    let t = app.runtime.tenant(tenant).expect("tenant runs");
+    let sup = t.supervisor.get().expect("supervisor");
+    sup.send(GetChildren)
+        .await
+        .expect("children")
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+#[actix_rt::test]
+async fn strategies_are_created_stopped_changed_and_deleted_while_the_tenant_runs_and_kept_across_a_restart(
+) {
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "acme", "basic").await;
+    let (_, trader) = create_user(&app, &root, "acme", "t@acme.test", "trader").await;
+    let base = "/api/v1/tenants/acme/strategies";
+
+    // Create: validated, started under the tenant supervisor.
+    let created = app
+        .expect(201, "POST", base, Some(&trader), Some(&ema("fast-ema")))
+        .await;
+    assert_eq!(created["running"], true, "{created}");
+    assert!(children(&app, "acme")
+        .await
+        .contains(&"strategy:fast-ema".to_owned()));
+    // Invalid parameters, symbols and duplicates are refused, naming the field.
+    let mut bad = ema("bad");
+    bad["params"] = json!({"fast": 5, "slow": 3});
+    let r = app.call("POST", base, Some(&trader), Some(&bad)).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("params:")),
+        "{:?}",
+        r.body
+    );
+    let mut bad = ema("bad");
+    bad["symbol"] = json!("XAUUSD");
+    let r = app.call("POST", base, Some(&trader), Some(&bad)).await;
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("symbol:")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        app.call("POST", base, Some(&trader), Some(&ema("fast-ema")))
+            .await
+            .status,
+        409
+    );
+
+    // Stop: no child, kept in the list.
+    let stopped = app
+        .expect(
+            200,
+            "POST",
+            &format!("{base}/fast-ema/stop"),
+            Some(&trader),
+            None,
+        )
+        .await;
+    assert_eq!(stopped["running"], false);
+    assert!(!children(&app, "acme")
+        .await
+        .contains(&"strategy:fast-ema".to_owned()));
+    // Change while stopped, then start with the new parameters.
+    let changed = app
+        .expect(
+            200,
+            "PUT",
+            &format!("{base}/fast-ema"),
+            Some(&trader),
+            Some(&json!({"params": {"fast": 3, "slow": 8}, "timeframe": "M5"})),
+        )
+        .await;
+    assert_eq!(changed["strategy"]["timeframe"], "M5");
+    app.expect(
+        200,
+        "POST",
+        &format!("{base}/fast-ema/start"),
+        Some(&trader),
+        None,
+    )
+    .await;
+    assert!(children(&app, "acme")
+        .await
+        .contains(&"strategy:fast-ema".to_owned()));
+    app.expect(201, "POST", base, Some(&trader), Some(&ema("doomed")))
+        .await;
+    app.expect(
+        200,
+        "DELETE",
+        &format!("{base}/doomed"),
+        Some(&trader),
+        None,
+    )
+    .await;
+    assert_eq!(
+        app.call("GET", &format!("{base}/doomed"), Some(&trader), None)
+            .await
+            .status,
+        404
+    );
+    // Risk limits replaced by a tenant admin and in force.
+    let (_, admin) = create_user(&app, &root, "acme", "a@acme.test", "tenant_admin").await;
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/acme/risk",
+        Some(&admin),
+        Some(&json!({"max_order_volume": 0.5, "max_open_positions": 3})),
+    )
+    .await;
+
+    // Act: restart on the same data.
+    let kept = app.shutdown_keeping_data().await;
+    let secrets = crate::helpers::jwt_secrets_var();
+    let app = spawn_app_on(kept, &[("TRELLIS__SECURITY__JWT_SECRETS", &secrets)]).await;
+
+    // Assert: the same tenant, strategy set, parameters and limits run.
+    let (trader, _) = app.login("t@acme.test", "a-password-of-twelve+").await;
+    let list = app.expect(200, "GET", base, Some(&trader), None).await;
+    let items = list["strategies"].as_array().expect("list");
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(
+        items[0]["strategy"]["params"],
+        json!({"fast": 3.0, "slow": 8.0})
+    );
+    assert_eq!(items[0]["running"], true);
+    assert!(children(&app, "acme")
+        .await
+        .contains(&"strategy:fast-ema".to_owned()));
+    let risk = app
+        .expect(200, "GET", "/api/v1/tenants/acme/risk", Some(&trader), None)
+        .await;
+    assert_eq!(risk["limits"]["max_open_positions"], 3);
+    let tenant = app
+        .expect(200, "GET", "/api/v1/tenants/acme", Some(&trader), None)
+        .await;
+    assert_eq!(tenant["tier"], "basic");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_tier_quota_answers_403_naming_the_tier_that_unlocks_more() {
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "acme", "free").await;
+    let base = "/api/v1/tenants/acme/strategies";
+    for i in 0..3 {
+        app.expect(201, "POST", base, Some(&root), Some(&ema(&format!("s{i}"))))
+            .await;
+    }
+    let r = app.call("POST", base, Some(&root), Some(&ema("s3"))).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body["error"], "tier_required");
+    assert_eq!(r.body["required_tier"], "basic");
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/acme/mt5-accounts",
+        Some(&root),
+        Some(&json!({"login": 1, "server": "B", "password": "p"})),
+    )
+    .await;
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/tenants/acme/mt5-accounts",
+            Some(&root),
+            Some(&json!({"login": 2, "server": "B", "password": "p"})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["required_tier"].as_str()),
+        (403, Some("basic"))
+    );
+
+    // Upgrading lifts it.
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/acme/tier",
+        Some(&root),
+        Some(&json!({"tier": "basic"})),
+    )
+    .await;
+    app.expect(201, "POST", base, Some(&root), Some(&ema("s3")))
+        .await;
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn each_tier_gets_its_own_request_limit_with_headers_and_recovers() {
+    let (app, root) = spawn_admin_app(&[
+        ("TRELLIS__RATE_LIMITS__FREE", "3"),
+        ("TRELLIS__RATE_LIMITS__BASIC", "5"),
+        ("TRELLIS__RATE_LIMITS__PROFESSIONAL", "7"),
+        ("TRELLIS__RATE_LIMITS__ENTERPRISE", "600"),
+    ])
+    .await;
+    for (tier, limit) in [("free", 3), ("basic", 5), ("professional", 7)] {
+        create_tenant(&app, &root, tier, tier).await;
+        let (_, key) = create_key(&app, &root, tier, &["read"]).await;
+        let path = format!("/api/v1/tenants/{tier}/positions");
+        for i in 0..limit {
+            let r = app.call("GET", &path, Some(&key), None).await;
+            assert_eq!(r.status, 200, "{tier} request {i}");
+            assert_eq!(r.headers["ratelimit-policy"], format!("{limit};w=60"));
+            assert!(r.headers["ratelimit"].contains(&format!("remaining={}", limit - i - 1)));
+        }
+        let r = app.call("GET", &path, Some(&key), None).await;
+        assert_eq!(r.status, 429, "{tier}: {:?}", r.body);
+        let wait: u64 = r.headers["retry-after"].parse().expect("seconds");
+        assert!(
+            (1..=60 / limit as u64 + 1).contains(&wait),
+            "{tier}: retry after {wait}"
+        );
+        assert!(r.headers["ratelimit"].contains("remaining=0"));
+    }
+    // Enterprise: 600 a minute is one every 100 ms, so it recovers within the test.
+    create_tenant(&app, &root, "big", "enterprise").await;
+    let (_, key) = create_key(&app, &root, "big", &["read"]).await;
+    let path = "/api/v1/tenants/big/positions";
+    let mut refused = None;
+    for _ in 0..700 {
+        let r = app.call("GET", path, Some(&key), None).await;
+        if r.status == 429 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("the enterprise limit is reached");
+    assert_eq!(refused.headers["ratelimit-policy"], "600;w=60");
+    actix_rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.call("GET", path, Some(&key), None).await.status,
+        200,
+        "recovered"
+    );
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_suspended_tenant_is_refused_everywhere_until_resumed() {
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "acme", "basic").await;
+    let (_, viewer) = create_user(&app, &root, "acme", "v@acme.test", "viewer").await;
+    let (_, bridge) = create_key(&app, &root, "acme", &["market:write"]).await;
+    let sim = app.sim(&bridge, 9001).await;
+
+    app.expect(
+        200,
+        "POST",
+        "/api/v1/tenants/acme/suspend",
+        Some(&root),
+        None,
+    )
+    .await;
+
+    let r = app.call("GET", "/api/v1/me", Some(&viewer), None).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("suspended")));
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": "v@acme.test", "password": "a-password-of-twelve+"})),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    crate::helpers::wait_for("the bridge to be disconnected", || !sim.stats().connected).await;
+
+    app.expect(
+        200,
+        "POST",
+        "/api/v1/tenants/acme/resume",
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(
+        app.call("GET", "/api/v1/me", Some(&viewer), None)
+            .await
+            .status,
+        200
+    );
+    drop(sim);
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn bad_bodies_are_refused_naming_the_field_and_a_body_cannot_choose_tenant_role_or_tier() {
+    let (app, root) = spawn_admin_app(&[("TRELLIS__HTTP__MAX_BODY_BYTES", "4096")]).await;
+    create_tenant(&app, &root, "acme", "free").await;
+    let (_, admin) = create_user(&app, &root, "acme", "a@acme.test", "tenant_admin").await;
+    let users = "/api/v1/tenants/acme/users";
+    let cases = [
+        (
+            json!({"email": "x@acme.test", "password": "long-enough-pw", "role": "viewer", "tenant_id": "globex"}),
+            "tenant_id",
+        ),
+        (
+            json!({"email": "x@acme.test", "password": "long-enough-pw"}),
+            "role",
+        ),
+        (
+            json!({"email": 5, "password": "long-enough-pw", "role": "viewer"}),
+            "email",
+        ),
+        (
+            json!({"email": "x@acme.test", "password": "short", "role": "viewer"}),
+            "password",
+        ),
+        (
+            json!({"email": "x@acme.test", "password": "long-enough-pw", "role": "platform_admin"}),
+            "role",
+        ),
+    ];
+    for (body, field) in &cases {
+        let r = app.call("POST", users, Some(&admin), Some(body)).await;
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(field)),
+            "{field}: {:?}",
+            r.body
+        );
+    }
+    // A tenant admin cannot change the tier, nor create tenants.
+    let r = app
+        .call(
+            "PUT",
+            "/api/v1/tenants/acme/tier",
+            Some(&admin),
+            Some(&json!({"tier": "enterprise"})),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // Malformed JSON, wrong content type, a body over the limit.
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!("not an object")),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let resp = awc::Client::default()
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body("{\"email\": ")
+        .await
+        .expect("sent");
+    assert_eq!(resp.status().as_u16(), 400);
+    let huge = json!({"email": "x".repeat(10_000), "password": "y"});
+    let r = app
+        .call("POST", "/api/v1/auth/login", None, Some(&huge))
+        .await;
+    assert!(r.status == 413 || r.status == 400, "{}", r.status);
+    let nested = app
+        .call(
+            "PUT",
+            "/api/v1/tenants/acme/risk",
+            Some(&admin),
+            Some(&json!({"max_order_volume": "lots"})),
+        )
+        .await;
+    assert_eq!(nested.status, 400);
+    assert!(
+        nested.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("max_order_volume")),
+        "{:?}",
+        nested.body
+    );
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_first_start_creates_the_configured_administrator_once() {
+    let (app, _) = spawn_admin_app(&[]).await;
+    let kept = app.shutdown_keeping_data().await;
+    // A second start with another configured email does not add a second administrator.
+    let app = spawn_app_on(
+        kept,
+        &[
+            ("TRELLIS__BOOTSTRAP__ADMIN_EMAIL", "other@trellis.test"),
+            (
+                "TRELLIS__BOOTSTRAP__ADMIN_PASSWORD",
+                "another-long-password",
+            ),
+        ],
+    )
+    .await;
+    app.login(ROOT_EMAIL, ROOT_PASSWORD).await;
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({"email": "other@trellis.test", "password": "another-long-password"})),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    app.shutdown().await;
+    // The demo profile generates one when none is configured.
+    let app = spawn_app_with(&[("TRELLIS__BOOTSTRAP__GENERATE_ADMIN", "true")]).await;
+    let users = app.security.store.all_users().await.expect("users");
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        (users[0].email.as_str(), users[0].role.as_str()),
+        ("admin@localhost", "platform_admin")
+    );
+    app.shutdown().await;
+}
