@@ -45,7 +45,7 @@ impl Application {
         prepare_postgres(&settings.storage).await?;
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::start(&settings, metrics);
-        let store = SecurityStore::open_embedded(&settings.storage.data_dir)
+        let store = SecurityStore::for_settings(&settings.storage)
             .await
             .context("opening the security store")?;
         let security = Security::start(&settings, store)

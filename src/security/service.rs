@@ -847,7 +847,7 @@ impl Security {
 
     pub async fn revoke_key(&self, tenant: &str, id: &str, actor: &str) -> Result<(), AuthError> {
         let key = self.key_of(tenant, id).await?;
-        self.store.revoke_key(&key.id, now_ms()).await?;
+        self.store.revoke_key(tenant, &key.id, now_ms()).await?;
         if let Some(mut rec) = self.keys.get_mut(&key.id) {
             rec.revoked = true;
         }
@@ -1135,7 +1135,7 @@ pub struct KeyRotation {
 pub async fn rotate_data_keys(settings: &Settings) -> anyhow::Result<KeyRotation> {
     let mut secrets = Secrets::load(&settings.security, &settings.storage.data_dir)?;
     let new_version = secrets.add_data_key()?;
-    let store = SecurityStore::open_embedded(&settings.storage.data_dir).await?;
+    let store = SecurityStore::for_settings(&settings.storage).await?;
     let security = Security::start(settings, store.clone()).await?;
     let (reencrypted, already_current) = security
         .reencrypt_all()

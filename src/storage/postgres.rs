@@ -25,7 +25,20 @@ use crate::domain::orders::OrderKind;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Tables that hold tenant data and must be isolated.
-pub const TENANT_TABLES: [&str; 4] = ["tenants", "orders", "fills", "kill_switches"];
+pub const TENANT_TABLES: [&str; 12] = [
+    "tenants",
+    "orders",
+    "fills",
+    "kill_switches",
+    "tenant_registry",
+    "users",
+    "auth_sessions",
+    "refresh_tokens",
+    "revoked_tokens",
+    "api_keys",
+    "mt5_accounts",
+    "audit_log",
+];
 
 /// Applies `migrations/postgres` with the owner's connection (`trellis migrate`).
 pub async fn migrate(owner_url: &str) -> Result<(), StorageError> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, FromRow};
+use sqlx::{Any, AnyPool, FromRow, Transaction};
 
 use super::StorageError;
 
@@ -116,12 +116,34 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// Whose rows a transaction may see on PostgreSQL (row-level security; SQLite has one tenant per file
+/// anyway, and the same statements run there unscoped).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The authentication layer's cross-tenant work: logins by email, caches, rotation.
+    Platform,
+    /// One tenant's rows only.
+    Tenant(&'a str),
+}
+
 #[derive(Clone)]
 pub struct SecurityStore {
     pool: AnyPool,
+    postgres: bool,
 }
 
 impl SecurityStore {
+    /// The store the settings choose: PostgreSQL (as the application role) when `storage.postgres_url` is
+    /// set, else the embedded `<data_dir>/security.db`.
+    pub async fn for_settings(
+        storage: &crate::config::StorageSettings,
+    ) -> Result<Self, StorageError> {
+        match storage.postgres_url.trim() {
+            "" => Self::open_embedded(&storage.data_dir).await,
+            url => Self::open(url).await,
+        }
+    }
+
     /// Opens the embedded store (`<dir>/security.db`, created if missing) and applies its migrations.
     pub async fn open_embedded(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -131,7 +153,7 @@ impl SecurityStore {
         Self::open(&url).await
     }
 
-    /// Opens any supported URL (`sqlite://…`, `postgres://…`) and applies the migrations.
+    /// Opens any supported URL: `sqlite://…` (migrated here) or `postgres://…` as the application role.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
@@ -156,21 +178,49 @@ impl SecurityStore {
             })
             .connect(url)
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StorageError::Unavailable(format!("migrating the security store: {e}")))?;
-        Ok(Self { pool })
+        if sqlite {
+            MIGRATOR.run(&pool).await.map_err(|e| {
+                StorageError::Unavailable(format!("migrating the security store: {e}"))
+            })?;
+        }
+        // On PostgreSQL the owner applied migrations/postgres (`trellis migrate`); the application role
+        // cannot create tables.
+        Ok(Self {
+            pool,
+            postgres: !sqlite,
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
+    /// A transaction scoped as `scope` says (`set_config(…, true)` lasts until it ends).
+    async fn begin(&self, scope: Scope<'_>) -> Result<Transaction<'static, Any>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        if self.postgres {
+            match scope {
+                Scope::Platform => {
+                    sqlx::query("SELECT set_config('app.scope', 'platform', true)")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Scope::Tenant(t) => {
+                    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                        .bind(t)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        Ok(tx)
+    }
+
     // -- tenants ------------------------------------------------------------------------------------------
 
     /// Stores a tenant unless it exists; answers the stored row either way.
     pub async fn seed_tenant(&self, row: &TenantRow) -> Result<TenantRow, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query(
             "INSERT INTO tenant_registry (id, settings, tier, suspended, created_ms, updated_ms)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
@@ -181,8 +231,9 @@ impl SecurityStore {
         .bind(row.suspended)
         .bind(row.created_ms)
         .bind(row.updated_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.tenant(&row.id)
             .await?
             .ok_or_else(|| StorageError::Unavailable("tenant vanished after insert".into()))
@@ -190,6 +241,7 @@ impl SecurityStore {
 
     /// Inserts a new tenant; `Rejected` if the id is taken.
     pub async fn insert_tenant(&self, row: &TenantRow) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query(
             "INSERT INTO tenant_registry (id, settings, tier, suspended, created_ms, updated_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -200,12 +252,14 @@ impl SecurityStore {
         .bind(row.suspended)
         .bind(row.created_ms)
         .bind(row.updated_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn update_tenant(&self, row: &TenantRow) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&row.id)).await?;
         sqlx::query(
             "UPDATE tenant_registry SET settings = $2, tier = $3, suspended = $4, updated_ms = $5
              WHERE id = $1",
@@ -215,24 +269,27 @@ impl SecurityStore {
         .bind(&row.tier)
         .bind(row.suspended)
         .bind(row.updated_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(id)).await?;
         Ok(
             sqlx::query_as::<_, TenantRow>("SELECT * FROM tenant_registry WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?,
         )
     }
 
     pub async fn tenants(&self) -> Result<Vec<TenantRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         Ok(
             sqlx::query_as::<_, TenantRow>("SELECT * FROM tenant_registry ORDER BY id")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?,
         )
     }
@@ -240,6 +297,13 @@ impl SecurityStore {
     // -- users --------------------------------------------------------------------------------------------
 
     pub async fn insert_user(&self, u: &UserRow) -> Result<(), StorageError> {
+        let mut tx = self
+            .begin(
+                u.tenant_id
+                    .as_deref()
+                    .map_or(Scope::Platform, Scope::Tenant),
+            )
+            .await?;
         sqlx::query(
             "INSERT INTO users (id, tenant_id, email, password_hash, role, disabled, valid_after_ms,
                                 failed_logins, locked_until_ms, created_ms)
@@ -255,47 +319,53 @@ impl SecurityStore {
         .bind(u.failed_logins)
         .bind(u.locked_until_ms)
         .bind(u.created_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         Ok(
             sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE email = $1")
                 .bind(email)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?,
         )
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<UserRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         Ok(
             sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?,
         )
     }
 
     pub async fn users_of(&self, tenant: &str) -> Result<Vec<UserRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as::<_, UserRow>(
             "SELECT * FROM users WHERE tenant_id = $1 ORDER BY created_ms, id",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?)
     }
 
     pub async fn all_users(&self) -> Result<Vec<UserRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         Ok(sqlx::query_as::<_, UserRow>("SELECT * FROM users")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?)
     }
 
     pub async fn has_platform_admin(&self) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'platform_admin'")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
         Ok(n > 0)
     }
@@ -309,7 +379,7 @@ impl SecurityStore {
         valid_after_ms: i64,
         why: &str,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query("UPDATE users SET role = $2, disabled = $3, valid_after_ms = $4 WHERE id = $1")
             .bind(id)
             .bind(role)
@@ -332,21 +402,25 @@ impl SecurityStore {
 
     /// Records a failed login; answers the new count.
     pub async fn login_failed(&self, id: &str, locked_until_ms: i64) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query(
             "UPDATE users SET failed_logins = failed_logins + 1, locked_until_ms = $2 WHERE id = $1",
         )
         .bind(id)
         .bind(locked_until_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn login_succeeded(&self, id: &str) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query("UPDATE users SET failed_logins = 0, locked_until_ms = 0 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -358,7 +432,7 @@ impl SecurityStore {
         session: &SessionRow,
         token_hash: &str,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query(
             "INSERT INTO auth_sessions (id, user_id, tenant_id, created_ms, last_used_ms)
              VALUES ($1, $2, $3, $4, $5)",
@@ -393,7 +467,7 @@ impl SecurityStore {
         absolute_ms: i64,
         grace_ms: i64,
     ) -> Result<Rotation, StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(Scope::Platform).await?;
         let token: Option<(String, Option<i64>)> =
             sqlx::query_as("SELECT session_id, used_ms FROM refresh_tokens WHERE token_hash = $1")
                 .bind(old_hash)
@@ -460,11 +534,12 @@ impl SecurityStore {
 
     /// The unrevoked sessions of a user.
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<String>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM auth_sessions WHERE user_id = $1 AND revoked_ms IS NULL",
         )
         .bind(user)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         Ok(rows.into_iter().map(|(s,)| s).collect())
     }
@@ -476,7 +551,7 @@ impl SecurityStore {
         why: &str,
         jti: Option<(&str, i64)>,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(Scope::Platform).await?;
         sqlx::query(
             "UPDATE auth_sessions SET revoked_ms = $2, revoked_why = $3
              WHERE id = $1 AND revoked_ms IS NULL",
@@ -506,15 +581,16 @@ impl SecurityStore {
         since_ms: i64,
         now_ms: i64,
     ) -> Result<(Vec<String>, Vec<(String, i64)>), StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         let sessions: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM auth_sessions WHERE revoked_ms >= $1")
                 .bind(since_ms)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
         let tokens: Vec<(String, i64)> =
             sqlx::query_as("SELECT jti, expires_ms FROM revoked_tokens WHERE expires_ms > $1")
                 .bind(now_ms)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
         Ok((sessions.into_iter().map(|(s,)| s).collect(), tokens))
     }
@@ -522,6 +598,7 @@ impl SecurityStore {
     // -- API keys -----------------------------------------------------------------------------------------
 
     pub async fn insert_key(&self, k: &ApiKeyRow) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&k.tenant_id)).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
                                    revoked_ms, rolled_to)
@@ -536,8 +613,9 @@ impl SecurityStore {
         .bind(k.expires_ms)
         .bind(k.revoked_ms)
         .bind(&k.rolled_to)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -548,7 +626,7 @@ impl SecurityStore {
         old_expires_ms: i64,
         new: &ApiKeyRow,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(Scope::Tenant(&new.tenant_id)).await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
                                    revoked_ms, rolled_to)
@@ -575,33 +653,43 @@ impl SecurityStore {
         Ok(())
     }
 
-    pub async fn revoke_key(&self, id: &str, now_ms: i64) -> Result<(), StorageError> {
+    pub async fn revoke_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         sqlx::query("UPDATE api_keys SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")
             .bind(id)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn keys(&self) -> Result<Vec<ApiKeyRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         Ok(sqlx::query_as::<_, ApiKeyRow>("SELECT * FROM api_keys")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?)
     }
 
     pub async fn keys_of(&self, tenant: &str) -> Result<Vec<ApiKeyRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as::<_, ApiKeyRow>(
             "SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_ms, id",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?)
     }
 
     // -- MT5 accounts -------------------------------------------------------------------------------------
 
     pub async fn insert_account(&self, a: &Mt5AccountRow) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&a.tenant_id)).await?;
         sqlx::query(
             "INSERT INTO mt5_accounts (tenant_id, login, server, password_enc, key_version, created_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -612,24 +700,27 @@ impl SecurityStore {
         .bind(&a.password_enc)
         .bind(a.key_version)
         .bind(a.created_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn accounts_of(&self, tenant: &str) -> Result<Vec<Mt5AccountRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as::<_, Mt5AccountRow>(
             "SELECT * FROM mt5_accounts WHERE tenant_id = $1 ORDER BY login",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?)
     }
 
     pub async fn all_accounts(&self) -> Result<Vec<Mt5AccountRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         Ok(
             sqlx::query_as::<_, Mt5AccountRow>("SELECT * FROM mt5_accounts")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?,
         )
     }
@@ -643,6 +734,7 @@ impl SecurityStore {
         new_enc: &str,
         key_version: i64,
     ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
         let done = sqlx::query(
             "UPDATE mt5_accounts SET password_enc = $4, key_version = $5
              WHERE tenant_id = $1 AND login = $2 AND password_enc = $3",
@@ -652,32 +744,37 @@ impl SecurityStore {
         .bind(old_enc)
         .bind(new_enc)
         .bind(key_version)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn delete_account(&self, tenant: &str, login: i64) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         let done = sqlx::query("DELETE FROM mt5_accounts WHERE tenant_id = $1 AND login = $2")
             .bind(tenant)
             .bind(login)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     // -- audit log ----------------------------------------------------------------------------------------
 
     pub async fn last_audit(&self, tenant: &str) -> Result<Option<AuditRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as::<_, AuditRow>(
             "SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(tenant)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?)
     }
 
     pub async fn insert_audit(&self, row: &AuditRow) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&row.tenant_id)).await?;
         sqlx::query(
             "INSERT INTO audit_log (tenant_id, seq, at_ms, action, body, hash)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -688,8 +785,9 @@ impl SecurityStore {
         .bind(&row.action)
         .bind(&row.body)
         .bind(&row.hash)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -698,6 +796,7 @@ impl SecurityStore {
         tenant: &str,
         f: &AuditFilter,
     ) -> Result<Vec<AuditRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         // Conditions are added only for the filters given, so no parameter's type has to be inferred from
         // NULL (which PostgreSQL refuses).
         let mut sql = String::from("SELECT * FROM audit_log WHERE tenant_id = $1 AND seq > $2");
@@ -728,16 +827,17 @@ impl SecurityStore {
         if let Some(t) = f.to_ms {
             q = q.bind(t);
         }
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.fetch_all(&mut *tx).await?)
     }
 
     /// Every entry of a tenant's chain, in order, for verification.
     pub async fn audit_chain(&self, tenant: &str) -> Result<Vec<AuditRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as::<_, AuditRow>(
             "SELECT * FROM audit_log WHERE tenant_id = $1 ORDER BY seq",
         )
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?)
     }
 }

@@ -176,3 +176,99 @@ async fn trellis_refuses_a_superuser_connection_and_tables_without_forced_row_le
         "{refused}"
     );
 }
+
+#[actix_rt::test]
+async fn the_security_tables_are_isolated_too_and_the_audit_log_is_append_only_for_the_application()
+{
+    let Some((_, app_url)) = fresh_database().await else {
+        return;
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&app_url)
+        .await
+        .expect("app role connects");
+    // Through the security store itself (platform scope for its cross-tenant work).
+    let store = trellis::storage::security::SecurityStore::open(&app_url)
+        .await
+        .expect("store opens");
+    for (tenant, login) in [("acme", 1), ("globex", 2)] {
+        store
+            .insert_account(&trellis::storage::security::Mt5AccountRow {
+                tenant_id: tenant.into(),
+                login,
+                server: "Broker".into(),
+                password_enc: format!("ciphertext-of-{tenant}"),
+                key_version: 1,
+                created_ms: 0,
+            })
+            .await
+            .expect("stored");
+        store
+            .insert_audit(&trellis::storage::security::AuditRow {
+                tenant_id: tenant.into(),
+                seq: 1,
+                at_ms: 0,
+                action: "test".into(),
+                body: "{}".into(),
+                hash: "h".into(),
+            })
+            .await
+            .expect("audited");
+    }
+    let acme = store.accounts_of("acme").await.expect("rows");
+    assert_eq!(
+        acme.len(),
+        1,
+        "the store's tenant-scoped read sees one tenant"
+    );
+
+    // Directly as the application role: a tenant sees its own rows, nothing without a scope.
+    let sql = "SELECT tenant_id FROM mt5_accounts";
+    assert_eq!(
+        as_tenant(&pool, Some("acme"), sql).await.expect("query"),
+        vec!["acme"]
+    );
+    assert!(as_tenant(&pool, None, sql).await.expect("query").is_empty());
+    let audit = "SELECT tenant_id FROM audit_log";
+    assert_eq!(
+        as_tenant(&pool, Some("globex"), audit)
+            .await
+            .expect("query"),
+        vec!["globex"]
+    );
+
+    // acme cannot write globex's rows.
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("SELECT set_config('app.tenant_id', 'acme', true)")
+        .execute(&mut *tx)
+        .await
+        .expect("set");
+    let refused = sqlx::query(
+        "INSERT INTO mt5_accounts (tenant_id, login, server, password_enc, key_version, created_ms) \
+         VALUES ('globex', 9, 'B', 'x', 1, 0)",
+    )
+    .execute(&mut *tx)
+    .await;
+    assert!(refused.is_err(), "insert for another tenant refused");
+    drop(tx);
+
+    // The audit log cannot be rewritten or deleted by the application role, even for its own tenant.
+    for sql in [
+        "UPDATE audit_log SET body = '{\"forged\":1}' WHERE tenant_id = 'acme'",
+        "DELETE FROM audit_log WHERE tenant_id = 'acme'",
+    ] {
+        let mut tx = pool.begin().await.expect("tx");
+        sqlx::query("SELECT set_config('app.tenant_id', 'acme', true)")
+            .execute(&mut *tx)
+            .await
+            .expect("set");
+        let err = sqlx::query(sql).execute(&mut *tx).await.expect_err(sql);
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{sql}: {err}"
+        );
+    }
+    store.close().await;
+    pool.close().await;
+}

@@ -581,20 +581,39 @@ async fn tampering_with_an_audit_row_is_detected_and_the_entry_named() {
     let seq = log["entries"][0]["seq"].as_i64().expect("seq");
 
     // Act: someone with database access rewrites history (the reason of the kill switch).
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        app.data_dir.path().join("security.db").display()
-    ))
-    .await
-    .expect("db");
-    let changed = sqlx::query(
-        "UPDATE audit_log SET body = replace(body, 'drill', 'routine') WHERE tenant_id = 'acme' AND seq = $1",
-    )
-    .bind(seq)
-    .execute(&db)
-    .await
-    .expect("update");
-    assert_eq!(changed.rows_affected(), 1);
+    let sql = "UPDATE audit_log SET body = replace(body, 'drill', 'routine') WHERE tenant_id = 'acme' AND seq = $1";
+    let owner = app
+        .store_vars
+        .iter()
+        .find(|(k, _)| k == "TRELLIS__STORAGE__POSTGRES_MIGRATE_URL")
+        .map(|(_, v)| v.clone());
+    let changed = match owner {
+        Some(url) => {
+            let db = sqlx::PgPool::connect(&url).await.expect("db");
+            let done = sqlx::query(sql)
+                .bind(seq)
+                .execute(&db)
+                .await
+                .expect("update");
+            db.close().await;
+            done.rows_affected()
+        }
+        None => {
+            let url = format!(
+                "sqlite://{}",
+                app.data_dir.path().join("security.db").display()
+            );
+            let db = sqlx::SqlitePool::connect(&url).await.expect("db");
+            let done = sqlx::query(sql)
+                .bind(seq)
+                .execute(&db)
+                .await
+                .expect("update");
+            db.close().await;
+            done.rows_affected()
+        }
+    };
+    assert_eq!(changed, 1);
 
     // Assert
     let check = app
@@ -618,7 +637,6 @@ async fn tampering_with_an_audit_row_is_detected_and_the_entry_named() {
         .status,
         404
     );
-    db.close().await;
     app.shutdown().await;
 }
 
