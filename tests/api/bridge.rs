@@ -296,3 +296,93 @@ async fn a_silent_terminal_is_declared_lost_and_its_account_blind() {
     assert_eq!(state.blind_accounts, vec![Login(7001)]);
     app.shutdown().await;
 }
+
+fn hello_as(key: &str, login: u64, server: &str) -> String {
+    json!({"type": "hello", "seq": 1, "api_key": key, "login": login, "server": server,
+           "protocol_version": 1, "last_seq_received": 0})
+    .to_string()
+}
+
+#[actix_rt::test]
+async fn a_bridge_needs_a_market_write_key_a_registered_account_and_room_in_its_tier() {
+    let (app, root) = crate::helpers::spawn_admin_app(&[]).await;
+    crate::helpers::create_tenant(&app, &root, "acme", "free").await;
+    crate::helpers::create_tenant(&app, &root, "globex", "free").await;
+    let (_, read) = crate::helpers::create_key(&app, &root, "acme", &["read"]).await;
+    let (_, bridge) = crate::helpers::create_key(&app, &root, "acme", &["market:write"]).await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/globex/mt5-accounts",
+        Some(&root),
+        Some(&json!({"login": 7001, "server": "Test-Server", "password": "globex-pw"})),
+    )
+    .await;
+    let wait = Duration::from_millis(500);
+
+    // A read-only key cannot feed market data.
+    let seen = raw(
+        &app.ws_url(),
+        vec![text(hello_as(&read, 7001, "Test-Server"))],
+        wait,
+    )
+    .await;
+    assert_eq!(seen.error_codes(), vec!["bad_api_key"]);
+    assert_eq!(seen.close, Some(1008));
+    // Without registered accounts any login may connect (configuration-era tenants); free allows one.
+    let first = raw(
+        &app.ws_url(),
+        vec![text(hello_as(&bridge, 5001, "Test-Server"))],
+        wait,
+    )
+    .await;
+    assert_eq!(first.frames[0]["type"], "welcome", "{:?}", first.frames);
+    let second = raw(
+        &app.ws_url(),
+        vec![text(hello_as(&bridge, 5002, "Test-Server"))],
+        wait,
+    )
+    .await;
+    assert_eq!(second.error_codes(), vec!["bad_api_key"]);
+    let why = second.frames[0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("free tier allows 1"), "{why}");
+
+    // Once acme registers its account, only that login on that server connects — not globex's login.
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/acme/mt5-accounts",
+        Some(&root),
+        Some(&json!({"login": 5001, "server": "Test-Server", "password": "acme-pw"})),
+    )
+    .await;
+    let other = raw(
+        &app.ws_url(),
+        vec![text(hello_as(&bridge, 7001, "Test-Server"))],
+        wait,
+    )
+    .await;
+    assert_eq!(
+        other.error_codes(),
+        vec!["bad_api_key"],
+        "another tenant's account"
+    );
+    let wrong_server = raw(
+        &app.ws_url(),
+        vec![text(hello_as(&bridge, 5001, "Elsewhere"))],
+        wait,
+    )
+    .await;
+    assert_eq!(wrong_server.error_codes(), vec!["bad_api_key"]);
+    let again = raw(
+        &app.ws_url(),
+        vec![text(hello_as(&bridge, 5001, "Test-Server"))],
+        wait,
+    )
+    .await;
+    assert_eq!(again.frames[0]["type"], "welcome", "{:?}", again.frames);
+    app.shutdown().await;
+}

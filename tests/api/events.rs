@@ -103,3 +103,39 @@ async fn a_client_on_one_node_sees_the_fills_produced_on_another_through_redis()
     trading.shutdown().await;
     watching.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_user_stream_ends_when_its_access_token_expires() {
+    let (app, root) =
+        crate::helpers::spawn_admin_app(&[("TRELLIS__SECURITY__ACCESS_TTL_SECS", "2")]).await;
+    crate::helpers::create_tenant(&app, &root, "acme", "basic").await;
+    let (_, viewer) =
+        crate::helpers::create_user(&app, &root, "acme", "v@acme.test", "viewer").await;
+    let url = format!("ws://127.0.0.1:{}/ws/events", app.port);
+    let started = std::time::Instant::now();
+    let (_resp, mut conn) = awc::Client::new()
+        .ws(url)
+        .bearer_auth(&viewer)
+        .connect()
+        .await
+        .expect("a viewer may follow the events");
+
+    let mut close = None;
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(10), conn.next()).await
+    {
+        if let ws::Frame::Close(reason) = frame {
+            close = reason;
+            break;
+        }
+    }
+
+    let close = close.expect("the server closed the stream");
+    assert_eq!(close.code, ws::CloseCode::Policy);
+    assert_eq!(close.description.as_deref(), Some("access token expired"));
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_millis(900) && lived < Duration::from_secs(5),
+        "{lived:?}"
+    );
+    app.shutdown().await;
+}

@@ -211,16 +211,54 @@ impl Conn {
                     crate::http::error::ApiError::Unauthorized("unknown or revoked API key".into())
                 })
         });
+        let verdict = match verdict {
+            Ok(t) => self.admit(&t, &hello).await.map(|()| t),
+            Err(e) => Err(e.to_string()),
+        };
         let tenant = match verdict {
             Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, login = hello.login, reason = %e, "bridge refused");
-                self.fail(ErrorCode::BadApiKey, e.to_string(), Some(hello.seq))
-                    .await;
+            Err(why) => {
+                tracing::warn!(peer = %self.peer, login = hello.login, reason = %why, "bridge refused");
+                self.fail(ErrorCode::BadApiKey, why, Some(hello.seq)).await;
                 return None;
             }
         };
         Some((tenant, hello))
+    }
+
+    /// Whether this tenant may connect this account now: once a tenant has registered MT5 accounts, only
+    /// those logins (on their server) may connect; and no more terminals at once than its tier allows.
+    async fn admit(&self, tenant: &Arc<TenantContext>, hello: &Hello) -> Result<(), String> {
+        let registered = self
+            .state
+            .security
+            .store
+            .accounts_of(&tenant.id.0)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !registered.is_empty()
+            && !registered
+                .iter()
+                .any(|a| a.login as u64 == hello.login && a.server == hello.server)
+        {
+            return Err(format!(
+                "account {} on {} is not registered for this tenant",
+                hello.login, hello.server
+            ));
+        }
+        let tier = tenant.tier();
+        let quota = self.state.settings.quotas.mt5_accounts.per_minute(&tier);
+        let others = tenant
+            .sessions
+            .iter()
+            .filter(|s| *s.key() != Login(hello.login) && s.value().connected())
+            .count();
+        if others as u32 >= quota {
+            return Err(format!(
+                "the {tier} tier allows {quota} MT5 connections at once"
+            ));
+        }
+        Ok(())
     }
 
     /// Handles one message after the handshake; false ends the connection.
