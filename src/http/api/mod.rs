@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod docs;
 pub mod keys;
+pub mod optimise;
 pub mod strategies;
 pub mod tenants;
 pub mod trading;
@@ -351,6 +352,14 @@ pub static ROUTES: &[RouteDef] = &[
         "PnL, win rate, profit factor, drawdown, Sharpe"
     ),
     route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/optimisations",
+        Trade,
+        "strategies",
+        "Optimise a strategy: a parameter grid backtested on stored ticks, ranked (professional tier)",
+        body = optimise::OptimiseRequest
+    ),
+    route!(
         "GET",
         "/api/v1/tenants/{tenant}/supervision-events",
         Read,
@@ -493,6 +502,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/v1/tenants/{tenant}/performance",
             get().to(trading::performance),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/optimisations",
+            post().to(optimise::optimise),
         )
         .route(
             "/api/v1/tenants/{tenant}/supervision-events",
