@@ -51,6 +51,7 @@ impl Application {
         let security = Security::start(&settings, store)
             .await
             .context("loading the security service")?;
+        connect_audit(&runtime, &security);
         start_tenants(&settings, &runtime, &security).await?;
         if let Some((email, password)) = security
             .bootstrap(&settings)
@@ -161,6 +162,30 @@ impl Application {
         tracing::info!("shutting down: 4/4 stopped");
         Ok(())
     }
+}
+
+/// Appends the audit events of tenants' actors to their chains, in the order they were sent.
+fn connect_audit(runtime: &Runtime, security: &Arc<Security>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::actors::tenant::AuditEvent>();
+    runtime.audit.connect(tx);
+    let security = security.clone();
+    actix_rt::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let mut attempt = 0u32;
+            // A database that is away is retried (the event is kept); a refused one is logged.
+            while let Err(err) = security
+                .audit(&e.tenant, e.action, &e.actor, e.detail.clone())
+                .await
+            {
+                if !err.is_retryable() || attempt >= 50 {
+                    tracing::error!(tenant = %e.tenant, action = e.action, error = %err, "audit event not recorded");
+                    break;
+                }
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
 }
 
 /// Starts every tenant: those of the configuration are stored on the first start (after that the stored

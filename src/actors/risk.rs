@@ -102,6 +102,31 @@ impl Actor for Risk {
                 }
             },
         ));
+        // After a restart the blind accounts are asked of the sessions themselves: a terminal lost before
+        // this incarnation started must stay blind. `wait` keeps later link changes queued until this is done.
+        let sessions: Vec<_> = self
+            .tenant
+            .sessions
+            .iter()
+            .map(|s| s.value().clone())
+            .collect();
+        if !sessions.is_empty() {
+            ctx.wait(
+                async move {
+                    let mut blind = Vec::new();
+                    for s in sessions {
+                        if let Ok(state) = s.send(super::messages::GetSessionState).await {
+                            if state.link != LinkState::Connected {
+                                blind.push(state.login);
+                            }
+                        }
+                    }
+                    blind
+                }
+                .into_actor(self)
+                .map(|blind, act, _| act.gate.blind.extend(blind)),
+            );
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -116,6 +141,12 @@ impl Handler<CheckOrder> for Risk {
         let verdict = self.gate.check(&facts);
         if let Err(r) = &verdict {
             self.rejections += 1;
+            self.tenant.audit(
+                "order.rejected_by_risk",
+                "risk",
+                serde_json::json!({"account": facts.account, "symbol": facts.symbol,
+                    "side": facts.side.as_str(), "volume": facts.volume, "code": r.code, "reason": r.reason}),
+            );
             tracing::warn!(tenant = %self.tenant.id, account = %facts.account, symbol = %facts.symbol,
                 side = facts.side.as_str(), volume = %facts.volume, code = r.code, reason = %r.reason,
                 "order rejected by risk");
@@ -166,6 +197,11 @@ impl Handler<PnlUpdated> for Risk {
             .on_pnl(p.at_ms, p.realised, p.unrealised, p.commission)
         {
             tracing::error!(tenant = %self.tenant.id, reason = %reason, "kill switch on (automatic)");
+            self.tenant.audit(
+                "kill_switch.on",
+                "risk",
+                serde_json::json!({"reason": reason, "automatic": true}),
+            );
             self.persist_kill_switch(ctx);
             if self.gate.limits.flatten_on_breach {
                 if let Some(portfolio) = self.tenant.portfolio.get() {

@@ -56,6 +56,38 @@ pub struct StrategyRoute {
     pub timeframe: Timeframe,
 }
 
+/// An event for the tenant's audit chain, from an actor (which has no database of its own).
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub tenant: String,
+    pub action: &'static str,
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+/// Where actors send audit events: the security service appends them, in order, to the tenant's hash chain.
+/// Set once the service runs; unbounded because audit events are never dropped (and are rare next to
+/// ticks: one per refused order or tripped switch).
+#[derive(Clone, Default)]
+pub struct AuditSink(Arc<std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<AuditEvent>>>);
+
+impl AuditSink {
+    pub fn connect(&self, tx: tokio::sync::mpsc::UnboundedSender<AuditEvent>) {
+        let _ = self.0.set(tx);
+    }
+
+    pub fn record(&self, e: AuditEvent) {
+        match self.0.get() {
+            Some(tx) => {
+                if tx.send(e).is_err() {
+                    tracing::error!("audit sink closed: an audit event was not recorded");
+                }
+            }
+            None => tracing::warn!(action = e.action, tenant = %e.tenant, "no audit sink yet"),
+        }
+    }
+}
+
 /// Shared by the actors of one tenant.
 pub struct TenantContext {
     pub id: TenantId,
@@ -83,6 +115,7 @@ pub struct TenantContext {
     pub strategy_hosts: DashMap<String, Addr<StrategyHost>>,
     pub quotes: DashMap<Symbol, Quote>,
     pub supervision: SupervisorConfig,
+    pub audit: AuditSink,
 }
 
 /// Everything the runtime hands a new tenant.
@@ -95,6 +128,7 @@ pub struct TenantDeps {
     pub cache: Option<StoreSlot<RedisCache>>,
     pub bus: super::bus::EventBus,
     pub supervision: SupervisorConfig,
+    pub audit: AuditSink,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +183,7 @@ impl TenantContext {
             strategy_hosts: DashMap::new(),
             quotes: DashMap::new(),
             supervision: deps.supervision,
+            audit: deps.audit,
         }))
     }
 
@@ -227,6 +262,16 @@ impl TenantContext {
         strategies.sort_by(|a, b| a.id.cmp(&b.id));
         doc.strategies = strategies;
         doc
+    }
+
+    /// Appends to this tenant's audit chain (asynchronously, in order).
+    pub fn audit(&self, action: &'static str, actor: &str, detail: serde_json::Value) {
+        self.audit.record(AuditEvent {
+            tenant: self.id.0.clone(),
+            action,
+            actor: actor.to_owned(),
+            detail,
+        });
     }
 
     pub fn contract_size(&self, symbol: &str) -> Decimal {

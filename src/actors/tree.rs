@@ -53,6 +53,8 @@ pub struct Runtime {
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
+    /// Where tenants' actors send audit events (connected to the security service at start-up).
+    pub audit: super::tenant::AuditSink,
     api_keys: Arc<DashMap<String, TenantId>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     mt5: Mt5Settings,
@@ -165,6 +167,7 @@ impl Runtime {
             supervision,
             strategies: StrategyRegistry::default(),
             tenants: Arc::new(DashMap::new()),
+            audit: super::tenant::AuditSink::default(),
             api_keys: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
             mt5: settings.mt5.clone(),
@@ -192,6 +195,7 @@ impl Runtime {
                 cache: self.cache.clone(),
                 bus: self.bus.clone(),
                 supervision: self.supervision,
+                audit: self.audit.clone(),
             },
         )?;
         if let Some(url) = &self.redis_url {
