@@ -109,6 +109,9 @@ pub struct SecuritySettings {
     pub login_per_ip_per_min: u32,
     /// Failed logins after which an account waits (doubling from 1 s, at most 15 min).
     pub lockout_after_failures: u32,
+    /// How often revocations, disabled users, keys and suspensions are reloaded from the store (what
+    /// another trellis node changed applies here within this time).
+    pub cache_refresh_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,10 +2,9 @@
 //!
 //! Every request authenticates in memory: the JWT is verified (µs), then checked against caches of revoked
 //! tokens and sessions, disabled users and suspended tenants that this process keeps in step with the store
-//! (it writes them itself; they are reloaded at start). API keys are looked up by their public id and their
-//! secret compared as HMAC digests in constant time. Only logins, refreshes and administration touch the
-//! database. With several trellis nodes a revocation reaches the other nodes' caches at their next start —
-//! access tokens live 10 minutes, which bounds the window (noted in the README).
+//! (it writes them itself, and reloads them from the store every `security.cache_refresh_ms`, so what another
+//! node changed applies here within that time). API keys are looked up by their public id and their secret
+//! compared as HMAC digests in constant time. Only logins, refreshes and administration touch the database.
 //!
 //! Passwords are hashed and verified on the blocking pool (Argon2id takes tens of milliseconds).
 
@@ -295,7 +294,9 @@ impl Security {
             settings: cfg,
         };
         this.reload().await?;
-        Ok(Arc::new(this))
+        let this = Arc::new(this);
+        Self::refresh_periodically(&this);
+        Ok(this)
     }
 
     /// Refills the caches from the store.
@@ -321,12 +322,34 @@ impl Security {
         for (jti, exp) in tokens {
             self.revoked_jti.insert(jti, exp);
         }
-        for t in self.store.tenants().await? {
+        let tenants = self.store.tenants().await?;
+        self.suspended
+            .retain(|id, _| tenants.iter().any(|t| &t.id == id && t.suspended != 0));
+        for t in tenants {
             if t.suspended != 0 {
                 self.suspended.insert(t.id, ());
             }
         }
         Ok(())
+    }
+
+    /// Reloads the caches every `security.cache_refresh_ms` while the service lives, so what another trellis
+    /// node changed (a revoked session or key, a disabled user, a suspension) is enforced here within that
+    /// time.
+    fn refresh_periodically(this: &Arc<Self>) {
+        let every = std::time::Duration::from_millis(this.settings.cache_refresh_ms.max(100));
+        let weak = Arc::downgrade(this);
+        actix_rt::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(security) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = security.reload().await {
+                    tracing::warn!(error = %e, "refreshing the security caches failed; retrying");
+                }
+            }
+        });
     }
 
     fn cache_key(&self, k: &ApiKeyRow) {

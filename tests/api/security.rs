@@ -770,3 +770,76 @@ async fn changing_a_role_or_disabling_a_user_ends_their_sessions() {
     assert_eq!(r.status, 401, "a disabled user cannot sign in");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_revocation_or_suspension_made_on_one_node_is_enforced_by_another_sharing_the_store() {
+    // Two nodes share a store only on PostgreSQL (the embedded store is one process's file).
+    if !crate::helpers::real_profile() {
+        eprintln!("skipped: needs the real profile (scripts/test.sh runs it)");
+        return;
+    }
+    let b64 = |fill: u8| base64::engine::general_purpose::STANDARD.encode([fill; 32]);
+    let (pepper, audit, data) = (b64(1), b64(2), format!("1:{}", b64(3)));
+    let shared: Vec<(&str, &str)> = vec![
+        ("TRELLIS__SECURITY__API_KEY_PEPPER", &pepper),
+        ("TRELLIS__SECURITY__AUDIT_KEY", &audit),
+        ("TRELLIS__SECURITY__DATA_KEYS", &data),
+        ("TRELLIS__SECURITY__CACHE_REFRESH_MS", "200"),
+    ];
+    let (a, root) = spawn_admin_app(&shared).await;
+    create_tenant(&a, &root, "acme", "enterprise").await;
+    create_user(&a, &root, "acme", "v@acme.test", "viewer").await;
+    let (_, key) = create_key(&a, &root, "acme", &["read"]).await;
+    let secrets = crate::helpers::jwt_secrets_var();
+    let mut on_b = shared.clone();
+    on_b.push(("TRELLIS__SECURITY__JWT_SECRETS", &secrets));
+    let b = spawn_app_on(
+        crate::helpers::KeptStore {
+            data_dir: tempfile::tempdir().expect("dir"),
+            vars: a.store_vars.clone(),
+        },
+        &on_b,
+    )
+    .await;
+    let (token, _) = a.login("v@acme.test", "a-password-of-twelve+").await;
+    assert_eq!(
+        b.call("GET", "/api/v1/me", Some(&token), None).await.status,
+        200
+    );
+    assert_eq!(
+        b.call("GET", "/api/v1/tenants/acme/orders", Some(&key), None)
+            .await
+            .status,
+        200
+    );
+
+    // Act: log out and suspend on node A.
+    a.expect(200, "POST", "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    a.expect(
+        200,
+        "POST",
+        "/api/v1/tenants/acme/suspend",
+        Some(&root),
+        None,
+    )
+    .await;
+
+    // Assert: node B refuses both within its refresh interval.
+    let mut statuses = (0, 0);
+    for _ in 0..50 {
+        statuses = (
+            b.call("GET", "/api/v1/me", Some(&token), None).await.status,
+            b.call("GET", "/api/v1/tenants/acme/orders", Some(&key), None)
+                .await
+                .status,
+        );
+        if statuses == (401, 403) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(statuses, (401, 403));
+    b.shutdown().await;
+    a.shutdown().await;
+}
