@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 
 /// What happened to a child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// The child was started for the first time.
@@ -44,7 +44,7 @@ impl EventKind {
 }
 
 /// One entry of the history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SupervisionEvent {
     /// Position in the log since start-up, starting at 1.
     pub seq: u64,

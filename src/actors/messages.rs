@@ -162,7 +162,7 @@ pub struct AccountLink {
     pub state: LinkState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
     Connected,
@@ -211,7 +211,7 @@ pub struct PortfolioSnapshot {
     pub performance: Performance,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AccountPosition {
     pub account: Login,
     #[serde(flatten)]
@@ -234,7 +234,7 @@ pub struct StrategyState {
 #[rtype(result = "RiskState")]
 pub struct GetRiskState;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RiskState {
     pub kill_switch: Option<KillSwitch>,
     pub daily_pnl: Decimal,

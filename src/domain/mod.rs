@@ -15,7 +15,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// A tenant's identifier (a slug such as `acme`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct TenantId(pub String);
 
@@ -26,7 +28,19 @@ impl fmt::Display for TenantId {
 }
 
 /// An MT5 account login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Login(pub u64);
 
@@ -37,7 +51,9 @@ impl fmt::Display for Login {
 }
 
 /// A symbol as the broker names it (`EURUSD`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct Symbol(pub String);
 
@@ -60,7 +76,7 @@ impl From<&str> for Symbol {
 }
 
 /// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Buy,
@@ -92,7 +108,7 @@ impl Side {
 }
 
 /// A quote from the terminal. OHLC bars are built from `bid`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tick {
     pub symbol: Symbol,
     /// Milliseconds since the Unix epoch, UTC (MT5 `time_msc`).
@@ -102,7 +118,19 @@ pub struct Tick {
 }
 
 /// Bar periods, aligned on UTC multiples of their length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Timeframe {
     M1,
     M5,
@@ -158,7 +186,7 @@ impl fmt::Display for Timeframe {
 }
 
 /// A closed OHLC bar.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Bar {
     pub symbol: Symbol,
     pub timeframe: Timeframe,

@@ -65,7 +65,7 @@ pub fn classify(code: u32) -> RetcodeClass {
 }
 
 /// Market, limit or stop, in one direction: maps to MT5 `ORDER_TYPE_*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderKind {
     Market,
@@ -99,7 +99,7 @@ pub fn from_mt5_order_type(code: u32) -> Option<(Side, OrderKind)> {
 }
 
 /// Where an order is in its life. `Sent` and `Placed` are in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Approved by risk, not yet handed to a session.
@@ -169,7 +169,7 @@ pub struct TransitionError {
 }
 
 /// An order trellis sent (or refused to send) to a terminal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Order {
     pub client_order_id: String,
     pub account: Login,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Side, Symbol};
 
 /// MT5 `ACCOUNT_MARGIN_MODE`: netting (0) or hedging (2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountMode {
     Netting,
@@ -33,7 +33,7 @@ impl AccountMode {
 }
 
 /// MT5 `DEAL_ENTRY_*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DealEntry {
     In,
@@ -64,7 +64,7 @@ impl DealEntry {
 }
 
 /// A deal (fill) as the book needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Fill {
     pub symbol: Symbol,
     pub side: Side,
@@ -77,7 +77,7 @@ pub struct Fill {
 }
 
 /// An open position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Position {
     pub position_id: u64,
     pub symbol: Symbol,
@@ -246,7 +246,7 @@ impl Book {
 }
 
 /// Performance of a run or an account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Performance {
     pub total_pnl: Decimal,
     pub realised_pnl: Decimal,
@@ -423,7 +423,7 @@ mod tests {
 }
 
 /// A deal as recorded: the fill plus where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deal {
     pub account: super::Login,
     /// The trade server's deal ticket: unique per account, what makes recording idempotent.

@@ -38,7 +38,7 @@ pub struct RiskRejection {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct KillSwitch {
     pub reason: String,
     pub automatic: bool,

@@ -110,7 +110,7 @@ impl Principal {
 }
 
 /// What a login or refresh answers (the OAuth token response).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
@@ -119,7 +119,7 @@ pub struct TokenPair {
 }
 
 /// A stored API key as the API shows it (never its secret or digest).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct KeyView {
     pub id: String,
     pub name: String,
@@ -145,7 +145,7 @@ impl From<&ApiKeyRow> for KeyView {
 }
 
 /// A user as the API shows it (never the password hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct UserView {
     pub id: String,
     pub tenant_id: Option<String>,
@@ -169,7 +169,7 @@ impl From<&UserRow> for UserView {
 }
 
 /// An audit entry as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditView {
     pub seq: i64,
     pub at_ms: i64,
@@ -179,7 +179,7 @@ pub struct AuditView {
 }
 
 /// The result of checking a chain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ChainCheck {
     pub tenant: String,
     pub entries: usize,
@@ -188,7 +188,7 @@ pub struct ChainCheck {
     pub first_broken: Option<BrokenEntry>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BrokenEntry {
     pub seq: u64,
     pub reason: String,
@@ -1144,7 +1144,7 @@ impl Security {
 }
 
 /// What `trellis keys rotate` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct KeyRotation {
     pub new_version: u32,
     pub reencrypted: usize,

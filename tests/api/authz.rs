@@ -287,6 +287,17 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_renders_it
         let op = &doc["paths"][r.path][r.method.to_lowercase()];
         assert!(op.is_object(), "{} {} is in the document", r.method, r.path);
         assert_eq!(op["summary"], r.summary);
+        let ok = op["responses"]
+            .as_object()
+            .and_then(|rs| rs.iter().find(|(code, _)| code.starts_with('2')))
+            .map(|(_, v)| v["content"]["application/json"]["schema"].clone())
+            .unwrap_or_default();
+        assert!(
+            ok.is_object(),
+            "{} {} documents its answer",
+            r.method,
+            r.path
+        );
         if r.body.is_some() {
             let schema = &op["requestBody"]["content"]["application/json"]["schema"];
             let name = schema["$ref"].as_str().expect("a named schema");
@@ -299,6 +310,31 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_renders_it
         described += 1;
     }
     assert_eq!(described, ROUTES.len());
+    // Every reference resolves.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 20, "{} references", all.len());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .expect("a component reference");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} resolves"
+        );
+    }
     // The request types deny unknown fields, and the schema says so.
     assert_eq!(
         doc["components"]["schemas"]["CreateUser"]["additionalProperties"],

@@ -19,7 +19,7 @@ pub struct RegisterAccount {
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AccountView {
     pub login: i64,
     pub server: String,

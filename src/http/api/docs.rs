@@ -16,6 +16,140 @@ fn path_params(path: &str) -> Vec<String> {
         .collect()
 }
 
+fn of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> Value {
+    g.subschema_for::<T>().to_value()
+}
+
+fn obj(props: Vec<(&str, Value)>) -> Value {
+    let required: Vec<&str> = props.iter().map(|(k, _)| *k).collect();
+    let props: Map<String, Value> = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn list(name: &str, item: Value) -> Value {
+    obj(vec![(name, json!({"type": "array", "items": item}))])
+}
+
+/// The schema of a route's successful answer.
+pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> Option<Value> {
+    use crate::actors::events::SupervisionEvent;
+    use crate::actors::messages::{AccountPosition, RiskState};
+    use crate::config::{RiskSettings, StrategySettings};
+    use crate::domain::orders::Order;
+    use crate::domain::positions::{Deal, Performance};
+    use crate::security::service::{AuditView, ChainCheck, KeyView, TokenPair, UserView};
+    let strategy = || -> fn(&mut schemars::SchemaGenerator) -> Value {
+        |g| {
+            obj(vec![
+                ("strategy", of::<StrategySettings>(g)),
+                ("running", json!({"type": "boolean"})),
+            ])
+        }
+    };
+    let tenant = |g: &mut schemars::SchemaGenerator| of::<super::tenants::TenantView>(g);
+    let path = path.trim_start_matches("/api/v1");
+    Some(match (method, path) {
+        ("POST", "/auth/login") | ("POST", "/auth/refresh") => of::<TokenPair>(g),
+        ("POST", "/auth/logout") => obj(vec![("logged_out", json!({"type": "boolean"}))]),
+        ("GET", "/me") => {
+            json!({"type": "object", "description": "kind (user, api_key, config_key), tenant_id, role or scopes"})
+        }
+        ("POST", "/tenants")
+        | ("GET", "/tenants/{tenant}")
+        | ("PUT", "/tenants/{tenant}/tier")
+        | ("POST", "/tenants/{tenant}/suspend")
+        | ("POST", "/tenants/{tenant}/resume") => tenant(g),
+        ("GET", "/tenants") => list("tenants", tenant(g)),
+        ("POST", "/tenants/{tenant}/users")
+        | ("PUT", "/tenants/{tenant}/users/{user}/role")
+        | ("POST", "/tenants/{tenant}/users/{user}/disable") => of::<UserView>(g),
+        ("GET", "/tenants/{tenant}/users") => list("users", of::<UserView>(g)),
+        ("POST", "/tenants/{tenant}/api-keys") => obj(vec![
+            ("key", of::<KeyView>(g)),
+            (
+                "secret",
+                json!({"type": "string", "description": "shown once"}),
+            ),
+        ]),
+        ("POST", "/tenants/{tenant}/api-keys/{key}/roll") => obj(vec![
+            ("key", of::<KeyView>(g)),
+            (
+                "secret",
+                json!({"type": "string", "description": "shown once"}),
+            ),
+            ("previous", of::<KeyView>(g)),
+        ]),
+        ("GET", "/tenants/{tenant}/api-keys") => list("keys", of::<KeyView>(g)),
+        ("DELETE", "/tenants/{tenant}/api-keys/{key}") => of::<KeyView>(g),
+        ("POST", "/tenants/{tenant}/mt5-accounts") => of::<super::accounts::AccountView>(g),
+        ("GET", "/tenants/{tenant}/mt5-accounts") => {
+            list("accounts", of::<super::accounts::AccountView>(g))
+        }
+        ("DELETE", "/tenants/{tenant}/mt5-accounts/{login}") => {
+            obj(vec![("removed", json!({"type": "integer"}))])
+        }
+        ("GET", "/tenants/{tenant}/strategies") => list("strategies", strategy()(g)),
+        ("POST", "/tenants/{tenant}/strategies")
+        | ("GET", "/tenants/{tenant}/strategies/{strategy}")
+        | ("PUT", "/tenants/{tenant}/strategies/{strategy}")
+        | ("POST", "/tenants/{tenant}/strategies/{strategy}/start")
+        | ("POST", "/tenants/{tenant}/strategies/{strategy}/stop") => strategy()(g),
+        ("DELETE", "/tenants/{tenant}/strategies/{strategy}") => {
+            obj(vec![("deleted", json!({"type": "string"}))])
+        }
+        ("POST", "/tenants/{tenant}/optimisations") => obj(vec![
+            ("objective", json!({"type": "string"})),
+            ("ticks", json!({"type": "integer"})),
+            ("runs", json!({"type": "integer"})),
+            (
+                "results",
+                json!({"type": "array", "items": {"type": "object",
+                "description": "params, and report (the backtest's figures) or error"}}),
+            ),
+        ]),
+        ("GET", "/tenants/{tenant}/risk") => obj(vec![
+            ("limits", of::<RiskSettings>(g)),
+            ("state", of::<RiskState>(g)),
+        ]),
+        ("PUT", "/tenants/{tenant}/risk") => obj(vec![("limits", of::<RiskSettings>(g))]),
+        ("PUT", "/tenants/{tenant}/kill-switch") => obj(vec![("state", of::<RiskState>(g))]),
+        ("GET", "/tenants/{tenant}/orders") => obj(vec![
+            ("orders", json!({"type": "array", "items": of::<Order>(g)})),
+            ("total", json!({"type": "integer"})),
+        ]),
+        ("GET", "/tenants/{tenant}/fills") => obj(vec![
+            ("fills", json!({"type": "array", "items": of::<Deal>(g)})),
+            ("total", json!({"type": "integer"})),
+        ]),
+        ("GET", "/tenants/{tenant}/positions") => list("positions", of::<AccountPosition>(g)),
+        ("GET", "/tenants/{tenant}/performance") => {
+            obj(vec![("performance", of::<Performance>(g))])
+        }
+        ("GET", "/tenants/{tenant}/supervision-events") => {
+            list("events", of::<SupervisionEvent>(g))
+        }
+        ("GET", "/audit") => obj(vec![
+            ("tenant", json!({"type": "string"})),
+            (
+                "entries",
+                json!({"type": "array", "items": of::<AuditView>(g)}),
+            ),
+        ]),
+        ("GET", "/audit/verify") => of::<ChainCheck>(g),
+        ("GET", "/positions") => obj(vec![
+            (
+                "positions",
+                json!({"type": "array", "items": of::<AccountPosition>(g)}),
+            ),
+            ("performance", of::<Performance>(g)),
+        ]),
+        ("GET", "/orders") => list("orders", of::<Order>(g)),
+        ("GET", "/api/openapi.json") => json!({"type": "object", "description": "this document"}),
+        ("GET", "/api/docs") => json!({"type": "string", "description": "an HTML page"}),
+        _ => return None,
+    })
+}
+
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -28,6 +162,19 @@ pub fn document() -> Value {
         params.extend(r.query.iter().map(|q| {
             json!({"name": q, "in": "query", "required": false, "schema": {"type": if *q == "tenant" || *q == "action" { "string" } else { "integer" }}})
         }));
+        let creates = [
+            "/tenants",
+            "/users",
+            "/api-keys",
+            "/mt5-accounts",
+            "/strategies",
+            "/roll",
+        ];
+        let success = if r.method == "POST" && creates.iter().any(|c| r.path.ends_with(c)) {
+            "201"
+        } else {
+            "200"
+        };
         let mut op = json!({
             "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
             "summary": r.summary,
@@ -35,7 +182,8 @@ pub fn document() -> Value {
             "x-access": r.access,
             "parameters": params,
             "responses": {
-                "200": {"description": "OK"},
+                success: {"description": if success == "201" { "Created" } else { "OK" },
+                    "content": {"application/json": {"schema": response(r.method, r.path, &mut generator)}}},
                 "400": {"description": "Invalid request; the message names the field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "404": {"description": "Not found, or another tenant's"},
             },

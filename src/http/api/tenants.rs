@@ -42,7 +42,7 @@ pub struct SetTier {
     pub tier: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TenantView {
     pub id: String,
     pub name: String,
