@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The tenant's tier does not include this; `required` names the tier that does.
     #[error("{message}")]
     TierRequired { required: String, message: String },
+    /// The body is over `http.max_body_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request conflicts with what is stored (duplicate, already rolled…).
     #[error("{0}")]
     Conflict(String),
@@ -57,6 +60,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::TierRequired { .. } => "tier_required",
             Self::Conflict(_) => "conflict",
+            Self::TooLarge(_) => "payload_too_large",
             Self::TooManyAttempts(_) => "too_many_attempts",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
@@ -79,6 +83,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::TierRequired { .. } => StatusCode::FORBIDDEN,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyAttempts(_) | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

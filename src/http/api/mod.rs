@@ -694,6 +694,16 @@ impl FromRequest for Authorized {
     }
 }
 
+/// A body that could not be read: too large (413) or broken.
+fn body_error(e: actix_web::Error) -> ApiError {
+    match e.as_error::<actix_web::error::PayloadError>() {
+        Some(actix_web::error::PayloadError::Overflow) => {
+            ApiError::TooLarge("body: larger than http.max_body_bytes".into())
+        }
+        _ => ApiError::BadRequest(format!("body: {e}")),
+    }
+}
+
 /// A JSON body: unknown fields are refused by the types, every error names the field.
 pub struct Body<T>(pub T);
 
@@ -709,9 +719,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
             .is_some_and(|v| v.starts_with("application/json"));
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
-            let bytes = bytes
-                .await
-                .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+            let bytes = bytes.await.map_err(body_error)?;
             if !is_json {
                 return Err(ApiError::BadRequest(
                     "body: Content-Type must be application/json".into(),
@@ -741,9 +749,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalBody<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
-            let bytes = bytes
-                .await
-                .map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+            let bytes = bytes.await.map_err(body_error)?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalBody(None));
             }
