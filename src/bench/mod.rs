@@ -26,7 +26,14 @@ use crate::sim::feed::RandomWalk;
 use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
-pub const NAMES: [&str; 5] = ["backtest", "latency", "ingest", "tree", "supervision"];
+pub const NAMES: [&str; 6] = [
+    "backtest",
+    "latency",
+    "ingest",
+    "tree",
+    "supervision",
+    "auth",
+];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
     println!(
@@ -42,12 +49,14 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "ingest" => ingest().await,
         "tree" => tree().await,
         "supervision" => supervision().await,
+        "auth" => auth().await,
         "all" => {
             backtest()?;
             latency().await?;
             ingest().await?;
             tree().await?;
-            supervision().await
+            supervision().await?;
+            auth().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",
@@ -159,6 +168,7 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 struct Running {
     port: u16,
     runtime: Runtime,
+    security: std::sync::Arc<crate::security::service::Security>,
     stop: StopHandle,
     serving: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
     dir: std::path::PathBuf,
@@ -173,6 +183,7 @@ async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Running> {
         ),
         ("TRELLIS__HTTP__PORT".into(), "0".into()),
         ("TRELLIS__LOG__LEVEL".into(), "error".into()),
+        ("TRELLIS__BOOTSTRAP__GENERATE_ADMIN".into(), "false".into()),
     ];
     vars.extend(
         overrides
@@ -184,6 +195,7 @@ async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Running> {
     let running = Running {
         port: app.port(),
         runtime: app.runtime().clone(),
+        security: app.security().clone(),
         stop: app.stop_handle(),
         serving: actix_web::rt::spawn(async move { app.run_until_stopped().await }),
         dir,
@@ -701,4 +713,125 @@ async fn drive_bars(port: u16, seconds: u64) -> anyhow::Result<u64> {
     actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     reader.abort();
     Ok(ticks.saturating_sub(1))
+}
+
+// ---- auth -----------------------------------------------------------------------------------------------
+
+/// What authenticating costs: the in-memory check every request runs (JWT verification and revocation
+/// checks; API-key digest), a whole authenticated request over loopback HTTP (keep-alive, sequential), and a
+/// login (Argon2id, deliberately slow).
+async fn auth() -> anyhow::Result<()> {
+    let app = start(&[
+        ("TRELLIS__BOOTSTRAP__ADMIN_EMAIL", "bench@trellis.local"),
+        ("TRELLIS__BOOTSTRAP__ADMIN_PASSWORD", "bench-password-long"),
+        ("TRELLIS__RATE_LIMITS__ENTERPRISE", "1000000"),
+        ("TRELLIS__SECURITY__LOGIN_PER_ACCOUNT_PER_MIN", "100"),
+    ])
+    .await?;
+    let security = app.security.clone();
+    let base = format!("http://127.0.0.1:{}", app.port);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let mut logins = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let mut resp = client
+            .post(format!("{base}/api/v1/auth/login"))
+            .send_json(&serde_json::json!({"email": "bench@trellis.local", "password": "bench-password-long"}))
+            .await
+            .map_err(|e| anyhow::anyhow!("login: {e}"))?;
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| anyhow::anyhow!("login: {e}"))?;
+        logins.push(started.elapsed());
+        if !resp.status().is_success() {
+            bail!("login answered {}: {body}", resp.status());
+        }
+        token = body["access_token"].as_str().unwrap_or_default().to_owned();
+    }
+    logins.sort();
+    let platform = security
+        .authenticate(&token)
+        .map_err(|e| anyhow::anyhow!("token: {e}"))?;
+    // A tenant with a read key, for the key path and a rate-limited tenant route.
+    let tenant = bench_tenant(
+        "bench-auth",
+        "trk_benchcfg_unused-config-key-000",
+        Vec::new(),
+    );
+    let mut tenant = tenant;
+    tenant.tier = "enterprise".into();
+    app.runtime.start_tenant(tenant).await?;
+    let (_, key) = security
+        .create_key(
+            "bench-auth",
+            "bench",
+            &[crate::security::rbac::Scope::Read],
+            None,
+            &platform.actor,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("key: {e}"))?;
+
+    for (label, credential) in [("access token", token.as_str()), ("API key", key.as_str())] {
+        let n = 200_000;
+        let started = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                security
+                    .authenticate(std::hint::black_box(credential))
+                    .is_ok(),
+            );
+        }
+        let per = started.elapsed() / n;
+        println!(
+            "auth: in-process check of an {label}: {} per request ({n} checks)",
+            us(per)
+        );
+    }
+    for (label, path, credential) in [
+        (
+            "GET /api/v1/me (access token)",
+            "/api/v1/me".to_owned(),
+            token.clone(),
+        ),
+        (
+            "GET /api/v1/tenants/{t}/positions (API key, tier limit)",
+            "/api/v1/tenants/bench-auth/positions".to_owned(),
+            key.clone(),
+        ),
+    ] {
+        let mut times = Vec::with_capacity(2_000);
+        for _ in 0..2_000 {
+            let started = Instant::now();
+            let mut resp = client
+                .get(format!("{base}{path}"))
+                .insert_header(("Authorization", format!("Bearer {credential}")))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+            let _ = resp.body().await;
+            if !resp.status().is_success() {
+                bail!("{path} answered {}", resp.status());
+            }
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!(
+            "auth: {label} over loopback HTTP: p50 {} p99 {} max {} (2000 sequential requests)",
+            us(percentile(&times, 0.5)),
+            us(percentile(&times, 0.99)),
+            us(percentile(&times, 1.0)),
+        );
+    }
+    println!(
+        "auth: login (Argon2id m=19 MiB t=2 p=1, on the blocking pool): p50 {:.1} ms, max {:.1} ms (10 logins)",
+        percentile(&logins, 0.5).as_secs_f64() * 1e3,
+        percentile(&logins, 1.0).as_secs_f64() * 1e3
+    );
+    app.stop().await;
+    Ok(())
 }
