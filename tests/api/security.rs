@@ -328,6 +328,26 @@ async fn api_keys_are_refused_when_wrong_revoked_expired_out_of_scope_or_rolled_
         .await;
     assert_eq!(r.status, 403, "{:?}", r.body);
     let (_, bridge) = create_key(&app, &root, "acme", &["market:write"]).await;
+    let page = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/acme/api-keys?limit=1",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(page["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["total"], 2);
+    let bad = app
+        .call(
+            "GET",
+            "/api/v1/tenants/acme/api-keys?limit=lots",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
     assert_eq!(
         app.call("GET", orders, Some(&bridge), None).await.status,
         403

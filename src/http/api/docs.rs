@@ -63,7 +63,13 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         ("POST", "/tenants/{tenant}/users")
         | ("PUT", "/tenants/{tenant}/users/{user}/role")
         | ("POST", "/tenants/{tenant}/users/{user}/disable") => of::<UserView>(g),
-        ("GET", "/tenants/{tenant}/users") => list("users", of::<UserView>(g)),
+        ("GET", "/tenants/{tenant}/users") => obj(vec![
+            (
+                "users",
+                json!({"type": "array", "items": of::<UserView>(g)}),
+            ),
+            ("total", json!({"type": "integer"})),
+        ]),
         ("POST", "/tenants/{tenant}/api-keys") => obj(vec![
             ("key", of::<KeyView>(g)),
             (
@@ -79,7 +85,10 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
             ),
             ("previous", of::<KeyView>(g)),
         ]),
-        ("GET", "/tenants/{tenant}/api-keys") => list("keys", of::<KeyView>(g)),
+        ("GET", "/tenants/{tenant}/api-keys") => obj(vec![
+            ("keys", json!({"type": "array", "items": of::<KeyView>(g)})),
+            ("total", json!({"type": "integer"})),
+        ]),
         ("DELETE", "/tenants/{tenant}/api-keys/{key}") => of::<KeyView>(g),
         ("POST", "/tenants/{tenant}/mt5-accounts") => of::<super::accounts::AccountView>(g),
         ("GET", "/tenants/{tenant}/mt5-accounts") => {

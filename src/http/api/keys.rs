@@ -69,7 +69,8 @@ pub async fn create(
     Ok(auth.created(json!({ "key": KeyView::from(&row), "secret": secret })))
 }
 
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let page = super::Page::from_query(&req)?;
     let tenant = &auth.tenant()?.id.0;
     let keys: Vec<KeyView> = auth
         .state
@@ -80,7 +81,8 @@ pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
         .iter()
         .map(KeyView::from)
         .collect();
-    Ok(auth.ok(json!({ "keys": keys })))
+    let (keys, total) = page.apply(&keys, |k| k.created_ms);
+    Ok(auth.ok(json!({ "keys": keys, "total": total })))
 }
 
 pub async fn roll(

@@ -178,7 +178,8 @@ pub static ROUTES: &[RouteDef] = &[
         "/api/v1/tenants/{tenant}/users",
         Admin,
         "users",
-        "List the tenant's users"
+        "List the tenant's users",
+        query = PAGE
     ),
     route!(
         "PUT",
@@ -208,7 +209,8 @@ pub static ROUTES: &[RouteDef] = &[
         "/api/v1/tenants/{tenant}/api-keys",
         Admin,
         "api-keys",
-        "List API keys (never their secrets)"
+        "List API keys (never their secrets)",
+        query = PAGE
     ),
     route!(
         "POST",

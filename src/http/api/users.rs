@@ -60,7 +60,8 @@ pub async fn create(
     Ok(auth.created(UserView::from(&user)))
 }
 
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let page = super::Page::from_query(&req)?;
     let tenant = &auth.tenant()?.id.0;
     let users: Vec<UserView> = auth
         .state
@@ -71,7 +72,8 @@ pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
         .iter()
         .map(UserView::from)
         .collect();
-    Ok(auth.ok(serde_json::json!({ "users": users })))
+    let (users, total) = page.apply(&users, |u| u.created_ms);
+    Ok(auth.ok(serde_json::json!({ "users": users, "total": total })))
 }
 
 async fn user_of(
