@@ -187,7 +187,7 @@ async fn forged_expired_and_revoked_access_tokens_are_refused() {
 
 #[actix_rt::test]
 async fn a_refresh_token_rotates_once_and_its_reuse_revokes_the_whole_session() {
-    let (app, root) = spawn_admin_app(&[("TRELLIS__SECURITY__REFRESH_GRACE_MS", "200")]).await;
+    let (app, root) = spawn_admin_app(&[("TRELLIS__SECURITY__REFRESH_GRACE_MS", "1000")]).await;
     create_tenant(&app, &root, "acme", "basic").await;
     create_user(&app, &root, "acme", "t@acme.test", "trader").await;
     let (access1, refresh1) = app.login("t@acme.test", "a-password-of-twelve+").await;
@@ -230,7 +230,7 @@ async fn a_refresh_token_rotates_once_and_its_reuse_revokes_the_whole_session() 
     );
 
     // Act: after the grace window the spent token comes back (stolen): the family is revoked.
-    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
     let reuse = app
         .call(
             "POST",
@@ -368,14 +368,14 @@ async fn api_keys_are_refused_when_wrong_revoked_expired_out_of_scope_or_rolled_
         200
     );
 
-    // Rolled with a 1 s overlap: both work during it, only the new one after.
+    // Rolled with a 2 s overlap: both work during it, only the new one after.
     let rolled = app
         .expect(
             201,
             "POST",
             &format!("/api/v1/tenants/acme/api-keys/{read_id}/roll"),
             Some(&root),
-            Some(&json!({"overlap_secs": 1})),
+            Some(&json!({"overlap_secs": 2})),
         )
         .await;
     let successor = rolled["secret"].as_str().expect("secret").to_owned();
@@ -398,7 +398,7 @@ async fn api_keys_are_refused_when_wrong_revoked_expired_out_of_scope_or_rolled_
         )
         .await;
     assert_eq!(again.status, 409, "at most two keys while rolling");
-    actix_rt::time::sleep(Duration::from_millis(1300)).await;
+    actix_rt::time::sleep(Duration::from_millis(2300)).await;
     let r = app.call("GET", orders, Some(&read), None).await;
     assert_eq!(r.status, 401, "old key after its overlap");
     assert!(r.body["message"]
