@@ -51,6 +51,9 @@ impl Application {
         let security = Security::start(&settings, store)
             .await
             .context("loading the security service")?;
+        if let Some(hot) = &runtime.hot_log {
+            security.set_hot_log(hot.clone());
+        }
         connect_audit(&runtime, &security);
         start_tenants(&settings, &runtime, &security).await?;
         if let Some((email, password)) = security

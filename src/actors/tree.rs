@@ -49,7 +49,8 @@ pub struct Runtime {
     pub cache: Option<StoreSlot<RedisCache>>,
     /// Trading events for clients, shared across nodes through Redis when configured.
     pub bus: EventBus,
-    redis_url: Option<String>,
+    /// The hot log tier, when Redis is configured.
+    pub hot_log: Option<crate::storage::hot_logs::HotLog>,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
@@ -159,7 +160,10 @@ impl Runtime {
             relational,
             timeseries,
             cache,
-            redis_url: Some(settings.storage.redis_url.trim().to_owned()).filter(|u| !u.is_empty()),
+            hot_log: match settings.storage.redis_url.trim() {
+                "" => None,
+                url => crate::storage::hot_logs::HotLog::start(url),
+            },
             bus: match settings.storage.redis_url.trim() {
                 "" => EventBus::local(),
                 url => EventBus::with_redis(url),
@@ -198,8 +202,8 @@ impl Runtime {
                 audit: self.audit.clone(),
             },
         )?;
-        if let Some(url) = &self.redis_url {
-            crate::storage::hot_logs::follow(&self.bus, &tenant.id.0, url);
+        if let Some(hot) = &self.hot_log {
+            hot.follow(&self.bus, &tenant.id.0);
         }
         // The tenant's row first: its orders and fills reference it.
         let ensure = crate::storage::relational::EnsureTenant {

@@ -259,6 +259,8 @@ pub struct Security {
     config_keys: DashMap<String, String>,
     suspended: DashMap<String, ()>,
     audit_lock: tokio::sync::Mutex<()>,
+    /// Audit entries also go to the hot log tier when Redis is configured.
+    hot_log: std::sync::OnceLock<crate::storage::hot_logs::HotLog>,
     login_account: DefaultKeyedRateLimiter<String>,
     login_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -289,6 +291,7 @@ impl Security {
             config_keys: DashMap::new(),
             suspended: DashMap::new(),
             audit_lock: tokio::sync::Mutex::new(()),
+            hot_log: std::sync::OnceLock::new(),
             login_account: governor::RateLimiter::keyed(per_minute(cfg.login_per_account_per_min)),
             login_ip: governor::RateLimiter::keyed(per_minute(cfg.login_per_ip_per_min)),
             settings: cfg,
@@ -372,6 +375,11 @@ impl Security {
         if let Ok(d) = api_keys::digest(&self.pepper, key) {
             self.config_keys.insert(hex(&d), tenant.to_owned());
         }
+    }
+
+    /// Sends audit entries to the hot log tier too.
+    pub fn set_hot_log(&self, hot: crate::storage::hot_logs::HotLog) {
+        let _ = self.hot_log.set(hot);
     }
 
     pub fn set_suspended(&self, tenant: &str, suspended: bool) {
@@ -1024,6 +1032,16 @@ impl Security {
             match self.store.insert_audit(&row).await {
                 // Another node appended the same sequence number first: chain after its entry.
                 Err(StorageError::Rejected(_)) if attempt < 3 => attempt += 1,
+                Ok(()) => {
+                    if let Some(hot) = self.hot_log.get() {
+                        hot.push(
+                            tenant,
+                            "audit",
+                            json!({"seq": row.seq, "entry": entry.body}),
+                        );
+                    }
+                    return Ok(());
+                }
                 other => return other,
             }
         }

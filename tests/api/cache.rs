@@ -202,3 +202,43 @@ async fn the_hot_log_tier_keeps_a_tenants_trade_log_in_redis_for_24_hours() {
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn audit_entries_reach_the_hot_log_tier_too() {
+    let Some(url) = crate::helpers::service_url("TRELLIS_TEST_REDIS_URL") else {
+        return;
+    };
+    let id = format!("a{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (app, root) =
+        crate::helpers::spawn_admin_app(&[("TRELLIS__STORAGE__REDIS_URL", &url)]).await;
+    crate::helpers::create_tenant(&app, &root, &id, "basic").await;
+    crate::helpers::create_user(&app, &root, &id, &format!("u@{id}.test"), "viewer").await;
+
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let list = format!("trellis:logs:{id}");
+    let mut actions: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        let lines: Vec<String> = conn.lrange(&list, 0, -1).await.expect("lrange");
+        actions = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "audit")
+            .filter_map(|v| v["data"]["entry"]["action"].as_str().map(str::to_owned))
+            .collect();
+        if actions.iter().any(|a| a == "login.ok") {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(actions, vec!["user.created", "login.ok"], "in chain order");
+    let ttl: i64 = conn.ttl(&list).await.expect("ttl");
+    assert!(
+        ttl > 86_000 && ttl <= 86_400,
+        "kept for 24 hours: ttl {ttl}"
+    );
+    app.shutdown().await;
+}
