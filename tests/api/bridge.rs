@@ -386,3 +386,38 @@ async fn a_bridge_needs_a_market_write_key_a_registered_account_and_room_in_its_
     assert_eq!(again.frames[0]["type"], "welcome", "{:?}", again.frames);
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_restarted_risk_actor_still_knows_which_accounts_are_blind() {
+    let app = spawn_app_with(&[
+        ("TRELLIS__MT5__HEARTBEAT_INTERVAL_MS", "100"),
+        ("TRELLIS__MT5__HEARTBEAT_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let t = app.add_tenant(tenant("acme", KEY)).await;
+    let seen = raw(
+        &app.ws_url(),
+        vec![text(hello(KEY, 1))],
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(seen.error_codes(), vec!["heartbeat_timeout"]);
+    let old = t.risk.get().expect("risk");
+    let state = old.send(GetRiskState).await.expect("risk state");
+    assert_eq!(state.blind_accounts, vec![Login(7001)]);
+
+    // Act: the risk actor stops; its supervisor starts a fresh one (its in-memory state is gone).
+    old.do_send(trellis::actors::supervisor::Shutdown {
+        reason: "test".into(),
+    });
+    crate::helpers::wait_for("a new risk actor", || {
+        t.risk.get().is_some_and(|a| a != old && a.connected())
+    })
+    .await;
+
+    // Assert: it asked the sessions, and the silent terminal's account is still blind.
+    let fresh = t.risk.get().expect("risk");
+    let state = fresh.send(GetRiskState).await.expect("risk state");
+    assert_eq!(state.blind_accounts, vec![Login(7001)]);
+    app.shutdown().await;
+}
