@@ -450,7 +450,7 @@ impl Settings {
                     t.id
                 )));
             }
-            if !["free", "basic", "professional", "enterprise"].contains(&t.tier.as_str()) {
+            if !crate::security::rate_limit::TIERS.contains(&t.tier.as_str()) {
                 return Err(ConfigError(format!(
                     "{}: `{}` is not a tier (free, basic, professional, enterprise)",
                     at("tier"),

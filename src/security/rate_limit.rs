@@ -51,6 +51,9 @@ pub struct Decision {
     pub reset: Duration,
 }
 
+/// The tiers, lowest first.
+pub const TIERS: [&str; 4] = ["free", "basic", "professional", "enterprise"];
+
 /// Requests per minute of each tier.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -216,10 +216,7 @@ pub fn now_ms() -> i64 {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(data))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -255,8 +252,6 @@ pub struct Security {
     revoked_jti: DashMap<String, i64>,
     users: DashMap<String, UserGate>,
     keys: DashMap<String, KeyRecord>,
-    /// Configuration keys by HMAC digest (hex) → tenant.
-    config_keys: DashMap<String, String>,
     suspended: DashMap<String, ()>,
     audit_lock: tokio::sync::Mutex<()>,
     /// Audit entries also go to the hot log tier when Redis is configured.
@@ -288,7 +283,6 @@ impl Security {
             revoked_jti: DashMap::new(),
             users: DashMap::new(),
             keys: DashMap::new(),
-            config_keys: DashMap::new(),
             suspended: DashMap::new(),
             audit_lock: tokio::sync::Mutex::new(()),
             hot_log: std::sync::OnceLock::new(),
@@ -370,13 +364,6 @@ impl Security {
         }
     }
 
-    /// Accepts a configuration key (`[[tenants]] api_keys`) for `tenant`.
-    pub fn add_config_key(&self, tenant: &str, key: &str) {
-        if let Ok(d) = api_keys::digest(&self.pepper, key) {
-            self.config_keys.insert(hex(&d), tenant.to_owned());
-        }
-    }
-
     /// Sends audit entries to the hot log tier too.
     pub fn set_hot_log(&self, hot: crate::storage::hot_logs::HotLog) {
         let _ = self.hot_log.set(hot);
@@ -450,7 +437,8 @@ impl Security {
         })
     }
 
-    /// An API key: a stored one by id and digest, else one listed in configuration.
+    /// A stored API key, by its id and the digest of its secret. (Keys listed in configuration are the
+    /// runtime's: see `http::api::authenticate`.)
     pub fn authenticate_key(&self, key: &str) -> Result<Principal, AuthError> {
         let unknown = || AuthError::Unauthenticated("unknown or revoked API key".into());
         if let Some((id, secret)) = api_keys::parse(key) {
@@ -481,24 +469,7 @@ impl Security {
                 });
             }
         }
-        let digest = api_keys::digest(&self.pepper, key).map_err(|_| unknown())?;
-        let tenant = self
-            .config_keys
-            .get(&hex(&digest))
-            .map(|t| t.clone())
-            .ok_or_else(unknown)?;
-        if self.is_suspended(&tenant) {
-            return Err(AuthError::Forbidden(format!(
-                "tenant `{tenant}` is suspended"
-            )));
-        }
-        Ok(Principal {
-            tenant: Some(tenant),
-            role: None,
-            scopes: vec![Scope::Read, Scope::Trade, Scope::MarketWrite],
-            actor: "key:config".into(),
-            credential: Credential::ConfigKey,
-        })
+        Err(unknown())
     }
 
     // -- login, refresh, logout ---------------------------------------------------------------------------

@@ -599,22 +599,7 @@ impl SecurityStore {
 
     pub async fn insert_key(&self, k: &ApiKeyRow) -> Result<(), StorageError> {
         let mut tx = self.begin(Scope::Tenant(&k.tenant_id)).await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
-                                   revoked_ms, rolled_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&k.id)
-        .bind(&k.tenant_id)
-        .bind(&k.name)
-        .bind(&k.digest)
-        .bind(&k.scopes)
-        .bind(k.created_ms)
-        .bind(k.expires_ms)
-        .bind(k.revoked_ms)
-        .bind(&k.rolled_to)
-        .execute(&mut *tx)
-        .await?;
+        write_key(&mut tx, k).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -627,22 +612,7 @@ impl SecurityStore {
         new: &ApiKeyRow,
     ) -> Result<(), StorageError> {
         let mut tx = self.begin(Scope::Tenant(&new.tenant_id)).await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
-                                   revoked_ms, rolled_to)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&new.id)
-        .bind(&new.tenant_id)
-        .bind(&new.name)
-        .bind(&new.digest)
-        .bind(&new.scopes)
-        .bind(new.created_ms)
-        .bind(new.expires_ms)
-        .bind(new.revoked_ms)
-        .bind(&new.rolled_to)
-        .execute(&mut *tx)
-        .await?;
+        write_key(&mut tx, new).await?;
         sqlx::query("UPDATE api_keys SET expires_ms = $2, rolled_to = $3 WHERE id = $1")
             .bind(old_id)
             .bind(old_expires_ms)
@@ -840,4 +810,25 @@ impl SecurityStore {
         .fetch_all(&mut *tx)
         .await?)
     }
+}
+
+/// The one INSERT of an API key, inside the caller's transaction.
+async fn write_key(conn: &mut sqlx::AnyConnection, k: &ApiKeyRow) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, digest, scopes, created_ms, expires_ms,
+                               revoked_ms, rolled_to)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&k.id)
+    .bind(&k.tenant_id)
+    .bind(&k.name)
+    .bind(&k.digest)
+    .bind(&k.scopes)
+    .bind(k.created_ms)
+    .bind(k.expires_ms)
+    .bind(k.revoked_ms)
+    .bind(&k.rolled_to)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

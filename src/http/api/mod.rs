@@ -706,6 +706,20 @@ fn body_error(e: actix_web::Error) -> ApiError {
     }
 }
 
+/// Parses a JSON body; an error names the field it is about (`body` for the document itself).
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::BadRequest(format!("body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
 /// A JSON body: unknown fields are refused by the types, every error names the field.
 pub struct Body<T>(pub T);
 
@@ -727,16 +741,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                     "body: Content-Type must be application/json".into(),
                 ));
             }
-            let de = &mut serde_json::Deserializer::from_slice(&bytes);
-            serde_path_to_error::deserialize(de).map(Body).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." || path.is_empty() {
-                    ApiError::BadRequest(format!("body: {inner}"))
-                } else {
-                    ApiError::BadRequest(format!("{path}: {inner}"))
-                }
-            })
+            parse_json(&bytes).map(Body)
         })
     }
 }
@@ -755,10 +760,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalBody<T> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalBody(None));
             }
-            let de = &mut serde_json::Deserializer::from_slice(&bytes);
-            serde_path_to_error::deserialize(de)
-                .map(|v| OptionalBody(Some(v)))
-                .map_err(|e| ApiError::BadRequest(format!("{}: {}", e.path(), e.inner())))
+            parse_json(&bytes).map(|v| OptionalBody(Some(v)))
         })
     }
 }

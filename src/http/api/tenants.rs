@@ -19,7 +19,7 @@ use crate::security::rate_limit::TierLimits;
 use crate::security::service::now_ms;
 use crate::storage::security::TenantRow;
 
-pub const TIERS: [&str; 4] = ["free", "basic", "professional", "enterprise"];
+pub use crate::security::rate_limit::TIERS;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
