@@ -297,7 +297,8 @@ impl Handler<SaveOrder> for Relational {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
                  filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
-                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms",
+                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms \
+                 WHERE orders.updated_ms <= excluded.updated_ms",
             )
             .bind(&msg.tenant)
             .bind(&o.client_order_id)
