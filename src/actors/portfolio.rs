@@ -46,6 +46,10 @@ pub struct Portfolio {
     ledger: Ledger,
     writes: VecDeque<Write>,
     writing: bool,
+    /// True while no write is in flight: shutdown waits for it before flushing the queue in order.
+    idle: tokio::sync::watch::Sender<bool>,
+    /// Shutting down: no new write starts on its own.
+    stopping: bool,
     notifier: ExitNotifier,
 }
 
@@ -56,6 +60,8 @@ impl Portfolio {
             ledger: Ledger::new(),
             writes: VecDeque::new(),
             writing: false,
+            idle: tokio::sync::watch::Sender::new(true),
+            stopping: false,
             notifier,
         }
     }
@@ -105,7 +111,7 @@ impl Portfolio {
 
     /// Writes queued records one after another; stops at the first retryable failure and retries later.
     fn drain_writes(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.writes.is_empty() {
+        if self.stopping || self.writing || self.writes.is_empty() {
             return;
         }
         let store = self.tenant.relational.clone();
@@ -116,6 +122,7 @@ impl Portfolio {
             return;
         };
         self.writing = true;
+        self.idle.send_replace(false);
         let tenant = self.tenant.id.0.clone();
         let fut = async move {
             let result = match &next {
@@ -140,6 +147,7 @@ impl Portfolio {
         };
         ctx.spawn(fut.into_actor(self).map(|(write, result), act, ctx| {
             act.writing = false;
+            act.idle.send_replace(true);
             match result {
                 Ok(()) => act.drain_writes(ctx),
                 Err(e) if e.is_retryable() => {
@@ -510,33 +518,43 @@ impl Handler<Shutdown> for Portfolio {
 
     /// Writes every queued record before stopping (bounded by the supervisor's shutdown timeout).
     fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
-        let writes: Vec<Write> = self.writes.drain(..).collect();
-        let store = self.tenant.relational.clone();
-        let tenant = self.tenant.id.0.clone();
+        // The write in flight finishes first (it may be put back in front of the queue), then the queue is
+        // written in order.
+        self.stopping = true;
+        let mut idle = self.idle.subscribe();
         Box::pin(
             async move {
-                for w in writes {
-                    let _ = match w {
-                        Write::Order(seq, order) => {
-                            store
-                                .save_order(SaveOrder {
-                                    tenant: tenant.clone(),
-                                    seq,
-                                    order,
-                                })
-                                .await
-                        }
-                        Write::Deal(deal) => store
-                            .save_deal(SaveDeal {
-                                tenant: tenant.clone(),
-                                deal,
-                            })
-                            .await
-                            .map(|_| ()),
-                    };
-                }
+                let _ = idle.wait_for(|idle| *idle).await;
             }
             .into_actor(self)
+            .then(|_, act, _| {
+                let writes: Vec<Write> = act.writes.drain(..).collect();
+                let store = act.tenant.relational.clone();
+                let tenant = act.tenant.id.0.clone();
+                async move {
+                    for w in writes {
+                        let _ = match w {
+                            Write::Order(seq, order) => {
+                                store
+                                    .save_order(SaveOrder {
+                                        tenant: tenant.clone(),
+                                        seq,
+                                        order,
+                                    })
+                                    .await
+                            }
+                            Write::Deal(deal) => store
+                                .save_deal(SaveDeal {
+                                    tenant: tenant.clone(),
+                                    deal,
+                                })
+                                .await
+                                .map(|_| ()),
+                        };
+                    }
+                }
+                .into_actor(act)
+            })
             .map(|_, _, ctx| ctx.stop()),
         )
     }
