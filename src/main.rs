@@ -164,6 +164,10 @@ struct SimArgs {
     balance: rust_decimal::Decimal,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Append every deal the simulated broker executes to this CSV as it happens
+    /// (`ticket,order,client_order_id,symbol,side,volume,price,time_msc`), flushed per line.
+    #[arg(long, value_name = "FILE")]
+    deals_csv: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -254,6 +258,17 @@ fn run_sim(a: SimArgs) -> ExitCode {
     cfg.broker.partial_fill = a.partial_fill;
     cfg.broker.balance = a.balance;
     cfg.broker.seed = a.seed;
+    if let Some(path) = &a.deals_csv {
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            eprintln!("trellis mt5-sim: --deals-csv {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    cfg.broker.deals_csv = a.deals_csv.clone();
     let ticks: Box<dyn Iterator<Item = trellis::domain::Tick>> = match &a.csv {
         Some(path) => match read_ticks_csv(path, a.csv_symbol.as_deref(), false) {
             Ok(read) => Box::new(read.ticks.into_iter()),

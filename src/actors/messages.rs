@@ -9,7 +9,8 @@ use crate::domain::orders::{Order, OrderKind};
 use crate::domain::positions::{Deal, Performance, Position};
 use crate::domain::{Bar, Login, Side, Symbol, Tick, Timeframe};
 use crate::http::ws::protocol::{
-    AccountFrame, DealFrame, Hello, Inbound, OrderResultFrame, PositionsFrame, Welcome,
+    AccountFrame, DealFrame, Hello, HistoryEndFrame, Inbound, OrderResultFrame, PositionsFrame,
+    Welcome,
 };
 
 // ---- commands -------------------------------------------------------------------------------------------
@@ -154,6 +155,55 @@ pub struct PositionsReceived {
     pub frame: PositionsFrame,
 }
 
+/// The terminal's answer to a `history_request` (its deals came before it): the positions to reconcile with.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct HistoryEndReceived {
+    pub account: Login,
+    pub frame: HistoryEndFrame,
+    /// The answer to the request outstanding now; false for an old answer a bridge re-sent after a restart,
+    /// whose positions may be stale (it is only compared, like a `positions` snapshot).
+    pub current: bool,
+}
+
+/// Sent to the portfolio right after a reliable bridge frame: once every record that frame caused is stored,
+/// the portfolio tells the session `Stored { seq }`, and only then does the bridge hear the frame
+/// acknowledged. The portfolio's write queue is in order, so the marker is simply queued behind the writes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AckWhenStored {
+    pub session: Recipient<Stored>,
+    pub seq: u64,
+}
+
+/// Every record caused by the bridge frame `seq` is durably stored.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Stored {
+    pub seq: u64,
+}
+
+/// The portfolio saw the terminal's positions differ from its book: the session asks the terminal for its
+/// recent deals (one request at a time), and the answer settles it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ReconcileNeeded;
+
+/// Where an account's history request starts: the last deal booked for it.
+#[derive(Message, Debug)]
+#[rtype(result = "ReconcilePoint")]
+pub struct GetReconcilePoint {
+    pub account: Login,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilePoint {
+    /// The terminal's time of the last deal booked (2^53 − 1 when none: ask for no deals).
+    pub from_msc: i64,
+    /// The highest deal ticket booked (0 for none).
+    pub after_ticket: u64,
+}
+
 /// The link to a terminal changed.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
@@ -256,6 +306,12 @@ pub struct SessionState {
     pub outbox: Vec<String>,
     pub duplicates_ignored: u64,
     pub bridge_ack: u64,
+    /// The epoch of this life of the session's sequence (`welcome.epoch`).
+    pub epoch: u64,
+    /// Highest bridge seq whose state is stored: what trellis acknowledges.
+    pub acknowledged: u64,
+    /// History requests sent to the terminal so far.
+    pub history_requests: u64,
     pub last_tick_msc: Option<i64>,
 }
 

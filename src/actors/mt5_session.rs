@@ -10,8 +10,19 @@
 //!
 //! Silence longer than `mt5.heartbeat_timeout_ms` marks the session lost: the connection is closed and risk
 //! treats the account as blind until the terminal is back.
+//!
+//! Crash safety (protocol version 2):
+//! - Each life of this actor has an **epoch**, sent in `welcome`. When trellis restarts (or this actor is
+//!   restarted) the sequence starts again from 1 under a new epoch, so a bridge never mistakes the new frames
+//!   for duplicates of the old ones; a `hello` naming another epoch gets every kept order re-sent.
+//! - **Acknowledged means stored.** A reliable frame (deal, order result, account, positions, history end) is
+//!   followed to the portfolio by an `AckWhenStored` marker; the acknowledged seq (`heartbeat.ack`,
+//!   `welcome.resume_from`) stays below the oldest frame whose records are not yet written. A kill at any
+//!   instant loses nothing: the bridge still keeps what was not stored and re-sends it.
+//! - **Reconciliation on every attach**: after the re-sent orders, a `history_request` for the deals since the
+//!   last one booked; the portfolio books what is missing and adopts a remaining difference of positions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,17 +32,18 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::messages::{
-    AccountLink, AccountReceived, Attach, DealReceived, Detach, FrameReceived, GetInFlight,
-    GetSessionState, LinkState, OrderResultReceived, Outgoing, PositionsReceived, RejectFrame,
-    SendOrder, SessionState, TickReceived,
+    AccountLink, AccountReceived, AckWhenStored, Attach, DealReceived, Detach, FrameReceived,
+    GetInFlight, GetReconcilePoint, GetSessionState, HistoryEndReceived, LinkState,
+    OrderResultReceived, Outgoing, PositionsReceived, ReconcileNeeded, RejectFrame, SendOrder,
+    SessionState, Stored, TickReceived,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::orders::{action, mt5_order_type, OrderKind};
 use crate::domain::{now_ms, Login, Symbol, Tick};
 use crate::http::ws::protocol::{
-    encode, ErrorCode, ErrorFrame, Inbound, OrderRequest, Outbound, ServerHeartbeat, TickFrame,
-    Welcome, PROTOCOL_VERSION,
+    encode, ErrorCode, ErrorFrame, HistoryRequest, Inbound, OrderRequest, Outbound,
+    ServerHeartbeat, TickFrame, Welcome, PROTOCOL_VERSION,
 };
 
 /// WebSocket close code for a policy violation.
@@ -58,10 +70,17 @@ pub struct Mt5Session {
     tenant: Arc<TenantContext>,
     login: Login,
     session_id: String,
+    /// This life of the sequence (`welcome.epoch`): new whenever `out_seq` starts again from 0.
+    epoch: u64,
     conn: Option<Connection>,
     link: LinkState,
     /// Highest terminal seq processed.
     in_seq: u64,
+    /// Reliable terminal frames handed to the portfolio whose records are not stored yet.
+    unstored: BTreeSet<u64>,
+    /// The history request awaiting its `history_end`, if any.
+    history_pending: Option<u64>,
+    history_requests: u64,
     /// Last seq trellis used.
     out_seq: u64,
     outbox: BTreeMap<u64, OutboxEntry>,
@@ -79,11 +98,15 @@ impl Mt5Session {
     pub fn new(tenant: Arc<TenantContext>, login: Login, notifier: ExitNotifier) -> Self {
         Self {
             session_id: format!("{}-{}-{}", tenant.id, login, uuid::Uuid::new_v4().simple()),
+            epoch: new_epoch(),
             tenant,
             login,
             conn: None,
             link: LinkState::Disconnected,
             in_seq: 0,
+            unstored: BTreeSet::new(),
+            history_pending: None,
+            history_requests: 0,
             out_seq: 0,
             outbox: BTreeMap::new(),
             last_heard: Instant::now(),
@@ -92,6 +115,53 @@ impl Mt5Session {
             last_tick_msc: None,
             notifier,
         }
+    }
+
+    /// The highest terminal seq trellis acknowledges: every reliable frame up to it is stored.
+    fn acknowledged(&self) -> u64 {
+        match self.unstored.first() {
+            Some(first) => first - 1,
+            None => self.in_seq,
+        }
+    }
+
+    /// Asks the terminal for the deals since the last one booked (one request at a time).
+    fn request_history(&mut self, ctx: &mut Context<Self>) {
+        if self.conn.is_none() || self.history_pending.is_some() {
+            return;
+        }
+        let Some(portfolio) = self.tenant.portfolio.get() else {
+            return;
+        };
+        self.history_requests += 1;
+        // Unique across lives too: a bridge re-sends a kept `history_end` of an earlier life after a
+        // restart, and its stale positions must not be taken for the answer to this request.
+        let request_id = self.epoch + self.history_requests;
+        self.history_pending = Some(request_id);
+        let account = self.login;
+        ctx.spawn(
+            portfolio
+                .send(GetReconcilePoint { account })
+                .into_actor(self)
+                .map(move |point, act, _| {
+                    let Ok(point) = point else {
+                        act.history_pending = None;
+                        return;
+                    };
+                    if act.history_pending != Some(request_id) {
+                        return;
+                    }
+                    let seq = act.next_seq();
+                    tracing::info!(tenant = %act.tenant.id, account = %act.login, request_id,
+                        from_msc = point.from_msc, after_ticket = point.after_ticket, "asking the terminal for its deals");
+                    act.send(encode(&Outbound::HistoryRequest(HistoryRequest {
+                        seq,
+                        request_id,
+                        from_msc: point.from_msc,
+                        after_ticket: point.after_ticket,
+                    })));
+                }),
+        );
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -139,6 +209,15 @@ impl Mt5Session {
     }
 
     fn enqueue_order(&mut self, o: SendOrder) -> u64 {
+        // The same order can reach the outbox twice (restored from the store while the portfolio releases
+        // it): it is sent once.
+        if let Some((seq, _)) = self
+            .outbox
+            .iter()
+            .find(|(_, e)| e.client_order_id == o.client_order_id)
+        {
+            return *seq;
+        }
         let seq = self.next_seq();
         let (action, price) = match (o.kind, o.price) {
             (OrderKind::Market, _) => (action::DEAL, Decimal::ZERO),
@@ -218,6 +297,30 @@ impl Mt5Session {
         }
         self.in_seq = seq;
         let portfolio = self.tenant.portfolio.get();
+        let reliable = frame.is_reliable();
+        if reliable {
+            self.unstored.insert(seq);
+        }
+        self.dispatch_frame(seq, frame, portfolio.clone(), ctx);
+        if reliable {
+            // Behind the frame's own message in the portfolio's mailbox, so behind the writes it causes. A
+            // frame refused here (wrong login) is acknowledged once the writes before it are stored.
+            if let Some(p) = portfolio {
+                p.do_send(AckWhenStored {
+                    session: ctx.address().recipient(),
+                    seq,
+                });
+            }
+        }
+    }
+
+    fn dispatch_frame(
+        &mut self,
+        seq: u64,
+        frame: Inbound,
+        portfolio: Option<Addr<super::portfolio::Portfolio>>,
+        ctx: &mut Context<Self>,
+    ) {
         match frame {
             Inbound::Tick(f) => self.on_tick(f),
             Inbound::Heartbeat(h) => {
@@ -278,6 +381,19 @@ impl Mt5Session {
                         }),
                 );
             }
+            Inbound::HistoryEnd(frame) => {
+                let current = self.history_pending == Some(frame.request_id);
+                if current {
+                    self.history_pending = None;
+                }
+                if let Some(p) = portfolio {
+                    p.do_send(HistoryEndReceived {
+                        account: self.login,
+                        frame,
+                        current,
+                    });
+                }
+            }
             Inbound::Hello(_) => self.send_error(
                 ErrorCode::DuplicateHello,
                 "this connection already said hello".into(),
@@ -307,7 +423,7 @@ impl Mt5Session {
             return;
         }
         let seq = self.next_seq();
-        let ack = self.in_seq;
+        let ack = self.acknowledged();
         self.send(encode(&Outbound::Heartbeat(ServerHeartbeat {
             seq,
             time_msc: now_ms(),
@@ -353,7 +469,7 @@ impl Actor for Mt5Session {
 impl Handler<Attach> for Mt5Session {
     type Result = MessageResult<Attach>;
 
-    fn handle(&mut self, a: Attach, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, a: Attach, ctx: &mut Self::Context) -> Self::Result {
         if self.conn.is_some() {
             self.send_error(
                 ErrorCode::SessionReplaced,
@@ -369,21 +485,33 @@ impl Handler<Attach> for Mt5Session {
         });
         self.tenant.metrics.session_opened();
         self.last_heard = Instant::now();
+        // Resume from what is stored: frames processed but not yet written come again and are recognised
+        // (deal tickets, order results); their earlier processing may still finish, harmlessly.
+        self.in_seq = self.acknowledged();
+        self.unstored.clear();
+        self.history_pending = None;
         let seq = self.next_seq();
         let mut symbols: Vec<String> = self.tenant.symbols.iter().cloned().collect();
         symbols.sort();
         let welcome = Welcome {
             seq,
             session_id: self.session_id.clone(),
+            epoch: self.epoch,
             protocol_version: PROTOCOL_VERSION,
             resume_from: self.in_seq,
             heartbeat_interval_ms: self.tenant.mt5.heartbeat_interval_ms,
             symbols,
         };
         self.send(encode(&Outbound::Welcome(welcome.clone())));
+        // The bridge's last_seq_received counts in our epoch only; from an earlier life it means nothing.
+        let received = if a.hello.epoch == self.epoch {
+            a.hello.last_seq_received
+        } else {
+            0
+        };
         let resend: Vec<String> = self
             .outbox
-            .range(a.hello.last_seq_received + 1..)
+            .range(received + 1..)
             .map(|(_, e)| e.text.clone())
             .collect();
         if !resend.is_empty() {
@@ -392,9 +520,11 @@ impl Handler<Attach> for Mt5Session {
         for text in resend {
             self.send(text);
         }
-        tracing::info!(tenant = %self.tenant.id, account = %self.login, server = %a.hello.server,
-            resume_from = self.in_seq, last_seq_received = a.hello.last_seq_received, "mt5 session attached");
+        tracing::info!(tenant = %self.tenant.id, account = %self.login, server = %a.hello.server, epoch = self.epoch,
+            bridge_epoch = a.hello.epoch, resume_from = self.in_seq, last_seq_received = a.hello.last_seq_received,
+            "mt5 session attached");
         self.set_link(LinkState::Connected);
+        self.request_history(ctx);
         MessageResult(welcome)
     }
 }
@@ -460,8 +590,51 @@ impl Handler<GetSessionState> for Mt5Session {
                 .collect(),
             duplicates_ignored: self.duplicates,
             bridge_ack: self.bridge_ack,
+            epoch: self.epoch,
+            acknowledged: self.acknowledged(),
+            history_requests: self.history_requests,
             last_tick_msc: self.last_tick_msc,
         })
+    }
+}
+
+impl Handler<Stored> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stored, _ctx: &mut Self::Context) {
+        self.unstored.remove(&msg.seq);
+    }
+}
+
+impl Handler<ReconcileNeeded> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ReconcileNeeded, ctx: &mut Self::Context) {
+        self.request_history(ctx);
+    }
+}
+
+/// A fresh epoch: microseconds since the Unix epoch (below 2^53, exact in every JSON reader), so two lives of
+/// a session on any node differ, and a later life has a larger epoch unless the clock went back.
+fn new_epoch() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    // Two sessions created in the same microsecond still get different epochs.
+    let mut prev = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange_weak(
+            prev,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
     }
 }
 

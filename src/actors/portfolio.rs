@@ -8,6 +8,16 @@
 //! write that fails for a retryable reason stays queued and is retried, so nothing accepted is lost while the
 //! store restarts. On start the actor reloads every order and deal of the tenant and replays the deals, so
 //! positions and PnL come back exactly; a deal re-sent by a terminal is recognised by its ticket.
+//!
+//! Crash safety: an order is written **before** it goes to the terminal (the queue releases it to the session
+//! once its write is done), so after any crash every order the terminal may have is known and is re-sent from
+//! the store, answered from the bridge's journal. A bridge frame's acknowledgement marker (`AckWhenStored`)
+//! joins the same queue, so the session acknowledges a frame only when what it caused is stored.
+//!
+//! Reconciliation: a deal of no known order (a trade made by hand at the terminal) is booked to the account as
+//! external, audited and published. The terminal's positions are compared with the book; a difference asks the
+//! session for the terminal's recent deals, and one that remains after them (`history_end`) is adopted as a
+//! reconciliation deal — stored, audited, published — so risk and the books continue from the real position.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -19,16 +29,19 @@ use rust_decimal::Decimal;
 
 use super::bus::TenantEvent;
 use super::messages::{
-    AccountLink, AccountPosition, AccountReceived, CheckOrder, DealReceived, Flatten, GetInFlight,
-    GetPortfolio, OrderResultReceived, PnlUpdated, PortfolioSnapshot, PositionsReceived, SendOrder,
-    Signal, StrategyFilled, UnknownOrder,
+    AccountLink, AccountPosition, AccountReceived, AckWhenStored, CheckOrder, DealReceived,
+    Flatten, GetInFlight, GetPortfolio, GetReconcilePoint, HistoryEndReceived, OrderResultReceived,
+    PnlUpdated, PortfolioSnapshot, PositionsReceived, ReconcileNeeded, ReconcilePoint, SendOrder,
+    Signal, Stored, StrategyFilled, UnknownOrder,
 };
+use super::mt5_session::Mt5Session;
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
 use crate::domain::orders::{Order, OrderStatus};
 use crate::domain::positions::{AccountMode, Deal};
 use crate::domain::{now_ms, Login, Symbol};
+use crate::http::ws::protocol::PositionItem;
 use crate::storage::cache::CachePositions;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 use crate::storage::timeseries::AppendFills;
@@ -36,9 +49,18 @@ use crate::storage::timeseries::AppendFills;
 const MARK_EVERY: Duration = Duration::from_secs(1);
 const RETRY_WRITES_EVERY: Duration = Duration::from_millis(200);
 
+/// `from_msc` of a history request that wants no deals (2^53 − 1, exact in every JSON reader).
+const NO_DEALS_MSC: i64 = (1 << 53) - 1;
+
+/// The write queue, in order. `Release` and `Ack` are markers, not writes: they take effect once every write
+/// queued before them is stored.
 enum Write {
     Order(u64, Order),
     Deal(Deal),
+    /// Hand an order to its session (written just before it).
+    Release(Addr<Mt5Session>, SendOrder),
+    /// Tell a session that a bridge frame's records are stored.
+    Ack(Recipient<Stored>, u64),
 }
 
 pub struct Portfolio {
@@ -96,8 +118,9 @@ impl Portfolio {
         let (kind, data) = match &write {
             Write::Order(_, order) => ("order", serde_json::to_value(order)),
             Write::Deal(deal) => ("fill", serde_json::to_value(deal)),
+            Write::Release(..) | Write::Ack(..) => ("", Ok(serde_json::Value::Null)),
         };
-        if let Ok(data) = data {
+        if let (false, Ok(data)) = (kind.is_empty(), data) {
             self.tenant.bus.publish(TenantEvent {
                 tenant: self.tenant.id.0.clone(),
                 kind: kind.to_owned(),
@@ -111,7 +134,23 @@ impl Portfolio {
 
     /// Writes queued records one after another; stops at the first retryable failure and retries later.
     fn drain_writes(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.writing || self.writes.is_empty() {
+        if self.stopping || self.writing {
+            return;
+        }
+        while matches!(
+            self.writes.front(),
+            Some(Write::Release(..) | Write::Ack(..))
+        ) {
+            match self.writes.pop_front() {
+                Some(Write::Release(session, order)) => {
+                    // A session that stopped meanwhile rebuilds its outbox from the stored order.
+                    session.do_send(order);
+                }
+                Some(Write::Ack(session, seq)) => session.do_send(Stored { seq }),
+                _ => {}
+            }
+        }
+        if self.writes.is_empty() {
             return;
         }
         let store = self.tenant.relational.clone();
@@ -142,6 +181,7 @@ impl Portfolio {
                     })
                     .await
                     .map(|_| ()),
+                Write::Release(..) | Write::Ack(..) => Ok(()),
             };
             (next, result)
         };
@@ -176,7 +216,8 @@ impl Portfolio {
         }
     }
 
-    /// Records a new order as sent and hands it to its session, or records why it could not be sent.
+    /// Records a new order as sent and hands it to its session once that record is stored (write-ahead: the
+    /// terminal never has an order the store lacks), or records why it could not be sent.
     fn dispatch(&mut self, seq: u64, mut order: Order, position: u64, ctx: &mut Context<Self>) {
         let session = self
             .tenant
@@ -191,7 +232,7 @@ impl Portfolio {
                 self.tenant.metrics.order("sent");
                 tracing::info!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
                     symbol = %order.symbol, side = order.side.as_str(), volume = %order.volume, "order sent");
-                session.do_send(SendOrder {
+                let send = SendOrder {
                     client_order_id: order.client_order_id.clone(),
                     symbol: order.symbol.clone(),
                     side: order.side,
@@ -200,7 +241,12 @@ impl Portfolio {
                     price: order.price,
                     position,
                     magic: magic(order.strategy_id.as_deref()),
-                });
+                };
+                self.ledger.remember(seq, order.clone());
+                self.persist(Write::Order(seq, order), ctx);
+                self.writes.push_back(Write::Release(session, send));
+                self.drain_writes(ctx);
+                return;
             }
             None => {
                 let _ = order.transition(OrderStatus::Rejected, now);
@@ -369,6 +415,25 @@ impl Handler<DealReceived> for Portfolio {
             return; // already recorded
         }
         self.tenant.metrics.fill();
+        if client_order_id.is_none() {
+            tracing::warn!(tenant = %self.tenant.id, account = %deal.account, deal = deal.ticket, symbol = %deal.fill.symbol,
+                "a deal of no trellis order (made at the terminal): booked to the account as external");
+            self.reconciled(
+                "reconciliation.external_deal",
+                serde_json::json!({
+                    "account": deal.account,
+                    "ticket": deal.ticket,
+                    "order": deal.order,
+                    "symbol": deal.fill.symbol,
+                    "side": deal.fill.side.as_str(),
+                    "volume": deal.fill.volume.to_string(),
+                    "price": deal.fill.price.to_string(),
+                    "time_msc": deal.fill.time_msc,
+                    "magic": msg.frame.magic,
+                    "comment": msg.frame.comment,
+                }),
+            );
+        }
         tracing::info!(tenant = %self.tenant.id, account = %deal.account, deal = deal.ticket,
             client_order_id = client_order_id.as_deref().unwrap_or("-"), symbol = %deal.fill.symbol,
             side = side.as_str(), volume = %deal.fill.volume, price = %deal.fill.price, "fill");
@@ -435,30 +500,157 @@ impl Handler<AccountReceived> for Portfolio {
 impl Handler<PositionsReceived> for Portfolio {
     type Result = ();
 
-    /// Compares the terminal's positions with the book; a difference is reported, never papered over (the
-    /// broker is the truth, and a person should look).
+    /// Compares the terminal's positions with the book. A difference may be a deal still on its way, so it
+    /// only asks the terminal for its recent deals; the answer (`history_end`) settles it.
     fn handle(&mut self, msg: PositionsReceived, _ctx: &mut Self::Context) {
-        let mut broker: HashMap<String, Decimal> = HashMap::new();
-        for p in &msg.frame.positions {
-            let sign = if p.kind == 0 {
-                Decimal::ONE
-            } else {
-                Decimal::NEGATIVE_ONE
-            };
-            *broker.entry(p.symbol.clone()).or_default() += p.volume * sign;
+        let differences = self.differences(msg.account, &msg.frame.positions);
+        if differences.is_empty() {
+            return;
         }
-        let tenant = self.tenant.id.clone();
-        let book = self.ledger.account(msg.account);
-        let mut symbols: HashSet<String> = broker.keys().cloned().collect();
-        symbols.extend(book.positions().map(|p| p.symbol.0.clone()));
-        for s in symbols {
-            let ours = book.net(&Symbol(s.clone()));
-            let theirs = broker.get(&s).copied().unwrap_or_default();
-            if ours != theirs {
-                tracing::warn!(tenant = %tenant, account = %msg.account, symbol = %s, trellis = %ours,
-                    terminal = %theirs, "position differs from the terminal's");
+        tracing::info!(tenant = %self.tenant.id, account = %msg.account, ?differences,
+            "positions differ from the terminal's: asking for its recent deals");
+        if let Some(session) = self.tenant.sessions.get(&msg.account) {
+            session.do_send(ReconcileNeeded);
+        }
+    }
+}
+
+impl Handler<HistoryEndReceived> for Portfolio {
+    type Result = ();
+
+    /// Every deal the terminal found came before this frame and is booked: what still differs is adopted.
+    fn handle(&mut self, msg: HistoryEndReceived, ctx: &mut Self::Context) {
+        if !msg.current {
+            return self.handle(
+                PositionsReceived {
+                    account: msg.account,
+                    frame: crate::http::ws::protocol::PositionsFrame {
+                        seq: msg.frame.seq,
+                        positions: msg.frame.positions,
+                    },
+                },
+                ctx,
+            );
+        }
+        let terminal = terminal_positions(&msg.frame.positions);
+        let adopted = self.ledger.adoption_deals(msg.account, &terminal, now_ms());
+        tracing::info!(tenant = %self.tenant.id, account = %msg.account, deals = msg.frame.deals,
+            adopted = adopted.len(), "reconciled with the terminal");
+        for deal in adopted {
+            let contract = self.contract(&deal.fill.symbol);
+            if !self.ledger.apply_deal(&deal, false, contract, now_ms()) {
+                continue;
             }
+            let before = deal.fill.volume;
+            tracing::warn!(tenant = %self.tenant.id, account = %deal.account, symbol = %deal.fill.symbol,
+                side = deal.fill.side.as_str(), volume = %before, ticket = deal.ticket,
+                "position adopted from the terminal");
+            let detail = serde_json::json!({
+                "account": deal.account,
+                "symbol": deal.fill.symbol,
+                "side": deal.fill.side.as_str(),
+                "volume": deal.fill.volume.to_string(),
+                "price": deal.fill.price.to_string(),
+                "ticket": deal.ticket,
+                "reason": "the terminal's position differs after its deal history was booked",
+            });
+            self.reconciled("reconciliation.adopted", detail);
+            self.persist(Write::Deal(deal), ctx);
         }
+        self.mark();
+    }
+}
+
+/// The terminal's net position per symbol: (signed volume, average open price, a position id).
+fn terminal_positions(positions: &[PositionItem]) -> HashMap<Symbol, (Decimal, Decimal, u64)> {
+    let mut out: HashMap<Symbol, (Decimal, Decimal, u64)> = HashMap::new();
+    let mut cost: HashMap<Symbol, (Decimal, Decimal)> = HashMap::new();
+    for p in positions {
+        let sign = if p.kind == 0 {
+            Decimal::ONE
+        } else {
+            Decimal::NEGATIVE_ONE
+        };
+        let symbol = Symbol(p.symbol.clone());
+        let e = out
+            .entry(symbol.clone())
+            .or_insert((Decimal::ZERO, Decimal::ZERO, p.identifier));
+        e.0 += p.volume * sign;
+        let c = cost.entry(symbol).or_default();
+        c.0 += p.volume * p.price_open;
+        c.1 += p.volume;
+    }
+    for (symbol, (volume, price, _)) in out.iter_mut() {
+        if let Some((value, lots)) = cost.get(symbol).filter(|(_, l)| !l.is_zero()) {
+            *price = value / lots;
+        }
+        let _ = volume;
+    }
+    out
+}
+
+impl Portfolio {
+    /// Symbols whose net position differs from the terminal's: (symbol, trellis, terminal).
+    fn differences(
+        &mut self,
+        account: Login,
+        positions: &[PositionItem],
+    ) -> Vec<(String, Decimal, Decimal)> {
+        let terminal = terminal_positions(positions);
+        let book = self.ledger.account(account);
+        let mut symbols: HashSet<Symbol> = terminal.keys().cloned().collect();
+        symbols.extend(book.positions().map(|p| p.symbol.clone()));
+        let mut out: Vec<(String, Decimal, Decimal)> = symbols
+            .into_iter()
+            .filter_map(|s| {
+                let ours = book.net(&s);
+                let theirs = terminal.get(&s).map(|t| t.0).unwrap_or_default();
+                (ours != theirs).then(|| (s.0, ours, theirs))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A reconciliation: to the audit chain and to the tenant's clients.
+    fn reconciled(&self, action: &'static str, detail: serde_json::Value) {
+        self.tenant.audit(action, "trellis", detail.clone());
+        let mut data = detail;
+        if let Some(map) = data.as_object_mut() {
+            map.insert("action".into(), action.into());
+        }
+        self.tenant.bus.publish(TenantEvent {
+            tenant: self.tenant.id.0.clone(),
+            kind: "reconciliation".to_owned(),
+            data,
+            local: true,
+        });
+    }
+}
+
+impl Handler<AckWhenStored> for Portfolio {
+    type Result = ();
+
+    fn handle(&mut self, msg: AckWhenStored, ctx: &mut Self::Context) {
+        self.writes.push_back(Write::Ack(msg.session, msg.seq));
+        self.drain_writes(ctx);
+    }
+}
+
+impl Handler<GetReconcilePoint> for Portfolio {
+    type Result = MessageResult<GetReconcilePoint>;
+
+    fn handle(&mut self, q: GetReconcilePoint, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(match self.ledger.last_deal(q.account) {
+            Some((from_msc, after_ticket)) => ReconcilePoint {
+                from_msc,
+                after_ticket,
+            },
+            None => ReconcilePoint {
+                from_msc: NO_DEALS_MSC,
+                after_ticket: 0,
+            },
+        })
     }
 }
 
@@ -550,6 +742,12 @@ impl Handler<Shutdown> for Portfolio {
                                 })
                                 .await
                                 .map(|_| ()),
+                            // Not sent now: the stored order is in flight and goes out after the restart.
+                            Write::Release(..) => Ok(()),
+                            Write::Ack(session, seq) => {
+                                session.do_send(Stored { seq });
+                                Ok(())
+                            }
                         };
                     }
                 }

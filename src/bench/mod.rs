@@ -275,7 +275,7 @@ async fn open_bridge(port: u16, key: &str, login: u64) -> anyhow::Result<(WsSink
         .await
         .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
     let (mut sink, mut stream) = conn.split();
-    let hello = json!({"type":"hello","seq":1,"api_key":key,"login":login,"server":"bench","protocol_version":1,"last_seq_received":0});
+    let hello = json!({"type":"hello","seq":1,"api_key":key,"login":login,"server":"bench","protocol_version":2,"last_seq_received":0});
     sink.send(ws::Message::Text(hello.to_string().into()))
         .await?;
     match stream.next().await {

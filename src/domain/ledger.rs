@@ -15,6 +15,7 @@ use super::orders::{
 };
 use super::positions::{
     performance, AccountMode, Book, Deal, DealEntry, EquityCurve, Fill, Performance, Position,
+    RECONCILIATION_TICKET_BASE,
 };
 use super::risk::OrderFacts;
 use super::{Login, Side, Symbol};
@@ -365,6 +366,98 @@ impl Ledger {
 
     pub fn orders_len(&self) -> usize {
         self.orders.len()
+    }
+
+    /// The last trade-server deal booked for an account: (its `time_msc`, the highest ticket), or `None`.
+    pub fn last_deal(&self, account: Login) -> Option<(i64, u64)> {
+        self.deals
+            .iter()
+            .filter(|d| d.account == account && !d.is_reconciliation())
+            .fold(None, |acc, d| {
+                let (t, k) = acc.unwrap_or((i64::MIN, 0));
+                Some((t.max(d.fill.time_msc), k.max(d.ticket)))
+            })
+    }
+
+    /// The deals that bring an account's book to the terminal's net position per symbol (`terminal`: symbol →
+    /// (signed net volume, average open price, a position id)). Each is priced so that no profit is invented:
+    /// what is added opens at the terminal's price, what is removed closes at trellis's own open price.
+    pub fn adoption_deals(
+        &mut self,
+        account: Login,
+        terminal: &HashMap<Symbol, (Decimal, Decimal, u64)>,
+        now_ms: i64,
+    ) -> Vec<Deal> {
+        let mut next = self
+            .deals
+            .iter()
+            .filter(|d| d.is_reconciliation())
+            .map(|d| d.ticket + 1)
+            .max()
+            .unwrap_or(RECONCILIATION_TICKET_BASE + 1);
+        let book = self.account(account);
+        let mut symbols: Vec<Symbol> = terminal.keys().cloned().collect();
+        symbols.extend(book.positions().map(|p| p.symbol.clone()));
+        symbols.sort();
+        symbols.dedup();
+        let mut out = Vec::new();
+        for symbol in symbols {
+            let ours = book.net(&symbol);
+            let (theirs, their_price, their_id) =
+                terminal
+                    .get(&symbol)
+                    .copied()
+                    .unwrap_or((Decimal::ZERO, Decimal::ZERO, 0));
+            let diff = theirs - ours;
+            if diff.is_zero() {
+                continue;
+            }
+            let own = book.positions().find(|p| p.symbol == symbol);
+            let (own_price, own_id) = own
+                .map(|p| (p.price_open, p.position_id))
+                .unwrap_or_default();
+            let entry = if ours.is_zero() {
+                DealEntry::In
+            } else if theirs.is_zero() {
+                DealEntry::Out
+            } else if ours.is_sign_positive() != theirs.is_sign_positive() {
+                DealEntry::InOut
+            } else if theirs.abs() > ours.abs() {
+                DealEntry::In
+            } else {
+                DealEntry::Out
+            };
+            let (price, position_id) = match entry {
+                DealEntry::Out => (own_price, own_id),
+                DealEntry::In if !ours.is_zero() => (their_price, own_id),
+                _ => (their_price, their_id),
+            };
+            out.push(Deal {
+                account,
+                ticket: next,
+                order: 0,
+                client_order_id: None,
+                strategy_id: None,
+                fill: Fill {
+                    symbol,
+                    side: if diff.is_sign_positive() {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    },
+                    volume: diff.abs(),
+                    price,
+                    position_id,
+                    entry,
+                    commission: Decimal::ZERO,
+                    time_msc: now_ms,
+                },
+                swap: Decimal::ZERO,
+                profit: Decimal::ZERO,
+            });
+            next += 1;
+        }
+        out
     }
 
     /// Open positions by account.

@@ -422,6 +422,10 @@ mod tests {
     }
 }
 
+/// Tickets from here up are trellis's own reconciliation entries (MT5 tickets stay far below 2^62): a deal
+/// that brings trellis's position to the terminal's when history could not explain the difference.
+pub const RECONCILIATION_TICKET_BASE: u64 = 1 << 62;
+
 /// A deal as recorded: the fill plus where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deal {
@@ -436,4 +440,11 @@ pub struct Deal {
     pub swap: Decimal,
     /// The terminal's own profit figure for the deal (kept for reconciliation; trellis computes its own).
     pub profit: Decimal,
+}
+
+impl Deal {
+    /// A reconciliation entry made by trellis, not a deal of the trade server.
+    pub fn is_reconciliation(&self) -> bool {
+        self.ticket >= RECONCILIATION_TICKET_BASE
+    }
 }

@@ -3,6 +3,7 @@
 //! netting or hedging account. Orders are idempotent by `client_order_id`: a repeat gets the stored result.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -40,6 +41,9 @@ pub struct BrokerConfig {
     /// Commission per lot and side, in account currency.
     pub commission_per_lot: Decimal,
     pub seed: u64,
+    /// Append every deal to this CSV as it happens (`ticket,order,client_order_id,symbol,side,volume,price,
+    /// time_msc`), flushed per line: the terminal's own record to check trellis against.
+    pub deals_csv: Option<std::path::PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +64,7 @@ impl Default for BrokerConfig {
             volume_step: Decimal::new(1, 2),
             commission_per_lot: Decimal::ZERO,
             seed: 7,
+            deals_csv: None,
         }
     }
 }
@@ -101,6 +106,9 @@ pub struct Broker {
     /// Orders actually executed (not answered from the journal).
     pub executed: u64,
     rng: SmallRng,
+    /// Every deal made, in order (MT5 `history_deals_get`).
+    deals: Vec<DealFrame>,
+    deals_csv: Option<std::fs::File>,
 }
 
 impl Broker {
@@ -115,6 +123,95 @@ impl Broker {
             next_ticket: 1_000,
             journal: HashMap::new(),
             executed: 0,
+            deals: Vec::new(),
+            deals_csv: None,
+        }
+    }
+
+    /// A broker that also appends its deals to `cfg.deals_csv` (created with a header if new).
+    pub fn with_deals_csv(cfg: BrokerConfig) -> std::io::Result<Self> {
+        let path = cfg.deals_csv.clone();
+        let mut broker = Self::new(cfg);
+        if let Some(path) = path {
+            let fresh = std::fs::metadata(&path)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true);
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            if fresh {
+                writeln!(
+                    file,
+                    "ticket,order,client_order_id,symbol,side,volume,price,time_msc"
+                )?;
+            }
+            broker.deals_csv = Some(file);
+        }
+        Ok(broker)
+    }
+
+    /// Every deal made so far, in order.
+    pub fn deals(&self) -> &[DealFrame] {
+        &self.deals
+    }
+
+    /// Trade deals with `time_msc` ≥ `from_msc` (what `history_deals_get` answers).
+    pub fn history(&self, from_msc: i64) -> Vec<DealFrame> {
+        self.deals
+            .iter()
+            .filter(|d| d.time_msc >= from_msc)
+            .cloned()
+            .collect()
+    }
+
+    /// A market order typed in by hand at the terminal (no client order id, magic 0). Returns its deals.
+    pub fn manual_deal(&mut self, symbol: &str, side: Side, volume: Decimal) -> Vec<DealFrame> {
+        let Some(&(bid, ask, time_msc)) = self.quotes.get(symbol) else {
+            return Vec::new();
+        };
+        let req = OrderRequest {
+            seq: 0,
+            client_order_id: String::new(),
+            action: action::DEAL,
+            symbol: symbol.to_owned(),
+            order_type: if side == Side::Buy { 0 } else { 1 },
+            volume,
+            price: Decimal::ZERO,
+            sl: Decimal::ZERO,
+            tp: Decimal::ZERO,
+            deviation: 0,
+            magic: 0,
+            comment: "manual".into(),
+            type_filling: 1,
+            type_time: 0,
+            position: 0,
+        };
+        let ticket = self.ticket();
+        let price = if side == Side::Buy { ask } else { bid };
+        self.fill(&req, ticket, side, volume, price, time_msc)
+    }
+
+    fn record(&mut self, deals: &[DealFrame]) {
+        for d in deals {
+            self.deals.push(d.clone());
+            if let Some(file) = &mut self.deals_csv {
+                let side = if d.deal_type == 0 { "buy" } else { "sell" };
+                let line = format!(
+                    "{},{},{},{},{},{},{},{}",
+                    d.ticket,
+                    d.order,
+                    d.client_order_id.as_deref().unwrap_or(""),
+                    d.symbol,
+                    side,
+                    d.volume,
+                    d.price,
+                    d.time_msc
+                );
+                if let Err(e) = writeln!(file, "{line}").and_then(|()| file.flush()) {
+                    tracing::error!(error = %e, "could not append to the deals CSV");
+                }
+            }
         }
     }
 
@@ -346,7 +443,7 @@ impl Broker {
                     seq: 0,
                     ticket,
                     order,
-                    client_order_id: Some(req.client_order_id.clone()),
+                    client_order_id: Some(req.client_order_id.clone()).filter(|c| !c.is_empty()),
                     position_id,
                     symbol: req.symbol.clone(),
                     deal_type: if side == Side::Buy { 0 } else { 1 },
@@ -440,6 +537,7 @@ impl Broker {
         if let Some(first) = deals.first_mut() {
             first.commission = commission;
         }
+        self.record(&deals);
         deals
     }
 

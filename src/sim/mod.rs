@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod client;
 pub mod feed;
+pub mod node;
 pub mod terminal;
 
 pub use broker::{Broker, BrokerConfig};

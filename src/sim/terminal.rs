@@ -4,7 +4,9 @@
 //! It keeps the protocol's promises the way a real bridge must: frames whose `seq` is not above the last one
 //! processed are ignored; `order_result`, `deal`, `account` and `positions` stay in the outbox until trellis
 //! acknowledges them and are re-sent after `welcome.resume_from`; a repeated order is answered from the
-//! broker's journal. Faults can be injected through [`Control`] for tests.
+//! broker's journal. A `welcome` of a new epoch (trellis restarted) resets the duplicate filter for trellis's
+//! frames; a `history_request` is answered from the broker's deal record, then `history_end` with positions.
+//! Faults can be injected through [`Control`] for tests.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,8 @@ use tokio::sync::mpsc;
 use super::broker::{Broker, BrokerConfig, Execution};
 use crate::domain::{now_ms, Tick};
 use crate::http::ws::protocol::{
-    AccountFrame, DealFrame, HeartbeatFrame, Hello, Outbound, PositionsFrame, TickFrame,
-    PROTOCOL_VERSION,
+    AccountFrame, DealFrame, HeartbeatFrame, Hello, HistoryEndFrame, Outbound, PositionsFrame,
+    TickFrame, PROTOCOL_VERSION,
 };
 
 /// How the simulated terminal connects.
@@ -68,6 +70,13 @@ pub enum Control {
     LoseNextOrder,
     /// Send this raw text frame (tests of bad input).
     Raw(String),
+    /// A trade made by hand at the terminal: executed by the broker at the current quote, reported to
+    /// nobody (trellis finds it in the deal history when it reconciles).
+    ManualDeal {
+        symbol: String,
+        side: crate::domain::Side,
+        volume: rust_decimal::Decimal,
+    },
     Stop,
 }
 
@@ -150,7 +159,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn spawn(cfg: SimConfig) -> SimHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Mutex::new(SimStats::default()));
-    let broker = Arc::new(Mutex::new(Broker::new(cfg.broker.clone())));
+    let broker = Broker::with_deals_csv(cfg.broker.clone()).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot append to the deals CSV: deals are not recorded there");
+        Broker::new(cfg.broker.clone())
+    });
+    let broker = Arc::new(Mutex::new(broker));
     let task = actix_web::rt::spawn(run(cfg, rx, stats.clone(), broker.clone()));
     SimHandle {
         tx,
@@ -165,6 +178,8 @@ pub fn spawn(cfg: SimConfig) -> SimHandle {
 struct Link {
     out_seq: u64,
     in_seq: u64,
+    /// trellis's epoch that `in_seq` counts in.
+    epoch: u64,
     outbox: BTreeMap<u64, String>,
     drop_after_order: bool,
     lose_next_order: bool,
@@ -195,7 +210,8 @@ async fn run(
             Err(SimError::Refused(why)) => return Err(SimError::Refused(why)),
             Err(e @ SimError::Unreachable(_)) => {
                 failures += 1;
-                if failures > 20 {
+                // About half a minute of retries: long enough for trellis to restart.
+                if failures > 60 {
                     return Err(e);
                 }
             }
@@ -217,11 +233,14 @@ async fn run(
                     }
                     Some(Control::DropAfterNextOrder) => link.drop_after_order = true,
                     Some(Control::LoseNextOrder) => link.lose_next_order = true,
+                    Some(Control::ManualDeal { symbol, side, volume }) => {
+                        lock(&broker).manual_deal(&symbol, side, volume);
+                    }
                     Some(_) => {}
                 }
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -311,6 +330,7 @@ async fn session(
         build: Some(4000),
         protocol_version: cfg.protocol_version,
         last_seq_received: link.in_seq,
+        epoch: link.epoch,
     };
     if !send_text(&mut sink, frame("hello", &hello).to_string()).await {
         return Ok(Ended::Dropped);
@@ -347,7 +367,12 @@ async fn session(
         s.connects += 1;
         s.connected = true;
     }
-    // Resume: what trellis has not processed, then a fresh snapshot.
+    // A new epoch: trellis numbers its frames from 1 again; what we processed of its earlier life is no guide.
+    if welcome.epoch != link.epoch {
+        link.in_seq = 0;
+        link.epoch = welcome.epoch;
+    }
+    // Resume: what trellis has not stored, then a fresh snapshot.
     link.acknowledge(welcome.resume_from);
     let mut pending: Vec<String> = link.outbox.values().cloned().collect();
     pending.extend(link.snapshot(&lock(broker)));
@@ -370,6 +395,9 @@ async fn session(
                 Some(Control::LoseNextOrder) => link.lose_next_order = true,
                 Some(Control::Raw(text)) => {
                     if !send_text(&mut sink, text).await { return Ok(Ended::Dropped); }
+                }
+                Some(Control::ManualDeal { symbol, side, volume }) => {
+                    lock(broker).manual_deal(&symbol, side, volume);
                 }
                 Some(Control::Tick(t)) => {
                     let fired = lock(broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
@@ -441,13 +469,7 @@ fn on_frame(
         s.received.push(String::from_utf8_lossy(bytes).into_owned());
     }
     let parsed = serde_json::from_slice::<Outbound>(bytes).ok()?;
-    let seq = match &parsed {
-        Outbound::Welcome(f) => f.seq,
-        Outbound::OrderRequest(f) => f.seq,
-        Outbound::CancelRequest(f) => f.seq,
-        Outbound::Heartbeat(f) => f.seq,
-        Outbound::Error(f) => f.seq,
-    };
+    let seq = parsed.seq();
     // seq 0 marks frames outside the session's sequence (errors before or while closing a connection).
     if seq != 0 {
         if seq <= link.in_seq {
@@ -471,6 +493,28 @@ fn on_frame(
         Outbound::Error(e) => {
             lock(stats).errors.push((e.code, e.message));
             None
+        }
+        Outbound::HistoryRequest(req) => {
+            let broker = lock(broker);
+            let deals = broker.history(req.from_msc);
+            let count = deals.len() as u64;
+            let mut out: Vec<String> = deals
+                .into_iter()
+                .map(|d| link.reliable(|seq| frame("deal", &DealFrame { seq, ..d })))
+                .collect();
+            let positions = broker.positions();
+            out.push(link.reliable(|seq| {
+                frame(
+                    "history_end",
+                    &HistoryEndFrame {
+                        seq,
+                        request_id: req.request_id,
+                        deals: count,
+                        positions,
+                    },
+                )
+            }));
+            Some(out)
         }
         Outbound::CancelRequest(_) | Outbound::Welcome(_) => None,
     }

@@ -81,13 +81,19 @@ async fn a_wrong_api_key_or_protocol_version_is_refused_with_a_clear_error_and_1
 
     let bad_key = raw(
         &app.ws_url(),
-        vec![text(hello("trk_nobody00_not-a-real-key", 1))],
+        vec![text(hello("trk_nobody00_not-a-real-key", 2))],
         Duration::from_secs(2),
     )
     .await;
     let bad_version = raw(
         &app.ws_url(),
         vec![text(hello(KEY, 99))],
+        Duration::from_secs(2),
+    )
+    .await;
+    let old_version = raw(
+        &app.ws_url(),
+        vec![text(hello(KEY, 1))],
         Duration::from_secs(2),
     )
     .await;
@@ -115,6 +121,15 @@ async fn a_wrong_api_key_or_protocol_version_is_refused_with_a_clear_error_and_1
         .unwrap_or("")
         .contains("99"));
     assert_eq!(bad_version.close, Some(1008));
+    assert_eq!(old_version.error_codes(), vec!["unsupported_version"]);
+    assert!(
+        old_version.frames[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("upgrade the bridge to protocol 2"),
+        "a version-1 bridge is told what to upgrade: {:?}",
+        old_version.frames
+    );
     assert_eq!(no_hello.error_codes(), vec!["hello_required"]);
     assert_eq!(no_hello.close, Some(1008));
     assert!(
@@ -233,7 +248,7 @@ async fn a_flood_beyond_the_frame_budget_is_closed_with_1008() {
     ])
     .await;
     app.add_tenant(tenant("acme", KEY)).await;
-    let mut frames = vec![text(hello(KEY, 1))];
+    let mut frames = vec![text(hello(KEY, 2))];
     for seq in 2..200 {
         frames.push(text(
             json!({"type":"heartbeat","seq":seq,"time_msc":1}).to_string(),
@@ -255,7 +270,7 @@ async fn a_flood_beyond_the_frame_budget_is_closed_with_1008() {
 async fn too_many_bad_frames_close_the_connection() {
     let app = spawn_app_with(&[("TRELLIS__MT5__MAX_BAD_FRAMES", "3")]).await;
     app.add_tenant(tenant("acme", KEY)).await;
-    let frames = vec![text(hello(KEY, 1)), text("{"), text("{"), text("{")];
+    let frames = vec![text(hello(KEY, 2)), text("{"), text("{"), text("{")];
 
     let seen = raw(&app.ws_url(), frames, Duration::from_secs(3)).await;
 
@@ -279,7 +294,7 @@ async fn a_silent_terminal_is_declared_lost_and_its_account_blind() {
 
     let seen = raw(
         &app.ws_url(),
-        vec![text(hello(KEY, 1))],
+        vec![text(hello(KEY, 2))],
         Duration::from_secs(3),
     )
     .await;
@@ -299,7 +314,7 @@ async fn a_silent_terminal_is_declared_lost_and_its_account_blind() {
 
 fn hello_as(key: &str, login: u64, server: &str) -> String {
     json!({"type": "hello", "seq": 1, "api_key": key, "login": login, "server": server,
-           "protocol_version": 1, "last_seq_received": 0})
+           "protocol_version": 2, "last_seq_received": 0})
     .to_string()
 }
 
@@ -397,7 +412,7 @@ async fn a_restarted_risk_actor_still_knows_which_accounts_are_blind() {
     let t = app.add_tenant(tenant("acme", KEY)).await;
     let seen = raw(
         &app.ws_url(),
-        vec![text(hello(KEY, 1))],
+        vec![text(hello(KEY, 2))],
         Duration::from_secs(2),
     )
     .await;

@@ -40,7 +40,7 @@ pub fn real_profile() -> bool {
 }
 
 /// A fresh PostgreSQL database and ClickHouse database for one app, as `TRELLIS__STORAGE__…` settings.
-async fn real_store_vars() -> Vec<(String, String)> {
+pub async fn real_store_vars() -> Vec<(String, String)> {
     let admin = std::env::var("TRELLIS_TEST_POSTGRES_URL")
         .expect("TRELLIS_TEST_POSTGRES_URL (scripts/test.sh sets it)");
     let clickhouse = std::env::var("TRELLIS_TEST_CLICKHOUSE_URL")

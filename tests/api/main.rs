@@ -14,6 +14,7 @@ mod helpers;
 mod isolation;
 mod limits;
 mod postgres;
+mod restart;
 mod risk;
 mod security;
 mod supervision;

@@ -19,7 +19,7 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 
 use super::protocol::{
-    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION,
+    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION, UPGRADE_HINT,
 };
 use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing, RejectFrame};
 use crate::actors::mt5_session::Mt5Session;
@@ -186,8 +186,13 @@ impl Conn {
             self.fail(
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "protocol version {} is not supported; this trellis speaks {PROTOCOL_VERSION}",
-                    hello.protocol_version
+                    "protocol version {} is not supported; this trellis speaks {PROTOCOL_VERSION}: {}",
+                    hello.protocol_version,
+                    if hello.protocol_version < PROTOCOL_VERSION {
+                        UPGRADE_HINT
+                    } else {
+                        "use a bridge of this trellis's protocol version"
+                    }
                 ),
                 Some(hello.seq),
             )
@@ -404,8 +409,13 @@ impl Conn {
     async fn fail(&mut self, code: ErrorCode, message: String, ref_seq: Option<u64>) {
         tracing::info!(peer = %self.peer, code = code.as_str(), %message, "closing bridge connection");
         self.send_error(code, message.clone(), ref_seq, true).await;
+        // A close reason is at most 123 bytes; cut on a character boundary.
         let mut reason = message;
-        reason.truncate(120);
+        let mut cut = reason.len().min(120);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
         let _ = self
             .session
             .clone()

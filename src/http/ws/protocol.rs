@@ -1,4 +1,4 @@
-//! The MT5 bridge protocol, version 1: the JSON frames exchanged over `/ws/mt5` (docs/mt5-protocol.md).
+//! The MT5 bridge protocol, version 2: the JSON frames exchanged over `/ws/mt5` (docs/mt5-protocol.md).
 //!
 //! Field names and numeric codes are those of the MT5 API (shared/MT5.md) so a bridge maps them 1:1, except
 //! that a top-level MT5 `type` is spelled `order_type` / `deal_type` since `type` names the frame. Every
@@ -14,7 +14,12 @@ use crate::domain::positions::{Deal, DealEntry, Fill};
 use crate::domain::{Login, Side, Symbol};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// What a bridge of an older protocol version is told to upgrade to.
+pub const UPGRADE_HINT: &str =
+    "upgrade the bridge to protocol 2 (trellis mt5-sim of this release, \
+     clients/mt5-bridge 0.2 or later): version 2 adds session epochs and history reconciliation";
 
 /// Frames from the terminal's bridge to trellis.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -27,6 +32,7 @@ pub enum Inbound {
     OrderResult(OrderResultFrame),
     Deal(DealFrame),
     Heartbeat(HeartbeatFrame),
+    HistoryEnd(HistoryEndFrame),
 }
 
 impl Inbound {
@@ -39,7 +45,20 @@ impl Inbound {
             Self::OrderResult(f) => f.seq,
             Self::Deal(f) => f.seq,
             Self::Heartbeat(f) => f.seq,
+            Self::HistoryEnd(f) => f.seq,
         }
+    }
+
+    /// Whether the frame carries state trellis must store before acknowledging it.
+    pub fn is_reliable(&self) -> bool {
+        matches!(
+            self,
+            Self::Account(_)
+                | Self::Positions(_)
+                | Self::OrderResult(_)
+                | Self::Deal(_)
+                | Self::HistoryEnd(_)
+        )
     }
 
     pub fn kind(&self) -> &'static str {
@@ -51,6 +70,7 @@ impl Inbound {
             Self::OrderResult(_) => "order_result",
             Self::Deal(_) => "deal",
             Self::Heartbeat(_) => "heartbeat",
+            Self::HistoryEnd(_) => "history_end",
         }
     }
 }
@@ -71,6 +91,10 @@ pub struct Hello {
     /// Highest trellis `seq` this bridge has processed (0 on a fresh start): trellis re-sends what follows.
     #[serde(default)]
     pub last_seq_received: u64,
+    /// The trellis epoch `last_seq_received` belongs to (from the last `welcome`; 0 on a fresh start). When
+    /// it is not the session's current epoch, trellis's sequence started again and everything kept is re-sent.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -226,6 +250,19 @@ impl DealFrame {
     }
 }
 
+/// The bridge's answer to a `history_request`, sent after the `deal` frames it found: the terminal's
+/// positions read after those deals, so trellis compares a book that includes them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct HistoryEndFrame {
+    pub seq: u64,
+    /// The `request_id` of the `history_request` answered.
+    pub request_id: u64,
+    /// How many deals the bridge found (and sent before this frame).
+    #[serde(default)]
+    pub deals: u64,
+    pub positions: Vec<PositionItem>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct HeartbeatFrame {
     pub seq: u64,
@@ -245,14 +282,43 @@ pub enum Outbound {
     Welcome(Welcome),
     OrderRequest(OrderRequest),
     CancelRequest(CancelRequest),
+    HistoryRequest(HistoryRequest),
     Heartbeat(ServerHeartbeat),
     Error(ErrorFrame),
+}
+
+impl Outbound {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Welcome(f) => f.seq,
+            Self::OrderRequest(f) => f.seq,
+            Self::CancelRequest(f) => f.seq,
+            Self::HistoryRequest(f) => f.seq,
+            Self::Heartbeat(f) => f.seq,
+            Self::Error(f) => f.seq,
+        }
+    }
+}
+
+/// Reconciliation: trellis asks for the terminal's deals from `from_msc` on (MT5 `history_deals_get`), to
+/// book what it missed; the bridge sends them as `deal` frames, then `history_end` with its positions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryRequest {
+    pub seq: u64,
+    pub request_id: u64,
+    /// Deals with `time_msc` ≥ this (the terminal's clock: the time of the last deal trellis booked).
+    pub from_msc: i64,
+    /// The highest deal ticket trellis booked for the account (0 for none), for the bridge's logs.
+    pub after_ticket: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Welcome {
     pub seq: u64,
     pub session_id: String,
+    /// This life of the session's sequence: new whenever trellis numbers its frames from 1 again (a trellis
+    /// restart, a session restart). A bridge seeing a new epoch forgets the trellis `seq` it processed.
+    pub epoch: u64,
     pub protocol_version: u32,
     /// Highest terminal `seq` trellis has processed: the bridge re-sends its unacknowledged frames after it.
     pub resume_from: u64,
