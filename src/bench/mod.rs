@@ -26,13 +26,16 @@ use crate::sim::feed::RandomWalk;
 use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
-pub const NAMES: [&str; 6] = [
+mod recovery;
+
+pub const NAMES: [&str; 7] = [
     "backtest",
     "latency",
     "ingest",
     "tree",
     "supervision",
     "auth",
+    "recovery",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -50,13 +53,15 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "tree" => tree().await,
         "supervision" => supervision().await,
         "auth" => auth().await,
+        "recovery" => recovery::recovery().await,
         "all" => {
             backtest()?;
             latency().await?;
             ingest().await?;
             tree().await?;
             supervision().await?;
-            auth().await
+            auth().await?;
+            recovery::recovery().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",

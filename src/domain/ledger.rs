@@ -484,3 +484,94 @@ impl Ledger {
         performance(&merged, unrealised, &self.curve)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().expect("decimal")
+    }
+
+    fn deal(ticket: u64, side: Side, volume: &str, price: &str, time_msc: i64) -> Deal {
+        Deal {
+            account: Login(1),
+            ticket,
+            order: ticket,
+            client_order_id: None,
+            strategy_id: None,
+            fill: Fill {
+                symbol: Symbol("EURUSD".into()),
+                side,
+                volume: d(volume),
+                price: d(price),
+                position_id: 7,
+                entry: DealEntry::In,
+                commission: Decimal::ZERO,
+                time_msc,
+            },
+            swap: Decimal::ZERO,
+            profit: Decimal::ZERO,
+        }
+    }
+
+    #[test]
+    fn adoption_brings_each_symbol_to_the_terminals_net_without_inventing_profit() {
+        let mut ledger = Ledger::new();
+        let contract = Decimal::from(100_000);
+        ledger.apply_deal(&deal(10, Side::Buy, "0.3", "1.1000", 5), false, contract, 0);
+        // The terminal holds 0.1 long EURUSD (someone closed 0.2 where trellis could not see) and 0.2 short
+        // GBPUSD that trellis never heard of.
+        let terminal = HashMap::from([
+            (Symbol("EURUSD".into()), (d("0.1"), d("1.1000"), 7)),
+            (Symbol("GBPUSD".into()), (d("-0.2"), d("1.2500"), 9)),
+        ]);
+        let adopted = ledger.adoption_deals(Login(1), &terminal, 100);
+        for a in &adopted {
+            assert!(ledger.apply_deal(a, false, contract, 100));
+        }
+        let summary: Vec<_> = adopted
+            .iter()
+            .map(|a| {
+                (
+                    a.fill.symbol.0.as_str(),
+                    a.fill.side,
+                    a.fill.volume,
+                    a.fill.entry,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("EURUSD", Side::Sell, d("0.2"), DealEntry::Out),
+                ("GBPUSD", Side::Sell, d("0.2"), DealEntry::In)
+            ]
+        );
+        assert!(adopted.iter().all(Deal::is_reconciliation));
+        assert_eq!(adopted[1].ticket, adopted[0].ticket + 1);
+        let book = ledger.account(Login(1));
+        assert_eq!(book.net(&Symbol("EURUSD".into())), d("0.1"));
+        assert_eq!(book.net(&Symbol("GBPUSD".into())), d("-0.2"));
+        assert_eq!(
+            book.realised,
+            Decimal::ZERO,
+            "closing at trellis's own price invents no profit"
+        );
+        assert!(ledger.adoption_deals(Login(1), &terminal, 200).is_empty());
+    }
+
+    #[test]
+    fn the_reconcile_point_is_the_last_trade_server_deal_not_a_reconciliation_entry() {
+        let mut ledger = Ledger::new();
+        let contract = Decimal::from(100_000);
+        assert_eq!(ledger.last_deal(Login(1)), None);
+        ledger.apply_deal(&deal(10, Side::Buy, "0.1", "1.1", 500), false, contract, 0);
+        ledger.apply_deal(&deal(12, Side::Buy, "0.1", "1.1", 400), false, contract, 0);
+        let terminal = HashMap::from([(Symbol("EURUSD".into()), (d("0.5"), d("1.1"), 7))]);
+        for a in ledger.adoption_deals(Login(1), &terminal, 9_999) {
+            ledger.apply_deal(&a, false, contract, 0);
+        }
+        assert_eq!(ledger.last_deal(Login(1)), Some((500, 12)));
+    }
+}

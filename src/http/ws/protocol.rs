@@ -544,6 +544,36 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_hello_reads_as_epoch_0_and_a_history_end_parses_with_its_positions() {
+        let Ok(Inbound::Hello(h)) = decode(
+            r#"{"type":"hello","seq":1,"api_key":"k","login":5,"server":"s","protocol_version":1}"#,
+        ) else {
+            panic!("hello")
+        };
+        assert_eq!((h.epoch, h.last_seq_received), (0, 0));
+        let f = decode(
+            r#"{"type":"history_end","seq":9,"request_id":4,"deals":1,"positions":[{"ticket":1,"identifier":1,"symbol":"EURUSD","type":1,"volume":0.1,"price_open":1.1}]}"#,
+        )
+        .expect("valid");
+        assert!(f.is_reliable());
+        let Inbound::HistoryEnd(end) = f else {
+            panic!("history_end")
+        };
+        assert_eq!(
+            (end.request_id, end.deals, end.positions[0].kind),
+            (4, 1, 1)
+        );
+        let text = encode(&Outbound::HistoryRequest(HistoryRequest {
+            seq: 3,
+            request_id: 4,
+            from_msc: (1 << 53) - 1,
+            after_ticket: 0,
+        }));
+        assert!(text.contains(r#""type":"history_request""#), "{text}");
+        assert!(text.contains(r#""from_msc":9007199254740991"#), "{text}");
+    }
+
+    #[test]
     fn order_requests_carry_prices_as_numbers() {
         let text = encode(&Outbound::OrderRequest(OrderRequest {
             seq: 1,
