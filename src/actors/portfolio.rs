@@ -605,7 +605,7 @@ impl Portfolio {
             .filter_map(|s| {
                 let ours = book.net(&s);
                 let theirs = terminal.get(&s).map(|t| t.0).unwrap_or_default();
-                (ours != theirs).then(|| (s.0, ours, theirs))
+                (ours != theirs).then_some((s.0, ours, theirs))
             })
             .collect();
         out.sort();

@@ -54,30 +54,51 @@ def trellis_binary() -> Path:
 
 
 class Trellis:
+    """A real `trellis serve`. Its log (trellis.log) and data dir belong to the test's tmp dir, so a restart
+    finds the store of the life before it, as a restarted or crashed production process would."""
+
     def __init__(self, tmp: Path):
         self.dir = tmp
-        config = tmp / "trellis.toml"
-        config.write_text(CONFIG)
-        env = dict(os.environ, TRELLIS_ENV="test", TRELLIS__HTTP__PORT="0", TRELLIS__LOG__LEVEL="info",
-                   TRELLIS__STORAGE__DATA_DIR=str(tmp / "data"), TRELLIS__MT5__HEARTBEAT_INTERVAL_MS="1000",
+        self.config = tmp / "trellis.toml"
+        self.config.write_text(CONFIG)
+        self.log_path = tmp / "trellis.log"
+        self.log = open(self.log_path, "ab")
+        self.port = 0
+        self._start()
+
+    def _start(self):
+        """Starts trellis on `self.port` (0: any free port) and waits until it says where it listens."""
+        env = dict(os.environ, TRELLIS_ENV="test", TRELLIS__HTTP__PORT=str(self.port), TRELLIS__LOG__LEVEL="info",
+                   TRELLIS__STORAGE__DATA_DIR=str(self.dir / "data"), TRELLIS__MT5__HEARTBEAT_INTERVAL_MS="1000",
                    TRELLIS__MT5__HEARTBEAT_TIMEOUT_MS="5000")
         for k in [k for k in env if k.startswith("TRELLIS__STORAGE__") and k != "TRELLIS__STORAGE__DATA_DIR"]:
             del env[k]
-        self.log = open(tmp / "trellis.log", "w+")
-        self.proc = subprocess.Popen([str(trellis_binary()), "--config", str(config), "serve"], env=env,
+        start = self.log_path.stat().st_size  # this life's lines only: a restart appends to the same log
+        self.proc = subprocess.Popen([str(trellis_binary()), "--config", str(self.config), "serve"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = None
+        port = None
         deadline = time.time() + 20
-        while time.time() < deadline and self.port is None:
-            self.log.flush()
-            m = re.search(r"listening .*port=(\d+)", (tmp / "trellis.log").read_text())
+        while time.time() < deadline and port is None:
+            m = re.search(r"listening .*port=(\d+)", self.output(since=start))
             if m:
-                self.port = int(m.group(1))
+                port = int(m.group(1))
             elif self.proc.poll() is not None:
-                raise RuntimeError("trellis exited: " + (tmp / "trellis.log").read_text())
+                raise RuntimeError("trellis exited: " + self.output(since=start))
             else:
                 time.sleep(0.05)
-        assert self.port, "trellis did not log its port"
+        assert port, "trellis did not log its port"
+        self.port = port
+
+    def restart(self, sig=signal.SIGTERM):
+        """Stops trellis with `sig` (SIGKILL: a crash) and starts it again on the same data dir and port, so the
+        bridge, which knows only the address, reconnects to the new life by itself."""
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=20)
+        self._start()
+
+    def output(self, since: int = 0) -> str:
+        """trellis's log from byte offset `since` on."""
+        return self.log_path.read_bytes()[since:].decode(errors="replace")
 
     @property
     def url(self) -> str:
@@ -88,9 +109,14 @@ class Trellis:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
     def fills_in_store(self) -> int:
+        return len(self.fill_tickets())
+
+    def fill_tickets(self) -> list:
+        """The deal tickets of the fills trellis stored (one row per fill), in ticket order."""
         db = sqlite3.connect(f"file:{self.dir / 'data' / 'relational.db'}?mode=ro", uri=True)
         try:
-            return db.execute("SELECT COUNT(*) FROM fills WHERE tenant_id = 'acme'").fetchone()[0]
+            rows = db.execute("SELECT deal_ticket FROM fills WHERE tenant_id = 'acme' ORDER BY deal_ticket")
+            return [t for (t,) in rows.fetchall()]
         finally:
             db.close()
 

@@ -28,3 +28,13 @@ def test_a_deal_ticket_is_sent_once(tmp_path):
     j = Journal(str(tmp_path / "j.db"))
     assert j.deal_sent(1001) is True
     assert j.deal_sent(1001) is False
+
+
+
+def test_a_new_epoch_forgets_the_trellis_seq_but_keeps_the_outbox(tmp_path):
+    j = Journal(str(tmp_path / "j.db"))
+    j.put("in_seq", 57)
+    j.keep(5, '{"type": "deal", "seq": 5, "ticket": 1003}')
+    j.enter_epoch(1785200000123456)
+    assert (j.get("epoch"), j.get("in_seq")) == (1785200000123456, 0)
+    assert j.unacknowledged(0) == ['{"type": "deal", "seq": 5, "ticket": 1003}']

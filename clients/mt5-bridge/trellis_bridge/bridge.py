@@ -5,6 +5,11 @@ Exactly once: an `order_request` is looked up in the journal first. A `client_or
 answered again from the journal; one left "sending" by a crash between `order_send` and the report is
 reconciled against the terminal's history (deals and orders carrying its comment and magic) and only sent
 when the broker has no trace of it.
+
+Restarts of trellis (protocol 2): trellis numbers its frames from 1 again under a new `welcome.epoch`, so the
+bridge keeps the epoch its processed `seq` belongs to and forgets that `seq` when the epoch changes; and it
+answers trellis's `history_request` with the terminal's deals and positions, which is how trellis books what
+it missed while it was down.
 """
 
 import asyncio
@@ -30,6 +35,10 @@ SYMBOL_FILLING_FOK = 1
 SYMBOL_FILLING_IOC = 2
 ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
 COPY_TICKS_ALL = -1
+DEAL_TYPE_BUY, DEAL_TYPE_SELL = 0, 1
+
+# Reads of positions, deals, positions for one history answer before giving up on a quiet moment.
+HISTORY_READS = 3
 
 FATAL_CODES = {"bad_api_key", "unsupported_version", "hello_required"}
 
@@ -53,6 +62,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def book(positions: list) -> list:
+    """What a position snapshot says about the account's exposure, without the fields every tick moves
+    (`price_current`, `profit`): two reads with the same book saw no trade in between."""
+    return sorted((p["ticket"], p["identifier"], p["symbol"], p["type"], p["volume"], p["price_open"])
+                  for p in positions)
+
+
 class Bridge:
     def __init__(self, mt5, url, api_key, login, server, symbols, journal: Journal,
                  heartbeat_s=1.0, poll_s=0.05, connect_retries=10):
@@ -63,6 +79,7 @@ class Bridge:
         # Sequence numbers never go backwards, even across a restart that lost the last few.
         self.out_seq = max(journal.get("out_seq"), now_ms() * 1000)
         self.in_seq = journal.get("in_seq")
+        self.epoch = journal.get("epoch")
         self.last_tick = {}
         self.last_tick_msc = None
         self.ws = None
@@ -111,7 +128,8 @@ class Bridge:
     async def _session(self, ws) -> None:
         self.ws = ws
         await self._send({"type": "hello", "api_key": self.api_key, "login": self.login, "server": self.server,
-                          "build": 0, "protocol_version": PROTOCOL_VERSION, "last_seq_received": self.in_seq})
+                          "build": 0, "protocol_version": PROTOCOL_VERSION, "last_seq_received": self.in_seq,
+                          "epoch": self.epoch})
         first = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if first.get("type") == "error":
             message = f"trellis refused the bridge: {first.get('code')}: {first.get('message')}"
@@ -120,8 +138,10 @@ class Bridge:
             raise websockets.exceptions.ConnectionClosedError(None, None)
         if first.get("type") != "welcome":
             raise FatalError(f"expected welcome, got {first.get('type')}")
+        self._enter_epoch(int(first.get("epoch", 0)))
         resume_from = int(first.get("resume_from", 0))
-        log.info("connected to trellis: session %s, resume from %d", first.get("session_id"), resume_from)
+        log.info("connected to trellis: session %s, epoch %d, resume from %d", first.get("session_id"), self.epoch,
+                 resume_from)
         self.journal.acknowledge(resume_from)
         for text in self.journal.unacknowledged(resume_from):
             await ws.send(text)
@@ -136,6 +156,20 @@ class Bridge:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _enter_epoch(self, epoch: int) -> None:
+        """Adopts trellis's epoch from `welcome`, before any further frame is read.
+
+        `in_seq` only means something within the epoch it was counted in: a restarted trellis numbers from 1
+        again, and its frames would all look like duplicates of the old ones. Orders stay protected across
+        epochs by the client_order_id journal, not by sequence numbers.
+        """
+        if epoch == self.epoch:
+            return
+        log.info("trellis epoch %d (was %d): its sequence starts again, last trellis seq %d forgotten",
+                 epoch, self.epoch, self.in_seq)
+        self.journal.enter_epoch(epoch)
+        self.epoch, self.in_seq = epoch, 0
+
     # -- frames from trellis ---------------------------------------------------------------------------
     async def _reader(self) -> None:
         async for text in self.ws:
@@ -146,6 +180,8 @@ class Bridge:
             kind = frame.get("type")
             if kind == "order_request":
                 await self._execute(frame)
+            elif kind == "history_request":
+                await self._answer_history(frame)
             elif kind == "heartbeat":
                 self.journal.acknowledge(int(frame.get("ack", 0)))
             elif kind == "error":
@@ -251,20 +287,71 @@ class Bridge:
                 await self._send_deal(d)
 
     async def _send_deal(self, d) -> None:
-        ticket = int(field(d, "ticket"))
-        if not self.journal.deal_sent(ticket):
+        """Reports a deal seen live, once: the journal remembers which tickets went out."""
+        if not self.journal.deal_sent(int(field(d, "ticket"))):
             return
-        if int(field(d, "type", 0)) not in (0, 1):
+        if int(field(d, "type", 0)) not in (DEAL_TYPE_BUY, DEAL_TYPE_SELL):
             return  # balance and other non-trade deals
-        coid = self.journal.client_order_id_of(int(field(d, "order", 0)))
-        frame = {"type": "deal", "ticket": ticket, "order": int(field(d, "order", 0)), "position_id": int(field(d, "position_id", 0)),
-                 "symbol": field(d, "symbol"), "deal_type": int(field(d, "type", 0)), "entry": int(field(d, "entry", 0)),
+        await self._send_reliable(self._deal_frame(d))
+
+    def _deal_frame(self, d) -> dict:
+        """The `deal` frame of an MT5 deal, with the client_order_id of its order when the journal knows it."""
+        order = int(field(d, "order", 0))
+        frame = {"type": "deal", "ticket": int(field(d, "ticket")), "order": order,
+                 "position_id": int(field(d, "position_id", 0)), "symbol": field(d, "symbol"),
+                 "deal_type": int(field(d, "type", 0)), "entry": int(field(d, "entry", 0)),
                  "volume": field(d, "volume"), "price": field(d, "price"), "commission": field(d, "commission", 0),
                  "swap": field(d, "swap", 0), "profit": field(d, "profit", 0), "fee": field(d, "fee", 0),
-                 "magic": int(field(d, "magic", 0)), "comment": field(d, "comment", ""), "time_msc": int(field(d, "time_msc", 0))}
+                 "magic": int(field(d, "magic", 0)), "comment": field(d, "comment", ""),
+                 "time_msc": int(field(d, "time_msc", 0))}
+        coid = self.journal.client_order_id_of(order)
         if coid:
             frame["client_order_id"] = coid
-        await self._send_reliable(frame)
+        return frame
+
+    async def _answer_history(self, req: dict) -> None:
+        """Answers a `history_request`: every trade deal from `from_msc` on, then `history_end` with the positions.
+
+        Deals sent before are sent again: trellis asks because it may have lost them (a restart before it stored
+        them), and it books each ticket once. The positions must agree with the deals, or trellis would adopt
+        a trade as a difference and then book its deal too; so positions are read before and after the deals,
+        and the reads start over when a trade happened in between. When the account never keeps still for
+        `HISTORY_READS` reads, the last read is sent anyway: an unanswered request would stop trellis from
+        reconciling this account at all, while a wrong difference is corrected by the next reconciliation.
+        """
+        from_msc = int(req.get("from_msc", 0))
+        for attempt in range(1, HISTORY_READS + 1):
+            before = self._positions()
+            deals = self._deals_since(from_msc)
+            positions = self._positions()
+            if book(before) == book(positions):
+                break
+            log.info("positions changed while reading history (read %d of %d)", attempt, HISTORY_READS)
+        else:
+            log.warning("positions kept changing while reading history: answering with the last read")
+        for d in deals:
+            self.journal.deal_sent(int(field(d, "ticket")))
+            await self._send_reliable(self._deal_frame(d))
+        await self._send_reliable({"type": "history_end", "request_id": int(req["request_id"]), "deals": len(deals),
+                                   "positions": positions})
+        log.info("history request %s (deals from %d, after ticket %s): %d deals, %d positions", req["request_id"],
+                 from_msc, req.get("after_ticket"), len(deals), len(positions))
+
+    def _deals_since(self, from_msc: int) -> list:
+        """The account's trade deals with `time_msc` >= `from_msc`, oldest first.
+
+        MT5 selects history by whole seconds, and terminals disagree on the time zone of a datetime, so the
+        window opens a day early and closes a day late and the exact bound is applied here. A `from_msc`
+        beyond that window (trellis sends 2^53 - 1 when it has booked no deal yet) asks for no deals.
+        """
+        to = datetime.now(timezone.utc) + timedelta(days=1)
+        if from_msc > to.timestamp() * 1000:
+            return []
+        frm = datetime.fromtimestamp(max(from_msc // 1000 - 86_400, 0), timezone.utc)
+        deals = [d for d in self.mt5.history_deals_get(frm, to) or ()
+                 if int(field(d, "type", -1)) in (DEAL_TYPE_BUY, DEAL_TYPE_SELL)
+                 and int(field(d, "time_msc", 0)) >= from_msc]
+        return sorted(deals, key=lambda d: (int(field(d, "time_msc", 0)), int(field(d, "ticket"))))
 
     # -- what the terminal sees ------------------------------------------------------------------------
     async def _ticks(self) -> None:
@@ -311,13 +398,17 @@ class Bridge:
 
     _last_snapshot = None
 
+    def _positions(self) -> list:
+        """The terminal's open positions, in the shape of the `positions` and `history_end` frames."""
+        return [{"ticket": int(field(p, "ticket")), "identifier": int(field(p, "identifier")),
+                 "symbol": field(p, "symbol"), "type": int(field(p, "type")), "volume": field(p, "volume"),
+                 "price_open": field(p, "price_open"), "price_current": field(p, "price_current"),
+                 "profit": field(p, "profit"), "magic": int(field(p, "magic", 0)),
+                 "time_msc": int(field(p, "time_msc", 0))} for p in (self.mt5.positions_get() or ())]
+
     async def _send_snapshot(self, force: bool) -> None:
         a = self.mt5.account_info()
-        positions = [{"ticket": int(field(p, "ticket")), "identifier": int(field(p, "identifier")),
-                      "symbol": field(p, "symbol"), "type": int(field(p, "type")), "volume": field(p, "volume"),
-                      "price_open": field(p, "price_open"), "price_current": field(p, "price_current"),
-                      "profit": field(p, "profit"), "magic": int(field(p, "magic", 0)),
-                      "time_msc": int(field(p, "time_msc", 0))} for p in (self.mt5.positions_get() or ())]
+        positions = self._positions()
         account = {"login": int(field(a, "login")), "currency": field(a, "currency"), "leverage": int(field(a, "leverage")),
                    "balance": field(a, "balance"), "equity": field(a, "equity"), "margin": field(a, "margin"),
                    "margin_free": field(a, "margin_free"), "profit": field(a, "profit"),

@@ -3,7 +3,7 @@
 It records every `client_order_id` before `order_send` ("sending") and its result after ("done"), so a
 re-sent order — after a reconnect, a bridge restart or a trellis restart — is answered from here and never
 sent to MT5 twice. It also keeps the protocol state that must survive a restart: the highest trellis `seq`
-processed and the outbox of reliable frames not yet acknowledged.
+processed, the trellis epoch that `seq` belongs to, and the outbox of reliable frames not yet acknowledged.
 """
 
 import json
@@ -81,6 +81,20 @@ class Journal:
     def put(self, key: str, value: int) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    def enter_epoch(self, epoch: int) -> None:
+        """Keeps a new trellis epoch and forgets the trellis `seq` processed in the old one, in one transaction:
+        were a crash to leave the new epoch beside the old `in_seq`, the restarted bridge would drop the frames
+        of the restarted trellis (numbered from 1 again) as duplicates."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('in_seq', 0)")
+                self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('epoch', ?)", (epoch,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def keep(self, seq: int, frame: str) -> None:
         with self._lock:

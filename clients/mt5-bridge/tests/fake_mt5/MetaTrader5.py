@@ -13,6 +13,7 @@ import time
 from collections import namedtuple
 
 TRADE_ACTION_DEAL, TRADE_ACTION_PENDING = 1, 5
+DEAL_TYPE_BUY, DEAL_TYPE_SELL, DEAL_TYPE_BALANCE = 0, 1, 2
 ORDER_TYPE_BUY, ORDER_TYPE_SELL = 0, 1
 ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
 TRADE_RETCODE_DONE, TRADE_RETCODE_NO_MONEY = 10009, 10019
@@ -59,6 +60,26 @@ def counter(key):
     """For the test: how many times something happened (e.g. 'order_send')."""
     row = _db().execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
     return row[0] if row else 0
+
+
+def sends_by_comment():
+    """For the test: how many times `order_send` was called for each order comment (the client order id)."""
+    rows = _db().execute("SELECT key, value FROM counters WHERE key LIKE 'order_send:%'").fetchall()
+    return {key[len("order_send:"):]: value for key, value in rows}
+
+
+def deal_tickets():
+    """For the test: the tickets of the account's trade deals, oldest first."""
+    return [t for (t,) in _db().execute("SELECT ticket FROM deals WHERE type IN (?, ?) ORDER BY ticket",
+                                        (DEAL_TYPE_BUY, DEAL_TYPE_SELL))]
+
+
+def balance_operation():
+    """For the test: a deposit or withdrawal, which shows in the deal history but is not a trade."""
+    db = _db()
+    ticket = 1000 + _bump(db, "tickets") * 2
+    db.execute("INSERT INTO deals VALUES (?, 0, ?, ?, 0, 0, 0, 0, 0, '', 'deposit')",
+               (ticket, int(time.time() * 1000), DEAL_TYPE_BALANCE))
 
 
 def initialize(path=None, login=None, password=None, server=None, timeout=None, portable=False):
@@ -142,6 +163,7 @@ def order_check(request):
 def order_send(request):
     db = _db()
     _bump(db, "order_send")
+    _bump(db, f"order_send:{request['comment']}")
     forced = os.environ.get("FAKE_MT5_FORCE_RETCODE")
     if forced:
         return OrderSendResult(int(forced), 0, 0, 0.0, 0.0, 0.0, 0.0, "No money", 0, 0, request)
