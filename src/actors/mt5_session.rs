@@ -78,6 +78,9 @@ pub struct Mt5Session {
     in_seq: u64,
     /// Reliable terminal frames handed to the portfolio whose records are not stored yet.
     unstored: BTreeSet<u64>,
+    /// The portfolio those frames went to: if it dies before storing them, their acknowledgements never
+    /// come, and the bridge is asked to reconnect and re-send them.
+    unstored_at: Option<Addr<super::portfolio::Portfolio>>,
     /// The history request awaiting its `history_end`, if any.
     history_pending: Option<u64>,
     history_requests: u64,
@@ -105,6 +108,7 @@ impl Mt5Session {
             link: LinkState::Disconnected,
             in_seq: 0,
             unstored: BTreeSet::new(),
+            unstored_at: None,
             history_pending: None,
             history_requests: 0,
             out_seq: 0,
@@ -306,6 +310,7 @@ impl Mt5Session {
             // Behind the frame's own message in the portfolio's mailbox, so behind the writes it causes. A
             // frame refused here (wrong login) is acknowledged once the writes before it are stored.
             if let Some(p) = portfolio {
+                self.unstored_at = Some(p.clone());
                 p.do_send(AckWhenStored {
                     session: ctx.address().recipient(),
                     seq,
@@ -407,6 +412,25 @@ impl Mt5Session {
         if self.conn.is_none() {
             return;
         }
+        let portfolio_died = self
+            .unstored_at
+            .as_ref()
+            .is_some_and(|p| !self.unstored.is_empty() && !p.connected());
+        if portfolio_died {
+            // Those frames' records may never be written: resume from what is stored, so the bridge re-sends
+            // them to the restarted portfolio.
+            tracing::warn!(tenant = %self.tenant.id, account = %self.login, unstored = self.unstored.len(),
+                "the portfolio restarted before storing frames: asking the bridge to resume");
+            self.set_link(LinkState::Disconnected);
+            self.send_error(
+                ErrorCode::ShuttingDown,
+                "the session is resynchronising: reconnect".into(),
+                None,
+                true,
+            );
+            self.close(CLOSE_GOING_AWAY, "resynchronising");
+            return;
+        }
         let timeout = Duration::from_millis(self.tenant.mt5.heartbeat_timeout_ms);
         if self.last_heard.elapsed() > timeout {
             tracing::warn!(tenant = %self.tenant.id, account = %self.login, "heartbeats missed: session lost");
@@ -489,6 +513,7 @@ impl Handler<Attach> for Mt5Session {
         // (deal tickets, order results); their earlier processing may still finish, harmlessly.
         self.in_seq = self.acknowledged();
         self.unstored.clear();
+        self.unstored_at = None;
         self.history_pending = None;
         let seq = self.next_seq();
         let mut symbols: Vec<String> = self.tenant.symbols.iter().cloned().collect();

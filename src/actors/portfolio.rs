@@ -34,7 +34,6 @@ use super::messages::{
     PnlUpdated, PortfolioSnapshot, PositionsReceived, ReconcileNeeded, ReconcilePoint, SendOrder,
     Signal, Stored, StrategyFilled, UnknownOrder,
 };
-use super::mt5_session::Mt5Session;
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
@@ -57,8 +56,9 @@ const NO_DEALS_MSC: i64 = (1 << 53) - 1;
 enum Write {
     Order(u64, Order),
     Deal(Deal),
-    /// Hand an order to its session (written just before it).
-    Release(Addr<Mt5Session>, SendOrder),
+    /// Hand an order to its account's session (written just before it). The session is looked up when the
+    /// marker is reached: one that restarted meanwhile is the one to send it.
+    Release(Login, SendOrder),
     /// Tell a session that a bridge frame's records are stored.
     Ack(Recipient<Stored>, u64),
 }
@@ -142,9 +142,12 @@ impl Portfolio {
             Some(Write::Release(..) | Write::Ack(..))
         ) {
             match self.writes.pop_front() {
-                Some(Write::Release(session, order)) => {
-                    // A session that stopped meanwhile rebuilds its outbox from the stored order.
-                    session.do_send(order);
+                Some(Write::Release(account, order)) => {
+                    // With no live session the order stays in flight: the account's next session rebuilds
+                    // its outbox from the book.
+                    if let Some(session) = self.tenant.sessions.get(&account) {
+                        session.do_send(order);
+                    }
                 }
                 Some(Write::Ack(session, seq)) => session.do_send(Stored { seq }),
                 _ => {}
@@ -242,9 +245,10 @@ impl Portfolio {
                     position,
                     magic: magic(order.strategy_id.as_deref()),
                 };
+                let account = order.account;
                 self.ledger.remember(seq, order.clone());
                 self.persist(Write::Order(seq, order), ctx);
-                self.writes.push_back(Write::Release(session, send));
+                self.writes.push_back(Write::Release(account, send));
                 self.drain_writes(ctx);
                 return;
             }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::helpers::{rising, spawn_app_with, tenant, TestApp};
 
 /// Connects a trading client and returns a receiver of the JSON frames it gets.
-async fn client(app: &TestApp, key: &str) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+pub async fn client(app: &TestApp, key: &str) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
     let url = format!("ws://127.0.0.1:{}/ws/events?api_key={key}", app.port);
     let (_resp, mut conn) = awc::Client::new()
         .ws(url)

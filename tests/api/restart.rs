@@ -505,6 +505,7 @@ async fn a_position_that_history_cannot_explain_is_adopted_from_the_terminal_wit
     // account, so it asks for no history and only the positions can tell.
     let app = crate::helpers::spawn_app().await;
     app.add_tenant(tenant("acme", KEY)).await;
+    let mut events = crate::events::client(&app, KEY).await;
     let sim = app.sim(KEY, LOGIN).await;
     sim.tick(crate::helpers::tick("EURUSD", T0, "1.1000", "1.1002"));
     sim.send(Control::ManualDeal {
@@ -540,6 +541,21 @@ async fn a_position_that_history_cannot_explain_is_adopted_from_the_terminal_wit
     let entries = audited(&app, "reconciliation.adopted").await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["detail"]["symbol"], "EURUSD");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if frame["type"] == "reconciliation" {
+            assert_eq!(frame["data"]["action"], "reconciliation.adopted");
+            assert_eq!(frame["data"]["volume"], "0.1");
+            seen.push(frame);
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "a trading client sees the adoption on /ws/events"
+    );
     sim.stop().await.expect("sim stops");
     app.shutdown().await;
 }
