@@ -115,12 +115,18 @@ impl Portfolio {
 
     /// Every order change and fill is stored, in order, and published to the tenant's clients.
     fn persist(&mut self, write: Write, ctx: &mut Context<Self>) {
-        let (kind, data) = match &write {
+        self.publish(&write);
+        self.writes.push_back(write);
+        self.drain_writes(ctx);
+    }
+
+    fn publish(&self, write: &Write) {
+        let (kind, data) = match write {
             Write::Order(_, order) => ("order", serde_json::to_value(order)),
             Write::Deal(deal) => ("fill", serde_json::to_value(deal)),
-            Write::Release(..) | Write::Ack(..) => ("", Ok(serde_json::Value::Null)),
+            Write::Release(..) | Write::Ack(..) => return,
         };
-        if let (false, Ok(data)) = (kind.is_empty(), data) {
+        if let Ok(data) = data {
             self.tenant.bus.publish(TenantEvent {
                 tenant: self.tenant.id.0.clone(),
                 kind: kind.to_owned(),
@@ -128,8 +134,50 @@ impl Portfolio {
                 local: true,
             });
         }
-        self.writes.push_back(write);
-        self.drain_writes(ctx);
+    }
+
+    /// Hands a stored order to its account's session. With no live session the order stays in flight: the
+    /// account's next session rebuilds its outbox from the book.
+    fn release(&self, account: Login, order: SendOrder) {
+        if let Some(session) = self.tenant.sessions.get(&account) {
+            session.do_send(order);
+        }
+    }
+
+    /// Writes a new order and then releases it to its session. The write goes straight to the store, beside
+    /// the queue, so a new order never waits behind fills being written: an order's later states may be
+    /// stored before this one lands, and the store keeps the most recent (`updated_ms`). If the store cannot
+    /// take it now, the order joins the queue with its release behind it.
+    fn write_ahead(&mut self, seq: u64, order: Order, send: SendOrder, ctx: &mut Context<Self>) {
+        let account = order.account;
+        let write = Write::Order(seq, order.clone());
+        self.publish(&write);
+        let store = self.tenant.relational.clone();
+        if self.stopping || !store.is_live() {
+            self.writes.push_back(write);
+            self.writes.push_back(Write::Release(account, send));
+            return self.drain_writes(ctx);
+        }
+        let msg = SaveOrder {
+            tenant: self.tenant.id.0.clone(),
+            seq,
+            order,
+        };
+        ctx.spawn(async move { store.save_order(msg).await }.into_actor(self).map(
+            move |result, act, ctx| match result {
+                Ok(()) => {
+                    if !act.stopping {
+                        act.release(account, send);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %act.tenant.id, error = %e, "order not stored yet: queued, not sent");
+                    act.writes.push_back(write);
+                    act.writes.push_back(Write::Release(account, send));
+                    act.drain_writes(ctx);
+                }
+            },
+        ));
     }
 
     /// Writes queued records one after another; stops at the first retryable failure and retries later.
@@ -142,13 +190,7 @@ impl Portfolio {
             Some(Write::Release(..) | Write::Ack(..))
         ) {
             match self.writes.pop_front() {
-                Some(Write::Release(account, order)) => {
-                    // With no live session the order stays in flight: the account's next session rebuilds
-                    // its outbox from the book.
-                    if let Some(session) = self.tenant.sessions.get(&account) {
-                        session.do_send(order);
-                    }
-                }
+                Some(Write::Release(account, order)) => self.release(account, order),
                 Some(Write::Ack(session, seq)) => session.do_send(Stored { seq }),
                 _ => {}
             }
@@ -222,15 +264,14 @@ impl Portfolio {
     /// Records a new order as sent and hands it to its session once that record is stored (write-ahead: the
     /// terminal never has an order the store lacks), or records why it could not be sent.
     fn dispatch(&mut self, seq: u64, mut order: Order, position: u64, ctx: &mut Context<Self>) {
-        let session = self
+        let has_session = self
             .tenant
             .sessions
             .get(&order.account)
-            .map(|s| s.clone())
-            .filter(Addr::connected);
+            .is_some_and(|s| s.connected());
         let now = now_ms();
-        match session {
-            Some(session) => {
+        match has_session {
+            true => {
                 let _ = order.transition(OrderStatus::Sent, now);
                 self.tenant.metrics.order("sent");
                 tracing::info!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
@@ -245,14 +286,10 @@ impl Portfolio {
                     position,
                     magic: magic(order.strategy_id.as_deref()),
                 };
-                let account = order.account;
                 self.ledger.remember(seq, order.clone());
-                self.persist(Write::Order(seq, order), ctx);
-                self.writes.push_back(Write::Release(account, send));
-                self.drain_writes(ctx);
-                return;
+                return self.write_ahead(seq, order, send, ctx);
             }
-            None => {
+            false => {
                 let _ = order.transition(OrderStatus::Rejected, now);
                 order.reason = Some(format!("no MT5 session for account {}", order.account));
                 self.tenant.metrics.order("rejected_no_session");
