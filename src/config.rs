@@ -219,6 +219,23 @@ pub struct StrategySettings {
     /// A stopped strategy keeps its settings but receives no bars.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// What happens to the strategy's position when it is disabled for failing too often: `hold` (default)
+    /// keeps it, `flatten` closes it.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// A disabled strategy's position.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Keep the position; a person decides.
+    #[default]
+    Hold,
+    /// Close the position with a market order through risk.
+    Flatten,
 }
 
 fn enabled() -> bool {

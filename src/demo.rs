@@ -51,6 +51,7 @@ pub fn demo_tenant(api_key: String) -> TenantSettings {
                 account: Some(DEMO_LOGIN),
                 params: [("fast".to_owned(), 3.0), ("slow".to_owned(), 8.0)].into(),
                 enabled: true,
+                on_failure: Default::default(),
             })
             .collect(),
     }

@@ -45,7 +45,7 @@ impl Metrics {
         let supervision_events = Family::<KindLabel, Counter>::default();
         registry.register(
             "supervision_events",
-            "Supervision events (started, failed, stopped, restarted, escalated, gave_up)",
+            "Supervision events (started, failed, stopped, restarted, escalated, gave_up, disabled)",
             supervision_events.clone(),
         );
         let storage_healthy = Family::<StoreLabel, Gauge>::default();

@@ -28,6 +28,9 @@ pub enum EventKind {
     Escalated,
     /// The root exceeded its intensity for this child and stopped restarting it (the root has no parent).
     GaveUp,
+    /// The child exceeded its own restart budget (a supervisor with per-child budgets): kept, not restarted
+    /// until started again.
+    Disabled,
 }
 
 impl EventKind {
@@ -39,6 +42,7 @@ impl EventKind {
             Self::Restarted => "restarted",
             Self::Escalated => "escalated",
             Self::GaveUp => "gave_up",
+            Self::Disabled => "disabled",
         }
     }
 }
@@ -119,7 +123,7 @@ impl EventLog {
                 reason = e.reason,
                 "supervision"
             ),
-            EventKind::Escalated | EventKind::GaveUp => tracing::error!(
+            EventKind::Escalated | EventKind::GaveUp | EventKind::Disabled => tracing::error!(
                 event = e.kind.as_str(),
                 supervisor = e.supervisor,
                 child = e.child,

@@ -20,6 +20,11 @@
 //!   `max_restarts` restarts inside
 //!   `window` escalates: the supervisor stops its whole subtree, records `escalated`, and ends with a failure
 //!   its own parent sees. The root has no parent: it gives up on the offending child only and keeps running.
+//! - A supervisor with **per-child budgets** (a tenant's `strategies`) counts each child's restarts on its
+//!   own: a child over its budget is **disabled** — kept, not restarted, its last error on record, its
+//!   `on_disabled` hook run — and its siblings and the supervisor are untouched. Starting it again
+//!   (`StartChild` of the same name) re-enables it with a fresh budget. One crash-looping strategy can then
+//!   never stop its tenant.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -193,7 +198,12 @@ pub struct ChildSpec {
     pub tenant: Option<String>,
     pub policy: RestartPolicy,
     pub factory: Factory,
+    /// Run with the last error when a supervisor with per-child budgets disables this child.
+    pub on_disabled: Option<DisabledHook>,
 }
+
+/// What a supervisor runs when it disables a child (audit, events, the child's failure policy).
+pub type DisabledHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl ChildSpec {
     pub fn new(
@@ -206,7 +216,14 @@ impl ChildSpec {
             tenant: None,
             policy,
             factory: Arc::new(factory),
+            on_disabled: None,
         }
+    }
+
+    /// What to do when a supervisor with per-child budgets disables this child.
+    pub fn on_disabled(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_disabled = Some(Arc::new(hook));
+        self
     }
 
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
@@ -278,6 +295,8 @@ pub struct ChildInfo {
     pub generation: u64,
     pub restarts: u32,
     pub running: bool,
+    /// Why the child is disabled (over its own restart budget), if it is.
+    pub disabled: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -301,6 +320,39 @@ struct Slot {
     /// fails now and then (a strategy bug on one bar in ten) comes back at once.
     started_at: Instant,
     young_deaths: u32,
+    /// This child's own recent restarts (per-child budgets).
+    recent: VecDeque<Instant>,
+    /// Over its budget: not restarted until started again.
+    disabled: Option<String>,
+}
+
+impl Slot {
+    fn new(spec: ChildSpec) -> Self {
+        Self {
+            spec,
+            generation: 0,
+            incarnation: 0,
+            restarts: 0,
+            handle: None,
+            started_at: Instant::now(),
+            young_deaths: 0,
+            recent: VecDeque::new(),
+            disabled: None,
+        }
+    }
+}
+
+/// Drops the instants older than `window` and adds `now`; answers how many remain.
+fn count_recent(recent: &mut VecDeque<Instant>, now: Instant, window: Duration) -> u32 {
+    while let Some(&first) = recent.front() {
+        if now.duration_since(first) > window {
+            recent.pop_front();
+        } else {
+            break;
+        }
+    }
+    recent.push_back(now);
+    recent.len() as u32
 }
 
 /// A supervisor of actix actors. See the module docs for the rules.
@@ -314,9 +366,18 @@ pub struct Supervisor {
     notifier: Option<ExitNotifier>,
     stopping: bool,
     incarnations: u64,
+    /// Budgets per child: a child over its own budget is disabled, nothing escalates.
+    per_child: bool,
 }
 
 impl Supervisor {
+    /// Counts restarts per child and disables a child over its budget instead of escalating (see the
+    /// module docs).
+    pub fn with_per_child_budgets(mut self) -> Self {
+        self.per_child = true;
+        self
+    }
+
     /// The root of a tree: it has no parent and never escalates.
     pub fn root(
         name: impl Into<String>,
@@ -356,22 +417,12 @@ impl Supervisor {
             tenant,
             config,
             events,
-            slots: children
-                .into_iter()
-                .map(|spec| Slot {
-                    spec,
-                    generation: 0,
-                    incarnation: 0,
-                    restarts: 0,
-                    started_at: Instant::now(),
-                    young_deaths: 0,
-                    handle: None,
-                })
-                .collect(),
+            slots: children.into_iter().map(Slot::new).collect(),
             recent_restarts: VecDeque::new(),
             notifier,
             stopping: false,
             incarnations: 0,
+            per_child: false,
         }
     }
 
@@ -486,22 +537,29 @@ impl Supervisor {
             return;
         }
         let now = Instant::now();
-        while let Some(&first) = self.recent_restarts.front() {
-            if now.duration_since(first) > self.config.window {
-                self.recent_restarts.pop_front();
-            } else {
-                break;
+        let last = if why.is_empty() {
+            "stopped"
+        } else {
+            why.as_str()
+        };
+        if self.per_child {
+            let window = self.config.window;
+            let recent = count_recent(&mut self.slots[idx].recent, now, window);
+            if recent > self.config.max_restarts {
+                let summary = format!(
+                    "disabled: {recent} restarts within {window:?}, over its budget of {}; last failure: {last}",
+                    self.config.max_restarts
+                );
+                self.disable(idx, summary);
+                return;
             }
-        }
-        self.recent_restarts.push_back(now);
-        let recent = self.recent_restarts.len() as u32;
-        if recent > self.config.max_restarts {
-            let summary =
-                format!(
-                "restart intensity exceeded: {} restarts within {:?}; last failure of `{name}`: {}",
-                recent,
-                self.config.window,
-                if why.is_empty() { "stopped" } else { why.as_str() }
+        } else if count_recent(&mut self.recent_restarts, now, self.config.window)
+            > self.config.max_restarts
+        {
+            let recent = self.recent_restarts.len();
+            let summary = format!(
+                "restart intensity exceeded: {} restarts within {:?}; last failure of `{name}`: {last}",
+                recent, self.config.window,
             );
             self.escalate(idx, summary, ctx);
             return;
@@ -523,6 +581,30 @@ impl Supervisor {
                 }
             }
         });
+    }
+
+    /// A child over its own budget: kept with its last error, not restarted, its hook run.
+    fn disable(&mut self, idx: usize, summary: String) {
+        let slot = &mut self.slots[idx];
+        slot.disabled = Some(summary.clone());
+        let (name, tenant, generation, hook) = (
+            slot.spec.name.clone(),
+            slot.spec.tenant.clone(),
+            slot.generation,
+            slot.spec.on_disabled.clone(),
+        );
+        self.record(
+            EventKind::Disabled,
+            &name,
+            tenant.as_deref(),
+            &summary,
+            generation,
+        );
+        if let Some(hook) = hook {
+            if let Err(e) = contain(|| hook(&summary)) {
+                tracing::error!(child = %name, error = %e, "the disabled hook failed");
+            }
+        }
     }
 
     fn escalate(&mut self, idx: usize, summary: String, ctx: &mut Context<Self>) {
@@ -602,18 +684,20 @@ impl Handler<StartChild> for Supervisor {
         if self.stopping {
             return Err(SupervisionError::ShuttingDown);
         }
-        if self.index_of(&msg.0.name).is_some() {
-            return Err(SupervisionError::DuplicateChild(msg.0.name));
+        if let Some(idx) = self.index_of(&msg.0.name) {
+            let slot = &mut self.slots[idx];
+            if slot.disabled.is_none() {
+                return Err(SupervisionError::DuplicateChild(msg.0.name));
+            }
+            // Re-enabled with a fresh budget (and the spec it is started with now).
+            slot.disabled = None;
+            slot.recent.clear();
+            slot.young_deaths = 0;
+            slot.spec = msg.0;
+            self.start_slot(idx, ctx);
+            return Ok(());
         }
-        self.slots.push(Slot {
-            spec: msg.0,
-            generation: 0,
-            incarnation: 0,
-            restarts: 0,
-            handle: None,
-            started_at: Instant::now(),
-            young_deaths: 0,
-        });
+        self.slots.push(Slot::new(msg.0));
         let idx = self.slots.len() - 1;
         self.start_slot(idx, ctx);
         Ok(())
@@ -658,6 +742,7 @@ impl Handler<GetChildren> for Supervisor {
                     generation: s.generation,
                     restarts: s.restarts,
                     running: s.handle.is_some(),
+                    disabled: s.disabled.clone(),
                 })
                 .collect(),
         )

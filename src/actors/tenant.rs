@@ -5,7 +5,9 @@
 //! ├── market_data   (permanent)
 //! ├── risk          (permanent)
 //! ├── portfolio     (permanent)   reloads orders and fills from storage when it starts
-//! ├── strategy:<id> (permanent)   one per configured instance, warmed up from recent bars
+//! ├── strategies    (permanent supervisor with per-child budgets)
+//! │   └── strategy:<id> (permanent) one per configured instance, warmed up from recent bars; over its own
+//! │                     restart budget it is disabled (state `failed`), its siblings and the tenant untouched
 //! └── session:<login> (permanent) added when a terminal first connects
 //! ```
 //!
@@ -108,6 +110,9 @@ pub struct TenantContext {
     pub cache: Option<StoreSlot<RedisCache>>,
     pub bus: super::bus::EventBus,
     pub supervisor: Slot<Supervisor>,
+    /// The tenant's `strategies` supervisor (per-child budgets): strategies are started, stopped and
+    /// re-enabled there.
+    pub strategy_supervisor: Slot<Supervisor>,
     pub market_data: Slot<MarketData>,
     pub risk: Slot<Risk>,
     pub portfolio: Slot<Portfolio>,
@@ -176,6 +181,7 @@ impl TenantContext {
             cache: deps.cache,
             bus: deps.bus,
             supervisor: Slot::default(),
+            strategy_supervisor: Slot::default(),
             market_data: Slot::default(),
             risk: Slot::default(),
             portfolio: Slot::default(),
@@ -204,9 +210,15 @@ impl TenantContext {
         })
     }
 
-    /// The supervisor child that hosts one strategy instance.
+    /// The supervisor child that hosts one strategy instance. Disabled for failing too often, it is
+    /// audited, announced to the tenant's clients, and its position follows its `on_failure` policy.
     pub fn strategy_spec(self: &Arc<Self>, route: StrategyRoute) -> ChildSpec {
         let t = self.clone();
+        let hook = {
+            let t = self.clone();
+            let route = route.clone();
+            move |reason: &str| t.strategy_disabled(&route, reason)
+        };
         ChildSpec::new(
             format!("strategy:{}", route.settings.id),
             RestartPolicy::Permanent,
@@ -226,6 +238,37 @@ impl TenantContext {
                 Ok(addr.recipient())
             },
         )
+        .on_disabled(hook)
+    }
+
+    fn strategy_disabled(&self, route: &StrategyRoute, reason: &str) {
+        let s = &route.settings;
+        tracing::error!(tenant = %self.id, strategy = %s.id, on_failure = ?s.on_failure, %reason, "strategy disabled");
+        // Counted in trellis_supervision_events_total{kind="disabled"} by the supervisor's event log.
+        let detail = serde_json::json!({
+            "strategy": s.id,
+            "state": "failed",
+            "reason": reason,
+            "on_failure": s.on_failure,
+        });
+        self.audit("strategy.disabled", "supervisor", detail.clone());
+        self.bus.publish(super::bus::TenantEvent {
+            tenant: self.id.0.clone(),
+            kind: "strategy".to_owned(),
+            data: detail,
+            local: true,
+        });
+        if s.on_failure == crate::config::OnFailure::Flatten {
+            if let Some(portfolio) = self.portfolio.get() {
+                portfolio.do_send(super::messages::Signal {
+                    strategy_id: s.id.clone(),
+                    account: s.account.map(Login),
+                    symbol: route.symbol.clone(),
+                    target: Decimal::ZERO,
+                    at_ms: crate::domain::now_ms(),
+                });
+            }
+        }
     }
 
     pub fn tier(&self) -> String {
@@ -324,9 +367,30 @@ impl TenantContext {
             .map(|r| r.clone())
             .collect();
         routes.sort_by(|a, b| a.settings.id.cmp(&b.settings.id));
-        for route in routes {
-            children.push(self.strategy_spec(route));
-        }
+        let strategies: Vec<ChildSpec> = routes
+            .into_iter()
+            .map(|route| self.strategy_spec(route))
+            .collect();
+        let t = self.clone();
+        children.push(
+            ChildSpec::new(
+                "strategies",
+                RestartPolicy::Permanent,
+                move |cx: ChildContext| {
+                    let sup = Supervisor::child(
+                        "strategies".into(),
+                        cx,
+                        t.supervision,
+                        strategies.clone(),
+                    )
+                    .with_per_child_budgets();
+                    let addr = sup.start();
+                    t.strategy_supervisor.set(addr.clone());
+                    Ok(addr.recipient())
+                },
+            )
+            .tenant(self.id.0.clone()),
+        );
         let t = self.clone();
         let name = format!("tenant:{}", self.id);
         let own = name.clone();

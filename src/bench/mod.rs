@@ -245,6 +245,7 @@ fn strategy(id: &str, kind: &str, symbol: &str) -> StrategySettings {
         account: None,
         params: Default::default(),
         enabled: true,
+        on_failure: Default::default(),
     }
 }
 

@@ -16,15 +16,24 @@ fn ema(id: &str) -> serde_json::Value {
         "params": {"fast": 2, "slow": 3}})
 }
 
+/// The running children of the tenant's supervisor and of its `strategies` supervisor.
 async fn children(app: &crate::helpers::TestApp, tenant: &str) -> Vec<String> {
     let t = app.runtime.tenant(tenant).expect("tenant runs");
-    let sup = t.supervisor.get().expect("supervisor");
-    sup.send(GetChildren)
-        .await
-        .expect("children")
+    let mut names = Vec::new();
+    for sup in [t.supervisor.get(), t.strategy_supervisor.get()]
         .into_iter()
-        .map(|c| c.name)
-        .collect()
+        .flatten()
+    {
+        names.extend(
+            sup.send(GetChildren)
+                .await
+                .expect("children")
+                .into_iter()
+                .filter(|c| c.running)
+                .map(|c| c.name),
+        );
+    }
+    names
 }
 
 #[actix_rt::test]

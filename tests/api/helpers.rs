@@ -238,6 +238,7 @@ pub fn ema(id: &str, symbol: &str) -> StrategySettings {
         account: None,
         params: BTreeMap::from([("fast".to_owned(), 2.0), ("slow".to_owned(), 3.0)]),
         enabled: true,
+        on_failure: Default::default(),
     }
 }
 

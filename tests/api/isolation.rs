@@ -1,5 +1,5 @@
 //! Fault isolation: a strategy that panics is restarted without touching its tenant's other strategies or
-//! other tenants.
+//! other tenants; one that keeps failing is disabled on its own budget, its position following its policy.
 
 use std::time::Duration;
 
@@ -114,5 +114,181 @@ async fn a_strategy_that_panics_every_tenth_bar_is_restarted_while_other_strateg
     );
     sim_w.stop().await.expect("stop");
     sim_s.stop().await.expect("stop");
+    app.shutdown().await;
+}
+
+/// Wants 0.1 lots long on bars that opened before T0 + 2 minutes, then panics on every later bar.
+struct LongThenCrash;
+
+impl Strategy for LongThenCrash {
+    fn on_bar(&mut self, bar: &Bar) -> Option<Decimal> {
+        if bar.open_time_ms >= T0 + 2 * MINUTE {
+            panic!("poison bar at {}", bar.open_time_ms);
+        }
+        Some(Decimal::new(1, 1))
+    }
+}
+
+fn long_then_crash(_: &Params, _: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
+    Ok(Box::new(LongThenCrash))
+}
+
+fn supervision_count(app: &crate::helpers::TestApp, kind: EventKind, child: &str) -> usize {
+    app.runtime
+        .events
+        .snapshot(None)
+        .iter()
+        .filter(|e| e.kind == kind && e.child == child && e.tenant.as_deref() == Some("crashy"))
+        .count()
+}
+
+#[actix_rt::test]
+async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_its_policy_and_the_api_re_enables_it(
+) {
+    use crate::helpers::{create_key, create_tenant, spawn_admin_app};
+    use serde_json::json;
+
+    // Arrange: through the API, tenant `crashy` runs an ema_cross on EURUSD and two strategies that go long
+    // GBPUSD and then panic on every bar: `hold-me` (on_failure hold) and `flat-me` (on_failure flatten).
+    let (app, root) = spawn_admin_app(&[]).await;
+    app.runtime
+        .strategies
+        .register("long_then_crash", long_then_crash);
+    create_tenant(&app, &root, "crashy", "professional").await;
+    let base = "/api/v1/tenants/crashy/strategies";
+    let strategy = |id: &str, kind: &str, symbol: &str, on_failure: &str| {
+        json!({"id": id, "kind": kind, "symbol": symbol, "timeframe": "M1", "volume": 0.1,
+               "params": if kind == "ema_cross" { json!({"fast": 2, "slow": 3}) } else { json!({}) },
+               "on_failure": on_failure})
+    };
+    for body in [
+        strategy("ema-eurusd", "ema_cross", "EURUSD", "hold"),
+        strategy("hold-me", "long_then_crash", "GBPUSD", "hold"),
+        strategy("flat-me", "long_then_crash", "GBPUSD", "flatten"),
+    ] {
+        app.expect(201, "POST", base, Some(&root), Some(&body))
+            .await;
+    }
+    let (_, key) = create_key(&app, &root, "crashy", &["market:write"]).await;
+    let sim = app.sim(&key, 7301).await;
+    for m in 0..2 {
+        sim.tick(tick("GBPUSD", T0 + m * MINUTE, "1.2500", "1.2502"));
+    }
+    let p = app
+        .wait_portfolio("crashy", "both longs", |p| p.deals.len() == 2)
+        .await;
+    assert!(p.deals.iter().all(|d| d.fill.symbol.0 == "GBPUSD"));
+
+    // Act: every GBPUSD bar from minute 2 on is poison; one bar at a time, each failure restarted. (A bar
+    // closes when the first tick of a later minute arrives.)
+    sim.tick(tick("GBPUSD", T0 + 2 * MINUTE, "1.2500", "1.2502"));
+    let mut m = 2;
+    while supervision_count(&app, EventKind::Disabled, "strategy:hold-me") == 0 && m < 20 {
+        let failed = supervision_count(&app, EventKind::Failed, "strategy:hold-me");
+        sim.tick(tick("GBPUSD", T0 + (m + 1) * MINUTE, "1.2500", "1.2502"));
+        crate::helpers::wait_for("the poison bar to fail the strategy", || {
+            supervision_count(&app, EventKind::Failed, "strategy:hold-me") > failed
+        })
+        .await;
+        actix_rt::time::sleep(Duration::from_millis(60)).await; // back to work after the back-off
+        m += 1;
+    }
+    let snap = app
+        .wait_portfolio("crashy", "flat-me flattened", |p| p.deals.len() == 3)
+        .await;
+    // Meanwhile the ema on EURUSD trades on.
+    for (i, bid) in ["1.1000", "1.1010", "1.1020", "1.1030"].iter().enumerate() {
+        let ask = format!("{}2", &bid[..5]);
+        sim.tick(tick("EURUSD", T0 + (30 + i as i64) * MINUTE, bid, &ask));
+    }
+    let traded = app
+        .wait_portfolio("crashy", "the ema's buy", |p| {
+            p.deals.iter().any(|d| d.fill.symbol.0 == "EURUSD")
+        })
+        .await;
+
+    // Assert: both disabled, nothing else touched.
+    assert_eq!(
+        supervision_count(&app, EventKind::Disabled, "strategy:hold-me"),
+        1
+    );
+    assert_eq!(
+        supervision_count(&app, EventKind::Disabled, "strategy:flat-me"),
+        1
+    );
+    let events = app.runtime.events.snapshot(None);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind != EventKind::Escalated && e.kind != EventKind::GaveUp),
+        "nothing escalated: {events:#?}"
+    );
+    assert!(events
+        .iter()
+        .filter(|e| e.tenant.as_deref() == Some("crashy"))
+        .filter(|e| !e.child.starts_with("strategy:hold-me")
+            && !e.child.starts_with("strategy:flat-me"))
+        .all(|e| e.kind == EventKind::Started));
+    let stats = sim.stats();
+    assert!(
+        stats.connected && stats.connects == 1,
+        "the MT5 session stayed up: {stats:?}"
+    );
+    let held = app
+        .expect(200, "GET", &format!("{base}/hold-me"), Some(&root), None)
+        .await;
+    assert_eq!(held["state"], "failed", "{held}");
+    assert!(
+        held["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("poison bar")),
+        "{held}"
+    );
+    // hold keeps its 0.1; flatten sold its 0.1 back.
+    let gbp: Decimal = snap
+        .positions
+        .iter()
+        .filter(|p| p.position.symbol.0 == "GBPUSD")
+        .map(|p| p.position.signed_volume())
+        .sum();
+    assert_eq!(gbp, Decimal::new(1, 1));
+    let flattening = &snap.deals[2];
+    assert_eq!(flattening.strategy_id.as_deref(), Some("flat-me"));
+    assert_eq!(flattening.fill.side, trellis::domain::Side::Sell);
+    assert!(traded
+        .orders
+        .iter()
+        .any(|o| o.strategy_id.as_deref() == Some("ema-eurusd")));
+    let filter = trellis::storage::security::AuditFilter {
+        action: Some("strategy.disabled".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let mut audited = Vec::new();
+    for _ in 0..100 {
+        audited = app
+            .security
+            .audit_entries("crashy", &filter)
+            .await
+            .expect("audit");
+        if audited.len() >= 2 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(audited.len(), 2, "{audited:?}");
+
+    // Re-enabled through the API with a fresh budget.
+    let started = app
+        .expect(
+            200,
+            "POST",
+            &format!("{base}/hold-me/start"),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(started["state"], "running", "{started}");
+    sim.stop().await.expect("stop");
     app.shutdown().await;
 }

@@ -1,6 +1,10 @@
 //! Strategy instances of a tenant: created with validated parameters (the strategy is built once before it
 //! is accepted), changed, started, stopped and deleted while the tenant runs. Each change is stored in the
 //! tenant's document, so a restart runs the same set.
+//!
+//! A strategy lives under the tenant's `strategies` supervisor, which counts restarts per strategy: one that
+//! fails too often is disabled (`state: failed` with its `last_error`) while the rest of the tenant trades
+//! on; `POST …/start` re-enables it with a fresh budget.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Authorized, Body};
-use crate::actors::supervisor::{StartChild, StopChild, SupervisionError};
+use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 use crate::actors::tenant::{StrategyRoute, TenantContext};
 use crate::config::StrategySettings;
 use crate::http::error::ApiError;
@@ -68,11 +72,17 @@ fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, Ap
     })
 }
 
+fn strategies_supervisor(
+    t: &TenantContext,
+) -> Result<actix::Addr<crate::actors::supervisor::Supervisor>, ApiError> {
+    t.strategy_supervisor.get().ok_or_else(|| {
+        ApiError::Unavailable("the tenant's strategies supervisor is restarting".into())
+    })
+}
+
+/// Starts the strategy, or re-enables it with a fresh restart budget when it was disabled.
 async fn start_child(t: &Arc<TenantContext>, route: StrategyRoute) -> Result<(), ApiError> {
-    let sup = t
-        .supervisor
-        .get()
-        .ok_or_else(|| ApiError::Unavailable("tenant supervisor restarting".into()))?;
+    let sup = strategies_supervisor(t)?;
     match sup.send(StartChild(t.strategy_spec(route))).await? {
         Ok(()) | Err(SupervisionError::DuplicateChild(_)) => Ok(()),
         Err(e) => Err(ApiError::Unavailable(e.to_string())),
@@ -80,10 +90,7 @@ async fn start_child(t: &Arc<TenantContext>, route: StrategyRoute) -> Result<(),
 }
 
 async fn stop_child(t: &Arc<TenantContext>, id: &str) -> Result<(), ApiError> {
-    let sup = t
-        .supervisor
-        .get()
-        .ok_or_else(|| ApiError::Unavailable("tenant supervisor restarting".into()))?;
+    let sup = strategies_supervisor(t)?;
     match sup
         .send(StopChild {
             name: child_name(id),
@@ -97,17 +104,56 @@ async fn stop_child(t: &Arc<TenantContext>, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn view(t: &TenantContext, s: &StrategySettings) -> serde_json::Value {
+/// What the strategies supervisor knows of each strategy: (running, why disabled).
+async fn supervised(t: &TenantContext) -> BTreeMap<String, (bool, Option<String>)> {
+    let Ok(sup) = strategies_supervisor(t) else {
+        return BTreeMap::new();
+    };
+    sup.send(GetChildren)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.name.strip_prefix("strategy:")?.to_owned();
+            Some((id, (c.running, c.disabled)))
+        })
+        .collect()
+}
+
+/// A strategy with its state: `running`, `restarting` (between a failure and its restart), `failed`
+/// (disabled for failing too often; `last_error` says why) or `stopped`.
+fn view(
+    s: &StrategySettings,
+    supervised: &BTreeMap<String, (bool, Option<String>)>,
+) -> serde_json::Value {
+    let (running, disabled) = supervised.get(&s.id).cloned().unwrap_or((false, None));
+    let state = match (s.enabled, running, &disabled) {
+        (false, _, _) => "stopped",
+        (true, _, Some(_)) => "failed",
+        (true, true, None) => "running",
+        (true, false, None) => "restarting",
+    };
     json!({
         "strategy": s,
-        "running": s.enabled && t.strategy_hosts.get(&s.id).is_some_and(|h| h.connected()),
+        "running": s.enabled && running,
+        "state": state,
+        "last_error": disabled,
     })
+}
+
+async fn view_one(t: &TenantContext, s: &StrategySettings) -> serde_json::Value {
+    view(s, &supervised(t).await)
 }
 
 pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?;
     let doc = t.document();
-    let items: Vec<_> = doc.strategies.iter().map(|s| view(t, s)).collect();
+    let supervised = supervised(t).await;
+    let items: Vec<_> = doc
+        .strategies
+        .iter()
+        .map(|s| view(s, &supervised))
+        .collect();
     Ok(auth.ok(json!({ "strategies": items })))
 }
 
@@ -121,7 +167,7 @@ pub async fn get(
         .get(&path.1)
         .map(|r| r.clone())
         .ok_or(ApiError::NotFound)?;
-    Ok(auth.ok(view(t, &route.settings)))
+    Ok(auth.ok(view_one(t, &route.settings).await))
 }
 
 pub async fn create(
@@ -164,7 +210,7 @@ pub async fn create(
             json!({"strategy": body.id, "kind": body.kind}),
         )
         .await?;
-    Ok(auth.created(view(&t, &body)))
+    Ok(auth.created(view_one(&t, &body).await))
 }
 
 pub async fn update(
@@ -207,7 +253,7 @@ pub async fn update(
             json!({"strategy": settings.id}),
         )
         .await?;
-    Ok(auth.ok(view(&t, &settings)))
+    Ok(auth.ok(view_one(&t, &settings).await))
 }
 
 async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
@@ -240,7 +286,7 @@ async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpRe
             json!({"strategy": id}),
         )
         .await?;
-    Ok(auth.ok(view(&t, &settings)))
+    Ok(auth.ok(view_one(&t, &settings).await))
 }
 
 pub async fn start(
