@@ -322,6 +322,14 @@ pub struct Disconnect {
     pub reason: String,
 }
 
+/// Fault injection for tests and fire drills: the actor that receives it panics in the handler, exactly as
+/// a bug would. Handled by `Risk`; nothing in trellis sends it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Crash {
+    pub reason: String,
+}
+
 /// Replaces the tenant's risk limits (admin API); the kill switch and PnL state are kept.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -134,6 +134,14 @@ impl Actor for Risk {
     }
 }
 
+impl Handler<super::messages::Crash> for Risk {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::Crash, _ctx: &mut Self::Context) {
+        panic!("injected fault: {}", msg.reason);
+    }
+}
+
 impl Handler<CheckOrder> for Risk {
     type Result = Result<(), RiskRejection>;
 

@@ -198,7 +198,8 @@ pub struct ChildSpec {
     pub tenant: Option<String>,
     pub policy: RestartPolicy,
     pub factory: Factory,
-    /// Run with the last error when a supervisor with per-child budgets disables this child.
+    /// Run with the reason when the supervisor stops restarting this child after a failure: disabled over
+    /// its own budget, a temporary child that failed, or a child the root gave up on.
     pub on_disabled: Option<DisabledHook>,
 }
 
@@ -338,6 +339,15 @@ impl Slot {
             young_deaths: 0,
             recent: VecDeque::new(),
             disabled: None,
+        }
+    }
+}
+
+/// Runs a child's `on_disabled` hook, containing a panic in it.
+fn run_hook(slot: &Slot, reason: &str) {
+    if let Some(hook) = &slot.spec.on_disabled {
+        if let Err(e) = contain(|| hook(reason)) {
+            tracing::error!(child = %slot.spec.name, error = %e, "the on_disabled hook failed");
         }
     }
 }
@@ -533,7 +543,10 @@ impl Supervisor {
             RestartPolicy::Temporary => false,
         };
         if !restart {
-            self.slots.remove(idx);
+            let slot = self.slots.remove(idx);
+            if !why.is_empty() {
+                run_hook(&slot, &why);
+            }
             return;
         }
         let now = Instant::now();
@@ -587,11 +600,10 @@ impl Supervisor {
     fn disable(&mut self, idx: usize, summary: String) {
         let slot = &mut self.slots[idx];
         slot.disabled = Some(summary.clone());
-        let (name, tenant, generation, hook) = (
+        let (name, tenant, generation) = (
             slot.spec.name.clone(),
             slot.spec.tenant.clone(),
             slot.generation,
-            slot.spec.on_disabled.clone(),
         );
         self.record(
             EventKind::Disabled,
@@ -600,11 +612,7 @@ impl Supervisor {
             &summary,
             generation,
         );
-        if let Some(hook) = hook {
-            if let Err(e) = contain(|| hook(&summary)) {
-                tracing::error!(child = %name, error = %e, "the disabled hook failed");
-            }
-        }
+        run_hook(&self.slots[idx], &summary);
     }
 
     fn escalate(&mut self, idx: usize, summary: String, ctx: &mut Context<Self>) {
@@ -618,6 +626,7 @@ impl Supervisor {
                 &summary,
                 slot.generation,
             );
+            run_hook(&slot, &summary);
             return;
         }
         let own = self.name.clone();

@@ -113,6 +113,9 @@ pub struct TenantContext {
     /// The tenant's `strategies` supervisor (per-child budgets): strategies are started, stopped and
     /// re-enabled there.
     pub strategy_supervisor: Slot<Supervisor>,
+    /// Why the tenant's subtree failed for good (its core actors over their restart budget), if it did:
+    /// written once by the root's hook, read by the API. A failed tenant trades no more until restarted.
+    failure: std::sync::Mutex<Option<String>>,
     pub market_data: Slot<MarketData>,
     pub risk: Slot<Risk>,
     pub portfolio: Slot<Portfolio>,
@@ -182,6 +185,7 @@ impl TenantContext {
             bus: deps.bus,
             supervisor: Slot::default(),
             strategy_supervisor: Slot::default(),
+            failure: std::sync::Mutex::new(None),
             market_data: Slot::default(),
             risk: Slot::default(),
             portfolio: Slot::default(),
@@ -269,6 +273,27 @@ impl TenantContext {
                 });
             }
         }
+    }
+
+    /// Why the tenant failed, if it did (see `POST /api/v1/tenants/{t}/restart`).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// The root stopped restarting this tenant's subtree: record it, tell the audit log and the clients.
+    fn tenant_failed(&self, reason: &str) {
+        tracing::error!(tenant = %self.id, %reason, "tenant failed: its trading is stopped until it is restarted");
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(reason.to_owned());
+        }
+        let detail = serde_json::json!({ "state": "failed", "reason": reason });
+        self.audit("tenant.failed", "supervisor", detail.clone());
+        self.bus.publish(super::bus::TenantEvent {
+            tenant: self.id.0.clone(),
+            kind: "tenant".to_owned(),
+            data: detail,
+            local: true,
+        });
     }
 
     pub fn tier(&self) -> String {
@@ -394,6 +419,10 @@ impl TenantContext {
         let t = self.clone();
         let name = format!("tenant:{}", self.id);
         let own = name.clone();
+        let failed = {
+            let t = self.clone();
+            move |reason: &str| t.tenant_failed(reason)
+        };
         ChildSpec::new(name, RestartPolicy::Temporary, move |cx: ChildContext| {
             let sup = Supervisor::child(own.clone(), cx, t.supervision, children.clone());
             let addr = Supervisor::start_in_arbiter(&arbiter, move |_| sup);
@@ -401,6 +430,7 @@ impl TenantContext {
             Ok(addr.recipient())
         })
         .tenant(self.id.0.clone())
+        .on_disabled(failed)
     }
 
     /// The session of `login`, started under the tenant supervisor on first use.

@@ -243,6 +243,27 @@ impl Runtime {
         Ok(tenant)
     }
 
+    /// Starts a failed tenant again from its stored state (its document; the portfolio reloads orders and
+    /// fills, risk its kill switch). Refused while the tenant runs.
+    pub async fn restart_tenant(&self, id: &str) -> Result<Arc<TenantContext>, TenantError> {
+        let key = TenantId(id.to_owned());
+        let old =
+            self.tenants
+                .get(&key)
+                .map(|t| t.clone())
+                .ok_or_else(|| TenantError::Invalid {
+                    tenant: id.to_owned(),
+                    message: "no such tenant".into(),
+                })?;
+        if old.failure().is_none() {
+            return Err(TenantError::Duplicate(id.to_owned()));
+        }
+        let settings = old.document();
+        self.tenants.remove(&key);
+        self.api_keys.retain(|_, t| t != &key);
+        self.start_tenant(settings).await
+    }
+
     /// The tenant an API key belongs to, if the tenant runs.
     pub fn tenant_for_key(&self, key: &str) -> Option<Arc<TenantContext>> {
         let id = self.api_keys.get(key)?.clone();

@@ -292,3 +292,118 @@ async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_
     sim.stop().await.expect("stop");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_tenant_whose_risk_keeps_failing_is_marked_failed_and_restarts_through_the_api_with_its_positions_while_another_tenant_trades_on(
+) {
+    use crate::helpers::{create_key, create_tenant, rising, spawn_admin_app};
+    use serde_json::json;
+    use trellis::actors::messages::Crash;
+
+    // Arrange: two tenants with an ema_cross each; `brittle` holds a position.
+    let (app, root) = spawn_admin_app(&[]).await;
+    let mut sims = Vec::new();
+    for (id, login) in [("brittle", 7401), ("sturdy", 7402)] {
+        create_tenant(&app, &root, id, "professional").await;
+        let body = json!({"id": "ema-eurusd", "kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1",
+                          "volume": 0.1, "params": {"fast": 2, "slow": 3}});
+        app.expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/{id}/strategies"),
+            Some(&root),
+            Some(&body),
+        )
+        .await;
+        let (_, key) = create_key(&app, &root, id, &["market:write"]).await;
+        sims.push(app.sim(&key, login).await);
+    }
+    let (brittle_sim, sturdy_sim) = (&sims[0], &sims[1]);
+    rising(brittle_sim, 4);
+    let before = app
+        .wait_portfolio("brittle", "brittle's position", |p| p.positions.len() == 1)
+        .await;
+
+    // Act: brittle's risk actor panics again and again (an injected fault), beyond the tenant's budget.
+    let t = app.runtime.tenant("brittle").expect("brittle runs");
+    let mut crashed: Vec<actix::Addr<trellis::actors::risk::Risk>> = Vec::new();
+    for i in 0..8 {
+        let mut risk = None;
+        for _ in 0..200 {
+            risk = t
+                .risk
+                .get()
+                .filter(|r| r.connected() && !crashed.contains(r));
+            if risk.is_some() || t.failure().is_some() {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        let Some(risk) = risk else { break };
+        risk.do_send(Crash {
+            reason: format!("drill {i}"),
+        });
+        crashed.push(risk);
+    }
+    let mut failed = serde_json::Value::Null;
+    for _ in 0..200 {
+        failed = app
+            .expect(200, "GET", "/api/v1/tenants/brittle", Some(&root), None)
+            .await;
+        if failed["state"] == "failed" {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other tenant trades on, and how soon is measured.
+    let since = std::time::Instant::now();
+    rising(sturdy_sim, 4);
+    app.wait_portfolio("sturdy", "sturdy's buy", |p| p.deals.len() == 1)
+        .await;
+    eprintln!("sturdy traded {:?} after brittle failed", since.elapsed());
+    let wrong = app
+        .call("POST", "/api/v1/tenants/sturdy/restart", Some(&root), None)
+        .await;
+    let restarted = app
+        .expect(
+            200,
+            "POST",
+            "/api/v1/tenants/brittle/restart",
+            Some(&root),
+            None,
+        )
+        .await;
+    let after = app
+        .wait_portfolio("brittle", "the restored book", |p| !p.positions.is_empty())
+        .await;
+    crate::helpers::wait_for("brittle's terminal to reconnect", || {
+        brittle_sim.stats().connected && brittle_sim.stats().connects >= 2
+    })
+    .await;
+
+    // Assert
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("restart intensity exceeded") && f.contains("`risk`")),
+        "{failed}"
+    );
+    assert_eq!(
+        wrong.status, 409,
+        "a running tenant is not restarted: {:?}",
+        wrong.body
+    );
+    assert_eq!(restarted["state"], "running", "{restarted}");
+    assert_eq!(after.positions[0].position, before.positions[0].position);
+    assert_eq!(after.deals, before.deals);
+    let events = app.runtime.events.snapshot(None);
+    assert!(events
+        .iter()
+        .filter(|e| e.tenant.as_deref() == Some("sturdy"))
+        .all(|e| e.kind == EventKind::Started));
+    for sim in sims {
+        sim.stop().await.expect("stop");
+    }
+    app.shutdown().await;
+}

@@ -43,6 +43,14 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
             obj(vec![
                 ("strategy", of::<StrategySettings>(g)),
                 ("running", json!({"type": "boolean"})),
+                (
+                    "state",
+                    json!({"type": "string", "enum": ["running", "restarting", "failed", "stopped"]}),
+                ),
+                (
+                    "last_error",
+                    json!({"type": ["string", "null"], "description": "why the strategy was disabled"}),
+                ),
             ])
         }
     };
@@ -58,6 +66,7 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         | ("GET", "/tenants/{tenant}")
         | ("PUT", "/tenants/{tenant}/tier")
         | ("POST", "/tenants/{tenant}/suspend")
+        | ("POST", "/tenants/{tenant}/restart")
         | ("POST", "/tenants/{tenant}/resume") => tenant(g),
         ("GET", "/tenants") => list("tenants", tenant(g)),
         ("POST", "/tenants/{tenant}/users")

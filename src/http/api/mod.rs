@@ -153,6 +153,13 @@ pub static ROUTES: &[RouteDef] = &[
     ),
     route!(
         "POST",
+        "/api/v1/tenants/{tenant}/restart",
+        Platform,
+        "tenants",
+        "Start a failed tenant again from its stored state (409 while it runs)"
+    ),
+    route!(
+        "POST",
         "/api/v1/tenants/{tenant}/suspend",
         Platform,
         "tenants",
@@ -421,6 +428,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/tenants", get().to(tenants::list))
         .route("/api/v1/tenants/{tenant}", get().to(tenants::get))
         .route("/api/v1/tenants/{tenant}/tier", put().to(tenants::set_tier))
+        .route(
+            "/api/v1/tenants/{tenant}/restart",
+            post().to(tenants::restart),
+        )
         .route(
             "/api/v1/tenants/{tenant}/suspend",
             post().to(tenants::suspend),

@@ -48,6 +48,11 @@ pub struct TenantView {
     pub name: String,
     pub tier: String,
     pub suspended: bool,
+    /// `running`, or `failed` when its core actors exceeded their restart budget (see `failure`; restart it
+    /// with `POST /api/v1/tenants/{t}/restart`).
+    pub state: String,
+    /// Why the tenant failed.
+    pub failure: Option<String>,
     pub symbols: Vec<String>,
     pub strategies: usize,
     pub mt5_sessions: usize,
@@ -59,6 +64,12 @@ pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
         name: t.settings.name.clone(),
         tier: t.tier(),
         suspended: state.security.is_suspended(&t.id.0),
+        state: if t.failure().is_some() {
+            "failed".into()
+        } else {
+            "running".into()
+        },
+        failure: t.failure(),
         symbols: t.settings.symbols.clone(),
         strategies: t.strategies.len(),
         mt5_sessions: t.sessions.len(),
@@ -248,6 +259,34 @@ async fn set_suspended(auth: Authorized, suspended: bool) -> Result<HttpResponse
         )
         .await?;
     Ok(auth.ok(view(&auth.state, &t)))
+}
+
+/// Starts a failed tenant again from its stored state (platform admin).
+pub async fn restart(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let failure = t.failure().ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "tenant `{}` is running: restart is for a tenant that failed",
+            t.id
+        ))
+    })?;
+    let restarted = auth
+        .state
+        .runtime
+        .restart_tenant(&t.id.0)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("restarting tenant `{}`: {e}", t.id)))?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "tenant.restarted",
+            auth.actor(),
+            json!({ "after": failure }),
+        )
+        .await?;
+    Ok(auth.ok(view(&auth.state, &restarted)))
 }
 
 pub async fn suspend(auth: Authorized) -> Result<HttpResponse, ApiError> {
