@@ -51,6 +51,7 @@ impl Application {
         let security = Security::start(&settings, store)
             .await
             .context("loading the security service")?;
+        Security::refresh_periodically(&security, Some(runtime.events.clone()));
         if let Some(hot) = &runtime.hot_log {
             security.set_hot_log(hot.clone());
         }
@@ -169,26 +170,49 @@ impl Application {
 
 /// Appends the audit events of tenants' actors to their chains, in the order they were sent.
 fn connect_audit(runtime: &Runtime, security: &Arc<Security>) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<crate::actors::tenant::AuditEvent>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<crate::actors::tenant::AuditEvent>();
     runtime.audit.connect(tx);
-    let security = security.clone();
-    actix_rt::spawn(async move {
-        while let Some(e) = rx.recv().await {
-            let mut attempt = 0u32;
-            // A database that is away is retried (the event is kept); a refused one is logged.
-            while let Err(err) = security
-                .audit(&e.tenant, e.action, &e.actor, e.detail.clone())
-                .await
-            {
-                if !err.is_retryable() || attempt >= 50 {
-                    tracing::error!(tenant = %e.tenant, action = e.action, error = %err, "audit event not recorded");
-                    break;
+    // A supervised task (`audit.writer`): the event being written stays in its state until it is, so a
+    // restart after a panic writes it then.
+    let state = (
+        rx,
+        security.clone(),
+        None::<crate::actors::tenant::AuditEvent>,
+    );
+    crate::actors::task::spawn_supervised(
+        "audit.writer",
+        Some(runtime.events.clone()),
+        state,
+        |state| async move {
+            let mut s = state.lock().await;
+            let (rx, security, pending) = &mut *s;
+            loop {
+                let e = match pending.take() {
+                    Some(e) => e,
+                    None => match rx.recv().await {
+                        Some(e) => e,
+                        None => return,
+                    },
+                };
+                *pending = Some(e.clone());
+                crate::actors::task::fault_point("audit.writer");
+                let mut attempt = 0u32;
+                // A database that is away is retried (the event is kept); a refused one is logged.
+                while let Err(err) = security
+                    .audit(&e.tenant, e.action, &e.actor, e.detail.clone())
+                    .await
+                {
+                    if !err.is_retryable() || attempt >= 50 {
+                        tracing::error!(tenant = %e.tenant, action = e.action, error = %err, "audit event not recorded");
+                        break;
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                *pending = None;
             }
-        }
-    });
+        },
+    );
 }
 
 /// Starts every tenant: those of the configuration are stored on the first start (after that the stored

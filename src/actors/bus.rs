@@ -42,6 +42,46 @@ pub struct EventBus {
     publish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
+/// The publisher's state, kept across its restarts: the payload being published is retried, not lost.
+struct Publisher {
+    client: redis::Client,
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    conn: Option<redis::aio::ConnectionManager>,
+    pending: Option<String>,
+}
+
+impl Publisher {
+    async fn run(&mut self) {
+        loop {
+            let payload = match self.pending.take() {
+                Some(p) => p,
+                None => match self.rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
+            self.pending = Some(payload.clone());
+            super::task::fault_point("bus.publisher");
+            if self.conn.is_none() {
+                self.conn = redis::aio::ConnectionManager::new(self.client.clone())
+                    .await
+                    .ok();
+            }
+            if let Some(c) = self.conn.as_mut() {
+                let sent: Result<(), _> = redis::cmd("PUBLISH")
+                    .arg(CHANNEL)
+                    .arg(&payload)
+                    .query_async(c)
+                    .await;
+                if sent.is_err() {
+                    self.conn = None; // the event still reached this node's clients
+                }
+            }
+            self.pending = None;
+        }
+    }
+}
+
 impl EventBus {
     /// In-process only.
     pub fn local() -> Self {
@@ -52,59 +92,62 @@ impl EventBus {
         }
     }
 
-    /// Shared through Redis: starts the publisher and the subscriber on the current runtime.
-    pub fn with_redis(url: &str) -> Self {
+    /// Shared through Redis: starts the publisher and the subscriber on the current runtime, each a
+    /// supervised task (`bus.publisher`, `bus.subscriber`) recorded in `events`.
+    pub fn with_redis(url: &str, events: Option<super::events::EventLog>) -> Self {
         let mut bus = Self::local();
         let Ok(client) = redis::Client::open(url) else {
             return bus;
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         bus.publish = Some(tx);
-        let publisher = client.clone();
-        actix_rt::spawn(async move {
-            let mut conn = None;
-            while let Some(payload) = rx.recv().await {
-                if conn.is_none() {
-                    conn = redis::aio::ConnectionManager::new(publisher.clone())
-                        .await
-                        .ok();
-                }
-                if let Some(c) = conn.as_mut() {
-                    let sent: Result<(), _> = redis::cmd("PUBLISH")
-                        .arg(CHANNEL)
-                        .arg(&payload)
-                        .query_async(c)
-                        .await;
-                    if sent.is_err() {
-                        conn = None; // the event still reached this node's clients
-                    }
-                }
-            }
-        });
+        let publisher = Publisher {
+            client: client.clone(),
+            rx,
+            conn: None,
+            pending: None,
+        };
+        super::task::spawn_supervised(
+            "bus.publisher",
+            events.clone(),
+            publisher,
+            |state| async move {
+                let mut p = state.lock().await;
+                p.run().await;
+            },
+        );
         let (node, channels) = (bus.node.clone(), bus.channels.clone());
-        actix_rt::spawn(async move {
-            loop {
-                if let Ok(mut pubsub) = client.get_async_pubsub().await {
-                    if pubsub.subscribe(CHANNEL).await.is_ok() {
-                        let mut messages = pubsub.on_message();
-                        while let Some(msg) = messages.next().await {
-                            let Ok(payload) = msg.get_payload::<String>() else {
-                                continue;
-                            };
-                            let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
-                                continue;
-                            };
-                            if wire.node != node {
-                                if let Some(ch) = channels.get(&wire.event.tenant) {
-                                    let _ = ch.send(wire.event);
+        super::task::spawn_supervised(
+            "bus.subscriber",
+            events,
+            (client, node, channels),
+            |state| async move {
+                let s = state.lock().await;
+                let (client, node, channels) = (&s.0, &s.1, &s.2);
+                loop {
+                    if let Ok(mut pubsub) = client.get_async_pubsub().await {
+                        if pubsub.subscribe(CHANNEL).await.is_ok() {
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                super::task::fault_point("bus.subscriber");
+                                let Ok(payload) = msg.get_payload::<String>() else {
+                                    continue;
+                                };
+                                let Ok(wire) = serde_json::from_str::<Wire>(&payload) else {
+                                    continue;
+                                };
+                                if &wire.node != node {
+                                    if let Some(ch) = channels.get(&wire.event.tenant) {
+                                        let _ = ch.send(wire.event);
+                                    }
                                 }
                             }
                         }
                     }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
+            },
+        );
         bus
     }
 

@@ -14,5 +14,6 @@ pub mod risk;
 pub mod slot;
 pub mod strategy;
 pub mod supervisor;
+pub mod task;
 pub mod tenant;
 pub mod tree;

@@ -154,7 +154,7 @@ impl Runtime {
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         Self {
             root,
-            events,
+            events: events.clone(),
             health,
             metrics,
             relational,
@@ -162,11 +162,11 @@ impl Runtime {
             cache,
             hot_log: match settings.storage.redis_url.trim() {
                 "" => None,
-                url => crate::storage::hot_logs::HotLog::start(url),
+                url => crate::storage::hot_logs::HotLog::start(url, Some(events.clone())),
             },
             bus: match settings.storage.redis_url.trim() {
                 "" => EventBus::local(),
-                url => EventBus::with_redis(url),
+                url => EventBus::with_redis(url, Some(events.clone())),
             },
             supervision,
             strategies: StrategyRegistry::default(),

@@ -291,9 +291,7 @@ impl Security {
             settings: cfg,
         };
         this.reload().await?;
-        let this = Arc::new(this);
-        Self::refresh_periodically(&this);
-        Ok(this)
+        Ok(Arc::new(this))
     }
 
     /// Refills the caches from the store.
@@ -333,20 +331,27 @@ impl Security {
     /// Reloads the caches every `security.cache_refresh_ms` while the service lives, so what another trellis
     /// node changed (a revoked session or key, a disabled user, a suspension) is enforced here within that
     /// time.
-    fn refresh_periodically(this: &Arc<Self>) {
+    /// A supervised task (`security.refresh`), recorded in `events`; it ends with the service.
+    pub fn refresh_periodically(this: &Arc<Self>, events: Option<crate::actors::events::EventLog>) {
         let every = std::time::Duration::from_millis(this.settings.cache_refresh_ms.max(100));
-        let weak = Arc::downgrade(this);
-        actix_rt::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(security) = weak.upgrade() else {
-                    return;
-                };
-                if let Err(e) = security.reload().await {
-                    tracing::warn!(error = %e, "refreshing the security caches failed; retrying");
+        crate::actors::task::spawn_supervised(
+            "security.refresh",
+            events,
+            Arc::downgrade(this),
+            move |weak| async move {
+                let weak = weak.lock().await.clone();
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(security) = weak.upgrade() else {
+                        return;
+                    };
+                    crate::actors::task::fault_point("security.refresh");
+                    if let Err(e) = security.reload().await {
+                        tracing::warn!(error = %e, "refreshing the security caches failed; retrying");
+                    }
                 }
-            }
-        });
+            },
+        );
     }
 
     fn cache_key(&self, k: &ApiKeyRow) {

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::actors::bus::EventBus;
+use crate::actors::events::EventLog;
 
 /// How long hot log lines live.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -25,66 +26,92 @@ pub fn key(tenant: &str) -> String {
 #[derive(Clone)]
 pub struct HotLog {
     tx: mpsc::UnboundedSender<(String, String)>,
+    events: Option<EventLog>,
 }
 
-impl HotLog {
-    /// Starts the writer for the Redis at `url` on the current runtime.
-    pub fn start(url: &str) -> Option<Self> {
-        let client = redis::Client::open(url).ok()?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String)>();
-        actix_rt::spawn(async move {
-            let mut buffer: VecDeque<(String, String)> = VecDeque::new();
-            let mut conn: Option<redis::aio::ConnectionManager> = None;
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let mut dropped = 0u64;
-            loop {
-                tokio::select! {
-                    line = rx.recv() => match line {
-                        Some(line) => {
-                            buffer.push_back(line);
-                            while buffer.len() > MAX_BUFFERED {
-                                buffer.pop_front();
-                                dropped += 1;
-                                if dropped.is_power_of_two() {
-                                    tracing::warn!(dropped, "hot log tier buffer full: oldest lines dropped");
-                                }
+/// The writer's state, kept across its restarts.
+struct Writer {
+    client: redis::Client,
+    rx: mpsc::UnboundedReceiver<(String, String)>,
+    buffer: VecDeque<(String, String)>,
+    conn: Option<redis::aio::ConnectionManager>,
+    dropped: u64,
+}
+
+impl Writer {
+    /// Buffers lines and writes them in one pipeline every 200 ms; returns when every sender is gone.
+    async fn run(&mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                line = self.rx.recv() => match line {
+                    Some(line) => {
+                        self.buffer.push_back(line);
+                        while self.buffer.len() > MAX_BUFFERED {
+                            self.buffer.pop_front();
+                            self.dropped += 1;
+                            if self.dropped.is_power_of_two() {
+                                tracing::warn!(dropped = self.dropped, "hot log tier buffer full: oldest lines dropped");
                             }
                         }
-                        None => return,
-                    },
-                    _ = tick.tick() => {
-                        if buffer.is_empty() {
-                            continue;
-                        }
-                        if conn.is_none() {
-                            conn = tokio::time::timeout(Duration::from_secs(1), redis::aio::ConnectionManager::new(client.clone()))
-                                .await
-                                .ok()
-                                .and_then(Result::ok);
-                        }
-                        let Some(c) = conn.as_mut() else { continue };
-                        let mut pipe = redis::pipe();
-                        for (tenant, line) in &buffer {
-                            pipe.rpush(key(tenant), line).ignore();
-                        }
-                        let mut tenants: Vec<&String> = buffer.iter().map(|(t, _)| t).collect();
-                        tenants.sort();
-                        tenants.dedup();
-                        for t in tenants {
-                            pipe.expire(key(t), RETENTION.as_secs() as i64).ignore();
-                        }
-                        match pipe.query_async::<()>(c).await {
-                            Ok(()) => buffer.clear(),
-                            Err(e) => {
-                                tracing::warn!(error = %e, buffered = buffer.len(), "hot log tier unavailable");
-                                conn = None;
-                            }
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if self.buffer.is_empty() {
+                        continue;
+                    }
+                    crate::actors::task::fault_point("hot_log.writer");
+                    if self.conn.is_none() {
+                        self.conn = tokio::time::timeout(Duration::from_secs(1), redis::aio::ConnectionManager::new(self.client.clone()))
+                            .await
+                            .ok()
+                            .and_then(Result::ok);
+                    }
+                    let Some(c) = self.conn.as_mut() else { continue };
+                    let mut pipe = redis::pipe();
+                    for (tenant, line) in &self.buffer {
+                        pipe.rpush(key(tenant), line).ignore();
+                    }
+                    let mut tenants: Vec<&String> = self.buffer.iter().map(|(t, _)| t).collect();
+                    tenants.sort();
+                    tenants.dedup();
+                    for t in tenants {
+                        pipe.expire(key(t), RETENTION.as_secs() as i64).ignore();
+                    }
+                    match pipe.query_async::<()>(c).await {
+                        Ok(()) => self.buffer.clear(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, buffered = self.buffer.len(), "hot log tier unavailable");
+                            self.conn = None;
                         }
                     }
                 }
             }
-        });
-        Some(Self { tx })
+        }
+    }
+}
+
+impl HotLog {
+    /// Starts the writer for the Redis at `url` on the current runtime, a supervised task (`hot_log.writer`)
+    /// recorded in `events`; its buffer survives its restarts.
+    pub fn start(url: &str, events: Option<EventLog>) -> Option<Self> {
+        let client = redis::Client::open(url).ok()?;
+        let (tx, rx) = mpsc::unbounded_channel::<(String, String)>();
+        let writer = Writer {
+            client,
+            rx,
+            buffer: VecDeque::new(),
+            conn: None,
+            dropped: 0,
+        };
+        crate::actors::task::spawn_supervised(
+            "hot_log.writer",
+            events.clone(),
+            writer,
+            |state| async move { state.lock().await.run().await },
+        );
+        Some(Self { tx, events })
     }
 
     /// Appends a line `{"at_ms", "kind", "data"}` to `tenant`'s hot log.
@@ -95,20 +122,30 @@ impl HotLog {
     }
 
     /// Follows `tenant`'s events on `bus` (those this node produced) into the hot tier, until the bus closes.
+    /// A supervised task (`hot_log.follow`).
     pub fn follow(&self, bus: &EventBus, tenant: &str) {
-        let mut events = bus.subscribe(tenant);
-        let (hot, tenant) = (self.clone(), tenant.to_owned());
-        actix_rt::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(e) if !e.local => {} // logged by the node that produced it
-                    Ok(e) => hot.push(&tenant, &e.kind, e.data),
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "hot log tier fell behind")
+        let state = (bus.subscribe(tenant), self.clone(), tenant.to_owned());
+        crate::actors::task::spawn_supervised(
+            "hot_log.follow",
+            self.events.clone(),
+            state,
+            |state| async move {
+                let mut s = state.lock().await;
+                let (events, hot, tenant) = &mut *s;
+                loop {
+                    match events.recv().await {
+                        Ok(e) if !e.local => {} // logged by the node that produced it
+                        Ok(e) => {
+                            hot.push(tenant, &e.kind, e.data);
+                            crate::actors::task::fault_point("hot_log.follow");
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "hot log tier fell behind")
+                        }
+                        Err(RecvError::Closed) => return,
                     }
-                    Err(RecvError::Closed) => return,
                 }
-            }
-        });
+            },
+        );
     }
 }

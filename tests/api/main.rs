@@ -18,4 +18,5 @@ mod restart;
 mod risk;
 mod security;
 mod supervision;
+mod tasks;
 mod trading;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 
@@ -47,8 +47,36 @@ pub async fn connect(
             state: state.into_inner(),
             errors: 0,
             peer,
+            attached: None,
         };
-        conn.run(stream).await;
+        // The connection belongs to its session: a panic in this task is recorded and the session is told
+        // the connection is gone (the bridge reconnects and resumes), instead of dying silently.
+        let outcome = std::panic::AssertUnwindSafe(conn.run(stream))
+            .catch_unwind()
+            .await;
+        if let Err(payload) = outcome {
+            let why = crate::actors::supervisor::panic_message(payload.as_ref());
+            tracing::error!(peer = %conn.peer, reason = %why, "bridge connection task panicked");
+            conn.state
+                .runtime
+                .events
+                .record(crate::actors::events::NewEvent {
+                    kind: crate::actors::events::EventKind::Failed,
+                    supervisor: "connections",
+                    child: "ws.mt5",
+                    tenant: None,
+                    reason: &why,
+                    generation: 0,
+                });
+            if let Some((session, conn_id)) = conn.attached.take() {
+                session.do_send(Detach { conn_id });
+            }
+            let _ = conn
+                .session
+                .clone()
+                .close(Some(CloseCode::Error.into()))
+                .await;
+        }
     });
     Ok(response)
 }
@@ -60,6 +88,8 @@ struct Conn {
     state: Arc<AppState>,
     errors: u32,
     peer: String,
+    /// The session this connection is attached to, once it is.
+    attached: Option<(Addr<Mt5Session>, u64)>,
 }
 
 type Stream = actix_ws::AggregatedMessageStream;
@@ -85,6 +115,7 @@ impl Conn {
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let conn_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        self.attached = Some((session.clone(), conn_id));
         if session.send(Attach { conn_id, tx, hello }).await.is_err() {
             return self
                 .fail(
@@ -125,6 +156,7 @@ impl Conn {
                 }
             }
         }
+        self.attached = None;
         session.do_send(Detach { conn_id });
     }
 

@@ -1,0 +1,206 @@
+//! Background tasks in the tree: each one, made to panic through the fault hook, is recorded as failed,
+//! restarted, and keeps doing its job — nothing it had taken is lost.
+//!
+//! The fault hook is one per process and the tests of this binary run side by side, so another app's task of
+//! the same name may take an injected fault first: each test injects again until its own app's task took one.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use trellis::actors::events::EventKind;
+use trellis::actors::task::inject_fault;
+
+use crate::helpers::{spawn_app, spawn_app_with, tenant, TestApp};
+
+fn count(app: &TestApp, kind: EventKind, task: &str) -> usize {
+    app.runtime
+        .events
+        .snapshot(None)
+        .iter()
+        .filter(|e| e.kind == kind && e.child == task && e.supervisor == "tasks")
+        .count()
+}
+
+/// Injects a fault into `task` (and runs `poke` to make the task reach its fault point) until this app's task
+/// has failed and been restarted.
+async fn fail_once(app: &TestApp, task: &str, mut poke: impl FnMut()) {
+    for _ in 0..20 {
+        inject_fault(task);
+        poke();
+        for _ in 0..100 {
+            if count(app, EventKind::Restarted, task) > 0 {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("`{task}` never took the injected fault");
+}
+
+async fn audited(app: &TestApp, tenant: &str, action: &str) -> usize {
+    let filter = trellis::storage::security::AuditFilter {
+        action: Some(action.into()),
+        limit: 100,
+        ..Default::default()
+    };
+    app.security
+        .audit_entries(tenant, &filter)
+        .await
+        .map(|e| e.len())
+        .unwrap_or(0)
+}
+
+#[actix_rt::test]
+async fn the_audit_writer_restarts_after_a_panic_and_writes_the_entry_it_held() {
+    let app = spawn_app().await;
+    let t = app
+        .add_tenant(tenant("acme", "trk_acme0001_tasks-secret"))
+        .await;
+
+    let mut n = 0;
+    fail_once(&app, "audit.writer", || {
+        n += 1;
+        t.audit("drill.entry", "test", serde_json::json!({ "n": n }));
+    })
+    .await;
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = audited(&app, "acme", "drill.entry").await;
+        if stored == n {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert!(count(&app, EventKind::Failed, "audit.writer") >= 1);
+    assert_eq!(
+        stored, n,
+        "every entry, including the one held during the panic, is written"
+    );
+    t.audit("drill.after", "test", serde_json::json!({}));
+    let mut after = 0;
+    for _ in 0..100 {
+        after = audited(&app, "acme", "drill.after").await;
+        if after == 1 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(after, 1, "the restarted writer keeps writing");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_security_refresh_restarts_after_a_panic_and_keeps_refreshing() {
+    let app = spawn_app_with(&[("TRELLIS__SECURITY__CACHE_REFRESH_MS", "100")]).await;
+
+    fail_once(&app, "security.refresh", || {}).await;
+    // Still refreshing: the next injected fault is reached again by the restarted loop.
+    let restarted = count(&app, EventKind::Restarted, "security.refresh");
+    for _ in 0..20 {
+        inject_fault("security.refresh");
+        for _ in 0..50 {
+            if count(&app, EventKind::Restarted, "security.refresh") > restarted {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        if count(&app, EventKind::Restarted, "security.refresh") > restarted {
+            break;
+        }
+    }
+
+    assert!(count(&app, EventKind::Restarted, "security.refresh") > restarted);
+    assert!(app
+        .runtime
+        .events
+        .snapshot(None)
+        .iter()
+        .filter(|e| e.child == "security.refresh" && e.kind == EventKind::Failed)
+        .all(|e| e.reason.contains("injected fault")));
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lose_nothing() {
+    let Some(url) = crate::helpers::service_url("TRELLIS_TEST_REDIS_URL") else {
+        return;
+    };
+    let id = format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let app = spawn_app_with(&[("TRELLIS__STORAGE__REDIS_URL", &url)]).await;
+    let t = app
+        .add_tenant(tenant(&id, "trk_tasks001_hot-log-secret"))
+        .await;
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe("trellis:events").await.expect("subscribe");
+    let mut published = pubsub.into_on_message();
+
+    // The writer takes a fault while lines wait in its buffer; the publisher while it holds an event.
+    let mut n = 0;
+    let publish = |n: i32| {
+        t.bus.publish(trellis::actors::bus::TenantEvent {
+            tenant: id.clone(),
+            kind: "drill".into(),
+            data: serde_json::json!({ "n": n }),
+            local: true,
+        })
+    };
+    fail_once(&app, "hot_log.writer", || {
+        n += 1;
+        publish(n);
+    })
+    .await;
+    fail_once(&app, "bus.publisher", || {
+        n += 1;
+        publish(n);
+    })
+    .await;
+    n += 1;
+    publish(n);
+
+    // Every event reached the hot tier, in order.
+    let list = format!("trellis:logs:{id}");
+    let mut drills: Vec<i64> = Vec::new();
+    for _ in 0..200 {
+        let lines: Vec<String> = conn.lrange(&list, 0, -1).await.expect("lrange");
+        drills = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "drill")
+            .filter_map(|v| v["data"]["n"].as_i64())
+            .collect();
+        if drills.len() as i32 >= n {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    // And every event was published to the other nodes, the one held during the panic too.
+    let mut seen: Vec<i64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (seen.len() as i32) < n {
+        let Ok(Some(msg)) =
+            tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut published)).await
+        else {
+            break;
+        };
+        let payload: String = msg.get_payload().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+        if v["event"]["tenant"] == id.as_str() {
+            if let Some(k) = v["event"]["data"]["n"].as_i64() {
+                seen.push(k);
+            }
+        }
+    }
+
+    let all: Vec<i64> = (1..=n as i64).collect();
+    assert_eq!(drills, all, "hot tier");
+    assert_eq!(seen, all, "published");
+    assert!(count(&app, EventKind::Failed, "hot_log.writer") >= 1);
+    assert!(count(&app, EventKind::Failed, "bus.publisher") >= 1);
+    app.shutdown().await;
+}
