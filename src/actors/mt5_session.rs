@@ -534,9 +534,13 @@ impl Handler<Attach> for Mt5Session {
         } else {
             0
         };
+        // Every kept frame after `received`, without `received + 1`, which overflows on a hostile u64::MAX.
         let resend: Vec<String> = self
             .outbox
-            .range(received + 1..)
+            .range((
+                std::ops::Bound::Excluded(received),
+                std::ops::Bound::Unbounded,
+            ))
             .map(|(_, e)| e.text.clone())
             .collect();
         if !resend.is_empty() {

@@ -5,16 +5,21 @@
 //! - `latency`: tick-to-order over loopback WebSocket at 1 000 and 10 000 ticks/s (p50/p99/p99.9).
 //! - `ingest`: the highest sustained tick rate with persistence to the embedded store.
 //! - `tree`: 1 000 tenants × 5 strategies × 1 session: start-up time and resident memory.
-//! - `supervision`: panic → replacement handling the next bar, and a healthy tenant's latency while another
-//!   tenant's strategy panics 100 times a second.
+//! - `supervision`: panic → replacement handling its first live bar, and a healthy tenant's latency while
+//!   another tenant's strategy panics 100 times a second.
+//!
+//! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
+//! percentiles come from the histogram, the maximum is the true one.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use awc::ws;
 use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -103,6 +108,53 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Latency samples in an HDR histogram of whole microseconds (3 significant digits: exact below 2 048 µs,
+/// within 0.1 % above), with the true maximum kept beside it.
+struct Latencies {
+    hist: Histogram<u64>,
+    max: Duration,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Self {
+            // 1 µs to an hour, clamped beyond. Not auto-resizing: `saturating_record` does not grow one, it
+            // clamps to its initial bound (2 µs), which turned every sample of 2 ms or more into 2 µs.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid bounds and precision"),
+            max: Duration::ZERO,
+        }
+    }
+
+    fn record(&mut self, d: Duration) {
+        self.hist
+            .saturating_record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.max = self.max.max(d);
+    }
+
+    fn len(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The value at quantile `q` (0.5 for p50); never above the true maximum.
+    fn at(&self, q: f64) -> Duration {
+        if self.hist.is_empty() {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.hist.value_at_quantile(q)).min(self.max)
+    }
+
+    /// `p50 … p99 … max …` for the given percentiles, in whole microseconds.
+    fn summary(&self, percentiles: &[f64]) -> String {
+        let mut out = String::new();
+        for p in percentiles {
+            out.push_str(&format!("p{p} {} µs ", self.at(p / 100.0).as_micros()));
+        }
+        out.push_str(&format!("max {} µs", self.max.as_micros()));
+        out
+    }
 }
 
 // ---- backtest -------------------------------------------------------------------------------------------
@@ -294,10 +346,30 @@ async fn open_bridge(port: u16, key: &str, login: u64) -> anyhow::Result<(WsSink
 
 // ---- latency --------------------------------------------------------------------------------------------
 
+/// What [`drive`] measured.
+struct Driven {
+    /// Tick-to-order latency of every bar after the warm-up bars whose order arrived.
+    samples: Latencies,
+    /// Ticks sent.
+    sent: u64,
+    /// Bars closed whose order had not arrived when the run ended (after waiting [`DRAIN`] for it).
+    never_arrived: usize,
+    /// Orders that arrived with no bar waiting for one (none expected: each bar close yields one order).
+    unmatched: u64,
+}
+
+/// How long [`drive`] keeps answering orders after it stops sending ticks, for orders still on their way.
+const DRAIN: Duration = Duration::from_secs(2);
+
 /// A bridge that streams ticks at `rate` (every `per_bar`-th tick opens a bar) and answers every order at
 /// once with a fill. Tick-to-order latency is the time from sending the tick that closes a bar to receiving
-/// the order it causes. The next bar opens only once that order has arrived (closed loop: the figures do
-/// not include queueing behind a slow order, and the achieved rate is reported).
+/// the order it causes; every bar's send time is kept until its order arrives, so every order is measured
+/// once, however slow. The next bar opens only once the previous bar's order has arrived and been answered
+/// (closed loop: the achieved rate is reported). That is also what makes the matching exact: `flip` wants
+/// the opposite position on every bar, so each bar close yields exactly one order — but only while the
+/// strategy has no order in flight (the ledger plans no order on top of one), so a bar closed before the
+/// previous order came back could yield none. After `seconds` it sends no more ticks and waits up to
+/// [`DRAIN`] for the orders still due; those that never come are counted.
 async fn drive(
     port: u16,
     key: &str,
@@ -305,27 +377,42 @@ async fn drive(
     rate: u64,
     seconds: u64,
     per_bar: u64,
-) -> anyhow::Result<(Vec<Duration>, u64)> {
+) -> anyhow::Result<Driven> {
     let (mut sink, mut stream) = open_bridge(port, key, login).await?;
     let mut seq = 1u64;
     let step = 60_000 / per_bar as i64;
-    let mut time_msc = 1_700_000_040_000i64;
+    let first_msc = 1_700_000_040_000i64;
+    let mut time_msc = first_msc;
     let mut sent = 0u64;
-    let mut awaiting: Option<Instant> = None;
-    let mut samples = Vec::new();
+    // Bars closed whose order has not arrived: (open time of the bar, when its closing tick was sent).
+    let mut outstanding: VecDeque<(i64, Instant)> = VecDeque::new();
+    let mut samples = Latencies::new();
+    let mut unmatched = 0u64;
     let mut ticket = 10_000u64;
+    // The first bars' orders are answered but not timed (connection and caches warming up).
     let warmup_bars = 3;
+    let first_timed_bar = (first_msc / 60_000 + warmup_bars) * 60_000;
     let started = Instant::now();
     let mut clock = tokio::time::interval(Duration::from_micros(500));
     let end = started + Duration::from_secs(seconds);
-    while Instant::now() < end {
+    loop {
+        let now = Instant::now();
+        if now >= end && (outstanding.is_empty() || now >= end + DRAIN) {
+            break;
+        }
         tokio::select! {
             frame = stream.next() => {
-                let Some(Ok(ws::Frame::Text(b))) = frame else { continue };
+                let b = match frame {
+                    Some(Ok(ws::Frame::Text(b))) => b,
+                    Some(_) => continue,
+                    None => break,
+                };
                 let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
                 if v["type"] != "order_request" { continue; }
-                if let Some(at) = awaiting.take() {
-                    samples.push(at.elapsed());
+                match outstanding.pop_front() {
+                    Some((bar, at)) if bar >= first_timed_bar => samples.record(at.elapsed()),
+                    Some(_) => {}
+                    None => unmatched += 1,
                 }
                 ticket += 2;
                 let side = v["order_type"].as_u64().unwrap_or(0);
@@ -337,11 +424,14 @@ async fn drive(
                 sink.send(ws::Message::Text(deal.to_string().into())).await?;
             }
             _ = clock.tick() => {
+                if Instant::now() >= end {
+                    continue; // draining: no more ticks, only answers
+                }
                 let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
                 while sent < due {
                     time_msc += step;
                     let opens_bar = time_msc % 60_000 == 0;
-                    if opens_bar && awaiting.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
+                    if opens_bar && !outstanding.is_empty() {
                         time_msc -= step;
                         break; // the previous bar's order has not arrived yet
                     }
@@ -350,29 +440,36 @@ async fn drive(
                     let tick = format!(r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":{bid:.5},"ask":{:.5}}}"#, bid + 0.0002);
                     sink.send(ws::Message::Text(tick.into())).await?;
                     sent += 1;
-                    if opens_bar && time_msc / 60_000 > 1_700_000_040_000 / 60_000 + warmup_bars {
-                        awaiting = Some(Instant::now());
+                    if opens_bar {
+                        // This tick closed the bar before it.
+                        outstanding.push_back((time_msc - 60_000, Instant::now()));
                     }
                 }
             }
         }
     }
     let _ = sink.send(ws::Message::Close(None)).await;
-    Ok((samples, sent))
+    Ok(Driven {
+        samples,
+        sent,
+        never_arrived: outstanding.len(),
+        unmatched,
+    })
 }
 
-fn report_latency(label: &str, mut samples: Vec<Duration>, sent: u64, seconds: u64) {
-    samples.sort();
-    println!(
-        "{label}: {} ticks ({:.0}/s achieved), {} orders; tick-to-order p50 {} p99 {} p99.9 {} max {}",
-        sent,
-        sent as f64 / seconds as f64,
-        samples.len(),
-        us(percentile(&samples, 0.5)),
-        us(percentile(&samples, 0.99)),
-        us(percentile(&samples, 0.999)),
-        us(samples.last().copied().unwrap_or_default())
+fn report_latency(label: &str, driven: &Driven, seconds: u64) {
+    let mut line = format!(
+        "{label}: {} ticks ({:.0}/s achieved), {} orders; tick-to-order {}; {} never arrived",
+        driven.sent,
+        driven.sent as f64 / seconds as f64,
+        driven.samples.len(),
+        driven.samples.summary(&[50.0, 99.0, 99.9]),
+        driven.never_arrived,
     );
+    if driven.unmatched > 0 {
+        line.push_str(&format!(", {} arrived unasked", driven.unmatched));
+    }
+    println!("{line}");
 }
 
 async fn latency() -> anyhow::Result<()> {
@@ -387,7 +484,7 @@ async fn latency() -> anyhow::Result<()> {
             ))
             .await?;
         let seconds = 5;
-        let (samples, sent) = drive(
+        let driven = drive(
             app.port,
             "trk_latency1_bench-secret-key",
             4242,
@@ -396,7 +493,7 @@ async fn latency() -> anyhow::Result<()> {
             per_bar,
         )
         .await?;
-        report_latency(&format!("latency @ {rate} ticks/s"), samples, sent, seconds);
+        report_latency(&format!("latency @ {rate} ticks/s"), &driven, seconds);
         app.stop().await;
     }
     Ok(())
@@ -562,21 +659,92 @@ async fn tree() -> anyhow::Result<()> {
 
 static PANICKED_AT: Mutex<Option<Instant>> = Mutex::new(None);
 static LAST_POISON: AtomicI64 = AtomicI64::new(i64::MIN);
-static RECOVERIES: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+static PANICS: AtomicU64 = AtomicU64::new(0);
+static RECOVERIES: Mutex<Vec<Recovery>> = Mutex::new(Vec::new());
+/// When [`drive_bars`] sent the tick of each `time_msc`: the tick at `t` closes the bar that opened at
+/// `t - 60 000`.
+static TICKS_SENT: Mutex<Option<HashMap<i64, Instant>>> = Mutex::new(None);
+/// Bars after a panic that had closed before the replacement began its warm-up: replayed, not live.
+static REPLAYED_AFTER_PANIC: AtomicU64 = AtomicU64::new(0);
+
+/// One panic and the replacement that followed it.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    /// Panic → the replacement's first `on_bar` (its warm-up replay begins): the figure measured before
+    /// 2026-11-28.
+    warm_up: Duration,
+    /// Panic → the replacement handling its first live bar.
+    live: Duration,
+    /// Panic → the tick that closed that bar was sent (the wait for the next bar, not the restart).
+    bar_closed: Duration,
+    /// That tick sent → the replacement handling the bar.
+    handled: Duration,
+}
+
+/// What a fresh incarnation knows of its predecessor's panic until it handles its first live bar.
+struct Recovering {
+    panicked_at: Instant,
+    /// Open time of the bar that panicked; the replay of recent bars ends with it or shortly after.
+    poison_ms: i64,
+    /// The first `on_bar` of this incarnation: the warm-up replay's first bar.
+    warm_up_at: Instant,
+}
 
 /// Panics on bars it has not seen before whose minute is a multiple of `every`. A fresh incarnation
-/// records, on its first bar (the warm-up replay), how long ago its predecessor panicked.
+/// measures how long ago its predecessor panicked when it handles its first live bar: the strategy API does
+/// not say whether a bar is replayed (warm-up) or live, so a live bar is one that opened after the bar that
+/// panicked and whose closing tick was sent after this incarnation began its warm-up (the replay was
+/// fetched before that, so cannot hold it). A post-panic bar closed earlier may be in the replay; it is
+/// counted in `REPLAYED_AFTER_PANIC` and the next bar is measured instead (never a replayed bar).
 struct Crash {
     every: i64,
     fresh: bool,
+    recovering: Option<Recovering>,
+}
+
+impl Crash {
+    fn new(every: i64) -> Self {
+        Self {
+            every,
+            fresh: true,
+            recovering: None,
+        }
+    }
 }
 
 impl Strategy for Crash {
     fn on_bar(&mut self, bar: &Bar) -> Option<Decimal> {
         if std::mem::take(&mut self.fresh) {
-            if let Some(at) = PANICKED_AT.lock().ok().and_then(|mut p| p.take()) {
-                if let Ok(mut r) = RECOVERIES.lock() {
-                    r.push(at.elapsed());
+            let warm_up_at = Instant::now();
+            if let Some(panicked_at) = PANICKED_AT.lock().ok().and_then(|mut p| p.take()) {
+                self.recovering = Some(Recovering {
+                    panicked_at,
+                    poison_ms: LAST_POISON.load(Ordering::SeqCst),
+                    warm_up_at,
+                });
+            }
+        }
+        if let Some(r) = self.recovering.take_if(|r| bar.open_time_ms > r.poison_ms) {
+            let handled_at = Instant::now();
+            let close_msc = bar.open_time_ms + bar.timeframe.millis();
+            let closed_at = TICKS_SENT
+                .lock()
+                .ok()
+                .and_then(|t| t.as_ref()?.get(&close_msc).copied());
+            match closed_at {
+                Some(closed_at) if closed_at > r.warm_up_at => {
+                    if let Ok(mut all) = RECOVERIES.lock() {
+                        all.push(Recovery {
+                            warm_up: r.warm_up_at - r.panicked_at,
+                            live: handled_at - r.panicked_at,
+                            bar_closed: closed_at.saturating_duration_since(r.panicked_at),
+                            handled: handled_at - closed_at,
+                        });
+                    }
+                }
+                _ => {
+                    REPLAYED_AFTER_PANIC.fetch_add(1, Ordering::SeqCst);
+                    self.recovering = Some(r);
                 }
             }
         }
@@ -586,25 +754,36 @@ impl Strategy for Crash {
             if let Ok(mut p) = PANICKED_AT.lock() {
                 *p = Some(Instant::now());
             }
+            PANICS.fetch_add(1, Ordering::SeqCst);
             panic!("bench: poison bar {}", bar.open_time_ms);
         }
         None
     }
 }
 
+/// Clears what the crash strategy and [`drive_bars`] left in the statics.
+fn reset_crash_statics() {
+    LAST_POISON.store(i64::MIN, Ordering::SeqCst);
+    PANICS.store(0, Ordering::SeqCst);
+    REPLAYED_AFTER_PANIC.store(0, Ordering::SeqCst);
+    if let Ok(mut p) = PANICKED_AT.lock() {
+        *p = None;
+    }
+    if let Ok(mut r) = RECOVERIES.lock() {
+        r.clear();
+    }
+    if let Ok(mut t) = TICKS_SENT.lock() {
+        *t = Some(HashMap::new());
+    }
+}
+
 fn crash_sometimes(_: &Params, _: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
     // Bars come every 10 ms: a panic every 1.1 s, so each incarnation outlives the crash-loop threshold.
-    Ok(Box::new(Crash {
-        every: 110,
-        fresh: true,
-    }))
+    Ok(Box::new(Crash::new(110)))
 }
 
 fn crash_always(_: &Params, _: Decimal) -> Result<Box<dyn Strategy>, ParamError> {
-    Ok(Box::new(Crash {
-        every: 1,
-        fresh: true,
-    }))
+    Ok(Box::new(Crash::new(1)))
 }
 
 async fn supervision() -> anyhow::Result<()> {
@@ -621,25 +800,47 @@ async fn supervision() -> anyhow::Result<()> {
             vec![strategy("crash", "crash", "EURUSD")],
         ))
         .await?;
+    reset_crash_statics();
     let bars = drive_bars(app.port, 12).await?;
-    let mut recoveries = RECOVERIES
+    let recoveries = RECOVERIES
         .lock()
         .map(|mut r| std::mem::take(&mut *r))
         .unwrap_or_default();
-    recoveries.sort();
+    let histogram = |part: fn(&Recovery) -> Duration| {
+        let mut h = Latencies::new();
+        recoveries.iter().for_each(|r| h.record(part(r)));
+        h
+    };
+    let (live, bar_closed, handled, warm_up) = (
+        histogram(|r| r.live),
+        histogram(|r| r.bar_closed),
+        histogram(|r| r.handled),
+        histogram(|r| r.warm_up),
+    );
+    let replayed = REPLAYED_AFTER_PANIC.load(Ordering::SeqCst);
     println!(
-        "supervision: {} bars, {} panics; panic → replacement started, warmed up and handling a bar: p50 {} p99 {} max {}",
+        "supervision: {} bars, {} panics, {} measured; panic → replacement handling its first live bar: {}{}",
         bars,
-        recoveries.len(),
-        us(percentile(&recoveries, 0.5)),
-        us(percentile(&recoveries, 0.99)),
-        us(recoveries.last().copied().unwrap_or_default())
+        PANICS.load(Ordering::SeqCst),
+        live.len(),
+        live.summary(&[50.0, 99.0]),
+        if replayed > 0 {
+            format!(" ({replayed} post-panic bars had closed before the replacement's warm-up: not counted as live)")
+        } else {
+            String::new()
+        },
+    );
+    println!(
+        "supervision: of which panic → that bar's closing tick sent (waiting for the next bar): {}; closing tick → handled by the replacement: {}",
+        bar_closed.summary(&[50.0, 99.0]),
+        handled.summary(&[50.0, 99.0]),
+    );
+    println!(
+        "supervision: panic → replacement started and its warm-up replay begun (the figure before 2026-11-28): {}",
+        warm_up.summary(&[50.0, 99.0]),
     );
     app.stop().await;
-    LAST_POISON.store(i64::MIN, Ordering::SeqCst);
-    if let Ok(mut p) = PANICKED_AT.lock() {
-        *p = None;
-    }
+    reset_crash_statics();
 
     // 2. A healthy tenant's latency while another tenant's strategy panics on every bar, 100 bars a second
     //    (back-off capped at 2 ms so the restarts keep up, intensity high so nothing escalates).
@@ -665,7 +866,7 @@ async fn supervision() -> anyhow::Result<()> {
         ))
         .await?;
     let crash_task = actix_web::rt::spawn(drive_bars(app.port, seconds));
-    let (samples, sent) = drive(
+    let driven = drive(
         app.port,
         "trk_healthy1_bench-secret-key",
         5151,
@@ -684,8 +885,7 @@ async fn supervision() -> anyhow::Result<()> {
         .count();
     report_latency(
         "supervision: healthy tenant @ 1000 ticks/s while another tenant's strategy panics",
-        samples,
-        sent,
+        &driven,
         seconds,
     );
     println!(
@@ -694,6 +894,7 @@ async fn supervision() -> anyhow::Result<()> {
     );
     let _ = std::panic::take_hook();
     app.stop().await;
+    reset_crash_statics();
     Ok(())
 }
 
@@ -713,6 +914,11 @@ async fn drive_bars(port: u16, seconds: u64) -> anyhow::Result<u64> {
         let tick = format!(
             r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":1.1,"ask":1.1002}}"#
         );
+        // Before sending: the bar this tick closes cannot have closed before this instant.
+        if let Ok(mut sent) = TICKS_SENT.lock() {
+            sent.get_or_insert_with(HashMap::new)
+                .insert(time_msc, Instant::now());
+        }
         sink.send(ws::Message::Text(tick.into())).await?;
         ticks += 1;
     }
@@ -739,7 +945,7 @@ async fn auth() -> anyhow::Result<()> {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(10))
         .finish();
-    let mut logins = Vec::new();
+    let mut logins = Latencies::new();
     let mut token = String::new();
     for _ in 0..10 {
         let started = Instant::now();
@@ -752,13 +958,12 @@ async fn auth() -> anyhow::Result<()> {
             .json()
             .await
             .map_err(|e| anyhow::anyhow!("login: {e}"))?;
-        logins.push(started.elapsed());
+        logins.record(started.elapsed());
         if !resp.status().is_success() {
             bail!("login answered {}: {body}", resp.status());
         }
         token = body["access_token"].as_str().unwrap_or_default().to_owned();
     }
-    logins.sort();
     let platform = security
         .authenticate(&token)
         .map_err(|e| anyhow::anyhow!("token: {e}"))?;
@@ -810,7 +1015,7 @@ async fn auth() -> anyhow::Result<()> {
             key.clone(),
         ),
     ] {
-        let mut times = Vec::with_capacity(2_000);
+        let mut times = Latencies::new();
         for _ in 0..2_000 {
             let started = Instant::now();
             let mut resp = client
@@ -823,21 +1028,39 @@ async fn auth() -> anyhow::Result<()> {
             if !resp.status().is_success() {
                 bail!("{path} answered {}", resp.status());
             }
-            times.push(started.elapsed());
+            times.record(started.elapsed());
         }
-        times.sort();
         println!(
-            "auth: {label} over loopback HTTP: p50 {} p99 {} max {} (2000 sequential requests)",
-            us(percentile(&times, 0.5)),
-            us(percentile(&times, 0.99)),
-            us(percentile(&times, 1.0)),
+            "auth: {label} over loopback HTTP: {} (2000 sequential requests)",
+            times.summary(&[50.0, 99.0]),
         );
     }
     println!(
         "auth: login (Argon2id m=19 MiB t=2 p=1, on the blocking pool): p50 {:.1} ms, max {:.1} ms (10 logins)",
-        percentile(&logins, 0.5).as_secs_f64() * 1e3,
-        percentile(&logins, 1.0).as_secs_f64() * 1e3
+        logins.at(0.5).as_secs_f64() * 1e3,
+        logins.max.as_secs_f64() * 1e3
     );
     app.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_keep_every_sample_and_the_true_maximum() {
+        let mut l = Latencies::new();
+        for us in 1..=1_000u64 {
+            l.record(Duration::from_micros(us * 10)); // 10 µs … 10 ms
+        }
+        l.record(Duration::from_nanos(250_000_700)); // one slow sample: 250 ms
+        assert_eq!(l.len(), 1_001);
+        let within = |d: Duration, us: u64| d.as_micros().abs_diff(us as u128) <= us as u128 / 500;
+        assert!(within(l.at(0.5), 5_010), "{:?}", l.at(0.5));
+        assert!(within(l.at(0.99), 9_910), "{:?}", l.at(0.99));
+        assert_eq!(l.max, Duration::from_nanos(250_000_700));
+        assert_eq!(l.at(1.0), l.max);
+        assert!(l.summary(&[50.0, 99.9]).ends_with("max 250000 µs"));
+    }
 }
