@@ -50,6 +50,15 @@ impl From<sqlx::Error> for StorageError {
             {
                 Self::Rejected(db.message().to_owned())
             }
+            // PostgreSQL's class 22, data exception (a NUL in text, a number out of range…): the value can
+            // never be stored, so retrying it would hold every write queued behind it forever.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.len() == 5 && c.starts_with("22")) =>
+            {
+                Self::Rejected(db.message().to_owned())
+            }
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::Decode(_)
             | sqlx::Error::TypeNotFound { .. } => Self::Rejected(e.to_string()),

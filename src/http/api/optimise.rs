@@ -95,7 +95,11 @@ pub async fn optimise(
             "grid: every parameter needs at least one value".into(),
         ));
     }
-    let runs = req.grid.values().map(Vec::len).product::<usize>();
+    // Saturating: a hundred parameters of a few values each are more combinations than a usize counts.
+    let runs = req
+        .grid
+        .values()
+        .fold(1usize, |n, values| n.saturating_mul(values.len()));
     if runs > MAX_RUNS {
         return Err(ApiError::BadRequest(format!(
             "grid: {runs} combinations; at most {MAX_RUNS} per request"

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ledger::Ledger;
-use crate::domain::positions::{Deal, DealEntry, Fill};
+use crate::domain::positions::{Deal, DealEntry, Fill, RECONCILIATION_TICKET_BASE};
 use crate::domain::{Login, Side, Symbol};
 
 /// The protocol version this build speaks.
@@ -446,11 +446,122 @@ pub struct DecodeError {
     pub ref_seq: Option<u64>,
 }
 
-/// Parses one text frame, telling apart broken JSON, unknown types, missing fields and wrong types.
+/// Largest magnitude of a price or volume accepted from a bridge: beyond any instrument, and small enough
+/// that volume × price × contract size, and sums of those, stay far inside `Decimal` (±7.9 × 10^28), whose
+/// arithmetic panics on overflow.
+pub const MAX_QUANTITY: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// Largest magnitude of an amount of money (commission, swap, profit, fee, balance): 10^15.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0);
+/// Times are milliseconds since the Unix epoch from 0 to 2^53 (the year 287 396); bar arithmetic on times
+/// near `i64::MIN` or `i64::MAX` would overflow.
+pub const MAX_TIME_MSC: i64 = 1 << 53;
+
+/// Parses one text frame, telling apart broken JSON, unknown types, missing fields and wrong types, and
+/// refusing numbers out of range (`invalid_value`) before they reach any arithmetic.
 pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     match serde_json::from_str::<Inbound>(text) {
-        Ok(frame) => Ok(frame),
+        Ok(frame) => match out_of_range(&frame) {
+            None => Ok(frame),
+            Some(message) => Err(DecodeError {
+                code: ErrorCode::InvalidValue,
+                message,
+                ref_seq: Some(frame.seq()),
+            }),
+        },
         Err(e) => Err(classify(text, e)),
+    }
+}
+
+/// The first number of `frame` outside the ranges above (or a buy, sell or position volume not above 0),
+/// named.
+fn out_of_range(frame: &Inbound) -> Option<String> {
+    if let Some(name) = nul_in(frame) {
+        // PostgreSQL cannot store a NUL in text: such a frame could be acknowledged but never stored.
+        return Some(format!("`{name}` contains a NUL character"));
+    }
+    fn quantity(name: &str, v: Decimal) -> Option<String> {
+        (v.abs() > MAX_QUANTITY).then(|| format!("`{name}` {v} is beyond ±{MAX_QUANTITY}"))
+    }
+    fn amount(name: &str, v: Decimal) -> Option<String> {
+        (v.abs() > MAX_AMOUNT).then(|| format!("`{name}` {v} is beyond ±{MAX_AMOUNT}"))
+    }
+    fn positive(name: &str, v: Decimal) -> Option<String> {
+        (v <= Decimal::ZERO).then(|| format!("`{name}` {v} must be above 0"))
+    }
+    fn time(name: &str, t: i64) -> Option<String> {
+        (!(0..=MAX_TIME_MSC).contains(&t))
+            .then(|| format!("`{name}` {t} is not a time from 0 to 2^53 ms"))
+    }
+    fn position(p: &PositionItem) -> Option<String> {
+        positive("positions[].volume", p.volume)
+            .or_else(|| quantity("positions[].volume", p.volume))
+            .or_else(|| quantity("positions[].price_open", p.price_open))
+            .or_else(|| {
+                p.price_current
+                    .and_then(|v| quantity("positions[].price_current", v))
+            })
+            .or_else(|| p.profit.and_then(|v| amount("positions[].profit", v)))
+            .or_else(|| p.time_msc.and_then(|t| time("positions[].time_msc", t)))
+    }
+    match frame {
+        Inbound::Tick(t) => time("time_msc", t.time_msc)
+            .or_else(|| quantity("bid", t.bid))
+            .or_else(|| quantity("ask", t.ask))
+            .or_else(|| t.last.and_then(|v| quantity("last", v)))
+            .or_else(|| t.volume.and_then(|v| quantity("volume", v))),
+        Inbound::Account(a) => amount("balance", a.balance)
+            .or_else(|| amount("equity", a.equity))
+            .or_else(|| amount("margin", a.margin))
+            .or_else(|| a.margin_free.and_then(|v| amount("margin_free", v)))
+            .or_else(|| a.profit.and_then(|v| amount("profit", v))),
+        Inbound::Positions(p) => p.positions.iter().find_map(position),
+        Inbound::HistoryEnd(h) => h.positions.iter().find_map(position),
+        Inbound::OrderResult(r) => quantity("volume", r.volume)
+            .or_else(|| quantity("price", r.price))
+            .or_else(|| r.bid.and_then(|v| quantity("bid", v)))
+            .or_else(|| r.ask.and_then(|v| quantity("ask", v))),
+        Inbound::Deal(d) => (d.ticket >= RECONCILIATION_TICKET_BASE)
+            .then(|| {
+                format!(
+                    "`ticket` {} is in trellis's range for reconciliation entries (2^62 and above)",
+                    d.ticket
+                )
+            })
+            .or_else(|| time("time_msc", d.time_msc))
+            // A buy or sell moves a position: by a positive volume (other deal types are ignored).
+            .or_else(|| {
+                (d.deal_type <= 1)
+                    .then(|| positive("volume", d.volume))
+                    .flatten()
+            })
+            .or_else(|| quantity("volume", d.volume))
+            .or_else(|| quantity("price", d.price))
+            .or_else(|| amount("commission", d.commission))
+            .or_else(|| amount("swap", d.swap))
+            .or_else(|| amount("profit", d.profit))
+            .or_else(|| amount("fee", d.fee)),
+        Inbound::Hello(_) | Inbound::Heartbeat(_) => None,
+    }
+}
+
+/// The first string field of `frame` that holds a NUL character.
+fn nul_in(frame: &Inbound) -> Option<&'static str> {
+    let nul = |s: &str| s.contains('\0');
+    let positions = |ps: &[PositionItem]| ps.iter().any(|p| nul(&p.symbol));
+    match frame {
+        Inbound::Hello(h) => (nul(&h.api_key) || nul(&h.server)).then_some("hello"),
+        Inbound::Tick(t) => nul(&t.symbol).then_some("symbol"),
+        Inbound::Account(a) => nul(&a.currency).then_some("currency"),
+        Inbound::Positions(p) => positions(&p.positions).then_some("positions[].symbol"),
+        Inbound::HistoryEnd(h) => positions(&h.positions).then_some("positions[].symbol"),
+        Inbound::OrderResult(r) => {
+            (nul(&r.client_order_id) || nul(&r.comment)).then_some("order_result")
+        }
+        Inbound::Deal(d) => {
+            (nul(&d.symbol) || nul(&d.comment) || d.client_order_id.as_deref().is_some_and(nul))
+                .then_some("deal")
+        }
+        Inbound::Heartbeat(_) => None,
     }
 }
 
@@ -571,6 +682,43 @@ mod tests {
         }));
         assert!(text.contains(r#""type":"history_request""#), "{text}");
         assert!(text.contains(r#""from_msc":9007199254740991"#), "{text}");
+    }
+
+    #[test]
+    fn numbers_beyond_what_the_books_can_hold_are_invalid_values() {
+        let invalid = |s: &str| {
+            let e = decode(s).expect_err("out of range");
+            assert_eq!(e.code, ErrorCode::InvalidValue, "{s}: {}", e.message);
+            assert_eq!(e.ref_seq, Some(7));
+        };
+        invalid(
+            r#"{"type":"tick","seq":7,"symbol":"EURUSD","time_msc":-9223372036854775808,"bid":1.1,"ask":1.2}"#,
+        );
+        invalid(
+            r#"{"type":"tick","seq":7,"symbol":"EURUSD","time_msc":1,"bid":1.1,"ask":"79228162514264337593543950335"}"#,
+        );
+        invalid(
+            r#"{"type":"deal","seq":7,"ticket":18446744073709551615,"order":1,"position_id":1,"symbol":"EURUSD","deal_type":0,"entry":0,"volume":0.1,"price":1.1,"time_msc":1}"#,
+        );
+        invalid(
+            r#"{"type":"deal","seq":7,"ticket":1,"order":1,"position_id":1,"symbol":"EURUSD","deal_type":0,"entry":0,"volume":"1000000000.1","price":1.1,"time_msc":1}"#,
+        );
+        invalid(
+            r#"{"type":"positions","seq":7,"positions":[{"ticket":1,"identifier":1,"symbol":"EURUSD","type":0,"volume":0.1,"price_open":"-10000000000"}]}"#,
+        );
+        invalid(
+            r#"{"type":"deal","seq":7,"ticket":1,"order":1,"position_id":1,"symbol":"EURUSD","deal_type":1,"entry":0,"volume":0,"price":1.1,"time_msc":1}"#,
+        );
+        invalid(
+            r#"{"type":"history_end","seq":7,"request_id":1,"positions":[{"ticket":1,"identifier":1,"symbol":"EURUSD","type":0,"volume":-0.1,"price_open":1.1}]}"#,
+        );
+        invalid(
+            r#"{"type":"deal","seq":7,"ticket":1,"order":1,"position_id":1,"symbol":"EUR\u0000USD","deal_type":0,"entry":0,"volume":0.1,"price":1.1,"time_msc":1}"#,
+        );
+        assert!(decode(
+            r#"{"type":"deal","seq":7,"ticket":1,"order":1,"position_id":1,"symbol":"EURUSD","deal_type":0,"entry":0,"volume":"1000000000","price":"-1000000000","commission":"-1000000000000000","time_msc":9007199254740992}"#
+        )
+        .is_ok());
     }
 
     #[test]
