@@ -19,7 +19,7 @@
 //! session for the terminal's recent deals, and one that remains after them (`history_end`) is adopted as a
 //! reconciliation deal — stored, audited, published — so risk and the books continue from the real position.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,6 @@ use std::time::Duration;
 use actix::prelude::*;
 use rust_decimal::Decimal;
 
-use super::bus::TenantEvent;
 use super::messages::{
     AccountLink, AccountPosition, AccountReceived, AckWhenStored, CheckOrder, DealReceived,
     Flatten, GetInFlight, GetPortfolio, GetReconcilePoint, HistoryEndReceived, OrderResultReceived,
@@ -127,12 +126,7 @@ impl Portfolio {
             Write::Release(..) | Write::Ack(..) => return,
         };
         if let Ok(data) = data {
-            self.tenant.bus.publish(TenantEvent {
-                tenant: self.tenant.id.0.clone(),
-                kind: kind.to_owned(),
-                data,
-                local: true,
-            });
+            self.tenant.publish(kind, data);
         }
     }
 
@@ -270,31 +264,27 @@ impl Portfolio {
             .get(&order.account)
             .is_some_and(|s| s.connected());
         let now = now_ms();
-        match has_session {
-            true => {
-                let _ = order.transition(OrderStatus::Sent, now);
-                self.tenant.metrics.order("sent");
-                tracing::info!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
-                    symbol = %order.symbol, side = order.side.as_str(), volume = %order.volume, "order sent");
-                let send = SendOrder {
-                    client_order_id: order.client_order_id.clone(),
-                    symbol: order.symbol.clone(),
-                    side: order.side,
-                    kind: order.kind,
-                    volume: order.volume,
-                    price: order.price,
-                    position,
-                    magic: magic(order.strategy_id.as_deref()),
-                };
-                self.ledger.remember(seq, order.clone());
-                return self.write_ahead(seq, order, send, ctx);
-            }
-            false => {
-                let _ = order.transition(OrderStatus::Rejected, now);
-                order.reason = Some(format!("no MT5 session for account {}", order.account));
-                self.tenant.metrics.order("rejected_no_session");
-            }
+        if has_session {
+            let _ = order.transition(OrderStatus::Sent, now);
+            self.tenant.metrics.order("sent");
+            tracing::info!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
+                symbol = %order.symbol, side = order.side.as_str(), volume = %order.volume, "order sent");
+            let send = SendOrder {
+                client_order_id: order.client_order_id.clone(),
+                symbol: order.symbol.clone(),
+                side: order.side,
+                kind: order.kind,
+                volume: order.volume,
+                price: order.price,
+                position,
+                magic: magic(order.strategy_id.as_deref()),
+            };
+            self.ledger.remember(seq, order.clone());
+            return self.write_ahead(seq, order, send, ctx);
         }
+        let _ = order.transition(OrderStatus::Rejected, now);
+        order.reason = Some(format!("no MT5 session for account {}", order.account));
+        self.tenant.metrics.order("rejected_no_session");
         self.ledger.remember(seq, order.clone());
         self.persist(Write::Order(seq, order), ctx);
     }
@@ -544,7 +534,8 @@ impl Handler<PositionsReceived> for Portfolio {
     /// Compares the terminal's positions with the book. A difference may be a deal still on its way, so it
     /// only asks the terminal for its recent deals; the answer (`history_end`) settles it.
     fn handle(&mut self, msg: PositionsReceived, _ctx: &mut Self::Context) {
-        let differences = self.differences(msg.account, &msg.frame.positions);
+        let terminal = terminal_positions(&msg.frame.positions);
+        let differences = self.ledger.differences(msg.account, &terminal);
         if differences.is_empty() {
             return;
         }
@@ -582,9 +573,8 @@ impl Handler<HistoryEndReceived> for Portfolio {
             if !self.ledger.apply_deal(&deal, false, contract, now_ms()) {
                 continue;
             }
-            let before = deal.fill.volume;
             tracing::warn!(tenant = %self.tenant.id, account = %deal.account, symbol = %deal.fill.symbol,
-                side = deal.fill.side.as_str(), volume = %before, ticket = deal.ticket,
+                side = deal.fill.side.as_str(), volume = %deal.fill.volume, ticket = deal.ticket,
                 "position adopted from the terminal");
             let detail = serde_json::json!({
                 "account": deal.account,
@@ -604,55 +594,37 @@ impl Handler<HistoryEndReceived> for Portfolio {
 
 /// The terminal's net position per symbol: (signed volume, average open price, a position id).
 fn terminal_positions(positions: &[PositionItem]) -> HashMap<Symbol, (Decimal, Decimal, u64)> {
-    let mut out: HashMap<Symbol, (Decimal, Decimal, u64)> = HashMap::new();
-    let mut cost: HashMap<Symbol, (Decimal, Decimal)> = HashMap::new();
+    // Per symbol: net signed volume, cost and lots of its positions, the first position's id.
+    let mut sums: HashMap<Symbol, (Decimal, Decimal, Decimal, u64)> = HashMap::new();
     for p in positions {
         let sign = if p.kind == 0 {
             Decimal::ONE
         } else {
             Decimal::NEGATIVE_ONE
         };
-        let symbol = Symbol(p.symbol.clone());
-        let e = out
-            .entry(symbol.clone())
-            .or_insert((Decimal::ZERO, Decimal::ZERO, p.identifier));
-        e.0 += p.volume * sign;
-        let c = cost.entry(symbol).or_default();
-        c.0 += p.volume * p.price_open;
-        c.1 += p.volume;
+        let s = sums.entry(Symbol(p.symbol.clone())).or_insert((
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+            p.identifier,
+        ));
+        s.0 += p.volume * sign;
+        s.1 += p.volume * p.price_open;
+        s.2 += p.volume;
     }
-    for (symbol, (volume, price, _)) in out.iter_mut() {
-        if let Some((value, lots)) = cost.get(symbol).filter(|(_, l)| !l.is_zero()) {
-            *price = value / lots;
-        }
-        let _ = volume;
-    }
-    out
+    sums.into_iter()
+        .map(|(symbol, (net, cost, lots, id))| {
+            let price = if lots.is_zero() {
+                Decimal::ZERO
+            } else {
+                cost / lots
+            };
+            (symbol, (net, price, id))
+        })
+        .collect()
 }
 
 impl Portfolio {
-    /// Symbols whose net position differs from the terminal's: (symbol, trellis, terminal).
-    fn differences(
-        &mut self,
-        account: Login,
-        positions: &[PositionItem],
-    ) -> Vec<(String, Decimal, Decimal)> {
-        let terminal = terminal_positions(positions);
-        let book = self.ledger.account(account);
-        let mut symbols: HashSet<Symbol> = terminal.keys().cloned().collect();
-        symbols.extend(book.positions().map(|p| p.symbol.clone()));
-        let mut out: Vec<(String, Decimal, Decimal)> = symbols
-            .into_iter()
-            .filter_map(|s| {
-                let ours = book.net(&s);
-                let theirs = terminal.get(&s).map(|t| t.0).unwrap_or_default();
-                (ours != theirs).then_some((s.0, ours, theirs))
-            })
-            .collect();
-        out.sort();
-        out
-    }
-
     /// A reconciliation: to the audit chain and to the tenant's clients.
     fn reconciled(&self, action: &'static str, detail: serde_json::Value) {
         self.tenant.audit(action, "trellis", detail.clone());
@@ -660,12 +632,7 @@ impl Portfolio {
         if let Some(map) = data.as_object_mut() {
             map.insert("action".into(), action.into());
         }
-        self.tenant.bus.publish(TenantEvent {
-            tenant: self.tenant.id.0.clone(),
-            kind: "reconciliation".to_owned(),
-            data,
-            local: true,
-        });
+        self.tenant.publish("reconciliation", data);
     }
 }
 

@@ -256,12 +256,7 @@ impl TenantContext {
             "on_failure": s.on_failure,
         });
         self.audit("strategy.disabled", "supervisor", detail.clone());
-        self.bus.publish(super::bus::TenantEvent {
-            tenant: self.id.0.clone(),
-            kind: "strategy".to_owned(),
-            data: detail,
-            local: true,
-        });
+        self.publish("strategy", detail);
         if s.on_failure == crate::config::OnFailure::Flatten {
             if let Some(portfolio) = self.portfolio.get() {
                 portfolio.do_send(super::messages::Signal {
@@ -288,12 +283,7 @@ impl TenantContext {
         }
         let detail = serde_json::json!({ "state": "failed", "reason": reason });
         self.audit("tenant.failed", "supervisor", detail.clone());
-        self.bus.publish(super::bus::TenantEvent {
-            tenant: self.id.0.clone(),
-            kind: "tenant".to_owned(),
-            data: detail,
-            local: true,
-        });
+        self.publish("tenant", detail);
     }
 
     pub fn tier(&self) -> String {
@@ -330,6 +320,16 @@ impl TenantContext {
         strategies.sort_by(|a, b| a.id.cmp(&b.id));
         doc.strategies = strategies;
         doc
+    }
+
+    /// Publishes an event of this tenant to its clients (`/ws/events`), on every node.
+    pub fn publish(&self, kind: &str, data: serde_json::Value) {
+        self.bus.publish(super::bus::TenantEvent {
+            tenant: self.id.0.clone(),
+            kind: kind.to_owned(),
+            data,
+            local: true,
+        });
     }
 
     /// Appends to this tenant's audit chain (asynchronously, in order).

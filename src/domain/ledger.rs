@@ -379,39 +379,54 @@ impl Ledger {
             })
     }
 
-    /// The deals that bring an account's book to the terminal's net position per symbol (`terminal`: symbol →
-    /// (signed net volume, average open price, a position id)). Each is priced so that no profit is invented:
-    /// what is added opens at the terminal's price, what is removed closes at trellis's own open price.
+    /// The symbols whose net position in the account's book differs from the terminal's (`terminal`: symbol
+    /// → (signed net volume, average open price, a position id)), in symbol order: (symbol, trellis's net,
+    /// the terminal's net).
+    pub fn differences(
+        &mut self,
+        account: Login,
+        terminal: &HashMap<Symbol, (Decimal, Decimal, u64)>,
+    ) -> Vec<(Symbol, Decimal, Decimal)> {
+        let book = self.account(account);
+        let mut symbols: Vec<Symbol> = terminal.keys().cloned().collect();
+        symbols.extend(book.positions().map(|p| p.symbol.clone()));
+        symbols.sort();
+        symbols.dedup();
+        symbols
+            .into_iter()
+            .filter_map(|symbol| {
+                let ours = book.net(&symbol);
+                let theirs = terminal.get(&symbol).map(|t| t.0).unwrap_or_default();
+                (ours != theirs).then_some((symbol, ours, theirs))
+            })
+            .collect()
+    }
+
+    /// The deals that bring an account's book to the terminal's net position per symbol (see
+    /// [`Ledger::differences`]). Each is priced so that no profit is invented: what is added opens at the
+    /// terminal's price, what is removed closes at trellis's own open price.
     pub fn adoption_deals(
         &mut self,
         account: Login,
         terminal: &HashMap<Symbol, (Decimal, Decimal, u64)>,
         now_ms: i64,
     ) -> Vec<Deal> {
-        let mut next = self
+        let first_ticket = self
             .deals
             .iter()
             .filter(|d| d.is_reconciliation())
             .map(|d| d.ticket + 1)
             .max()
             .unwrap_or(RECONCILIATION_TICKET_BASE + 1);
+        let differences = self.differences(account, terminal);
         let book = self.account(account);
-        let mut symbols: Vec<Symbol> = terminal.keys().cloned().collect();
-        symbols.extend(book.positions().map(|p| p.symbol.clone()));
-        symbols.sort();
-        symbols.dedup();
         let mut out = Vec::new();
-        for symbol in symbols {
-            let ours = book.net(&symbol);
-            let (theirs, their_price, their_id) =
-                terminal
-                    .get(&symbol)
-                    .copied()
-                    .unwrap_or((Decimal::ZERO, Decimal::ZERO, 0));
+        for ((symbol, ours, theirs), ticket) in differences.into_iter().zip(first_ticket..) {
+            let (their_price, their_id) = terminal
+                .get(&symbol)
+                .map(|t| (t.1, t.2))
+                .unwrap_or_default();
             let diff = theirs - ours;
-            if diff.is_zero() {
-                continue;
-            }
             let own = book.positions().find(|p| p.symbol == symbol);
             let (own_price, own_id) = own
                 .map(|p| (p.price_open, p.position_id))
@@ -434,7 +449,7 @@ impl Ledger {
             };
             out.push(Deal {
                 account,
-                ticket: next,
+                ticket,
                 order: 0,
                 client_order_id: None,
                 strategy_id: None,
@@ -455,7 +470,6 @@ impl Ledger {
                 swap: Decimal::ZERO,
                 profit: Decimal::ZERO,
             });
-            next += 1;
         }
         out
     }

@@ -317,6 +317,31 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The entries (as JSON) of `tenant`'s audit chain with `action`, once at least `at_least` are there —
+    /// actors append asynchronously — or whatever is there after 2 s.
+    pub async fn audited(&self, tenant: &str, action: &str, at_least: usize) -> Vec<Value> {
+        let filter = trellis::storage::security::AuditFilter {
+            action: Some(action.into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let mut entries = Vec::new();
+        for _ in 0..100 {
+            entries = self
+                .security
+                .audit_entries(tenant, &filter)
+                .await
+                .expect("audit");
+            if entries.len() >= at_least {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        entries.into_iter().map(|e| e.entry).collect()
+    }
+}
+
 /// Polls `done` every 10 ms for up to 5 s.
 pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..500 {

@@ -10,6 +10,15 @@ use trellis::strategies::{ParamError, Params, Strategy};
 
 use crate::helpers::{ema, spawn_app, tenant, tick, MINUTE, T0};
 
+fn assert_nothing_escalated(events: &[trellis::actors::events::SupervisionEvent]) {
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind != EventKind::Escalated && e.kind != EventKind::GaveUp),
+        "nothing escalated: {events:#?}"
+    );
+}
+
 /// Panics on every 10th bar (minute index ending in 9), otherwise has no opinion.
 struct PoisonedEveryTenth;
 
@@ -84,12 +93,7 @@ async fn a_strategy_that_panics_every_tenth_bar_is_restarted_while_other_strateg
         .iter()
         .all(|e| e.reason.contains("poison bar") && e.tenant.as_deref() == Some("wobbly")));
     assert_eq!(restarted, 3);
-    assert!(
-        events
-            .iter()
-            .all(|e| e.kind != EventKind::Escalated && e.kind != EventKind::GaveUp),
-        "nothing escalated: {events:#?}"
-    );
+    assert_nothing_escalated(&events);
     assert!(events
         .iter()
         .filter(|e| e.tenant.as_deref() == Some("steady"))
@@ -217,12 +221,7 @@ async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_
         1
     );
     let events = app.runtime.events.snapshot(None);
-    assert!(
-        events
-            .iter()
-            .all(|e| e.kind != EventKind::Escalated && e.kind != EventKind::GaveUp),
-        "nothing escalated: {events:#?}"
-    );
+    assert_nothing_escalated(&events);
     assert!(events
         .iter()
         .filter(|e| e.tenant.as_deref() == Some("crashy"))
@@ -259,23 +258,7 @@ async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_
         .orders
         .iter()
         .any(|o| o.strategy_id.as_deref() == Some("ema-eurusd")));
-    let filter = trellis::storage::security::AuditFilter {
-        action: Some("strategy.disabled".into()),
-        limit: 10,
-        ..Default::default()
-    };
-    let mut audited = Vec::new();
-    for _ in 0..100 {
-        audited = app
-            .security
-            .audit_entries("crashy", &filter)
-            .await
-            .expect("audit");
-        if audited.len() >= 2 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let audited = app.audited("crashy", "strategy.disabled", 2).await;
     assert_eq!(audited.len(), 2, "{audited:?}");
 
     // Re-enabled through the API with a fresh budget.

@@ -405,26 +405,6 @@ fn rising(sim: &SimHandle, from: i64, n: i64) {
     }
 }
 
-async fn audited(app: &crate::helpers::TestApp, action: &str) -> Vec<serde_json::Value> {
-    let filter = trellis::storage::security::AuditFilter {
-        action: Some(action.into()),
-        limit: 10,
-        ..Default::default()
-    };
-    for _ in 0..100 {
-        let entries = app
-            .security
-            .audit_entries("acme", &filter)
-            .await
-            .expect("audit");
-        if !entries.is_empty() {
-            return entries.into_iter().map(|e| e.entry).collect();
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    Vec::new()
-}
-
 #[actix_rt::test]
 async fn a_trade_made_by_hand_while_trellis_is_down_is_booked_as_external_after_the_restart_with_its_audit_entry(
 ) {
@@ -491,7 +471,7 @@ async fn a_trade_made_by_hand_while_trellis_is_down_is_booked_as_external_after_
         snap.deals.iter().all(|d| !d.is_reconciliation()),
         "history explained it: nothing adopted"
     );
-    let entries = audited(&app, "reconciliation.external_deal").await;
+    let entries = app.audited("acme", "reconciliation.external_deal", 1).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["detail"]["ticket"], manual);
     sim.stop().await.expect("sim stops");
@@ -538,7 +518,7 @@ async fn a_position_that_history_cannot_explain_is_adopted_from_the_terminal_wit
         .map(|p| (p.position.symbol.0.clone(), p.position.signed_volume()))
         .collect();
     assert_eq!(held, HashMap::from([("EURUSD".to_owned(), d("0.1"))]));
-    let entries = audited(&app, "reconciliation.adopted").await;
+    let entries = app.audited("acme", "reconciliation.adopted", 1).await;
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["detail"]["symbol"], "EURUSD");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

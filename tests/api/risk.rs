@@ -197,26 +197,10 @@ async fn an_order_over_the_volume_limit_is_recorded_as_rejected_and_never_reache
     actix_rt::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sim.stats().orders_received, 0);
     // The refusal is in the tenant's audit chain, which still verifies.
-    let filter = trellis::storage::security::AuditFilter {
-        action: Some("order.rejected_by_risk".into()),
-        limit: 10,
-        ..Default::default()
-    };
-    let mut audited = Vec::new();
-    for _ in 0..100 {
-        audited = app
-            .security
-            .audit_entries("acme", &filter)
-            .await
-            .expect("audit");
-        if !audited.is_empty() {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let audited = app.audited("acme", "order.rejected_by_risk", 1).await;
     assert_eq!(audited.len(), 1, "{audited:?}");
-    assert_eq!(audited[0].entry["detail"]["code"], "max_order_volume");
-    assert_eq!(audited[0].entry["actor"], "risk");
+    assert_eq!(audited[0]["detail"]["code"], "max_order_volume");
+    assert_eq!(audited[0]["actor"], "risk");
     assert!(
         app.security
             .verify_audit("acme")

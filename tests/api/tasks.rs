@@ -37,19 +37,6 @@ async fn fail_once(app: &TestApp, task: &str, mut poke: impl FnMut()) {
     panic!("`{task}` never took the injected fault");
 }
 
-async fn audited(app: &TestApp, tenant: &str, action: &str) -> usize {
-    let filter = trellis::storage::security::AuditFilter {
-        action: Some(action.into()),
-        limit: 100,
-        ..Default::default()
-    };
-    app.security
-        .audit_entries(tenant, &filter)
-        .await
-        .map(|e| e.len())
-        .unwrap_or(0)
-}
-
 #[actix_rt::test]
 async fn the_audit_writer_restarts_after_a_panic_and_writes_the_entry_it_held() {
     let app = spawn_app().await;
@@ -63,14 +50,7 @@ async fn the_audit_writer_restarts_after_a_panic_and_writes_the_entry_it_held() 
         t.audit("drill.entry", "test", serde_json::json!({ "n": n }));
     })
     .await;
-    let mut stored = 0;
-    for _ in 0..100 {
-        stored = audited(&app, "acme", "drill.entry").await;
-        if stored == n {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stored = app.audited("acme", "drill.entry", n).await.len();
 
     assert!(count(&app, EventKind::Failed, "audit.writer") >= 1);
     assert_eq!(
@@ -78,14 +58,7 @@ async fn the_audit_writer_restarts_after_a_panic_and_writes_the_entry_it_held() 
         "every entry, including the one held during the panic, is written"
     );
     t.audit("drill.after", "test", serde_json::json!({}));
-    let mut after = 0;
-    for _ in 0..100 {
-        after = audited(&app, "acme", "drill.after").await;
-        if after == 1 {
-            break;
-        }
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let after = app.audited("acme", "drill.after", 1).await.len();
     assert_eq!(after, 1, "the restarted writer keeps writing");
     app.shutdown().await;
 }
