@@ -305,7 +305,7 @@ impl Mt5Session {
         if reliable {
             self.unstored.insert(seq);
         }
-        self.dispatch_frame(seq, frame, portfolio.clone(), ctx);
+        self.dispatch_frame(seq, frame, portfolio.as_ref(), ctx);
         if reliable {
             // Behind the frame's own message in the portfolio's mailbox, so behind the writes it causes. A
             // frame refused here (wrong login) is acknowledged once the writes before it are stored.
@@ -323,7 +323,7 @@ impl Mt5Session {
         &mut self,
         seq: u64,
         frame: Inbound,
-        portfolio: Option<Addr<super::portfolio::Portfolio>>,
+        portfolio: Option<&Addr<super::portfolio::Portfolio>>,
         ctx: &mut Context<Self>,
     ) {
         match frame {
