@@ -1,6 +1,10 @@
 //! `MarketData`, one per tenant: ticks → bars of every timeframe, fan-out of closed bars to the strategies
 //! that trade them, the latest quote per symbol, and batched persistence of ticks and bars.
 //!
+//! `MarketData` owns the tenant's strategy routes (which strategy trades which symbol and timeframe: the admin
+//! API changes them with `SetRoute`/`DropRoute`) and the latest quote per symbol; it publishes both for the
+//! others to read (see `tenant`'s "Who owns what").
+//!
 //! Bars close on tick time (see `domain::bars`), so a replay gives the same bars as the live feed. The last
 //! bars of each symbol and timeframe stay in memory so a restarted strategy can rebuild its indicators.
 //! Tick persistence is batched (every 100 ms or 2 000 ticks); while the store is away ticks wait in a
@@ -12,9 +16,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::{BarClosed, GetRecentBars, TickReceived};
+use super::messages::{BarClosed, DropRoute, GetRecentBars, SetRoute, TickReceived};
+use super::published::Publisher;
 use super::supervisor::{ExitNotifier, Shutdown};
-use super::tenant::{Quote, TenantContext};
+use super::tenant::{Quote, StrategyRoute, TenantContext};
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::{Bar, Symbol, Tick, Timeframe};
 use crate::storage::cache::CacheTicks;
@@ -27,8 +32,13 @@ const FLUSH_AT: usize = 2_000;
 /// Ticks held while the store is away; beyond this the oldest are shed (and counted).
 const MAX_PENDING_TICKS: usize = 1_000_000;
 
+/// The strategy routes by strategy id.
+pub type Routes = std::collections::BTreeMap<String, StrategyRoute>;
+
 pub struct MarketData {
     tenant: Arc<TenantContext>,
+    routes: Publisher<Routes>,
+    quotes: Publisher<HashMap<Symbol, Quote>>,
     builder: BarBuilder,
     recent: HashMap<(Symbol, Timeframe), VecDeque<Bar>>,
     pending_ticks: Vec<Tick>,
@@ -40,9 +50,17 @@ pub struct MarketData {
 }
 
 impl MarketData {
-    pub fn new(tenant: Arc<TenantContext>, notifier: ExitNotifier) -> Self {
+    /// A new incarnation, starting from the routes and quotes its predecessor published.
+    pub fn new(
+        tenant: Arc<TenantContext>,
+        routes: Publisher<Routes>,
+        quotes: Publisher<HashMap<Symbol, Quote>>,
+        notifier: ExitNotifier,
+    ) -> Self {
         Self {
             tenant,
+            routes,
+            quotes,
             builder: BarBuilder::all(),
             recent: HashMap::new(),
             pending_ticks: Vec::new(),
@@ -54,12 +72,18 @@ impl MarketData {
     }
 
     fn fan_out(&self, bar: &Bar) {
-        for route in self.tenant.strategies.iter() {
-            if route.symbol == bar.symbol && route.timeframe == bar.timeframe {
-                if let Some(host) = self.tenant.strategy_hosts.get(&route.settings.id) {
-                    // Bars are few and must not be lost: do_send ignores the mailbox bound.
-                    host.do_send(BarClosed(bar.clone()));
-                }
+        let routes = self.routes.current();
+        let mut wanted = routes.values().filter(|r| {
+            r.settings.enabled && r.symbol == bar.symbol && r.timeframe == bar.timeframe
+        });
+        let Some(first) = wanted.next() else {
+            return;
+        };
+        let hosts = self.tenant.strategy_hosts.read();
+        for route in std::iter::once(first).chain(wanted) {
+            if let Some(host) = hosts.get(&route.settings.id) {
+                // Bars are few and must not be lost: do_send ignores the mailbox bound.
+                host.do_send(BarClosed(bar.clone()));
             }
         }
     }
@@ -175,14 +199,18 @@ impl Handler<TickReceived> for MarketData {
                 }
             }
         }
-        self.tenant.quotes.insert(
-            tick.symbol.clone(),
-            Quote {
-                bid: tick.bid,
-                ask: tick.ask,
-                time_msc: tick.time_msc,
-            },
-        );
+        let quote = Quote {
+            bid: tick.bid,
+            ask: tick.ask,
+            time_msc: tick.time_msc,
+        };
+        self.quotes
+            .modify(|quotes| match quotes.get_mut(&tick.symbol) {
+                Some(q) => *q = quote,
+                None => {
+                    quotes.insert(tick.symbol.clone(), quote);
+                }
+            });
         if self.tenant.cache.is_some() {
             self.for_cache.insert(tick.symbol.clone(), tick.clone());
         }
@@ -190,6 +218,37 @@ impl Handler<TickReceived> for MarketData {
         if self.pending_ticks.len() >= FLUSH_AT {
             self.flush(ctx);
         }
+    }
+}
+
+impl Handler<super::messages::Crash> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::Crash, _ctx: &mut Self::Context) {
+        panic!("injected fault: {}", msg.reason);
+    }
+}
+
+impl Handler<SetRoute> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, SetRoute(route): SetRoute, _ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.tenant.id, strategy = %route.settings.id, symbol = %route.symbol,
+            timeframe = ?route.timeframe, enabled = route.settings.enabled, "strategy route set");
+        self.routes.modify(|routes| {
+            routes.insert(route.settings.id.clone(), route);
+        });
+    }
+}
+
+impl Handler<DropRoute> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, DropRoute(id): DropRoute, _ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.tenant.id, strategy = %id, "strategy route removed");
+        self.routes.modify(|routes| {
+            routes.remove(&id);
+        });
     }
 }
 

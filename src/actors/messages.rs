@@ -323,7 +323,7 @@ pub struct Disconnect {
 }
 
 /// Fault injection for tests and fire drills: the actor that receives it panics in the handler, exactly as
-/// a bug would. Handled by `Risk`; nothing in trellis sends it.
+/// a bug would. Handled by `Risk` and `MarketData`; nothing in trellis sends it.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Crash {
@@ -334,3 +334,18 @@ pub struct Crash {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct SetRiskLimits(pub crate::config::RiskSettings);
+
+/// Changes the tenant's tier (admin API → `Risk`, which owns it).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetTier(pub String);
+
+/// Adds or replaces a strategy route (admin API → `MarketData`, which owns the routes).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetRoute(pub super::tenant::StrategyRoute);
+
+/// Removes a strategy route (admin API → `MarketData`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct DropRoute(pub String);

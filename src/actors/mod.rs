@@ -10,6 +10,7 @@ pub mod market_data;
 pub mod messages;
 pub mod mt5_session;
 pub mod portfolio;
+pub mod published;
 pub mod risk;
 pub mod slot;
 pub mod strategy;

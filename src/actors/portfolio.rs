@@ -92,7 +92,8 @@ impl Portfolio {
     }
 
     fn pnl(&self) -> (Decimal, Decimal, Decimal) {
-        let quote = |s: &Symbol| self.tenant.quotes.get(s).map(|q| (q.bid, q.ask));
+        let quotes = self.tenant.quotes.read();
+        let quote = |s: &Symbol| quotes.get(s).map(|q| (q.bid, q.ask));
         self.ledger.pnl(quote, |s| self.contract(s))
     }
 
@@ -133,7 +134,7 @@ impl Portfolio {
     /// Hands a stored order to its account's session. With no live session the order stays in flight: the
     /// account's next session rebuilds its outbox from the book.
     fn release(&self, account: Login, order: SendOrder) {
-        if let Some(session) = self.tenant.sessions.get(&account) {
+        if let Some(session) = self.tenant.session_of(account) {
             session.do_send(order);
         }
     }
@@ -246,7 +247,14 @@ impl Portfolio {
         if let Some(a) = wanted {
             return Ok(a);
         }
-        let mut connected: Vec<Login> = self.tenant.sessions.iter().map(|e| *e.key()).collect();
+        let mut connected: Vec<Login> = self
+            .tenant
+            .sessions
+            .read()
+            .iter()
+            .filter(|(_, s)| s.connected())
+            .map(|(login, _)| *login)
+            .collect();
         connected.sort();
         match connected.as_slice() {
             [one] => Ok(*one),
@@ -258,11 +266,7 @@ impl Portfolio {
     /// Records a new order as sent and hands it to its session once that record is stored (write-ahead: the
     /// terminal never has an order the store lacks), or records why it could not be sent.
     fn dispatch(&mut self, seq: u64, mut order: Order, position: u64, ctx: &mut Context<Self>) {
-        let has_session = self
-            .tenant
-            .sessions
-            .get(&order.account)
-            .is_some_and(|s| s.connected());
+        let has_session = self.tenant.session_of(order.account).is_some();
         let now = now_ms();
         if has_session {
             let _ = order.transition(OrderStatus::Sent, now);
@@ -469,7 +473,7 @@ impl Handler<DealReceived> for Portfolio {
             client_order_id = client_order_id.as_deref().unwrap_or("-"), symbol = %deal.fill.symbol,
             side = side.as_str(), volume = %deal.fill.volume, price = %deal.fill.price, "fill");
         if let Some(sid) = &strategy_id {
-            if let Some(host) = self.tenant.strategy_hosts.get(sid) {
+            if let Some(host) = self.tenant.strategy_host(sid) {
                 host.do_send(StrategyFilled {
                     signed_volume: deal.fill.volume * side.sign(),
                     price: deal.fill.price,
@@ -541,7 +545,7 @@ impl Handler<PositionsReceived> for Portfolio {
         }
         tracing::info!(tenant = %self.tenant.id, account = %msg.account, ?differences,
             "positions differ from the terminal's: asking for its recent deals");
-        if let Some(session) = self.tenant.sessions.get(&msg.account) {
+        if let Some(session) = self.tenant.session_of(msg.account) {
             session.do_send(ReconcileNeeded);
         }
     }

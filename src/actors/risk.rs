@@ -3,6 +3,9 @@
 //! The decisions are `domain::risk::RiskGate` (the backtester runs the same code); this actor feeds it PnL
 //! and link states, answers `CheckOrder`, logs every rejection with its code and reason, and flattens when a
 //! loss limit trips the kill switch and the tenant asked for it.
+//!
+//! `Risk` owns the tenant's limits (risk limits and tier): the admin API changes them by message
+//! (`SetRiskLimits`, `SetTier`) and everyone else reads the snapshot this actor publishes.
 
 use std::sync::Arc;
 
@@ -12,24 +15,34 @@ use super::messages::{
     AccountLink, CheckOrder, Flatten, GetRiskState, LinkState, PnlUpdated, RiskRejection,
     RiskState, SetKillSwitch,
 };
+use super::published::Publisher;
 use super::supervisor::{ExitNotifier, Shutdown};
-use super::tenant::TenantContext;
+use super::tenant::{TenantContext, TenantLimits};
 use crate::domain::risk::RiskGate;
 use crate::domain::{now_ms, Login};
 use crate::storage::relational::{LoadKillSwitch, SaveKillSwitch};
 
 pub struct Risk {
     tenant: Arc<TenantContext>,
+    /// The tier and limits this actor owns, published for the API, rate limits and quotas.
+    limits: Publisher<TenantLimits>,
     gate: RiskGate,
     rejections: u64,
     notifier: ExitNotifier,
 }
 
 impl Risk {
-    pub fn new(tenant: Arc<TenantContext>, notifier: ExitNotifier) -> Self {
-        let gate = RiskGate::new(tenant.risk_limits(), tenant.symbols.iter().cloned());
+    /// A new incarnation, starting from the limits its predecessor published.
+    pub fn new(
+        tenant: Arc<TenantContext>,
+        limits: Publisher<TenantLimits>,
+        notifier: ExitNotifier,
+    ) -> Self {
+        let risk = limits.current().risk.clone();
+        let gate = RiskGate::new(risk, tenant.symbols.iter().cloned());
         Self {
             tenant,
+            limits,
             gate,
             rejections: 0,
             notifier,
@@ -104,12 +117,7 @@ impl Actor for Risk {
         ));
         // After a restart the blind accounts are asked of the sessions themselves: a terminal lost before
         // this incarnation started must stay blind. `wait` keeps later link changes queued until this is done.
-        let sessions: Vec<_> = self
-            .tenant
-            .sessions
-            .iter()
-            .map(|s| s.value().clone())
-            .collect();
+        let sessions = self.tenant.all_sessions();
         if !sessions.is_empty() {
             ctx.wait(
                 async move {
@@ -256,6 +264,16 @@ impl Handler<super::messages::SetRiskLimits> for Risk {
 
     fn handle(&mut self, msg: super::messages::SetRiskLimits, _ctx: &mut Self::Context) {
         tracing::info!(tenant = %self.tenant.id, limits = ?msg.0, "risk limits replaced");
-        self.gate.limits = msg.0;
+        self.gate.limits = msg.0.clone();
+        self.limits.modify(|l| l.risk = msg.0);
+    }
+}
+
+impl Handler<super::messages::SetTier> for Risk {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::SetTier, _ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.tenant.id, tier = %msg.0, "tier changed");
+        self.limits.modify(|l| l.tier = msg.0);
     }
 }

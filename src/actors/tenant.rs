@@ -14,17 +14,40 @@
 //! Every actor of the subtree runs on the tenant's arbiter (thread), so one tenant's work never waits
 //! behind another's on the same thread unless they share it. Actors find each other through [`Slot`]s that
 //! each factory refills, so a restarted actor is reachable at once.
+//!
+//! ## Who owns what
+//!
+//! Every piece of a tenant's mutable state has one owner. Others ask the owner by message, or read the
+//! snapshot it publishes ([`Published`]); nobody else can write it, because the write handle
+//! ([`Publisher`]) is a private field handed only to the owner's factory.
+//!
+//! | state | owner | others |
+//! |---|---|---|
+//! | strategy routes (the configured instances) | `MarketData`, which routes bars by them | admin API sends `SetRoute`/`DropRoute`; document and listings read the snapshot |
+//! | latest quote per symbol | `MarketData` (updated in place per tick) | `Portfolio` marks positions from the snapshot |
+//! | tier and risk limits | `Risk` | admin API sends `SetRiskLimits`/`SetTier`; rate limits and quotas read the snapshot |
+//! | sessions by login | the tenant supervisor (session factories run in it) | portfolio, risk, API read the snapshot |
+//! | strategy hosts by id | the `strategies` supervisor (strategy factories run in it) | market data and portfolio read the snapshot |
+//! | failure of the tenant | the root supervisor (its hook) | API reads the snapshot |
+//! | orders, fills, positions, P&L | `Portfolio` | `GetPortfolio`, events |
+//! | kill switch, blind accounts, daily loss | `Risk` | `GetRiskState` |
+//! | a connection's sequence numbers, outbox | its `Mt5Session` | `GetSessionState` |
+//!
+//! A restarted owner starts from what its predecessor published (the publisher outlives incarnations). The
+//! admin API makes one change at a time (`admin`): it tells the owner, waits for its answer, then stores the
+//! tenant's document made from the snapshots. An owner that is restarting answers nothing: the change is
+//! refused as unavailable (503) and can be retried.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use rust_decimal::Decimal;
 
 use super::market_data::MarketData;
 use super::mt5_session::Mt5Session;
 use super::portfolio::Portfolio;
+use super::published::{publish, Published, Publisher};
 use super::risk::Risk;
 use super::slot::Slot;
 use super::strategy::StrategyHost;
@@ -90,18 +113,30 @@ impl AuditSink {
     }
 }
 
-/// Shared by the actors of one tenant.
+/// The tenant's tier and risk limits, as one snapshot: both are owned by the tenant's `Risk` actor.
+#[derive(Debug, Clone)]
+pub struct TenantLimits {
+    pub tier: String,
+    pub risk: crate::config::RiskSettings,
+}
+
+/// What a tenant's actors and the HTTP handlers share: immutable settings, handles to the actors, and read-only
+/// views of the state each actor owns (see the module docs for who owns what).
 pub struct TenantContext {
     pub id: TenantId,
     pub settings: TenantSettings,
     pub symbols: HashSet<String>,
     contract_sizes: HashMap<String, Decimal>,
-    /// The strategy instances by id; the admin API adds, changes and removes them while the tenant runs.
-    pub strategies: DashMap<String, StrategyRoute>,
+    /// The strategy instances by id, as `MarketData` (their owner) last published them. The admin API changes
+    /// them with [`SetRoute`](super::messages::SetRoute) and [`DropRoute`](super::messages::DropRoute).
+    pub strategies: Published<BTreeMap<String, StrategyRoute>>,
+    routes: Publisher<BTreeMap<String, StrategyRoute>>,
     pub registry: StrategyRegistry,
-    tier: std::sync::RwLock<String>,
-    risk_limits: std::sync::RwLock<crate::config::RiskSettings>,
-    /// Serialises changes to the tenant's stored document (admin API).
+    /// Tier and risk limits, owned by `Risk` (changed with `SetRiskLimits` and `SetTier`).
+    pub limits: Published<TenantLimits>,
+    limits_owner: Publisher<TenantLimits>,
+    /// Serialises changes to the tenant's stored document (admin API): a handler computes the new document
+    /// from the snapshots, stores it, and tells the owners, one change at a time.
     pub admin: tokio::sync::Mutex<()>,
     pub mt5: Mt5Settings,
     pub metrics: Arc<Metrics>,
@@ -114,14 +149,23 @@ pub struct TenantContext {
     /// re-enabled there.
     pub strategy_supervisor: Slot<Supervisor>,
     /// Why the tenant's subtree failed for good (its core actors over their restart budget), if it did:
-    /// written once by the root's hook, read by the API. A failed tenant trades no more until restarted.
-    failure: std::sync::Mutex<Option<String>>,
+    /// published once by the root supervisor's hook, read by the API. A failed tenant trades no more until
+    /// restarted.
+    failure: Published<Option<String>>,
+    failure_owner: Publisher<Option<String>>,
     pub market_data: Slot<MarketData>,
     pub risk: Slot<Risk>,
     pub portfolio: Slot<Portfolio>,
-    pub sessions: DashMap<Login, Addr<Mt5Session>>,
-    pub strategy_hosts: DashMap<String, Addr<StrategyHost>>,
-    pub quotes: DashMap<Symbol, Quote>,
+    /// The MT5 sessions by login, published by the tenant supervisor (their factories run there).
+    pub sessions: Published<HashMap<Login, Addr<Mt5Session>>>,
+    sessions_owner: Publisher<HashMap<Login, Addr<Mt5Session>>>,
+    /// The running strategy hosts by strategy id, published by the `strategies` supervisor (their factories
+    /// run there). A stopped strategy's address stays until it starts again, disconnected.
+    pub strategy_hosts: Published<HashMap<String, Addr<StrategyHost>>>,
+    hosts_owner: Publisher<HashMap<String, Addr<StrategyHost>>>,
+    /// The latest quote per symbol, owned by `MarketData` (updated in place on every tick).
+    pub quotes: Published<HashMap<Symbol, Quote>>,
+    quotes_owner: Publisher<HashMap<Symbol, Quote>>,
     pub supervision: SupervisorConfig,
     pub audit: AuditSink,
 }
@@ -158,11 +202,20 @@ impl TenantContext {
             tenant: settings.id.clone(),
             message,
         };
-        let strategies = DashMap::new();
+        let mut strategies = BTreeMap::new();
         for s in &settings.strategies {
             let route = Self::route(&deps.registry, s).map_err(invalid)?;
             strategies.insert(s.id.clone(), route);
         }
+        let (routes, strategies) = publish(strategies);
+        let (limits_owner, limits) = publish(TenantLimits {
+            tier: settings.tier.clone(),
+            risk: settings.risk.clone(),
+        });
+        let (failure_owner, failure) = publish(None);
+        let (sessions_owner, sessions) = publish(HashMap::new());
+        let (hosts_owner, strategy_hosts) = publish(HashMap::new());
+        let (quotes_owner, quotes) = publish(HashMap::new());
         Ok(Arc::new(Self {
             id: TenantId(settings.id.clone()),
             symbols: settings.symbols.iter().cloned().collect(),
@@ -172,8 +225,9 @@ impl TenantContext {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
             strategies,
-            tier: std::sync::RwLock::new(settings.tier.clone()),
-            risk_limits: std::sync::RwLock::new(settings.risk.clone()),
+            routes,
+            limits,
+            limits_owner,
             admin: tokio::sync::Mutex::new(()),
             settings,
             registry: deps.registry,
@@ -185,13 +239,17 @@ impl TenantContext {
             bus: deps.bus,
             supervisor: Slot::default(),
             strategy_supervisor: Slot::default(),
-            failure: std::sync::Mutex::new(None),
+            failure,
+            failure_owner,
             market_data: Slot::default(),
             risk: Slot::default(),
             portfolio: Slot::default(),
-            sessions: DashMap::new(),
-            strategy_hosts: DashMap::new(),
-            quotes: DashMap::new(),
+            sessions,
+            sessions_owner,
+            strategy_hosts,
+            hosts_owner,
+            quotes,
+            quotes_owner,
             supervision: deps.supervision,
             audit: deps.audit,
         }))
@@ -238,7 +296,9 @@ impl TenantContext {
                 let id = route.settings.id.clone();
                 let addr =
                     StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
-                t.strategy_hosts.insert(id, addr.clone());
+                t.hosts_owner.modify(|hosts| {
+                    hosts.insert(id, addr.clone());
+                });
                 Ok(addr.recipient())
             },
         )
@@ -272,53 +332,39 @@ impl TenantContext {
 
     /// Why the tenant failed, if it did (see `POST /api/v1/tenants/{t}/restart`).
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().map(|f| f.clone()).unwrap_or_default()
+        self.failure.get()
     }
 
     /// The root stopped restarting this tenant's subtree: record it, tell the audit log and the clients.
     fn tenant_failed(&self, reason: &str) {
         tracing::error!(tenant = %self.id, %reason, "tenant failed: its trading is stopped until it is restarted");
-        if let Ok(mut f) = self.failure.lock() {
-            *f = Some(reason.to_owned());
-        }
+        self.failure_owner.set(Some(reason.to_owned()));
         let detail = serde_json::json!({ "state": "failed", "reason": reason });
         self.audit("tenant.failed", "supervisor", detail.clone());
         self.publish("tenant", detail);
     }
 
     pub fn tier(&self) -> String {
-        self.tier.read().map(|t| t.clone()).unwrap_or_default()
+        self.limits.read().tier.clone()
     }
 
-    pub fn set_tier(&self, tier: &str) {
-        if let Ok(mut t) = self.tier.write() {
-            *t = tier.to_owned();
-        }
-    }
-
-    /// The risk limits in force (a restarted `Risk` starts from these).
+    /// The risk limits in force.
     pub fn risk_limits(&self) -> crate::config::RiskSettings {
-        self.risk_limits
-            .read()
-            .map(|r| r.clone())
-            .unwrap_or_default()
-    }
-
-    pub fn set_risk_limits(&self, limits: crate::config::RiskSettings) {
-        if let Ok(mut r) = self.risk_limits.write() {
-            *r = limits;
-        }
+        self.limits.read().risk.clone()
     }
 
     /// The tenant as it runs now, as stored in the tenant registry.
     pub fn document(&self) -> TenantSettings {
         let mut doc = self.settings.clone();
-        doc.tier = self.tier();
-        doc.risk = self.risk_limits();
-        let mut strategies: Vec<StrategySettings> =
-            self.strategies.iter().map(|r| r.settings.clone()).collect();
-        strategies.sort_by(|a, b| a.id.cmp(&b.id));
-        doc.strategies = strategies;
+        let limits = self.limits.get();
+        doc.tier = limits.tier;
+        doc.risk = limits.risk;
+        doc.strategies = self
+            .strategies
+            .read()
+            .values()
+            .map(|r| r.settings.clone())
+            .collect();
         doc
     }
 
@@ -358,7 +404,13 @@ impl TenantContext {
                     "market_data",
                     RestartPolicy::Permanent,
                     move |cx: ChildContext| {
-                        let addr = MarketData::new(t.clone(), cx.notifier).start();
+                        let addr = MarketData::new(
+                            t.clone(),
+                            t.routes.clone(),
+                            t.quotes_owner.clone(),
+                            cx.notifier,
+                        )
+                        .start();
                         t.market_data.set(addr.clone());
                         Ok(addr.recipient())
                     },
@@ -367,7 +419,7 @@ impl TenantContext {
             {
                 let t = self.clone();
                 ChildSpec::new("risk", RestartPolicy::Permanent, move |cx: ChildContext| {
-                    let addr = Risk::new(t.clone(), cx.notifier).start();
+                    let addr = Risk::new(t.clone(), t.limits_owner.clone(), cx.notifier).start();
                     t.risk.set(addr.clone());
                     Ok(addr.recipient())
                 })
@@ -385,13 +437,13 @@ impl TenantContext {
                 )
             },
         ];
-        let mut routes: Vec<StrategyRoute> = self
+        let routes: Vec<StrategyRoute> = self
             .strategies
-            .iter()
+            .read()
+            .values()
             .filter(|r| r.settings.enabled)
-            .map(|r| r.clone())
+            .cloned()
             .collect();
-        routes.sort_by(|a, b| a.settings.id.cmp(&b.settings.id));
         let strategies: Vec<ChildSpec> = routes
             .into_iter()
             .map(|route| self.strategy_spec(route))
@@ -435,10 +487,8 @@ impl TenantContext {
 
     /// The session of `login`, started under the tenant supervisor on first use.
     pub async fn session(self: &Arc<Self>, login: Login) -> Result<Addr<Mt5Session>, TenantError> {
-        if let Some(addr) = self.sessions.get(&login).map(|a| a.clone()) {
-            if addr.connected() {
-                return Ok(addr);
-            }
+        if let Some(addr) = self.session_of(login) {
+            return Ok(addr);
         }
         let sup = self.supervisor.get().ok_or(TenantError::Unavailable)?;
         let t = self.clone();
@@ -447,7 +497,9 @@ impl TenantContext {
             RestartPolicy::Permanent,
             move |cx: ChildContext| {
                 let addr = Mt5Session::new(t.clone(), login, cx.notifier).start();
-                t.sessions.insert(login, addr.clone());
+                t.sessions_owner.modify(|sessions| {
+                    sessions.insert(login, addr.clone());
+                });
                 Ok(addr.recipient())
             },
         );
@@ -456,10 +508,29 @@ impl TenantContext {
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => return Err(TenantError::Unavailable),
         }
+        self.session_of(login).ok_or(TenantError::Unavailable)
+    }
+
+    /// The live session of `login`, if it has one.
+    pub fn session_of(&self, login: Login) -> Option<Addr<Mt5Session>> {
         self.sessions
+            .read()
             .get(&login)
-            .map(|a| a.clone())
-            .filter(Addr::connected)
-            .ok_or(TenantError::Unavailable)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+
+    /// Every session's address (live or stopping), for messages to all of them.
+    pub fn all_sessions(&self) -> Vec<Addr<Mt5Session>> {
+        self.sessions.read().values().cloned().collect()
+    }
+
+    /// The running host of strategy `id`, if it runs.
+    pub fn strategy_host(&self, id: &str) -> Option<Addr<StrategyHost>> {
+        self.strategy_hosts
+            .read()
+            .get(id)
+            .filter(|a| a.connected())
+            .cloned()
     }
 }

@@ -310,11 +310,7 @@ impl Runtime {
     /// Closes every MT5 bridge connection with a reason (their sessions stop; outboxes are rebuilt from the
     /// portfolio on the next start).
     pub async fn close_sessions(&self) {
-        let sessions: Vec<_> = self
-            .tenants
-            .iter()
-            .flat_map(|t| t.sessions.iter().map(|s| s.clone()).collect::<Vec<_>>())
-            .collect();
+        let sessions: Vec<_> = self.tenants.iter().flat_map(|t| t.all_sessions()).collect();
         for s in sessions {
             let _ = s
                 .send(Shutdown {

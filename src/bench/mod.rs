@@ -641,7 +641,7 @@ async fn tree() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let children: usize = tenants
         .iter()
-        .map(|t| t.strategy_hosts.len() + t.sessions.len() + 3)
+        .map(|t| t.strategy_hosts.read().len() + t.sessions.read().len() + 3)
         .sum();
     println!(
         "tree: 1000 tenants × 5 strategies × 1 session ({} actors) up in {:.0} ms (process start {:.0} ms); resident memory {:.1} MB (was {:.1} MB)",

@@ -361,7 +361,7 @@ impl TestApp {
         let t = self.runtime.tenant(tenant).expect("tenant runs");
         let mut seen = None;
         for _ in 0..1_000 {
-            let host = t.strategy_hosts.get(strategy).map(|h| h.clone());
+            let host = t.strategy_host(strategy);
             if let Some(host) = host {
                 if let Ok(state) = host.send(trellis::actors::messages::GetStrategyState).await {
                     seen = state.last_bar_ms;

@@ -1216,7 +1216,7 @@ async fn session_epoch(app: &TestApp, tenant: &str, login: u64) -> u64 {
     let session = app
         .runtime
         .tenant(tenant)
-        .and_then(|t| t.sessions.get(&Login(login)).map(|s| s.clone()));
+        .and_then(|t| t.session_of(Login(login)));
     match session {
         Some(s) => s.send(GetSessionState).await.map_or(0, |state| state.epoch),
         None => 0,
@@ -1692,6 +1692,7 @@ where
     eventually(|| async move {
         let quote = t
             .quotes
+            .read()
             .get(&Symbol("EURUSD".into()))
             .map(|q| (q.bid, q.ask, q.time_msc));
         if quote != Some((bid, ask, clock)) {
@@ -1723,9 +1724,7 @@ where
     .await?;
     // Acknowledged means stored: every frame sent is acknowledged once its records are written.
     let session = t
-        .sessions
-        .get(&Login(login))
-        .map(|s| s.clone())
+        .session_of(Login(login))
         .ok_or("the account has no session")?;
     let session = &session;
     eventually(|| async move {

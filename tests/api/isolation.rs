@@ -390,3 +390,100 @@ async fn a_tenant_whose_risk_keeps_failing_is_marked_failed_and_restarts_through
     }
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn state_changed_through_the_api_lives_in_its_owning_actor_and_survives_that_actors_restart()
+{
+    use crate::helpers::{create_key, create_tenant, rising, spawn_admin_app};
+    use serde_json::json;
+    use trellis::actors::messages::Crash;
+
+    // Arrange: a tenant on the basic tier with no strategy and no limits.
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "owned", "basic").await;
+    let (_, key) = create_key(&app, &root, "owned", &["market:write"]).await;
+    let sim = app.sim(&key, 7501).await;
+
+    // Act: change what `Risk` owns (tier, limits) and what `MarketData` owns (the routes) through the API,
+    // then crash both owners once (within their budget) and wait for their replacements.
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/owned/tier",
+        Some(&root),
+        Some(&json!({"tier": "enterprise"})),
+    )
+    .await;
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/owned/risk",
+        Some(&root),
+        Some(&json!({"max_order_volume": 5, "allowed_symbols": ["EURUSD"]})),
+    )
+    .await;
+    let body = json!({"id": "ema-eurusd", "kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1",
+                      "volume": 0.1, "params": {"fast": 2, "slow": 3}});
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/owned/strategies",
+        Some(&root),
+        Some(&body),
+    )
+    .await;
+    let t = app.runtime.tenant("owned").expect("owned runs");
+    let (risk, market_data) = (
+        t.risk.get().expect("risk runs"),
+        t.market_data.get().expect("market data runs"),
+    );
+    risk.do_send(Crash {
+        reason: "owner drill".into(),
+    });
+    market_data.do_send(Crash {
+        reason: "owner drill".into(),
+    });
+    crate::helpers::wait_for("both owners to be replaced", || {
+        t.risk.get().is_some_and(|r| r.connected() && r != risk)
+            && t.market_data
+                .get()
+                .is_some_and(|m| m.connected() && m != market_data)
+    })
+    .await;
+    // The replacements trade: bars reach the strategy through the restarted market data's routes.
+    rising(&sim, 4);
+    let traded = app
+        .wait_portfolio("owned", "the strategy's buy", |p| p.deals.len() == 1)
+        .await;
+    let tenant = app
+        .expect(200, "GET", "/api/v1/tenants/owned", Some(&root), None)
+        .await;
+    let limits = app
+        .expect(200, "GET", "/api/v1/tenants/owned/risk", Some(&root), None)
+        .await;
+    let strategies = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/owned/strategies",
+            Some(&root),
+            None,
+        )
+        .await;
+
+    // Assert: each owner's replacement started from what its predecessor published.
+    assert_eq!(tenant["tier"], "enterprise", "{tenant}");
+    assert_eq!(limits["limits"]["max_order_volume"], "5", "{limits}");
+    assert_eq!(limits["limits"]["allowed_symbols"], json!(["EURUSD"]));
+    assert_eq!(strategies["strategies"][0]["strategy"]["id"], "ema-eurusd");
+    assert_eq!(
+        strategies["strategies"][0]["state"], "running",
+        "{strategies}"
+    );
+    assert_eq!(traded.deals[0].fill.volume, Decimal::new(1, 1));
+    assert_eq!(t.strategies.read().len(), 1);
+    let events = app.runtime.events.snapshot(Some("owned"));
+    assert_nothing_escalated(&events);
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}

@@ -173,11 +173,7 @@ async fn a_link_that_drops_after_the_order_reaches_the_terminal_executes_it_once
     assert_eq!(snap.orders.len(), 1);
     assert_eq!(snap2.orders[0].status, OrderStatus::Filled);
     assert_eq!(snap2.positions[0].position.volume, d("0.1"));
-    let session = t
-        .sessions
-        .get(&Login(7001))
-        .map(|s| s.clone())
-        .expect("session");
+    let session = t.session_of(Login(7001)).expect("session");
     let state = session.send(GetSessionState).await.expect("session state");
     assert!(
         state.outbox.is_empty(),

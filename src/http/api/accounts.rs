@@ -29,10 +29,10 @@ pub struct AccountView {
 }
 
 fn view(auth: &Authorized, a: &Mt5AccountRow) -> AccountView {
-    let connected = auth.tenant.as_ref().is_some_and(|t| {
-        t.sessions
-            .contains_key(&crate::domain::Login(a.login as u64))
-    });
+    let connected = auth
+        .tenant
+        .as_ref()
+        .is_some_and(|t| t.session_of(crate::domain::Login(a.login as u64)).is_some());
     AccountView {
         login: a.login,
         server: a.server.clone(),

@@ -5,6 +5,9 @@
 //! A strategy lives under the tenant's `strategies` supervisor, which counts restarts per strategy: one that
 //! fails too often is disabled (`state: failed` with its `last_error`) while the rest of the tenant trades
 //! on; `POST …/start` re-enables it with a fresh budget.
+//!
+//! The routes (which strategy trades what) are owned by the tenant's `MarketData`: these handlers change them
+//! by message and read the snapshot it publishes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Authorized, Body};
+use crate::actors::messages::{DropRoute, SetRoute};
 use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 use crate::actors::tenant::{StrategyRoute, TenantContext};
 use crate::config::StrategySettings;
@@ -97,11 +101,35 @@ async fn stop_child(t: &Arc<TenantContext>, id: &str) -> Result<(), ApiError> {
         })
         .await?
     {
-        Ok(()) | Err(SupervisionError::UnknownChild(_)) => {}
-        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+        Ok(()) | Err(SupervisionError::UnknownChild(_)) => Ok(()),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
     }
-    t.strategy_hosts.remove(id);
-    Ok(())
+}
+
+fn market_data(
+    t: &TenantContext,
+) -> Result<actix::Addr<crate::actors::market_data::MarketData>, ApiError> {
+    t.market_data
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("the tenant's market data is restarting".into()))
+}
+
+/// Adds or replaces a route at its owner (`MarketData`), and waits until it is in force.
+async fn set_route(t: &TenantContext, route: StrategyRoute) -> Result<(), ApiError> {
+    Ok(market_data(t)?.send(SetRoute(route)).await?)
+}
+
+async fn drop_route(t: &TenantContext, id: &str) -> Result<(), ApiError> {
+    Ok(market_data(t)?.send(DropRoute(id.to_owned())).await?)
+}
+
+/// The route of strategy `id`, as last published.
+fn route_of(t: &TenantContext, id: &str) -> Result<StrategyRoute, ApiError> {
+    t.strategies
+        .read()
+        .get(id)
+        .cloned()
+        .ok_or(ApiError::NotFound)
 }
 
 /// What the strategies supervisor knows of each strategy: (running, why disabled).
@@ -162,11 +190,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?;
-    let route = t
-        .strategies
-        .get(&path.1)
-        .map(|r| r.clone())
-        .ok_or(ApiError::NotFound)?;
+    let route = route_of(t, &path.1)?;
     Ok(auth.ok(view_one(t, &route.settings).await))
 }
 
@@ -177,7 +201,11 @@ pub async fn create(
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     let route = validate(&t, &body)?;
-    if t.strategies.contains_key(&body.id) {
+    let (exists, count) = {
+        let routes = t.strategies.read();
+        (routes.contains_key(&body.id), routes.len())
+    };
+    if exists {
         return Err(ApiError::Conflict(format!(
             "id: strategy `{}` already exists",
             body.id
@@ -185,7 +213,7 @@ pub async fn create(
     }
     let quotas = &auth.state.settings.quotas.strategies;
     let quota = quotas.per_minute(&t.tier());
-    if t.strategies.len() as u32 >= quota {
+    if count as u32 >= quota {
         return Err(super::tenants::quota_exceeded(
             quotas,
             &t.tier(),
@@ -193,10 +221,11 @@ pub async fn create(
             quota,
         ));
     }
-    t.strategies.insert(body.id.clone(), route.clone());
+    set_route(&t, route.clone()).await?;
     if body.enabled {
         if let Err(e) = start_child(&t, route).await {
-            t.strategies.remove(&body.id);
+            // Undone so the refused strategy is not left half-created (best effort: the owner may be gone).
+            let _ = drop_route(&t, &body.id).await;
             return Err(e);
         }
     }
@@ -220,11 +249,7 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
-    let mut settings = t
-        .strategies
-        .get(&path.1)
-        .map(|r| r.settings.clone())
-        .ok_or(ApiError::NotFound)?;
+    let mut settings = route_of(&t, &path.1)?.settings;
     if let Some(tf) = body.timeframe {
         settings.timeframe = tf;
     }
@@ -239,7 +264,7 @@ pub async fn update(
     }
     let route = validate(&t, &settings)?;
     stop_child(&t, &settings.id).await?;
-    t.strategies.insert(settings.id.clone(), route.clone());
+    set_route(&t, route.clone()).await?;
     if settings.enabled {
         start_child(&t, route).await?;
     }
@@ -259,13 +284,9 @@ pub async fn update(
 async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
-    let mut route = t
-        .strategies
-        .get(id)
-        .map(|r| r.clone())
-        .ok_or(ApiError::NotFound)?;
+    let mut route = route_of(&t, id)?;
     route.settings.enabled = enabled;
-    t.strategies.insert(id.to_owned(), route.clone());
+    set_route(&t, route.clone()).await?;
     let settings = route.settings.clone();
     if enabled {
         start_child(&t, route).await?;
@@ -309,11 +330,9 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
-    if !t.strategies.contains_key(&path.1) {
-        return Err(ApiError::NotFound);
-    }
+    route_of(&t, &path.1)?;
     stop_child(&t, &path.1).await?;
-    t.strategies.remove(&path.1);
+    drop_route(&t, &path.1).await?;
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Authorized, Body};
-use crate::actors::messages::Disconnect;
+use crate::actors::messages::{self, Disconnect};
 use crate::actors::tenant::TenantContext;
 use crate::config::{RiskSettings, TenantSettings};
 use crate::http::error::ApiError;
@@ -71,8 +71,8 @@ pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
         },
         failure: t.failure(),
         symbols: t.settings.symbols.clone(),
-        strategies: t.strategies.len(),
-        mt5_sessions: t.sessions.len(),
+        strategies: t.strategies.read().len(),
+        mt5_sessions: t.sessions.read().len(),
     }
 }
 
@@ -219,7 +219,12 @@ pub async fn set_tier(
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     let from = t.tier();
-    t.set_tier(&body.tier);
+    // `Risk` owns the tier: it is in force (and published) once it answers.
+    let risk = t
+        .risk
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
+    risk.send(messages::SetTier(body.tier.clone())).await?;
     persist(&auth.state, &t).await?;
     auth.state
         .security
@@ -239,7 +244,7 @@ async fn set_suspended(auth: Authorized, suspended: bool) -> Result<HttpResponse
     auth.state.security.set_suspended(&t.id.0, suspended);
     persist(&auth.state, &t).await?;
     if suspended {
-        for s in t.sessions.iter() {
+        for s in t.all_sessions() {
             s.do_send(Disconnect {
                 reason: "the tenant is suspended".into(),
             });

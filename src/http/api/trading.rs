@@ -71,10 +71,12 @@ pub async fn set_risk(
     }
     let _admin = t.admin.lock().await;
     let before = t.risk_limits();
-    t.set_risk_limits(limits.clone());
-    if let Some(risk) = t.risk.get() {
-        risk.send(SetRiskLimits(limits.clone())).await?;
-    }
+    // `Risk` owns the limits: they are in force (and published) once it answers.
+    let risk = t
+        .risk
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
+    risk.send(SetRiskLimits(limits.clone())).await?;
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security

@@ -287,8 +287,9 @@ impl Conn {
         let quota = self.state.settings.quotas.mt5_accounts.per_minute(&tier);
         let others = tenant
             .sessions
+            .read()
             .iter()
-            .filter(|s| *s.key() != Login(hello.login) && s.value().connected())
+            .filter(|(login, s)| **login != Login(hello.login) && s.connected())
             .count();
         if others as u32 >= quota {
             return Err(format!(
