@@ -8,9 +8,10 @@
 //! longer than a read of the value, never see a half-made change, and never write: a change is a message to
 //! the owner.
 //!
-//! Built on `tokio::sync::watch` (already a dependency): one value behind a read-write lock plus a version,
-//! so the owner updates in place (a quote per tick costs no allocation) and a reader can also wait for a
-//! change when it needs to.
+//! Built on `tokio::sync::watch` (already a dependency): one value behind a read-write lock, so the owner
+//! updates in place (a quote per tick costs no allocation). Readers read; they do not wait for changes, so
+//! a change notifies nobody: `MarketData` publishing a quote per tick pays an uncontended lock and the write,
+//! not a wake-up (notifying cost ingest ~10 %, measured with `trellis bench ingest`).
 
 use std::sync::Arc;
 
@@ -43,7 +44,11 @@ pub fn publish<T>(initial: T) -> (Publisher<T>, Published<T>) {
 impl<T> Publisher<T> {
     /// Changes the state in place; readers see the change whole, once `f` returns.
     pub fn modify(&self, f: impl FnOnce(&mut T)) {
-        self.0.send_modify(f);
+        // `false`: changed in place, but no receiver is woken (none waits).
+        self.0.send_if_modified(|value| {
+            f(value);
+            false
+        });
     }
 
     /// Replaces the state.
