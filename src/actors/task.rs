@@ -100,6 +100,11 @@ pub fn inject_fault(name: &str) {
     }
 }
 
+/// Whether any fault is armed (to skip building a fault point's name on a hot path).
+pub fn faults_armed() -> bool {
+    ANY_ARMED.load(Ordering::Relaxed)
+}
+
 /// Panics if a fault was injected for `name` (once per injection). Costs one atomic load otherwise.
 pub fn fault_point(name: &str) {
     if !ANY_ARMED.load(Ordering::Relaxed) {

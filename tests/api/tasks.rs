@@ -177,3 +177,74 @@ async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lo
     assert!(count(&app, EventKind::Failed, "bus.publisher") >= 1);
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_bridge_connection_whose_task_panics_is_closed_and_the_terminal_resumes_with_nothing_lost_or_repeated(
+) {
+    use crate::helpers::{rising, tick, MINUTE, T0};
+
+    // Arrange: a tenant trading EURUSD with ema_cross 2/3; the terminal has bought 0.1.
+    let app = spawn_app().await;
+    app.add_tenant(tenant("conn", "trk_conn0001_tasks-secret"))
+        .await;
+    let sim = app.sim("trk_conn0001_tasks-secret", 7601).await;
+    rising(&sim, 4);
+    app.wait_portfolio("conn", "the buy", |p| p.deals.len() == 1)
+        .await;
+
+    // Act: the connection's task panics on the next frame it reads (a fault armed for this account only).
+    let failed = |app: &TestApp| {
+        app.runtime
+            .events
+            .snapshot(None)
+            .into_iter()
+            .filter(|e| e.child == "ws.mt5" && e.kind == EventKind::Failed)
+            .collect::<Vec<_>>()
+    };
+    inject_fault("ws.mt5:7601");
+    crate::helpers::wait_for("the connection task to take the fault", || {
+        !failed(&app).is_empty()
+    })
+    .await;
+    crate::helpers::wait_for("the terminal to reconnect", || {
+        let s = sim.stats();
+        s.connected && s.connects >= 2
+    })
+    .await;
+    // Prices fall: the strategy turns short, through the new connection.
+    for m in 4..10i64 {
+        let bid = 1.1030 - 0.0010 * (m - 3) as f64;
+        sim.tick(tick(
+            "EURUSD",
+            T0 + m * MINUTE,
+            &format!("{bid:.4}"),
+            &format!("{:.4}", bid + 0.0002),
+        ));
+    }
+    let snap = app
+        .wait_portfolio("conn", "the sell after the reconnect", |p| {
+            p.deals.len() >= 2 && p.orders.iter().all(|o| o.status.is_final())
+        })
+        .await;
+
+    // Assert: the failure was recorded with its reason, the close came with a code, and trellis's fills are
+    // exactly the terminal's deals.
+    let events = failed(&app);
+    assert!(events[0].reason.contains("injected fault"), "{events:?}");
+    let stats = sim.stats();
+    assert!(stats.last_close.is_some(), "the bridge was told: {stats:?}");
+    let mut ours: Vec<u64> = snap.deals.iter().map(|d| d.ticket).collect();
+    let mut theirs: Vec<u64> = {
+        let broker = sim.broker.lock().expect("broker");
+        broker.deals().iter().map(|d| d.ticket).collect()
+    };
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    assert_eq!(
+        ours, theirs,
+        "every terminal deal booked once, nothing else"
+    );
+    assert!(snap.deals.len() >= 2);
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}

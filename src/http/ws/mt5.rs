@@ -152,6 +152,10 @@ impl Conn {
                             "more than {} frames per second (burst {}): connection closed", per_sec, burst), None).await;
                         break;
                     }
+                    if crate::actors::task::faults_armed() {
+                        // Fault injection, per account so a drill hits only the connection meant.
+                        crate::actors::task::fault_point(&format!("ws.mt5:{login}"));
+                    }
                     if !self.on_message(msg, &session, conn_id).await { break; }
                 }
             }
