@@ -169,6 +169,44 @@ pub struct TenantSettings {
     pub risk: RiskSettings,
     #[serde(default)]
     pub strategies: Vec<StrategySettings>,
+    /// Model deployments: ONNX models predicting on closed bars, their predictions routed to the strategies
+    /// that name them (`model`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelDeploymentSettings>,
+}
+
+/// One model deployment (tenant × model × symbol × timeframe): the versions that trade, split by weight
+/// per bar, and shadow versions that predict and are recorded but never trade.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDeploymentSettings {
+    pub id: String,
+    pub symbol: String,
+    pub timeframe: String,
+    pub traffic: Vec<ModelVersionSettings>,
+    #[serde(default)]
+    pub shadow: Vec<ModelVersionSettings>,
+    /// A prediction slower than this is dropped and counted (µs).
+    #[serde(default = "default_model_budget_us")]
+    pub budget_us: u64,
+}
+
+fn default_model_budget_us() -> u64 {
+    5_000
+}
+
+/// A model version: its ONNX file and manifest (JSON), and its share of the traffic.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelVersionSettings {
+    pub file: String,
+    pub manifest: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_weight() -> f64 {
+    1.0
 }
 
 fn default_tier() -> String {
@@ -223,6 +261,9 @@ pub struct StrategySettings {
     /// keeps it, `flatten` closes it.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// The model deployment whose predictions this strategy receives (`on_prediction`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A disabled strategy's position.

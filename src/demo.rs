@@ -52,8 +52,10 @@ pub fn demo_tenant(api_key: String) -> TenantSettings {
                 params: [("fast".to_owned(), 3.0), ("slow".to_owned(), 8.0)].into(),
                 enabled: true,
                 on_failure: Default::default(),
+                model: None,
             })
             .collect(),
+        models: Vec::new(),
     }
 }
 

@@ -17,6 +17,7 @@
 //! - `security`: authentication, authorisation, encryption and audit (filled by the security issue).
 //! - `strategies`: the `Strategy` trait and the built-in strategies.
 //! - `sim`: the simulated MT5 terminal and broker (`trellis mt5-sim`, the demo, tests, benchmarks).
+//! - `models`: features, drift statistics and ONNX inference for model actors.
 //! - `metrics`: Prometheus metrics.
 //! - `telemetry`: logging set-up.
 
@@ -28,6 +29,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod models;
 pub mod security;
 pub mod sim;
 pub mod startup;

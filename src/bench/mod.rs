@@ -284,6 +284,7 @@ fn bench_tenant(id: &str, key: &str, strategies: Vec<StrategySettings>) -> Tenan
         contract_sizes: Default::default(),
         risk: Default::default(),
         strategies,
+        models: Vec::new(),
     }
 }
 
@@ -298,6 +299,7 @@ fn strategy(id: &str, kind: &str, symbol: &str) -> StrategySettings {
         params: Default::default(),
         enabled: true,
         on_failure: Default::default(),
+        model: None,
     }
 }
 

@@ -225,6 +225,7 @@ pub fn tenant(id: &str, key: &str) -> TenantSettings {
         contract_sizes: Default::default(),
         risk: RiskSettings::default(),
         strategies: vec![ema("ema-eurusd", "EURUSD")],
+        models: Vec::new(),
     }
 }
 
@@ -239,6 +240,7 @@ pub fn ema(id: &str, symbol: &str) -> StrategySettings {
         params: BTreeMap::from([("fast".to_owned(), 2.0), ("slow".to_owned(), 3.0)]),
         enabled: true,
         on_failure: Default::default(),
+        model: None,
     }
 }
 

@@ -170,6 +170,7 @@ pub async fn create(
         contract_sizes: Default::default(),
         risk: body.risk.unwrap_or_default(),
         strategies: Vec::new(),
+        models: Vec::new(),
     };
     let tenant: Arc<TenantContext> = state
         .runtime

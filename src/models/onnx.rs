@@ -1,0 +1,368 @@
+//! ONNX inference with `tract-onnx`: pure Rust, loads a model offline with no native runtime to download.
+//!
+//! A model file is never trusted. [`OnnxModel::load`] parses it, fixes its input to one row of the
+//! manifest's width (`[1, width]` f32), optimises it once, and dry-runs it on three rows (zeros, ones,
+//! alternating signs): a file that does not parse, whose graph does not accept that width, that fails to run
+//! or gives a non-finite output is refused with a message naming the problem. A loaded model is shared
+//! (`Arc`); each user runs it through its own [`Inference`], whose tract state keeps the intermediate buffers
+//! from one run to the next.
+//!
+//! [`linear_model`] and [`mlp_model`] write small ONNX files from weights (the demo's model, tests and
+//! benchmarks): models whose outputs can be computed by hand.
+
+use std::sync::Arc;
+
+use prost::Message;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// Why a model file was refused, or a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("not a loadable ONNX model: {0}")]
+    NotOnnx(String),
+    #[error("the model does not take {width} input features: {reason}")]
+    InputWidth { width: usize, reason: String },
+    #[error("the model fails on a dry run: {0}")]
+    DryRun(String),
+    #[error("the model gives a non-finite output ({value}) on a dry run with {input}")]
+    NonFinite { value: f32, input: &'static str },
+    #[error("the model gives no output")]
+    NoOutput,
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// A validated, optimised model taking `[1, width]` f32 and giving one or more f32 outputs.
+#[derive(Debug)]
+pub struct OnnxModel {
+    plan: Arc<TypedSimplePlan>,
+    width: usize,
+    outputs: usize,
+}
+
+impl OnnxModel {
+    /// Loads and validates a model file for `width` input features.
+    pub fn load(bytes: &[u8], width: usize) -> Result<Arc<Self>, OnnxError> {
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?;
+        if model.inputs.len() != 1 {
+            return Err(OnnxError::InputWidth {
+                width,
+                reason: format!("it has {} inputs, one is expected", model.inputs.len()),
+            });
+        }
+        let declared = model
+            .input_fact(0)
+            .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?
+            .shape
+            .dims()
+            .last()
+            .and_then(|d| d.concretize())
+            .and_then(|d| d.to_i64().ok());
+        if let Some(last) = declared {
+            if last != width as i64 {
+                return Err(OnnxError::InputWidth {
+                    width,
+                    reason: format!("its input is declared with {last} features"),
+                });
+            }
+        }
+        let plan = model
+            .with_input_fact(0, f32::fact([1, width]).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| OnnxError::InputWidth {
+                width,
+                reason: format!("{e:#}"),
+            })?;
+        let mut loaded = Self {
+            plan,
+            width,
+            outputs: 0,
+        };
+        let mut run = loaded
+            .inference()
+            .map_err(|e| OnnxError::DryRun(e.to_string()))?;
+        let rows: [(&'static str, Vec<f32>); 3] = [
+            ("zeros", vec![0.0; width]),
+            ("ones", vec![1.0; width]),
+            (
+                "alternating ±1",
+                (0..width)
+                    .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+                    .collect(),
+            ),
+        ];
+        let mut outputs = 0;
+        for (input, row) in rows {
+            let out = run
+                .run(&row)
+                .map_err(|e| OnnxError::DryRun(e.to_string()))?;
+            if out.is_empty() {
+                return Err(OnnxError::NoOutput);
+            }
+            if let Some(value) = out.iter().copied().find(|v| !v.is_finite()) {
+                return Err(OnnxError::NonFinite { value, input });
+            }
+            outputs = out.len();
+        }
+        loaded.outputs = outputs;
+        Ok(Arc::new(loaded))
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// How many values one run gives (the first output, flattened).
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// A runner of this model with its own reused buffers.
+    pub fn inference(&self) -> Result<Inference, OnnxError> {
+        let state = self
+            .plan
+            .spawn()
+            .map_err(|e| OnnxError::Run(format!("{e:#}")))?;
+        Ok(Inference {
+            state,
+            width: self.width,
+            out: Vec::with_capacity(self.outputs.max(1)),
+        })
+    }
+}
+
+/// Runs one model, reusing its buffers between runs.
+pub struct Inference {
+    state: TypedSimpleState,
+    width: usize,
+    out: Vec<f32>,
+}
+
+impl Inference {
+    /// Runs the model on one row of features; the first output, flattened.
+    pub fn run(&mut self, features: &[f32]) -> Result<&[f32], OnnxError> {
+        if features.len() != self.width {
+            return Err(OnnxError::Run(format!(
+                "{} features given, the model takes {}",
+                features.len(),
+                self.width
+            )));
+        }
+        let input = Tensor::from_shape(&[1, self.width], features)
+            .map_err(|e| OnnxError::Run(format!("{e:#}")))?;
+        let outputs = self
+            .state
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| OnnxError::Run(format!("{e:#}")))?;
+        let first = outputs.first().ok_or(OnnxError::NoOutput)?;
+        let values = first
+            .to_plain_array_view::<f32>()
+            .map_err(|e| OnnxError::Run(format!("the output is not f32: {e:#}")))?;
+        self.out.clear();
+        self.out.extend(values.iter().copied());
+        Ok(&self.out)
+    }
+}
+
+const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
+
+fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: FLOAT,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(dimension::Value::DimValue(*d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn initializer(name: &str, dims: &[i64], values: Vec<f32>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: FLOAT,
+        float_data: values,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        ..Default::default()
+    }
+}
+
+fn model_bytes(
+    width: usize,
+    outputs: usize,
+    nodes: Vec<pb::NodeProto>,
+    init: Vec<pb::TensorProto>,
+) -> Vec<u8> {
+    let graph = pb::GraphProto {
+        name: "trellis".into(),
+        node: nodes,
+        initializer: init,
+        input: vec![value_info("features", &[1, width as i64])],
+        output: vec![value_info("y", &[1, outputs as i64])],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        producer_name: "trellis".into(),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// `y = x · weights + bias`: one output, `weights.len()` features.
+pub fn linear_model(weights: &[f32], bias: f32) -> Vec<u8> {
+    let n = weights.len() as i64;
+    model_bytes(
+        weights.len(),
+        1,
+        vec![
+            node("MatMul", &["features", "w"], "xw"),
+            node("Add", &["xw", "b"], "y"),
+        ],
+        vec![
+            initializer("w", &[n, 1], weights.to_vec()),
+            initializer("b", &[1], vec![bias]),
+        ],
+    )
+}
+
+/// `y = op(x · weights)` with one output, for a unary ONNX operator (`Sqrt`, `Log`, `Relu`, …): a model
+/// whose failure modes can be provoked at will (a square root of a negative input is NaN).
+pub fn unary_model(op: &str, weights: &[f32]) -> Vec<u8> {
+    let n = weights.len() as i64;
+    model_bytes(
+        weights.len(),
+        1,
+        vec![
+            node("MatMul", &["features", "w"], "xw"),
+            node(op, &["xw"], "y"),
+        ],
+        vec![initializer("w", &[n, 1], weights.to_vec())],
+    )
+}
+
+/// A two-layer perceptron `y = relu(x·W1 + b1)·W2 + b2` with one output. `w1` is `width × hidden`, row-major.
+pub fn mlp_model(
+    width: usize,
+    hidden: usize,
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: f32,
+) -> Vec<u8> {
+    let (n, h) = (width as i64, hidden as i64);
+    model_bytes(
+        width,
+        1,
+        vec![
+            node("MatMul", &["features", "w1"], "xw1"),
+            node("Add", &["xw1", "b1"], "h1"),
+            node("Relu", &["h1"], "a1"),
+            node("MatMul", &["a1", "w2"], "aw2"),
+            node("Add", &["aw2", "b2"], "y"),
+        ],
+        vec![
+            initializer("w1", &[n, h], w1),
+            initializer("b1", &[h], b1),
+            initializer("w2", &[h, 1], w2),
+            initializer("b2", &[1], vec![b2]),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linear_model_gives_the_hand_computed_value() {
+        let model = OnnxModel::load(&linear_model(&[0.5, -2.0, 1.0], 0.25), 3).expect("loads");
+        let mut run = model.inference().expect("runs");
+        let y = run.run(&[2.0, 1.0, 3.0]).expect("runs")[0];
+        // 0.5·2 − 2·1 + 1·3 + 0.25
+        assert!((y - 2.25).abs() < 1e-6, "{y}");
+        let again = run.run(&[0.0, 0.0, 0.0]).expect("runs")[0];
+        assert!(
+            (again - 0.25).abs() < 1e-6,
+            "the reused state gives {again}"
+        );
+        assert_eq!(model.outputs(), 1);
+    }
+
+    #[test]
+    fn a_two_layer_perceptron_gives_the_hand_computed_value() {
+        // hidden = relu([x0 + x1, x0 − x1]); y = 2·h0 + 3·h1 − 1
+        let bytes = mlp_model(
+            2,
+            2,
+            vec![1.0, 1.0, 1.0, -1.0],
+            vec![0.0, 0.0],
+            vec![2.0, 3.0],
+            -1.0,
+        );
+        let model = OnnxModel::load(&bytes, 2).expect("loads");
+        let mut run = model.inference().expect("runs");
+        let y = run.run(&[1.0, 3.0]).expect("runs")[0];
+        // h = relu([4, −2]) = [4, 0]; y = 8 − 1
+        assert!((y - 7.0).abs() < 1e-6, "{y}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_onnx_are_refused_as_such() {
+        let err = OnnxModel::load(b"certainly not a protobuf model", 3).expect_err("refused");
+        assert!(matches!(err, OnnxError::NotOnnx(_)), "{err}");
+    }
+
+    #[test]
+    fn a_model_of_another_width_is_refused_naming_both_widths() {
+        let err = OnnxModel::load(&linear_model(&[1.0, 2.0], 0.0), 5).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, OnnxError::InputWidth { width: 5, .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("5 input features") && text.contains('2'),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_model_giving_non_finite_outputs_is_refused() {
+        let err =
+            OnnxModel::load(&linear_model(&[f32::INFINITY, 1.0], 0.0), 2).expect_err("refused");
+        assert!(matches!(err, OnnxError::NonFinite { .. }), "{err}");
+    }
+}
