@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +26,21 @@ struct OutcomeLabel {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    tenant: String,
+    deployment: String,
+    version: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelVersionLabel {
+    tenant: String,
+    deployment: String,
+    version: String,
+}
+
 /// Every metric trellis exports.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +53,8 @@ pub struct Metrics {
     fills: Counter,
     protocol_errors: Family<KindLabel, Counter>,
     sessions: Gauge,
+    predictions: Family<ModelLabel, Counter>,
+    prediction_seconds: Family<ModelVersionLabel, Histogram>,
 }
 
 impl Metrics {
@@ -84,8 +102,28 @@ impl Metrics {
         );
         let sessions = Gauge::default();
         registry.register("mt5_sessions", "Connected MT5 sessions", sessions.clone());
+        let predictions = Family::<ModelLabel, Counter>::default();
+        registry.register(
+            "model_predictions",
+            "Model runs by outcome (served, shadow, not_finite, failed, over_budget)",
+            predictions.clone(),
+        );
+        let prediction_seconds =
+            Family::<ModelVersionLabel, Histogram>::new_with_constructor(|| {
+                // 10 µs … ~40 ms
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    1e-5, 2.0, 13,
+                ))
+            });
+        registry.register(
+            "model_prediction_seconds",
+            "Features and inference time per prediction",
+            prediction_seconds.clone(),
+        );
         Self {
             registry,
+            predictions,
+            prediction_seconds,
             supervision_events,
             storage_healthy,
             ticks,
@@ -148,6 +186,34 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// A model run: its outcome and, when it ran, how long features and inference took.
+    pub fn prediction(
+        &self,
+        tenant: &str,
+        deployment: &str,
+        version: &str,
+        outcome: &str,
+        seconds: Option<f64>,
+    ) {
+        self.predictions
+            .get_or_create(&ModelLabel {
+                tenant: tenant.to_owned(),
+                deployment: deployment.to_owned(),
+                version: version.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if let Some(s) = seconds {
+            self.prediction_seconds
+                .get_or_create(&ModelVersionLabel {
+                    tenant: tenant.to_owned(),
+                    deployment: deployment.to_owned(),
+                    version: version.to_owned(),
+                })
+                .observe(s);
+        }
     }
 
     pub fn session_opened(&self) {

@@ -88,6 +88,21 @@ impl MarketData {
         }
     }
 
+    /// Closed bars to the model deployments of their symbol and timeframe, after the strategies had them.
+    fn fan_out_models(&self, bar: &Bar) {
+        if self.tenant.deployments.is_empty() {
+            return;
+        }
+        let hosts = self.tenant.model_hosts.read();
+        for d in self.tenant.deployments.values() {
+            if d.symbol == bar.symbol && d.timeframe == bar.timeframe {
+                if let Some(host) = hosts.get(&d.id) {
+                    host.do_send(BarClosed(bar.clone()));
+                }
+            }
+        }
+    }
+
     /// Writes what is pending; on failure puts it back in front and tries again at the next flush.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.flushing || (self.pending_ticks.is_empty() && self.pending_bars.is_empty()) {
@@ -187,6 +202,7 @@ impl Handler<TickReceived> for MarketData {
                 for bar in closed {
                     self.tenant.metrics.bar_closed();
                     self.fan_out(&bar);
+                    self.fan_out_models(&bar);
                     let recent = self
                         .recent
                         .entry((bar.symbol.clone(), bar.timeframe))

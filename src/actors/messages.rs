@@ -349,3 +349,34 @@ pub struct SetRoute(pub super::tenant::StrategyRoute);
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct DropRoute(pub String);
+
+/// A model deployment's prediction, to the strategies that trade it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PredictionMade(pub crate::models::Prediction);
+
+/// What a model host has done: its recent predictions and each version's counts.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "ModelState")]
+pub struct GetModelState;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ModelState {
+    pub deployment: String,
+    pub versions: Vec<ModelVersionState>,
+    /// Newest last; at most the last 1 000.
+    pub recent: Vec<crate::models::Prediction>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ModelVersionState {
+    pub version: String,
+    pub shadow: bool,
+    /// The weight in force (0 after an automatic rollback).
+    pub weight: f64,
+    pub served: u64,
+    pub not_finite: u64,
+    pub failed: u64,
+    pub over_budget: u64,
+    pub rolled_back: bool,
+}

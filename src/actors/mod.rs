@@ -8,6 +8,7 @@ pub mod bus;
 pub mod events;
 pub mod market_data;
 pub mod messages;
+pub mod model;
 pub mod mt5_session;
 pub mod portfolio;
 pub mod published;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::messages::{
-    BarClosed, GetRecentBars, GetStrategyState, Signal, StrategyFilled, StrategyState,
+    BarClosed, GetRecentBars, GetStrategyState, PredictionMade, Signal, StrategyFilled,
+    StrategyState,
 };
 use super::supervisor::{contain, ExitNotifier, Shutdown};
 use super::tenant::{StrategyRoute, TenantContext};
@@ -43,6 +44,18 @@ impl StrategyHost {
             strategy,
             last_bar_ms: i64::MIN,
             notifier,
+        }
+    }
+
+    fn signal(&self, target: rust_decimal::Decimal, at_ms: i64) {
+        if let Some(portfolio) = self.tenant.portfolio.get() {
+            portfolio.do_send(Signal {
+                strategy_id: self.route.settings.id.clone(),
+                account: self.route.settings.account.map(Login),
+                symbol: self.route.symbol.clone(),
+                target,
+                at_ms,
+            });
         }
     }
 
@@ -102,16 +115,22 @@ impl Handler<BarClosed> for StrategyHost {
         self.last_bar_ms = bar.open_time_ms;
         let strategy = &mut self.strategy;
         match contain(|| strategy.on_bar(&bar)) {
+            Ok(Some(target)) => self.signal(target, bar.open_time_ms + bar.timeframe.millis()),
+            Ok(None) => {}
+            Err(why) => self.fail(why, ctx),
+        }
+    }
+}
+
+impl Handler<PredictionMade> for StrategyHost {
+    type Result = ();
+
+    /// A prediction of the strategy's model for a closed bar; its target counts from that bar's close.
+    fn handle(&mut self, PredictionMade(p): PredictionMade, ctx: &mut Self::Context) {
+        let strategy = &mut self.strategy;
+        match contain(|| strategy.on_prediction(&p)) {
             Ok(Some(target)) => {
-                if let Some(portfolio) = self.tenant.portfolio.get() {
-                    portfolio.do_send(Signal {
-                        strategy_id: self.route.settings.id.clone(),
-                        account: self.route.settings.account.map(Login),
-                        symbol: self.route.symbol.clone(),
-                        target,
-                        at_ms: bar.open_time_ms + bar.timeframe.millis(),
-                    });
-                }
+                self.signal(target, p.bar_open_ms + self.route.timeframe.millis());
             }
             Ok(None) => {}
             Err(why) => self.fail(why, ctx),

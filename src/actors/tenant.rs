@@ -6,8 +6,9 @@
 //! ├── risk          (permanent)
 //! ├── portfolio     (permanent)   reloads orders and fills from storage when it starts
 //! ├── strategies    (permanent supervisor with per-child budgets)
-//! │   └── strategy:<id> (permanent) one per configured instance, warmed up from recent bars; over its own
-//! │                     restart budget it is disabled (state `failed`), its siblings and the tenant untouched
+//! │   ├── strategy:<id> (permanent) one per configured instance, warmed up from recent bars; over its own
+//! │   │                 restart budget it is disabled (state `failed`), its siblings and the tenant untouched
+//! │   └── model:<id>    (permanent) one per model deployment, the same way
 //! └── session:<login> (permanent) added when a terminal first connects
 //! ```
 //!
@@ -28,6 +29,8 @@
 //! | tier and risk limits | `Risk` | admin API sends `SetRiskLimits`/`SetTier`; rate limits and quotas read the snapshot |
 //! | sessions by login | the tenant supervisor (session factories run in it) | portfolio, risk, API read the snapshot |
 //! | strategy hosts by id | the `strategies` supervisor (strategy factories run in it) | market data and portfolio read the snapshot |
+//! | model hosts by deployment | the `strategies` supervisor (model factories run in it) | market data reads the snapshot |
+//! | a deployment's features, recent predictions, version counts and rollbacks | its `ModelHost` | `GetModelState`, events |
 //! | failure of the tenant | the root supervisor (its hook) | API reads the snapshot |
 //! | orders, fills, positions, P&L | `Portfolio` | `GetPortfolio`, events |
 //! | kill switch, blind accounts, daily loss | `Risk` | `GetRiskState` |
@@ -45,6 +48,7 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 
 use super::market_data::MarketData;
+use super::model::ModelHost;
 use super::mt5_session::Mt5Session;
 use super::portfolio::Portfolio;
 use super::published::{publish, Published, Publisher};
@@ -58,6 +62,7 @@ use super::supervisor::{
 use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
+use crate::models::deployment::Deployment;
 use crate::storage::cache::RedisCache;
 use crate::storage::{RelationalStore, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
@@ -163,6 +168,11 @@ pub struct TenantContext {
     /// run there). A stopped strategy's address stays until it starts again, disconnected.
     pub strategy_hosts: Published<HashMap<String, Addr<StrategyHost>>>,
     hosts_owner: Publisher<HashMap<String, Addr<StrategyHost>>>,
+    /// The model deployments, loaded and validated when the tenant starts (immutable).
+    pub deployments: BTreeMap<String, Arc<Deployment>>,
+    /// The running model hosts by deployment id, published by the `strategies` supervisor.
+    pub model_hosts: Published<HashMap<String, Addr<ModelHost>>>,
+    model_hosts_owner: Publisher<HashMap<String, Addr<ModelHost>>>,
     /// The latest quote per symbol, owned by `MarketData` (updated in place on every tick).
     pub quotes: Published<HashMap<Symbol, Quote>>,
     quotes_owner: Publisher<HashMap<Symbol, Quote>>,
@@ -202,9 +212,28 @@ impl TenantContext {
             tenant: settings.id.clone(),
             message,
         };
+        let mut deployments = BTreeMap::new();
+        for m in &settings.models {
+            if !settings.symbols.contains(&m.symbol) {
+                return Err(invalid(format!(
+                    "model deployment `{}`: `{}` is not one of the tenant's symbols",
+                    m.id, m.symbol
+                )));
+            }
+            let d = Deployment::load(m).map_err(invalid)?;
+            if deployments.insert(m.id.clone(), Arc::new(d)).is_some() {
+                return Err(invalid(format!("model deployment `{}` twice", m.id)));
+            }
+        }
         let mut strategies = BTreeMap::new();
         for s in &settings.strategies {
             let route = Self::route(&deps.registry, s).map_err(invalid)?;
+            if let Some(m) = s.model.as_ref().filter(|m| !deployments.contains_key(*m)) {
+                return Err(invalid(format!(
+                    "strategy `{}`: no model deployment `{m}`",
+                    s.id
+                )));
+            }
             strategies.insert(s.id.clone(), route);
         }
         let (routes, strategies) = publish(strategies);
@@ -216,6 +245,7 @@ impl TenantContext {
         let (sessions_owner, sessions) = publish(HashMap::new());
         let (hosts_owner, strategy_hosts) = publish(HashMap::new());
         let (quotes_owner, quotes) = publish(HashMap::new());
+        let (model_hosts_owner, model_hosts) = publish(HashMap::new());
         Ok(Arc::new(Self {
             id: TenantId(settings.id.clone()),
             symbols: settings.symbols.iter().cloned().collect(),
@@ -248,6 +278,9 @@ impl TenantContext {
             sessions_owner,
             strategy_hosts,
             hosts_owner,
+            deployments,
+            model_hosts,
+            model_hosts_owner,
             quotes,
             quotes_owner,
             supervision: deps.supervision,
@@ -297,6 +330,37 @@ impl TenantContext {
                 let addr =
                     StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
                 t.hosts_owner.modify(|hosts| {
+                    hosts.insert(id, addr.clone());
+                });
+                Ok(addr.recipient())
+            },
+        )
+        .on_disabled(hook)
+    }
+
+    /// The supervisor child that hosts one model deployment. Disabled for failing too often, it is audited
+    /// and announced; the strategies that trade its predictions keep their positions and get no more.
+    pub fn model_spec(self: &Arc<Self>, deployment: Arc<Deployment>) -> ChildSpec {
+        let t = self.clone();
+        let hook = {
+            let t = self.clone();
+            let id = deployment.id.clone();
+            move |reason: &str| {
+                tracing::error!(tenant = %t.id, deployment = %id, %reason, "model deployment disabled");
+                let detail =
+                    serde_json::json!({ "deployment": id, "state": "failed", "reason": reason });
+                t.audit("model.disabled", "supervisor", detail.clone());
+                t.publish("model", detail);
+            }
+        };
+        ChildSpec::new(
+            format!("model:{}", deployment.id),
+            RestartPolicy::Permanent,
+            move |cx: ChildContext| {
+                let host = ModelHost::new(t.clone(), deployment.clone(), cx.notifier)?;
+                let addr = host.start();
+                let id = deployment.id.clone();
+                t.model_hosts_owner.modify(|hosts| {
                     hosts.insert(id, addr.clone());
                 });
                 Ok(addr.recipient())
@@ -447,6 +511,11 @@ impl TenantContext {
         let strategies: Vec<ChildSpec> = routes
             .into_iter()
             .map(|route| self.strategy_spec(route))
+            .chain(
+                self.deployments
+                    .values()
+                    .map(|d| self.model_spec(d.clone())),
+            )
             .collect();
         let t = self.clone();
         children.push(

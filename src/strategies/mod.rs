@@ -8,6 +8,7 @@
 
 mod donchian_breakout;
 mod ema_cross;
+mod model_signal;
 mod rsi_reversion;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,7 @@ use rust_decimal::Decimal;
 
 pub use donchian_breakout::DonchianBreakout;
 pub use ema_cross::EmaCross;
+pub use model_signal::ModelSignal;
 pub use rsi_reversion::RsiReversion;
 
 use crate::domain::{Bar, Tick};
@@ -29,6 +31,12 @@ pub trait Strategy: Send {
 
     /// A tick of the strategy's symbol, delivered only when [`Strategy::wants_ticks`] is true.
     fn on_tick(&mut self, _tick: &Tick) -> Option<Decimal> {
+        None
+    }
+
+    /// A prediction of the strategy's model deployment (`model` in its settings) for a bar that closed;
+    /// answered like [`Strategy::on_bar`].
+    fn on_prediction(&mut self, _prediction: &crate::models::Prediction) -> Option<Decimal> {
         None
     }
 
@@ -143,6 +151,7 @@ impl Default for StrategyRegistry {
         kinds.insert("ema_cross".into(), EmaCross::build);
         kinds.insert("rsi_reversion".into(), RsiReversion::build);
         kinds.insert("donchian_breakout".into(), DonchianBreakout::build);
+        kinds.insert("model_signal".into(), ModelSignal::build);
         Self {
             kinds: Arc::new(RwLock::new(kinds)),
         }

@@ -14,6 +14,7 @@ mod helpers;
 mod hostile;
 mod isolation;
 mod limits;
+mod models;
 mod postgres;
 mod restart;
 mod risk;

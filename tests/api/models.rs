@@ -1,0 +1,325 @@
+//! Model deployments in the live path: ONNX models predicting on closed bars, their predictions traded by
+//! `model_signal`, shadow versions recorded and never traded, and models that fail, give NaN or run slow
+//! kept away from the rest of the tenant.
+
+use std::time::Duration;
+
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::json;
+use trellis::actors::events::EventKind;
+use trellis::actors::messages::{GetModelState, GetRecentBars, ModelState};
+use trellis::actors::task::inject_fault;
+use trellis::config::{ModelDeploymentSettings, ModelVersionSettings, StrategySettings};
+use trellis::domain::{Bar, Symbol, Timeframe};
+use trellis::models::onnx::{linear_model, unary_model};
+
+use crate::helpers::{ema, rising, spawn_app, tenant, tick, TestApp, MINUTE, T0};
+
+/// Writes a model file and its manifest into `dir`; the version settings pointing at them.
+fn version(
+    dir: &tempfile::TempDir,
+    name: &str,
+    bytes: Vec<u8>,
+    manifest: serde_json::Value,
+) -> ModelVersionSettings {
+    let file = dir.path().join(format!("{name}.onnx"));
+    let man = dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, bytes).expect("model file");
+    std::fs::write(&man, manifest.to_string()).expect("manifest");
+    ModelVersionSettings {
+        file: file.display().to_string(),
+        manifest: man.display().to_string(),
+        weight: 1.0,
+    }
+}
+
+fn deployment(
+    id: &str,
+    symbol: &str,
+    traffic: Vec<ModelVersionSettings>,
+    shadow: Vec<ModelVersionSettings>,
+    budget_us: u64,
+) -> ModelDeploymentSettings {
+    ModelDeploymentSettings {
+        id: id.into(),
+        symbol: symbol.into(),
+        timeframe: "M1".into(),
+        traffic,
+        shadow,
+        budget_us,
+    }
+}
+
+fn signal(id: &str, symbol: &str, model: &str) -> StrategySettings {
+    let mut s = ema(id, symbol);
+    s.kind = "model_signal".into();
+    s.params = [("upper".to_owned(), 0.0005), ("lower".to_owned(), -0.0005)].into();
+    s.model = Some(model.into());
+    s
+}
+
+async fn model_state(app: &TestApp, tenant: &str, deployment: &str) -> ModelState {
+    let t = app.runtime.tenant(tenant).expect("tenant runs");
+    let host = t
+        .model_hosts
+        .read()
+        .get(deployment)
+        .cloned()
+        .expect("model host");
+    host.send(GetModelState).await.expect("model state")
+}
+
+async fn bars(app: &TestApp, tenant: &str, symbol: &str) -> Vec<Bar> {
+    let t = app.runtime.tenant(tenant).expect("tenant runs");
+    let md = t.market_data.get().expect("market data");
+    md.send(GetRecentBars {
+        symbol: Symbol(symbol.into()),
+        timeframe: Timeframe::M1,
+        limit: 1_000,
+    })
+    .await
+    .expect("bars")
+}
+
+/// Two ticks a minute (so bars have a range), a zig-zag around 1.1000: minute `m`'s bar closes when minute
+/// `m + 1` begins.
+fn zigzag(sim: &trellis::sim::SimHandle, symbol: &str, minutes: i64) {
+    for m in 0..minutes {
+        let wave = [0, 6, 12, 9, 3, -4, -9, -2][(m % 8) as usize];
+        let open = 1.1000 + wave as f64 * 0.0001;
+        let later = open + if m % 3 == 0 { 0.0003 } else { -0.0002 };
+        for (dt, bid) in [(0, open), (30_000, later)] {
+            sim.tick(tick(
+                symbol,
+                T0 + m * MINUTE + dt,
+                &format!("{bid:.5}"),
+                &format!("{:.5}", bid + 0.0002),
+            ));
+        }
+    }
+}
+
+fn f(d: rust_decimal::Decimal) -> f64 {
+    d.to_f64().expect("price")
+}
+
+#[actix_rt::test]
+async fn a_linear_models_live_predictions_equal_the_hand_computation_at_every_bar_and_model_signal_trades_them(
+) {
+    // Arrange: y = 2·return_1 − 0.5·bar_range + 0.0001, deployed on EURUSD, traded by `model_signal`.
+    let dir = tempfile::tempdir().expect("dir");
+    let (w, b) = ([2.0f32, -0.5], 0.0001f32);
+    let manifest =
+        json!({"features": ["return_1", "bar_range"], "output": {"kind": "expected_return"}});
+    let v = version(&dir, "linear", linear_model(&w, b), manifest);
+    let mut settings = tenant("ml", "trk_ml000001_models-secret");
+    settings.models = vec![deployment(
+        "lin-eurusd",
+        "EURUSD",
+        vec![v],
+        vec![],
+        1_000_000,
+    )];
+    settings.strategies = vec![signal("signal", "EURUSD", "lin-eurusd")];
+    let app = spawn_app().await;
+    app.add_tenant(settings).await;
+    let sim = app.sim("trk_ml000001_models-secret", 7701).await;
+
+    // Act: 30 minutes of a zig-zag: 29 closed bars.
+    zigzag(&sim, "EURUSD", 30);
+    let mut state = ModelState::default();
+    for _ in 0..300 {
+        state = model_state(&app, "ml", "lin-eurusd").await;
+        if state.recent.len() >= 28 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bars = bars(&app, "ml", "EURUSD").await;
+    let traded = app
+        .wait_portfolio("ml", "model_signal's orders", |p| {
+            !p.deals.is_empty() && p.orders.iter().all(|o| o.status.is_final())
+        })
+        .await;
+
+    // Assert: one prediction per bar from the second (return_1 needs two closes), each equal to the formula.
+    assert_eq!(bars.len(), 29);
+    assert_eq!(state.recent.len(), 28, "{state:?}");
+    for (bar, p) in bars[1..].iter().zip(&state.recent) {
+        let prev = bars
+            .iter()
+            .find(|x| x.open_time_ms == bar.open_time_ms - MINUTE)
+            .expect("previous bar");
+        let ret = f(bar.close) / f(prev.close) - 1.0;
+        let range = (f(bar.high) - f(bar.low)) / f(bar.close);
+        let expected = f64::from(w[0]) * ret + f64::from(w[1]) * range + f64::from(b);
+        assert_eq!(p.bar_open_ms, bar.open_time_ms);
+        assert!(
+            (p.value - expected).abs() < 1e-6,
+            "bar {}: predicted {}, by hand {expected}",
+            bar.open_time_ms,
+            p.value
+        );
+        assert!(!p.shadow);
+    }
+    assert_eq!(state.versions[0].served, 28);
+    assert!(traded
+        .deals
+        .iter()
+        .all(|d| d.strategy_id.as_deref() == Some("signal")));
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_shadow_version_predicts_beside_the_served_one_and_never_trades() {
+    // Arrange: the served version always says 0 (flat); the shadow always says 1 (which would go long).
+    let dir = tempfile::tempdir().expect("dir");
+    let manifest = json!({"features": ["return_1"], "output": {"kind": "expected_return"}});
+    let served = version(&dir, "flat", linear_model(&[0.0], 0.0), manifest.clone());
+    let shadow = version(&dir, "long", linear_model(&[0.0], 1.0), manifest);
+    let mut settings = tenant("shadowed", "trk_shadow01_models-secret");
+    settings.models = vec![deployment(
+        "ab-eurusd",
+        "EURUSD",
+        vec![served],
+        vec![shadow],
+        1_000_000,
+    )];
+    settings.strategies = vec![signal("signal", "EURUSD", "ab-eurusd")];
+    let app = spawn_app().await;
+    app.add_tenant(settings).await;
+    let sim = app.sim("trk_shadow01_models-secret", 7702).await;
+
+    // Act
+    zigzag(&sim, "EURUSD", 12);
+    let mut state = ModelState::default();
+    for _ in 0..300 {
+        state = model_state(&app, "shadowed", "ab-eurusd").await;
+        if state.recent.iter().filter(|p| p.shadow).count() >= 10 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    let portfolio = app.portfolio("shadowed").await;
+
+    // Assert: both predicted every bar after warm-up; the shadow's 1.0 never became an order.
+    let shadow: Vec<_> = state.recent.iter().filter(|p| p.shadow).collect();
+    let served: Vec<_> = state.recent.iter().filter(|p| !p.shadow).collect();
+    assert_eq!(shadow.len(), 10, "{state:?}");
+    assert_eq!(served.len(), 10);
+    assert!(shadow.iter().all(|p| p.value == 1.0));
+    assert!(served.iter().all(|p| p.value == 0.0));
+    assert!(portfolio.orders.is_empty(), "{:?}", portfolio.orders);
+    assert!(portfolio.deals.is_empty());
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn models_that_give_nan_run_over_budget_or_panic_are_skipped_rolled_back_or_disabled_while_a_strategy_on_another_symbol_trades_on(
+) {
+    // Arrange: three GBPUSD deployments beside an ema_cross on EURUSD. `nan-gbp` is √(return_1): NaN on
+    // every falling bar. `slow-gbp` has a budget of 0 µs. `panic-gbp` takes injected panics.
+    let dir = tempfile::tempdir().expect("dir");
+    let manifest = json!({"features": ["return_1"], "output": {"kind": "expected_return"}});
+    let nan = version(&dir, "sqrt", unary_model("Sqrt", &[1.0]), manifest.clone());
+    let slow = version(&dir, "slow", linear_model(&[1.0], 0.0), manifest.clone());
+    let brittle = version(&dir, "brittle", linear_model(&[2.0], 0.0), manifest);
+    let mut settings = tenant("wild", "trk_wild0001_models-secret");
+    settings.models = vec![
+        deployment("nan-gbp", "GBPUSD", vec![nan], vec![], 1_000_000),
+        deployment("slow-gbp", "GBPUSD", vec![slow], vec![], 0),
+        deployment("panic-gbp", "GBPUSD", vec![brittle], vec![], 1_000_000),
+    ];
+    let app = spawn_app().await;
+    app.add_tenant(settings).await;
+    let sim = app.sim("trk_wild0001_models-secret", 7703).await;
+    let count = |kind: EventKind| {
+        app.runtime
+            .events
+            .snapshot(Some("wild"))
+            .iter()
+            .filter(|e| e.kind == kind && e.child == "model:panic-gbp")
+            .count()
+    };
+
+    // Act: GBPUSD falls a pip a minute; before each bar closes a panic is armed for `panic-gbp`, until its
+    // restart budget is spent and it is disabled.
+    let mut m = 0;
+    while count(EventKind::Disabled) == 0 && m < 40 {
+        if m >= 2 {
+            inject_fault("model:panic-gbp");
+        }
+        let bid = 1.2500 - m as f64 * 0.0001;
+        sim.tick(tick(
+            "GBPUSD",
+            T0 + m * MINUTE,
+            &format!("{bid:.5}"),
+            &format!("{:.5}", bid + 0.0002),
+        ));
+        if m >= 2 {
+            let failed = count(EventKind::Failed);
+            for _ in 0..100 {
+                if count(EventKind::Failed) > failed || count(EventKind::Disabled) > 0 {
+                    break;
+                }
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            actix_rt::time::sleep(Duration::from_millis(60)).await;
+        }
+        m += 1;
+    }
+    // More falling bars for the two other deployments to be judged on.
+    for k in m..m + 25 {
+        let bid = 1.2500 - k as f64 * 0.0001;
+        sim.tick(tick(
+            "GBPUSD",
+            T0 + k * MINUTE,
+            &format!("{bid:.5}"),
+            &format!("{:.5}", bid + 0.0002),
+        ));
+    }
+    // Meanwhile the ema_cross on EURUSD trades.
+    rising(&sim, 4);
+    let traded = app
+        .wait_portfolio("wild", "the ema's buy", |p| p.deals.len() == 1)
+        .await;
+    let mut nan = ModelState::default();
+    let mut slow = ModelState::default();
+    for _ in 0..300 {
+        nan = model_state(&app, "wild", "nan-gbp").await;
+        slow = model_state(&app, "wild", "slow-gbp").await;
+        if nan.versions[0].rolled_back && slow.versions[0].rolled_back {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audited = app.audited("wild", "model.rolled_back", 2).await;
+
+    // Assert
+    assert_eq!(count(EventKind::Disabled), 1, "panic-gbp disabled alone");
+    assert!(app
+        .runtime
+        .events
+        .snapshot(Some("wild"))
+        .iter()
+        .filter(|e| e.child != "model:panic-gbp")
+        .all(|e| e.kind == EventKind::Started));
+    assert_eq!(traded.deals[0].fill.symbol.0, "EURUSD");
+    let n = &nan.versions[0];
+    assert!(
+        n.not_finite >= 10 && n.rolled_back && n.weight == 0.0,
+        "{n:?}"
+    );
+    assert_eq!(n.served, 0);
+    let s = &slow.versions[0];
+    assert!(
+        s.over_budget >= 10 && s.rolled_back && s.served == 0,
+        "{s:?}"
+    );
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}
