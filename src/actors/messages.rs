@@ -379,4 +379,26 @@ pub struct ModelVersionState {
     pub failed: u64,
     pub over_budget: u64,
     pub rolled_back: bool,
+    pub monitoring: ModelMonitoring,
+}
+
+/// How a version's predictions turned out, and whether its inputs still look like its training data.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ModelMonitoring {
+    /// Predictions whose horizon has passed, over the rolling window.
+    pub outcomes: usize,
+    /// Share of those whose direction matched the realised return (direction and return outputs).
+    pub directional_accuracy: Option<f64>,
+    /// Mean absolute error against the realised return (`expected_return` outputs).
+    pub mae: Option<f64>,
+    /// Per feature (and `output`) with a training reference: the last drift check.
+    pub drift: Vec<FeatureDrift>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeatureDrift {
+    pub feature: String,
+    pub check: Option<crate::models::drift::DriftCheck>,
+    /// Alarms raised (a check turning from no drift to drift).
+    pub alarms: u64,
 }

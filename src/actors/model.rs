@@ -12,6 +12,13 @@
 //! deployment's budget is dropped and counted. A traffic version that breaches (fails or runs over budget)
 //! on more than half of its last 20 runs is rolled back: its weight becomes 0, audited and announced.
 //!
+//! Each version is monitored (served and shadow alike, so a challenger is judged before it trades): once a
+//! prediction's horizon has passed, the realised return gives its directional accuracy (and, for
+//! `expected_return` models, its absolute error) over a rolling window; every feature and the output with a
+//! training reference in the manifest feed a drift monitor (PSI with a window-size-aware threshold and KS,
+//! see `models::drift`), checked every 25 predictions; a check turning to drift is an alert (audit log,
+//! `/ws/events`).
+//!
 //! The tick → order path never waits on a model: bars reach strategies before the model hears of them, and a
 //! strategy acts on a prediction whenever it comes.
 
@@ -22,14 +29,17 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::messages::{
-    BarClosed, GetModelState, GetRecentBars, ModelState, ModelVersionState, PredictionMade,
+    BarClosed, FeatureDrift, GetModelState, GetRecentBars, ModelMonitoring, ModelState,
+    ModelVersionState, PredictionMade,
 };
 use super::strategy::WARM_UP_BARS;
 use super::supervisor::{contain, ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::Bar;
 use crate::models::deployment::{pick, Deployment, LoadedVersion};
+use crate::models::drift::DriftMonitor;
 use crate::models::features::FeatureState;
+use crate::models::manifest::Output;
 use crate::models::onnx::Inference;
 use crate::models::Prediction;
 
@@ -37,6 +47,144 @@ use crate::models::Prediction;
 const RECENT: usize = 1_000;
 /// Runs a traffic version is judged on for rollback.
 const JUDGED_RUNS: usize = 20;
+/// Live values per drift window, and outcomes per accuracy window.
+const MONITOR_WINDOW: usize = 500;
+/// False-alarm rate of a drift check.
+const DRIFT_ALPHA: f64 = 0.01;
+/// Predictions between drift checks.
+const CHECK_EVERY: u64 = 25;
+
+/// One drift monitor: a feature (by its index in the row) or the output (`None`).
+struct Watched {
+    name: String,
+    index: Option<usize>,
+    monitor: DriftMonitor,
+    last: Option<crate::models::drift::DriftCheck>,
+    alarms: u64,
+}
+
+/// A version's monitoring: outcomes after the horizon, drift of its inputs and output.
+struct Monitor {
+    output: Output,
+    horizon: u64,
+    /// (bar number, close then, predicted value), oldest first.
+    pending: VecDeque<(u64, f64, f64)>,
+    /// (direction right, absolute error if the output is a return).
+    outcomes: VecDeque<(bool, Option<f64>)>,
+    watched: Vec<Watched>,
+    predictions: u64,
+}
+
+impl Monitor {
+    fn new(v: &LoadedVersion) -> Self {
+        let names = v.features.names();
+        let watched = v
+            .manifest
+            .reference
+            .iter()
+            .filter_map(|(name, reference)| {
+                let index = if name == "output" {
+                    None
+                } else {
+                    Some(names.iter().position(|n| n == name)?)
+                };
+                let monitor =
+                    DriftMonitor::new(reference.clone(), MONITOR_WINDOW, DRIFT_ALPHA).ok()?;
+                Some(Watched {
+                    name: name.clone(),
+                    index,
+                    monitor,
+                    last: None,
+                    alarms: 0,
+                })
+            })
+            .collect();
+        Self {
+            output: v.manifest.output.clone(),
+            horizon: u64::from(v.manifest.horizon_bars),
+            pending: VecDeque::new(),
+            outcomes: VecDeque::with_capacity(MONITOR_WINDOW),
+            watched,
+            predictions: 0,
+        }
+    }
+
+    /// A bar closed: predictions whose horizon has now passed get their outcome.
+    fn on_bar(&mut self, bar_no: u64, close: f64) {
+        while let Some(&(at, then, value)) = self.pending.front() {
+            if bar_no < at + self.horizon {
+                break;
+            }
+            self.pending.pop_front();
+            if then <= 0.0 || !close.is_finite() {
+                continue;
+            }
+            let realised = close / then - 1.0;
+            let outcome = match self.output {
+                Output::DirectionProbability => ((value > 0.5) == (realised > 0.0), None),
+                Output::ExpectedReturn => (
+                    (value > 0.0) == (realised > 0.0),
+                    Some((value - realised).abs()),
+                ),
+                Output::Class { .. } => continue,
+            };
+            if self.outcomes.len() == MONITOR_WINDOW {
+                self.outcomes.pop_front();
+            }
+            self.outcomes.push_back(outcome);
+        }
+    }
+
+    /// A prediction was made from `row`: remember it for its outcome, feed the drift monitors. Returns the
+    /// names whose check turned to drift.
+    fn on_prediction(&mut self, bar_no: u64, close: f64, value: f64, row: &[f32]) -> Vec<String> {
+        if !matches!(self.output, Output::Class { .. }) {
+            self.pending.push_back((bar_no, close, value));
+            if self.pending.len() > MONITOR_WINDOW + self.horizon as usize {
+                self.pending.pop_front();
+            }
+        }
+        self.predictions += 1;
+        let check = self.predictions % CHECK_EVERY == 0;
+        let mut alarms = Vec::new();
+        for w in &mut self.watched {
+            let v = match w.index {
+                Some(i) => row.get(i).map(|x| f64::from(*x)).unwrap_or(f64::NAN),
+                None => value,
+            };
+            w.monitor.push(v);
+            if check {
+                let was = w.last.as_ref().is_some_and(|c| c.drifted);
+                w.last = w.monitor.check();
+                if !was && w.last.as_ref().is_some_and(|c| c.drifted) {
+                    w.alarms += 1;
+                    alarms.push(w.name.clone());
+                }
+            }
+        }
+        alarms
+    }
+
+    fn report(&self) -> ModelMonitoring {
+        let n = self.outcomes.len();
+        let right = self.outcomes.iter().filter(|o| o.0).count();
+        let errors: Vec<f64> = self.outcomes.iter().filter_map(|o| o.1).collect();
+        ModelMonitoring {
+            outcomes: n,
+            directional_accuracy: (n > 0).then(|| right as f64 / n as f64),
+            mae: (!errors.is_empty()).then(|| errors.iter().sum::<f64>() / errors.len() as f64),
+            drift: self
+                .watched
+                .iter()
+                .map(|w| FeatureDrift {
+                    feature: w.name.clone(),
+                    check: w.last.clone(),
+                    alarms: w.alarms,
+                })
+                .collect(),
+        }
+    }
+}
 
 struct VersionRun {
     features: FeatureState,
@@ -47,6 +195,7 @@ struct VersionRun {
     /// Whether each of the last runs breached (failed, not finite, over budget).
     breaches: VecDeque<bool>,
     state: ModelVersionState,
+    monitor: Monitor,
 }
 
 impl VersionRun {
@@ -58,6 +207,7 @@ impl VersionRun {
             shadow,
             weight: if shadow { 0.0 } else { v.weight },
             breaches: VecDeque::with_capacity(JUDGED_RUNS),
+            monitor: Monitor::new(v),
             state: ModelVersionState {
                 version: v.version.clone(),
                 shadow,
@@ -82,6 +232,8 @@ pub struct ModelHost {
     runs: Vec<VersionRun>,
     recent: VecDeque<Prediction>,
     last_bar_ms: i64,
+    /// Live bars seen by this incarnation (for prediction horizons).
+    bar_no: u64,
     notifier: ExitNotifier,
 }
 
@@ -103,6 +255,7 @@ impl ModelHost {
             runs,
             recent: VecDeque::with_capacity(RECENT),
             last_bar_ms: i64::MIN,
+            bar_no: 0,
             notifier,
         })
     }
@@ -144,8 +297,12 @@ impl ModelHost {
 
     /// One closed bar: features of every version updated, the picked traffic version and every shadow run.
     fn on_bar(&mut self, bar: &Bar) {
+        use rust_decimal::prelude::ToPrimitive;
+        self.bar_no += 1;
+        let close = bar.close.to_f64().unwrap_or(f64::NAN);
         for run in &mut self.runs {
             run.features.on_bar(bar);
+            run.monitor.on_bar(self.bar_no, close);
         }
         let traffic = self.deployment.traffic.len();
         let weights: Vec<f64> = self.runs[..traffic].iter().map(|r| r.weight).collect();
@@ -199,6 +356,24 @@ impl ModelHost {
             run.breaches.push_back(breach);
         }
         if let Outcome::Served(value, latency_us) = outcome {
+            use rust_decimal::prelude::ToPrimitive;
+            let close = bar.close.to_f64().unwrap_or(f64::NAN);
+            let drifted = run
+                .monitor
+                .on_prediction(self.bar_no, close, value, &run.row);
+            for feature in drifted {
+                let detail = serde_json::json!({
+                    "deployment": deployment,
+                    "version": run.state.version,
+                    "feature": feature,
+                    "alert": "drift",
+                    "check": run.monitor.watched.iter().find(|w| w.name == feature).and_then(|w| w.last.clone()),
+                });
+                tracing::warn!(tenant = %tenant, %detail, "model input drifted from its training data");
+                self.tenant.audit("model.drift", "model", detail.clone());
+                self.tenant.publish("model", detail);
+            }
+            let run = &mut self.runs[i];
             let prediction = Prediction {
                 deployment: deployment.clone(),
                 version: run.state.version.clone(),
@@ -336,7 +511,14 @@ impl Handler<GetModelState> for ModelHost {
     fn handle(&mut self, _: GetModelState, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(ModelState {
             deployment: self.deployment.id.clone(),
-            versions: self.runs.iter().map(|r| r.state.clone()).collect(),
+            versions: self
+                .runs
+                .iter()
+                .map(|r| ModelVersionState {
+                    monitoring: r.monitor.report(),
+                    ..r.state.clone()
+                })
+                .collect(),
             recent: self.recent.iter().cloned().collect(),
         })
     }

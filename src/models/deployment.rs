@@ -89,8 +89,10 @@ impl Deployment {
         let named = |e: String| format!("model deployment `{}`: {e}", s.id);
         let timeframe = Timeframe::parse(&s.timeframe)
             .ok_or_else(|| named(format!("unknown timeframe `{}`", s.timeframe)))?;
-        if s.traffic.is_empty() {
-            return Err(named("traffic: at least one version".into()));
+        if s.traffic.is_empty() && s.shadow.is_empty() {
+            return Err(named(
+                "traffic: at least one version (or shadow versions)".into(),
+            ));
         }
         let traffic = s
             .traffic
@@ -98,7 +100,7 @@ impl Deployment {
             .map(LoadedVersion::load)
             .collect::<Result<Vec<_>, _>>()
             .map_err(named)?;
-        if traffic.iter().all(|v| v.weight == 0.0) {
+        if !traffic.is_empty() && traffic.iter().all(|v| v.weight == 0.0) {
             return Err(named("traffic: the weights are all 0".into()));
         }
         let shadow = s

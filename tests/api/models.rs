@@ -167,6 +167,39 @@ async fn a_linear_models_live_predictions_equal_the_hand_computation_at_every_ba
         .deals
         .iter()
         .all(|d| d.strategy_id.as_deref() == Some("signal")));
+    // Monitoring: every prediction but the last has its one-bar outcome; the accuracy is the share whose
+    // sign matched the next bar's return, computed here from the bars.
+    let monitoring = &state.versions[0].monitoring;
+    let mut right = 0;
+    for (k, p) in state.recent.iter().enumerate().take(27) {
+        let (then, next) = (&bars[k + 1], &bars[k + 2]);
+        let realised = f(next.close) / f(then.close) - 1.0;
+        if (p.value > 0.0) == (realised > 0.0) {
+            right += 1;
+        }
+    }
+    assert_eq!(monitoring.outcomes, 27, "{monitoring:?}");
+    let accuracy = monitoring.directional_accuracy.expect("accuracy");
+    assert!(
+        (accuracy - f64::from(right) / 27.0).abs() < 1e-9,
+        "{accuracy} vs {right}/27"
+    );
+    let (status, _, listed) = app
+        .get_as(
+            "/api/v1/tenants/ml/models",
+            Some("trk_ml000001_models-secret"),
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let d = &listed["models"][0];
+    assert_eq!(d["deployment"], "lin-eurusd");
+    assert_eq!(d["state"], "running");
+    assert_eq!(d["versions"][0]["live"]["served"], 28, "{d}");
+    assert_eq!(d["versions"][0]["live"]["monitoring"]["outcomes"], 27);
+    assert_eq!(
+        d["versions"][0]["manifest"]["features"],
+        json!(["return_1", "bar_range"])
+    );
     sim.stop().await.expect("stop");
     app.shutdown().await;
 }
@@ -320,6 +353,90 @@ async fn models_that_give_nan_run_over_budget_or_panic_are_skipped_rolled_back_o
         "{s:?}"
     );
     assert_eq!(audited.len(), 2, "{audited:?}");
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_feature_that_drifts_from_its_training_reference_raises_an_alert_and_a_stationary_one_does_not(
+) {
+    use trellis::models::drift::Reference;
+    use trellis::models::features::{compute_all, FeatureSet};
+
+    // Arrange: the training reference of `bar_range` is the live stream's own distribution (the same
+    // zig-zag, computed by the feature library); that of `return_1` is centred 1 % away from anything the
+    // zig-zag does.
+    let minutes = 90;
+    let stream: Vec<Bar> = (0..minutes - 1)
+        .map(|m| {
+            let wave = [0, 6, 12, 9, 3, -4, -9, -2][(m % 8) as usize];
+            let open = 1.1000 + wave as f64 * 0.0001;
+            let later = open + if m % 3 == 0 { 0.0003 } else { -0.0002 };
+            let p = |x: f64| {
+                format!("{x:.5}")
+                    .parse::<rust_decimal::Decimal>()
+                    .expect("price")
+            };
+            Bar {
+                symbol: Symbol("EURUSD".into()),
+                timeframe: Timeframe::M1,
+                open_time_ms: T0 + m * MINUTE,
+                open: p(open),
+                high: p(open.max(later)),
+                low: p(open.min(later)),
+                close: p(later),
+                tick_volume: 2,
+            }
+        })
+        .collect();
+    let set = FeatureSet::parse(&["bar_range".to_owned()]).expect("set");
+    let ranges: Vec<f64> = compute_all(&set, &stream)
+        .into_iter()
+        .flatten()
+        .map(|row| f64::from(row[0]))
+        .collect();
+    let shifted: Vec<f64> = (0..1_000).map(|i| 0.01 + (i % 50) as f64 * 1e-5).collect();
+    let reference = json!({
+        "bar_range": Reference::from_sample(&ranges, 10).expect("reference"),
+        "return_1": Reference::from_sample(&shifted, 10).expect("reference"),
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let manifest = json!({"features": ["return_1", "bar_range"], "output": {"kind": "expected_return"},
+                          "reference": reference});
+    let v = version(&dir, "watched", linear_model(&[1.0, 1.0], 0.0), manifest);
+    let mut settings = tenant("drifty", "trk_drifty01_models-secret");
+    settings.models = vec![deployment("watched", "EURUSD", vec![], vec![v], 1_000_000)];
+    settings.strategies = Vec::new();
+    let app = spawn_app().await;
+    app.add_tenant(settings).await;
+    let sim = app.sim("trk_drifty01_models-secret", 7704).await;
+
+    // Act: 89 closed bars: 88 predictions, drift checked at the 25th, 50th and 75th.
+    zigzag(&sim, "EURUSD", minutes);
+    let mut state = ModelState::default();
+    for _ in 0..300 {
+        state = model_state(&app, "drifty", "watched").await;
+        if state.recent.len() >= 88 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let alerts = app.audited("drifty", "model.drift", 1).await;
+
+    // Assert
+    let drift = &state.versions[0].monitoring.drift;
+    let of = |name: &str| drift.iter().find(|d| d.feature == name).expect("watched");
+    let (ret, range) = (of("return_1"), of("bar_range"));
+    assert!(
+        ret.check.as_ref().is_some_and(|c| c.drifted) && ret.alarms == 1,
+        "{ret:?}"
+    );
+    assert!(
+        range.check.as_ref().is_some_and(|c| !c.drifted) && range.alarms == 0,
+        "{range:?}"
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].to_string().contains("return_1"), "{alerts:?}");
     sim.stop().await.expect("stop");
     app.shutdown().await;
 }

@@ -106,6 +106,10 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         ("DELETE", "/tenants/{tenant}/mt5-accounts/{login}") => {
             obj(vec![("removed", json!({"type": "integer"}))])
         }
+        ("GET", "/tenants/{tenant}/models") => list(
+            "models",
+            json!({"type": "object", "description": "deployment, symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, shadow, configured_weight, manifest, live: counts, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"}),
+        ),
         ("GET", "/tenants/{tenant}/strategies") => list("strategies", strategy()(g)),
         ("POST", "/tenants/{tenant}/strategies")
         | ("GET", "/tenants/{tenant}/strategies/{strategy}")

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod docs;
 pub mod keys;
+pub mod models;
 pub mod optimise;
 pub mod strategies;
 pub mod tenants;
@@ -258,6 +259,13 @@ pub static ROUTES: &[RouteDef] = &[
     ),
     route!(
         "GET",
+        "/api/v1/tenants/{tenant}/models",
+        Read,
+        "models",
+        "Model deployments: versions, weights, state, and per version predictions, skips, rollbacks, accuracy and drift"
+    ),
+    route!(
+        "GET",
         "/api/v1/tenants/{tenant}/strategies",
         Read,
         "strategies",
@@ -472,6 +480,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/v1/tenants/{tenant}/mt5-accounts/{login}",
             delete().to(accounts::remove),
         )
+        .route("/api/v1/tenants/{tenant}/models", get().to(models::list))
         .route(
             "/api/v1/tenants/{tenant}/strategies",
             get().to(strategies::list),
