@@ -10,8 +10,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rust_decimal::Decimal;
 
-use crate::actors::messages::GetPortfolio;
-use crate::config::{RiskSettings, Settings, StrategySettings, TenantSettings};
+use crate::actors::messages::{GetModelState, GetPortfolio};
+use crate::config::{
+    ModelDeploymentSettings, ModelVersionSettings, RiskSettings, Settings, StrategySettings,
+    TenantSettings,
+};
 use crate::sim::feed::{pace, RandomWalk};
 use crate::sim::{self, SimConfig};
 use crate::startup::Application;
@@ -77,6 +80,38 @@ pub fn random_api_key() -> String {
     format!("trk_{id}_{secret}")
 }
 
+/// The demo's model: a hand-set linear model (momentum with a little mean reversion; not trained, so its
+/// accuracy is whatever the random walk makes it), deployed in shadow on EURUSD M1: it predicts and is
+/// monitored, and never trades. Written as an ONNX file with its manifest under `dir`.
+pub fn demo_model(dir: &std::path::Path) -> anyhow::Result<ModelDeploymentSettings> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("demo-momentum.onnx");
+    let manifest = dir.join("demo-momentum.json");
+    // features: log_return_1, ema_ratio_5_20, rsi_14 (0..1), tod_sin, tod_cos → expected return next bar
+    let onnx = crate::models::onnx::linear_model(&[0.3, 0.5, -0.001, 0.0, 0.0], 0.0005);
+    std::fs::write(&file, onnx).with_context(|| format!("writing {}", file.display()))?;
+    let text = serde_json::json!({
+        "features": ["log_return_1", "ema_ratio_5_20", "rsi_14", "tod_sin", "tod_cos"],
+        "output": {"kind": "expected_return"},
+        "horizon_bars": 1,
+        "metrics": {},
+    });
+    std::fs::write(&manifest, text.to_string())
+        .with_context(|| format!("writing {}", manifest.display()))?;
+    Ok(ModelDeploymentSettings {
+        id: "momentum-eurusd".into(),
+        symbol: "EURUSD".into(),
+        timeframe: "M1".into(),
+        traffic: Vec::new(),
+        shadow: vec![ModelVersionSettings {
+            file: file.display().to_string(),
+            manifest: manifest.display().to_string(),
+            weight: 1.0,
+        }],
+        budget_us: 5_000,
+    })
+}
+
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     // The demo's terminal starts with a fresh account each time, so its book starts fresh too: a throwaway
     // store under `<data_dir>/demo`, never the one `trellis serve` uses.
@@ -87,7 +122,11 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     let api_key = random_api_key();
     settings.tenants.retain(|t| t.id != DEMO_TENANT);
-    settings.tenants.push(demo_tenant(api_key.clone()));
+    let mut tenant = demo_tenant(api_key.clone());
+    tenant
+        .models
+        .push(demo_model(&settings.storage.data_dir.join("models"))?);
+    settings.tenants.push(tenant);
     let app = Application::build(settings)
         .await
         .context("starting trellis")?;
@@ -140,8 +179,30 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            let model = match runtime
+                .tenant(DEMO_TENANT)
+                .and_then(|t| t.model_hosts.read().get("momentum-eurusd").cloned())
+            {
+                Some(host) => host.send(GetModelState).await.ok(),
+                None => None,
+            };
+            let model = model
+                .and_then(|m| {
+                    let last = m.recent.last()?.clone();
+                    let v = m.versions.first()?;
+                    Some(format!(
+                        " | shadow model: {} predictions, last {:+.5} in {} µs, accuracy {}",
+                        v.served,
+                        last.value,
+                        last.latency_us,
+                        v.monitoring
+                            .directional_accuracy
+                            .map_or("–".to_owned(), |a| format!("{:.0}%", a * 100.0))
+                    ))
+                })
+                .unwrap_or_default();
             println!(
-                "  PnL {:.2} (realised {:.2}, unrealised {:.2}) | {} orders, {} fills, {} closed trades, win rate {:.0}% | positions: {}",
+                "  PnL {:.2} (realised {:.2}, unrealised {:.2}) | {} orders, {} fills, {} closed trades, win rate {:.0}% | positions: {}{model}",
                 p.total_pnl,
                 p.realised_pnl,
                 p.unrealised_pnl,
