@@ -90,6 +90,13 @@ struct BacktestArgs {
     /// A strategy parameter, `name=value`; repeat for several.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
+    /// An ONNX model whose predictions feed the strategy (`model_signal`, or any strategy with
+    /// `on_prediction`); needs `--manifest`.
+    #[arg(long, value_name = "FILE.onnx", requires = "manifest")]
+    model: Option<PathBuf>,
+    /// The model's manifest (JSON: features, output, horizon_bars).
+    #[arg(long, value_name = "FILE.json", requires = "model")]
+    manifest: Option<PathBuf>,
     #[arg(long, default_value = "M1")]
     timeframe: String,
     /// Lots per position.
@@ -394,9 +401,24 @@ fn run_backtest(a: BacktestArgs) -> ExitCode {
     cfg.point = a.point;
     cfg.commission_per_lot = a.commission_per_lot;
     cfg.contract_size = a.contract_size;
-    let mut bt = match Backtest::new(cfg, &StrategyRegistry::default()) {
-        Ok(bt) => bt,
-        Err(e) => return fail(e.to_string()),
+    let registry = StrategyRegistry::default();
+    let mut bt = match (&a.model, &a.manifest) {
+        (Some(model), Some(manifest)) => {
+            let driven = load_model(model, manifest).and_then(|version| {
+                let inner = registry
+                    .build(&cfg.strategy, &cfg.params, cfg.volume)
+                    .map_err(|e| e.to_string())?;
+                trellis::models::driven::ModelDriven::new(inner, &version)
+            });
+            match driven {
+                Ok(s) => Backtest::with_strategy(cfg, Box::new(s)),
+                Err(e) => return fail(e),
+            }
+        }
+        _ => match Backtest::new(cfg, &registry) {
+            Ok(bt) => bt,
+            Err(e) => return fail(e.to_string()),
+        },
     };
     for t in &read.ticks {
         bt.on_tick(t);
@@ -429,4 +451,18 @@ fn run_backtest(a: BacktestArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A model version from its ONNX file and manifest, validated as a deployment's would be.
+fn load_model(
+    model: &std::path::Path,
+    manifest: &std::path::Path,
+) -> Result<trellis::models::deployment::LoadedVersion, String> {
+    let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let text =
+        std::fs::read_to_string(manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let parsed: trellis::models::manifest::Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    trellis::models::deployment::LoadedVersion::from_bytes(&bytes, parsed, 1.0)
+        .map_err(|e| format!("{}: {e}", model.display()))
 }

@@ -115,6 +115,11 @@ pub struct Backtest {
 impl Backtest {
     pub fn new(cfg: BacktestConfig, registry: &StrategyRegistry) -> Result<Self, ParamError> {
         let strategy = registry.build(&cfg.strategy, &cfg.params, cfg.volume)?;
+        Ok(Self::with_strategy(cfg, strategy))
+    }
+
+    /// A backtest of a strategy already built (e.g. one fed by a model, `models::driven::ModelDriven`).
+    pub fn with_strategy(cfg: BacktestConfig, strategy: Box<dyn Strategy>) -> Self {
         let broker = Broker::new(BrokerConfig {
             login: ACCOUNT.0,
             mode: AccountMode::Netting,
@@ -130,7 +135,7 @@ impl Backtest {
             ..BrokerConfig::default()
         });
         let gate = RiskGate::new(cfg.risk.clone(), [cfg.symbol.0.clone()]);
-        Ok(Self {
+        Self {
             builder: BarBuilder::new(&[cfg.timeframe]),
             strategy,
             ledger: Ledger::new(),
@@ -144,7 +149,7 @@ impl Backtest {
             bars: 0,
             started: Instant::now(),
             cfg,
-        })
+        }
     }
 
     pub fn on_tick(&mut self, tick: &Tick) {

@@ -3,6 +3,7 @@
 
 pub mod deployment;
 pub mod drift;
+pub mod driven;
 pub mod features;
 pub mod manifest;
 pub mod onnx;

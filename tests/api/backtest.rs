@@ -340,3 +340,74 @@ async fn a_backtest_can_read_the_ticks_trellis_stored_for_a_symbol_and_time_rang
     assert_eq!(bad, 2);
     assert!(missing.contains("no embedded store"), "{missing}");
 }
+
+#[test]
+fn a_backtest_with_a_model_trades_its_predictions_as_computed_by_hand() {
+    // Arrange: y = return_1, traded by model_signal at ±0.0005 over the scripted ticks (one per minute).
+    // Bar k (closed by tick k+1) has return_1 = close_k / close_(k−1) − 1: +0.00091 at bars 1–3 → long 0.1,
+    // −0.0036 at bar 4 → short 0.1 (sell 0.2), −0.0036 and −0.0009 at bars 5 and 6 → stay short.
+    let dir = tempfile::tempdir().expect("dir");
+    let csv = write(dir.path(), "script.csv", SCRIPT);
+    let model = dir.path().join("r1.onnx");
+    std::fs::write(&model, trellis::models::onnx::linear_model(&[1.0], 0.0)).expect("model");
+    let manifest = write(
+        dir.path(),
+        "r1.json",
+        r#"{"features": ["return_1"], "output": {"kind": "expected_return"}}"#,
+    );
+    let args = [
+        "--csv",
+        csv.to_str().expect("path"),
+        "--symbol",
+        "EURUSD",
+        "--strategy",
+        "model_signal",
+        "--param",
+        "upper=0.0005",
+        "--param",
+        "lower=-0.0005",
+        "--model",
+        model.to_str().expect("path"),
+        "--manifest",
+        manifest.to_str().expect("path"),
+        "--json",
+    ];
+
+    // Act
+    let (code, stdout, stderr) = backtest(&args);
+    let (again, stdout2, _) = backtest(&args);
+    let (bad, _, refused) = backtest(&[
+        "--csv",
+        csv.to_str().expect("path"),
+        "--symbol",
+        "EURUSD",
+        "--strategy",
+        "model_signal",
+        "--model",
+        csv.to_str().expect("path"),
+        "--manifest",
+        manifest.to_str().expect("path"),
+    ]);
+
+    // Assert
+    assert_eq!(code, 0, "{stderr}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert_eq!(r["orders"], 2, "{r}");
+    assert_eq!(r["fills"], 2);
+    assert_eq!(r["final_position"], "-0.1");
+    // Orders fill at the tick after the bar-closing tick: buy 0.1 at the ask 1.1032 (tick 3), sell 0.2 at the
+    // bid 1.0940 (tick 6): realised (1.0940 − 1.1032) × 0.1 × 100 000 = −92; the short 0.1 at 1.0940 marked
+    // at the last ask 1.0932 is +8.
+    assert_eq!(r["realised_pnl"], "-92", "{r}");
+    assert_eq!(r["total_pnl"], "-84", "{r}");
+    let strip = |v: &str| {
+        let mut v: Value = serde_json::from_str(v.trim()).expect("json");
+        v["elapsed_ms"] = Value::Null;
+        v["ticks_per_sec"] = Value::Null;
+        v
+    };
+    assert_eq!(again, 0);
+    assert_eq!(strip(&stdout), strip(&stdout2), "deterministic");
+    assert_eq!(bad, 2);
+    assert!(refused.contains("not a loadable ONNX model"), "{refused}");
+}
