@@ -32,7 +32,7 @@ enum Command {
     Mt5Sim(Box<SimArgs>),
     /// Test a strategy on history with the live decision code: a CSV of ticks `time_msc,bid,ask[,symbol]`.
     Backtest(Box<BacktestArgs>),
-    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, or all.
+    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, or all.
     Bench {
         #[arg(default_value = "all")]
         name: String,

@@ -31,9 +31,10 @@ use crate::sim::feed::RandomWalk;
 use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
+mod models;
 mod recovery;
 
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "backtest",
     "latency",
     "ingest",
@@ -41,6 +42,7 @@ pub const NAMES: [&str; 7] = [
     "supervision",
     "auth",
     "recovery",
+    "models",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -59,6 +61,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "supervision" => supervision().await,
         "auth" => auth().await,
         "recovery" => recovery::recovery().await,
+        "models" => models::run().await,
         "all" => {
             backtest()?;
             latency().await?;
@@ -66,7 +69,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
             tree().await?;
             supervision().await?;
             auth().await?;
-            recovery::recovery().await
+            recovery::recovery().await?;
+            models::run().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",

@@ -24,6 +24,8 @@ pub enum OnnxError {
     NotOnnx(String),
     #[error("the model does not take {width} input features: {reason}")]
     InputWidth { width: usize, reason: String },
+    #[error("the model cannot be prepared for {width} input features (an operator tract does not support, or shapes that do not fit): {reason}")]
+    Prepare { width: usize, reason: String },
     #[error("the model fails on a dry run: {0}")]
     DryRun(String),
     #[error("the model gives a non-finite output ({value}) on a dry run with {input}")]
@@ -74,7 +76,7 @@ impl OnnxModel {
             .with_input_fact(0, f32::fact([1, width]).into())
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| OnnxError::InputWidth {
+            .map_err(|e| OnnxError::Prepare {
                 width,
                 reason: format!("{e:#}"),
             })?;
