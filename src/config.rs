@@ -78,6 +78,9 @@ pub struct Settings {
     pub bootstrap: BootstrapSettings,
     /// What each tier may create.
     pub quotas: QuotaSettings,
+    /// The model registry.
+    #[serde(default)]
+    pub models: ModelSettings,
     /// Tenants defined in configuration: stored on the first start, managed through the admin API after.
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,
@@ -130,6 +133,22 @@ pub struct BootstrapSettings {
 pub struct QuotaSettings {
     pub strategies: crate::security::rate_limit::TierLimits,
     pub mt5_accounts: crate::security::rate_limit::TierLimits,
+}
+
+/// The model registry's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Largest ONNX file accepted by an upload, in bytes.
+    pub max_file_bytes: usize,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// Limits and timings of the MT5 bridge protocol.

@@ -30,7 +30,8 @@ use super::secrets::Secrets;
 use super::{api_keys, passwords};
 use crate::config::{SecuritySettings, Settings};
 use crate::storage::security::{
-    ApiKeyRow, AuditFilter, AuditRow, Mt5AccountRow, Rotation, SecurityStore, SessionRow, UserRow,
+    ApiKeyRow, AuditFilter, AuditRow, ModelFileRow, Mt5AccountRow, Rotation, SecurityStore,
+    SessionRow, UserRow,
 };
 use crate::storage::StorageError;
 
@@ -932,9 +933,72 @@ impl Security {
             .decrypt(Self::field(&row.tenant_id, &login), &blob)?)
     }
 
+    fn model_field<'a>(tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
+        FieldRef {
+            table: "model_versions",
+            column: "file",
+            tenant,
+            row_id: name_version,
+        }
+    }
+
+    /// A model file encrypted for storage (base64), with the key version that encrypted it.
+    pub fn encrypt_model_file(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<(String, i64), AuthError> {
+        let id = format!("{name}:{version}");
+        let ring = self.keyring();
+        let blob = ring.encrypt(Self::model_field(tenant, &id), bytes)?;
+        Ok((
+            base64::engine::general_purpose::STANDARD.encode(blob),
+            i64::from(ring.primary()),
+        ))
+    }
+
+    /// A stored model file, decrypted; fails if the ciphertext does not belong to this tenant and version.
+    pub fn decrypt_model_file(&self, row: &ModelFileRow) -> Result<Zeroizing<Vec<u8>>, AuthError> {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(&row.file_enc)
+            .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
+        let id = format!("{}:{}", row.name, row.version);
+        Ok(self
+            .keyring()
+            .decrypt(Self::model_field(&row.tenant_id, &id), &blob)?)
+    }
+
     /// Re-encrypts every stored secret under the primary key. Answers (re-encrypted, already current).
     pub async fn reencrypt_all(&self) -> Result<(usize, usize), AuthError> {
         let (mut done, mut current) = (0, 0);
+        for row in self.store.all_model_files().await? {
+            let blob = base64::engine::general_purpose::STANDARD
+                .decode(&row.file_enc)
+                .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
+            let (fresh, version) = {
+                let ring = self.keyring();
+                if !ring.needs_rotation(&blob) {
+                    current += 1;
+                    continue;
+                }
+                let id = format!("{}:{}", row.name, row.version);
+                let plain = ring.decrypt(Self::model_field(&row.tenant_id, &id), &blob)?;
+                (
+                    ring.encrypt(Self::model_field(&row.tenant_id, &id), &plain)?,
+                    ring.primary(),
+                )
+            };
+            let fresh = base64::engine::general_purpose::STANDARD.encode(fresh);
+            if self
+                .store
+                .reencrypt_model_file(&row, &fresh, i64::from(version))
+                .await?
+            {
+                done += 1;
+            }
+        }
         for row in self.store.all_accounts().await? {
             let blob = base64::engine::general_purpose::STANDARD
                 .decode(&row.password_enc)

@@ -25,7 +25,7 @@ use crate::domain::orders::OrderKind;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Tables that hold tenant data and must be isolated.
-pub const TENANT_TABLES: [&str; 12] = [
+pub const TENANT_TABLES: [&str; 15] = [
     "tenants",
     "orders",
     "fills",
@@ -38,6 +38,9 @@ pub const TENANT_TABLES: [&str; 12] = [
     "api_keys",
     "mt5_accounts",
     "audit_log",
+    "model_registry",
+    "model_versions",
+    "model_aliases",
 ];
 
 /// Applies `migrations/postgres` with the owner's connection (`trellis migrate`).

@@ -96,6 +96,47 @@ pub struct Mt5AccountRow {
     pub created_ms: i64,
 }
 
+/// A registered model name.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct ModelRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_ms: i64,
+}
+
+/// A stored model version (without its file).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct ModelVersionRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub version: String,
+    pub manifest: String,
+    pub key_version: i64,
+    pub size_bytes: i64,
+    pub created_ms: i64,
+}
+
+/// A model version's encrypted file.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ModelFileRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub version: String,
+    pub file_enc: String,
+    pub key_version: i64,
+}
+
+/// Where an alias pointed, from when until when (`to_ms` is empty while it still does).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct AliasRow {
+    pub alias: String,
+    pub seq: i64,
+    pub version: String,
+    pub from_ms: i64,
+    pub to_ms: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AuditRow {
     pub tenant_id: String,
@@ -729,6 +770,239 @@ impl SecurityStore {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    // -- model registry -----------------------------------------------------------------------------------
+
+    /// Registers a model name; `Rejected` when the tenant has it already.
+    pub async fn insert_model(&self, m: &ModelRow) -> Result<(), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&m.tenant_id)).await?;
+        sqlx::query(
+            "INSERT INTO model_registry (tenant_id, name, description, created_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&m.tenant_id)
+        .bind(&m.name)
+        .bind(&m.description)
+        .bind(m.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A page of the tenant's models, by name, and how many there are.
+    pub async fn models_of(
+        &self,
+        tenant: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ModelRow>, i64), StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let rows = sqlx::query_as::<_, ModelRow>(
+            "SELECT * FROM model_registry WHERE tenant_id = $1 ORDER BY name LIMIT $2 OFFSET $3",
+        )
+        .bind(tenant)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (total,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM model_registry WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok((rows, total))
+    }
+
+    pub async fn model(&self, tenant: &str, name: &str) -> Result<Option<ModelRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as::<_, ModelRow>(
+            "SELECT * FROM model_registry WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?)
+    }
+
+    /// Stores a version once: a second upload of the same file answers `false` and changes nothing.
+    pub async fn insert_version(
+        &self,
+        v: &ModelVersionRow,
+        file_enc: &str,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&v.tenant_id)).await?;
+        let done = sqlx::query(
+            "INSERT INTO model_versions (tenant_id, name, version, manifest, file_enc, key_version, size_bytes, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, name, version) DO NOTHING",
+        )
+        .bind(&v.tenant_id)
+        .bind(&v.name)
+        .bind(&v.version)
+        .bind(&v.manifest)
+        .bind(file_enc)
+        .bind(v.key_version)
+        .bind(v.size_bytes)
+        .bind(v.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn versions_of(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<ModelVersionRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as::<_, ModelVersionRow>(
+            "SELECT tenant_id, name, version, manifest, key_version, size_bytes, created_ms FROM model_versions
+             WHERE tenant_id = $1 AND name = $2 ORDER BY created_ms, version",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?)
+    }
+
+    pub async fn model_file(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<ModelFileRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as::<_, ModelFileRow>(
+            "SELECT tenant_id, name, version, file_enc, key_version FROM model_versions
+             WHERE tenant_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?)
+    }
+
+    /// Every stored model file (key rotation).
+    pub async fn all_model_files(&self) -> Result<Vec<ModelFileRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        Ok(sqlx::query_as::<_, ModelFileRow>(
+            "SELECT tenant_id, name, version, file_enc, key_version FROM model_versions",
+        )
+        .fetch_all(&mut *tx)
+        .await?)
+    }
+
+    /// Replaces a model file's ciphertext (key rotation); only if it is still the one that was read.
+    pub async fn reencrypt_model_file(
+        &self,
+        row: &ModelFileRow,
+        new_enc: &str,
+        key_version: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let done = sqlx::query(
+            "UPDATE model_versions SET file_enc = $5, key_version = $6
+             WHERE tenant_id = $1 AND name = $2 AND version = $3 AND file_enc = $4",
+        )
+        .bind(&row.tenant_id)
+        .bind(&row.name)
+        .bind(&row.version)
+        .bind(&row.file_enc)
+        .bind(new_enc)
+        .bind(key_version)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes a version and the aliases' history of it; `false` when there was no such version.
+    pub async fn delete_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let done = sqlx::query(
+            "DELETE FROM model_versions WHERE tenant_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Points `alias` at `version` from `at_ms`: the current pointing (if any) ends then, a new one begins.
+    /// One transaction, so the history has no gap and no overlap.
+    pub async fn move_alias(
+        &self,
+        tenant: &str,
+        name: &str,
+        alias: &str,
+        version: &str,
+        at_ms: i64,
+    ) -> Result<Option<String>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let current: Option<(i64, String)> = sqlx::query_as(
+            "SELECT seq, version FROM model_aliases
+             WHERE tenant_id = $1 AND name = $2 AND alias = $3 AND to_ms IS NULL",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(alias)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let next = current.as_ref().map_or(1, |c| c.0 + 1);
+        if let Some((seq, _)) = &current {
+            sqlx::query(
+                "UPDATE model_aliases SET to_ms = $5
+                 WHERE tenant_id = $1 AND name = $2 AND alias = $3 AND seq = $4",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(alias)
+            .bind(*seq)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO model_aliases (tenant_id, name, alias, seq, version, from_ms, to_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(alias)
+        .bind(next)
+        .bind(version)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(current.map(|c| c.1))
+    }
+
+    /// Every alias pointing of a model, current and past, oldest first.
+    pub async fn aliases_of(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<AliasRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as::<_, AliasRow>(
+            "SELECT alias, seq, version, from_ms, to_ms FROM model_aliases
+             WHERE tenant_id = $1 AND name = $2 ORDER BY alias, seq",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?)
     }
 
     // -- audit log ----------------------------------------------------------------------------------------

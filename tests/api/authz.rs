@@ -73,12 +73,32 @@ fn classify(status: u16) -> Option<Outcome> {
     }
 }
 
-/// Real objects of a tenant for the path's `{user}`, `{key}`, `{strategy}`, `{login}`.
+/// Real objects of a tenant for the path's `{user}`, `{key}`, `{strategy}`, `{login}`, `{model}`,
+/// `{version}` (`{alias}` is any name).
 struct Objects {
     user: String,
     key: String,
     strategy: String,
     login: String,
+    model: String,
+    version: String,
+}
+
+/// A new version of the tenant's model `m` (a linear model with bias `n`, so each is a new file).
+async fn fresh_version(app: &TestApp, admin: &str, tenant: &str, n: usize) -> String {
+    use base64::Engine as _;
+    let file = trellis::models::onnx::linear_model(&[1.0], n as f32);
+    let body = app
+        .expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/models/m/versions"),
+            Some(admin),
+            Some(&json!({"manifest": {"features": ["return_1"], "output": {"kind": "expected_return"}},
+                         "file_base64": base64::engine::general_purpose::STANDARD.encode(file)})),
+        )
+        .await;
+    body["version"].as_str().expect("version").to_owned()
 }
 
 async fn fresh_strategy(app: &TestApp, admin: &str, tenant: &str, n: usize) -> String {
@@ -116,6 +136,9 @@ fn fill(path: &str, tenant: &str, o: &Objects) -> String {
         .replace("{key}", &o.key)
         .replace("{strategy}", &o.strategy)
         .replace("{login}", &o.login)
+        .replace("{model}", &o.model)
+        .replace("{version}", &o.version)
+        .replace("{alias}", "champion")
 }
 
 #[actix_rt::test]
@@ -151,6 +174,15 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
         let (key, _) = create_key(&app, &root, tenant, &["read"]).await;
         let strategy = fresh_strategy(&app, &root, tenant, 0).await;
         let login = fresh_account(&app, &root, tenant, 0).await;
+        app.expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/models"),
+            Some(&root),
+            Some(&json!({"name": "m"})),
+        )
+        .await;
+        let version = fresh_version(&app, &root, tenant, 0).await;
         objects.insert(
             tenant,
             Objects {
@@ -158,6 +190,8 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 key,
                 strategy,
                 login,
+                model: "m".into(),
+                version,
             },
         );
     }
@@ -203,6 +237,10 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 if route.method == "DELETE" && route.path.contains("{strategy}") {
                     let s = fresh_strategy(&app, &root, tenant, n).await;
                     objects.get_mut(tenant).expect("objects").strategy = s;
+                }
+                if route.method == "DELETE" && route.path.contains("{version}") {
+                    let v = fresh_version(&app, &root, tenant, n).await;
+                    objects.get_mut(tenant).expect("objects").version = v;
                 }
                 if route.method == "DELETE" && route.path.contains("{login}") {
                     let l = fresh_account(&app, &root, tenant, n).await;

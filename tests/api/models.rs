@@ -186,7 +186,7 @@ async fn a_linear_models_live_predictions_equal_the_hand_computation_at_every_ba
     );
     let (status, _, listed) = app
         .get_as(
-            "/api/v1/tenants/ml/models",
+            "/api/v1/tenants/ml/deployments",
             Some("trk_ml000001_models-secret"),
         )
         .await;
@@ -438,5 +438,276 @@ async fn a_feature_that_drifts_from_its_training_reference_raises_an_alert_and_a
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert!(alerts[0].to_string().contains("return_1"), "{alerts:?}");
     sim.stop().await.expect("stop");
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_registry_validates_uploads_names_versions_by_content_keeps_alias_history_and_guards_deletes(
+) {
+    use crate::helpers::{create_key, create_tenant, spawn_admin_app};
+    use base64::Engine as _;
+
+    // Arrange: a professional tenant, a rival one and a free one; uploads above 4 000 bytes are refused.
+    let (app, root) = spawn_admin_app(&[("TRELLIS__MODELS__MAX_FILE_BYTES", "4000")]).await;
+    create_tenant(&app, &root, "lab", "professional").await;
+    create_tenant(&app, &root, "rival", "professional").await;
+    create_tenant(&app, &root, "cheap", "free").await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let two = json!({"features": ["return_1", "bar_range"], "output": {"kind": "expected_return"}});
+    let upload = |file: Vec<u8>, manifest: serde_json::Value| json!({"manifest": manifest, "file_base64": b64(&file)});
+    let versions = "/api/v1/tenants/lab/models/momentum/versions";
+
+    // Act
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/lab/models",
+        Some(&root),
+        Some(&json!({"name": "momentum"})),
+    )
+    .await;
+    let again = app
+        .call(
+            "POST",
+            "/api/v1/tenants/lab/models",
+            Some(&root),
+            Some(&json!({"name": "momentum"})),
+        )
+        .await;
+    let free = app
+        .call(
+            "POST",
+            "/api/v1/tenants/cheap/models",
+            Some(&root),
+            Some(&json!({"name": "x"})),
+        )
+        .await;
+    let v1_file = linear_model(&[1.0, 1.0], 0.0);
+    let v1 = app
+        .expect(
+            201,
+            "POST",
+            versions,
+            Some(&root),
+            Some(&upload(v1_file.clone(), two.clone())),
+        )
+        .await;
+    let same = app
+        .expect(
+            200,
+            "POST",
+            versions,
+            Some(&root),
+            Some(&upload(v1_file.clone(), two.clone())),
+        )
+        .await;
+    let refusals = [
+        (
+            "not onnx",
+            upload(b"GIF89a not a model".to_vec(), two.clone()),
+            "not a loadable ONNX model",
+        ),
+        (
+            "wrong width",
+            upload(
+                linear_model(&[1.0, 1.0], 0.0),
+                json!({"features": ["return_1", "bar_range", "rsi_14"], "output": {"kind": "expected_return"}}),
+            ),
+            "does not take 3 input features",
+        ),
+        (
+            "nan",
+            upload(linear_model(&[f32::INFINITY, 1.0], 0.0), two.clone()),
+            "non-finite output",
+        ),
+        (
+            "too large",
+            upload(
+                linear_model(&[0.5; 1_200], 0.0),
+                json!({"features": (0..1_200).map(|i| format!("return_{}", i + 1)).collect::<Vec<_>>(), "output": {"kind": "expected_return"}}),
+            ),
+            "at most 4000",
+        ),
+        (
+            "not base64",
+            json!({"manifest": two, "file_base64": "@@@"}),
+            "not base64",
+        ),
+        (
+            "bad feature",
+            upload(
+                linear_model(&[1.0], 0.0),
+                json!({"features": ["rsi_0"], "output": {"kind": "expected_return"}}),
+            ),
+            "features",
+        ),
+    ];
+    let mut refused = Vec::new();
+    for (what, body, _) in &refusals {
+        refused.push((
+            *what,
+            app.call("POST", versions, Some(&root), Some(body)).await,
+        ));
+    }
+    let v2 = app
+        .expect(
+            201,
+            "POST",
+            versions,
+            Some(&root),
+            Some(&upload(linear_model(&[1.0, 1.0], 0.5), two.clone())),
+        )
+        .await;
+    let (v1, v2) = (
+        v1["version"].as_str().expect("v1").to_owned(),
+        v2["version"].as_str().expect("v2").to_owned(),
+    );
+    let alias = "/api/v1/tenants/lab/models/momentum/aliases/champion";
+    app.expect(
+        200,
+        "PUT",
+        alias,
+        Some(&root),
+        Some(&json!({"version": v1})),
+    )
+    .await;
+    let moved = app
+        .expect(
+            200,
+            "PUT",
+            alias,
+            Some(&root),
+            Some(&json!({"version": v2})),
+        )
+        .await;
+    let model = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/lab/models/momentum",
+            Some(&root),
+            None,
+        )
+        .await;
+    let aliased = app
+        .call("DELETE", &format!("{versions}/{v2}"), Some(&root), None)
+        .await;
+    let deleted = app
+        .call("DELETE", &format!("{versions}/{v1}"), Some(&root), None)
+        .await;
+    let (_, rival_key) = create_key(&app, &root, "rival", &["read"]).await;
+    let seen_by_rival = app
+        .get_as("/api/v1/tenants/lab/models/momentum", Some(&rival_key))
+        .await;
+    let rivals_own = app
+        .get_as("/api/v1/tenants/rival/models", Some(&rival_key))
+        .await;
+
+    // Assert
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert_eq!(free.status, 403, "{:?}", free.body);
+    assert!(
+        free.body.to_string().contains("professional"),
+        "{:?}",
+        free.body
+    );
+    let sha = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&v1_file)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(v1, sha, "a version is the sha256 of its file");
+    assert_eq!(same["created"], false, "the same file is stored once");
+    for ((what, reply), (_, _, says)) in refused.iter().zip(&refusals) {
+        assert_eq!(reply.status, 400, "{what}: {:?}", reply.body);
+        assert!(
+            reply.body.to_string().contains(says),
+            "{what}: {:?}",
+            reply.body
+        );
+    }
+    assert_eq!(moved["previous"], v1.as_str());
+    assert_eq!(model["aliases"]["champion"], v2.as_str());
+    let history = model["alias_history"].as_array().expect("history");
+    assert_eq!(history.len(), 2, "{model}");
+    assert_eq!(history[0]["version"], v1.as_str());
+    assert!(
+        history[0]["to_ms"].is_i64() && history[1]["to_ms"].is_null(),
+        "{model}"
+    );
+    assert_eq!(model["versions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(aliased.status, 409, "{:?}", aliased.body);
+    assert!(aliased.body.to_string().contains("champion"));
+    assert_eq!(deleted.status, 200, "{:?}", deleted.body);
+    assert_eq!(
+        seen_by_rival.0, 404,
+        "another tenant cannot see it: {}",
+        seen_by_rival.2
+    );
+    assert_eq!(rivals_own.2["total"], 0);
+    let audited = app.audited("lab", "model.alias_moved", 2).await;
+    assert_eq!(audited.len(), 2);
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_version_a_deployment_serves_cannot_be_deleted() {
+    use crate::helpers::spawn_admin_app;
+    use base64::Engine as _;
+
+    // Arrange: tenant `served` runs a deployment of a file; the same file is uploaded to its registry.
+    let (app, root) = spawn_admin_app(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = linear_model(&[1.0], 0.0);
+    let manifest = json!({"features": ["return_1"], "output": {"kind": "expected_return"}});
+    let v = version(&dir, "served", file.clone(), manifest.clone());
+    let mut settings = tenant("served", "trk_served01_models-secret");
+    settings.tier = "professional".into();
+    settings.models = vec![deployment(
+        "live-eurusd",
+        "EURUSD",
+        vec![v],
+        vec![],
+        1_000_000,
+    )];
+    app.add_tenant(settings).await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/served/models",
+        Some(&root),
+        Some(&json!({"name": "r1"})),
+    )
+    .await;
+    let up = app
+        .expect(
+            201,
+            "POST",
+            "/api/v1/tenants/served/models/r1/versions",
+            Some(&root),
+            Some(&json!({"manifest": manifest, "file_base64": base64::engine::general_purpose::STANDARD.encode(&file)})),
+        )
+        .await;
+
+    // Act
+    let version = up["version"].as_str().expect("version");
+    let refused = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/served/models/r1/versions/{version}"),
+            Some(&root),
+            None,
+        )
+        .await;
+
+    // Assert
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert!(
+        refused.body.to_string().contains("live-eurusd"),
+        "{:?}",
+        refused.body
+    );
     app.shutdown().await;
 }

@@ -106,7 +106,30 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         ("DELETE", "/tenants/{tenant}/mt5-accounts/{login}") => {
             obj(vec![("removed", json!({"type": "integer"}))])
         }
-        ("GET", "/tenants/{tenant}/models") => list(
+        ("GET", "/tenants/{tenant}/models") => obj(vec![
+            (
+                "models",
+                json!({"type": "array", "items": {"type": "object", "description": "name, description, created_ms, versions (count), aliases (alias → version)"}}),
+            ),
+            ("total", json!({"type": "integer"})),
+        ]),
+        ("POST", "/tenants/{tenant}/models") => obj(vec![(
+            "model",
+            json!({"type": "object", "description": "tenant_id, name, description, created_ms"}),
+        )]),
+        ("GET", "/tenants/{tenant}/models/{model}") => {
+            json!({"type": "object", "description": "model, versions (version, manifest, size_bytes, created_ms), aliases (alias → version), alias_history (alias, seq, version, from_ms, to_ms)"})
+        }
+        ("POST", "/tenants/{tenant}/models/{model}/versions") => {
+            json!({"type": "object", "description": "model, version (sha256 of the file), size_bytes, created (false: the same file was stored already)"})
+        }
+        ("PUT", "/tenants/{tenant}/models/{model}/aliases/{alias}") => {
+            json!({"type": "object", "description": "model, alias, version, previous"})
+        }
+        ("DELETE", "/tenants/{tenant}/models/{model}/versions/{version}") => {
+            obj(vec![("deleted", json!({"type": "string"}))])
+        }
+        ("GET", "/tenants/{tenant}/deployments") => list(
             "models",
             json!({"type": "object", "description": "deployment, symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, shadow, configured_weight, manifest, live: counts, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"}),
         ),

@@ -262,6 +262,52 @@ pub static ROUTES: &[RouteDef] = &[
         "/api/v1/tenants/{tenant}/models",
         Read,
         "models",
+        "Registered models with their version count and current aliases",
+        query = &["offset", "limit"]
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/models",
+        Trade,
+        "models",
+        "Register a model name (professional tier and up)",
+        body = models::RegisterModel
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/models/{model}",
+        Read,
+        "models",
+        "A model: its versions with manifests, its aliases and their history"
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/models/{model}/versions",
+        Trade,
+        "models",
+        "Upload a version: ONNX file (base64) and manifest, validated, stored encrypted, named by its sha256",
+        body = models::UploadVersion
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/models/{model}/aliases/{alias}",
+        Trade,
+        "models",
+        "Point an alias (champion, challenger, any name) at a version; the history is kept",
+        body = models::MoveAlias
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/models/{model}/versions/{version}",
+        Trade,
+        "models",
+        "Delete a version (refused while deployed or aliased)"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/deployments",
+        Read,
+        "models",
         "Model deployments: versions, weights, state, and per version predictions, skips, rollbacks, accuracy and drift"
     ),
     route!(
@@ -424,7 +470,18 @@ pub static ROUTES: &[RouteDef] = &[
     ),
 ];
 
-/// Registers every handler of [`ROUTES`].
+/// Registers the model upload, whose body may be larger than other requests': a file of
+/// `models.max_file_bytes` in base64 plus its manifest.
+pub fn configure_uploads(cfg: &mut web::ServiceConfig, max_file_bytes: usize) {
+    let limit = max_file_bytes.saturating_mul(4) / 3 + 1024 * 1024;
+    cfg.service(
+        web::resource("/api/v1/tenants/{tenant}/models/{model}/versions")
+            .app_data(web::PayloadConfig::default().limit(limit))
+            .route(web::post().to(models::upload)),
+    );
+}
+
+/// Registers every handler of [`ROUTES`] (the model upload through [`configure_uploads`]).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use web::{delete, get, post, put};
     cfg.app_data(web::JsonConfig::default())
@@ -481,6 +538,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             delete().to(accounts::remove),
         )
         .route("/api/v1/tenants/{tenant}/models", get().to(models::list))
+        .route(
+            "/api/v1/tenants/{tenant}/models",
+            post().to(models::register),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}",
+            get().to(models::get),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/aliases/{alias}",
+            put().to(models::move_alias),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/versions/{version}",
+            delete().to(models::delete_version),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/deployments",
+            get().to(models::deployments),
+        )
         .route(
             "/api/v1/tenants/{tenant}/strategies",
             get().to(strategies::list),

@@ -1,16 +1,357 @@
-//! Model deployments of a tenant: what each serves (versions, weights, shadows, budget), whether its actor
-//! runs, and how each version does (predictions, skips, rollbacks, accuracy against realised outcomes,
-//! drift of its inputs from the training reference). Read from the deployments' own actors.
+//! Models of a tenant: the registry (model names, immutable content-addressed versions, aliases with their
+//! history) and the deployments running.
+//!
+//! An uploaded version is never trusted: its manifest is checked, its file must load (tract-onnx), take
+//! exactly the manifest's features and give finite outputs on a dry run, else 400 naming the problem. The
+//! validation runs off the HTTP workers (`web::block`). The file is stored encrypted with the data keys,
+//! bound to its tenant and version, and re-encrypted by `trellis keys rotate`. A version is named by the
+//! sha256 of its file: uploading the same file again changes nothing. Custom models need the professional
+//! tier. Uploads are JSON (`manifest` and the file in base64), one body the API's validation and fuzzing
+//! cover like every other.
+//!
+//! Deployments (`GET …/deployments`) show what each serves (versions, weights, shadows, budget), whether its
+//! actor runs, and how each version does (predictions, skips, rollbacks, accuracy against realised outcomes,
+//! drift of its inputs from the training reference), read from the deployments' own actors.
 
-use actix_web::HttpResponse;
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use schemars::JsonSchema;
+use serde::Deserialize;
 use serde_json::json;
 
-use super::Authorized;
+use super::{Authorized, Body, Page};
 use crate::actors::messages::GetModelState;
 use crate::actors::supervisor::GetChildren;
 use crate::http::error::ApiError;
+use crate::models::deployment::LoadedVersion;
+use crate::models::manifest::Manifest;
+use crate::storage::security::ModelRow;
+use crate::storage::StorageError;
 
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+/// The tier from which custom models may be uploaded and deployed.
+const TIER: &str = "professional";
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterModel {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadVersion {
+    pub manifest: Manifest,
+    /// The ONNX file, base64 (standard alphabet, padded).
+    pub file_base64: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveAlias {
+    /// The version (sha256 of its file) the alias points at from now.
+    pub version: String,
+}
+
+fn valid_name(what: &str, s: &str) -> Result<(), ApiError> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{what}: must be 1 to 64 letters, digits, - or _"
+        )));
+    }
+    Ok(())
+}
+
+fn tier_gate(auth: &Authorized) -> Result<(), ApiError> {
+    let tier = auth.tenant()?.tier();
+    let rank = |x: &str| {
+        super::tenants::TIERS
+            .iter()
+            .position(|t| *t == x)
+            .unwrap_or(0)
+    };
+    if rank(&tier) < rank(TIER) {
+        return Err(ApiError::TierRequired {
+            required: TIER.into(),
+            message: format!("custom models need the {TIER} tier (this tenant is {tier})"),
+        });
+    }
+    Ok(())
+}
+
+async fn model_of(auth: &Authorized, name: &str) -> Result<ModelRow, ApiError> {
+    let t = auth.tenant()?;
+    auth.state
+        .security
+        .store
+        .model(&t.id.0, name)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// `GET …/models`: the registered models, by name, with their versions and current aliases.
+pub async fn list(auth: Authorized, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let page = Page::from_query(&req)?;
+    let limit = page.limit.unwrap_or(50).clamp(1, 500) as i64;
+    let offset = page.offset.unwrap_or(0).min(i64::MAX as usize) as i64;
+    let t = auth.tenant()?;
+    let store = &auth.state.security.store;
+    let (rows, total) = store.models_of(&t.id.0, limit, offset).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for m in rows {
+        let versions = store.versions_of(&t.id.0, &m.name).await?.len();
+        let aliases: BTreeMap<String, String> = store
+            .aliases_of(&t.id.0, &m.name)
+            .await?
+            .into_iter()
+            .filter(|a| a.to_ms.is_none())
+            .map(|a| (a.alias, a.version))
+            .collect();
+        items.push(json!({
+            "name": m.name,
+            "description": m.description,
+            "created_ms": m.created_ms,
+            "versions": versions,
+            "aliases": aliases,
+        }));
+    }
+    Ok(auth.ok(json!({ "models": items, "total": total })))
+}
+
+/// `POST …/models`: registers a model name.
+pub async fn register(
+    auth: Authorized,
+    Body(body): Body<RegisterModel>,
+) -> Result<HttpResponse, ApiError> {
+    tier_gate(&auth)?;
+    valid_name("name", &body.name)?;
+    if body.description.chars().count() > 500 || body.description.contains('\0') {
+        return Err(ApiError::BadRequest(
+            "description: at most 500 characters, no NUL".into(),
+        ));
+    }
+    let t = auth.tenant()?.clone();
+    let row = ModelRow {
+        tenant_id: t.id.0.clone(),
+        name: body.name.clone(),
+        description: body.description,
+        created_ms: crate::domain::now_ms(),
+    };
+    match auth.state.security.store.insert_model(&row).await {
+        Err(StorageError::Rejected(_)) => {
+            return Err(ApiError::Conflict(format!(
+                "name: model `{}` already exists",
+                body.name
+            )))
+        }
+        other => other?,
+    }
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "model.registered",
+            auth.actor(),
+            json!({"model": row.name}),
+        )
+        .await?;
+    Ok(auth.created(json!({ "model": row })))
+}
+
+/// `GET …/models/{model}`: a model, its versions (with manifests) and every alias pointing, past and present.
+pub async fn get(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let m = model_of(&auth, &path.1).await?;
+    let store = &auth.state.security.store;
+    let versions: Vec<_> = store
+        .versions_of(&m.tenant_id, &m.name)
+        .await?
+        .into_iter()
+        .map(|v| {
+            json!({
+                "version": v.version,
+                "manifest": serde_json::from_str::<serde_json::Value>(&v.manifest).unwrap_or_default(),
+                "size_bytes": v.size_bytes,
+                "created_ms": v.created_ms,
+            })
+        })
+        .collect();
+    let history = store.aliases_of(&m.tenant_id, &m.name).await?;
+    let aliases: BTreeMap<&str, &str> = history
+        .iter()
+        .filter(|a| a.to_ms.is_none())
+        .map(|a| (a.alias.as_str(), a.version.as_str()))
+        .collect();
+    Ok(auth.ok(json!({
+        "model": m,
+        "versions": versions,
+        "aliases": aliases,
+        "alias_history": history,
+    })))
+}
+
+/// `POST …/models/{model}/versions`: uploads a version (validated, encrypted, content-addressed).
+pub async fn upload(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+    Body(body): Body<UploadVersion>,
+) -> Result<HttpResponse, ApiError> {
+    tier_gate(&auth)?;
+    let m = model_of(&auth, &path.1).await?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.file_base64.trim())
+        .map_err(|e| ApiError::BadRequest(format!("file_base64: not base64 ({e})")))?;
+    let max = auth.state.settings.models.max_file_bytes;
+    if bytes.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "file_base64: the file has {} bytes, at most {max} are accepted (models.max_file_bytes)",
+            bytes.len()
+        )));
+    }
+    let manifest = body.manifest;
+    let (bytes, checked) = web::block(move || {
+        let checked = LoadedVersion::from_bytes(&bytes, manifest.clone(), 1.0)
+            .map(|v| (v.version.clone(), manifest));
+        (bytes, checked)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("validation task: {e}")))?;
+    let (version, manifest) =
+        checked.map_err(|e| ApiError::BadRequest(format!("file_base64: {e}")))?;
+    let security = &auth.state.security;
+    let (file_enc, key_version) =
+        security.encrypt_model_file(&m.tenant_id, &m.name, &version, &bytes)?;
+    let row = crate::storage::security::ModelVersionRow {
+        tenant_id: m.tenant_id.clone(),
+        name: m.name.clone(),
+        version: version.clone(),
+        manifest: serde_json::to_string(&manifest)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
+        key_version,
+        size_bytes: bytes.len() as i64,
+        created_ms: crate::domain::now_ms(),
+    };
+    let created = security.store.insert_version(&row, &file_enc).await?;
+    if created {
+        security
+            .audit(
+                &m.tenant_id,
+                "model.version_uploaded",
+                auth.actor(),
+                json!({"model": m.name, "version": version, "size_bytes": row.size_bytes}),
+            )
+            .await?;
+    }
+    let body = json!({"model": m.name, "version": version, "size_bytes": row.size_bytes, "created": created});
+    Ok(if created {
+        auth.created(body)
+    } else {
+        auth.ok(body)
+    })
+}
+
+/// `PUT …/models/{model}/aliases/{alias}`: points an alias at a version; the previous pointing ends now.
+pub async fn move_alias(
+    auth: Authorized,
+    path: web::Path<(String, String, String)>,
+    Body(body): Body<MoveAlias>,
+) -> Result<HttpResponse, ApiError> {
+    tier_gate(&auth)?;
+    valid_name("alias", &path.2)?;
+    let m = model_of(&auth, &path.1).await?;
+    let store = &auth.state.security.store;
+    if store
+        .model_file(&m.tenant_id, &m.name, &body.version)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "version: model `{}` has no version `{}`",
+            m.name, body.version
+        )));
+    }
+    let previous = store
+        .move_alias(
+            &m.tenant_id,
+            &m.name,
+            &path.2,
+            &body.version,
+            crate::domain::now_ms(),
+        )
+        .await?;
+    auth.state
+        .security
+        .audit(
+            &m.tenant_id,
+            "model.alias_moved",
+            auth.actor(),
+            json!({"model": m.name, "alias": path.2, "from": previous, "to": body.version}),
+        )
+        .await?;
+    Ok(auth.ok(
+        json!({"model": m.name, "alias": path.2, "version": body.version, "previous": previous}),
+    ))
+}
+
+/// `DELETE …/models/{model}/versions/{version}`: refused (409) while a deployment serves the version or an
+/// alias points at it.
+pub async fn delete_version(
+    auth: Authorized,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let m = model_of(&auth, &path.1).await?;
+    let t = auth.tenant()?;
+    let version = &path.2;
+    if let Some(d) = t.deployments.values().find(|d| {
+        d.traffic
+            .iter()
+            .chain(d.shadow.iter())
+            .any(|v| &v.version == version)
+    }) {
+        return Err(ApiError::Conflict(format!(
+            "version `{version}` is in use by deployment `{}`",
+            d.id
+        )));
+    }
+    let store = &auth.state.security.store;
+    if let Some(a) = store
+        .aliases_of(&m.tenant_id, &m.name)
+        .await?
+        .into_iter()
+        .find(|a| a.to_ms.is_none() && &a.version == version)
+    {
+        return Err(ApiError::Conflict(format!(
+            "version `{version}` is what alias `{}` points at: move the alias first",
+            a.alias
+        )));
+    }
+    if !store.delete_version(&m.tenant_id, &m.name, version).await? {
+        return Err(ApiError::NotFound);
+    }
+    auth.state
+        .security
+        .audit(
+            &m.tenant_id,
+            "model.version_deleted",
+            auth.actor(),
+            json!({"model": m.name, "version": version}),
+        )
+        .await?;
+    Ok(auth.ok(json!({ "deleted": version })))
+}
+
+/// `GET …/deployments`: the model deployments running, with their monitoring.
+pub async fn deployments(auth: Authorized) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?;
     let children = match t.strategy_supervisor.get() {
         Some(sup) => sup.send(GetChildren).await.unwrap_or_default(),
