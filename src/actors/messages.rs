@@ -25,6 +25,8 @@ pub struct Signal {
     pub target: Decimal,
     /// Tick time of the bar that caused it.
     pub at_ms: i64,
+    /// The model prediction that caused it, if one did (recorded in the audit trail of its order).
+    pub cause: Option<crate::models::Prediction>,
 }
 
 pub use crate::domain::risk::{KillSwitch, OrderFacts, RiskRejection};

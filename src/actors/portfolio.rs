@@ -375,6 +375,22 @@ impl Handler<Signal> for Portfolio {
         else {
             return nothing();
         };
+        if let Some(p) = &s.cause {
+            // What a model decided is part of the order's record: which deployment, which version, what
+            // it predicted for which bar.
+            self.tenant.audit(
+                "order.model_caused",
+                &format!("strategy:{}", s.strategy_id),
+                serde_json::json!({
+                    "client_order_id": order.client_order_id,
+                    "strategy": s.strategy_id,
+                    "deployment": p.deployment,
+                    "version": p.version,
+                    "prediction": p.value,
+                    "bar_open_ms": p.bar_open_ms,
+                }),
+            );
+        }
         let Some(risk) = self.tenant.risk.get() else {
             return AtomicResponse::new(Box::pin(actix::fut::ready(()).into_actor(self).map(
                 move |_, act: &mut Self, ctx| {

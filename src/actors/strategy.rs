@@ -47,7 +47,12 @@ impl StrategyHost {
         }
     }
 
-    fn signal(&self, target: rust_decimal::Decimal, at_ms: i64) {
+    fn signal(
+        &self,
+        target: rust_decimal::Decimal,
+        at_ms: i64,
+        cause: Option<crate::models::Prediction>,
+    ) {
         if let Some(portfolio) = self.tenant.portfolio.get() {
             portfolio.do_send(Signal {
                 strategy_id: self.route.settings.id.clone(),
@@ -55,6 +60,7 @@ impl StrategyHost {
                 symbol: self.route.symbol.clone(),
                 target,
                 at_ms,
+                cause,
             });
         }
     }
@@ -115,7 +121,9 @@ impl Handler<BarClosed> for StrategyHost {
         self.last_bar_ms = bar.open_time_ms;
         let strategy = &mut self.strategy;
         match contain(|| strategy.on_bar(&bar)) {
-            Ok(Some(target)) => self.signal(target, bar.open_time_ms + bar.timeframe.millis()),
+            Ok(Some(target)) => {
+                self.signal(target, bar.open_time_ms + bar.timeframe.millis(), None)
+            }
             Ok(None) => {}
             Err(why) => self.fail(why, ctx),
         }
@@ -130,7 +138,8 @@ impl Handler<PredictionMade> for StrategyHost {
         let strategy = &mut self.strategy;
         match contain(|| strategy.on_prediction(&p)) {
             Ok(Some(target)) => {
-                self.signal(target, p.bar_open_ms + self.route.timeframe.millis());
+                let at_ms = p.bar_open_ms + self.route.timeframe.millis();
+                self.signal(target, at_ms, Some(p));
             }
             Ok(None) => {}
             Err(why) => self.fail(why, ctx),

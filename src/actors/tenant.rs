@@ -389,6 +389,7 @@ impl TenantContext {
                     symbol: route.symbol.clone(),
                     target: Decimal::ZERO,
                     at_ms: crate::domain::now_ms(),
+                    cause: None,
                 });
             }
         }

@@ -200,6 +200,22 @@ async fn a_linear_models_live_predictions_equal_the_hand_computation_at_every_ba
         d["versions"][0]["manifest"]["features"],
         json!(["return_1", "bar_range"])
     );
+    // Every order the model caused names the deployment, the version and the prediction in the audit log.
+    let caused = app
+        .audited("ml", "order.model_caused", traded.orders.len())
+        .await;
+    assert_eq!(caused.len(), traded.orders.len(), "{caused:?}");
+    for order in &traded.orders {
+        let text = caused
+            .iter()
+            .map(|e| e.to_string())
+            .find(|e| e.contains(&order.client_order_id))
+            .unwrap_or_else(|| panic!("no audit entry for {}", order.client_order_id));
+        assert!(
+            text.contains("lin-eurusd") && text.contains(&state.versions[0].version),
+            "{text}"
+        );
+    }
     sim.stop().await.expect("stop");
     app.shutdown().await;
 }
