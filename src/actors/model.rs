@@ -19,6 +19,10 @@
 //! see `models::drift`), checked every 25 predictions; a check turning to drift is an alert (audit log,
 //! `/ws/events`).
 //!
+//! Predictions (served and shadow, with their version) are stored in the time-series store in batches
+//! (every 500 ms or 500 predictions, and on shutdown); while the store is away they wait, up to 100 000,
+//! beyond which the oldest are shed and counted.
+//!
 //! The tick → order path never waits on a model: bars reach strategies before the model hears of them, and a
 //! strategy acts on a prediction whenever it comes.
 
@@ -53,6 +57,11 @@ const MONITOR_WINDOW: usize = 500;
 const DRIFT_ALPHA: f64 = 0.01;
 /// Predictions between drift checks.
 const CHECK_EVERY: u64 = 25;
+/// Predictions are stored this often, or at this many.
+const STORE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const STORE_AT: usize = 500;
+/// Predictions held while the store is away; beyond this the oldest are shed.
+const MAX_UNSTORED: usize = 100_000;
 
 /// One drift monitor: a feature (by its index in the row) or the output (`None`).
 struct Watched {
@@ -234,6 +243,9 @@ pub struct ModelHost {
     last_bar_ms: i64,
     /// Live bars seen by this incarnation (for prediction horizons).
     bar_no: u64,
+    unstored: Vec<Prediction>,
+    storing: bool,
+    shed: u64,
     notifier: ExitNotifier,
 }
 
@@ -256,6 +268,9 @@ impl ModelHost {
             recent: VecDeque::with_capacity(RECENT),
             last_bar_ms: i64::MIN,
             bar_no: 0,
+            unstored: Vec::new(),
+            storing: false,
+            shed: 0,
             notifier,
         })
     }
@@ -417,11 +432,56 @@ impl ModelHost {
         self.tenant.publish("model", detail);
     }
 
+    /// Writes the predictions waiting; on failure they wait for the next attempt.
+    fn store(&mut self, ctx: &mut Context<Self>) {
+        if self.storing || self.unstored.is_empty() || !self.tenant.timeseries.is_live() {
+            return;
+        }
+        self.storing = true;
+        let batch = std::mem::take(&mut self.unstored);
+        let again = batch.clone();
+        let store = self.tenant.timeseries.clone();
+        let tenant = self.tenant.id.0.clone();
+        ctx.spawn(
+            async move {
+                store
+                    .append_predictions(crate::storage::timeseries::AppendPredictions {
+                        tenant,
+                        predictions: batch,
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(move |res, act, _ctx| {
+                act.storing = false;
+                if let Err(e) = res {
+                    tracing::warn!(tenant = %act.tenant.id, deployment = %act.deployment.id, error = %e,
+                        "predictions not stored yet; retrying");
+                    let newer = std::mem::replace(&mut act.unstored, again);
+                    act.unstored.extend(newer);
+                    act.bound_unstored();
+                }
+            }),
+        );
+    }
+
+    fn bound_unstored(&mut self) {
+        if self.unstored.len() > MAX_UNSTORED {
+            let over = self.unstored.len() - MAX_UNSTORED;
+            self.unstored.drain(..over);
+            self.shed += over as u64;
+            tracing::warn!(tenant = %self.tenant.id, deployment = %self.deployment.id, shed = self.shed,
+                "predictions shed while the store is away");
+        }
+    }
+
     fn publish(&mut self, prediction: Prediction) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
         self.recent.push_back(prediction.clone());
+        self.unstored.push(prediction.clone());
+        self.bound_unstored();
         if let Ok(data) = serde_json::to_value(&prediction) {
             self.tenant.publish("prediction", data);
         }
@@ -457,6 +517,7 @@ impl Actor for ModelHost {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4_096);
+        ctx.run_interval(STORE_EVERY, |act, ctx| act.store(ctx));
         let Some(md) = self.tenant.market_data.get() else {
             return;
         };
@@ -500,7 +561,10 @@ impl Handler<BarClosed> for ModelHost {
             this.on_bar(&bar);
         });
         if let Err(why) = result {
-            self.fail(why, ctx);
+            return self.fail(why, ctx);
+        }
+        if self.unstored.len() >= STORE_AT {
+            self.store(ctx);
         }
     }
 }
@@ -525,9 +589,26 @@ impl Handler<GetModelState> for ModelHost {
 }
 
 impl Handler<Shutdown> for ModelHost {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
+    /// Stores what waits before stopping.
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        let batch = std::mem::take(&mut self.unstored);
+        let store = self.tenant.timeseries.clone();
+        let tenant = self.tenant.id.0.clone();
+        Box::pin(
+            async move {
+                if !batch.is_empty() {
+                    let _ = store
+                        .append_predictions(crate::storage::timeseries::AppendPredictions {
+                            tenant,
+                            predictions: batch,
+                        })
+                        .await;
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }

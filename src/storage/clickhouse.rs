@@ -18,7 +18,7 @@ use clickhouse::{Client, Row};
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::timeseries::{AppendBars, AppendFills, AppendTicks, NAME};
+use super::timeseries::{AppendBars, AppendFills, AppendPredictions, AppendTicks, NAME};
 use super::{Health, HealthBoard, StorageError};
 use crate::actors::supervisor::{ExitNotifier, Shutdown};
 
@@ -72,6 +72,20 @@ enum Pending {
     Tick(TickRow),
     Bar(BarRow),
     Fill(FillRow),
+    Prediction(PredictionRow),
+}
+
+/// A row of `predictions`: `model` is the deployment; `id` is taken from the version's hash, so a replayed
+/// bar's prediction by the same version replaces its row.
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct PredictionRow {
+    pub tenant_id: String,
+    pub model: String,
+    pub version: String,
+    pub symbol: String,
+    pub time_msc: i64,
+    pub value: f64,
+    pub id: u64,
 }
 
 /// Connection settings.
@@ -302,6 +316,26 @@ async fn insert_all(client: &Client, rows: &[Pending]) -> Result<(), StorageErro
             }
         })
         .collect();
+    let predictions: Vec<&PredictionRow> = rows
+        .iter()
+        .filter_map(|r| {
+            if let Pending::Prediction(p) = r {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .collect();
+    if !predictions.is_empty() {
+        let mut insert = client
+            .insert::<PredictionRow>("predictions")
+            .await
+            .map_err(unavailable)?;
+        for p in predictions {
+            insert.write(p).await.map_err(unavailable)?;
+        }
+        insert.end().await.map_err(unavailable)?;
+    }
     let fills: Vec<&FillRow> = rows
         .iter()
         .filter_map(|r| {
@@ -420,6 +454,26 @@ impl Handler<AppendBars> for ClickHouseSeries {
                 low: b.low.to_f64().unwrap_or(f64::NAN),
                 close: b.close.to_f64().unwrap_or(f64::NAN),
                 tick_volume: b.tick_volume,
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl Handler<AppendPredictions> for ClickHouseSeries {
+    type Result = Result<(), StorageError>;
+
+    fn handle(&mut self, msg: AppendPredictions, _ctx: &mut Self::Context) -> Self::Result {
+        for p in msg.predictions {
+            let id = u64::from_str_radix(p.version.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+            self.push(Pending::Prediction(PredictionRow {
+                tenant_id: msg.tenant.clone(),
+                model: p.deployment,
+                version: p.version,
+                symbol: p.symbol.0,
+                time_msc: p.bar_open_ms,
+                value: p.value,
+                id,
             }));
         }
         Ok(())

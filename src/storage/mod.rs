@@ -155,6 +155,16 @@ impl TimeSeriesStore {
         }
     }
 
+    pub async fn append_predictions(
+        &self,
+        msg: timeseries::AppendPredictions,
+    ) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::ClickHouse(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
     /// Fills go to the time-series store only on ClickHouse (embedded, the relational store has them).
     pub fn keeps_fills(&self) -> bool {
         matches!(self, Self::ClickHouse(_))

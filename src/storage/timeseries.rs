@@ -94,6 +94,15 @@ pub struct AppendFills {
     pub deals: Vec<crate::domain::positions::Deal>,
 }
 
+/// Stores model predictions with their version; a prediction already stored (same tenant, deployment,
+/// version and bar) is replaced.
+#[derive(Message)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct AppendPredictions {
+    pub tenant: String,
+    pub predictions: Vec<crate::models::Prediction>,
+}
+
 /// Stores closed bars; a bar already stored (same tenant, symbol, timeframe, open time) is replaced.
 #[derive(Message)]
 #[rtype(result = "Result<(), StorageError>")]
@@ -157,6 +166,77 @@ impl Handler<AppendBars> for TimeSeries {
             Ok(())
         })
     }
+}
+
+impl Handler<AppendPredictions> for TimeSeries {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: AppendPredictions, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let mut tx = pool.begin().await?;
+            for chunk in msg.predictions.chunks(CHUNK / 2) {
+                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT OR REPLACE INTO predictions (tenant_id, deployment, version, symbol, bar_open_ms, value, latency_us, shadow) ",
+                );
+                q.push_values(chunk, |mut b, p| {
+                    b.push_bind(&msg.tenant)
+                        .push_bind(&p.deployment)
+                        .push_bind(&p.version)
+                        .push_bind(p.symbol.as_str())
+                        .push_bind(p.bar_open_ms)
+                        .push_bind(p.value)
+                        .push_bind(p.latency_us.min(i64::MAX as u64) as i64)
+                        .push_bind(p.shadow);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// Stored predictions of a tenant, oldest bar first — read-only from the embedded file, like
+/// [`load_ticks`] (training and offline analysis).
+pub async fn load_predictions(
+    data_dir: &std::path::Path,
+    tenant: &str,
+) -> Result<Vec<crate::models::Prediction>, StorageError> {
+    let path = data_dir.join("timeseries.db");
+    if !path.exists() {
+        return Err(StorageError::Rejected(format!(
+            "no embedded store at {}",
+            path.display()
+        )));
+    }
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let pool = sqlx::SqlitePool::connect(&url).await?;
+    let rows: Vec<(String, String, String, i64, f64, i64, bool)> = sqlx::query_as(
+        "SELECT deployment, version, symbol, bar_open_ms, value, latency_us, shadow FROM predictions
+         WHERE tenant_id = ? ORDER BY bar_open_ms, deployment, version",
+    )
+    .bind(tenant)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(deployment, version, symbol, bar_open_ms, value, latency_us, shadow)| {
+                crate::models::Prediction {
+                    deployment,
+                    version,
+                    symbol: crate::domain::Symbol(symbol),
+                    bar_open_ms,
+                    value,
+                    latency_us: latency_us.max(0) as u64,
+                    shadow,
+                }
+            },
+        )
+        .collect())
 }
 
 /// Reads stored ticks of a tenant's symbol in `[from_ms, to_ms]`, oldest first — for `trellis backtest

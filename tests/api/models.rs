@@ -99,6 +99,41 @@ fn zigzag(sim: &trellis::sim::SimHandle, symbol: &str, minutes: i64) {
     }
 }
 
+/// The predictions stored for `tenant` as (bar open time, version, value, shadow), whichever store the
+/// app runs on (the embedded SQLite file, or ClickHouse in the real profile).
+async fn stored_predictions(app: &TestApp, tenant: &str) -> Vec<(i64, String, f64)> {
+    let var = |name: &str| {
+        app.store_vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    match (
+        var("TRELLIS__STORAGE__CLICKHOUSE_URL"),
+        var("TRELLIS__STORAGE__CLICKHOUSE_DATABASE"),
+    ) {
+        (Some(url), Some(db)) => {
+            let ch = clickhouse::Client::default()
+                .with_url(&url)
+                .with_database(&db)
+                .with_validation(false);
+            ch.query(
+                "SELECT time_msc, version, value FROM predictions FINAL WHERE tenant_id = ? ORDER BY time_msc",
+            )
+            .bind(tenant)
+            .fetch_all::<(i64, String, f64)>()
+            .await
+            .unwrap_or_default()
+        }
+        _ => trellis::storage::timeseries::load_predictions(app.data_dir.path(), tenant)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.bar_open_ms, p.version, p.value))
+            .collect(),
+    }
+}
+
 fn f(d: rust_decimal::Decimal) -> f64 {
     d.to_f64().expect("price")
 }
@@ -200,6 +235,21 @@ async fn a_linear_models_live_predictions_equal_the_hand_computation_at_every_ba
         d["versions"][0]["manifest"]["features"],
         json!(["return_1", "bar_range"])
     );
+    // Every prediction is stored with its version.
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored = stored_predictions(&app, "ml").await;
+        if stored.len() >= 28 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected: Vec<(i64, String, f64)> = state
+        .recent
+        .iter()
+        .map(|p| (p.bar_open_ms, p.version.clone(), p.value))
+        .collect();
+    assert_eq!(stored, expected, "stored predictions");
     // Every order the model caused names the deployment, the version and the prediction in the audit log.
     let caused = app
         .audited("ml", "order.model_caused", traded.orders.len())
