@@ -42,7 +42,10 @@ impl LoadedVersion {
             return Err(format!("weight: must be 0 or more, not {weight}"));
         }
         let features = manifest.validate()?;
-        let model = OnnxModel::load(bytes, features.len()).map_err(|e| e.to_string())?;
+        // A hostile file must not take the process down: a panic inside tract is a refusal like any other.
+        let model = crate::actors::supervisor::contain(|| OnnxModel::load(bytes, features.len()))
+            .map_err(|why| format!("not a loadable ONNX model: tract failed on it ({why})"))?
+            .map_err(|e| e.to_string())?;
         manifest.check_model(&model)?;
         Ok(Self {
             version: hex(&Sha256::digest(bytes)),
