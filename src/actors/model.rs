@@ -488,6 +488,13 @@ impl ModelHost {
         if prediction.shadow {
             return;
         }
+        if let Some(cache) = self.tenant.cache.as_ref().and_then(|slot| slot.get()) {
+            // Conflated by the cache actor: only the latest per deployment is written.
+            cache.do_send(crate::storage::cache::CachePrediction {
+                tenant: self.tenant.id.0.clone(),
+                prediction: prediction.clone(),
+            });
+        }
         let subscribers: Vec<String> = self
             .tenant
             .strategies

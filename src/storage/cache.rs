@@ -4,7 +4,8 @@
 //! Writes are conflated — only the latest value of a key matters — and flushed every 100 ms in one pipeline.
 //! Redis going away never stops trading: the actor reports itself unhealthy, keeps only the latest value per
 //! key, reconnects every second and writes them once Redis is back.
-//! Keys: `trellis:<tenant>:tick:<symbol>` and `trellis:<tenant>:positions`, JSON values.
+//! Keys: `trellis:<tenant>:tick:<symbol>`, `trellis:<tenant>:positions` and
+//! `trellis:<tenant>:prediction:<deployment>` (the latest served prediction), JSON values.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +30,14 @@ pub struct CacheTicks {
     pub ticks: Vec<Tick>,
 }
 
+/// The latest served prediction of a model deployment.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CachePrediction {
+    pub tenant: String,
+    pub prediction: crate::models::Prediction,
+}
+
 /// A tenant's positions, as JSON.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -39,6 +48,10 @@ pub struct CachePositions {
 
 pub fn tick_key(tenant: &str, symbol: &str) -> String {
     format!("trellis:{tenant}:tick:{symbol}")
+}
+
+pub fn prediction_key(tenant: &str, deployment: &str) -> String {
+    format!("trellis:{tenant}:prediction:{deployment}")
 }
 
 pub fn positions_key(tenant: &str) -> String {
@@ -173,6 +186,19 @@ impl Handler<CacheTicks> for RedisCache {
             let value = serde_json::json!({"symbol": t.symbol, "time_msc": t.time_msc, "bid": t.bid, "ask": t.ask});
             self.pending
                 .insert(tick_key(&msg.tenant, t.symbol.as_str()), value.to_string());
+        }
+    }
+}
+
+impl Handler<CachePrediction> for RedisCache {
+    type Result = ();
+
+    fn handle(&mut self, msg: CachePrediction, _ctx: &mut Self::Context) {
+        if let Ok(json) = serde_json::to_string(&msg.prediction) {
+            self.pending.insert(
+                prediction_key(&msg.tenant, &msg.prediction.deployment),
+                json,
+            );
         }
     }
 }

@@ -250,6 +250,36 @@ async fn a_linear_models_live_predictions_equal_the_hand_computation_at_every_ba
         .map(|p| (p.bar_open_ms, p.version.clone(), p.value))
         .collect();
     assert_eq!(stored, expected, "stored predictions");
+    // With Redis (the real profile), the latest served prediction is cached for clients and other nodes.
+    if let Some((_, url)) = app
+        .store_vars
+        .iter()
+        .find(|(k, _)| k == "TRELLIS__STORAGE__REDIS_URL")
+    {
+        use redis::AsyncCommands as _;
+        let last = state.recent.last().expect("a prediction");
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let mut cached = serde_json::Value::Null;
+        for _ in 0..100 {
+            let v: Option<String> = conn
+                .get("trellis:ml:prediction:lin-eurusd")
+                .await
+                .unwrap_or(None);
+            cached = v
+                .and_then(|v| serde_json::from_str(&v).ok())
+                .unwrap_or_default();
+            if cached["bar_open_ms"] == last.bar_open_ms {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(cached["bar_open_ms"], last.bar_open_ms, "{cached}");
+        assert_eq!(cached["version"], last.version.as_str());
+    }
     // Every order the model caused names the deployment, the version and the prediction in the audit log.
     let caused = app
         .audited("ml", "order.model_caused", traded.orders.len())
