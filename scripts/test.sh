@@ -32,6 +32,12 @@ echo "== pytest (clients/mt5-bridge against a real trellis serve)"
 bash scripts/test-python.sh 2>&1 | tee -a "$log"
 python_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$python_status
+echo "== schemathesis (OpenAPI fuzzer against a real trellis serve)"
+# Printed, not added to "$log": its counts are generated requests, not tests, and its failure reports quote
+# server answers, which must not reach the closing line's greps.
+bash scripts/fuzz-api.sh 2>&1
+fuzz_status=$?
+[ "$status" -eq 0 ] && status=$fuzz_status
 
 # One closing line for the whole run: the sum over every test binary.
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
