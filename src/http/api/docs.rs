@@ -214,6 +214,8 @@ pub fn document() -> Value {
             "/mt5-accounts",
             "/strategies",
             "/roll",
+            "/models",
+            "/versions",
         ];
         let success = if r.method == "POST" && creates.iter().any(|c| r.path.ends_with(c)) {
             "201"
@@ -233,6 +235,17 @@ pub fn document() -> Value {
                 "404": {"description": "Not found, or another tenant's"},
             },
         });
+        if r.method != "GET" {
+            op["responses"]["409"] = json!({"description": "Conflicts with what is stored (a duplicate, a revoked key, an object in use, a running tenant)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        }
+        if r.path.ends_with("/versions") && r.method == "POST" {
+            op["responses"]["200"] = json!({"description": "The same file was stored already (created: false)",
+                "content": {"application/json": {"schema": response(r.method, r.path, &mut generator)}}});
+        }
+        if r.path == "/api/v1/auth/login" || r.path == "/api/v1/auth/refresh" {
+            op["responses"]["401"] =
+                json!({"description": "Wrong credentials, or a refresh token that is not valid"});
+        }
         if r.access != Access::Public {
             op["security"] = json!([{"bearer": []}, {"apiKey": []}]);
             op["responses"]["401"] =
