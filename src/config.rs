@@ -261,10 +261,13 @@ pub struct RiskSettings {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySettings {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
     /// `ema_cross`, `rsi_reversion`, `donchian_breakout`, or a kind registered by the embedding program.
     pub kind: String,
+    #[schemars(pattern(r"^[!-~]{1,32}$"), example = &"EURUSD")]
     pub symbol: String,
+    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
     pub timeframe: String,
     /// Lots per position.
     pub volume: rust_decimal::Decimal,

@@ -36,6 +36,7 @@ const TIER: &str = "professional";
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterModel {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     pub name: String,
     #[serde(default)]
     pub description: String,

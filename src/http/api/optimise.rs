@@ -26,7 +26,9 @@ pub const MAX_RUNS: usize = 200;
 pub struct OptimiseRequest {
     /// A strategy kind (`ema_cross`, `rsi_reversion`, `donchian_breakout`, …).
     pub kind: String,
+    #[schemars(pattern(r"^[!-~]{1,32}$"), example = &"EURUSD")]
     pub symbol: String,
+    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
     pub timeframe: String,
     /// The stored ticks to use, [from_ms, to_ms].
     pub from_ms: i64,

@@ -25,6 +25,7 @@ pub use crate::security::rate_limit::TIERS;
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Letters, digits, - or _; 1 to 64 characters.
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
     pub name: String,
     /// free, basic, professional or enterprise (default free).
