@@ -200,6 +200,10 @@ impl Portfolio {
         let Some(next) = self.writes.pop_front() else {
             return;
         };
+        if super::task::faults_armed() {
+            // Fault injection (tests, fire drills): the portfolio dies holding a record it has not stored.
+            super::task::fault_point(&format!("portfolio.store:{}", self.tenant.id));
+        }
         self.writing = true;
         self.idle.send_replace(false);
         let tenant = self.tenant.id.0.clone();

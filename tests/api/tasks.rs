@@ -248,3 +248,62 @@ async fn a_bridge_connection_whose_task_panics_is_closed_and_the_terminal_resume
     sim.stop().await.expect("stop");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_portfolio_that_dies_holding_unstored_frames_gets_them_again_from_the_bridge_and_books_them_once(
+) {
+    use crate::helpers::rising;
+
+    // Arrange: a tenant trading EURUSD; the portfolio will panic at its next queued write (the order's
+    // result or its fill), holding frames the session has not acknowledged.
+    let app = spawn_app().await;
+    app.add_tenant(tenant("resync", "trk_resync01_tasks-secret"))
+        .await;
+    let sim = app.sim("trk_resync01_tasks-secret", 7611).await;
+    inject_fault("portfolio.store:resync");
+
+    // Act: the strategy buys; the portfolio dies storing what came back.
+    rising(&sim, 4);
+    let failed = |app: &TestApp| {
+        app.runtime
+            .events
+            .snapshot(Some("resync"))
+            .into_iter()
+            .filter(|e| e.child == "portfolio" && e.kind == EventKind::Failed)
+            .count()
+    };
+    crate::helpers::wait_for("the portfolio to die", || failed(&app) > 0).await;
+    crate::helpers::wait_for("the bridge to resume on a new connection", || {
+        let s = sim.stats();
+        s.connected && s.connects >= 2
+    })
+    .await;
+    let snap = app
+        .wait_portfolio("resync", "the fill booked by the new portfolio", |p| {
+            p.deals.len() == 1 && p.orders.iter().all(|o| o.status.is_final())
+        })
+        .await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let again = app.portfolio("resync").await;
+
+    // Assert: the session asked the bridge to resynchronise, and the books equal the terminal's deals.
+    let stats = sim.stats();
+    assert!(
+        stats.errors.iter().any(|(code, _)| code == "shutting_down"),
+        "{:?}",
+        stats.errors
+    );
+    let theirs: Vec<u64> = {
+        let broker = sim.broker.lock().expect("broker");
+        broker.deals().iter().map(|d| d.ticket).collect()
+    };
+    let ours: Vec<u64> = again.deals.iter().map(|d| d.ticket).collect();
+    assert_eq!(ours, theirs, "each terminal deal booked exactly once");
+    assert_eq!(snap.positions.len(), 1);
+    assert_eq!(
+        snap.positions[0].position.volume,
+        rust_decimal::Decimal::new(1, 1)
+    );
+    sim.stop().await.expect("stop");
+    app.shutdown().await;
+}
