@@ -807,3 +807,73 @@ async fn a_version_a_deployment_serves_cannot_be_deleted() {
     );
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn model_files_are_stored_encrypted_bound_to_their_version_and_survive_key_rotation() {
+    use crate::helpers::{create_tenant, spawn_admin_app, spawn_app_on, test_settings};
+    use base64::Engine as _;
+
+    // Arrange: one uploaded version.
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "vault", "professional").await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/vault/models",
+        Some(&root),
+        Some(&json!({"name": "m"})),
+    )
+    .await;
+    let file = linear_model(&[1.0, -1.0], 0.25);
+    let manifest =
+        json!({"features": ["return_1", "bar_range"], "output": {"kind": "expected_return"}});
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/vault/models/m/versions",
+        Some(&root),
+        Some(&json!({"manifest": manifest, "file_base64": base64::engine::general_purpose::STANDARD.encode(&file)})),
+    )
+    .await;
+
+    // Act: read it back; move its ciphertext to another version; rotate the data keys with trellis stopped.
+    let stored = app.security.store.all_model_files().await.expect("rows");
+    let plain = app
+        .security
+        .decrypt_model_file(&stored[0])
+        .expect("decrypts");
+    let mut moved = stored[0].clone();
+    moved.version = "0".repeat(64);
+    let moved_refused = app.security.decrypt_model_file(&moved).is_err();
+    let kept = app.shutdown_keeping_data().await;
+    let report = trellis::security::service::rotate_data_keys(&test_settings(&kept, &[]))
+        .await
+        .expect("rotates");
+    let secrets = crate::helpers::jwt_secrets_var();
+    let app = spawn_app_on(kept, &[("TRELLIS__SECURITY__JWT_SECRETS", &secrets)]).await;
+    let after = app.security.store.all_model_files().await.expect("rows");
+    let plain_after = app
+        .security
+        .decrypt_model_file(&after[0])
+        .expect("decrypts");
+
+    // Assert
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0]
+        .file_enc
+        .contains(&base64::engine::general_purpose::STANDARD.encode(&file)));
+    assert_eq!(&plain[..], &file[..]);
+    assert!(moved_refused, "a ciphertext is bound to its version");
+    assert_eq!(
+        (
+            report.new_version,
+            report.reencrypted,
+            report.already_current
+        ),
+        (2, 1, 0)
+    );
+    assert_eq!(after[0].key_version, 2);
+    assert_ne!(after[0].file_enc, stored[0].file_enc);
+    assert_eq!(&plain_after[..], &file[..]);
+    app.shutdown().await;
+}
