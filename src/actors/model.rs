@@ -284,20 +284,18 @@ impl ModelHost {
         }
     }
 
-    fn run_one(&mut self, i: usize, bar: &Bar) -> Outcome {
+    fn run_one(&mut self, i: usize) -> Outcome {
         let budget = self.deployment.budget_us;
-        let output = self.version(i).manifest.output.clone();
         let run = &mut self.runs[i];
         let start = Instant::now();
         if !run.features.write(&mut run.row) {
             return Outcome::NotWarm;
         }
         let value = match run.inference.run(&run.row) {
-            Ok(out) => output.value(out),
+            Ok(out) => run.monitor.output.value(out),
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let micros = start.elapsed().as_micros() as u64;
-        let _ = bar;
         match value {
             Some(v) if v.is_finite() => {
                 if micros > budget {
@@ -327,7 +325,7 @@ impl ModelHost {
             if !shadow && Some(i) != picked {
                 continue;
             }
-            let outcome = self.run_one(i, bar);
+            let outcome = self.run_one(i);
             self.record(i, bar, outcome);
         }
     }

@@ -41,7 +41,7 @@ use crate::actors::messages::{GetModelState, GetRecentBars};
 use crate::actors::tenant::TenantContext;
 use crate::config::{ModelDeploymentSettings, ModelVersionSettings};
 use crate::domain::{Symbol, Timeframe};
-use crate::models::onnx::{linear_model, mlp_model, OnnxModel};
+use crate::models::onnx::{linear_model, mlp_model, value_info, OnnxModel};
 
 /// Input features of the inference benchmarks.
 const WIDTH: usize = 32;
@@ -311,29 +311,6 @@ fn string(name: &str, value: &str) -> pb::AttributeProto {
     }
 }
 
-fn f32_value(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(dimension::Value::DimValue(*d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// An ONNX file (`ai.onnx.ml` opset 1, default opset 13) computing `forest` over `[1, width]` f32 inputs.
 fn forest_model(forest: &Forest, op: ForestOp) -> Vec<u8> {
     let per_tree = forest.splits_per_tree + forest.leaves_per_tree;
@@ -423,8 +400,8 @@ fn forest_model(forest: &Forest, op: ForestOp) -> Vec<u8> {
     let graph = pb::GraphProto {
         name: "trellis-bench-forest".into(),
         node: vec![node],
-        input: vec![f32_value("features", &[1, WIDTH as i64])],
-        output: vec![f32_value("y", &y)],
+        input: vec![value_info("features", &[1, WIDTH as i64])],
+        output: vec![value_info("y", &y)],
         ..Default::default()
     };
     pb::ModelProto {

@@ -173,7 +173,8 @@ impl Inference {
 
 const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
 
-fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+/// An f32 tensor input or output of `dims`, for graphs written here and by the benchmarks.
+pub fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension, Dimension};
     pb::ValueInfoProto {
         name: name.into(),

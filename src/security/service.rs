@@ -970,65 +970,65 @@ impl Security {
             .decrypt(Self::model_field(&row.tenant_id, &id), &blob)?)
     }
 
+    /// A stored ciphertext (base64) re-encrypted under the primary key, with that key's version; `None` when
+    /// it is current already.
+    fn rotated(
+        &self,
+        field: FieldRef<'_>,
+        stored: &str,
+    ) -> Result<Option<(String, i64)>, AuthError> {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
+        let ring = self.keyring();
+        if !ring.needs_rotation(&blob) {
+            return Ok(None);
+        }
+        let plain = ring.decrypt(field, &blob)?;
+        let fresh = ring.encrypt(field, &plain)?;
+        Ok(Some((
+            base64::engine::general_purpose::STANDARD.encode(fresh),
+            i64::from(ring.primary()),
+        )))
+    }
+
     /// Re-encrypts every stored secret under the primary key. Answers (re-encrypted, already current).
     pub async fn reencrypt_all(&self) -> Result<(usize, usize), AuthError> {
         let (mut done, mut current) = (0, 0);
         for row in self.store.all_model_files().await? {
-            let blob = base64::engine::general_purpose::STANDARD
-                .decode(&row.file_enc)
-                .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
-            let (fresh, version) = {
-                let ring = self.keyring();
-                if !ring.needs_rotation(&blob) {
-                    current += 1;
-                    continue;
+            let id = format!("{}:{}", row.name, row.version);
+            match self.rotated(Self::model_field(&row.tenant_id, &id), &row.file_enc)? {
+                None => current += 1,
+                Some((fresh, version)) => {
+                    if self
+                        .store
+                        .reencrypt_model_file(&row, &fresh, version)
+                        .await?
+                    {
+                        done += 1;
+                    }
                 }
-                let id = format!("{}:{}", row.name, row.version);
-                let plain = ring.decrypt(Self::model_field(&row.tenant_id, &id), &blob)?;
-                (
-                    ring.encrypt(Self::model_field(&row.tenant_id, &id), &plain)?,
-                    ring.primary(),
-                )
-            };
-            let fresh = base64::engine::general_purpose::STANDARD.encode(fresh);
-            if self
-                .store
-                .reencrypt_model_file(&row, &fresh, i64::from(version))
-                .await?
-            {
-                done += 1;
             }
         }
         for row in self.store.all_accounts().await? {
-            let blob = base64::engine::general_purpose::STANDARD
-                .decode(&row.password_enc)
-                .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
-            let (fresh, version) = {
-                let ring = self.keyring();
-                if !ring.needs_rotation(&blob) {
-                    current += 1;
-                    continue;
+            let login = row.login.to_string();
+            match self.rotated(Self::field(&row.tenant_id, &login), &row.password_enc)? {
+                None => current += 1,
+                Some((fresh, version)) => {
+                    if self
+                        .store
+                        .reencrypt_account(
+                            &row.tenant_id,
+                            row.login,
+                            &row.password_enc,
+                            &fresh,
+                            version,
+                        )
+                        .await?
+                    {
+                        done += 1;
+                    }
                 }
-                let login = row.login.to_string();
-                let plain = ring.decrypt(Self::field(&row.tenant_id, &login), &blob)?;
-                (
-                    ring.encrypt(Self::field(&row.tenant_id, &login), &plain)?,
-                    ring.primary(),
-                )
-            };
-            let fresh = base64::engine::general_purpose::STANDARD.encode(fresh);
-            if self
-                .store
-                .reencrypt_account(
-                    &row.tenant_id,
-                    row.login,
-                    &row.password_enc,
-                    &fresh,
-                    i64::from(version),
-                )
-                .await?
-            {
-                done += 1;
             }
         }
         Ok((done, current))

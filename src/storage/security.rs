@@ -918,7 +918,8 @@ impl SecurityStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes a version and the aliases' history of it; `false` when there was no such version.
+    /// Deletes a version (the alias history that names it stays: it is history); `false` when there was no
+    /// such version.
     pub async fn delete_version(
         &self,
         tenant: &str,

@@ -843,6 +843,22 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     }
 }
 
+/// Ids and names (tenants, strategies, models, aliases): 1 to 64 letters, digits, `-` or `_`; the error
+/// names the field.
+pub fn valid_id(what: &str, s: &str) -> Result<(), ApiError> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{what}: must be 1 to 64 letters, digits, - or _"
+        )));
+    }
+    Ok(())
+}
+
 /// An optional JSON body (absent or empty is `None`).
 pub struct OptionalBody<T>(pub Option<T>);
 

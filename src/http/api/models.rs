@@ -57,35 +57,8 @@ pub struct MoveAlias {
     pub version: String,
 }
 
-fn valid_name(what: &str, s: &str) -> Result<(), ApiError> {
-    if s.is_empty()
-        || s.len() > 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::BadRequest(format!(
-            "{what}: must be 1 to 64 letters, digits, - or _"
-        )));
-    }
-    Ok(())
-}
-
 fn tier_gate(auth: &Authorized) -> Result<(), ApiError> {
-    let tier = auth.tenant()?.tier();
-    let rank = |x: &str| {
-        super::tenants::TIERS
-            .iter()
-            .position(|t| *t == x)
-            .unwrap_or(0)
-    };
-    if rank(&tier) < rank(TIER) {
-        return Err(ApiError::TierRequired {
-            required: TIER.into(),
-            message: format!("custom models need the {TIER} tier (this tenant is {tier})"),
-        });
-    }
-    Ok(())
+    super::tenants::require_tier(auth.tenant()?, TIER, "a custom model")
 }
 
 async fn model_of(auth: &Authorized, name: &str) -> Result<ModelRow, ApiError> {
@@ -133,7 +106,7 @@ pub async fn register(
     Body(body): Body<RegisterModel>,
 ) -> Result<HttpResponse, ApiError> {
     tier_gate(&auth)?;
-    valid_name("name", &body.name)?;
+    super::valid_id("name", &body.name)?;
     if body.description.chars().count() > 500 || body.description.contains('\0') {
         return Err(ApiError::BadRequest(
             "description: at most 500 characters, no NUL".into(),
@@ -268,7 +241,7 @@ pub async fn move_alias(
     Body(body): Body<MoveAlias>,
 ) -> Result<HttpResponse, ApiError> {
     tier_gate(&auth)?;
-    valid_name("alias", &path.2)?;
+    super::valid_id("alias", &path.2)?;
     let m = model_of(&auth, &path.1).await?;
     let store = &auth.state.security.store;
     if store

@@ -64,19 +64,7 @@ pub async fn optimise(
     Body(req): Body<OptimiseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
-    let tier = t.tier();
-    let rank = |x: &str| {
-        super::tenants::TIERS
-            .iter()
-            .position(|t| *t == x)
-            .unwrap_or(0)
-    };
-    if rank(&tier) < rank(TIER) {
-        return Err(ApiError::TierRequired {
-            required: TIER.into(),
-            message: format!("strategy optimisation needs the {TIER} tier (this tenant is {tier})"),
-        });
-    }
+    super::tenants::require_tier(&t, TIER, "strategy optimisation")?;
     if !t.symbols.contains(&req.symbol) {
         return Err(ApiError::BadRequest(format!(
             "symbol: `{}` is not one of the tenant's symbols",

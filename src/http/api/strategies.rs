@@ -42,17 +42,7 @@ fn child_name(id: &str) -> String {
 }
 
 fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, ApiError> {
-    if s.id.is_empty()
-        || s.id.len() > 64
-        || !s
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::BadRequest(
-            "id: must be 1 to 64 letters, digits, - or _".into(),
-        ));
-    }
+    super::valid_id("id", &s.id)?;
     if !t.symbols.contains(&s.symbol) {
         return Err(ApiError::BadRequest(format!(
             "symbol: `{}` is not one of the tenant's symbols",

@@ -78,6 +78,19 @@ pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
 }
 
 /// The 403 of a quota: names the tier that would allow more.
+/// Refuses (403 naming the tier) what needs tier `required` or higher when the tenant's is lower.
+pub fn require_tier(t: &TenantContext, required: &str, what: &str) -> Result<(), ApiError> {
+    let tier = t.tier();
+    let rank = |x: &str| TIERS.iter().position(|t| *t == x).unwrap_or(0);
+    if rank(&tier) < rank(required) {
+        return Err(ApiError::TierRequired {
+            required: required.into(),
+            message: format!("{what} needs the {required} tier (this tenant is {tier})"),
+        });
+    }
+    Ok(())
+}
+
 pub fn quota_exceeded(limits: &TierLimits, tier: &str, what: &str, quota: u32) -> ApiError {
     let next = TIERS.iter().find(|t| limits.per_minute(t) > quota).copied();
     match next {
@@ -120,16 +133,7 @@ pub async fn create(
     Body(body): Body<CreateTenant>,
 ) -> Result<HttpResponse, ApiError> {
     let id = body.id.trim().to_owned();
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::BadRequest(
-            "id: must be 1 to 64 letters, digits, - or _".into(),
-        ));
-    }
+    super::valid_id("id", &id)?;
     if id == crate::security::service::PLATFORM {
         return Err(ApiError::BadRequest("id: `platform` is reserved".into()));
     }
