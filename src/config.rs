@@ -133,6 +133,11 @@ pub struct BootstrapSettings {
 pub struct QuotaSettings {
     pub strategies: crate::security::rate_limit::TierLimits,
     pub mt5_accounts: crate::security::rate_limit::TierLimits,
+    /// Model deployments a tenant may run.
+    pub model_deployments: crate::security::rate_limit::TierLimits,
+    /// Predictions a tenant's models may make per minute, all deployments and versions together; beyond
+    /// it a prediction is skipped and counted (`over_quota`).
+    pub predictions: crate::security::rate_limit::TierLimits,
 }
 
 /// The model registry's limits.
@@ -200,6 +205,10 @@ pub struct TenantSettings {
 #[serde(deny_unknown_fields)]
 pub struct ModelDeploymentSettings {
     pub id: String,
+    /// The registry model its versions come from (deployments made through the API); `None` for versions
+    /// given as files in configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub symbol: String,
     pub timeframe: String,
     pub traffic: Vec<ModelVersionSettings>,
@@ -214,14 +223,65 @@ fn default_model_budget_us() -> u64 {
     5_000
 }
 
-/// A model version: its ONNX file and manifest (JSON), and its share of the traffic.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+/// A model version and its share of the traffic: either an ONNX file and its manifest (JSON) on disk
+/// (`file` and `manifest`), or a version of the deployment's registry model, named by its sha256
+/// (`version`) or by an alias it follows when the alias moves (`alias`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelVersionSettings {
-    pub file: String,
-    pub manifest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: f64,
+}
+
+impl ModelVersionSettings {
+    /// A version given as a file and its manifest.
+    pub fn file(file: impl Into<String>, manifest: impl Into<String>, weight: f64) -> Self {
+        Self {
+            file: Some(file.into()),
+            manifest: Some(manifest.into()),
+            weight,
+            ..Self::default()
+        }
+    }
+
+    /// Where the version comes from, checked: exactly one of a file (with its manifest), a registry
+    /// version or a registry alias.
+    pub fn source(&self) -> Result<VersionSource<'_>, String> {
+        match (&self.file, &self.manifest, &self.version, &self.alias) {
+            (Some(f), Some(m), None, None) => Ok(VersionSource::File {
+                file: f,
+                manifest: m,
+            }),
+            (None, None, Some(v), None) => Ok(VersionSource::Registry(VersionRef::Version(v))),
+            (None, None, None, Some(a)) => Ok(VersionSource::Registry(VersionRef::Alias(a))),
+            _ => Err(
+                "a version is `file` with `manifest`, or a registry `version`, or an `alias`: exactly one"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Where a deployed version comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSource<'a> {
+    File { file: &'a str, manifest: &'a str },
+    Registry(VersionRef<'a>),
+}
+
+/// A registry version by its sha256, or by the alias pointing at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VersionRef<'a> {
+    Version(&'a str),
+    Alias(&'a str),
 }
 
 fn default_weight() -> f64 {

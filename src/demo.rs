@@ -100,14 +100,15 @@ pub fn demo_model(dir: &std::path::Path) -> anyhow::Result<ModelDeploymentSettin
         .with_context(|| format!("writing {}", manifest.display()))?;
     Ok(ModelDeploymentSettings {
         id: "momentum-eurusd".into(),
+        model: None,
         symbol: "EURUSD".into(),
         timeframe: "M1".into(),
         traffic: Vec::new(),
-        shadow: vec![ModelVersionSettings {
-            file: file.display().to_string(),
-            manifest: manifest.display().to_string(),
-            weight: 1.0,
-        }],
+        shadow: vec![ModelVersionSettings::file(
+            file.display().to_string(),
+            manifest.display().to_string(),
+            1.0,
+        )],
         budget_us: 5_000,
     })
 }

@@ -56,6 +56,11 @@ impl Application {
             security.set_hot_log(hot.clone());
         }
         connect_audit(&runtime, &security);
+        runtime
+            .model_files
+            .connect(Arc::new(crate::security::service::RegistryFiles(
+                security.clone(),
+            )));
         start_tenants(&settings, &runtime, &security).await?;
         if let Some((email, password)) = security
             .bootstrap(&settings)

@@ -2,8 +2,9 @@
 //! that trade them, the latest quote per symbol, and batched persistence of ticks and bars.
 //!
 //! `MarketData` owns the tenant's strategy routes (which strategy trades which symbol and timeframe: the admin
-//! API changes them with `SetRoute`/`DropRoute`) and the latest quote per symbol; it publishes both for the
-//! others to read (see `tenant`'s "Who owns what").
+//! API changes them with `SetRoute`/`DropRoute`), its model deployments (`SetDeployment`/`DropDeployment`;
+//! closed bars go to the deployments of their symbol and timeframe) and the latest quote per symbol; it
+//! publishes them for the others to read (see `tenant`'s "Who owns what").
 //!
 //! Bars close on tick time (see `domain::bars`), so a replay gives the same bars as the live feed. The last
 //! bars of each symbol and timeframe stay in memory so a restarted strategy can rebuild its indicators.
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::{BarClosed, DropRoute, GetRecentBars, SetRoute, TickReceived};
+use super::messages::{
+    BarClosed, DropDeployment, DropRoute, GetRecentBars, SetDeployment, SetRoute, TickReceived,
+};
 use super::published::Publisher;
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::{Quote, StrategyRoute, TenantContext};
@@ -35,9 +38,14 @@ const MAX_PENDING_TICKS: usize = 1_000_000;
 /// The strategy routes by strategy id.
 pub type Routes = std::collections::BTreeMap<String, StrategyRoute>;
 
+/// The model deployments by id.
+pub type Deployments =
+    std::collections::BTreeMap<String, Arc<crate::models::deployment::Deployment>>;
+
 pub struct MarketData {
     tenant: Arc<TenantContext>,
     routes: Publisher<Routes>,
+    deployments: Publisher<Deployments>,
     quotes: Publisher<HashMap<Symbol, Quote>>,
     builder: BarBuilder,
     recent: HashMap<(Symbol, Timeframe), VecDeque<Bar>>,
@@ -54,12 +62,14 @@ impl MarketData {
     pub fn new(
         tenant: Arc<TenantContext>,
         routes: Publisher<Routes>,
+        deployments: Publisher<Deployments>,
         quotes: Publisher<HashMap<Symbol, Quote>>,
         notifier: ExitNotifier,
     ) -> Self {
         Self {
             tenant,
             routes,
+            deployments,
             quotes,
             builder: BarBuilder::all(),
             recent: HashMap::new(),
@@ -90,11 +100,12 @@ impl MarketData {
 
     /// Closed bars to the model deployments of their symbol and timeframe, after the strategies had them.
     fn fan_out_models(&self, bar: &Bar) {
-        if self.tenant.deployments.is_empty() {
+        let deployments = self.deployments.current();
+        if deployments.is_empty() {
             return;
         }
         let hosts = self.tenant.model_hosts.read();
-        for d in self.tenant.deployments.values() {
+        for d in deployments.values() {
             if d.symbol == bar.symbol && d.timeframe == bar.timeframe {
                 if let Some(host) = hosts.get(&d.id) {
                     host.do_send(BarClosed(bar.clone()));
@@ -264,6 +275,29 @@ impl Handler<DropRoute> for MarketData {
         tracing::info!(tenant = %self.tenant.id, strategy = %id, "strategy route removed");
         self.routes.modify(|routes| {
             routes.remove(&id);
+        });
+    }
+}
+
+impl Handler<SetDeployment> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, SetDeployment(d): SetDeployment, _ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.tenant.id, deployment = %d.id, symbol = %d.symbol,
+            timeframe = ?d.timeframe, "model deployment set");
+        self.deployments.modify(|all| {
+            all.insert(d.id.clone(), d);
+        });
+    }
+}
+
+impl Handler<DropDeployment> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, DropDeployment(id): DropDeployment, _ctx: &mut Self::Context) {
+        tracing::info!(tenant = %self.tenant.id, deployment = %id, "model deployment removed");
+        self.deployments.modify(|all| {
+            all.remove(&id);
         });
     }
 }

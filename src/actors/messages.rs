@@ -352,6 +352,23 @@ pub struct SetRoute(pub super::tenant::StrategyRoute);
 #[rtype(result = "()")]
 pub struct DropRoute(pub String);
 
+/// Adds or replaces a model deployment (admin API → `MarketData`, which owns the deployments and routes
+/// bars to them).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetDeployment(pub std::sync::Arc<crate::models::deployment::Deployment>);
+
+/// Removes a model deployment (admin API → `MarketData`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct DropDeployment(pub String);
+
+/// A deployment's versions or weights changed (admin API → its `ModelHost`): the host serves the
+/// deployment as now published, keeping the features and monitoring of the versions it still serves.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Redeploy;
+
 /// A model deployment's prediction, to the strategies that trade it.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -380,6 +397,8 @@ pub struct ModelVersionState {
     pub not_finite: u64,
     pub failed: u64,
     pub over_budget: u64,
+    /// Runs skipped because the tenant's predictions for the minute were spent (`[quotas] predictions`).
+    pub over_quota: u64,
     pub rolled_back: bool,
     pub monitoring: ModelMonitoring,
 }

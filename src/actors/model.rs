@@ -23,6 +23,14 @@
 //! (every 500 ms or 500 predictions, and on shutdown); while the store is away they wait, up to 100 000,
 //! beyond which the oldest are shed and counted.
 //!
+//! Every run takes one unit of the tenant's predictions-per-minute quota (its tier's `[quotas] predictions`);
+//! with the minute's quota spent, runs are skipped and counted (`over_quota`) until the next minute.
+//!
+//! The deployment itself (versions, weights, budget) is owned by `MarketData`. When the admin API changes it
+//! (weights, versions, an alias it follows moved) the host gets `Redeploy` and serves the deployment as now
+//! published: versions it still serves keep their warm features, counts and monitoring; an operator's new
+//! weight replaces an automatic rollback. A restarted host also reads the published deployment.
+//!
 //! The tick → order path never waits on a model: bars reach strategies before the model hears of them, and a
 //! strategy acts on a prediction whenever it comes.
 
@@ -34,7 +42,7 @@ use actix::prelude::*;
 
 use super::messages::{
     BarClosed, FeatureDrift, GetModelState, GetRecentBars, ModelMonitoring, ModelState,
-    ModelVersionState, PredictionMade,
+    ModelVersionState, PredictionMade, Redeploy,
 };
 use super::strategy::WARM_UP_BARS;
 use super::supervisor::{contain, ExitNotifier, Shutdown};
@@ -232,6 +240,7 @@ enum Outcome {
     NotFinite,
     Failed(String),
     OverBudget(u64),
+    OverQuota(u32),
     NotWarm,
 }
 
@@ -290,6 +299,15 @@ impl ModelHost {
         let start = Instant::now();
         if !run.features.write(&mut run.row) {
             return Outcome::NotWarm;
+        }
+        let quota = {
+            let limits = self.tenant.limits.read();
+            self.tenant
+                .prediction_quota
+                .take(&limits.tier, crate::domain::now_ms())
+        };
+        if let Err(quota) = quota {
+            return Outcome::OverQuota(quota);
         }
         let value = match run.inference.run(&run.row) {
             Ok(out) => run.monitor.output.value(out),
@@ -359,6 +377,15 @@ impl ModelHost {
             Outcome::OverBudget(us) => {
                 run.state.over_budget += 1;
                 ("over_budget", Some(*us as f64 / 1e6), true)
+            }
+            Outcome::OverQuota(quota) => {
+                run.state.over_quota += 1;
+                if run.state.over_quota == 1 || run.state.over_quota % 1_000 == 0 {
+                    tracing::warn!(tenant = %tenant, deployment = %deployment, quota = *quota,
+                        skipped = run.state.over_quota, "predictions over the tier's quota per minute: skipped");
+                }
+                metrics.prediction(&tenant, &deployment, &short, "over_quota", None);
+                return;
             }
         };
         metrics.prediction(&tenant, &deployment, &short, label, seconds);
@@ -510,6 +537,38 @@ impl ModelHost {
         }
     }
 
+    /// Rebuilds the features of the runs `only` (all when `None`) from the bars `MarketData` keeps, up to
+    /// the last bar this host saw; no bar is handled meanwhile (`ctx.wait`).
+    fn warm_up(&mut self, ctx: &mut Context<Self>, only: Option<Vec<usize>>) {
+        let Some(md) = self.tenant.market_data.get() else {
+            return;
+        };
+        let query = GetRecentBars {
+            symbol: self.deployment.symbol.clone(),
+            timeframe: self.deployment.timeframe,
+            limit: WARM_UP_BARS,
+        };
+        ctx.wait(md.send(query).into_actor(self).map(move |res, act, _ctx| {
+            let bars = res.unwrap_or_default();
+            let seen = act.last_bar_ms;
+            for bar in &bars {
+                if only.is_some() && bar.open_time_ms > seen {
+                    break;
+                }
+                for (i, run) in act.runs.iter_mut().enumerate() {
+                    if only.as_ref().is_none_or(|o| o.contains(&i)) {
+                        run.features.on_bar(bar);
+                    }
+                }
+            }
+            if only.is_none() {
+                if let Some(last) = bars.last() {
+                    act.last_bar_ms = last.open_time_ms;
+                }
+            }
+        }));
+    }
+
     fn fail(&mut self, why: String, ctx: &mut Context<Self>) {
         tracing::warn!(tenant = %self.tenant.id, deployment = %self.deployment.id, reason = %why, "model failed");
         self.notifier.fail(why);
@@ -523,25 +582,7 @@ impl Actor for ModelHost {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4_096);
         ctx.run_interval(STORE_EVERY, |act, ctx| act.store(ctx));
-        let Some(md) = self.tenant.market_data.get() else {
-            return;
-        };
-        let query = GetRecentBars {
-            symbol: self.deployment.symbol.clone(),
-            timeframe: self.deployment.timeframe,
-            limit: WARM_UP_BARS,
-        };
-        ctx.wait(md.send(query).into_actor(self).map(|res, act, _ctx| {
-            let bars = res.unwrap_or_default();
-            for bar in &bars {
-                for run in &mut act.runs {
-                    run.features.on_bar(bar);
-                }
-            }
-            if let Some(last) = bars.last() {
-                act.last_bar_ms = last.open_time_ms;
-            }
-        }));
+        self.warm_up(ctx, None);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -570,6 +611,67 @@ impl Handler<BarClosed> for ModelHost {
         }
         if self.unstored.len() >= STORE_AT {
             self.store(ctx);
+        }
+    }
+}
+
+impl Handler<Redeploy> for ModelHost {
+    type Result = ();
+
+    fn handle(&mut self, _: Redeploy, ctx: &mut Self::Context) {
+        let Some(next) = self
+            .tenant
+            .deployments
+            .read()
+            .get(&self.deployment.id)
+            .cloned()
+        else {
+            return;
+        };
+        if Arc::ptr_eq(&next, &self.deployment) {
+            return;
+        }
+        let mut old: Vec<Option<VersionRun>> = std::mem::take(&mut self.runs)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut runs = Vec::with_capacity(next.traffic.len() + next.shadow.len());
+        let mut fresh = Vec::new();
+        let wanted = next
+            .traffic
+            .iter()
+            .map(|v| (v, false))
+            .chain(next.shadow.iter().map(|v| (v, true)));
+        for (v, shadow) in wanted {
+            let kept = old.iter_mut().find_map(|slot| {
+                slot.take_if(|r| r.shadow == shadow && r.state.version == v.version)
+            });
+            let run = match kept {
+                Some(mut run) => {
+                    let weight = if shadow { 0.0 } else { v.weight };
+                    run.weight = weight;
+                    run.state.weight = weight;
+                    run.state.rolled_back = false;
+                    run.breaches.clear();
+                    run
+                }
+                None => match VersionRun::new(v, shadow) {
+                    Ok(run) => {
+                        // Warmed below from the bars the kept versions saw.
+                        fresh.push(runs.len());
+                        run
+                    }
+                    Err(why) => return self.fail(why, ctx),
+                },
+            };
+            runs.push(run);
+        }
+        self.runs = runs;
+        self.deployment = next;
+        tracing::info!(tenant = %self.tenant.id, deployment = %self.deployment.id,
+            versions = self.runs.len(), "model deployment changed live");
+        if !fresh.is_empty() {
+            self.warm_up(ctx, Some(fresh));
         }
     }
 }

@@ -29,7 +29,9 @@
 //! | tier and risk limits | `Risk` | admin API sends `SetRiskLimits`/`SetTier`; rate limits and quotas read the snapshot |
 //! | sessions by login | the tenant supervisor (session factories run in it) | portfolio, risk, API read the snapshot |
 //! | strategy hosts by id | the `strategies` supervisor (strategy factories run in it) | market data and portfolio read the snapshot |
+//! | model deployments (versions, weights, budget) | `MarketData`, which routes bars by them | admin API sends `SetDeployment`/`DropDeployment`, then `Redeploy` to the host; hosts and listings read the snapshot |
 //! | model hosts by deployment | the `strategies` supervisor (model factories run in it) | market data reads the snapshot |
+//! | predictions made this minute (the tier's quota) | [`PredictionQuota`], a counter the model hosts share | hosts take from it |
 //! | a deployment's features, recent predictions, version counts and rollbacks | its `ModelHost` | `GetModelState`, events |
 //! | failure of the tenant | the root supervisor (its hook) | API reads the snapshot |
 //! | orders, fills, positions, P&L | `Portfolio` | `GetPortfolio`, events |
@@ -47,7 +49,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use rust_decimal::Decimal;
 
-use super::market_data::MarketData;
+use super::market_data::{Deployments, MarketData};
 use super::model::ModelHost;
 use super::mt5_session::Mt5Session;
 use super::portfolio::Portfolio;
@@ -63,6 +65,7 @@ use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
 use crate::models::deployment::Deployment;
+use crate::models::registry::Resolved;
 use crate::storage::cache::RedisCache;
 use crate::storage::{RelationalStore, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
@@ -168,8 +171,11 @@ pub struct TenantContext {
     /// run there). A stopped strategy's address stays until it starts again, disconnected.
     pub strategy_hosts: Published<HashMap<String, Addr<StrategyHost>>>,
     hosts_owner: Publisher<HashMap<String, Addr<StrategyHost>>>,
-    /// The model deployments, loaded and validated when the tenant starts (immutable).
-    pub deployments: BTreeMap<String, Arc<Deployment>>,
+    /// The model deployments by id (their versions loaded and validated), owned by `MarketData`.
+    pub deployments: Published<Deployments>,
+    deployments_owner: Publisher<Deployments>,
+    /// Predictions made this minute against the tier's quota.
+    pub prediction_quota: PredictionQuota,
     /// The running model hosts by deployment id, published by the `strategies` supervisor.
     pub model_hosts: Published<HashMap<String, Addr<ModelHost>>>,
     model_hosts_owner: Publisher<HashMap<String, Addr<ModelHost>>>,
@@ -191,6 +197,43 @@ pub struct TenantDeps {
     pub bus: super::bus::EventBus,
     pub supervision: SupervisorConfig,
     pub audit: AuditSink,
+    /// Predictions per minute by tier.
+    pub prediction_limits: crate::security::rate_limit::TierLimits,
+}
+
+/// A tenant's predictions per minute against its tier's quota, all deployments and versions together.
+///
+/// The one piece of tenant state several actors write: each model host takes one unit per prediction.
+/// Like the API's rate limiter it is a limiter, not data, so it is a counter behind a mutex (held for an
+/// addition) rather than an actor the hot path would have to message.
+pub struct PredictionQuota {
+    limits: crate::security::rate_limit::TierLimits,
+    window: std::sync::Mutex<(i64, u32)>,
+}
+
+impl PredictionQuota {
+    pub fn new(limits: crate::security::rate_limit::TierLimits) -> Self {
+        Self {
+            limits,
+            window: std::sync::Mutex::new((i64::MIN, 0)),
+        }
+    }
+
+    /// Takes one prediction from the quota of `tier` in the minute of `now_ms`: `Err(quota)` when the
+    /// minute's quota is spent.
+    pub fn take(&self, tier: &str, now_ms: i64) -> Result<(), u32> {
+        let quota = self.limits.per_minute(tier);
+        let minute = now_ms.div_euclid(60_000);
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0 != minute {
+            *w = (minute, 0);
+        }
+        if w.1 >= quota {
+            return Err(quota);
+        }
+        w.1 += 1;
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,8 +249,13 @@ pub enum TenantError {
 }
 
 impl TenantContext {
-    /// Validates the settings (every strategy is built once to check its parameters).
-    pub fn new(settings: TenantSettings, deps: TenantDeps) -> Result<Arc<Self>, TenantError> {
+    /// Validates the settings (every strategy is built once to check its parameters; every model version
+    /// loaded, registry versions from `resolved`).
+    pub fn new(
+        settings: TenantSettings,
+        deps: TenantDeps,
+        resolved: &Resolved,
+    ) -> Result<Arc<Self>, TenantError> {
         let invalid = |message: String| TenantError::Invalid {
             tenant: settings.id.clone(),
             message,
@@ -220,7 +268,7 @@ impl TenantContext {
                     m.id, m.symbol
                 )));
             }
-            let d = Deployment::load(m).map_err(invalid)?;
+            let d = Deployment::load(m, resolved).map_err(invalid)?;
             if deployments.insert(m.id.clone(), Arc::new(d)).is_some() {
                 return Err(invalid(format!("model deployment `{}` twice", m.id)));
             }
@@ -246,6 +294,7 @@ impl TenantContext {
         let (hosts_owner, strategy_hosts) = publish(HashMap::new());
         let (quotes_owner, quotes) = publish(HashMap::new());
         let (model_hosts_owner, model_hosts) = publish(HashMap::new());
+        let (deployments_owner, deployments) = publish(deployments);
         Ok(Arc::new(Self {
             id: TenantId(settings.id.clone()),
             symbols: settings.symbols.iter().cloned().collect(),
@@ -279,6 +328,8 @@ impl TenantContext {
             strategy_hosts,
             hosts_owner,
             deployments,
+            deployments_owner,
+            prediction_quota: PredictionQuota::new(deps.prediction_limits),
             model_hosts,
             model_hosts_owner,
             quotes,
@@ -338,13 +389,14 @@ impl TenantContext {
         .on_disabled(hook)
     }
 
-    /// The supervisor child that hosts one model deployment. Disabled for failing too often, it is audited
-    /// and announced; the strategies that trade its predictions keep their positions and get no more.
-    pub fn model_spec(self: &Arc<Self>, deployment: Arc<Deployment>) -> ChildSpec {
+    /// The supervisor child that hosts model deployment `id` (as `MarketData` publishes it when the child
+    /// starts or restarts). Disabled for failing too often, it is audited and announced; the strategies
+    /// that trade its predictions keep their positions and get no more.
+    pub fn model_spec(self: &Arc<Self>, id: &str) -> ChildSpec {
         let t = self.clone();
         let hook = {
             let t = self.clone();
-            let id = deployment.id.clone();
+            let id = id.to_owned();
             move |reason: &str| {
                 tracing::error!(tenant = %t.id, deployment = %id, %reason, "model deployment disabled");
                 let detail =
@@ -353,13 +405,20 @@ impl TenantContext {
                 t.publish("model", detail);
             }
         };
+        let id = id.to_owned();
         ChildSpec::new(
-            format!("model:{}", deployment.id),
+            format!("model:{id}"),
             RestartPolicy::Permanent,
             move |cx: ChildContext| {
-                let host = ModelHost::new(t.clone(), deployment.clone(), cx.notifier)?;
+                let deployment = t
+                    .deployments
+                    .read()
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| format!("model deployment `{id}` is no longer deployed"))?;
+                let host = ModelHost::new(t.clone(), deployment, cx.notifier)?;
                 let addr = host.start();
-                let id = deployment.id.clone();
+                let id = id.clone();
                 t.model_hosts_owner.modify(|hosts| {
                     hosts.insert(id, addr.clone());
                 });
@@ -430,6 +489,12 @@ impl TenantContext {
             .values()
             .map(|r| r.settings.clone())
             .collect();
+        doc.models = self
+            .deployments
+            .read()
+            .values()
+            .map(|d| d.settings.clone())
+            .collect();
         doc
     }
 
@@ -472,6 +537,7 @@ impl TenantContext {
                         let addr = MarketData::new(
                             t.clone(),
                             t.routes.clone(),
+                            t.deployments_owner.clone(),
                             t.quotes_owner.clone(),
                             cx.notifier,
                         )
@@ -509,14 +575,11 @@ impl TenantContext {
             .filter(|r| r.settings.enabled)
             .cloned()
             .collect();
+        let deployments: Vec<String> = self.deployments.read().keys().cloned().collect();
         let strategies: Vec<ChildSpec> = routes
             .into_iter()
             .map(|route| self.strategy_spec(route))
-            .chain(
-                self.deployments
-                    .values()
-                    .map(|d| self.model_spec(d.clone())),
-            )
+            .chain(deployments.iter().map(|id| self.model_spec(id)))
             .collect();
         let t = self.clone();
         children.push(

@@ -56,6 +56,9 @@ pub struct Runtime {
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
     /// Where tenants' actors send audit events (connected to the security service at start-up).
     pub audit: super::tenant::AuditSink,
+    /// Where registry model versions come from (connected to the security service at start-up).
+    pub model_files: crate::models::registry::ModelFilesSlot,
+    prediction_limits: crate::security::rate_limit::TierLimits,
     api_keys: Arc<DashMap<String, TenantId>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     mt5: Mt5Settings,
@@ -172,6 +175,8 @@ impl Runtime {
             strategies: StrategyRegistry::default(),
             tenants: Arc::new(DashMap::new()),
             audit: super::tenant::AuditSink::default(),
+            model_files: Default::default(),
+            prediction_limits: settings.quotas.predictions.clone(),
             api_keys: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
             mt5: settings.mt5.clone(),
@@ -188,6 +193,14 @@ impl Runtime {
             return Err(TenantError::Duplicate(id.0));
         }
         let keys = settings.api_keys.clone();
+        let resolved = self
+            .model_files
+            .resolve(&settings.id, &settings.models)
+            .await
+            .map_err(|e| TenantError::Invalid {
+                tenant: settings.id.clone(),
+                message: e.to_string(),
+            })?;
         let tenant = TenantContext::new(
             settings,
             TenantDeps {
@@ -200,7 +213,9 @@ impl Runtime {
                 bus: self.bus.clone(),
                 supervision: self.supervision,
                 audit: self.audit.clone(),
+                prediction_limits: self.prediction_limits.clone(),
             },
+            &resolved,
         )?;
         if let Some(hot) = &self.hot_log {
             hot.follow(&self.bus, &tenant.id.0);

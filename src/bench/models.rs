@@ -449,6 +449,7 @@ const LOWER: f64 = -1.5;
 fn deployment(id: &str, symbol: &str, version: ModelVersionSettings) -> ModelDeploymentSettings {
     ModelDeploymentSettings {
         id: id.into(),
+        model: None,
         symbol: symbol.into(),
         timeframe: "M1".into(),
         traffic: vec![version],
@@ -469,11 +470,11 @@ fn write_version(
     let man = dir.join(format!("{name}.json"));
     std::fs::write(&file, bytes)?;
     std::fs::write(&man, manifest.to_string())?;
-    Ok(ModelVersionSettings {
-        file: file.display().to_string(),
-        manifest: man.display().to_string(),
-        weight: 1.0,
-    })
+    Ok(ModelVersionSettings::file(
+        file.display().to_string(),
+        man.display().to_string(),
+        1.0,
+    ))
 }
 
 /// `model_signal`'s band for a prediction: 1 long, −1 short, 0 flat.

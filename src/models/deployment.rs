@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use super::features::FeatureSet;
 use super::manifest::Manifest;
 use super::onnx::OnnxModel;
-use crate::config::{ModelDeploymentSettings, ModelVersionSettings};
+use super::registry::{OwnedRef, Resolved};
+use crate::config::{ModelDeploymentSettings, ModelVersionSettings, VersionSource};
 use crate::domain::{Symbol, Timeframe};
 
 /// Largest model file accepted, in bytes.
@@ -27,6 +28,8 @@ pub struct LoadedVersion {
     pub features: FeatureSet,
     pub model: Arc<OnnxModel>,
     pub weight: f64,
+    /// The registry alias this version was resolved from, which the deployment follows when it moves.
+    pub alias: Option<String>,
 }
 
 impl LoadedVersion {
@@ -53,16 +56,42 @@ impl LoadedVersion {
             features,
             model,
             weight,
+            alias: None,
         })
     }
 
-    fn load(s: &ModelVersionSettings) -> Result<Self, String> {
-        let bytes = std::fs::read(&s.file).map_err(|e| format!("{}: {e}", s.file))?;
-        let text =
-            std::fs::read_to_string(&s.manifest).map_err(|e| format!("{}: {e}", s.manifest))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", s.manifest))?;
-        Self::from_bytes(&bytes, manifest, s.weight).map_err(|e| format!("{}: {e}", s.file))
+    /// Loads a version from its file (configuration) or from the registry versions resolved for it.
+    fn load(
+        s: &ModelVersionSettings,
+        model: Option<&str>,
+        resolved: &Resolved,
+    ) -> Result<Self, String> {
+        match s.source()? {
+            VersionSource::File { file, manifest } => {
+                let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+                let text =
+                    std::fs::read_to_string(manifest).map_err(|e| format!("{manifest}: {e}"))?;
+                let manifest: Manifest =
+                    serde_json::from_str(&text).map_err(|e| format!("{manifest}: {e}"))?;
+                Self::from_bytes(&bytes, manifest, s.weight).map_err(|e| format!("{file}: {e}"))
+            }
+            VersionSource::Registry(r) => {
+                let model = model.ok_or("registry versions need the deployment's `model`")?;
+                let reference = OwnedRef::from(r);
+                let found = resolved
+                    .get(&(model.to_owned(), reference.clone()))
+                    .ok_or_else(|| format!("model `{model}`: {reference} was not resolved"))?;
+                let mut v = Self::from_bytes(&found.bytes, found.manifest.clone(), s.weight)
+                    .map_err(|e| format!("model `{model}` {reference}: {e}"))?;
+                if v.version != found.version {
+                    return Err(format!(
+                        "model `{model}` {reference}: the stored file's sha256 is not its version"
+                    ));
+                }
+                v.alias = s.alias.clone();
+                Ok(v)
+            }
+        }
     }
 
     /// The short form used in logs and metrics.
@@ -79,6 +108,8 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Debug)]
 pub struct Deployment {
     pub id: String,
+    /// What it was made from (stored in the tenant's document as is: an alias stays an alias).
+    pub settings: ModelDeploymentSettings,
     pub symbol: Symbol,
     pub timeframe: Timeframe,
     pub traffic: Vec<LoadedVersion>,
@@ -87,8 +118,9 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Loads and validates every version; the error names the deployment and the file.
-    pub fn load(s: &ModelDeploymentSettings) -> Result<Self, String> {
+    /// Loads and validates every version (registry versions from `resolved`); the error names the
+    /// deployment and the file or version.
+    pub fn load(s: &ModelDeploymentSettings, resolved: &Resolved) -> Result<Self, String> {
         let named = |e: String| format!("model deployment `{}`: {e}", s.id);
         let timeframe = Timeframe::parse(&s.timeframe)
             .ok_or_else(|| named(format!("unknown timeframe `{}`", s.timeframe)))?;
@@ -100,7 +132,7 @@ impl Deployment {
         let traffic = s
             .traffic
             .iter()
-            .map(LoadedVersion::load)
+            .map(|v| LoadedVersion::load(v, s.model.as_deref(), resolved))
             .collect::<Result<Vec<_>, _>>()
             .map_err(named)?;
         if !traffic.is_empty() && traffic.iter().all(|v| v.weight == 0.0) {
@@ -109,11 +141,18 @@ impl Deployment {
         let shadow = s
             .shadow
             .iter()
-            .map(LoadedVersion::load)
+            .map(|v| LoadedVersion::load(v, s.model.as_deref(), resolved))
             .collect::<Result<Vec<_>, _>>()
             .map_err(named)?;
+        for list in [&traffic, &shadow] {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(v) = list.iter().find(|v| !seen.insert(&v.version)) {
+                return Err(named(format!("version `{}` is listed twice", v.version)));
+            }
+        }
         Ok(Self {
             id: s.id.clone(),
+            settings: s.clone(),
             symbol: Symbol(s.symbol.clone()),
             timeframe,
             traffic,

@@ -7,6 +7,7 @@ pub mod driven;
 pub mod features;
 pub mod manifest;
 pub mod onnx;
+pub mod registry;
 
 use serde::Serialize;
 

@@ -970,6 +970,53 @@ impl Security {
             .decrypt(Self::model_field(&row.tenant_id, &id), &blob)?)
     }
 
+    /// A registry version of `tenant`'s model `name`, by sha256 or by the alias pointing at it now:
+    /// manifest and decrypted file (`None` when the model, version or alias does not exist).
+    pub async fn registry_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        reference: &crate::models::registry::OwnedRef,
+    ) -> Result<Option<crate::models::registry::RegistryVersion>, StorageError> {
+        use crate::models::registry::{OwnedRef, RegistryVersion};
+        let version = match reference {
+            OwnedRef::Version(v) => v.clone(),
+            OwnedRef::Alias(a) => match self
+                .store
+                .aliases_of(tenant, name)
+                .await?
+                .into_iter()
+                .find(|row| row.to_ms.is_none() && &row.alias == a)
+            {
+                Some(row) => row.version,
+                None => return Ok(None),
+            },
+        };
+        let Some(row) = self
+            .store
+            .versions_of(tenant, name)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+        else {
+            return Ok(None);
+        };
+        let Some(file) = self.store.model_file(tenant, name, &version).await? else {
+            return Ok(None);
+        };
+        let manifest = serde_json::from_str(&row.manifest).map_err(|e| {
+            StorageError::Rejected(format!("stored manifest of `{name}` {version}: {e}"))
+        })?;
+        let bytes = self.decrypt_model_file(&file).map_err(|e| {
+            StorageError::Rejected(format!("stored file of `{name}` {version}: {e}"))
+        })?;
+        Ok(Some(RegistryVersion {
+            version,
+            manifest,
+            bytes: std::sync::Arc::new(bytes),
+        }))
+    }
+
     /// A stored ciphertext (base64) re-encrypted under the primary key, with that key's version; `None` when
     /// it is current already.
     fn rotated(
@@ -1236,4 +1283,22 @@ pub async fn rotate_data_keys(settings: &Settings) -> anyhow::Result<KeyRotation
         reencrypted,
         already_current,
     })
+}
+
+/// The registry's versions for the runtime (tenant starts, deployments).
+pub struct RegistryFiles(pub Arc<Security>);
+
+impl crate::models::registry::ModelFiles for RegistryFiles {
+    fn fetch(
+        &self,
+        tenant: String,
+        model: String,
+        reference: crate::models::registry::OwnedRef,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<Option<crate::models::registry::RegistryVersion>, StorageError>,
+    > {
+        let security = self.0.clone();
+        Box::pin(async move { security.registry_version(&tenant, &model, &reference).await })
+    }
 }

@@ -74,7 +74,7 @@ fn classify(status: u16) -> Option<Outcome> {
 }
 
 /// Real objects of a tenant for the path's `{user}`, `{key}`, `{strategy}`, `{login}`, `{model}`,
-/// `{version}` (`{alias}` is any name).
+/// `{version}`, `{deployment}` (`{alias}` is any name).
 struct Objects {
     user: String,
     key: String,
@@ -82,6 +82,29 @@ struct Objects {
     login: String,
     model: String,
     version: String,
+    deployment: String,
+    /// The version deployments are made of (never deleted by a case).
+    deployed: String,
+}
+
+/// A new deployment of the tenant's model `m`, serving `version`.
+async fn fresh_deployment(
+    app: &TestApp,
+    admin: &str,
+    tenant: &str,
+    version: &str,
+    n: usize,
+) -> String {
+    let id = format!("d{n}");
+    app.expect(
+        201,
+        "POST",
+        &format!("/api/v1/tenants/{tenant}/models/m/deployments"),
+        Some(admin),
+        Some(&json!({"id": id, "symbol": "EURUSD", "timeframe": "M1", "traffic": [{"version": version}]})),
+    )
+    .await;
+    id
 }
 
 /// A new version of the tenant's model `m` (a linear model with bias `n`, so each is a new file).
@@ -138,6 +161,7 @@ fn fill(path: &str, tenant: &str, o: &Objects) -> String {
         .replace("{login}", &o.login)
         .replace("{model}", &o.model)
         .replace("{version}", &o.version)
+        .replace("{deployment}", &o.deployment)
         .replace("{alias}", "champion")
 }
 
@@ -183,6 +207,8 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
         )
         .await;
         let version = fresh_version(&app, &root, tenant, 0).await;
+        let deployed = fresh_version(&app, &root, tenant, 1_000).await;
+        let deployment = fresh_deployment(&app, &root, tenant, &deployed, 0).await;
         objects.insert(
             tenant,
             Objects {
@@ -192,6 +218,8 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 login,
                 model: "m".into(),
                 version,
+                deployment,
+                deployed,
             },
         );
     }
@@ -241,6 +269,11 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 if route.method == "DELETE" && route.path.contains("{version}") {
                     let v = fresh_version(&app, &root, tenant, n).await;
                     objects.get_mut(tenant).expect("objects").version = v;
+                }
+                if route.method == "DELETE" && route.path.contains("{deployment}") {
+                    let v = objects[tenant].deployed.clone();
+                    let d = fresh_deployment(&app, &root, tenant, &v, n).await;
+                    objects.get_mut(tenant).expect("objects").deployment = d;
                 }
                 if route.method == "DELETE" && route.path.contains("{login}") {
                     let l = fresh_account(&app, &root, tenant, n).await;

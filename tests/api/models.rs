@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rust_decimal::prelude::ToPrimitive;
-use serde_json::json;
+use serde_json::{json, Value};
 use trellis::actors::events::EventKind;
 use trellis::actors::messages::{GetModelState, GetRecentBars, ModelState};
 use trellis::actors::task::inject_fault;
@@ -26,11 +26,7 @@ fn version(
     let man = dir.path().join(format!("{name}.json"));
     std::fs::write(&file, bytes).expect("model file");
     std::fs::write(&man, manifest.to_string()).expect("manifest");
-    ModelVersionSettings {
-        file: file.display().to_string(),
-        manifest: man.display().to_string(),
-        weight: 1.0,
-    }
+    ModelVersionSettings::file(file.display().to_string(), man.display().to_string(), 1.0)
 }
 
 fn deployment(
@@ -42,6 +38,7 @@ fn deployment(
 ) -> ModelDeploymentSettings {
     ModelDeploymentSettings {
         id: id.into(),
+        model: None,
         symbol: symbol.into(),
         timeframe: "M1".into(),
         traffic,
@@ -84,7 +81,12 @@ async fn bars(app: &TestApp, tenant: &str, symbol: &str) -> Vec<Bar> {
 /// Two ticks a minute (so bars have a range), a zig-zag around 1.1000: minute `m`'s bar closes when minute
 /// `m + 1` begins.
 fn zigzag(sim: &trellis::sim::SimHandle, symbol: &str, minutes: i64) {
-    for m in 0..minutes {
+    zigzag_from(sim, symbol, 0, minutes)
+}
+
+/// [`zigzag`] from minute `from` on.
+fn zigzag_from(sim: &trellis::sim::SimHandle, symbol: &str, from: i64, minutes: i64) {
+    for m in from..from + minutes {
         let wave = [0, 6, 12, 9, 3, -4, -9, -2][(m % 8) as usize];
         let open = 1.1000 + wave as f64 * 0.0001;
         let later = open + if m % 3 == 0 { 0.0003 } else { -0.0002 };
@@ -748,63 +750,339 @@ async fn the_registry_validates_uploads_names_versions_by_content_keeps_alias_hi
     app.shutdown().await;
 }
 
-#[actix_rt::test]
-async fn a_version_a_deployment_serves_cannot_be_deleted() {
-    use crate::helpers::spawn_admin_app;
+/// Uploads `file` as a version of `tenant`'s model `model` (one feature, `return_1`); its sha256.
+async fn upload(app: &TestApp, admin: &str, tenant: &str, model: &str, file: &[u8]) -> String {
     use base64::Engine as _;
-
-    // Arrange: tenant `served` runs a deployment of a file; the same file is uploaded to its registry.
-    let (app, root) = spawn_admin_app(&[]).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let file = linear_model(&[1.0], 0.0);
     let manifest = json!({"features": ["return_1"], "output": {"kind": "expected_return"}});
-    let v = version(&dir, "served", file.clone(), manifest.clone());
-    let mut settings = tenant("served", "trk_served01_models-secret");
-    settings.tier = "professional".into();
-    settings.models = vec![deployment(
-        "live-eurusd",
-        "EURUSD",
-        vec![v],
-        vec![],
-        1_000_000,
-    )];
-    app.add_tenant(settings).await;
-    app.expect(
-        201,
-        "POST",
-        "/api/v1/tenants/served/models",
-        Some(&root),
-        Some(&json!({"name": "r1"})),
-    )
-    .await;
     let up = app
         .expect(
             201,
             "POST",
-            "/api/v1/tenants/served/models/r1/versions",
-            Some(&root),
-            Some(&json!({"manifest": manifest, "file_base64": base64::engine::general_purpose::STANDARD.encode(&file)})),
+            &format!("/api/v1/tenants/{tenant}/models/{model}/versions"),
+            Some(admin),
+            Some(&json!({"manifest": manifest, "file_base64": base64::engine::general_purpose::STANDARD.encode(file)})),
         )
         .await;
+    up["version"].as_str().expect("version").to_owned()
+}
 
-    // Act
-    let version = up["version"].as_str().expect("version");
-    let refused = app
+/// The actions of `tenant`'s audit entries named `action`, with their details.
+async fn audited(app: &TestApp, admin: &str, tenant: &str, action: &str) -> Vec<Value> {
+    let body = app
+        .expect(
+            200,
+            "GET",
+            &format!("/api/v1/audit?tenant={tenant}&action={action}"),
+            Some(admin),
+            None,
+        )
+        .await;
+    body["entries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the deployment's host has served `n` traffic predictions after bar `after_ms`.
+async fn served_after(
+    app: &TestApp,
+    tenant: &str,
+    deployment: &str,
+    after_ms: i64,
+    n: usize,
+) -> Vec<trellis::models::Prediction> {
+    let mut got = Vec::new();
+    for _ in 0..500 {
+        got = model_state(app, tenant, deployment)
+            .await
+            .recent
+            .into_iter()
+            .filter(|p| p.bar_open_ms > after_ms)
+            .collect();
+        if got.iter().filter(|p| !p.shadow).count() >= n {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    got
+}
+
+#[actix_rt::test]
+async fn a_deployment_made_through_the_api_serves_registry_versions_follows_its_alias_changes_live_and_survives_a_restart(
+) {
+    use crate::helpers::{create_key, create_tenant, spawn_admin_app, spawn_app_on};
+
+    // Arrange: model `mom` with two versions, y = return_1 and y = −return_1; `champion` → the first.
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "reg", "professional").await;
+    let (_, bridge) = create_key(&app, &root, "reg", &["market:write"]).await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/reg/models",
+        Some(&root),
+        Some(&json!({"name": "mom"})),
+    )
+    .await;
+    let plus = upload(&app, &root, "reg", "mom", &linear_model(&[1.0], 0.0)).await;
+    let minus = upload(&app, &root, "reg", "mom", &linear_model(&[-1.0], 0.0)).await;
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/reg/models/mom/aliases/champion",
+        Some(&root),
+        Some(&json!({"version": plus})),
+    )
+    .await;
+
+    // Act 1: deploy the champion, with the other version in shadow; ten minutes of bars.
+    let created = app
+        .expect(201, "POST", "/api/v1/tenants/reg/models/mom/deployments", Some(&root),
+            Some(&json!({"id": "mom-eurusd", "symbol": "EURUSD", "timeframe": "M1",
+                "traffic": [{"alias": "champion"}], "shadow": [{"version": minus}], "budget_us": 1_000_000})))
+        .await;
+    let sim = app.sim(&bridge, 7801).await;
+    zigzag_from(&sim, "EURUSD", 0, 10);
+    // Bars 0–8 close; from bar 1 on (return_1 needs two closes) each is predicted.
+    let first = served_after(&app, "reg", "mom-eurusd", 0, 8).await;
+
+    // Assert 1: the champion trades, the shadow predicts the opposite on every bar.
+    assert_eq!(created["state"], "running", "{created}");
+    assert_eq!(created["versions"][0]["alias"], "champion", "{created}");
+    let traffic: Vec<_> = first.iter().filter(|p| !p.shadow).collect();
+    assert_eq!(traffic.len(), 8, "{first:?}");
+    for p in &traffic {
+        assert_eq!(p.version, plus);
+        let twin = first
+            .iter()
+            .find(|s| s.shadow && s.bar_open_ms == p.bar_open_ms)
+            .expect("the shadow predicts the same bar");
+        assert_eq!(twin.version, minus);
+        assert!((p.value + twin.value).abs() < 1e-9, "{p:?} {twin:?}");
+    }
+
+    // Act 2: the alias moves to the other version.
+    let moved = app
+        .expect(
+            200,
+            "PUT",
+            "/api/v1/tenants/reg/models/mom/aliases/champion",
+            Some(&root),
+            Some(&json!({"version": minus})),
+        )
+        .await;
+    zigzag_from(&sim, "EURUSD", 10, 6);
+    let second = served_after(&app, "reg", "mom-eurusd", T0 + 8 * MINUTE, 6).await;
+
+    // Assert 2: the deployment followed it, audited.
+    assert_eq!(moved["deployments"], json!(["mom-eurusd"]), "{moved}");
+    let after_move: Vec<_> = second.iter().filter(|p| !p.shadow).collect();
+    assert_eq!(after_move.len(), 6, "{second:?}");
+    assert!(
+        after_move.iter().all(|p| p.version == minus),
+        "{after_move:?}"
+    );
+    let followed = audited(&app, &root, "reg", "model.deployment_followed_alias").await;
+    assert_eq!(followed.len(), 1, "{followed:?}");
+
+    // Act 3: weights change live: the first version back at weight 1, the champion at 0.
+    let changed = app
+        .expect(200, "PUT", "/api/v1/tenants/reg/models/mom/deployments/mom-eurusd", Some(&root),
+            Some(&json!({"traffic": [{"version": plus, "weight": 1.0}, {"alias": "champion", "weight": 0.0}]})))
+        .await;
+    zigzag_from(&sim, "EURUSD", 16, 6);
+    let third = served_after(&app, "reg", "mom-eurusd", T0 + 14 * MINUTE, 6).await;
+    let in_use = app
         .call(
             "DELETE",
-            &format!("/api/v1/tenants/served/models/r1/versions/{version}"),
+            &format!("/api/v1/tenants/reg/models/mom/versions/{plus}"),
             Some(&root),
             None,
         )
         .await;
 
-    // Assert
-    assert_eq!(refused.status, 409, "{:?}", refused.body);
-    assert!(
-        refused.body.to_string().contains("live-eurusd"),
-        "{:?}",
-        refused.body
+    // Assert 3: served by the first version only, the change audited with before and after; a served
+    // version cannot be deleted.
+    assert_eq!(
+        changed["versions"].as_array().map(Vec::len),
+        Some(3),
+        "{changed}"
     );
+    let after_change: Vec<_> = third.iter().filter(|p| !p.shadow).collect();
+    assert_eq!(after_change.len(), 6, "{third:?}");
+    assert!(
+        after_change.iter().all(|p| p.version == plus),
+        "{after_change:?}"
+    );
+    let changes = audited(&app, &root, "reg", "model.deployment_changed").await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let detail = changes[0].to_string();
+    assert!(
+        detail.contains("\"from\"") && detail.contains("\"to\""),
+        "{detail}"
+    );
+    assert_eq!(in_use.status, 409, "{:?}", in_use.body);
+    assert!(
+        in_use.body.to_string().contains("mom-eurusd"),
+        "{:?}",
+        in_use.body
+    );
+
+    // Act 4: trellis restarts on the same stores.
+    sim.stop().await.expect("the simulator stops");
+    let kept = app.shutdown_keeping_data().await;
+    let secrets = crate::helpers::jwt_secrets_var();
+    let app = spawn_app_on(kept, &[("TRELLIS__SECURITY__JWT_SECRETS", &secrets)]).await;
+    let (root, _) = app
+        .login(crate::helpers::ROOT_EMAIL, crate::helpers::ROOT_PASSWORD)
+        .await;
+    let mut again = Value::Null;
+    for _ in 0..100 {
+        again = app
+            .expect(
+                200,
+                "GET",
+                "/api/v1/tenants/reg/models/mom/deployments/mom-eurusd",
+                Some(&root),
+                None,
+            )
+            .await;
+        if again["state"] == "running" {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert 4: the same deployment serves: the first version at weight 1, the alias (now the second) at 0.
+    let versions = again["versions"].as_array().cloned().unwrap_or_default();
+    let summary: Vec<(String, Value, bool, f64)> = versions
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or("").to_owned(),
+                v["alias"].clone(),
+                v["shadow"].as_bool().unwrap_or(false),
+                v["configured_weight"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (plus.clone(), Value::Null, false, 1.0),
+            (minus.clone(), json!("champion"), false, 0.0),
+            (minus.clone(), Value::Null, true, 0.0),
+        ],
+        "{again}"
+    );
+    assert_eq!(again["state"], "running", "{again}");
+
+    // Act 5: removed.
+    app.expect(
+        200,
+        "DELETE",
+        "/api/v1/tenants/reg/models/mom/deployments/mom-eurusd",
+        Some(&root),
+        None,
+    )
+    .await;
+    let listed = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/reg/models/mom/monitoring",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(listed["deployments"], json!([]), "{listed}");
+    app.expect(
+        200,
+        "DELETE",
+        &format!("/api/v1/tenants/reg/models/mom/versions/{plus}"),
+        Some(&root),
+        None,
+    )
+    .await;
+    app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn deployments_and_predictions_are_held_to_the_tiers_quotas() {
+    use crate::helpers::{create_key, create_tenant, spawn_admin_app};
+
+    // Arrange: professional may run one deployment and make three predictions a minute.
+    let (app, root) = spawn_admin_app(&[
+        ("TRELLIS__QUOTAS__MODEL_DEPLOYMENTS__PROFESSIONAL", "1"),
+        ("TRELLIS__QUOTAS__PREDICTIONS__PROFESSIONAL", "3"),
+    ])
+    .await;
+    create_tenant(&app, &root, "capped", "professional").await;
+    create_tenant(&app, &root, "small", "basic").await;
+    let (_, bridge) = create_key(&app, &root, "capped", &["market:write"]).await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/capped/models",
+        Some(&root),
+        Some(&json!({"name": "m"})),
+    )
+    .await;
+    let v = upload(&app, &root, "capped", "m", &linear_model(&[1.0], 0.0)).await;
+    let deploy = |id: &str| json!({"id": id, "symbol": "EURUSD", "timeframe": "M1", "traffic": [{"version": v}], "budget_us": 1_000_000});
+
+    // Act
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/capped/models/m/deployments",
+        Some(&root),
+        Some(&deploy("one")),
+    )
+    .await;
+    let second = app
+        .call(
+            "POST",
+            "/api/v1/tenants/capped/models/m/deployments",
+            Some(&root),
+            Some(&deploy("two")),
+        )
+        .await;
+    let basic = app
+        .call(
+            "POST",
+            "/api/v1/tenants/small/models/m/deployments",
+            Some(&root),
+            Some(&deploy("one")),
+        )
+        .await;
+    let sim = app.sim(&bridge, 7802).await;
+    zigzag(&sim, "EURUSD", 22);
+    let mut state = ModelState::default();
+    for _ in 0..500 {
+        state = model_state(&app, "capped", "one").await;
+        let v = &state.versions[0];
+        if v.served + v.over_quota >= 20 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert: the second deployment is refused naming the tier that allows more; basic has no custom
+    // models; predictions beyond three a minute are skipped and counted (six at most if the test's bars
+    // straddle a minute).
+    assert_eq!(second.status, 403, "{:?}", second.body);
+    assert!(
+        second.body.to_string().contains("enterprise"),
+        "{:?}",
+        second.body
+    );
+    assert_eq!(basic.status, 403, "{:?}", basic.body);
+    assert!(
+        basic.body.to_string().contains("professional"),
+        "{:?}",
+        basic.body
+    );
+    let v = &state.versions[0];
+    assert!(v.served >= 3 && v.served <= 6, "{v:?}");
+    assert_eq!(v.served + v.over_quota, 20, "{v:?}");
     app.shutdown().await;
 }
 

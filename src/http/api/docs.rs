@@ -124,15 +124,25 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
             json!({"type": "object", "description": "model, version (sha256 of the file), size_bytes, created (false: the same file was stored already)"})
         }
         ("PUT", "/tenants/{tenant}/models/{model}/aliases/{alias}") => {
-            json!({"type": "object", "description": "model, alias, version, previous"})
+            json!({"type": "object", "description": "model, alias, version, previous, deployments (those that follow the alias and now serve the version)"})
         }
         ("DELETE", "/tenants/{tenant}/models/{model}/versions/{version}") => {
             obj(vec![("deleted", json!({"type": "string"}))])
         }
-        ("GET", "/tenants/{tenant}/deployments") => list(
-            "models",
-            json!({"type": "object", "description": "deployment, symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, shadow, configured_weight, manifest, live: counts, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"}),
-        ),
+        ("GET", "/tenants/{tenant}/deployments") => list("models", deployment()),
+        ("POST", "/tenants/{tenant}/models/{model}/deployments")
+        | ("GET", "/tenants/{tenant}/models/{model}/deployments/{deployment}")
+        | ("PUT", "/tenants/{tenant}/models/{model}/deployments/{deployment}") => deployment(),
+        ("DELETE", "/tenants/{tenant}/models/{model}/deployments/{deployment}") => {
+            obj(vec![("deleted", json!({"type": "string"}))])
+        }
+        ("GET", "/tenants/{tenant}/models/{model}/monitoring") => obj(vec![
+            ("model", json!({"type": "string"})),
+            (
+                "deployments",
+                json!({"type": "array", "items": deployment()}),
+            ),
+        ]),
         ("GET", "/tenants/{tenant}/strategies") => list("strategies", strategy()(g)),
         ("POST", "/tenants/{tenant}/strategies")
         | ("GET", "/tenants/{tenant}/strategies/{strategy}")
@@ -342,4 +352,9 @@ pub async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(PAGE)
+}
+
+/// A model deployment as the API shows it.
+fn deployment() -> serde_json::Value {
+    json!({"type": "object", "description": "deployment, model (registry model, absent for configured files), symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, alias, shadow, configured_weight, manifest, live: counts served/not_finite/failed/over_budget/over_quota, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"})
 }

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod deployments;
 pub mod docs;
 pub mod keys;
 pub mod models;
@@ -311,6 +312,43 @@ pub static ROUTES: &[RouteDef] = &[
         "Model deployments: versions, weights, state, and per version predictions, skips, rollbacks, accuracy and drift"
     ),
     route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/models/{model}/deployments",
+        Trade,
+        "models",
+        "Deploy registry versions (by sha256 or alias) on a symbol and timeframe: traffic split by weight per bar, shadow versions beside (professional tier and up)",
+        body = deployments::CreateDeployment
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
+        Read,
+        "models",
+        "A deployment with its monitoring"
+    ),
+    route!(
+        "PUT",
+        "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
+        Trade,
+        "models",
+        "Change a deployment's versions, weights or budget live (audited)",
+        body = deployments::ChangeDeployment
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
+        Trade,
+        "models",
+        "Remove a deployment (refused while a strategy trades its predictions)"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/models/{model}/monitoring",
+        Read,
+        "models",
+        "The model's deployments and, per version, predictions, skips, rollbacks, accuracy and drift"
+    ),
+    route!(
         "GET",
         "/api/v1/tenants/{tenant}/strategies",
         Read,
@@ -556,7 +594,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/api/v1/tenants/{tenant}/deployments",
-            get().to(models::deployments),
+            get().to(deployments::list),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/deployments",
+            post().to(deployments::create),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
+            get().to(deployments::get),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
+            put().to(deployments::change),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
+            delete().to(deployments::delete),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/monitoring",
+            get().to(deployments::monitoring),
         )
         .route(
             "/api/v1/tenants/{tenant}/strategies",

@@ -9,9 +9,9 @@
 //! tier. Uploads are JSON (`manifest` and the file in base64), one body the API's validation and fuzzing
 //! cover like every other.
 //!
-//! Deployments (`GET …/deployments`) show what each serves (versions, weights, shadows, budget), whether its
-//! actor runs, and how each version does (predictions, skips, rollbacks, accuracy against realised outcomes,
-//! drift of its inputs from the training reference), read from the deployments' own actors.
+//! Moving an alias moves the deployments that follow it (see `deployments`): each is loaded with the new
+//! version before the alias moves, so a version that cannot serve one of them refuses the move, and then
+//! served live, audited.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +22,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Authorized, Body, Page};
-use crate::actors::messages::GetModelState;
-use crate::actors::supervisor::GetChildren;
 use crate::http::error::ApiError;
 use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
@@ -57,11 +55,11 @@ pub struct MoveAlias {
     pub version: String,
 }
 
-fn tier_gate(auth: &Authorized) -> Result<(), ApiError> {
+pub(super) fn tier_gate(auth: &Authorized) -> Result<(), ApiError> {
     super::tenants::require_tier(auth.tenant()?, TIER, "a custom model")
 }
 
-async fn model_of(auth: &Authorized, name: &str) -> Result<ModelRow, ApiError> {
+pub(super) async fn model_of(auth: &Authorized, name: &str) -> Result<ModelRow, ApiError> {
     let t = auth.tenant()?;
     auth.state
         .security
@@ -254,6 +252,9 @@ pub async fn move_alias(
             m.name, body.version
         )));
     }
+    let follow = super::deployments::following(&auth, &m.name, &path.2, &body.version).await?;
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
     let previous = store
         .move_alias(
             &m.tenant_id,
@@ -272,8 +273,22 @@ pub async fn move_alias(
             json!({"model": m.name, "alias": path.2, "from": previous, "to": body.version}),
         )
         .await?;
+    let mut moved = Vec::with_capacity(follow.len());
+    for d in follow {
+        super::deployments::apply(&t, d.clone()).await?;
+        auth.state
+            .security
+            .audit(
+                &m.tenant_id,
+                "model.deployment_followed_alias",
+                auth.actor(),
+                json!({"model": m.name, "deployment": d.id, "alias": path.2, "from": previous, "to": body.version}),
+            )
+            .await?;
+        moved.push(d.id.clone());
+    }
     Ok(auth.ok(
-        json!({"model": m.name, "alias": path.2, "version": body.version, "previous": previous}),
+        json!({"model": m.name, "alias": path.2, "version": body.version, "previous": previous, "deployments": moved}),
     ))
 }
 
@@ -286,15 +301,17 @@ pub async fn delete_version(
     let m = model_of(&auth, &path.1).await?;
     let t = auth.tenant()?;
     let version = &path.2;
-    if let Some(d) = t.deployments.values().find(|d| {
-        d.traffic
-            .iter()
-            .chain(d.shadow.iter())
-            .any(|v| &v.version == version)
-    }) {
+    let serving = t.deployments.read().values().find_map(|d| {
+        let serves = d.settings.model.as_deref() == Some(&*m.name)
+            && d.traffic
+                .iter()
+                .chain(&d.shadow)
+                .any(|v| &v.version == version);
+        serves.then(|| d.id.clone())
+    });
+    if let Some(d) = serving {
         return Err(ApiError::Conflict(format!(
-            "version `{version}` is in use by deployment `{}`",
-            d.id
+            "version `{version}` is in use by deployment `{d}`"
         )));
     }
     let store = &auth.state.security.store;
@@ -322,60 +339,4 @@ pub async fn delete_version(
         )
         .await?;
     Ok(auth.ok(json!({ "deleted": version })))
-}
-
-/// `GET …/deployments`: the model deployments running, with their monitoring.
-pub async fn deployments(auth: Authorized) -> Result<HttpResponse, ApiError> {
-    let t = auth.tenant()?;
-    let children = match t.strategy_supervisor.get() {
-        Some(sup) => sup.send(GetChildren).await.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let mut items = Vec::with_capacity(t.deployments.len());
-    for d in t.deployments.values() {
-        let child = children
-            .iter()
-            .find(|c| c.name == format!("model:{}", d.id));
-        let state = match child {
-            Some(c) if c.disabled.is_some() => "failed",
-            Some(c) if c.running => "running",
-            _ => "restarting",
-        };
-        let host = t.model_hosts.read().get(&d.id).cloned();
-        let live = match host {
-            Some(h) if state == "running" => h.send(GetModelState).await.ok(),
-            _ => None,
-        };
-        let versions: Vec<_> = d
-            .traffic
-            .iter()
-            .map(|v| (v, false))
-            .chain(d.shadow.iter().map(|v| (v, true)))
-            .map(|(v, shadow)| {
-                let now = live.as_ref().and_then(|l| {
-                    l.versions
-                        .iter()
-                        .find(|s| s.version == v.version && s.shadow == shadow)
-                });
-                json!({
-                    "version": v.version,
-                    "shadow": shadow,
-                    "configured_weight": if shadow { 0.0 } else { v.weight },
-                    "manifest": v.manifest,
-                    "live": now,
-                })
-            })
-            .collect();
-        items.push(json!({
-            "deployment": d.id,
-            "symbol": d.symbol,
-            "timeframe": d.timeframe,
-            "budget_us": d.budget_us,
-            "state": state,
-            "last_error": child.and_then(|c| c.disabled.clone()),
-            "versions": versions,
-            "recent": live.as_ref().map(|l| &l.recent[l.recent.len().saturating_sub(20)..]),
-        }));
-    }
-    Ok(auth.ok(json!({ "models": items })))
 }

@@ -92,7 +92,12 @@ pub fn require_tier(t: &TenantContext, required: &str, what: &str) -> Result<(),
 }
 
 pub fn quota_exceeded(limits: &TierLimits, tier: &str, what: &str, quota: u32) -> ApiError {
-    let next = TIERS.iter().find(|t| limits.per_minute(t) > quota).copied();
+    // Only a higher tier can be the way to more (an override may give a lower tier a larger quota).
+    let rank = TIERS.iter().position(|t| *t == tier).unwrap_or(0);
+    let next = TIERS[rank + 1..]
+        .iter()
+        .find(|t| limits.per_minute(t) > quota)
+        .copied();
     match next {
         Some(required) => ApiError::TierRequired {
             required: required.into(),

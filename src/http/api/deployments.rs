@@ -1,0 +1,525 @@
+//! Model deployments of a tenant: made from registry versions, changed live, removed, and monitored.
+//!
+//! A deployment (`POST …/models/{model}/deployments`) runs one registry model on one symbol and timeframe:
+//! `traffic` versions split the bars by weight (deterministically per bar, see `models::deployment::pick`),
+//! `shadow` versions predict beside them and never trade. A version is named by its sha256 or by an alias
+//! (`champion`, `challenger`, …); a deployment that names an alias follows it: when the alias moves, the
+//! deployment serves the version it points at from then on (audited). Weights, versions and budget change
+//! live (`PUT`), audited with what they were and what they became; the versions kept keep their warm
+//! features and monitoring. Every change is stored in the tenant's document by name, so a restart (of the
+//! process, of the tenant, or on another node) serves the same deployment — an alias resolved to where it
+//! points then.
+//!
+//! The deployments are owned by the tenant's `MarketData` (which routes bars to them): these handlers load
+//! and validate the versions off the HTTP workers, hand the deployment to its owner, start or tell its
+//! `ModelHost`, then store the document. Custom models need the professional tier; the number of
+//! deployments is a per-tier quota (`[quotas] model_deployments`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Authorized, Body};
+use crate::actors::messages::{DropDeployment, GetModelState, Redeploy, SetDeployment};
+use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
+use crate::actors::tenant::TenantContext;
+use crate::config::{ModelDeploymentSettings, ModelVersionSettings};
+use crate::http::error::ApiError;
+use crate::models::deployment::Deployment;
+use crate::models::registry::{OwnedRef, ResolveError};
+
+/// Largest budget a deployment may give one prediction (µs): a second.
+const MAX_BUDGET_US: u64 = 1_000_000;
+
+/// A version of the deployment's model: by sha256 (`version`) or by an alias it follows (`alias`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployVersion {
+    #[serde(default)]
+    #[schemars(pattern(r"^[0-9a-f]{64}$"))]
+    pub version: Option<String>,
+    #[serde(default)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub alias: Option<String>,
+    /// Share of the bars (traffic versions); ignored for shadow versions.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0.0, max = 1000000.0))]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub id: String,
+    pub symbol: String,
+    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
+    pub timeframe: String,
+    #[serde(default)]
+    pub traffic: Vec<DeployVersion>,
+    #[serde(default)]
+    pub shadow: Vec<DeployVersion>,
+    /// A prediction slower than this is dropped and counted (µs, default 5 000).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub budget_us: Option<u64>,
+}
+
+/// What changes: the lists given replace the deployment's; what is left out stays.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeDeployment {
+    #[serde(default)]
+    pub traffic: Option<Vec<DeployVersion>>,
+    #[serde(default)]
+    pub shadow: Option<Vec<DeployVersion>>,
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub budget_us: Option<u64>,
+}
+
+fn checked(list: &str, versions: &[DeployVersion]) -> Result<Vec<ModelVersionSettings>, ApiError> {
+    versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = format!("{list}[{i}]");
+            if !v.weight.is_finite() || v.weight < 0.0 || v.weight > 1e6 {
+                return Err(ApiError::BadRequest(format!(
+                    "{at}.weight: from 0 to 1000000, not {}",
+                    v.weight
+                )));
+            }
+            match (&v.version, &v.alias) {
+                (Some(sha), None) => {
+                    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(ApiError::BadRequest(format!(
+                            "{at}.version: a version is the sha256 of its file, 64 hex digits"
+                        )));
+                    }
+                }
+                (None, Some(alias)) => super::valid_id(&format!("{at}.alias"), alias)?,
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "{at}: give either `version` or `alias`"
+                    )))
+                }
+            }
+            Ok(ModelVersionSettings {
+                version: v.version.as_ref().map(|s| s.to_ascii_lowercase()),
+                alias: v.alias.clone(),
+                weight: v.weight,
+                ..ModelVersionSettings::default()
+            })
+        })
+        .collect()
+}
+
+/// Resolves the settings' registry versions and loads them (off the HTTP workers); the error names
+/// what is wrong.
+pub async fn load(
+    auth: &Authorized,
+    settings: ModelDeploymentSettings,
+) -> Result<Arc<Deployment>, ApiError> {
+    load_moved(auth, settings, None).await
+}
+
+fn resolve_error(e: ResolveError) -> ApiError {
+    match e {
+        e @ ResolveError::Unavailable(..) => ApiError::Unavailable(e.to_string()),
+        e => ApiError::BadRequest(e.to_string()),
+    }
+}
+
+/// [`load`], with alias `moved.0` taken to point at version `moved.1` already.
+async fn load_moved(
+    auth: &Authorized,
+    settings: ModelDeploymentSettings,
+    moved: Option<(&str, &str)>,
+) -> Result<Arc<Deployment>, ApiError> {
+    let t = auth.tenant()?;
+    let files = &auth.state.runtime.model_files;
+    let mut resolved = files
+        .resolve(&t.id.0, std::slice::from_ref(&settings))
+        .await
+        .map_err(resolve_error)?;
+    if let (Some((alias, version)), Some(model)) = (moved, settings.model.as_deref()) {
+        let reference = OwnedRef::Version(version.to_owned());
+        let found = files
+            .fetch(&settings.id, &t.id.0, model, reference)
+            .await
+            .map_err(resolve_error)?;
+        resolved.insert((model.to_owned(), OwnedRef::Alias(alias.to_owned())), found);
+    }
+    web::block(move || Deployment::load(&settings, &resolved))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("loading task: {e}")))?
+        .map(Arc::new)
+        .map_err(ApiError::BadRequest)
+}
+
+fn market_data(
+    t: &TenantContext,
+) -> Result<actix::Addr<crate::actors::market_data::MarketData>, ApiError> {
+    t.market_data
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("the tenant's market data is restarting".into()))
+}
+
+fn supervisor(
+    t: &TenantContext,
+) -> Result<actix::Addr<crate::actors::supervisor::Supervisor>, ApiError> {
+    t.strategy_supervisor.get().ok_or_else(|| {
+        ApiError::Unavailable("the tenant's strategies supervisor is restarting".into())
+    })
+}
+
+/// Hands a changed deployment to its owner and tells its host (a host restarting reads it anyway).
+pub async fn apply(t: &Arc<TenantContext>, d: Arc<Deployment>) -> Result<(), ApiError> {
+    let id = d.id.clone();
+    market_data(t)?.send(SetDeployment(d)).await?;
+    if let Some(host) = t.model_hosts.read().get(&id).filter(|h| h.connected()) {
+        host.do_send(Redeploy);
+    }
+    Ok(())
+}
+
+/// The deployment `id` of model `model`, as published.
+fn deployment_of(t: &TenantContext, model: &str, id: &str) -> Result<Arc<Deployment>, ApiError> {
+    t.deployments
+        .read()
+        .get(id)
+        .filter(|d| d.settings.model.as_deref() == Some(model))
+        .cloned()
+        .ok_or(ApiError::NotFound)
+}
+
+/// Weights by version, for the audit trail.
+fn weights(d: &Deployment) -> serde_json::Value {
+    json!({
+        "traffic": d.traffic.iter().map(|v| json!({"version": v.version, "alias": v.alias, "weight": v.weight})).collect::<Vec<_>>(),
+        "shadow": d.shadow.iter().map(|v| json!({"version": v.version, "alias": v.alias})).collect::<Vec<_>>(),
+        "budget_us": d.budget_us,
+    })
+}
+
+/// `POST …/models/{model}/deployments`: deploys registry versions of the model on a symbol and timeframe.
+pub async fn create(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+    Body(body): Body<CreateDeployment>,
+) -> Result<HttpResponse, ApiError> {
+    super::models::tier_gate(&auth)?;
+    let model = super::models::model_of(&auth, &path.1).await?;
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    super::valid_id("id", &body.id)?;
+    if !t.symbols.contains(&body.symbol) {
+        return Err(ApiError::BadRequest(format!(
+            "symbol: `{}` is not one of the tenant's symbols",
+            body.symbol
+        )));
+    }
+    if crate::domain::Timeframe::parse(&body.timeframe).is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "timeframe: unknown timeframe `{}`",
+            body.timeframe
+        )));
+    }
+    let budget_us = body.budget_us.unwrap_or(5_000);
+    if budget_us == 0 || budget_us > MAX_BUDGET_US {
+        return Err(ApiError::BadRequest(format!(
+            "budget_us: from 1 to {MAX_BUDGET_US}"
+        )));
+    }
+    if body.traffic.is_empty() && body.shadow.is_empty() {
+        return Err(ApiError::BadRequest(
+            "traffic: at least one version (or shadow versions)".into(),
+        ));
+    }
+    let (exists, count) = {
+        let all = t.deployments.read();
+        (all.contains_key(&body.id), all.len())
+    };
+    if exists {
+        return Err(ApiError::Conflict(format!(
+            "id: deployment `{}` already exists",
+            body.id
+        )));
+    }
+    let quotas = &auth.state.settings.quotas.model_deployments;
+    let quota = quotas.per_minute(&t.tier());
+    if count as u32 >= quota {
+        return Err(super::tenants::quota_exceeded(
+            quotas,
+            &t.tier(),
+            "model deployments",
+            quota,
+        ));
+    }
+    let settings = ModelDeploymentSettings {
+        id: body.id.clone(),
+        model: Some(model.name.clone()),
+        symbol: body.symbol,
+        timeframe: body.timeframe,
+        traffic: checked("traffic", &body.traffic)?,
+        shadow: checked("shadow", &body.shadow)?,
+        budget_us,
+    };
+    let d = load(&auth, settings).await?;
+    market_data(&t)?.send(SetDeployment(d.clone())).await?;
+    let started = match supervisor(&t)?
+        .send(StartChild(t.model_spec(&d.id)))
+        .await?
+    {
+        Ok(()) | Err(SupervisionError::DuplicateChild(_)) => Ok(()),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    };
+    if let Err(e) = started {
+        // Undone so the refused deployment is not left half-made (best effort: the owner may be gone).
+        let _ = market_data(&t)?.send(DropDeployment(d.id.clone())).await;
+        return Err(e);
+    }
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "model.deployed",
+            auth.actor(),
+            json!({"model": model.name, "deployment": d.id, "symbol": d.symbol, "timeframe": d.timeframe.as_str(), "versions": weights(&d)}),
+        )
+        .await?;
+    Ok(auth.created(view(&t, &d, &children(&t).await).await))
+}
+
+/// `PUT …/models/{model}/deployments/{id}`: changes versions, weights or budget live.
+pub async fn change(
+    auth: Authorized,
+    path: web::Path<(String, String, String)>,
+    Body(body): Body<ChangeDeployment>,
+) -> Result<HttpResponse, ApiError> {
+    super::models::tier_gate(&auth)?;
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let before = deployment_of(&t, &path.1, &path.2)?;
+    let mut settings = before.settings.clone();
+    if let Some(traffic) = &body.traffic {
+        settings.traffic = checked("traffic", traffic)?;
+    }
+    if let Some(shadow) = &body.shadow {
+        settings.shadow = checked("shadow", shadow)?;
+    }
+    if let Some(budget) = body.budget_us {
+        if budget == 0 || budget > MAX_BUDGET_US {
+            return Err(ApiError::BadRequest(format!(
+                "budget_us: from 1 to {MAX_BUDGET_US}"
+            )));
+        }
+        settings.budget_us = budget;
+    }
+    let after = load(&auth, settings).await?;
+    apply(&t, after.clone()).await?;
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "model.deployment_changed",
+            auth.actor(),
+            json!({"model": path.1, "deployment": after.id, "from": weights(&before), "to": weights(&after)}),
+        )
+        .await?;
+    Ok(auth.ok(view(&t, &after, &children(&t).await).await))
+}
+
+/// `DELETE …/models/{model}/deployments/{id}`: refused (409) while a strategy trades its predictions.
+pub async fn delete(
+    auth: Authorized,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    super::models::tier_gate(&auth)?;
+    let t = auth.tenant()?.clone();
+    let _admin = t.admin.lock().await;
+    let d = deployment_of(&t, &path.1, &path.2)?;
+    if let Some(s) = t
+        .strategies
+        .read()
+        .values()
+        .find(|r| r.settings.model.as_deref() == Some(&*d.id))
+    {
+        return Err(ApiError::Conflict(format!(
+            "deployment `{}` feeds strategy `{}`: delete or change the strategy first",
+            d.id, s.settings.id
+        )));
+    }
+    match supervisor(&t)?
+        .send(StopChild {
+            name: format!("model:{}", d.id),
+        })
+        .await?
+    {
+        Ok(()) | Err(SupervisionError::UnknownChild(_)) => {}
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    }
+    market_data(&t)?.send(DropDeployment(d.id.clone())).await?;
+    super::tenants::persist(&auth.state, &t).await?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "model.undeployed",
+            auth.actor(),
+            json!({"model": path.1, "deployment": d.id}),
+        )
+        .await?;
+    Ok(auth.ok(json!({ "deleted": d.id })))
+}
+
+/// What the strategies supervisor knows of each model host: (running, why disabled), by deployment.
+async fn children(t: &TenantContext) -> BTreeMap<String, (bool, Option<String>)> {
+    let Some(sup) = t.strategy_supervisor.get() else {
+        return BTreeMap::new();
+    };
+    sup.send(GetChildren)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.name.strip_prefix("model:")?.to_owned();
+            Some((id, (c.running, c.disabled)))
+        })
+        .collect()
+}
+
+/// A deployment as it runs: its versions with their configured and live weights, counts and monitoring.
+async fn view(
+    t: &TenantContext,
+    d: &Deployment,
+    children: &BTreeMap<String, (bool, Option<String>)>,
+) -> serde_json::Value {
+    let (running, disabled) = children.get(&d.id).cloned().unwrap_or((false, None));
+    let state = match (running, &disabled) {
+        (_, Some(_)) => "failed",
+        (true, None) => "running",
+        (false, None) => "restarting",
+    };
+    let host = t.model_hosts.read().get(&d.id).cloned();
+    let live = match host {
+        Some(h) if state == "running" => h.send(GetModelState).await.ok(),
+        _ => None,
+    };
+    let versions: Vec<_> = d
+        .traffic
+        .iter()
+        .map(|v| (v, false))
+        .chain(d.shadow.iter().map(|v| (v, true)))
+        .map(|(v, shadow)| {
+            let now = live.as_ref().and_then(|l| {
+                l.versions
+                    .iter()
+                    .find(|s| s.version == v.version && s.shadow == shadow)
+            });
+            json!({
+                "version": v.version,
+                "alias": v.alias,
+                "shadow": shadow,
+                "configured_weight": if shadow { 0.0 } else { v.weight },
+                "manifest": v.manifest,
+                "live": now,
+            })
+        })
+        .collect();
+    json!({
+        "deployment": d.id,
+        "model": d.settings.model,
+        "symbol": d.symbol,
+        "timeframe": d.timeframe.as_str(),
+        "budget_us": d.budget_us,
+        "state": state,
+        "last_error": disabled,
+        "versions": versions,
+        "recent": live.as_ref().map(|l| &l.recent[l.recent.len().saturating_sub(20)..]),
+    })
+}
+
+async fn views(t: &TenantContext, model: Option<&str>) -> Vec<serde_json::Value> {
+    let all: Vec<Arc<Deployment>> = t
+        .deployments
+        .read()
+        .values()
+        .filter(|d| model.is_none() || d.settings.model.as_deref() == model)
+        .cloned()
+        .collect();
+    let children = children(t).await;
+    let mut items = Vec::with_capacity(all.len());
+    for d in all {
+        items.push(view(t, &d, &children).await);
+    }
+    items
+}
+
+/// `GET …/deployments`: every model deployment of the tenant, with its monitoring.
+pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    Ok(auth.ok(json!({ "models": views(t, None).await })))
+}
+
+/// `GET …/models/{model}/monitoring`: the model's deployments and how each version does.
+pub async fn monitoring(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let model = super::models::model_of(&auth, &path.1).await?;
+    let t = auth.tenant()?;
+    Ok(auth.ok(json!({ "model": model.name, "deployments": views(t, Some(&model.name)).await })))
+}
+
+/// `GET …/models/{model}/deployments/{id}`: one deployment with its monitoring.
+pub async fn get(
+    auth: Authorized,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let d = deployment_of(t, &path.1, &path.2)?;
+    Ok(auth.ok(view(t, &d, &children(t).await).await))
+}
+
+/// The deployments that follow alias `alias` of model `model`, loaded with `version`, where the alias is
+/// about to point. Made before the alias moves in the store, so a version that cannot serve one of them
+/// refuses the move.
+pub async fn following(
+    auth: &Authorized,
+    model: &str,
+    alias: &str,
+    version: &str,
+) -> Result<Vec<Arc<Deployment>>, ApiError> {
+    let t = auth.tenant()?;
+    let follow: Vec<ModelDeploymentSettings> = t
+        .deployments
+        .read()
+        .values()
+        .filter(|d| {
+            d.settings.model.as_deref() == Some(model)
+                && d.settings
+                    .traffic
+                    .iter()
+                    .chain(&d.settings.shadow)
+                    .any(|v| v.alias.as_deref() == Some(alias))
+        })
+        .map(|d| d.settings.clone())
+        .collect();
+    let mut out = Vec::with_capacity(follow.len());
+    for s in follow {
+        out.push(load_moved(auth, s, Some((alias, version))).await?);
+    }
+    Ok(out)
+}
