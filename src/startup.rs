@@ -88,13 +88,12 @@ impl Application {
             security: security.clone(),
         };
         let max_body = settings.http.max_body_bytes;
-        let max_model = settings.models.max_file_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
                 .app_data(web::JsonConfig::default().limit(max_body))
                 .app_data(web::PayloadConfig::default().limit(max_body))
-                .configure(|cfg| http::api::configure_uploads(cfg, max_model))
+                .configure(http::api::configure_uploads)
                 .configure(http::routes)
         })
         .disable_signals()

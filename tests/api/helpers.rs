@@ -474,6 +474,25 @@ impl TestApp {
         auth: Option<&str>,
         body: Option<&Value>,
     ) -> Reply {
+        match body {
+            Some(b) => {
+                let bytes = serde_json::to_vec(b).expect("JSON body");
+                self.call_raw(method, path, auth, "application/json", bytes)
+                    .await
+            }
+            None => self.call_raw(method, path, auth, "", Vec::new()).await,
+        }
+    }
+
+    /// A request with a body of any content type (none when `content_type` is empty).
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = awc::Client::default()
             .request(method, format!("{}{}", self.address, path))
@@ -481,9 +500,12 @@ impl TestApp {
         if let Some(a) = auth {
             req = req.insert_header(("Authorization", format!("Bearer {a}")));
         }
-        let mut resp = match body {
-            Some(b) => req.send_json(b).await,
-            None => req.send().await,
+        let mut resp = if content_type.is_empty() {
+            req.send().await
+        } else {
+            req.insert_header(("Content-Type", content_type))
+                .send_body(body)
+                .await
         }
         .expect("request sent");
         let headers = resp

@@ -1155,3 +1155,157 @@ async fn model_files_are_stored_encrypted_bound_to_their_version_and_survive_key
     assert_eq!(&plain_after[..], &file[..]);
     app.shutdown().await;
 }
+
+/// A `multipart/form-data` body of `parts` (name, bytes); its content type and bytes.
+fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "trellis-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[actix_rt::test]
+async fn versions_upload_as_json_multipart_or_an_octet_stream_and_each_form_refuses_bad_files_naming_the_problem(
+) {
+    use crate::helpers::{create_tenant, spawn_admin_app};
+
+    // Arrange: uploads above 4 000 bytes are refused.
+    let (app, root) = spawn_admin_app(&[("TRELLIS__MODELS__MAX_FILE_BYTES", "4000")]).await;
+    create_tenant(&app, &root, "forms", "professional").await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/forms/models",
+        Some(&root),
+        Some(&json!({"name": "m"})),
+    )
+    .await;
+    let versions = "/api/v1/tenants/forms/models/m/versions";
+    let manifest = json!({"features": ["return_1"], "output": {"kind": "expected_return"}});
+    let query = |m: &Value| {
+        let text = m.to_string();
+        let encoded: String = text
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("{versions}?manifest={encoded}")
+    };
+    let file = linear_model(&[1.0], 0.5);
+
+    // Act
+    let raw = app
+        .call_raw(
+            "POST",
+            &query(&manifest),
+            Some(&root),
+            "application/octet-stream",
+            file.clone(),
+        )
+        .await;
+    let (ct, body) = multipart(&[
+        ("manifest", manifest.to_string().as_bytes()),
+        ("file", &file),
+    ]);
+    let same_as_multipart = app.call_raw("POST", versions, Some(&root), &ct, body).await;
+    let other = linear_model(&[2.0], 0.0);
+    let (ct, body) = multipart(&[
+        ("manifest", manifest.to_string().as_bytes()),
+        ("file", &other),
+    ]);
+    let new_multipart = app.call_raw("POST", versions, Some(&root), &ct, body).await;
+    let wide = linear_model(&[1.0, 2.0], 0.0);
+    let (ct, body) = multipart(&[
+        ("manifest", manifest.to_string().as_bytes()),
+        ("file", &wide),
+    ]);
+    let wrong_width = app.call_raw("POST", versions, Some(&root), &ct, body).await;
+    let (ct, body) = multipart(&[("file", &other)]);
+    let no_manifest_part = app.call_raw("POST", versions, Some(&root), &ct, body).await;
+    let not_onnx = app
+        .call_raw(
+            "POST",
+            &query(&manifest),
+            Some(&root),
+            "application/octet-stream",
+            b"MZ\x90\x00 not a model".to_vec(),
+        )
+        .await;
+    let no_manifest = app
+        .call_raw(
+            "POST",
+            versions,
+            Some(&root),
+            "application/octet-stream",
+            file.clone(),
+        )
+        .await;
+    let huge = app
+        .call_raw(
+            "POST",
+            &query(&manifest),
+            Some(&root),
+            "application/octet-stream",
+            vec![7u8; 5_000],
+        )
+        .await;
+    let (ct, body) = multipart(&[
+        ("manifest", manifest.to_string().as_bytes()),
+        ("file", &[7u8; 5_000]),
+    ]);
+    let huge_part = app.call_raw("POST", versions, Some(&root), &ct, body).await;
+    let text = app
+        .call_raw("POST", versions, Some(&root), "text/plain", file.clone())
+        .await;
+    let listed = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/forms/models/m",
+            Some(&root),
+            None,
+        )
+        .await;
+
+    // Assert: the raw file and the same file in multipart are one version; each refusal names its problem.
+    assert_eq!(raw.status, 201, "{:?}", raw.body);
+    assert_eq!(
+        same_as_multipart.status, 200,
+        "{:?}",
+        same_as_multipart.body
+    );
+    assert_eq!(same_as_multipart.body["version"], raw.body["version"]);
+    assert_eq!(same_as_multipart.body["created"], false);
+    assert_eq!(new_multipart.status, 201, "{:?}", new_multipart.body);
+    let refused = |r: &crate::helpers::Reply, needle: &str| {
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        assert!(
+            r.body.to_string().contains(needle),
+            "`{needle}` not in {:?}",
+            r.body
+        );
+    };
+    refused(&wrong_width, "file: ");
+    refused(&wrong_width, "1 input features");
+    refused(&no_manifest_part, "manifest: the part is missing");
+    refused(&not_onnx, "not a loadable ONNX model");
+    refused(&no_manifest, "`manifest` query parameter");
+    refused(&huge, "at most 4000");
+    refused(&huge_part, "at most 4000");
+    refused(&text, "Content-Type must be");
+    assert_eq!(
+        listed["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    app.shutdown().await;
+}

@@ -286,7 +286,7 @@ pub static ROUTES: &[RouteDef] = &[
         "/api/v1/tenants/{tenant}/models/{model}/versions",
         Trade,
         "models",
-        "Upload a version: ONNX file (base64) and manifest, validated, stored encrypted, named by its sha256",
+        "Upload a version: ONNX file and manifest as JSON (file in base64), as multipart/form-data (parts manifest and file) or as application/octet-stream (manifest as JSON in the `manifest` query parameter); validated, stored encrypted, named by its sha256",
         body = models::UploadVersion
     ),
     route!(
@@ -508,13 +508,12 @@ pub static ROUTES: &[RouteDef] = &[
     ),
 ];
 
-/// Registers the model upload, whose body may be larger than other requests': a file of
-/// `models.max_file_bytes` in base64 plus its manifest.
-pub fn configure_uploads(cfg: &mut web::ServiceConfig, max_file_bytes: usize) {
-    let limit = max_file_bytes.saturating_mul(4) / 3 + 1024 * 1024;
+/// Registers the model upload, whose body may be larger than other requests' (a file of
+/// `models.max_file_bytes`, in base64 for JSON, plus its manifest): the handler reads the payload itself
+/// and bounds each form of upload (see `models::upload`).
+pub fn configure_uploads(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/tenants/{tenant}/models/{model}/versions")
-            .app_data(web::PayloadConfig::default().limit(limit))
             .route(web::post().to(models::upload)),
     );
 }

@@ -6,8 +6,9 @@
 //! validation runs off the HTTP workers (`web::block`). The file is stored encrypted with the data keys,
 //! bound to its tenant and version, and re-encrypted by `trellis keys rotate`. A version is named by the
 //! sha256 of its file: uploading the same file again changes nothing. Custom models need the professional
-//! tier. Uploads are JSON (`manifest` and the file in base64), one body the API's validation and fuzzing
-//! cover like every other.
+//! tier. Uploads come as JSON (`manifest` and the file in base64: the form the OpenAPI document describes
+//! and the fuzzer exercises), as `multipart/form-data` (parts `manifest` and `file`), or as a raw
+//! `application/octet-stream` body with the manifest in the `manifest` query parameter.
 //!
 //! Moving an alias moves the deployments that follow it (see `deployments`): each is loaded with the new
 //! version before the alias moves, so a version that cannot serve one of them refuses the move, and then
@@ -172,25 +173,135 @@ pub async fn get(
     })))
 }
 
-/// `POST …/models/{model}/versions`: uploads a version (validated, encrypted, content-addressed).
+/// The largest manifest accepted in a multipart upload or a query string (reference histograms included).
+const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+struct ManifestQuery {
+    manifest: String,
+}
+
+/// Reads an upload in any of its three forms: JSON (`manifest` and `file_base64`), `multipart/form-data`
+/// (parts `manifest`, JSON, and `file`, the ONNX bytes) or `application/octet-stream` (the file as the body,
+/// the manifest as JSON in the `manifest` query parameter). Answers the manifest, the file, and the name
+/// the file goes by in errors.
+async fn read_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max: usize,
+) -> Result<(Manifest, Vec<u8>, &'static str), ApiError> {
+    use futures_util::StreamExt as _;
+    let content_type = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let too_large = |what: &str, n: usize| {
+        ApiError::BadRequest(format!(
+            "{what}: the file has {n} bytes, at most {max} are accepted (models.max_file_bytes)"
+        ))
+    };
+    async fn read(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+        payload
+            .to_bytes_limited(limit)
+            .await
+            .map_err(|_| ApiError::TooLarge(format!("body: larger than {limit} bytes")))?
+            .map_err(|e| ApiError::BadRequest(format!("body: {e}")))
+    }
+    if content_type.starts_with("application/json") {
+        let body = read(payload, max.saturating_mul(4) / 3 + MAX_MANIFEST_BYTES).await?;
+        let body: UploadVersion = super::parse_json(&body)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body.file_base64.trim())
+            .map_err(|e| ApiError::BadRequest(format!("file_base64: not base64 ({e})")))?;
+        if bytes.len() > max {
+            return Err(too_large("file_base64", bytes.len()));
+        }
+        return Ok((body.manifest, bytes, "file_base64"));
+    }
+    if content_type.starts_with("application/octet-stream") {
+        let q = web::Query::<ManifestQuery>::from_query(req.query_string()).map_err(|_| {
+            ApiError::BadRequest(
+                "manifest: an octet-stream upload takes its manifest as JSON in the `manifest` query parameter"
+                    .into(),
+            )
+        })?;
+        let manifest: Manifest = super::parse_json(q.manifest.as_bytes())
+            .map_err(|e| ApiError::BadRequest(format!("manifest: {e}")))?;
+        let body = read(payload, max).await.map_err(|e| match e {
+            ApiError::TooLarge(_) => too_large("file", max + 1),
+            e => e,
+        })?;
+        return Ok((manifest, body.to_vec(), "file"));
+    }
+    if content_type.starts_with("multipart/form-data") {
+        // The whole request is bounded too: a part over its limit is otherwise read to its end.
+        let limit = max.saturating_add(2 * MAX_MANIFEST_BYTES);
+        let mut seen = 0usize;
+        let bounded = payload.map(move |chunk| {
+            let chunk = chunk?;
+            seen += chunk.len();
+            if seen > limit {
+                return Err(actix_web::error::PayloadError::Overflow);
+            }
+            Ok(chunk)
+        });
+        let mut parts = actix_multipart::Multipart::new(req.headers(), bounded);
+        let (mut manifest, mut file) = (None, None);
+        while let Some(part) = parts.next().await {
+            let mut part = part.map_err(|e| ApiError::BadRequest(format!("body: {e}")))?;
+            let name = part.name().unwrap_or("").to_owned();
+            let limit = match name.as_str() {
+                "manifest" => MAX_MANIFEST_BYTES,
+                "file" => max,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "body: unknown part `{other}` (the parts are `manifest` and `file`)"
+                    )))
+                }
+            };
+            let bytes = match part.bytes(limit).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return Err(ApiError::BadRequest(format!("{name}: {e}"))),
+                Err(_) if name == "file" => return Err(too_large("file", max + 1)),
+                Err(_) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "manifest: larger than {MAX_MANIFEST_BYTES} bytes"
+                    )))
+                }
+            };
+            if name == "manifest" {
+                let m: Manifest = super::parse_json(&bytes)
+                    .map_err(|e| ApiError::BadRequest(format!("manifest: {e}")))?;
+                manifest = Some(m);
+            } else {
+                file = Some(bytes.to_vec());
+            }
+        }
+        let manifest =
+            manifest.ok_or_else(|| ApiError::BadRequest("manifest: the part is missing".into()))?;
+        let file = file.ok_or_else(|| ApiError::BadRequest("file: the part is missing".into()))?;
+        return Ok((manifest, file, "file"));
+    }
+    Err(ApiError::BadRequest(
+        "body: Content-Type must be application/json, multipart/form-data or application/octet-stream"
+            .into(),
+    ))
+}
+
+/// `POST …/models/{model}/versions`: uploads a version (validated, encrypted, content-addressed), as JSON,
+/// multipart or a raw octet stream (see [`read_upload`]).
 pub async fn upload(
     auth: Authorized,
     path: web::Path<(String, String)>,
-    Body(body): Body<UploadVersion>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     tier_gate(&auth)?;
     let m = model_of(&auth, &path.1).await?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body.file_base64.trim())
-        .map_err(|e| ApiError::BadRequest(format!("file_base64: not base64 ({e})")))?;
     let max = auth.state.settings.models.max_file_bytes;
-    if bytes.len() > max {
-        return Err(ApiError::BadRequest(format!(
-            "file_base64: the file has {} bytes, at most {max} are accepted (models.max_file_bytes)",
-            bytes.len()
-        )));
-    }
-    let manifest = body.manifest;
+    let (manifest, bytes, field) = read_upload(&req, payload, max).await?;
     let (bytes, checked) = web::block(move || {
         let checked = LoadedVersion::from_bytes(&bytes, manifest.clone(), 1.0)
             .map(|v| (v.version.clone(), manifest));
@@ -198,8 +309,7 @@ pub async fn upload(
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("validation task: {e}")))?;
-    let (version, manifest) =
-        checked.map_err(|e| ApiError::BadRequest(format!("file_base64: {e}")))?;
+    let (version, manifest) = checked.map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))?;
     let security = &auth.state.security;
     let (file_enc, key_version) =
         security.encrypt_model_file(&m.tenant_id, &m.name, &version, &bytes)?;
