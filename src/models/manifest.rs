@@ -66,6 +66,9 @@ pub struct Manifest {
     /// Metrics from training (accuracy, loss, …), kept with the version.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The walk-forward report of a version trained by trellis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<super::training::WalkForward>,
 }
 
 fn one() -> u32 {

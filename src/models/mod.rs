@@ -8,6 +8,7 @@ pub mod features;
 pub mod manifest;
 pub mod onnx;
 pub mod registry;
+pub mod training;
 
 use serde::Serialize;
 

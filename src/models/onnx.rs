@@ -261,6 +261,24 @@ pub fn linear_model(weights: &[f32], bias: f32) -> Vec<u8> {
     )
 }
 
+/// `y = sigmoid(x · weights + bias)`: a logistic regression (trained direction models).
+pub fn logistic_model(weights: &[f32], bias: f32) -> Vec<u8> {
+    let n = weights.len() as i64;
+    model_bytes(
+        weights.len(),
+        1,
+        vec![
+            node("MatMul", &["features", "w"], "xw"),
+            node("Add", &["xw", "b"], "z"),
+            node("Sigmoid", &["z"], "y"),
+        ],
+        vec![
+            initializer("w", &[n, 1], weights.to_vec()),
+            initializer("b", &[1], vec![bias]),
+        ],
+    )
+}
+
 /// `y = op(x · weights)` with one output, for a unary ONNX operator (`Sqrt`, `Log`, `Relu`, …): a model
 /// whose failure modes can be provoked at will (a square root of a negative input is NaN).
 pub fn unary_model(op: &str, weights: &[f32]) -> Vec<u8> {

@@ -1,0 +1,704 @@
+//! Training on stored bars: a direction classifier with walk-forward validation, exported to ONNX so that
+//! a trained model is served exactly like an uploaded one.
+//!
+//! **Data.** Rows come from the feature library ([`FeatureState`], the code serving runs), fed the bars in
+//! time order: the row at bar `t` is written after bar `t` closed and before any later bar is seen, so no
+//! feature can read the future (a test perturbs every later bar and checks the row is unchanged). The label
+//! of row `t` is whether the close `horizon` bars later is higher (`direction_probability`'s meaning).
+//!
+//! **Model.** Logistic regression from `smartcore` (a maintained crate; L-BFGS, L2 penalty) on features
+//! standardised with the training mean and deviation. The standardisation is folded into the weights, so
+//! the exported ONNX graph is `sigmoid(x · w + b)` on raw features: `MatMul`, `Add`, `Sigmoid`, which
+//! tract-onnx runs like any uploaded model. (Tree ensembles from `smartcore` keep their nodes private, so
+//! they cannot be exported; they are left out rather than served by a second path.)
+//!
+//! **Walk-forward.** The rows are cut into `folds + 1` consecutive blocks; fold `k` trains on blocks
+//! `0..=k` (anchored) and tests on block `k + 1`. The last `horizon` training rows are purged before each
+//! test block, because their labels look into it. Per fold: out-of-sample directional accuracy, the base
+//! rate (share of rows that went up — the accuracy of always saying "up"), log-loss, and the annualised
+//! Sharpe of `model_signal` trading the block bar by bar (long above `upper`, short below `lower`, flat
+//! between) with a cost per unit of position change. The final model is trained on every row.
+//!
+//! **Honest accuracy.** On a random walk no model has skill, so out-of-sample accuracy must sit at ~50%
+//! (skill there is leakage); on a process with learnable structure it must be well above. Both are tests,
+//! and their figures are in BENCHMARKS.md.
+//!
+//! Training is CPU work: callers run it on the blocking pool, never on an actor's thread. It reports
+//! progress and stops between folds when cancelled.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+use smartcore::linalg::basic::arrays::Array;
+use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
+
+use super::drift::Reference;
+use super::features::FeatureSet;
+use super::manifest::{Manifest, Output};
+use crate::domain::{Bar, Timeframe};
+
+/// Bins of the training reference histograms (drift monitoring).
+const REFERENCE_BINS: usize = 10;
+
+/// What to train.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Feature names from the feature library, in the model's input order.
+    pub features: Vec<String>,
+    /// Bars after which the direction is judged.
+    #[serde(default = "one")]
+    pub horizon_bars: u32,
+    /// Walk-forward folds (test blocks), 1 to 20.
+    #[serde(default = "five")]
+    pub folds: usize,
+    /// L2 penalty of the logistic regression (on standardised features).
+    #[serde(default = "l2")]
+    pub l2: f64,
+    /// `model_signal`'s bands for the walk-forward Sharpe: long above, short below.
+    #[serde(default = "upper")]
+    pub upper: f64,
+    #[serde(default = "lower")]
+    pub lower: f64,
+    /// Cost of one unit of position change, as a return (0.0001 = one pip on EURUSD near 1.0).
+    #[serde(default = "cost")]
+    pub cost: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+fn five() -> usize {
+    5
+}
+fn l2() -> f64 {
+    1.0
+}
+fn upper() -> f64 {
+    0.55
+}
+fn lower() -> f64 {
+    0.45
+}
+fn cost() -> f64 {
+    0.00005
+}
+
+impl TrainSpec {
+    /// Checks the spec; the error names the field.
+    pub fn validate(&self) -> Result<FeatureSet, TrainError> {
+        let bad = |m: String| TrainError::Spec(m);
+        let set = FeatureSet::parse(&self.features).map_err(|e| bad(format!("features: {e}")))?;
+        if set.is_empty() {
+            return Err(bad("features: at least one".into()));
+        }
+        if self.horizon_bars == 0 || self.horizon_bars > super::manifest::MAX_HORIZON_BARS {
+            return Err(bad(format!(
+                "horizon_bars: 1 to {}",
+                super::manifest::MAX_HORIZON_BARS
+            )));
+        }
+        if !(1..=20).contains(&self.folds) {
+            return Err(bad("folds: 1 to 20".into()));
+        }
+        if !self.l2.is_finite() || self.l2 < 0.0 || self.l2 > 1e6 {
+            return Err(bad("l2: from 0 to 1000000".into()));
+        }
+        if !(0.0..=1.0).contains(&self.lower)
+            || !(0.0..=1.0).contains(&self.upper)
+            || self.lower > self.upper
+        {
+            return Err(bad("upper, lower: 0 ≤ lower ≤ upper ≤ 1".into()));
+        }
+        if !self.cost.is_finite() || !(0.0..0.1).contains(&self.cost) {
+            return Err(bad("cost: from 0 to 0.1".into()));
+        }
+        Ok(set)
+    }
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Spec(String),
+    #[error("not enough data: {rows} usable rows, at least {needed} are needed ({why})")]
+    TooFewRows {
+        rows: usize,
+        needed: usize,
+        why: &'static str,
+    },
+    #[error("the labels are all one class: nothing to learn")]
+    OneClass,
+    #[error("fitting failed: {0}")]
+    Fit(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Progress of a training run (permille) and its cancellation, shared with whoever watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    permille: AtomicU32,
+    cancel: AtomicBool,
+}
+
+impl Progress {
+    pub fn permille(&self) -> u32 {
+        self.permille.load(Ordering::Relaxed)
+    }
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+    fn set(&self, done: usize, of: usize) {
+        let p = (done * 1000 / of.max(1)).min(1000) as u32;
+        self.permille.store(p, Ordering::Relaxed);
+    }
+    fn check(&self) -> Result<(), TrainError> {
+        if self.is_cancelled() {
+            Err(TrainError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Rows, labels and returns from bars.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    /// Features of each usable bar (as `f32`, like serving computes them, widened).
+    pub rows: Vec<Vec<f64>>,
+    /// Whether the close `horizon` bars later is higher.
+    pub labels: Vec<bool>,
+    /// The next bar's return (for trading the signal bar by bar).
+    pub next_return: Vec<f64>,
+    pub bar_open_ms: Vec<i64>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn slice(&self, from: usize, to: usize) -> Dataset {
+        Dataset {
+            rows: self.rows[from..to].to_vec(),
+            labels: self.labels[from..to].to_vec(),
+            next_return: self.next_return[from..to].to_vec(),
+            bar_open_ms: self.bar_open_ms[from..to].to_vec(),
+        }
+    }
+}
+
+/// Builds the dataset: one row per bar whose features are ready and whose label is known.
+pub fn dataset(set: &FeatureSet, bars: &[Bar], horizon: usize) -> Dataset {
+    let closes: Vec<f64> = bars
+        .iter()
+        .map(|b| b.close.to_f64().unwrap_or(f64::NAN))
+        .collect();
+    let mut state = set.state();
+    let mut row = vec![0f32; set.len()];
+    let mut out = Dataset::default();
+    for (t, bar) in bars.iter().enumerate() {
+        state.on_bar(bar);
+        if t + horizon >= bars.len() || t + 1 >= bars.len() {
+            continue;
+        }
+        if !state.write(&mut row) {
+            continue;
+        }
+        let (now, later, next) = (closes[t], closes[t + horizon], closes[t + 1]);
+        if !(now > 0.0 && later.is_finite() && next.is_finite()) {
+            continue;
+        }
+        out.rows.push(row.iter().map(|v| f64::from(*v)).collect());
+        out.labels.push(later > now);
+        out.next_return.push(next / now - 1.0);
+        out.bar_open_ms.push(bar.open_time_ms);
+    }
+    out
+}
+
+/// A fitted direction model on raw features: `P(up) = sigmoid(x · weights + bias)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logistic {
+    pub weights: Vec<f64>,
+    pub bias: f64,
+}
+
+impl Logistic {
+    /// Fits on standardised rows (L2 penalty `l2`), then folds the standardisation into the weights.
+    pub fn fit(rows: &[Vec<f64>], labels: &[bool], l2: f64) -> Result<Self, TrainError> {
+        let width = rows.first().map(Vec::len).unwrap_or(0);
+        if rows.len() < 2 * width.max(10) {
+            return Err(TrainError::TooFewRows {
+                rows: rows.len(),
+                needed: 2 * width.max(10),
+                why: "to fit the model",
+            });
+        }
+        let ups = labels.iter().filter(|l| **l).count();
+        if ups == 0 || ups == labels.len() {
+            return Err(TrainError::OneClass);
+        }
+        let n = rows.len() as f64;
+        let mut mean = vec![0.0; width];
+        for r in rows {
+            for (m, x) in mean.iter_mut().zip(r) {
+                *m += x / n;
+            }
+        }
+        let mut sd = vec![0.0; width];
+        for r in rows {
+            for ((s, x), m) in sd.iter_mut().zip(r).zip(&mean) {
+                *s += (x - m) * (x - m) / n;
+            }
+        }
+        // A constant column carries nothing: scale 1 keeps it finite (its weight ends near 0 with L2).
+        let sd: Vec<f64> = sd
+            .into_iter()
+            .map(|v| if v.sqrt() > 1e-300 { v.sqrt() } else { 1.0 })
+            .collect();
+        let mut values = Vec::with_capacity(rows.len() * width);
+        for r in rows {
+            values.extend(r.iter().zip(&mean).zip(&sd).map(|((x, m), s)| (x - m) / s));
+        }
+        let x = DenseMatrix::new(rows.len(), width, values, false)
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        let y: Vec<i32> = labels.iter().map(|l| i32::from(*l)).collect();
+        let params = LogisticRegressionParameters::default().with_alpha(l2);
+        // smartcore checks shapes with a panic here and there; a panic is a failed fit, not a dead worker.
+        let fitted = crate::actors::supervisor::contain(|| LogisticRegression::fit(&x, &y, params))
+            .map_err(TrainError::Fit)?
+            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        let coef = fitted.coefficients();
+        let intercept = *fitted.intercept().get((0, 0));
+        let mut weights = Vec::with_capacity(width);
+        let mut bias = intercept;
+        for j in 0..width {
+            let w = *coef.get((0, j)) / sd[j];
+            bias -= w * mean[j];
+            weights.push(w);
+        }
+        if !bias.is_finite() || weights.iter().any(|w| !w.is_finite()) {
+            return Err(TrainError::Fit("the fit gave non-finite weights".into()));
+        }
+        Ok(Self { weights, bias })
+    }
+
+    /// P(up) for one row.
+    pub fn probability(&self, row: &[f64]) -> f64 {
+        let z: f64 = self.bias
+            + row
+                .iter()
+                .zip(&self.weights)
+                .map(|(x, w)| x * w)
+                .sum::<f64>();
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// The model as an ONNX file: `sigmoid(x · w + b)`.
+    pub fn to_onnx(&self) -> Vec<u8> {
+        let w: Vec<f32> = self.weights.iter().map(|w| *w as f32).collect();
+        super::onnx::logistic_model(&w, self.bias as f32)
+    }
+}
+
+/// One walk-forward fold's out-of-sample figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Fold {
+    pub train_rows: usize,
+    pub test_rows: usize,
+    pub test_from_ms: i64,
+    pub test_to_ms: i64,
+    pub accuracy: f64,
+    /// Share of test rows that went up: what always answering "up" scores.
+    pub base_rate: f64,
+    pub log_loss: f64,
+    /// Annualised Sharpe of `model_signal` trading the block bar by bar, after costs.
+    pub sharpe: f64,
+    /// Position changes in the block.
+    pub trades: usize,
+}
+
+/// The walk-forward report, stored with the version (`manifest.validation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WalkForward {
+    pub folds: Vec<Fold>,
+    /// Over every test row of every fold.
+    pub accuracy: f64,
+    pub base_rate: f64,
+    pub log_loss: f64,
+    pub sharpe: f64,
+    pub test_rows: usize,
+}
+
+/// Out-of-sample hits of a model on rows (for comparing two models on the same rows).
+pub fn hits(model: &Logistic, data: &Dataset) -> Vec<bool> {
+    data.rows
+        .iter()
+        .zip(&data.labels)
+        .map(|(r, up)| (model.probability(r) > 0.5) == *up)
+        .collect()
+}
+
+fn bars_per_year(tf: Timeframe) -> f64 {
+    // Markets trading 24 hours, 252 days.
+    252.0 * 86_400_000.0 / tf.millis() as f64
+}
+
+/// Scores a model on test rows: (accuracy, base rate, log-loss, Sharpe, trades).
+fn score(
+    model: &Logistic,
+    test: &Dataset,
+    spec: &TrainSpec,
+    tf: Timeframe,
+) -> (f64, f64, f64, f64, usize) {
+    let n = test.len().max(1) as f64;
+    let mut right = 0usize;
+    let mut ups = 0usize;
+    let mut loss = 0.0;
+    let mut pnl = Vec::with_capacity(test.len());
+    let mut position = 0.0f64;
+    let mut trades = 0usize;
+    for ((row, up), next) in test.rows.iter().zip(&test.labels).zip(&test.next_return) {
+        let p = model.probability(row).clamp(1e-12, 1.0 - 1e-12);
+        right += usize::from((p > 0.5) == *up);
+        ups += usize::from(*up);
+        loss -= if *up { p.ln() } else { (1.0 - p).ln() };
+        let target = if p > spec.upper {
+            1.0
+        } else if p < spec.lower {
+            -1.0
+        } else {
+            0.0
+        };
+        if target != position {
+            trades += 1;
+        }
+        pnl.push(target * next - spec.cost * (target - position).abs());
+        position = target;
+    }
+    let mean = pnl.iter().sum::<f64>() / n;
+    let var = pnl.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let sharpe = if var > 0.0 {
+        mean / var.sqrt() * bars_per_year(tf).sqrt()
+    } else {
+        0.0
+    };
+    (right as f64 / n, ups as f64 / n, loss / n, sharpe, trades)
+}
+
+/// Walk-forward validation (anchored, purged) of the spec's model on `data`.
+pub fn walk_forward(
+    data: &Dataset,
+    spec: &TrainSpec,
+    tf: Timeframe,
+    progress: &Progress,
+) -> Result<WalkForward, TrainError> {
+    let blocks = spec.folds + 1;
+    let block = data.len() / blocks;
+    let purge = spec.horizon_bars as usize;
+    if block < 50 + purge {
+        return Err(TrainError::TooFewRows {
+            rows: data.len(),
+            needed: blocks * (50 + purge),
+            why: "for the walk-forward blocks",
+        });
+    }
+    let mut folds = Vec::with_capacity(spec.folds);
+    let (mut total, mut right, mut ups, mut loss, mut sharpe_sum) = (0usize, 0.0, 0.0, 0.0, 0.0);
+    for k in 0..spec.folds {
+        progress.check()?;
+        let test_from = (k + 1) * block;
+        let test_to = if k + 1 == spec.folds {
+            data.len()
+        } else {
+            test_from + block
+        };
+        let train = data.slice(0, test_from - purge);
+        let test = data.slice(test_from, test_to);
+        let model = Logistic::fit(&train.rows, &train.labels, spec.l2)?;
+        let (accuracy, base_rate, log_loss, sharpe, trades) = score(&model, &test, spec, tf);
+        let n = test.len() as f64;
+        total += test.len();
+        right += accuracy * n;
+        ups += base_rate * n;
+        loss += log_loss * n;
+        sharpe_sum += sharpe;
+        folds.push(Fold {
+            train_rows: train.len(),
+            test_rows: test.len(),
+            test_from_ms: test.bar_open_ms.first().copied().unwrap_or(0),
+            test_to_ms: test.bar_open_ms.last().copied().unwrap_or(0),
+            accuracy,
+            base_rate,
+            log_loss,
+            sharpe,
+            trades,
+        });
+        progress.set(k + 1, spec.folds + 1);
+    }
+    let n = total.max(1) as f64;
+    Ok(WalkForward {
+        accuracy: right / n,
+        base_rate: ups / n,
+        log_loss: loss / n,
+        sharpe: sharpe_sum / spec.folds as f64,
+        test_rows: total,
+        folds,
+    })
+}
+
+/// A trained version: the ONNX file and its manifest (features, output, horizon, training reference,
+/// metrics and the walk-forward report).
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub onnx: Vec<u8>,
+    pub manifest: Manifest,
+    pub model: Logistic,
+    pub report: WalkForward,
+}
+
+/// Validates the spec's model walk-forward on `bars`, then trains it on every row.
+pub fn train(
+    spec: &TrainSpec,
+    bars: &[Bar],
+    tf: Timeframe,
+    progress: &Progress,
+) -> Result<Trained, TrainError> {
+    let set = spec.validate()?;
+    let data = dataset(&set, bars, spec.horizon_bars as usize);
+    let report = walk_forward(&data, spec, tf, progress)?;
+    progress.check()?;
+    let model = Logistic::fit(&data.rows, &data.labels, spec.l2)?;
+    let mut reference = BTreeMap::new();
+    for (j, name) in spec.features.iter().enumerate() {
+        let column: Vec<f64> = data.rows.iter().map(|r| r[j]).collect();
+        if let Ok(r) = Reference::from_sample(&column, REFERENCE_BINS) {
+            reference.insert(name.clone(), r);
+        }
+    }
+    let outputs: Vec<f64> = data.rows.iter().map(|r| model.probability(r)).collect();
+    if let Ok(r) = Reference::from_sample(&outputs, REFERENCE_BINS) {
+        reference.insert("output".into(), r);
+    }
+    let metrics = BTreeMap::from([
+        ("wf_accuracy".to_owned(), report.accuracy),
+        ("wf_base_rate".to_owned(), report.base_rate),
+        ("wf_log_loss".to_owned(), report.log_loss),
+        ("wf_sharpe".to_owned(), report.sharpe),
+        ("wf_test_rows".to_owned(), report.test_rows as f64),
+        ("train_rows".to_owned(), data.len() as f64),
+    ]);
+    let manifest = Manifest {
+        features: spec.features.clone(),
+        output: Output::DirectionProbability,
+        horizon_bars: spec.horizon_bars,
+        reference,
+        metrics,
+        validation: Some(report.clone()),
+    };
+    progress.set(1, 1);
+    Ok(Trained {
+        onnx: model.to_onnx(),
+        manifest,
+        model,
+        report,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Symbol;
+    use rand::{Rng, SeedableRng};
+    use rust_decimal::Decimal;
+
+    /// Bars whose 1-bar log returns are `returns`, from 1.1, one a minute.
+    pub(crate) fn bars_from_returns(returns: &[f64]) -> Vec<Bar> {
+        let mut close = 1.1f64;
+        let dec = |x: f64| Decimal::from_f64_retain((x * 1e6).round() / 1e6).unwrap_or_default();
+        returns
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let open = close;
+                close *= r.exp();
+                Bar {
+                    symbol: Symbol("EURUSD".into()),
+                    timeframe: Timeframe::M1,
+                    open_time_ms: 1_700_000_040_000 + i as i64 * 60_000,
+                    open: dec(open),
+                    high: dec(open.max(close) * 1.00002),
+                    low: dec(open.min(close) * 0.99998),
+                    close: dec(close),
+                    tick_volume: 10,
+                }
+            })
+            .collect()
+    }
+
+    fn normal(rng: &mut rand::rngs::SmallRng) -> f64 {
+        // Box–Muller.
+        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.gen_range(0.0..1.0);
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// AR(1) log returns with coefficient `phi` (0 = a random walk), sd about 0.0005.
+    fn ar1(n: usize, phi: f64, seed: u64) -> Vec<f64> {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut r = 0.0;
+        (0..n)
+            .map(|_| {
+                r = phi * r + 0.0005 * normal(&mut rng);
+                r
+            })
+            .collect()
+    }
+
+    fn spec(features: &[&str]) -> TrainSpec {
+        TrainSpec {
+            features: features.iter().map(|s| (*s).to_owned()).collect(),
+            horizon_bars: 1,
+            folds: 4,
+            l2: 1.0,
+            upper: 0.55,
+            lower: 0.45,
+            cost: 0.0,
+        }
+    }
+
+    #[test]
+    fn on_a_random_walk_out_of_sample_accuracy_is_chance_and_on_an_autoregressive_series_it_is_well_above(
+    ) {
+        let features = ["log_return_1", "log_return_2", "volatility_10", "rsi_14"];
+        let progress = Progress::default();
+        let walk = bars_from_returns(&ar1(60_000, 0.0, 7));
+        let structured = bars_from_returns(&ar1(60_000, 0.4, 8));
+
+        let chance = train(&spec(&features), &walk, Timeframe::M1, &progress).expect("trains");
+        let skill = train(&spec(&features), &structured, Timeframe::M1, &progress).expect("trains");
+
+        eprintln!(
+            "honest accuracy: random walk {:.4} (base rate {:.4}, Sharpe {:.2}); AR(1) φ=0.4 {:.4} (base rate {:.4}, Sharpe {:.2}); {} test rows each",
+            chance.report.accuracy,
+            chance.report.base_rate,
+            chance.report.sharpe,
+            skill.report.accuracy,
+            skill.report.base_rate,
+            skill.report.sharpe,
+            skill.report.test_rows
+        );
+        // ~48 000 test rows: σ of an accuracy at 0.5 is 0.0023, so ±0.015 is over 6σ.
+        assert!(
+            (chance.report.accuracy - 0.5).abs() < 0.015,
+            "random walk: {:?}",
+            chance.report
+        );
+        // AR(1) with φ = 0.4: P(next return has the sign of φ·r) = 1/2 + asin(0.4)/π ≈ 0.631.
+        assert!(
+            skill.report.accuracy > 0.6,
+            "AR(1) φ = 0.4: {:?}",
+            skill.report
+        );
+        assert!(skill.report.sharpe > chance.report.sharpe);
+        assert_eq!(skill.manifest.output, Output::DirectionProbability);
+        assert!(skill.manifest.reference.contains_key("output"));
+        assert_eq!(skill.report.folds.len(), 4);
+    }
+
+    #[test]
+    fn no_feature_row_reads_a_bar_after_its_own() {
+        let set = FeatureSet::parse(
+            &[
+                "return_1",
+                "log_return_3",
+                "volatility_5",
+                "rsi_14",
+                "ema_ratio_5_20",
+                "atr_14",
+                "bar_range",
+                "tod_sin",
+                "dow_cos",
+            ]
+            .map(String::from),
+        )
+        .expect("features");
+        let bars = bars_from_returns(&ar1(400, 0.2, 3));
+        let full = dataset(&set, &bars, 1);
+        for cut in [60usize, 150, 300] {
+            // Every bar after `cut` replaced by something else entirely.
+            let mut changed = bars.clone();
+            for b in changed.iter_mut().skip(cut + 1) {
+                b.close *= Decimal::new(13, 1);
+                b.high *= Decimal::new(14, 1);
+            }
+            let other = dataset(&set, &changed, 1);
+            let at = full
+                .bar_open_ms
+                .iter()
+                .position(|t| *t == bars[cut].open_time_ms)
+                .expect("row at cut");
+            assert_eq!(full.rows[at], other.rows[at], "row at bar {cut}");
+            assert_eq!(full.rows[..at], other.rows[..at]);
+        }
+    }
+
+    #[test]
+    fn the_exported_onnx_model_gives_the_fitted_probabilities() {
+        let bars = bars_from_returns(&ar1(5_000, 0.4, 11));
+        let s = spec(&["log_return_1", "rsi_14"]);
+        let trained = train(&s, &bars, Timeframe::M1, &Progress::default()).expect("trains");
+        let onnx = crate::models::onnx::OnnxModel::load(&trained.onnx, 2).expect("loads");
+        let mut run = onnx.inference().expect("inference");
+        let data = dataset(&s.validate().expect("spec"), &bars, 1);
+        for row in data.rows.iter().step_by(97) {
+            let f: Vec<f32> = row.iter().map(|x| *x as f32).collect();
+            let got = f64::from(run.run(&f).expect("runs")[0]);
+            let want = trained.model.probability(row);
+            assert!((got - want).abs() < 1e-4, "onnx {got}, fitted {want}");
+        }
+        // Momentum: a positive last return makes "up" more likely.
+        assert!(trained.model.weights[0] > 0.0, "{:?}", trained.model);
+    }
+
+    #[test]
+    fn training_refuses_bad_specs_and_too_little_data_naming_the_problem_and_stops_when_cancelled()
+    {
+        let bars = bars_from_returns(&ar1(3_000, 0.1, 5));
+        let p = Progress::default();
+        let bad = |s: TrainSpec| {
+            train(&s, &bars, Timeframe::M1, &p)
+                .err()
+                .map(|e| e.to_string())
+        };
+        let mut s = spec(&["return_1"]);
+        s.features = vec!["nope_3".into()];
+        assert!(bad(s).is_some_and(|e| e.starts_with("features:")));
+        let mut s = spec(&["return_1"]);
+        s.folds = 0;
+        assert!(bad(s).is_some_and(|e| e.starts_with("folds:")));
+        let mut s = spec(&["return_1"]);
+        s.upper = 0.2;
+        assert!(bad(s).is_some_and(|e| e.contains("lower")));
+        let short = bars_from_returns(&ar1(100, 0.1, 5));
+        let e = train(&spec(&["return_1"]), &short, Timeframe::M1, &p).expect_err("too short");
+        assert!(e.to_string().contains("not enough data"), "{e}");
+        let cancelled = Progress::default();
+        cancelled.cancel();
+        let e = train(&spec(&["return_1"]), &bars, Timeframe::M1, &cancelled).expect_err("stops");
+        assert!(matches!(e, TrainError::Cancelled));
+    }
+}
