@@ -331,6 +331,17 @@ pub struct Fold {
     pub trades: usize,
 }
 
+/// The last fold's test block as the challenger saw it out of sample: what a promotion compares the
+/// champion with, bar by bar.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Holdout {
+    pub bar_open_ms: Vec<i64>,
+    /// The label: up after the horizon.
+    pub labels: Vec<bool>,
+    /// The fold model's call (P(up) > 0.5).
+    pub called_up: Vec<bool>,
+}
+
 /// The walk-forward report, stored with the version (`manifest.validation`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WalkForward {
@@ -405,7 +416,7 @@ pub fn walk_forward(
     spec: &TrainSpec,
     tf: Timeframe,
     progress: &Progress,
-) -> Result<WalkForward, TrainError> {
+) -> Result<(WalkForward, Holdout), TrainError> {
     let blocks = spec.folds + 1;
     let block = data.len() / blocks;
     let purge = spec.horizon_bars as usize;
@@ -417,6 +428,7 @@ pub fn walk_forward(
         });
     }
     let mut folds = Vec::with_capacity(spec.folds);
+    let mut holdout = Holdout::default();
     let (mut total, mut right, mut ups, mut loss, mut sharpe_sum) = (0usize, 0.0, 0.0, 0.0, 0.0);
     for k in 0..spec.folds {
         progress.check()?;
@@ -430,6 +442,17 @@ pub fn walk_forward(
         let test = data.slice(test_from, test_to);
         let model = Logistic::fit(&train.rows, &train.labels, spec.l2)?;
         let (accuracy, base_rate, log_loss, sharpe, trades) = score(&model, &test, spec, tf);
+        if k + 1 == spec.folds {
+            holdout = Holdout {
+                bar_open_ms: test.bar_open_ms.clone(),
+                labels: test.labels.clone(),
+                called_up: test
+                    .rows
+                    .iter()
+                    .map(|r| model.probability(r) > 0.5)
+                    .collect(),
+            };
+        }
         let n = test.len() as f64;
         total += test.len();
         right += accuracy * n;
@@ -450,14 +473,15 @@ pub fn walk_forward(
         progress.set(k + 1, spec.folds + 1);
     }
     let n = total.max(1) as f64;
-    Ok(WalkForward {
+    let report = WalkForward {
         accuracy: right / n,
         base_rate: ups / n,
         log_loss: loss / n,
         sharpe: sharpe_sum / spec.folds as f64,
         test_rows: total,
         folds,
-    })
+    };
+    Ok((report, holdout))
 }
 
 /// A trained version: the ONNX file and its manifest (features, output, horizon, training reference,
@@ -468,6 +492,7 @@ pub struct Trained {
     pub manifest: Manifest,
     pub model: Logistic,
     pub report: WalkForward,
+    pub holdout: Holdout,
 }
 
 /// Validates the spec's model walk-forward on `bars`, then trains it on every row.
@@ -479,7 +504,7 @@ pub fn train(
 ) -> Result<Trained, TrainError> {
     let set = spec.validate()?;
     let data = dataset(&set, bars, spec.horizon_bars as usize);
-    let report = walk_forward(&data, spec, tf, progress)?;
+    let (report, holdout) = walk_forward(&data, spec, tf, progress)?;
     progress.check()?;
     let model = Logistic::fit(&data.rows, &data.labels, spec.l2)?;
     let mut reference = BTreeMap::new();
@@ -515,7 +540,139 @@ pub fn train(
         manifest,
         model,
         report,
+        holdout,
     })
+}
+
+/// A champion and a challenger judged on the same out-of-sample bars.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Comparison {
+    /// Bars both were judged on.
+    pub bars: usize,
+    pub champion_accuracy: f64,
+    pub challenger_accuracy: f64,
+    /// Bars the champion got right and the challenger wrong, and the other way round (McNemar's b, c).
+    pub champion_only: usize,
+    pub challenger_only: usize,
+    /// One-sided exact McNemar test: P(challenger_only ≥ c | b + c discordant bars, each side ½).
+    pub p_value: f64,
+}
+
+/// Compares hits bar by bar (`true` = the call was right).
+pub fn compare(champion: &[bool], challenger: &[bool]) -> Comparison {
+    let n = champion.len().min(challenger.len());
+    let (mut b, mut c, mut right_a, mut right_b) = (0usize, 0usize, 0usize, 0usize);
+    for (a, x) in champion.iter().zip(challenger).take(n) {
+        right_a += usize::from(*a);
+        right_b += usize::from(*x);
+        match (a, x) {
+            (true, false) => b += 1,
+            (false, true) => c += 1,
+            _ => {}
+        }
+    }
+    Comparison {
+        bars: n,
+        champion_accuracy: right_a as f64 / n.max(1) as f64,
+        challenger_accuracy: right_b as f64 / n.max(1) as f64,
+        champion_only: b,
+        challenger_only: c,
+        p_value: binomial_upper_tail(b + c, c),
+    }
+}
+
+/// P(X ≥ k) for X ~ Binomial(n, ½), in log space (exact for any n a test window has).
+fn binomial_upper_tail(n: usize, k: usize) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n {
+        return 0.0;
+    }
+    let ln_half_n = n as f64 * std::f64::consts::LN_2;
+    // ln C(n, i) by the running product, summed with log-sum-exp.
+    let mut ln_c = 0.0f64; // ln C(n, 0)
+    let mut terms = Vec::with_capacity(n - k + 1);
+    for i in 0..=n {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        if i >= k {
+            terms.push(ln_c - ln_half_n);
+        }
+    }
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
+    (max + sum.ln()).exp().min(1.0)
+}
+
+/// Whether a challenger replaces the champion: better out of sample by at least `min_improvement`
+/// (accuracy points) and significantly so (`p_value < alpha`). The reason says which held.
+pub fn decide(cmp: &Comparison, min_improvement: f64, alpha: f64) -> (bool, String) {
+    let gain = cmp.challenger_accuracy - cmp.champion_accuracy;
+    if cmp.bars == 0 {
+        return (false, "no common out-of-sample bars to compare on".into());
+    }
+    if gain < min_improvement {
+        return (
+            false,
+            format!(
+                "the challenger's accuracy {:.4} is not {min_improvement} above the champion's {:.4}",
+                cmp.challenger_accuracy, cmp.champion_accuracy
+            ),
+        );
+    }
+    if cmp.p_value >= alpha {
+        return (
+            false,
+            format!(
+                "better by {gain:.4} but not significantly (McNemar p = {:.4} ≥ {alpha}; {} vs {} discordant bars)",
+                cmp.p_value, cmp.challenger_only, cmp.champion_only
+            ),
+        );
+    }
+    (
+        true,
+        format!(
+            "better by {gain:.4} (accuracy {:.4} vs {:.4}), McNemar p = {:.2e} < {alpha}",
+            cmp.challenger_accuracy, cmp.champion_accuracy, cmp.p_value
+        ),
+    )
+}
+
+/// A loaded version's up/down call per bar (by open time), computed with the serving feature library:
+/// P(up) > 0.5 for `direction_probability`, a positive value for `expected_return`; `None` for class
+/// outputs, which have no direction.
+pub fn calls(
+    version: &super::deployment::LoadedVersion,
+    bars: &[Bar],
+) -> Option<std::collections::HashMap<i64, bool>> {
+    let up = match version.manifest.output {
+        Output::DirectionProbability => 0.5,
+        Output::ExpectedReturn => 0.0,
+        Output::Class { .. } => return None,
+    };
+    let mut state = version.features.state();
+    let mut row = vec![0f32; version.features.len()];
+    let mut run = version.model.inference().ok()?;
+    let mut out = std::collections::HashMap::with_capacity(bars.len());
+    for bar in bars {
+        state.on_bar(bar);
+        if !state.write(&mut row) {
+            continue;
+        }
+        if let Ok(values) = run.run(&row) {
+            if let Some(v) = version
+                .manifest
+                .output
+                .value(values)
+                .filter(|v| v.is_finite())
+            {
+                out.insert(bar.open_time_ms, v > up);
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -662,13 +819,28 @@ mod tests {
         let s = spec(&["log_return_1", "rsi_14"]);
         let trained = train(&s, &bars, Timeframe::M1, &Progress::default()).expect("trains");
         let onnx = crate::models::onnx::OnnxModel::load(&trained.onnx, 2).expect("loads");
+        let version = crate::models::deployment::LoadedVersion::from_bytes(
+            &trained.onnx,
+            trained.manifest.clone(),
+            1.0,
+        )
+        .expect("a valid version");
+        let served = calls(&version, &bars).expect("direction calls");
+        assert!(trained
+            .holdout
+            .bar_open_ms
+            .iter()
+            .all(|t| served.contains_key(t)));
         let mut run = onnx.inference().expect("inference");
         let data = dataset(&s.validate().expect("spec"), &bars, 1);
-        for row in data.rows.iter().step_by(97) {
+        for (row, t) in data.rows.iter().zip(&data.bar_open_ms).step_by(97) {
             let f: Vec<f32> = row.iter().map(|x| *x as f32).collect();
             let got = f64::from(run.run(&f).expect("runs")[0]);
             let want = trained.model.probability(row);
             assert!((got - want).abs() < 1e-4, "onnx {got}, fitted {want}");
+            if (want - 0.5).abs() > 1e-3 {
+                assert_eq!(served[t], want > 0.5, "served call at {t}");
+            }
         }
         // Momentum: a positive last return makes "up" more likely.
         assert!(trained.model.weights[0] > 0.0, "{:?}", trained.model);
@@ -700,5 +872,50 @@ mod tests {
         cancelled.cancel();
         let e = train(&spec(&["return_1"]), &bars, Timeframe::M1, &cancelled).expect_err("stops");
         assert!(matches!(e, TrainError::Cancelled));
+    }
+
+    #[test]
+    fn a_better_challenger_is_promoted_and_a_worse_or_insignificantly_better_one_is_not() {
+        // 1 000 bars: champion right on 520, challenger on 580; 100 bars only the champion got right,
+        // 160 only the challenger.
+        let mut champion = vec![false; 1_000];
+        let mut challenger = vec![false; 1_000];
+        for i in 0..420 {
+            champion[i] = true;
+            challenger[i] = true;
+        }
+        for i in 420..520 {
+            champion[i] = true;
+        }
+        for i in 520..680 {
+            challenger[i] = true;
+        }
+        let better = compare(&champion, &challenger);
+        assert_eq!((better.champion_only, better.challenger_only), (100, 160));
+        assert!((better.challenger_accuracy - 0.58).abs() < 1e-12);
+        // P(X ≥ 160 | n = 260, ½): z = (160 − 130 − ½) / √65 = 3.66, so about 1.3e-4.
+        assert!(better.p_value > 5e-5 && better.p_value < 3e-4, "{better:?}");
+        assert!(decide(&better, 0.01, 0.05).0);
+
+        let worse = compare(&challenger, &champion);
+        let (promoted, why) = decide(&worse, 0.01, 0.05);
+        assert!(!promoted && why.contains("not 0.01 above"), "{why}");
+
+        // Better by 0.6 points on 1 000 bars: 16 vs 10 discordant, p ≈ 0.16.
+        let mut slightly = champion.clone();
+        for i in 520..536 {
+            slightly[i] = true;
+        }
+        for i in 420..430 {
+            slightly[i] = false;
+        }
+        let small = compare(&champion, &slightly);
+        assert_eq!((small.champion_only, small.challenger_only), (10, 16));
+        let (promoted, why) = decide(&small, 0.005, 0.05);
+        assert!(!promoted && why.contains("not significantly"), "{why}");
+
+        assert!((binomial_upper_tail(10, 0) - 1.0).abs() < 1e-12);
+        assert!((binomial_upper_tail(10, 10) - 1.0 / 1024.0).abs() < 1e-15);
+        assert!((binomial_upper_tail(4, 2) - 11.0 / 16.0).abs() < 1e-12);
     }
 }

@@ -572,3 +572,48 @@ pub async fn load_ticks(
         })
         .collect()
 }
+
+/// Reads stored bars of a tenant's symbol and timeframe with open times in `[from_ms, to_ms]`, oldest
+/// first, each once (FINAL) — for training.
+pub async fn load_bars(
+    cfg: &ClickHouseConfig,
+    tenant: &str,
+    symbol: &str,
+    timeframe: crate::domain::Timeframe,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<crate::domain::Bar>, StorageError> {
+    let rows: Vec<BarRow> = client(cfg)
+        .query(
+            "SELECT tenant_id, symbol, timeframe, open_time_ms, open, high, low, close, tick_volume FROM bars FINAL \
+             WHERE tenant_id = ? AND symbol = ? AND timeframe = ? AND open_time_ms >= ? AND open_time_ms <= ? \
+             ORDER BY open_time_ms",
+        )
+        .bind(tenant)
+        .bind(symbol)
+        .bind(timeframe.as_str())
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all()
+        .await
+        .map_err(unavailable)?;
+    let dec = |x: f64| {
+        x.to_string()
+            .parse::<rust_decimal::Decimal>()
+            .map_err(|_| StorageError::Rejected(format!("stored price {x} is not a decimal")))
+    };
+    rows.into_iter()
+        .map(|r| {
+            Ok(crate::domain::Bar {
+                symbol: crate::domain::Symbol(r.symbol),
+                timeframe,
+                open_time_ms: r.open_time_ms,
+                open: dec(r.open)?,
+                high: dec(r.high)?,
+                low: dec(r.low)?,
+                close: dec(r.close)?,
+                tick_volume: r.tick_volume,
+            })
+        })
+        .collect()
+}

@@ -286,3 +286,85 @@ pub async fn load_ticks(
         })
         .collect()
 }
+
+/// Reads stored bars of a tenant's symbol and timeframe with open times in `[from_ms, to_ms]`, oldest
+/// first, from the embedded file (read-only, like [`load_ticks`]) — for training.
+pub async fn load_bars(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    symbol: &str,
+    timeframe: crate::domain::Timeframe,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<crate::domain::Bar>, StorageError> {
+    let path = data_dir.join("timeseries.db");
+    if !path.exists() {
+        return Err(StorageError::Rejected(format!(
+            "no embedded store at {}",
+            path.display()
+        )));
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    let rows: Vec<(i64, String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT open_time_ms, open, high, low, close, tick_volume FROM bars \
+         WHERE tenant_id = ? AND symbol = ? AND timeframe = ? AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms",
+    )
+    .bind(tenant)
+    .bind(symbol)
+    .bind(timeframe.as_str())
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(&pool)
+    .await?;
+    pool.close().await;
+    let dec = |s: &str| {
+        s.parse::<rust_decimal::Decimal>()
+            .map_err(|_| StorageError::Rejected(format!("stored price `{s}` is not a decimal")))
+    };
+    rows.into_iter()
+        .map(|(open_time_ms, open, high, low, close, tick_volume)| {
+            Ok(crate::domain::Bar {
+                symbol: crate::domain::Symbol(symbol.to_owned()),
+                timeframe,
+                open_time_ms,
+                open: dec(&open)?,
+                high: dec(&high)?,
+                low: dec(&low)?,
+                close: dec(&close)?,
+                tick_volume: tick_volume.max(0) as u64,
+            })
+        })
+        .collect()
+}
+
+/// Reads stored bars from whichever time-series store `settings` configure (ClickHouse, else the
+/// embedded file).
+pub async fn load_stored_bars(
+    settings: &crate::config::StorageSettings,
+    tenant: &str,
+    symbol: &str,
+    timeframe: crate::domain::Timeframe,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<crate::domain::Bar>, StorageError> {
+    match settings.clickhouse() {
+        Some(cfg) => {
+            crate::storage::clickhouse::load_bars(&cfg, tenant, symbol, timeframe, from_ms, to_ms)
+                .await
+        }
+        None => {
+            load_bars(
+                &settings.data_dir,
+                tenant,
+                symbol,
+                timeframe,
+                from_ms,
+                to_ms,
+            )
+            .await
+        }
+    }
+}
