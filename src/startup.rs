@@ -86,7 +86,13 @@ impl Application {
             settings: settings.clone(),
             rate_limiter: Arc::new(crate::security::rate_limit::RateLimiter::new(redis)),
             security: security.clone(),
+            jobs: Default::default(),
         };
+        {
+            use actix::Actor as _;
+            let jobs = crate::actors::training::TrainingJobs::new(state.clone()).start();
+            state.jobs.set(jobs);
+        }
         let max_body = settings.http.max_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()

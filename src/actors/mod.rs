@@ -18,4 +18,5 @@ pub mod strategy;
 pub mod supervisor;
 pub mod task;
 pub mod tenant;
+pub mod training;
 pub mod tree;

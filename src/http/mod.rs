@@ -19,6 +19,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub rate_limiter: Arc<crate::security::rate_limit::RateLimiter>,
     pub security: Arc<crate::security::service::Security>,
+    /// Training jobs (set once the actor runs; it holds a copy of this state).
+    pub jobs: crate::actors::slot::Slot<crate::actors::training::TrainingJobs>,
 }
 
 /// The route table.

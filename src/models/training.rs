@@ -878,18 +878,10 @@ mod tests {
     fn a_better_challenger_is_promoted_and_a_worse_or_insignificantly_better_one_is_not() {
         // 1 000 bars: champion right on 520, challenger on 580; 100 bars only the champion got right,
         // 160 only the challenger.
-        let mut champion = vec![false; 1_000];
-        let mut challenger = vec![false; 1_000];
-        for i in 0..420 {
-            champion[i] = true;
-            challenger[i] = true;
-        }
-        for i in 420..520 {
-            champion[i] = true;
-        }
-        for i in 520..680 {
-            challenger[i] = true;
-        }
+        let champion: Vec<bool> = (0..1_000).map(|i| i < 520).collect();
+        let challenger: Vec<bool> = (0..1_000)
+            .map(|i| i < 420 || (520..680).contains(&i))
+            .collect();
         let better = compare(&champion, &challenger);
         assert_eq!((better.champion_only, better.challenger_only), (100, 160));
         assert!((better.challenger_accuracy - 0.58).abs() < 1e-12);
@@ -902,13 +894,9 @@ mod tests {
         assert!(!promoted && why.contains("not 0.01 above"), "{why}");
 
         // Better by 0.6 points on 1 000 bars: 16 vs 10 discordant, p ≈ 0.16.
-        let mut slightly = champion.clone();
-        for i in 520..536 {
-            slightly[i] = true;
-        }
-        for i in 420..430 {
-            slightly[i] = false;
-        }
+        let slightly: Vec<bool> = (0..1_000)
+            .map(|i| (i < 520 && !(420..430).contains(&i)) || (520..536).contains(&i))
+            .collect();
         let small = compare(&champion, &slightly);
         assert_eq!((small.champion_only, small.challenger_only), (10, 16));
         let (promoted, why) = decide(&small, 0.005, 0.05);

@@ -74,7 +74,7 @@ fn classify(status: u16) -> Option<Outcome> {
 }
 
 /// Real objects of a tenant for the path's `{user}`, `{key}`, `{strategy}`, `{login}`, `{model}`,
-/// `{version}`, `{deployment}` (`{alias}` is any name).
+/// `{version}`, `{deployment}`, `{job}` (`{alias}` is any name).
 struct Objects {
     user: String,
     key: String,
@@ -85,6 +85,7 @@ struct Objects {
     deployment: String,
     /// The version deployments are made of (never deleted by a case).
     deployed: String,
+    job: String,
 }
 
 /// A new deployment of the tenant's model `m`, serving `version`.
@@ -162,6 +163,7 @@ fn fill(path: &str, tenant: &str, o: &Objects) -> String {
         .replace("{model}", &o.model)
         .replace("{version}", &o.version)
         .replace("{deployment}", &o.deployment)
+        .replace("{job}", &o.job)
         .replace("{alias}", "champion")
 }
 
@@ -209,6 +211,18 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
         let version = fresh_version(&app, &root, tenant, 0).await;
         let deployed = fresh_version(&app, &root, tenant, 1_000).await;
         let deployment = fresh_deployment(&app, &root, tenant, &deployed, 0).await;
+        let job = app
+            .expect(
+                201,
+                "POST",
+                &format!("/api/v1/tenants/{tenant}/models/m/jobs"),
+                Some(&root),
+                Some(&json!({"symbol": "EURUSD", "timeframe": "M1", "train": {"features": ["return_1"]}})),
+            )
+            .await["job"]["id"]
+            .as_str()
+            .expect("job id")
+            .to_owned();
         objects.insert(
             tenant,
             Objects {
@@ -220,6 +234,7 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 version,
                 deployment,
                 deployed,
+                job,
             },
         );
     }

@@ -22,3 +22,4 @@ mod security;
 mod supervision;
 mod tasks;
 mod trading;
+mod training;

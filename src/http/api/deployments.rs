@@ -30,7 +30,7 @@ use crate::actors::tenant::TenantContext;
 use crate::config::{ModelDeploymentSettings, ModelVersionSettings};
 use crate::http::error::ApiError;
 use crate::models::deployment::Deployment;
-use crate::models::registry::{OwnedRef, ResolveError};
+use crate::models::registry::{ModelFilesSlot, OwnedRef, ResolveError};
 
 /// Largest budget a deployment may give one prediction (µs): a second.
 const MAX_BUDGET_US: u64 = 1_000_000;
@@ -126,10 +126,11 @@ fn checked(list: &str, versions: &[DeployVersion]) -> Result<Vec<ModelVersionSet
 /// Resolves the settings' registry versions and loads them (off the HTTP workers); the error names
 /// what is wrong.
 pub async fn load(
-    auth: &Authorized,
+    files: &ModelFilesSlot,
+    t: &TenantContext,
     settings: ModelDeploymentSettings,
 ) -> Result<Arc<Deployment>, ApiError> {
-    load_moved(auth, settings, None).await
+    load_moved(files, t, settings, None).await
 }
 
 fn resolve_error(e: ResolveError) -> ApiError {
@@ -141,12 +142,11 @@ fn resolve_error(e: ResolveError) -> ApiError {
 
 /// [`load`], with alias `moved.0` taken to point at version `moved.1` already.
 async fn load_moved(
-    auth: &Authorized,
+    files: &ModelFilesSlot,
+    t: &TenantContext,
     settings: ModelDeploymentSettings,
     moved: Option<(&str, &str)>,
 ) -> Result<Arc<Deployment>, ApiError> {
-    let t = auth.tenant()?;
-    let files = &auth.state.runtime.model_files;
     let mut resolved = files
         .resolve(&t.id.0, std::slice::from_ref(&settings))
         .await
@@ -274,7 +274,7 @@ pub async fn create(
         shadow: checked("shadow", &body.shadow)?,
         budget_us,
     };
-    let d = load(&auth, settings).await?;
+    let d = load(&auth.state.runtime.model_files, &t, settings).await?;
     market_data(&t)?.send(SetDeployment(d.clone())).await?;
     let started = match supervisor(&t)?
         .send(StartChild(t.model_spec(&d.id)))
@@ -326,7 +326,7 @@ pub async fn change(
         }
         settings.budget_us = budget;
     }
-    let after = load(&auth, settings).await?;
+    let after = load(&auth.state.runtime.model_files, &t, settings).await?;
     apply(&t, after.clone()).await?;
     super::tenants::persist(&auth.state, &t).await?;
     auth.state
@@ -497,12 +497,12 @@ pub async fn get(
 /// about to point. Made before the alias moves in the store, so a version that cannot serve one of them
 /// refuses the move.
 pub async fn following(
-    auth: &Authorized,
+    files: &ModelFilesSlot,
+    t: &TenantContext,
     model: &str,
     alias: &str,
     version: &str,
 ) -> Result<Vec<Arc<Deployment>>, ApiError> {
-    let t = auth.tenant()?;
     let follow: Vec<ModelDeploymentSettings> = t
         .deployments
         .read()
@@ -519,7 +519,7 @@ pub async fn following(
         .collect();
     let mut out = Vec::with_capacity(follow.len());
     for s in follow {
-        out.push(load_moved(auth, s, Some((alias, version))).await?);
+        out.push(load_moved(files, t, s, Some((alias, version))).await?);
     }
     Ok(out)
 }

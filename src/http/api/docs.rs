@@ -136,6 +136,10 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         ("DELETE", "/tenants/{tenant}/models/{model}/deployments/{deployment}") => {
             obj(vec![("deleted", json!({"type": "string"}))])
         }
+        ("POST", "/tenants/{tenant}/models/{model}/jobs")
+        | ("GET", "/tenants/{tenant}/jobs/{job}")
+        | ("DELETE", "/tenants/{tenant}/jobs/{job}") => obj(vec![("job", job())]),
+        ("GET", "/tenants/{tenant}/models/{model}/jobs") => list("jobs", job()),
         ("GET", "/tenants/{tenant}/models/{model}/monitoring") => obj(vec![
             ("model", json!({"type": "string"})),
             (
@@ -357,4 +361,9 @@ pub async fn page() -> HttpResponse {
 /// A model deployment as the API shows it.
 fn deployment() -> serde_json::Value {
     json!({"type": "object", "description": "deployment, model (registry model, absent for configured files), symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, alias, shadow, configured_weight, manifest, live: counts served/not_finite/failed/over_budget/over_quota, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"})
+}
+
+/// A training job as the API shows it.
+fn job() -> serde_json::Value {
+    json!({"type": "object", "description": "id, tenant, model, state (queued, running, succeeded, failed, cancelled), progress (0–1), actor, created_ms, started_ms, finished_ms, request, bars, version (the trained version's sha256), report (walk-forward: folds with accuracy, base_rate, log_loss, sharpe, trades; totals), promotion (alias, promoted, reason, comparison with McNemar p_value, previous, deployments), error"})
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod deployments;
 pub mod docs;
+pub mod jobs;
 pub mod keys;
 pub mod models;
 pub mod optimise;
@@ -342,6 +343,35 @@ pub static ROUTES: &[RouteDef] = &[
         "Remove a deployment (refused while a strategy trades its predictions)"
     ),
     route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/models/{model}/jobs",
+        Trade,
+        "models",
+        "Train a version on the tenant's stored bars (walk-forward validated; optionally promoted to an alias if significantly better)",
+        body = crate::actors::training::JobRequest
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/models/{model}/jobs",
+        Read,
+        "models",
+        "The model's training jobs with their progress and results"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/jobs/{job}",
+        Read,
+        "models",
+        "A training job"
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/jobs/{job}",
+        Trade,
+        "models",
+        "Cancel a queued or running training job"
+    ),
+    route!(
         "GET",
         "/api/v1/tenants/{tenant}/models/{model}/monitoring",
         Read,
@@ -614,6 +644,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/v1/tenants/{tenant}/models/{model}/monitoring",
             get().to(deployments::monitoring),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/jobs",
+            post().to(jobs::create),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/models/{model}/jobs",
+            get().to(jobs::list),
+        )
+        .route("/api/v1/tenants/{tenant}/jobs/{job}", get().to(jobs::get))
+        .route(
+            "/api/v1/tenants/{tenant}/jobs/{job}",
+            delete().to(jobs::cancel),
         )
         .route(
             "/api/v1/tenants/{tenant}/strategies",

@@ -15,6 +15,7 @@
 //! served live, audited.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -23,7 +24,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Authorized, Body, Page};
+use crate::actors::tenant::TenantContext;
 use crate::http::error::ApiError;
+use crate::http::AppState;
 use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
 use crate::storage::security::ModelRow;
@@ -351,55 +354,87 @@ pub async fn move_alias(
     tier_gate(&auth)?;
     super::valid_id("alias", &path.2)?;
     let m = model_of(&auth, &path.1).await?;
-    let store = &auth.state.security.store;
-    if store
-        .model_file(&m.tenant_id, &m.name, &body.version)
-        .await?
-        .is_none()
-    {
+    let t = auth.tenant()?.clone();
+    let moved = point_alias(
+        &auth.state,
+        &t,
+        &m.name,
+        &path.2,
+        &body.version,
+        auth.actor(),
+    )
+    .await?;
+    Ok(auth.ok(json!({
+        "model": m.name,
+        "alias": path.2,
+        "version": body.version,
+        "previous": moved.previous,
+        "deployments": moved.deployments,
+    })))
+}
+
+/// What moving an alias did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AliasMoved {
+    pub previous: Option<String>,
+    /// The deployments that follow the alias and now serve the version.
+    pub deployments: Vec<String>,
+}
+
+/// Points `alias` of `tenant`'s model `model` at `version`, audited, and moves the deployments that follow
+/// it (each loaded with the version first, so a version that cannot serve one refuses the move). Used by
+/// the API and by promotions.
+pub async fn point_alias(
+    state: &AppState,
+    t: &Arc<TenantContext>,
+    model: &str,
+    alias: &str,
+    version: &str,
+    actor: &str,
+) -> Result<AliasMoved, ApiError> {
+    let store = &state.security.store;
+    let tenant = t.id.0.as_str();
+    if store.model_file(tenant, model, version).await?.is_none() {
         return Err(ApiError::BadRequest(format!(
-            "version: model `{}` has no version `{}`",
-            m.name, body.version
+            "version: model `{model}` has no version `{version}`"
         )));
     }
-    let follow = super::deployments::following(&auth, &m.name, &path.2, &body.version).await?;
-    let t = auth.tenant()?.clone();
+    let follow =
+        super::deployments::following(&state.runtime.model_files, t, model, alias, version).await?;
     let _admin = t.admin.lock().await;
     let previous = store
-        .move_alias(
-            &m.tenant_id,
-            &m.name,
-            &path.2,
-            &body.version,
-            crate::domain::now_ms(),
-        )
+        .move_alias(tenant, model, alias, version, crate::domain::now_ms())
         .await?;
-    auth.state
+    state
         .security
         .audit(
-            &m.tenant_id,
+            tenant,
             "model.alias_moved",
-            auth.actor(),
-            json!({"model": m.name, "alias": path.2, "from": previous, "to": body.version}),
+            actor,
+            json!({"model": model, "alias": alias, "from": previous, "to": version}),
         )
         .await?;
-    let mut moved = Vec::with_capacity(follow.len());
+    let mut deployments = Vec::with_capacity(follow.len());
     for d in follow {
-        super::deployments::apply(&t, d.clone()).await?;
-        auth.state
+        super::deployments::apply(t, d.clone()).await?;
+        state
             .security
             .audit(
-                &m.tenant_id,
+                tenant,
                 "model.deployment_followed_alias",
-                auth.actor(),
-                json!({"model": m.name, "deployment": d.id, "alias": path.2, "from": previous, "to": body.version}),
+                actor,
+                json!({"model": model, "deployment": d.id, "alias": alias, "from": previous, "to": version}),
             )
             .await?;
-        moved.push(d.id.clone());
+        deployments.push(d.id.clone());
     }
-    Ok(auth.ok(
-        json!({"model": m.name, "alias": path.2, "version": body.version, "previous": previous, "deployments": moved}),
-    ))
+    if !deployments.is_empty() {
+        super::tenants::persist(state, t).await?;
+    }
+    Ok(AliasMoved {
+        previous,
+        deployments,
+    })
 }
 
 /// `DELETE …/models/{model}/versions/{version}`: refused (409) while a deployment serves the version or an

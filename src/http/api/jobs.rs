@@ -1,0 +1,147 @@
+//! Training jobs of a tenant's model: started, watched with their progress, cancelled.
+//!
+//! `POST …/models/{model}/jobs` queues a job that trains a direction model on the tenant's stored bars with
+//! walk-forward validation and stores it as a version of the model (see `actors::training`); with
+//! `promote` the version takes the alias (default `champion`) only if it beats the version holding it out
+//! of sample, by the margin and significantly. The professional tier and up may train, like uploads.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::{Authorized, Body};
+use crate::actors::training::{CancelJob, GetJob, JobError, JobRequest, ListJobs, SubmitJob};
+use crate::http::error::ApiError;
+
+fn jobs(auth: &Authorized) -> Result<actix::Addr<crate::actors::training::TrainingJobs>, ApiError> {
+    auth.state
+        .jobs
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("training jobs are not running".into()))
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::NotFound => ApiError::NotFound,
+        e @ JobError::Finished(_) => ApiError::Conflict(e.to_string()),
+    }
+}
+
+/// `POST …/models/{model}/jobs`: queues a training job (its spec checked now, its data when it runs).
+pub async fn create(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+    Body(body): Body<JobRequest>,
+) -> Result<HttpResponse, ApiError> {
+    super::models::tier_gate(&auth)?;
+    let model = super::models::model_of(&auth, &path.1).await?;
+    let t = auth.tenant()?.clone();
+    if !t.symbols.contains(&body.symbol) {
+        return Err(ApiError::BadRequest(format!(
+            "symbol: `{}` is not one of the tenant's symbols",
+            body.symbol
+        )));
+    }
+    if crate::domain::Timeframe::parse(&body.timeframe).is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "timeframe: unknown timeframe `{}`",
+            body.timeframe
+        )));
+    }
+    if let (Some(from), Some(to)) = (body.from_ms, body.to_ms) {
+        if from > to {
+            return Err(ApiError::BadRequest("from_ms: after to_ms".into()));
+        }
+    }
+    body.train
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("train.{e}")))?;
+    if let Some(p) = &body.promote {
+        super::valid_id("promote.alias", &p.alias)?;
+        if !(0.0..=1.0).contains(&p.min_improvement) {
+            return Err(ApiError::BadRequest(
+                "promote.min_improvement: from 0 to 1".into(),
+            ));
+        }
+        if !(p.alpha > 0.0 && p.alpha <= 0.5) {
+            return Err(ApiError::BadRequest(
+                "promote.alpha: above 0, at most 0.5".into(),
+            ));
+        }
+    }
+    let view = jobs(&auth)?
+        .send(SubmitJob {
+            tenant: t.id.0.clone(),
+            model: model.name.clone(),
+            actor: auth.actor().to_owned(),
+            request: body,
+        })
+        .await?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "model.training_queued",
+            auth.actor(),
+            json!({"model": model.name, "job": view.id}),
+        )
+        .await?;
+    Ok(auth.created(json!({ "job": view })))
+}
+
+/// `GET …/models/{model}/jobs`: the model's jobs, newest first.
+pub async fn list(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let model = super::models::model_of(&auth, &path.1).await?;
+    let t = auth.tenant()?;
+    let all = jobs(&auth)?
+        .send(ListJobs {
+            tenant: t.id.0.clone(),
+            model: model.name,
+        })
+        .await?;
+    Ok(auth.ok(json!({ "jobs": all })))
+}
+
+/// `GET …/jobs/{job}`: one job of the tenant.
+pub async fn get(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let view = jobs(&auth)?
+        .send(GetJob {
+            tenant: t.id.0.clone(),
+            id: path.1.clone(),
+        })
+        .await?
+        .map_err(job_error)?;
+    Ok(auth.ok(json!({ "job": view })))
+}
+
+/// `DELETE …/jobs/{job}`: cancels a queued or running job (409 once it finished).
+pub async fn cancel(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    super::models::tier_gate(&auth)?;
+    let t = auth.tenant()?;
+    let view = jobs(&auth)?
+        .send(CancelJob {
+            tenant: t.id.0.clone(),
+            id: path.1.clone(),
+        })
+        .await?
+        .map_err(job_error)?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "model.training_cancelled",
+            auth.actor(),
+            json!({"model": view.model, "job": view.id}),
+        )
+        .await?;
+    Ok(auth.ok(json!({ "job": view })))
+}
