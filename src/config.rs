@@ -315,6 +315,15 @@ pub struct RiskSettings {
     /// Close every position when a loss limit trips the kill switch.
     #[serde(default)]
     pub flatten_on_breach: bool,
+    /// Largest one-bar (M1) volatility of an account's positions, in account currency: √(wᵀΣw) with w the
+    /// positions' values and Σ the Ledoit–Wolf covariance of the tenant's symbols' M1 log returns over the
+    /// last `correlation_window` bars. An order that would take the figure beyond the limit, and raise it,
+    /// is refused; hedges pass. Applies once the window holds 30 bars.
+    #[serde(default)]
+    pub max_portfolio_volatility: Option<rust_decimal::Decimal>,
+    /// M1 bars the correlation engine keeps (default 240, 30 to 10 000).
+    #[serde(default)]
+    pub correlation_window: Option<usize>,
 }
 
 /// One strategy instance.

@@ -42,6 +42,7 @@ pub fn demo_tenant(api_key: String) -> TenantSettings {
             max_daily_loss: Some(d("5000")),
             max_drawdown: Some(d("10000")),
             flatten_on_breach: true,
+            ..RiskSettings::default()
         },
         strategies: SYMBOLS
             .iter()

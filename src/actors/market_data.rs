@@ -214,6 +214,12 @@ impl Handler<TickReceived> for MarketData {
                     self.tenant.metrics.bar_closed();
                     self.fan_out(&bar);
                     self.fan_out_models(&bar);
+                    if bar.timeframe == Timeframe::M1 {
+                        // The correlation engine (after the strategies: never in their way).
+                        if let Some(risk) = self.tenant.risk.get() {
+                            risk.do_send(BarClosed(bar.clone()));
+                        }
+                    }
                     let recent = self
                         .recent
                         .entry((bar.symbol.clone(), bar.timeframe))

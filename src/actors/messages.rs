@@ -36,6 +36,11 @@ pub use crate::domain::risk::{KillSwitch, OrderFacts, RiskRejection};
 #[rtype(result = "Result<(), RiskRejection>")]
 pub struct CheckOrder(pub OrderFacts);
 
+/// The tenant's current covariance of its symbols' M1 returns (`None` until the window holds enough bars).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<crate::models::correlation::Covariance>")]
+pub struct GetCorrelation;
+
 /// Turns the kill switch on or off; `flatten` also closes every position.
 #[derive(Message, Debug)]
 #[rtype(result = "RiskState")]

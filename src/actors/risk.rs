@@ -6,14 +6,20 @@
 //!
 //! `Risk` owns the tenant's limits (risk limits and tier): the admin API changes them by message
 //! (`SetRiskLimits`, `SetTier`) and everyone else reads the snapshot this actor publishes.
+//!
+//! It is also the tenant's correlation engine: `MarketData` sends it every closed M1 bar, and it keeps the
+//! last `correlation_window` aligned log returns of the tenant's symbols and their Ledoit–Wolf covariance
+//! (`models::correlation`), recomputed on each complete bar time. The gate uses it for the
+//! portfolio-volatility limit; `GetCorrelation` answers it for the API, and every tenth update is published
+//! on `/ws/events` (`correlation`). A restarted `Risk` rebuilds the window from the bars `MarketData` keeps.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use super::messages::{
-    AccountLink, CheckOrder, Flatten, GetRiskState, LinkState, PnlUpdated, RiskRejection,
-    RiskState, SetKillSwitch,
+    AccountLink, BarClosed, CheckOrder, Flatten, GetCorrelation, GetRecentBars, GetRiskState,
+    LinkState, PnlUpdated, RiskRejection, RiskState, SetKillSwitch,
 };
 use super::published::Publisher;
 use super::supervisor::{ExitNotifier, Shutdown};
@@ -28,8 +34,16 @@ pub struct Risk {
     limits: Publisher<TenantLimits>,
     gate: RiskGate,
     rejections: u64,
+    /// Aligned M1 log returns of the tenant's symbols.
+    returns: crate::models::correlation::ReturnWindow,
+    updates: u64,
     notifier: ExitNotifier,
 }
+
+/// M1 bars the correlation engine keeps by default.
+const CORRELATION_WINDOW: usize = 240;
+/// Rows before the covariance is used.
+const MIN_CORRELATION_ROWS: usize = 30;
 
 impl Risk {
     /// A new incarnation, starting from the limits its predecessor published.
@@ -39,13 +53,69 @@ impl Risk {
         notifier: ExitNotifier,
     ) -> Self {
         let risk = limits.current().risk.clone();
+        let window = risk
+            .correlation_window
+            .unwrap_or(CORRELATION_WINDOW)
+            .clamp(MIN_CORRELATION_ROWS, 10_000);
         let gate = RiskGate::new(risk, tenant.symbols.iter().cloned());
+        let mut symbols: Vec<String> = tenant.symbols.iter().cloned().collect();
+        symbols.sort();
         Self {
             tenant,
             limits,
             gate,
             rejections: 0,
+            returns: crate::models::correlation::ReturnWindow::new(symbols, window),
+            updates: 0,
             notifier,
+        }
+    }
+
+    /// A closed M1 bar of one symbol: into the return window; a complete bar time renews the covariance.
+    fn on_bar(&mut self, bar: &crate::domain::Bar) {
+        use rust_decimal::prelude::ToPrimitive;
+        if bar.timeframe != crate::domain::Timeframe::M1 {
+            return;
+        }
+        let close = bar.close.to_f64().unwrap_or(f64::NAN);
+        let pushed = self
+            .returns
+            .push_closes(bar.open_time_ms, &[(bar.symbol.0.clone(), close)]);
+        if !matches!(pushed, Ok(true)) || self.returns.len() < MIN_CORRELATION_ROWS {
+            return;
+        }
+        match self.returns.covariance() {
+            Ok(cov) => {
+                self.updates += 1;
+                if self.updates % 10 == 1 {
+                    self.tenant.publish(
+                        "correlation",
+                        serde_json::json!({
+                            "symbols": cov.symbols,
+                            "correlations": cov.correlations(),
+                            "shrinkage": cov.shrinkage,
+                            "observations": cov.observations,
+                        }),
+                    );
+                }
+                self.gate.covariance = Some(cov);
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %self.tenant.id, error = %e, "covariance not renewed");
+            }
+        }
+    }
+
+    /// Account currency per lot per unit of return, from the latest quotes and contract sizes.
+    fn refresh_lot_values(&mut self) {
+        use rust_decimal::prelude::ToPrimitive;
+        let quotes = self.tenant.quotes.read();
+        for (symbol, q) in quotes.iter() {
+            let mid = (q.bid + q.ask) / rust_decimal::Decimal::TWO;
+            let value = (mid * self.tenant.contract_size(&symbol.0)).to_f64();
+            if let Some(v) = value.filter(|v| v.is_finite()) {
+                self.gate.lot_values.insert(symbol.0.clone(), v);
+            }
         }
     }
 
@@ -99,6 +169,33 @@ impl Actor for Risk {
 
     /// A kill switch stored before a restart is in force again before the first order is checked.
     fn started(&mut self, ctx: &mut Self::Context) {
+        // The correlation window from the bars MarketData keeps (empty on a first start).
+        if let Some(md) = self.tenant.market_data.get() {
+            let symbols = self.returns.symbols().to_vec();
+            ctx.wait(
+                async move {
+                    let mut all = Vec::new();
+                    for s in symbols {
+                        let q = GetRecentBars {
+                            symbol: crate::domain::Symbol(s),
+                            timeframe: crate::domain::Timeframe::M1,
+                            limit: super::market_data::RECENT_BARS,
+                        };
+                        if let Ok(bars) = md.send(q).await {
+                            all.extend(bars);
+                        }
+                    }
+                    all.sort_by_key(|b| b.open_time_ms);
+                    all
+                }
+                .into_actor(self)
+                .map(|bars, act, _ctx| {
+                    for b in &bars {
+                        act.on_bar(b);
+                    }
+                }),
+            );
+        }
         let store = self.tenant.relational.clone();
         let tenant = self.tenant.id.0.clone();
         ctx.wait(async move { store.load_kill_switch(LoadKillSwitch { tenant }).await }.into_actor(self).map(
@@ -154,6 +251,9 @@ impl Handler<CheckOrder> for Risk {
     type Result = Result<(), RiskRejection>;
 
     fn handle(&mut self, CheckOrder(facts): CheckOrder, _ctx: &mut Self::Context) -> Self::Result {
+        if self.gate.limits.max_portfolio_volatility.is_some() {
+            self.refresh_lot_values();
+        }
         let verdict = self.gate.check(&facts);
         if let Err(r) = &verdict {
             self.rejections += 1;
@@ -168,6 +268,22 @@ impl Handler<CheckOrder> for Risk {
                 "order rejected by risk");
         }
         verdict
+    }
+}
+
+impl Handler<BarClosed> for Risk {
+    type Result = ();
+
+    fn handle(&mut self, BarClosed(bar): BarClosed, _ctx: &mut Self::Context) {
+        self.on_bar(&bar);
+    }
+}
+
+impl Handler<GetCorrelation> for Risk {
+    type Result = MessageResult<GetCorrelation>;
+
+    fn handle(&mut self, _: GetCorrelation, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.gate.covariance.clone())
     }
 }
 

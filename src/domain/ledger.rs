@@ -128,6 +128,7 @@ impl Ledger {
             net_before: book.net(symbol),
             open_positions: book.open_count(),
             reduce_only: false,
+            positions: book.nets(),
         };
         let (seq, order) = self.new_order(
             Some(strategy_id),

@@ -226,6 +226,18 @@ impl Book {
             .sum()
     }
 
+    /// Net signed volume per symbol with a position.
+    pub fn nets(&self) -> Vec<(Symbol, Decimal)> {
+        let mut out: Vec<(Symbol, Decimal)> = Vec::new();
+        for p in self.positions.values() {
+            match out.last_mut() {
+                Some((s, v)) if s == &p.symbol => *v += p.signed_volume(),
+                _ => out.push((p.symbol.clone(), p.signed_volume())),
+            }
+        }
+        out
+    }
+
     pub fn open_count(&self) -> usize {
         self.positions.len()
     }

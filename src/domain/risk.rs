@@ -2,7 +2,8 @@
 //!
 //! Checks, in order: kill switch, blind account (heartbeats missed), allowed symbols, volume per order, net
 //! position per symbol, open positions, daily loss (realised + unrealised since the UTC day began) and
-//! drawdown from the PnL peak. Orders that only reduce exposure pass the kill switch and the loss limits —
+//! drawdown from the PnL peak, and the portfolio's volatility from the covariance of the tenant's symbols
+//! (when a limit and a covariance are there). Orders that only reduce exposure pass the kill switch and the loss limits —
 //! flattening must always be possible. A breached loss limit turns the kill switch on by itself.
 
 use std::collections::HashSet;
@@ -26,6 +27,9 @@ pub struct OrderFacts {
     pub open_positions: usize,
     /// True for orders that only reduce exposure (flattening); allowed even with the kill switch on.
     pub reduce_only: bool,
+    /// The account's net volume per symbol before the order (for the portfolio-volatility limit).
+    #[serde(skip)]
+    pub positions: Vec<(Symbol, Decimal)>,
 }
 
 /// Why risk refused an order.
@@ -33,7 +37,7 @@ pub struct OrderFacts {
 #[error("{code}: {reason}")]
 pub struct RiskRejection {
     /// `kill_switch`, `symbol_not_allowed`, `max_order_volume`, `max_net_position`, `max_open_positions`,
-    /// `max_daily_loss`, `max_drawdown`, `account_blind`.
+    /// `max_portfolio_volatility`, `max_daily_loss`, `max_drawdown`, `account_blind`.
     pub code: &'static str,
     pub reason: String,
 }
@@ -57,6 +61,10 @@ pub struct RiskGate {
     pub daily_pnl: Decimal,
     peak: Decimal,
     pub drawdown: Decimal,
+    /// The covariance of the symbols' one-bar log returns, kept current by the owner (the `Risk` actor).
+    pub covariance: Option<crate::models::correlation::Covariance>,
+    /// Account currency per lot per unit of price move ratio: contract size × price, per symbol.
+    pub lot_values: std::collections::HashMap<String, f64>,
 }
 
 impl RiskGate {
@@ -72,7 +80,25 @@ impl RiskGate {
             daily_pnl: Decimal::ZERO,
             peak: Decimal::ZERO,
             drawdown: Decimal::ZERO,
+            covariance: None,
+            lot_values: std::collections::HashMap::new(),
         }
+    }
+
+    /// One-bar volatility of `positions` (lots per symbol) in account currency; `None` without a
+    /// covariance or a value for one of the symbols.
+    pub fn portfolio_volatility(&self, positions: &[(Symbol, Decimal)]) -> Option<f64> {
+        use rust_decimal::prelude::ToPrimitive;
+        let cov = self.covariance.as_ref()?;
+        let mut exposures = Vec::with_capacity(positions.len());
+        for (symbol, lots) in positions {
+            if lots.is_zero() {
+                continue;
+            }
+            let value = *self.lot_values.get(symbol.as_str())?;
+            exposures.push((symbol.0.clone(), lots.to_f64()? * value));
+        }
+        crate::models::correlation::portfolio_volatility(cov, &exposures).ok()
     }
 
     pub fn check(&self, o: &OrderFacts) -> Result<(), RiskRejection> {
@@ -136,6 +162,27 @@ impl RiskGate {
                         o.open_positions
                     ),
                 );
+            }
+        }
+        if let Some(max) = self.limits.max_portfolio_volatility {
+            let mut after_positions = o.positions.clone();
+            let delta = o.volume * o.side.sign();
+            match after_positions.iter_mut().find(|(s, _)| s == &o.symbol) {
+                Some((_, lots)) => *lots += delta,
+                None => after_positions.push((o.symbol.clone(), delta)),
+            }
+            let before = self.portfolio_volatility(&o.positions);
+            let after = self.portfolio_volatility(&after_positions);
+            if let (Some(before), Some(after)) = (before, after) {
+                let limit = rust_decimal::prelude::ToPrimitive::to_f64(&max).unwrap_or(f64::MAX);
+                if after > limit && after > before {
+                    return reject(
+                        "max_portfolio_volatility",
+                        format!(
+                            "portfolio volatility would be {after:.2} per M1 bar (now {before:.2}), beyond the limit of {max}"
+                        ),
+                    );
+                }
             }
         }
         if let Some(max) = self.limits.max_daily_loss {

@@ -22,6 +22,7 @@ fn limits() -> RiskSettings {
         max_daily_loss: Some(d("100")),
         max_drawdown: Some(d("150")),
         flatten_on_breach: false,
+        ..RiskSettings::default()
     }
 }
 
@@ -34,6 +35,7 @@ fn facts(symbol: &str, side: Side, volume: &str, net_before: &str, open: usize) 
         net_before: d(net_before),
         open_positions: open,
         reduce_only: false,
+        positions: Vec::new(),
     }
 }
 
@@ -314,4 +316,88 @@ async fn the_kill_switch_stays_on_after_a_restart() {
     assert_eq!(refused.expect_err("still killed").code, "kill_switch");
     assert_eq!(allowed, Ok(()));
     app2.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_a_hedge() {
+    // Arrange: EURUSD and GBPUSD moving together for 40 minutes; no strategies (orders are checked
+    // directly); the limit 1.4 × the volatility of one lot of EURUSD.
+    let key = "trk_corr0001_risk-test-secret";
+    let app = spawn_app().await;
+    let mut settings = tenant("corr", key);
+    settings.strategies = Vec::new();
+    settings.risk = RiskSettings {
+        max_portfolio_volatility: Some(d("1000000")),
+        ..RiskSettings::default()
+    };
+    let t = app.add_tenant(settings).await;
+    let sim = app.sim(key, 7101).await;
+    let wave = [0i64, 6, 12, 9, 3, -4, -9, -2, 5, -6, 1];
+    for m in 0..41i64 {
+        let w = wave[(m % 11) as usize] as f64;
+        for (symbol, base, scale, noise) in [("EURUSD", 1.1, 1.0, 0.0), ("GBPUSD", 1.3, 1.2, 0.2)] {
+            let bid = base + (w * scale + noise * ((m % 3) as f64 - 1.0)) * 0.0001;
+            sim.tick(tick(
+                symbol,
+                T0 + m * MINUTE,
+                &format!("{bid:.5}"),
+                &format!("{:.5}", bid + 0.0002),
+            ));
+        }
+    }
+    let mut view = serde_json::Value::Null;
+    for _ in 0..300 {
+        view = app
+            .call("GET", "/api/v1/tenants/corr/correlations", Some(key), None)
+            .await
+            .body;
+        if view["observations"].as_u64().unwrap_or(0) >= 38 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let risk = t.risk.get().expect("risk");
+    let long_eur = vec![(Symbol("EURUSD".into()), d("1"))];
+    let cov = &view["covariance"];
+    let (eur_var, symbols) = (cov[0][0].as_f64().expect("variance"), &view["symbols"]);
+    let one_lot = 100_000.0 * 1.1 * eur_var.sqrt();
+    let mut limits = RiskSettings::default();
+    limits.max_portfolio_volatility =
+        Some(rust_decimal::Decimal::from_f64_retain(1.4 * one_lot).expect("limit"));
+    risk.send(trellis::actors::messages::SetRiskLimits(limits))
+        .await
+        .expect("limits set");
+    let order = |side: Side| OrderFacts {
+        account: Login(7101),
+        symbol: Symbol("GBPUSD".into()),
+        side,
+        volume: d("1"),
+        net_before: d("0"),
+        open_positions: 1,
+        reduce_only: false,
+        positions: long_eur.clone(),
+    };
+
+    // Act
+    let adding = risk
+        .send(CheckOrder(order(Side::Buy)))
+        .await
+        .expect("risk answers");
+    let hedging = risk
+        .send(CheckOrder(order(Side::Sell)))
+        .await
+        .expect("risk answers");
+
+    // Assert: the engine sees the co-movement; buying GBPUSD on top of long EURUSD is refused naming the
+    // figure, selling it (a hedge) passes.
+    assert_eq!(symbols, &serde_json::json!(["EURUSD", "GBPUSD"]), "{view}");
+    let rho = view["correlations"][0][1].as_f64().expect("correlation");
+    assert!(rho > 0.9, "correlation {rho}: {view}");
+    let shrinkage = view["shrinkage"].as_f64().expect("shrinkage");
+    assert!((0.0..=1.0).contains(&shrinkage), "{view}");
+    let refused = adding.expect_err("correlated exposure is refused");
+    assert_eq!(refused.code, "max_portfolio_volatility");
+    assert!(refused.reason.contains("per M1 bar"), "{}", refused.reason);
+    assert_eq!(hedging, Ok(()), "a hedge passes");
+    app.shutdown().await;
 }

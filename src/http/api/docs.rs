@@ -170,6 +170,9 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
             ("limits", of::<RiskSettings>(g)),
             ("state", of::<RiskState>(g)),
         ]),
+        ("GET", "/tenants/{tenant}/correlations") => {
+            json!({"type": "object", "description": "symbols, correlations (matrix, null until enough bars), covariance, shrinkage (Ledoit–Wolf intensity), observations, timeframe"})
+        }
         ("PUT", "/tenants/{tenant}/risk") => obj(vec![("limits", of::<RiskSettings>(g))]),
         ("PUT", "/tenants/{tenant}/kill-switch") => obj(vec![("state", of::<RiskState>(g))]),
         ("GET", "/tenants/{tenant}/orders") => obj(vec![

@@ -437,6 +437,13 @@ pub static ROUTES: &[RouteDef] = &[
         "Risk limits and state (kill switch, blind accounts)"
     ),
     route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/correlations",
+        Read,
+        "risk",
+        "Correlations and Ledoit–Wolf covariance of the tenant's symbols' M1 returns (the portfolio-volatility limit's input)"
+    ),
+    route!(
         "PUT",
         "/api/v1/tenants/{tenant}/risk",
         Admin,
@@ -687,6 +694,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             delete().to(strategies::delete),
         )
         .route("/api/v1/tenants/{tenant}/risk", get().to(trading::risk))
+        .route(
+            "/api/v1/tenants/{tenant}/correlations",
+            get().to(trading::correlations),
+        )
         .route("/api/v1/tenants/{tenant}/risk", put().to(trading::set_risk))
         .route(
             "/api/v1/tenants/{tenant}/kill-switch",

@@ -45,6 +45,36 @@ pub async fn risk(auth: Authorized) -> Result<HttpResponse, ApiError> {
     Ok(auth.ok(json!({ "limits": t.risk_limits(), "state": state })))
 }
 
+/// `GET …/correlations`: the correlation engine's current view of the tenant's symbols (M1 log returns,
+/// Ledoit–Wolf shrinkage): correlations, covariance, shrinkage intensity and observations; `null`
+/// figures until the window holds enough bars.
+pub async fn correlations(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let risk = t
+        .risk
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
+    let cov = risk.send(crate::actors::messages::GetCorrelation).await?;
+    Ok(auth.ok(match cov {
+        Some(c) => json!({
+            "symbols": c.symbols,
+            "correlations": c.correlations(),
+            "covariance": c.matrix,
+            "shrinkage": c.shrinkage,
+            "observations": c.observations,
+            "timeframe": "M1",
+        }),
+        None => json!({
+            "symbols": t.symbols.iter().collect::<std::collections::BTreeSet<_>>(),
+            "correlations": null,
+            "covariance": null,
+            "shrinkage": null,
+            "observations": 0,
+            "timeframe": "M1",
+        }),
+    }))
+}
+
 pub async fn set_risk(
     auth: Authorized,
     Body(limits): Body<RiskSettings>,
