@@ -361,9 +361,12 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
     let cov = &view["covariance"];
     let (eur_var, symbols) = (cov[0][0].as_f64().expect("variance"), &view["symbols"]);
     let one_lot = 100_000.0 * 1.1 * eur_var.sqrt();
-    let mut limits = RiskSettings::default();
-    limits.max_portfolio_volatility =
-        Some(rust_decimal::Decimal::from_f64_retain(1.4 * one_lot).expect("limit"));
+    let limits = RiskSettings {
+        max_portfolio_volatility: Some(
+            rust_decimal::Decimal::from_f64_retain(1.4 * one_lot).expect("limit"),
+        ),
+        ..RiskSettings::default()
+    };
     risk.send(trellis::actors::messages::SetRiskLimits(limits))
         .await
         .expect("limits set");
