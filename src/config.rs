@@ -217,6 +217,53 @@ pub struct ModelDeploymentSettings {
     /// A prediction slower than this is dropped and counted (µs).
     #[serde(default = "default_model_budget_us")]
     pub budget_us: u64,
+    /// Retrain the registry model on a schedule, promoting a significantly better challenger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<RetrainSettings>,
+}
+
+/// A deployment's retraining schedule: every `every`, a challenger is trained on the last `window` of the
+/// deployment's symbol and timeframe, validated walk-forward, and takes `alias` only if it beats the
+/// version holding it out of sample by `min_improvement` and significantly (McNemar at `alpha`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSettings {
+    /// How often: a number and a unit, `s`, `m`, `h` or `d` (`1d`, `6h`); at least `1s`.
+    #[schemars(pattern(r"^[1-9][0-9]{0,5}[smhd]$"))]
+    pub every: String,
+    /// How much history: the same form (`90d`).
+    #[schemars(pattern(r"^[1-9][0-9]{0,5}[smhd]$"))]
+    pub window: String,
+    #[serde(default = "default_min_improvement")]
+    pub min_improvement: f64,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default = "default_alias")]
+    pub alias: String,
+    pub train: crate::models::training::TrainSpec,
+}
+
+fn default_min_improvement() -> f64 {
+    0.01
+}
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_alias() -> String {
+    "champion".into()
+}
+
+/// A span written as a number and a unit (`s`, `m`, `h`, `d`), in milliseconds.
+pub fn parse_span(s: &str) -> Option<i64> {
+    let unit = match s.chars().last()? {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    let n: i64 = s.get(..s.len() - 1)?.parse().ok()?;
+    (n > 0 && n <= 999_999).then_some(n * unit)
 }
 
 fn default_model_budget_us() -> u64 {

@@ -111,6 +111,7 @@ pub fn demo_model(dir: &std::path::Path) -> anyhow::Result<ModelDeploymentSettin
             1.0,
         )],
         budget_us: 5_000,
+        retrain: None,
     })
 }
 

@@ -14,6 +14,13 @@
 //! Jobs live in memory: a restart abandons a queued or running job (what it would have produced is a
 //! registry version, which is durable once stored); its audit entries remain.
 //!
+//! **Schedules.** Every second the actor looks at the running tenants' deployments that carry a
+//! `retrain` schedule (registry models only) and queues a job for each whose period has passed since its
+//! last scheduled job: trained on the last `window` of the deployment's symbol and timeframe, promoted
+//! over `alias` under the schedule's margin and significance. The clock of a schedule starts when this
+//! process does (a restart does not retrain everything at once); a schedule whose previous job is still
+//! queued or running waits for it.
+//!
 //! This actor sits beside the HTTP layer rather than in a tenant's subtree because its results go to the
 //! registry and the audit log (the security service), which tenants' actors do not reach.
 
@@ -141,6 +148,9 @@ pub struct TrainingJobs {
     queue: VecDeque<String>,
     running: Option<String>,
     next: u64,
+    /// Per (tenant, deployment) with a schedule: when its last scheduled job was queued (or this process
+    /// started) and that job's id.
+    schedules: BTreeMap<(String, String), (i64, Option<String>)>,
 }
 
 impl TrainingJobs {
@@ -151,7 +161,107 @@ impl TrainingJobs {
             queue: VecDeque::new(),
             running: None,
             next: 1,
+            schedules: BTreeMap::new(),
         }
+    }
+
+    /// Queues the jobs whose schedules are due.
+    fn tick_schedules(&mut self, ctx: &mut Context<Self>) {
+        let now = crate::domain::now_ms();
+        let mut due = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in self.state.runtime.tenants.iter() {
+            let t = entry.value();
+            for d in t.deployments.read().values() {
+                let (Some(r), Some(model)) = (&d.settings.retrain, &d.settings.model) else {
+                    continue;
+                };
+                let (Some(every), Some(window)) = (
+                    crate::config::parse_span(&r.every),
+                    crate::config::parse_span(&r.window),
+                ) else {
+                    continue;
+                };
+                let key = (t.id.0.clone(), d.id.clone());
+                seen.insert(key.clone());
+                let (last, job) = self.schedules.entry(key.clone()).or_insert((now, None));
+                let busy = job.as_ref().is_some_and(|id| {
+                    self.jobs.get(id).is_some_and(|j| {
+                        matches!(j.view.state, JobState::Queued | JobState::Running)
+                    })
+                });
+                if busy || now - *last < every {
+                    continue;
+                }
+                *last = now;
+                let request = JobRequest {
+                    symbol: d.symbol.0.clone(),
+                    timeframe: d.timeframe.as_str().to_owned(),
+                    from_ms: Some(now - window),
+                    to_ms: Some(now),
+                    train: r.train.clone(),
+                    promote: Some(PromoteSpec {
+                        alias: r.alias.clone(),
+                        min_improvement: r.min_improvement,
+                        alpha: r.alpha,
+                    }),
+                };
+                due.push((key, model.clone(), request));
+            }
+        }
+        self.schedules.retain(|k, _| seen.contains(k));
+        for ((tenant, deployment), model, request) in due {
+            let view = self.submit(
+                tenant.clone(),
+                model,
+                format!("schedule:{deployment}"),
+                request,
+                ctx,
+            );
+            tracing::info!(tenant = %tenant, deployment = %deployment, job = %view.id, "scheduled retraining queued");
+            if let Some(s) = self.schedules.get_mut(&(tenant, deployment)) {
+                s.1 = Some(view.id);
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        tenant: String,
+        model: String,
+        actor: String,
+        request: JobRequest,
+        ctx: &mut Context<Self>,
+    ) -> JobView {
+        let id = format!("job-{}-{}", crate::domain::now_ms(), self.next);
+        self.next += 1;
+        let view = JobView {
+            id: id.clone(),
+            tenant,
+            model,
+            state: JobState::Queued,
+            progress: 0.0,
+            actor,
+            created_ms: crate::domain::now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            request,
+            bars: None,
+            version: None,
+            report: None,
+            promotion: None,
+            error: None,
+        };
+        self.jobs.insert(
+            id.clone(),
+            Job {
+                view: view.clone(),
+                progress: Arc::new(Progress::default()),
+            },
+        );
+        self.queue.push_back(id.clone());
+        self.pump(ctx);
+        self.view(&id).unwrap_or(view)
     }
 
     fn view(&self, id: &str) -> Option<JobView> {
@@ -238,6 +348,12 @@ impl TrainingJobs {
 
 impl Actor for TrainingJobs {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, ctx| {
+            act.tick_schedules(ctx)
+        });
+    }
 }
 
 /// A finished job's results.
@@ -424,35 +540,7 @@ impl Handler<SubmitJob> for TrainingJobs {
     type Result = MessageResult<SubmitJob>;
 
     fn handle(&mut self, msg: SubmitJob, ctx: &mut Self::Context) -> Self::Result {
-        let id = format!("job-{}-{}", crate::domain::now_ms(), self.next);
-        self.next += 1;
-        let view = JobView {
-            id: id.clone(),
-            tenant: msg.tenant,
-            model: msg.model,
-            state: JobState::Queued,
-            progress: 0.0,
-            actor: msg.actor,
-            created_ms: crate::domain::now_ms(),
-            started_ms: None,
-            finished_ms: None,
-            request: msg.request,
-            bars: None,
-            version: None,
-            report: None,
-            promotion: None,
-            error: None,
-        };
-        self.jobs.insert(
-            id.clone(),
-            Job {
-                view: view.clone(),
-                progress: Arc::new(Progress::default()),
-            },
-        );
-        self.queue.push_back(id.clone());
-        self.pump(ctx);
-        MessageResult(self.view(&id).unwrap_or(view))
+        MessageResult(self.submit(msg.tenant, msg.model, msg.actor, msg.request, ctx))
     }
 }
 

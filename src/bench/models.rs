@@ -456,6 +456,7 @@ fn deployment(id: &str, symbol: &str, version: ModelVersionSettings) -> ModelDep
         shadow: Vec::new(),
         // Generous: a run over budget gives no prediction, no order, and `drive` would wait for one.
         budget_us: 1_000_000,
+        retrain: None,
     }
 }
 

@@ -44,7 +44,7 @@ use crate::domain::{Bar, Timeframe};
 const REFERENCE_BINS: usize = 10;
 
 /// What to train.
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
     /// Feature names from the feature library, in the model's input order.

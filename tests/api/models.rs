@@ -44,6 +44,7 @@ fn deployment(
         traffic,
         shadow,
         budget_us,
+        retrain: None,
     }
 }
 

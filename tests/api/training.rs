@@ -288,3 +288,92 @@ async fn a_trained_version_replaces_a_worse_champion_only_when_significantly_bet
     assert_eq!(audit("model.training_cancelled").await, 1);
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_deployment_with_a_retraining_schedule_trains_and_promotes_a_better_challenger_on_its_own(
+) {
+    use base64::Engine as _;
+
+    // Arrange: stored bars with momentum, a contrarian champion, a deployment retraining every second.
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "sched", "professional").await;
+    store_bars(&app, "sched", ar1_bars(5_000, 0.4, 33)).await;
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/sched/models",
+        Some(&root),
+        Some(&json!({"name": "dir"})),
+    )
+    .await;
+    let contrarian = trellis::models::onnx::logistic_model(&[-2_000.0], 0.0);
+    let up = app
+        .expect(201, "POST", "/api/v1/tenants/sched/models/dir/versions", Some(&root),
+            Some(&json!({"manifest": {"features": ["log_return_1"], "output": {"kind": "direction_probability"}},
+                         "file_base64": base64::engine::general_purpose::STANDARD.encode(&contrarian)})))
+        .await;
+    let old = up["version"].as_str().expect("version").to_owned();
+    app.expect(
+        200,
+        "PUT",
+        "/api/v1/tenants/sched/models/dir/aliases/champion",
+        Some(&root),
+        Some(&json!({"version": old})),
+    )
+    .await;
+
+    // Act: deploy with a schedule (the synthetic bars are from 2023: a window of 2 000 days holds them).
+    let created = app
+        .expect(201, "POST", "/api/v1/tenants/sched/models/dir/deployments", Some(&root),
+            Some(&json!({"id": "dir-sched", "symbol": "EURUSD", "timeframe": "M1", "traffic": [{"alias": "champion"}],
+                "retrain": {"every": "1s", "window": "2000d", "min_improvement": 0.02,
+                            "train": {"features": ["log_return_1", "log_return_2"], "folds": 3}}})))
+        .await;
+    let mut done = Value::Null;
+    for _ in 0..1_500 {
+        let jobs = app
+            .expect(
+                200,
+                "GET",
+                "/api/v1/tenants/sched/models/dir/jobs",
+                Some(&root),
+                None,
+            )
+            .await;
+        if let Some(j) = jobs["jobs"]
+            .as_array()
+            .and_then(|all| all.iter().find(|j| j["state"] == "succeeded").cloned())
+        {
+            done = j;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = app
+        .expect(
+            200,
+            "PUT",
+            "/api/v1/tenants/sched/models/dir/deployments/dir-sched",
+            Some(&root),
+            Some(&json!({"no_retrain": true})),
+        )
+        .await;
+    let model = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/sched/models/dir",
+            Some(&root),
+            None,
+        )
+        .await;
+
+    // Assert: the schedule queued a job as `schedule:dir-sched`, which trained on the window and took the
+    // alias; the schedule shows on the deployment and can be removed.
+    assert_eq!(created["retrain"]["every"], "1s", "{created}");
+    assert_eq!(done["actor"], "schedule:dir-sched", "{done}");
+    assert_eq!(done["promotion"]["promoted"], true, "{done}");
+    assert_eq!(model["aliases"]["champion"], done["version"], "{model}");
+    assert!(stopped["retrain"].is_null(), "{stopped}");
+    app.shutdown().await;
+}

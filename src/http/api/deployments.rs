@@ -27,7 +27,7 @@ use super::{Authorized, Body};
 use crate::actors::messages::{DropDeployment, GetModelState, Redeploy, SetDeployment};
 use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 use crate::actors::tenant::TenantContext;
-use crate::config::{ModelDeploymentSettings, ModelVersionSettings};
+use crate::config::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
 use crate::http::error::ApiError;
 use crate::models::deployment::Deployment;
 use crate::models::registry::{ModelFilesSlot, OwnedRef, ResolveError};
@@ -71,6 +71,9 @@ pub struct CreateDeployment {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000000))]
     pub budget_us: Option<u64>,
+    /// Retrain the model on a schedule and promote a significantly better challenger.
+    #[serde(default)]
+    pub retrain: Option<RetrainSettings>,
 }
 
 /// What changes: the lists given replace the deployment's; what is left out stays.
@@ -84,6 +87,40 @@ pub struct ChangeDeployment {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000000))]
     pub budget_us: Option<u64>,
+    /// A new schedule (replaces the old one).
+    #[serde(default)]
+    pub retrain: Option<RetrainSettings>,
+    /// Stop retraining.
+    #[serde(default)]
+    pub no_retrain: bool,
+}
+
+/// Checks a retraining schedule; the error names the field.
+fn checked_retrain(r: &RetrainSettings) -> Result<(), ApiError> {
+    let every = crate::config::parse_span(&r.every).ok_or_else(|| {
+        ApiError::BadRequest("retrain.every: a number and s, m, h or d (`1d`)".into())
+    })?;
+    crate::config::parse_span(&r.window).ok_or_else(|| {
+        ApiError::BadRequest("retrain.window: a number and s, m, h or d (`90d`)".into())
+    })?;
+    if every < 1_000 {
+        return Err(ApiError::BadRequest("retrain.every: at least 1s".into()));
+    }
+    if !(0.0..=1.0).contains(&r.min_improvement) {
+        return Err(ApiError::BadRequest(
+            "retrain.min_improvement: from 0 to 1".into(),
+        ));
+    }
+    if !(r.alpha > 0.0 && r.alpha <= 0.5) {
+        return Err(ApiError::BadRequest(
+            "retrain.alpha: above 0, at most 0.5".into(),
+        ));
+    }
+    super::valid_id("retrain.alias", &r.alias)?;
+    r.train
+        .validate()
+        .map_err(|e| ApiError::BadRequest(format!("retrain.train.{e}")))?;
+    Ok(())
 }
 
 fn checked(list: &str, versions: &[DeployVersion]) -> Result<Vec<ModelVersionSettings>, ApiError> {
@@ -265,7 +302,11 @@ pub async fn create(
             quota,
         ));
     }
+    if let Some(r) = &body.retrain {
+        checked_retrain(r)?;
+    }
     let settings = ModelDeploymentSettings {
+        retrain: body.retrain,
         id: body.id.clone(),
         model: Some(model.name.clone()),
         symbol: body.symbol,
@@ -325,6 +366,13 @@ pub async fn change(
             )));
         }
         settings.budget_us = budget;
+    }
+    if let Some(r) = body.retrain {
+        checked_retrain(&r)?;
+        settings.retrain = Some(r);
+    }
+    if body.no_retrain {
+        settings.retrain = None;
     }
     let after = load(&auth.state.runtime.model_files, &t, settings).await?;
     apply(&t, after.clone()).await?;
@@ -444,6 +492,7 @@ async fn view(
         "symbol": d.symbol,
         "timeframe": d.timeframe.as_str(),
         "budget_us": d.budget_us,
+        "retrain": d.settings.retrain,
         "state": state,
         "last_error": disabled,
         "versions": versions,
