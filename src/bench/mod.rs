@@ -7,6 +7,8 @@
 //! - `tree`: 1 000 tenants × 5 strategies × 1 session: start-up time and resident memory.
 //! - `supervision`: panic → replacement handling its first live bar, and a healthy tenant's latency while
 //!   another tenant's strategy panics 100 times a second.
+//! - `models`: inference, tick → order with a model, 1 000 model actors.
+//! - `training`: a year of M1 bars trained walk-forward, and tick → order while training runs.
 //!
 //! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
 //! percentiles come from the histogram, the maximum is the true one.
@@ -33,8 +35,9 @@ use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
 mod models;
 mod recovery;
+mod training;
 
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "backtest",
     "latency",
     "ingest",
@@ -43,6 +46,7 @@ pub const NAMES: [&str; 8] = [
     "auth",
     "recovery",
     "models",
+    "training",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -62,6 +66,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "auth" => auth().await,
         "recovery" => recovery::recovery().await,
         "models" => models::run().await,
+        "training" => training::run().await,
         "all" => {
             backtest()?;
             latency().await?;
@@ -70,7 +75,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
             supervision().await?;
             auth().await?;
             recovery::recovery().await?;
-            models::run().await
+            models::run().await?;
+            training::run().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",

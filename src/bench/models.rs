@@ -7,9 +7,8 @@
 //!   many as fit in 20 s) on rows that vary (1 024 random rows in turn). Every run is timed on its own
 //!   and recorded in nanoseconds in an HDR histogram; the maximum is the true one. Weights, thresholds and
 //!   inputs come from a seeded `SmallRng`, so every run of the bench times the same models on the same
-//!   rows. The forest is written as an `ai.onnx.ml` `TreeEnsembleRegressor`; tract-onnx 0.23 does not
-//!   implement that operator, so the same trees are then timed as a `TreeEnsembleClassifier` (the output
-//!   says which).
+//!   rows. The forest is written as an `ai.onnx.ml` `TreeEnsembleRegressor`, which tract-onnx 0.23 does not
+//!   implement: `OnnxModel::load` serves it with the native evaluator of [`crate::models::trees`].
 //! - Tick → order with a model between bar and strategy: the `latency` bench's closed-loop bridge
 //!   ([`drive`]) at 10 000 ticks/s, 10 ticks a bar, against a tenant whose only strategy is `model_signal`
 //!   trading a linear model on `return_1` and `return_2` of EURUSD M1. The weights and thresholds are
@@ -192,31 +191,16 @@ fn forest(rng: &mut SmallRng, rows: &[Vec<f32>]) -> anyhow::Result<()> {
         "tree ensemble, {TREES} trees of depth {DEPTH} ({} nodes) over {WIDTH} features",
         forest.nodes()
     );
-    // tract-onnx 0.23 parses `TreeEnsembleClassifier` but not `TreeEnsembleRegressor`: the regressor is
-    // tried first (so this bench times it once tract reads it), then the same trees as a classifier, which
-    // tract evaluates with the same tree-ensemble kernel. That kernel finds each tree's leaf entries by
-    // stepping through all the leaves of the trees before it (`outer_iter().skip(..)`, which ndarray does
-    // one row at a time), so a run costs in proportion to trees × total leaves, not trees × depth.
-    match OnnxModel::load(&forest_model(&forest, ForestOp::Regressor), WIDTH) {
-        Ok(model) => time_inference(&format!("{label}, TreeEnsembleRegressor"), &model, rows),
-        Err(refused) => {
-            println!(
-                "models: TreeEnsembleRegressor not loadable by this tract-onnx ({}); timing the same trees as a TreeEnsembleClassifier",
-                first_line(&refused.to_string())
-            );
-            let model = OnnxModel::load(&forest_model(&forest, ForestOp::Classifier), WIDTH)
-                .context("the forest as a TreeEnsembleClassifier")?;
-            time_inference(
-                &format!("{label}, TreeEnsembleClassifier (2 classes, scores only)"),
-                &model,
-                rows,
-            )
-        }
-    }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+    // tract-onnx 0.23 does not implement `TreeEnsembleRegressor` (and its `TreeEnsembleClassifier` kernel
+    // steps through every leaf of the trees before each tree, about 1.5 ms a run here): a lone tree-ensemble
+    // node is evaluated by trellis's native evaluator (`models::trees`), one root-to-leaf walk per tree.
+    let model = OnnxModel::load(&forest_model(&forest), WIDTH)
+        .context("the forest as a TreeEnsembleRegressor")?;
+    time_inference(
+        &format!("{label}, TreeEnsembleRegressor (native)"),
+        &model,
+        rows,
+    )
 }
 
 /// Full binary trees in breadth-first order: node `k`'s children are `2k + 1` (feature ≤ threshold) and
@@ -257,15 +241,6 @@ impl Forest {
     fn nodes(&self) -> usize {
         self.trees * (self.splits_per_tree + self.leaves_per_tree)
     }
-}
-
-#[derive(Clone, Copy)]
-enum ForestOp {
-    /// `ai.onnx.ml.TreeEnsembleRegressor`, one target, summed over the trees: `y` is `[1, 1]`.
-    Regressor,
-    /// `ai.onnx.ml.TreeEnsembleClassifier` with labels 0 and 1, every leaf voting for class 1: `y` (the
-    /// scores, `[1, 2]`, the second the sum over the trees) is the graph's only output.
-    Classifier,
 }
 
 fn attribute(name: &str, kind: pb::attribute_proto::AttributeType) -> pb::AttributeProto {
@@ -311,8 +286,9 @@ fn string(name: &str, value: &str) -> pb::AttributeProto {
     }
 }
 
-/// An ONNX file (`ai.onnx.ml` opset 1, default opset 13) computing `forest` over `[1, width]` f32 inputs.
-fn forest_model(forest: &Forest, op: ForestOp) -> Vec<u8> {
+/// An ONNX file (`ai.onnx.ml` opset 1, default opset 13) computing `forest` over `[1, width]` f32 inputs:
+/// one `ai.onnx.ml.TreeEnsembleRegressor`, one target, summed over the trees (`y` is `[1, 1]`).
+fn forest_model(forest: &Forest) -> Vec<u8> {
     let per_tree = forest.splits_per_tree + forest.leaves_per_tree;
     let n = forest.trees * per_tree;
     let (mut tree_ids, mut node_ids, mut feature_ids) = (
@@ -351,7 +327,7 @@ fn forest_model(forest: &Forest, op: ForestOp) -> Vec<u8> {
             }
         }
     }
-    let mut attributes = vec![
+    let attributes = vec![
         ints("nodes_treeids", tree_ids),
         ints("nodes_nodeids", node_ids),
         ints("nodes_featureids", feature_ids),
@@ -360,39 +336,18 @@ fn forest_model(forest: &Forest, op: ForestOp) -> Vec<u8> {
         ints("nodes_truenodeids", true_ids),
         ints("nodes_falsenodeids", false_ids),
         string("post_transform", "NONE"),
+        ints("target_treeids", leaf_tree_ids),
+        ints("target_nodeids", leaf_node_ids),
+        ints("target_ids", vec![0; leaves]),
+        floats("target_weights", forest.weights.clone()),
+        int("n_targets", 1),
+        string("aggregate_function", "SUM"),
     ];
-    let (op_type, outputs, y) = match op {
-        ForestOp::Regressor => {
-            attributes.extend([
-                ints("target_treeids", leaf_tree_ids),
-                ints("target_nodeids", leaf_node_ids),
-                ints("target_ids", vec![0; leaves]),
-                floats("target_weights", forest.weights.clone()),
-                int("n_targets", 1),
-                string("aggregate_function", "SUM"),
-            ]);
-            ("TreeEnsembleRegressor", vec!["y".to_owned()], [1, 1])
-        }
-        ForestOp::Classifier => {
-            attributes.extend([
-                ints("class_treeids", leaf_tree_ids),
-                ints("class_nodeids", leaf_node_ids),
-                ints("class_ids", vec![1; leaves]),
-                floats("class_weights", forest.weights.clone()),
-                ints("classlabels_int64s", vec![0, 1]),
-            ]);
-            (
-                "TreeEnsembleClassifier",
-                vec!["label".to_owned(), "y".to_owned()],
-                [1, 2],
-            )
-        }
-    };
     let node = pb::NodeProto {
-        op_type: op_type.into(),
+        op_type: "TreeEnsembleRegressor".into(),
         domain: "ai.onnx.ml".into(),
         input: vec!["features".into()],
-        output: outputs,
+        output: vec!["y".to_owned()],
         name: "forest".into(),
         attribute: attributes,
         ..Default::default()
@@ -401,7 +356,7 @@ fn forest_model(forest: &Forest, op: ForestOp) -> Vec<u8> {
         name: "trellis-bench-forest".into(),
         node: vec![node],
         input: vec![value_info("features", &[1, WIDTH as i64])],
-        output: vec![value_info("y", &y)],
+        output: vec![value_info("y", &[1, 1])],
         ..Default::default()
     };
     pb::ModelProto {

@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod onnx;
 pub mod registry;
 pub mod training;
+pub mod trees;
 
 use serde::Serialize;
 

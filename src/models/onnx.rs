@@ -7,6 +7,12 @@
 //! (`Arc`); each user runs it through its own [`Inference`], whose tract state keeps the intermediate buffers
 //! from one run to the next.
 //!
+//! A file whose graph is a lone `ai.onnx.ml` `TreeEnsembleRegressor` or `TreeEnsembleClassifier` node (how
+//! skl2onnx and onnxmltools export scikit-learn, LightGBM and XGBoost models) is served instead by the native
+//! evaluator of [`super::trees`], since tract-onnx 0.23 lacks the regressor and runs the classifier slowly.
+//! It passes the same width check and dry run, and a malformed ensemble is refused naming the attribute at
+//! fault.
+//!
 //! [`linear_model`] and [`mlp_model`] write small ONNX files from weights (the demo's model, tests and
 //! benchmarks): models whose outputs can be computed by hand.
 
@@ -16,6 +22,8 @@ use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
+
+use super::trees::TreeEnsemble;
 
 /// Why a model file was refused, or a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,49 +47,94 @@ pub enum OnnxError {
 /// A validated, optimised model taking `[1, width]` f32 and giving one or more f32 outputs.
 #[derive(Debug)]
 pub struct OnnxModel {
-    plan: Arc<TypedSimplePlan>,
+    engine: Engine,
     width: usize,
     outputs: usize,
+}
+
+/// What runs a model: tract's optimised plan, or the native tree-ensemble evaluator.
+#[derive(Debug)]
+enum Engine {
+    Tract(Arc<TypedSimplePlan>),
+    Trees(Arc<TreeEnsemble>),
+}
+
+/// A runner's engine: tract's state (its buffers), or the shared ensemble.
+enum Runner {
+    Tract(TypedSimpleState),
+    Trees(Arc<TreeEnsemble>),
+}
+
+/// The native ensemble for `bytes` when its graph is a lone tree-ensemble node (`None` otherwise, and for
+/// bytes that do not decode, which tract then refuses with its own message).
+fn tree_ensemble(bytes: &[u8], width: usize) -> Result<Option<TreeEnsemble>, OnnxError> {
+    let Ok(proto) = pb::ModelProto::decode(bytes) else {
+        return Ok(None);
+    };
+    let Some(trees) = TreeEnsemble::from_model(&proto)
+        .map_err(|reason| OnnxError::NotOnnx(format!("a malformed tree ensemble: {reason}")))?
+    else {
+        return Ok(None);
+    };
+    match trees.declared_width() {
+        Some(declared) if declared != width => Err(OnnxError::InputWidth {
+            width,
+            reason: format!("its input is declared with {declared} features"),
+        }),
+        None if trees.width() > width => Err(OnnxError::InputWidth {
+            width,
+            reason: format!("its trees read feature {}", trees.width() - 1),
+        }),
+        _ => Ok(Some(trees)),
+    }
+}
+
+/// Parses, checks the width of and optimises a model for tract.
+fn tract_plan(bytes: &[u8], width: usize) -> Result<Arc<TypedSimplePlan>, OnnxError> {
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?;
+    if model.inputs.len() != 1 {
+        return Err(OnnxError::InputWidth {
+            width,
+            reason: format!("it has {} inputs, one is expected", model.inputs.len()),
+        });
+    }
+    let declared = model
+        .input_fact(0)
+        .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?
+        .shape
+        .dims()
+        .last()
+        .and_then(|d| d.concretize())
+        .and_then(|d| d.to_i64().ok());
+    if let Some(last) = declared {
+        if last != width as i64 {
+            return Err(OnnxError::InputWidth {
+                width,
+                reason: format!("its input is declared with {last} features"),
+            });
+        }
+    }
+    model
+        .with_input_fact(0, f32::fact([1, width]).into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| OnnxError::Prepare {
+            width,
+            reason: format!("{e:#}"),
+        })
 }
 
 impl OnnxModel {
     /// Loads and validates a model file for `width` input features.
     pub fn load(bytes: &[u8], width: usize) -> Result<Arc<Self>, OnnxError> {
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?;
-        if model.inputs.len() != 1 {
-            return Err(OnnxError::InputWidth {
-                width,
-                reason: format!("it has {} inputs, one is expected", model.inputs.len()),
-            });
-        }
-        let declared = model
-            .input_fact(0)
-            .map_err(|e| OnnxError::NotOnnx(format!("{e:#}")))?
-            .shape
-            .dims()
-            .last()
-            .and_then(|d| d.concretize())
-            .and_then(|d| d.to_i64().ok());
-        if let Some(last) = declared {
-            if last != width as i64 {
-                return Err(OnnxError::InputWidth {
-                    width,
-                    reason: format!("its input is declared with {last} features"),
-                });
-            }
-        }
-        let plan = model
-            .with_input_fact(0, f32::fact([1, width]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| OnnxError::Prepare {
-                width,
-                reason: format!("{e:#}"),
-            })?;
+        let engine = match tree_ensemble(bytes, width)? {
+            Some(trees) => Engine::Trees(Arc::new(trees)),
+            None => Engine::Tract(tract_plan(bytes, width)?),
+        };
         let mut loaded = Self {
-            plan,
+            engine,
             width,
             outputs: 0,
         };
@@ -126,12 +179,14 @@ impl OnnxModel {
 
     /// A runner of this model with its own reused buffers.
     pub fn inference(&self) -> Result<Inference, OnnxError> {
-        let state = self
-            .plan
-            .spawn()
-            .map_err(|e| OnnxError::Run(format!("{e:#}")))?;
+        let runner = match &self.engine {
+            Engine::Tract(plan) => {
+                Runner::Tract(plan.spawn().map_err(|e| OnnxError::Run(format!("{e:#}")))?)
+            }
+            Engine::Trees(trees) => Runner::Trees(Arc::clone(trees)),
+        };
         Ok(Inference {
-            state,
+            runner,
             width: self.width,
             out: Vec::with_capacity(self.outputs.max(1)),
         })
@@ -140,7 +195,7 @@ impl OnnxModel {
 
 /// Runs one model, reusing its buffers between runs.
 pub struct Inference {
-    state: TypedSimpleState,
+    runner: Runner,
     width: usize,
     out: Vec<f32>,
 }
@@ -155,10 +210,16 @@ impl Inference {
                 self.width
             )));
         }
+        let state = match &mut self.runner {
+            Runner::Trees(trees) => {
+                trees.eval(features, &mut self.out);
+                return Ok(&self.out);
+            }
+            Runner::Tract(state) => state,
+        };
         let input = Tensor::from_shape(&[1, self.width], features)
             .map_err(|e| OnnxError::Run(format!("{e:#}")))?;
-        let outputs = self
-            .state
+        let outputs = state
             .run(tvec!(input.into_tvalue()))
             .map_err(|e| OnnxError::Run(format!("{e:#}")))?;
         let first = outputs.first().ok_or(OnnxError::NoOutput)?;
@@ -376,6 +437,71 @@ mod tests {
         );
         assert!(
             text.contains("5 input features") && text.contains('2'),
+            "{text}"
+        );
+    }
+
+    fn two_tree_regressor(width: usize) -> Vec<u8> {
+        use super::super::trees::{regressor_model, Aggregate, PostTransform, TreeNode};
+        // x0 <= 0.5 → 1 else 2; x1 <= 0 → 10 else 20.
+        let trees = vec![
+            vec![
+                TreeNode::leq(0, 0.5, 1, 2),
+                TreeNode::leaf(1.0),
+                TreeNode::leaf(2.0),
+            ],
+            vec![
+                TreeNode::leq(1, 0.0, 1, 2),
+                TreeNode::leaf(10.0),
+                TreeNode::leaf(20.0),
+            ],
+        ];
+        regressor_model(width, 1, &trees, Aggregate::Sum, &[], PostTransform::None)
+    }
+
+    #[test]
+    fn a_tree_ensemble_regressor_is_served_natively_through_inference() {
+        let model = OnnxModel::load(&two_tree_regressor(2), 2).expect("loads");
+        assert!(matches!(model.engine, Engine::Trees(_)), "{model:?}");
+        assert_eq!((model.width(), model.outputs()), (2, 1));
+        let mut run = model.inference().expect("runs");
+        assert_eq!(run.run(&[0.5, 0.0]).expect("runs"), [11.0]);
+        assert_eq!(run.run(&[0.6, 1.0]).expect("runs"), [22.0]);
+        let err = run.run(&[0.0]).expect_err("one feature short");
+        assert!(matches!(err, OnnxError::Run(_)), "{err}");
+    }
+
+    #[test]
+    fn a_tree_ensemble_of_another_width_is_refused_naming_both_widths() {
+        let err = OnnxModel::load(&two_tree_regressor(2), 3).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, OnnxError::InputWidth { width: 3, .. }),
+            "{text}"
+        );
+        assert!(text.contains("declared with 2 features"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_tree_ensemble_is_refused_naming_the_attribute() {
+        let mut model = pb::ModelProto::decode(two_tree_regressor(2).as_slice()).expect("decodes");
+        if let Some(attribute) = model
+            .graph
+            .as_mut()
+            .and_then(|g| g.node.first_mut())
+            .and_then(|n| {
+                n.attribute
+                    .iter_mut()
+                    .find(|a| a.name == "nodes_falsenodeids")
+            })
+        {
+            attribute.ints[0] = 42;
+        }
+        let err = OnnxModel::load(&model.encode_to_vec(), 2).expect_err("refused");
+        let text = err.to_string();
+        assert!(matches!(err, OnnxError::NotOnnx(_)), "{text}");
+        assert!(
+            text.contains("TreeEnsembleRegressor") && text.contains("nodes_falsenodeids[0] is 42"),
             "{text}"
         );
     }

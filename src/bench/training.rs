@@ -1,0 +1,121 @@
+//! `trellis bench training`: training on a year of M1 bars, and what it does to trading meanwhile.
+//!
+//! - A year of M1 bars (370 000, a synthetic AR(1) series with a little momentum) through
+//!   `models::training::train` (four features, five walk-forward folds, then the final fit), timed.
+//! - Tick → order latency at 1 000 ticks/s over loopback WebSocket for 10 s, once alone and once while
+//!   training runs back to back on the blocking pool (as a training job would).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
+
+use super::{bench_tenant, drive, flip, report_latency, start, strategy};
+use crate::domain::{Bar, Symbol, Timeframe};
+use crate::models::training::{self, Progress, TrainSpec};
+
+/// M1 bars in a year of 24-hour trading on 257 days.
+const YEAR_OF_M1: usize = 370_000;
+
+fn year_of_bars() -> Vec<Bar> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(2026);
+    let (mut r, mut close) = (0.0f64, 1.1f64);
+    let dec = |x: f64| Decimal::from_f64_retain((x * 1e6).round() / 1e6).unwrap_or_default();
+    (0..YEAR_OF_M1)
+        .map(|i| {
+            let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+            let u2: f64 = rng.gen_range(0.0..1.0);
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            r = 0.1 * r + 0.0003 * z;
+            let open = close;
+            close *= r.exp();
+            Bar {
+                symbol: Symbol("EURUSD".into()),
+                timeframe: Timeframe::M1,
+                open_time_ms: 1_700_000_040_000 + i as i64 * 60_000,
+                open: dec(open),
+                high: dec(open.max(close) * 1.00002),
+                low: dec(open.min(close) * 0.99998),
+                close: dec(close),
+                tick_volume: 10,
+            }
+        })
+        .collect()
+}
+
+fn spec() -> TrainSpec {
+    TrainSpec {
+        features: ["log_return_1", "log_return_2", "volatility_20", "rsi_14"]
+            .map(String::from)
+            .to_vec(),
+        horizon_bars: 1,
+        folds: 5,
+        l2: 1.0,
+        upper: 0.55,
+        lower: 0.45,
+        cost: 0.00005,
+    }
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let bars = Arc::new(year_of_bars());
+    let started = Instant::now();
+    let b = bars.clone();
+    let trained = tokio::task::spawn_blocking(move || {
+        training::train(&spec(), &b, Timeframe::M1, &Progress::default())
+    })
+    .await??;
+    let took = started.elapsed();
+    println!(
+        "training: {} M1 bars, {} walk-forward test rows, 5 folds + final fit: {:.2} s; out-of-sample accuracy {:.4} (base rate {:.4}), log-loss {:.4}",
+        bars.len(),
+        trained.report.test_rows,
+        took.as_secs_f64(),
+        trained.report.accuracy,
+        trained.report.base_rate,
+        trained.report.log_loss
+    );
+
+    let key = "trk_training1_bench-secret-key";
+    let seconds = 10;
+    for busy in [false, true] {
+        let app = start(&[]).await?;
+        app.runtime.strategies.register("flip", flip);
+        app.runtime
+            .start_tenant(bench_tenant(
+                "trainlat",
+                key,
+                vec![strategy("flip", "flip", "EURUSD")],
+            ))
+            .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let trainer = busy.then(|| {
+            let (stop, bars) = (stop.clone(), bars.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut runs = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let p = Progress::default();
+                    let _ = training::train(&spec(), &bars, Timeframe::M1, &p);
+                    runs += 1;
+                }
+                runs
+            })
+        });
+        let driven = drive(app.port, key, 4343, 1_000, seconds, 10).await?;
+        stop.store(true, Ordering::Relaxed);
+        let runs = match trainer {
+            Some(t) => Some(t.await?),
+            None => None,
+        };
+        let label = match runs {
+            Some(n) => format!("training: tick → order @ 1000 ticks/s while training runs ({n} trainings finished)"),
+            None => "training: tick → order @ 1000 ticks/s, no training".to_owned(),
+        };
+        report_latency(&label, &driven, seconds);
+        app.stop().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
