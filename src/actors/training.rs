@@ -9,8 +9,9 @@
 //! margin and significantly so (exact McNemar); either way the decision is audited with its figures. Moving
 //! the alias moves the deployments that follow it, as through the API.
 //!
-//! One job runs at a time, so training never takes both cores from trading on this 2-core class of
-//! machine; the rest wait in order. Training runs on tokio's blocking pool, never on an actor's thread.
+//! One job runs at a time, on a thread of its own at the lowest CPU priority (nice 19), never on an
+//! actor's thread: on a 2-core machine trading keeps a core and wins every contest for the other. The rest
+//! wait in order.
 //! Jobs live in memory: a restart abandons a queued or running job (what it would have produced is a
 //! registry version, which is durable once stored); its audit entries remain.
 //!
@@ -390,7 +391,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
     let count = bars.len();
     let spec = req.train.clone();
     let watched = progress.clone();
-    let (trained, comparison) = tokio::task::spawn_blocking(move || {
+    let (trained, comparison) = training::run_low_priority(move || {
         let trained = training::train(&spec, &bars, tf, &watched).map_err(|e| e.to_string())?;
         let comparison = match champion {
             Some(c) => {
@@ -412,8 +413,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
         };
         Ok::<_, String>((trained, comparison))
     })
-    .await
-    .map_err(|e| format!("the training task failed: {e}"))??;
+    .await??;
     if progress.is_cancelled() {
         return Err("cancelled".into());
     }

@@ -3,7 +3,7 @@
 //! - A year of M1 bars (370 000, a synthetic AR(1) series with a little momentum) through
 //!   `models::training::train` (four features, five walk-forward folds, then the final fit), timed.
 //! - Tick → order latency at 1 000 ticks/s over loopback WebSocket for 10 s, once alone and once while
-//!   training runs back to back on the blocking pool (as a training job would).
+//!   training runs back to back on a thread of its own at the lowest priority (as a training job does).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,10 +63,11 @@ pub async fn run() -> anyhow::Result<()> {
     let bars = Arc::new(year_of_bars());
     let started = Instant::now();
     let b = bars.clone();
-    let trained = tokio::task::spawn_blocking(move || {
+    let trained = training::run_low_priority(move || {
         training::train(&spec(), &b, Timeframe::M1, &Progress::default())
     })
-    .await??;
+    .await
+    .map_err(anyhow::Error::msg)??;
     let took = started.elapsed();
     println!(
         "training: {} M1 bars, {} walk-forward test rows, 5 folds + final fit: {:.2} s; out-of-sample accuracy {:.4} (base rate {:.4}), log-loss {:.4}",
@@ -93,7 +94,8 @@ pub async fn run() -> anyhow::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let trainer = busy.then(|| {
             let (stop, bars) = (stop.clone(), bars.clone());
-            tokio::task::spawn_blocking(move || {
+            // As a training job runs: on its own thread at the lowest priority.
+            training::run_low_priority(move || {
                 let mut runs = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     let p = Progress::default();
@@ -106,7 +108,7 @@ pub async fn run() -> anyhow::Result<()> {
         let driven = drive(app.port, key, 4343, 1_000, seconds, 10).await?;
         stop.store(true, Ordering::Relaxed);
         let runs = match trainer {
-            Some(t) => Some(t.await?),
+            Some(t) => Some(t.await.map_err(anyhow::Error::msg)?),
             None => None,
         };
         let label = match runs {

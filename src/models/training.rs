@@ -40,6 +40,42 @@ use super::features::FeatureSet;
 use super::manifest::{Manifest, Output};
 use crate::domain::{Bar, Timeframe};
 
+/// Runs `f` on a thread of its own at the lowest CPU priority (nice 19 on Linux), so that on a machine
+/// with few cores the trading threads win every contest for a core; answers `f`'s result.
+///
+/// A dedicated thread rather than tokio's blocking pool: a pool thread is reused for other work after the
+/// job, and an unprivileged process cannot raise a thread's priority back once lowered.
+pub async fn run_low_priority<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("trellis-train".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("starting the training thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the training thread ended without an answer (it panicked)".to_owned())
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one thread for
+    // PRIO_PROCESS, so only this thread is reniced.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
+    };
+    if r != 0 {
+        tracing::warn!("could not lower the training thread's priority; it competes with trading");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
+
 /// Bins of the training reference histograms (drift monitoring).
 const REFERENCE_BINS: usize = 10;
 
