@@ -371,6 +371,25 @@ pub struct RiskSettings {
     /// M1 bars the correlation engine keeps (default 240, 30 to 10 000).
     #[serde(default)]
     pub correlation_window: Option<usize>,
+    /// Limits scaled by the market regime a `regime_hmm` deployment sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regime: Option<RegimeRisk>,
+}
+
+/// While deployment `deployment` (a `regime_hmm`) says the market is in state `state` (a label of its
+/// manifest, e.g. `volatile`), `max_order_volume` and `max_net_position` are multiplied by `scale`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegimeRisk {
+    pub deployment: String,
+    #[serde(default = "volatile")]
+    pub state: String,
+    /// From 0 to 1 (0.5 halves the limits).
+    pub scale: rust_decimal::Decimal,
+}
+
+fn volatile() -> String {
+    "volatile".into()
 }
 
 /// One strategy instance.

@@ -36,6 +36,14 @@ pub use crate::domain::risk::{KillSwitch, OrderFacts, RiskRejection};
 #[rtype(result = "Result<(), RiskRejection>")]
 pub struct CheckOrder(pub OrderFacts);
 
+/// A regime deployment's latest state (model host → `Risk`, when the risk limits name the deployment).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RegimeObserved {
+    pub deployment: String,
+    pub label: String,
+}
+
 /// The tenant's current covariance of its symbols' M1 returns (`None` until the window holds enough bars).
 #[derive(Message, Debug)]
 #[rtype(result = "Option<crate::models::correlation::Covariance>")]

@@ -513,6 +513,7 @@ impl ModelHost {
         if prediction.shadow {
             return;
         }
+        self.tell_risk(&prediction);
         if let Some(cache) = self.tenant.cache.as_ref().and_then(|slot| slot.get()) {
             // Conflated by the cache actor: only the latest per deployment is written.
             cache.do_send(crate::storage::cache::CachePrediction {
@@ -567,6 +568,40 @@ impl ModelHost {
                 }
             }
         }));
+    }
+
+    /// A class prediction of the deployment the risk limits scale by (the regime): its label to `Risk`.
+    fn tell_risk(&self, prediction: &Prediction) {
+        let named = self
+            .tenant
+            .limits
+            .read()
+            .risk
+            .regime
+            .as_ref()
+            .is_some_and(|r| r.deployment == self.deployment.id);
+        if !named {
+            return;
+        }
+        let Some(run) = self
+            .runs
+            .iter()
+            .find(|r| r.state.version == prediction.version)
+        else {
+            return;
+        };
+        if let Output::Class { labels } = &run.monitor.output {
+            let label = labels
+                .get(prediction.value as usize)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(risk) = self.tenant.risk.get() {
+                risk.do_send(super::messages::RegimeObserved {
+                    deployment: self.deployment.id.clone(),
+                    label,
+                });
+            }
+        }
     }
 
     fn fail(&mut self, why: String, ctx: &mut Context<Self>) {

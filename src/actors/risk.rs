@@ -279,6 +279,26 @@ impl Handler<BarClosed> for Risk {
     }
 }
 
+impl Handler<super::messages::RegimeObserved> for Risk {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::RegimeObserved, _ctx: &mut Self::Context) {
+        let scale = self.gate.limits.regime.as_ref().and_then(|r| {
+            (r.deployment == msg.deployment && r.state == msg.label).then_some(r.scale)
+        });
+        if scale != self.gate.regime_scale {
+            tracing::info!(tenant = %self.tenant.id, deployment = %msg.deployment, regime = %msg.label,
+                scale = ?scale, "market regime changed the risk limits");
+            self.tenant.audit(
+                "risk.regime",
+                "risk",
+                serde_json::json!({"deployment": msg.deployment, "regime": msg.label, "scale": scale}),
+            );
+        }
+        self.gate.regime_scale = scale;
+    }
+}
+
 impl Handler<GetCorrelation> for Risk {
     type Result = MessageResult<GetCorrelation>;
 
@@ -380,6 +400,9 @@ impl Handler<super::messages::SetRiskLimits> for Risk {
 
     fn handle(&mut self, msg: super::messages::SetRiskLimits, _ctx: &mut Self::Context) {
         tracing::info!(tenant = %self.tenant.id, limits = ?msg.0, "risk limits replaced");
+        if msg.0.regime.is_none() {
+            self.gate.regime_scale = None;
+        }
         self.gate.limits = msg.0.clone();
         self.limits.modify(|l| l.risk = msg.0);
     }

@@ -315,7 +315,7 @@ impl TrainingJobs {
                 v.progress = 1.0;
                 v.bars = Some(done.bars);
                 v.version = Some(done.version);
-                v.report = Some(done.report);
+                v.report = done.report;
                 v.promotion = done.promotion;
             }
             Err(e) if job.progress.is_cancelled() => {
@@ -361,7 +361,7 @@ impl Actor for TrainingJobs {
 struct Finished {
     bars: usize,
     version: String,
-    report: WalkForward,
+    report: Option<WalkForward>,
     promotion: Option<Promotion>,
 }
 
@@ -391,6 +391,67 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
     let count = bars.len();
     let spec = req.train.clone();
     let watched = progress.clone();
+    if spec.kind == training::ModelKind::RegimeHmm {
+        let regime = training::run_low_priority(move || {
+            training::train_regime(&spec, &bars, &watched).map_err(|e| e.to_string())
+        })
+        .await??;
+        if progress.is_cancelled() {
+            return Err("cancelled".into());
+        }
+        let version = store_version(&state, &job, &regime.file, &regime.manifest).await?;
+        state
+            .security
+            .audit(
+                &job.tenant,
+                "model.trained",
+                &job.actor,
+                json!({"model": job.model, "job": job.id, "version": version, "kind": "regime_hmm",
+                       "bars": count, "rows": regime.rows, "log_likelihood": regime.log_likelihood}),
+            )
+            .await
+            .map_err(|e| format!("auditing: {e}"))?;
+        // A regime detector has no direction to judge: a scheduled refit on the latest window replaces it.
+        let promotion = match &req.promote {
+            Some(p) => {
+                let t = state
+                    .runtime
+                    .tenant(&job.tenant)
+                    .ok_or_else(|| format!("tenant `{}` does not run", job.tenant))?;
+                let moved = crate::http::api::models::point_alias(
+                    &state, &t, &job.model, &p.alias, &version, &job.actor,
+                )
+                .await
+                .map_err(|e| format!("promoting: {e}"))?;
+                let reason = "a regime detector is refitted on the latest window".to_owned();
+                state
+                    .security
+                    .audit(
+                        &job.tenant,
+                        "model.promoted",
+                        &job.actor,
+                        json!({"model": job.model, "job": job.id, "version": version, "alias": p.alias, "reason": reason}),
+                    )
+                    .await
+                    .map_err(|e| format!("auditing: {e}"))?;
+                Some(Promotion {
+                    alias: p.alias.clone(),
+                    promoted: true,
+                    reason,
+                    comparison: None,
+                    previous: moved.previous,
+                    deployments: moved.deployments,
+                })
+            }
+            None => None,
+        };
+        return Ok(Finished {
+            bars: count,
+            version,
+            report: None,
+            promotion,
+        });
+    }
     let (trained, comparison) = training::run_low_priority(move || {
         let trained = training::train(&spec, &bars, tf, &watched).map_err(|e| e.to_string())?;
         let comparison = match champion {
@@ -417,7 +478,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
     if progress.is_cancelled() {
         return Err("cancelled".into());
     }
-    let version = store_version(&state, &job, &trained).await?;
+    let version = store_version(&state, &job, &trained.onnx, &trained.manifest).await?;
     let audit = |action: &'static str, detail: serde_json::Value| {
         let state = state.clone();
         let tenant = job.tenant.clone();
@@ -491,7 +552,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
     Ok(Finished {
         bars: count,
         version,
-        report: trained.report,
+        report: Some(trained.report),
         promotion,
     })
 }
@@ -500,22 +561,23 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
 async fn store_version(
     state: &AppState,
     job: &JobView,
-    trained: &training::Trained,
+    file: &[u8],
+    manifest: &crate::models::manifest::Manifest,
 ) -> Result<String, String> {
-    let loaded = LoadedVersion::from_bytes(&trained.onnx, trained.manifest.clone(), 1.0)
+    let loaded = LoadedVersion::from_bytes(file, manifest.clone(), 1.0)
         .map_err(|e| format!("the trained model does not validate: {e}"))?;
     let version = loaded.version.clone();
     let security = &state.security;
     let (file_enc, key_version) = security
-        .encrypt_model_file(&job.tenant, &job.model, &version, &trained.onnx)
+        .encrypt_model_file(&job.tenant, &job.model, &version, file)
         .map_err(|e| format!("encrypting: {e}"))?;
     let row = crate::storage::security::ModelVersionRow {
         tenant_id: job.tenant.clone(),
         name: job.model.clone(),
         version: version.clone(),
-        manifest: serde_json::to_string(&trained.manifest).map_err(|e| e.to_string())?,
+        manifest: serde_json::to_string(manifest).map_err(|e| e.to_string())?,
         key_version,
-        size_bytes: trained.onnx.len() as i64,
+        size_bytes: file.len() as i64,
         created_ms: crate::domain::now_ms(),
     };
     security

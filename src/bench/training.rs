@@ -47,6 +47,8 @@ fn year_of_bars() -> Vec<Bar> {
 
 fn spec() -> TrainSpec {
     TrainSpec {
+        kind: training::ModelKind::Logistic,
+        states: 2,
         features: ["log_return_1", "log_return_2", "volatility_20", "rsi_14"]
             .map(String::from)
             .to_vec(),

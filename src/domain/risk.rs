@@ -65,6 +65,8 @@ pub struct RiskGate {
     pub covariance: Option<crate::models::correlation::Covariance>,
     /// Account currency per lot per unit of price move ratio: contract size × price, per symbol.
     pub lot_values: std::collections::HashMap<String, f64>,
+    /// The regime's factor on the volume and position limits while the configured regime holds.
+    pub regime_scale: Option<Decimal>,
 }
 
 impl RiskGate {
@@ -82,6 +84,7 @@ impl RiskGate {
             drawdown: Decimal::ZERO,
             covariance: None,
             lot_values: std::collections::HashMap::new(),
+            regime_scale: None,
         }
     }
 
@@ -128,11 +131,20 @@ impl RiskGate {
                 format!("{} is not an allowed symbol", o.symbol),
             );
         }
-        if let Some(max) = self.limits.max_order_volume {
+        let scale = self.regime_scale.unwrap_or(Decimal::ONE);
+        let regime_note = if self.regime_scale.is_some() {
+            format!(" (scaled by {scale} for the market regime)")
+        } else {
+            String::new()
+        };
+        if let Some(max) = self.limits.max_order_volume.map(|m| m * scale) {
             if o.volume > max {
                 return reject(
                     "max_order_volume",
-                    format!("volume {} exceeds the limit of {max} lots", o.volume),
+                    format!(
+                        "volume {} exceeds the limit of {max} lots{regime_note}",
+                        o.volume
+                    ),
                 );
             }
         }
@@ -140,12 +152,12 @@ impl RiskGate {
             return Ok(());
         }
         let after = o.net_before + o.volume * o.side.sign();
-        if let Some(max) = self.limits.max_net_position {
+        if let Some(max) = self.limits.max_net_position.map(|m| m * scale) {
             if after.abs() > max && after.abs() > o.net_before.abs() {
                 return reject(
                     "max_net_position",
                     format!(
-                        "net position in {} would be {after}, beyond ±{max} lots",
+                        "net position in {} would be {after}, beyond ±{max} lots{regime_note}",
                         o.symbol
                     ),
                 );

@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod drift;
 pub mod driven;
 pub mod features;
+pub mod hmm;
 pub mod manifest;
 pub mod onnx;
 pub mod registry;

@@ -13,6 +13,11 @@
 //! It passes the same width check and dry run, and a malformed ensemble is refused naming the attribute at
 //! fault.
 //!
+//! The built-in regime detector (`regime_hmm`) is not an ONNX graph: its "file" is the JSON of a fitted
+//! Gaussian HMM ([`RegimeFile`]), recognised by its `kind`, validated the same way, and run as an online
+//! filter: each run is one forward step over the newest bar's features and gives the state probabilities
+//! (the filter's state lives in the [`Inference`], one per version run, like tract's buffers).
+//!
 //! [`linear_model`] and [`mlp_model`] write small ONNX files from weights (the demo's model, tests and
 //! benchmarks): models whose outputs can be computed by hand.
 
@@ -57,12 +62,48 @@ pub struct OnnxModel {
 enum Engine {
     Tract(Arc<TypedSimplePlan>),
     Trees(Arc<TreeEnsemble>),
+    Hmm(Arc<super::hmm::GaussianHmm>),
+}
+
+/// The file of a `regime_hmm` version: a fitted Gaussian HMM as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegimeFile {
+    /// Always `regime_hmm`.
+    pub kind: String,
+    pub hmm: super::hmm::GaussianHmm,
+}
+
+/// The HMM in `bytes` if they are a regime file; `Err` if they claim to be one and are not valid.
+fn regime(bytes: &[u8], width: usize) -> Result<Option<super::hmm::GaussianHmm>, OnnxError> {
+    if bytes.first() != Some(&b'{') {
+        return Ok(None);
+    }
+    let file: RegimeFile = serde_json::from_slice(bytes)
+        .map_err(|e| OnnxError::NotOnnx(format!("neither ONNX nor a regime_hmm file: {e}")))?;
+    if file.kind != "regime_hmm" {
+        return Err(OnnxError::NotOnnx(format!(
+            "kind `{}`: the only built-in model file kind is `regime_hmm`",
+            file.kind
+        )));
+    }
+    file.hmm
+        .validate()
+        .map_err(|e| OnnxError::NotOnnx(format!("regime_hmm: {e}")))?;
+    if file.hmm.dims != width {
+        return Err(OnnxError::InputWidth {
+            width,
+            reason: format!("the regime model observes {} features", file.hmm.dims),
+        });
+    }
+    Ok(Some(file.hmm))
 }
 
 /// A runner's engine: tract's state (its buffers), or the shared ensemble.
 enum Runner {
     Tract(TypedSimpleState),
     Trees(Arc<TreeEnsemble>),
+    Hmm(super::hmm::Filter),
 }
 
 /// The native ensemble for `bytes` when its graph is a lone tree-ensemble node (`None` otherwise, and for
@@ -129,9 +170,12 @@ fn tract_plan(bytes: &[u8], width: usize) -> Result<Arc<TypedSimplePlan>, OnnxEr
 impl OnnxModel {
     /// Loads and validates a model file for `width` input features.
     pub fn load(bytes: &[u8], width: usize) -> Result<Arc<Self>, OnnxError> {
-        let engine = match tree_ensemble(bytes, width)? {
-            Some(trees) => Engine::Trees(Arc::new(trees)),
-            None => Engine::Tract(tract_plan(bytes, width)?),
+        let engine = match regime(bytes, width)? {
+            Some(hmm) => Engine::Hmm(Arc::new(hmm)),
+            None => match tree_ensemble(bytes, width)? {
+                Some(trees) => Engine::Trees(Arc::new(trees)),
+                None => Engine::Tract(tract_plan(bytes, width)?),
+            },
         };
         let mut loaded = Self {
             engine,
@@ -184,6 +228,7 @@ impl OnnxModel {
                 Runner::Tract(plan.spawn().map_err(|e| OnnxError::Run(format!("{e:#}")))?)
             }
             Engine::Trees(trees) => Runner::Trees(Arc::clone(trees)),
+            Engine::Hmm(hmm) => Runner::Hmm(hmm.filter()),
         };
         Ok(Inference {
             runner,
@@ -213,6 +258,13 @@ impl Inference {
         let state = match &mut self.runner {
             Runner::Trees(trees) => {
                 trees.eval(features, &mut self.out);
+                return Ok(&self.out);
+            }
+            Runner::Hmm(filter) => {
+                let row: Vec<f64> = features.iter().map(|x| f64::from(*x)).collect();
+                let p = filter.step(&row);
+                self.out.clear();
+                self.out.extend(p.iter().map(|x| *x as f32));
                 return Ok(&self.out);
             }
             Runner::Tract(state) => state,

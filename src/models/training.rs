@@ -83,6 +83,12 @@ const REFERENCE_BINS: usize = 10;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
+    /// `logistic` (a direction classifier) or `regime_hmm` (the regime detector).
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Hidden states of a `regime_hmm` (2 or 3).
+    #[serde(default = "two")]
+    pub states: usize,
     /// Feature names from the feature library, in the model's input order.
     pub features: Vec<String>,
     /// Bars after which the direction is judged.
@@ -106,6 +112,23 @@ pub struct TrainSpec {
 
 fn one() -> u32 {
     1
+}
+fn two() -> usize {
+    2
+}
+
+/// What a training job fits.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Logistic regression of the direction after the horizon, exported to ONNX.
+    #[default]
+    Logistic,
+    /// A Gaussian hidden Markov model of the features (e.g. `log_return_1`, `volatility_20`), fitted by
+    /// Baum–Welch; served as an online filter giving the state probabilities, state 0 the calmest.
+    RegimeHmm,
 }
 fn five() -> usize {
     5
@@ -136,6 +159,9 @@ impl TrainSpec {
                 "horizon_bars: 1 to {}",
                 super::manifest::MAX_HORIZON_BARS
             )));
+        }
+        if self.kind == ModelKind::RegimeHmm && !(2..=3).contains(&self.states) {
+            return Err(bad("states: 2 or 3".into()));
         }
         if !(1..=20).contains(&self.folds) {
             return Err(bad("folds: 1 to 20".into()));
@@ -580,6 +606,83 @@ pub fn train(
     })
 }
 
+/// A fitted regime detector: its file (JSON) and manifest.
+#[derive(Debug, Clone)]
+pub struct TrainedRegime {
+    pub file: Vec<u8>,
+    pub manifest: Manifest,
+    pub hmm: super::hmm::GaussianHmm,
+    pub log_likelihood: f64,
+    pub rows: usize,
+}
+
+/// Labels of a regime detector's states, calmest first.
+pub fn regime_labels(states: usize) -> Vec<String> {
+    match states {
+        2 => vec!["calm".into(), "volatile".into()],
+        _ => (0..states)
+            .map(|i| match i {
+                0 => "calm".to_owned(),
+                i if i + 1 == states => "volatile".to_owned(),
+                i => format!("state_{i}"),
+            })
+            .collect(),
+    }
+}
+
+/// Fits the spec's regime detector (a Gaussian HMM) on the features of `bars`.
+pub fn train_regime(
+    spec: &TrainSpec,
+    bars: &[Bar],
+    progress: &Progress,
+) -> Result<TrainedRegime, TrainError> {
+    let set = spec.validate()?;
+    let data = dataset(&set, bars, 1);
+    progress.check()?;
+    let opts = super::hmm::FitOptions {
+        states: spec.states,
+        ..super::hmm::FitOptions::default()
+    };
+    let fit = super::hmm::GaussianHmm::fit(&data.rows, &opts)
+        .map_err(|e| TrainError::Fit(e.to_string()))?;
+    progress.check()?;
+    let mut reference = BTreeMap::new();
+    for (j, name) in spec.features.iter().enumerate() {
+        let column: Vec<f64> = data.rows.iter().map(|r| r[j]).collect();
+        if let Ok(r) = Reference::from_sample(&column, REFERENCE_BINS) {
+            reference.insert(name.clone(), r);
+        }
+    }
+    let file = serde_json::to_vec(&super::onnx::RegimeFile {
+        kind: "regime_hmm".into(),
+        hmm: fit.model.clone(),
+    })
+    .map_err(|e| TrainError::Fit(e.to_string()))?;
+    let metrics = BTreeMap::from([
+        ("log_likelihood".to_owned(), fit.log_likelihood),
+        ("iterations".to_owned(), fit.iterations as f64),
+        ("train_rows".to_owned(), data.len() as f64),
+    ]);
+    let manifest = Manifest {
+        features: spec.features.clone(),
+        output: Output::Class {
+            labels: regime_labels(spec.states),
+        },
+        horizon_bars: 1,
+        reference,
+        metrics,
+        validation: None,
+    };
+    progress.set(1, 1);
+    Ok(TrainedRegime {
+        file,
+        manifest,
+        hmm: fit.model,
+        log_likelihood: fit.log_likelihood,
+        rows: data.len(),
+    })
+}
+
 /// A champion and a challenger judged on the same out-of-sample bars.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Comparison {
@@ -763,6 +866,8 @@ mod tests {
 
     fn spec(features: &[&str]) -> TrainSpec {
         TrainSpec {
+            kind: ModelKind::Logistic,
+            states: 2,
             features: features.iter().map(|s| (*s).to_owned()).collect(),
             horizon_bars: 1,
             folds: 4,
@@ -941,5 +1046,63 @@ mod tests {
         assert!((binomial_upper_tail(10, 0) - 1.0).abs() < 1e-12);
         assert!((binomial_upper_tail(10, 10) - 1.0 / 1024.0).abs() < 1e-15);
         assert!((binomial_upper_tail(4, 2) - 11.0 / 16.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_regime_detector_trained_on_two_regimes_finds_them_online_and_is_served_as_a_model() {
+        // 6 000 bars: calm (σ 0.0002) and volatile (σ 0.0015) stretches of 300 to 700 bars.
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+        let (mut returns, mut truth) = (Vec::new(), Vec::new());
+        let mut volatile = false;
+        while returns.len() < 6_000 {
+            let len = rng.gen_range(300..700);
+            for _ in 0..len {
+                let sd = if volatile { 0.0015 } else { 0.0002 };
+                returns.push(sd * normal(&mut rng));
+                truth.push(volatile);
+            }
+            volatile = !volatile;
+        }
+        let bars = bars_from_returns(&returns);
+        let mut s = spec(&["log_return_1", "volatility_10"]);
+        s.kind = ModelKind::RegimeHmm;
+
+        let trained = train_regime(&s, &bars, &Progress::default()).expect("fits");
+        let version = crate::models::deployment::LoadedVersion::from_bytes(
+            &trained.file,
+            trained.manifest.clone(),
+            1.0,
+        )
+        .expect("the regime file loads like any model");
+        let mut state = version.features.state();
+        let mut run = version.model.inference().expect("filter");
+        let mut row = vec![0f32; version.features.len()];
+        let (mut right, mut judged) = (0usize, 0usize);
+        for (i, bar) in bars.iter().enumerate() {
+            state.on_bar(bar);
+            if !state.write(&mut row) {
+                continue;
+            }
+            let out = run.run(&row).expect("step");
+            let label = version.manifest.output.value(out).expect("a class") as usize;
+            // Judged 20 bars after each switch (the rolling volatility needs that long to see it).
+            let settled = (i.saturating_sub(20)..=i).all(|j| truth[j] == truth[i]);
+            if settled {
+                judged += 1;
+                right += usize::from((label == 1) == truth[i]);
+            }
+        }
+        let accuracy = right as f64 / judged as f64;
+        eprintln!(
+            "regime detector: online state accuracy {accuracy:.4} over {judged} settled bars"
+        );
+        assert!(accuracy >= 0.9, "online state accuracy {accuracy}");
+        assert_eq!(
+            trained.manifest.output,
+            Output::Class {
+                labels: vec!["calm".into(), "volatile".into()]
+            }
+        );
+        assert!(trained.hmm.variances[1][0] > trained.hmm.variances[0][0]);
     }
 }

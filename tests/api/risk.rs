@@ -404,3 +404,61 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
     assert_eq!(hedging, Ok(()), "a hedge passes");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_volatile_regime_scales_the_volume_and_position_limits_while_it_lasts() {
+    // Arrange: max 1 lot per order; halved while deployment `regime` says `volatile`.
+    let key = "trk_regime01_risk-test-secret";
+    let app = spawn_app().await;
+    let mut settings = tenant("regimes", key);
+    settings.strategies = Vec::new();
+    settings.risk = RiskSettings {
+        max_order_volume: Some(d("1")),
+        regime: Some(trellis::config::RegimeRisk {
+            deployment: "regime".into(),
+            state: "volatile".into(),
+            scale: d("0.5"),
+        }),
+        ..RiskSettings::default()
+    };
+    let t = app.add_tenant(settings).await;
+    let risk = t.risk.get().expect("risk");
+    let order = || OrderFacts {
+        account: Login(7201),
+        symbol: Symbol("EURUSD".into()),
+        side: Side::Buy,
+        volume: d("0.8"),
+        net_before: d("0"),
+        open_positions: 0,
+        reduce_only: false,
+        positions: Vec::new(),
+    };
+    let observe = |label: &str| trellis::actors::messages::RegimeObserved {
+        deployment: "regime".into(),
+        label: label.into(),
+    };
+
+    // Act
+    let calm = risk.send(CheckOrder(order())).await.expect("risk answers");
+    risk.send(observe("volatile")).await.expect("observed");
+    let volatile = risk.send(CheckOrder(order())).await.expect("risk answers");
+    risk.send(observe("calm")).await.expect("observed");
+    let calm_again = risk.send(CheckOrder(order())).await.expect("risk answers");
+
+    // Assert
+    assert_eq!(calm, Ok(()));
+    let refused = volatile.expect_err("halved limit");
+    assert_eq!(refused.code, "max_order_volume");
+    assert!(
+        refused.reason.contains("0.50") || refused.reason.contains("0.5"),
+        "{}",
+        refused.reason
+    );
+    assert!(
+        refused.reason.contains("market regime"),
+        "{}",
+        refused.reason
+    );
+    assert_eq!(calm_again, Ok(()));
+    app.shutdown().await;
+}

@@ -55,6 +55,12 @@ pub async fn create(
     body.train
         .validate()
         .map_err(|e| ApiError::BadRequest(format!("train.{e}")))?;
+    if body.promote.is_some() && body.train.kind == crate::models::training::ModelKind::RegimeHmm {
+        return Err(ApiError::BadRequest(
+            "promote: a regime detector has no direction to compare; point an alias at its version instead"
+                .into(),
+        ));
+    }
     if let Some(p) = &body.promote {
         super::valid_id("promote.alias", &p.alias)?;
         if !(0.0..=1.0).contains(&p.min_improvement) {
