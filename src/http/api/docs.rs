@@ -233,6 +233,8 @@ pub fn document() -> Value {
             "/roll",
             "/models",
             "/versions",
+            "/deployments",
+            "/jobs",
         ];
         let success = if r.method == "POST" && creates.iter().any(|c| r.path.ends_with(c)) {
             "201"
