@@ -9,40 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use rust_decimal::Decimal;
-
 use super::{bench_tenant, drive, flip, report_latency, start, strategy};
-use crate::domain::{Bar, Symbol, Timeframe};
+use crate::domain::{Bar, Timeframe};
 use crate::models::training::{self, Progress, TrainSpec};
 
 /// M1 bars in a year of 24-hour trading on 257 days.
 const YEAR_OF_M1: usize = 370_000;
 
 fn year_of_bars() -> Vec<Bar> {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(2026);
-    let (mut r, mut close) = (0.0f64, 1.1f64);
-    let dec = |x: f64| Decimal::from_f64_retain((x * 1e6).round() / 1e6).unwrap_or_default();
-    (0..YEAR_OF_M1)
-        .map(|i| {
-            let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-            let u2: f64 = rng.gen_range(0.0..1.0);
-            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            r = 0.1 * r + 0.0003 * z;
-            let open = close;
-            close *= r.exp();
-            Bar {
-                symbol: Symbol("EURUSD".into()),
-                timeframe: Timeframe::M1,
-                open_time_ms: 1_700_000_040_000 + i as i64 * 60_000,
-                open: dec(open),
-                high: dec(open.max(close) * 1.00002),
-                low: dec(open.min(close) * 0.99998),
-                close: dec(close),
-                tick_volume: 10,
-            }
-        })
-        .collect()
+    crate::models::synthetic::bars_from_returns(&crate::models::synthetic::ar1_returns(
+        YEAR_OF_M1, 0.1, 0.0003, 2026,
+    ))
 }
 
 fn spec() -> TrainSpec {

@@ -5,9 +5,9 @@
 //! Markets alternate between regimes — quiet drifting stretches and volatile ones — that no single bar
 //! reveals but a run of bars does. A regime detector models this with a small number of hidden states
 //! (2 to [`MAX_STATES`]; in practice 2 or 3, e.g. *calm* / *volatile*, or calm / normal / stressed) that
-//! follow a Markov chain, and observes them only through per-bar features such as the log return, its
-//! absolute value or a rolling volatility. Each state emits the feature vector from its own Gaussian with
-//! a diagonal covariance. The model is
+//! follow a Markov chain, and observes them only through per-bar features such as the log return and a
+//! rolling volatility or the log of the bar's range. Each state emits the feature vector from its own
+//! Gaussian with a diagonal covariance. The model is
 //!
 //! - **fitted offline** by expectation–maximisation (Baum–Welch, [`GaussianHmm::fit`]) on a history of
 //!   feature vectors, and stored (it is `Serialize`/`Deserialize`);
@@ -18,6 +18,18 @@
 //! Offline analysis can also use the smoothed probabilities ([`GaussianHmm::posteriors`], which look at
 //! the future bars too and so must never feed a live decision or a backtest signal) and the single most
 //! likely state path ([`GaussianHmm::viterbi`]).
+//!
+//! # Choosing features
+//!
+//! A diagonal covariance says the features are independent *given the state*, and the HMM says bars are
+//! independent given the state path. Features that break this are double-counted. The worst case is
+//! feeding the return together with a function of it, such as `|return|` or `return²`: on a synthetic
+//! two-regime series (see the tests) the filter's accuracy fell from 0.96 with the return alone to 0.85,
+//! and the fitted transitions lost most of their stickiness (diagonal 0.88 / 0.69 for a truth of
+//! 0.99 / 0.98), because EM spent its states on the half-normal shape of `|return|`. A feature with its
+//! own noise, such as the log of the bar's high–low range or of its volume, adds information (0.98); a
+//! lagging rolling volatility adds some, but is smeared across regime changes (0.88–0.90). The return
+//! alone is a sound default.
 //!
 //! # State labels
 //!
@@ -55,8 +67,14 @@
 //!   observation** (default 1e-6). A per-observation absolute tolerance is used rather than one relative
 //!   to the log-likelihood because the latter depends on the units (for returns of sd 0.001 the
 //!   log-likelihood is large and *positive*, and it can cross zero). If an iteration lowers the
-//!   log-likelihood (possible only through the floors and the occupancy prior, at the level of rounding
-//!   near convergence) the better previous parameters are kept and the fit counts as converged.
+//!   log-likelihood (only rounding, the floors and the occupancy prior can, and only near convergence)
+//!   the better previous parameters are kept and the fit counts as converged.
+//! - **Cost.** An iteration is one forward pass, one backward pass and two passes for the M-step,
+//!   O(T·k·(k + d)); the backward pass keeps the T × k smoothed probabilities and emission densities.
+//!   For 370 000 bars × 2 states × 2 features, release build, on a shared 2-core machine: about 25 ms
+//!   an iteration and 55 ms of set-up (validation, standardisation, the initialisation's sort); the
+//!   two-regime test series converges in 4 iterations (0.18 s). The online filter takes about 50 ns a
+//!   bar.
 //!
 //! # Deterministic initialisation
 //!
@@ -72,11 +90,13 @@
 //!
 //! # Missing observations
 //!
-//! Observations that are not usable — a row of the wrong width, a NaN or infinite value, or a bar whose
-//! every emission density underflows — carry no information: the filter keeps the prediction step only
-//! (the state probabilities move by the transition matrix alone), the bar adds nothing to the
-//! log-likelihood, and the smoother and Viterbi treat it the same way. [`Filter::last_step_used_observation`]
-//! tells the caller when this happened. [`GaussianHmm::fit`] itself refuses such data.
+//! Observations that are not usable carry no information: a row of the wrong width, a NaN or infinite
+//! value, or a bar whose every emission density underflows (in log space that takes a squared deviation
+//! that overflows, such as a value of 1e300; an ordinary outlier only moves the shift `mₜ`). For them
+//! the filter keeps the prediction step only (the state probabilities move by the transition matrix
+//! alone), the bar adds nothing to the log-likelihood, and the smoother and Viterbi treat it the same
+//! way. [`Filter::last_step_used_observation`] tells the caller when this happened.
+//! [`GaussianHmm::fit`] itself refuses such data.
 
 use serde::{Deserialize, Serialize};
 
@@ -1084,12 +1104,7 @@ mod tests {
     /// two-regime series below: filtered accuracy 0.85 and transition diagonals 0.88 / 0.69 (truth
     /// 0.99 / 0.98) with `[r, |r|]`, against 0.96 with the return alone and 0.98 with
     /// `[r, log range]`; a lagging ln rolling-20-bar sd as second feature gave 0.88–0.90.
-    pub(super) fn regimes(
-        n: usize,
-        sds: &[f64],
-        stay: &[f64],
-        seed: u64,
-    ) -> (Vec<Vec<f64>>, Vec<usize>) {
+    fn regimes(n: usize, sds: &[f64], stay: &[f64], seed: u64) -> (Vec<Vec<f64>>, Vec<usize>) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut state = 0;
         let mut obs = Vec::with_capacity(n);
@@ -1645,53 +1660,5 @@ mod tests {
             };
             check_outputs(&m, &rows)?;
         }
-    }
-}
-#[cfg(test)]
-mod debug_tmp {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn debug_speed() {
-        let (obs, _) = super::tests::regimes(370_000, &[0.0005, 0.002], &[0.99, 0.98], 42);
-        for mi in [0usize, 1, 50] {
-            let t = std::time::Instant::now();
-            let r = GaussianHmm::fit(
-                &obs,
-                &FitOptions {
-                    max_iter: mi,
-                    tolerance: 0.0,
-                    ..FitOptions::default()
-                },
-            )
-            .unwrap();
-            eprintln!("SPEED {mi}: {:?} it {}", t.elapsed(), r.iterations);
-        }
-        let m = GaussianHmm::fit(&obs, &FitOptions::default())
-            .unwrap()
-            .model;
-        let e = Engine::from_model(&m).unwrap();
-        let z: Vec<f64> = obs.concat();
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let mut f = e.forward(z.chunks_exact(2));
-            eprintln!("SPEED engine forward {:?}", t.elapsed());
-            let mut xi = vec![0.0; 4];
-            let t = std::time::Instant::now();
-            e.smooth(&mut f, Some(&mut xi));
-            eprintln!("SPEED engine smooth {:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let _ = e.m_step(&z, &f.alpha, &xi, 1e-6);
-            eprintln!("SPEED engine m_step {:?}", t.elapsed());
-        }
-        let t = std::time::Instant::now();
-        let _ = m.filtered(&obs);
-        eprintln!("SPEED forward {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let _ = m.posteriors(&obs);
-        eprintln!("SPEED posteriors {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let _ = m.viterbi(&obs);
-        eprintln!("SPEED viterbi {:?}", t.elapsed());
     }
 }

@@ -10,6 +10,7 @@ pub mod hmm;
 pub mod manifest;
 pub mod onnx;
 pub mod registry;
+pub mod synthetic;
 pub mod training;
 pub mod trees;
 

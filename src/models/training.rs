@@ -817,51 +817,14 @@ pub fn calls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Symbol;
     use rand::{Rng, SeedableRng};
     use rust_decimal::Decimal;
 
-    /// Bars whose 1-bar log returns are `returns`, from 1.1, one a minute.
-    pub(crate) fn bars_from_returns(returns: &[f64]) -> Vec<Bar> {
-        let mut close = 1.1f64;
-        let dec = |x: f64| Decimal::from_f64_retain((x * 1e6).round() / 1e6).unwrap_or_default();
-        returns
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let open = close;
-                close *= r.exp();
-                Bar {
-                    symbol: Symbol("EURUSD".into()),
-                    timeframe: Timeframe::M1,
-                    open_time_ms: 1_700_000_040_000 + i as i64 * 60_000,
-                    open: dec(open),
-                    high: dec(open.max(close) * 1.00002),
-                    low: dec(open.min(close) * 0.99998),
-                    close: dec(close),
-                    tick_volume: 10,
-                }
-            })
-            .collect()
-    }
+    use crate::models::synthetic::{bars_from_returns, normal};
 
-    fn normal(rng: &mut rand::rngs::SmallRng) -> f64 {
-        // Box–Muller.
-        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-        let u2: f64 = rng.gen_range(0.0..1.0);
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// AR(1) log returns with coefficient `phi` (0 = a random walk), sd about 0.0005.
+    /// AR(1) log returns with coefficient `phi` (0 = a random walk), sd 0.0005.
     fn ar1(n: usize, phi: f64, seed: u64) -> Vec<f64> {
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-        let mut r = 0.0;
-        (0..n)
-            .map(|_| {
-                r = phi * r + 0.0005 * normal(&mut rng);
-                r
-            })
-            .collect()
+        crate::models::synthetic::ar1_returns(n, phi, 0.0005, seed)
     }
 
     fn spec(features: &[&str]) -> TrainSpec {

@@ -4,38 +4,15 @@
 
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
-use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use trellis::domain::{Bar, Symbol, Timeframe};
+use trellis::domain::{Bar, Timeframe};
 
 use crate::helpers::{create_tenant, spawn_admin_app, TestApp};
 
 /// `n` M1 bars of EURUSD whose log returns follow AR(1) with coefficient `phi` (momentum when positive).
 fn ar1_bars(n: usize, phi: f64, seed: u64) -> Vec<Bar> {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-    let (mut r, mut close) = (0.0f64, 1.1f64);
-    let dec = |x: f64| Decimal::from_f64_retain((x * 1e6).round() / 1e6).unwrap_or_default();
-    (0..n)
-        .map(|i| {
-            let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-            let u2: f64 = rng.gen_range(0.0..1.0);
-            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            r = phi * r + 0.0005 * z;
-            let open = close;
-            close *= r.exp();
-            Bar {
-                symbol: Symbol("EURUSD".into()),
-                timeframe: Timeframe::M1,
-                open_time_ms: 1_700_000_040_000 + i as i64 * 60_000,
-                open: dec(open),
-                high: dec(open.max(close) * 1.00002),
-                low: dec(open.min(close) * 0.99998),
-                close: dec(close),
-                tick_volume: 10,
-            }
-        })
-        .collect()
+    use trellis::models::synthetic::{ar1_returns, bars_from_returns};
+    bars_from_returns(&ar1_returns(n, phi, 0.0005, seed))
 }
 
 /// Stores `bars` for `tenant` through the app's time-series store and waits until they read back.
