@@ -1068,4 +1068,34 @@ mod tests {
         );
         assert!(trained.hmm.variances[1][0] > trained.hmm.variances[0][0]);
     }
+
+    #[test]
+    fn training_on_a_year_of_m1_bars_completes_within_the_test_budget() {
+        // 370 000 M1 bars (a year of 24-hour trading), four features, five folds and the final fit, in the
+        // test profile (unoptimised trellis code). The release figure is in BENCHMARKS.md.
+        let bars = bars_from_returns(&crate::models::synthetic::ar1_returns(
+            370_000, 0.1, 0.0003, 2026,
+        ));
+        let mut s = spec(&["log_return_1", "log_return_2", "volatility_20", "rsi_14"]);
+        s.folds = 5;
+        let started = std::time::Instant::now();
+
+        let trained = train(&s, &bars, Timeframe::M1, &Progress::default()).expect("trains");
+
+        let took = started.elapsed();
+        eprintln!(
+            "a year of M1 bars: {:.1} s, out-of-sample accuracy {:.4} over {} rows",
+            took.as_secs_f64(),
+            trained.report.accuracy,
+            trained.report.test_rows
+        );
+        assert!(trained.report.test_rows > 300_000);
+        // AR(1) φ = 0.1: ½ + asin(0.1)/π ≈ 0.532.
+        assert!(
+            (trained.report.accuracy - 0.532).abs() < 0.01,
+            "{:?}",
+            trained.report
+        );
+        assert!(took < std::time::Duration::from_secs(300), "took {took:?}");
+    }
 }
