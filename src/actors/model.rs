@@ -207,6 +207,8 @@ struct VersionRun {
     features: FeatureState,
     inference: Inference,
     row: Vec<f32>,
+    /// The last run's scores, for `class` outputs.
+    scores: Vec<f32>,
     shadow: bool,
     weight: f64,
     /// Whether each of the last runs breached (failed, not finite, over budget).
@@ -221,6 +223,7 @@ impl VersionRun {
             features: v.features.state(),
             inference: v.model.inference().map_err(|e| e.to_string())?,
             row: vec![0.0; v.features.len()],
+            scores: Vec::new(),
             shadow,
             weight: if shadow { 0.0 } else { v.weight },
             breaches: VecDeque::with_capacity(JUDGED_RUNS),
@@ -310,7 +313,13 @@ impl ModelHost {
             return Outcome::OverQuota(quota);
         }
         let value = match run.inference.run(&run.row) {
-            Ok(out) => run.monitor.output.value(out),
+            Ok(out) => {
+                if matches!(run.monitor.output, Output::Class { .. }) {
+                    run.scores.clear();
+                    run.scores.extend_from_slice(out);
+                }
+                run.monitor.output.value(out)
+            }
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let micros = start.elapsed().as_micros() as u64;
@@ -422,6 +431,7 @@ impl ModelHost {
                 value,
                 latency_us,
                 shadow: run.shadow,
+                scores: run.scores.clone(),
             };
             self.publish(prediction);
         }

@@ -60,6 +60,7 @@ impl ModelDriven {
                     value: v,
                     latency_us: start.elapsed().as_micros() as u64,
                     shadow: false,
+                    scores: Vec::new(),
                 })
             }
             _ => {

@@ -33,4 +33,7 @@ pub struct Prediction {
     pub latency_us: u64,
     /// A shadow version's prediction: recorded, never traded.
     pub shadow: bool,
+    /// A `class` model's score per label (a regime detector's state probabilities); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<f32>,
 }

@@ -233,6 +233,7 @@ pub async fn load_predictions(
                     value,
                     latency_us: latency_us.max(0) as u64,
                     shadow,
+                    scores: Vec::new(),
                 }
             },
         )

@@ -63,6 +63,7 @@ mod tests {
             value,
             latency_us: 1,
             shadow: false,
+            scores: Vec::new(),
         }
     }
 

@@ -1310,3 +1310,54 @@ async fn versions_upload_as_json_multipart_or_an_octet_stream_and_each_form_refu
     );
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_regime_detector_publishes_its_state_probabilities_with_each_prediction() {
+    use trellis::models::hmm::GaussianHmm;
+    use trellis::models::onnx::RegimeFile;
+
+    // Arrange: a two-state HMM on the bar range (calm: narrow bars, volatile: wide), deployed from a file.
+    let dir = tempfile::tempdir().expect("dir");
+    let hmm = GaussianHmm {
+        states: 2,
+        dims: 1,
+        initial: vec![0.5, 0.5],
+        transition: vec![vec![0.95, 0.05], vec![0.05, 0.95]],
+        means: vec![vec![0.0002], vec![0.002]],
+        variances: vec![vec![1e-8], vec![1e-6]],
+    };
+    let file = serde_json::to_vec(&RegimeFile {
+        kind: "regime_hmm".into(),
+        hmm,
+    })
+    .expect("regime file");
+    let manifest = json!({"features": ["bar_range"], "output": {"kind": "class", "labels": ["calm", "volatile"]}});
+    let v = version(&dir, "regime", file, manifest);
+    let mut settings = tenant("regimed", "trk_regimed1_models-secret");
+    settings.models = vec![deployment("regime", "EURUSD", vec![v], vec![], 1_000_000)];
+    let app = spawn_app().await;
+    app.add_tenant(settings).await;
+    let sim = app.sim("trk_regimed1_models-secret", 7901).await;
+
+    // Act: ten minutes of the zig-zag (bars 2 to 5 pips wide: calm).
+    zigzag(&sim, "EURUSD", 10);
+    let mut state = ModelState::default();
+    for _ in 0..300 {
+        state = model_state(&app, "regimed", "regime").await;
+        if state.recent.len() >= 9 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert: every prediction carries both probabilities, summing to 1, and calls the market calm.
+    assert_eq!(state.recent.len(), 9, "{state:?}");
+    for p in &state.recent {
+        assert_eq!(p.scores.len(), 2, "{p:?}");
+        let sum: f32 = p.scores.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{p:?}");
+        assert_eq!(p.value, 0.0, "calm: {p:?}");
+        assert!(p.scores[0] > 0.9, "{p:?}");
+    }
+    app.shutdown().await;
+}
