@@ -74,38 +74,44 @@ async fn job_done(app: &TestApp, root: &str, tenant: &str, id: &str) -> Value {
     panic!("job {id} never finished");
 }
 
-#[actix_rt::test]
-async fn a_trained_version_replaces_a_worse_champion_only_when_significantly_better_and_jobs_can_be_cancelled(
-) {
+/// Registers model `dir` for `tenant` with one version, an anti-momentum direction model, and points
+/// `champion` at it; its sha256.
+async fn contrarian_champion(app: &TestApp, root: &str, tenant: &str) -> String {
     use base64::Engine as _;
-
-    // Arrange: 6 000 stored bars with momentum; champion = an anti-momentum model, deployed by alias.
-    let (app, root) = spawn_admin_app(&[]).await;
-    create_tenant(&app, &root, "lab", "professional").await;
-    store_bars(&app, "lab", ar1_bars(6_000, 0.4, 21)).await;
     app.expect(
         201,
         "POST",
-        "/api/v1/tenants/lab/models",
-        Some(&root),
+        &format!("/api/v1/tenants/{tenant}/models"),
+        Some(root),
         Some(&json!({"name": "dir"})),
     )
     .await;
     let contrarian = trellis::models::onnx::logistic_model(&[-2_000.0], 0.0);
     let up = app
-        .expect(201, "POST", "/api/v1/tenants/lab/models/dir/versions", Some(&root),
+        .expect(201, "POST", &format!("/api/v1/tenants/{tenant}/models/dir/versions"), Some(root),
             Some(&json!({"manifest": {"features": ["log_return_1"], "output": {"kind": "direction_probability"}},
                          "file_base64": base64::engine::general_purpose::STANDARD.encode(&contrarian)})))
         .await;
-    let old = up["version"].as_str().expect("version").to_owned();
+    let version = up["version"].as_str().expect("version").to_owned();
     app.expect(
         200,
         "PUT",
-        "/api/v1/tenants/lab/models/dir/aliases/champion",
-        Some(&root),
-        Some(&json!({"version": old})),
+        &format!("/api/v1/tenants/{tenant}/models/dir/aliases/champion"),
+        Some(root),
+        Some(&json!({"version": version})),
     )
     .await;
+    version
+}
+
+#[actix_rt::test]
+async fn a_trained_version_replaces_a_worse_champion_only_when_significantly_better_and_jobs_can_be_cancelled(
+) {
+    // Arrange: 6 000 stored bars with momentum; champion = an anti-momentum model, deployed by alias.
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "lab", "professional").await;
+    store_bars(&app, "lab", ar1_bars(6_000, 0.4, 21)).await;
+    let old = contrarian_champion(&app, &root, "lab").await;
     app.expect(201, "POST", "/api/v1/tenants/lab/models/dir/deployments", Some(&root),
         Some(&json!({"id": "dir-eurusd", "symbol": "EURUSD", "timeframe": "M1", "traffic": [{"alias": "champion"}]})))
         .await;
@@ -269,35 +275,11 @@ async fn a_trained_version_replaces_a_worse_champion_only_when_significantly_bet
 #[actix_rt::test]
 async fn a_deployment_with_a_retraining_schedule_trains_and_promotes_a_better_challenger_on_its_own(
 ) {
-    use base64::Engine as _;
-
     // Arrange: stored bars with momentum, a contrarian champion, a deployment retraining every second.
     let (app, root) = spawn_admin_app(&[]).await;
     create_tenant(&app, &root, "sched", "professional").await;
     store_bars(&app, "sched", ar1_bars(5_000, 0.4, 33)).await;
-    app.expect(
-        201,
-        "POST",
-        "/api/v1/tenants/sched/models",
-        Some(&root),
-        Some(&json!({"name": "dir"})),
-    )
-    .await;
-    let contrarian = trellis::models::onnx::logistic_model(&[-2_000.0], 0.0);
-    let up = app
-        .expect(201, "POST", "/api/v1/tenants/sched/models/dir/versions", Some(&root),
-            Some(&json!({"manifest": {"features": ["log_return_1"], "output": {"kind": "direction_probability"}},
-                         "file_base64": base64::engine::general_purpose::STANDARD.encode(&contrarian)})))
-        .await;
-    let old = up["version"].as_str().expect("version").to_owned();
-    app.expect(
-        200,
-        "PUT",
-        "/api/v1/tenants/sched/models/dir/aliases/champion",
-        Some(&root),
-        Some(&json!({"version": old})),
-    )
-    .await;
+    let _old = contrarian_champion(&app, &root, "sched").await;
 
     // Act: deploy with a schedule (the synthetic bars are from 2023: a window of 2 000 days holds them).
     let created = app

@@ -259,18 +259,7 @@ pub async fn create(
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     super::valid_id("id", &body.id)?;
-    if !t.symbols.contains(&body.symbol) {
-        return Err(ApiError::BadRequest(format!(
-            "symbol: `{}` is not one of the tenant's symbols",
-            body.symbol
-        )));
-    }
-    if crate::domain::Timeframe::parse(&body.timeframe).is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "timeframe: unknown timeframe `{}`",
-            body.timeframe
-        )));
-    }
+    super::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
     let budget_us = body.budget_us.unwrap_or(5_000);
     if budget_us == 0 || budget_us > MAX_BUDGET_US {
         return Err(ApiError::BadRequest(format!(

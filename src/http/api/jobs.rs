@@ -35,18 +35,7 @@ pub async fn create(
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?.clone();
-    if !t.symbols.contains(&body.symbol) {
-        return Err(ApiError::BadRequest(format!(
-            "symbol: `{}` is not one of the tenant's symbols",
-            body.symbol
-        )));
-    }
-    if crate::domain::Timeframe::parse(&body.timeframe).is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "timeframe: unknown timeframe `{}`",
-            body.timeframe
-        )));
-    }
+    super::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
     if let (Some(from), Some(to)) = (body.from_ms, body.to_ms) {
         if from > to {
             return Err(ApiError::BadRequest("from_ms: after to_ms".into()));

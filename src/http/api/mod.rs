@@ -970,6 +970,21 @@ pub fn valid_id(what: &str, s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks that `symbol` is one of the tenant's and `timeframe` a known one; the error names the field.
+pub fn symbol_and_timeframe(
+    t: &crate::actors::tenant::TenantContext,
+    symbol: &str,
+    timeframe: &str,
+) -> Result<crate::domain::Timeframe, ApiError> {
+    if !t.symbols.contains(symbol) {
+        return Err(ApiError::BadRequest(format!(
+            "symbol: `{symbol}` is not one of the tenant's symbols"
+        )));
+    }
+    crate::domain::Timeframe::parse(timeframe)
+        .ok_or_else(|| ApiError::BadRequest(format!("timeframe: unknown timeframe `{timeframe}`")))
+}
+
 /// An optional JSON body (absent or empty is `None`).
 pub struct OptionalBody<T>(pub Option<T>);
 
