@@ -414,15 +414,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
         // A regime detector has no direction to judge: a scheduled refit on the latest window replaces it.
         let promotion = match &req.promote {
             Some(p) => {
-                let t = state
-                    .runtime
-                    .tenant(&job.tenant)
-                    .ok_or_else(|| format!("tenant `{}` does not run", job.tenant))?;
-                let moved = crate::http::api::models::point_alias(
-                    &state, &t, &job.model, &p.alias, &version, &job.actor,
-                )
-                .await
-                .map_err(|e| format!("promoting: {e}"))?;
+                let moved = take_alias(&state, &job, &p.alias, &version).await?;
                 let reason = "a regime detector is refitted on the latest window".to_owned();
                 state
                     .security
@@ -517,15 +509,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
             };
             let (mut previous, mut deployments) = (None, Vec::new());
             if promote {
-                let t = state
-                    .runtime
-                    .tenant(&job.tenant)
-                    .ok_or_else(|| format!("tenant `{}` does not run", job.tenant))?;
-                let moved = crate::http::api::models::point_alias(
-                    &state, &t, &job.model, &p.alias, &version, &job.actor,
-                )
-                .await
-                .map_err(|e| format!("promoting: {e}"))?;
+                let moved = take_alias(&state, &job, &p.alias, &version).await?;
                 previous = moved.previous;
                 deployments = moved.deployments;
             }
@@ -555,6 +539,22 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
         report: Some(trained.report),
         promotion,
     })
+}
+
+/// Points the job's model's `alias` at `version` (moving the deployments that follow it), as the job's actor.
+async fn take_alias(
+    state: &AppState,
+    job: &JobView,
+    alias: &str,
+    version: &str,
+) -> Result<crate::http::api::models::AliasMoved, String> {
+    let t = state
+        .runtime
+        .tenant(&job.tenant)
+        .ok_or_else(|| format!("tenant `{}` does not run", job.tenant))?;
+    crate::http::api::models::point_alias(state, &t, &job.model, alias, version, &job.actor)
+        .await
+        .map_err(|e| format!("promoting: {e}"))
 }
 
 /// Stores a trained model as a registry version (validated by loading it, encrypted); its sha256.
