@@ -30,8 +30,13 @@ enum Command {
     Demo,
     /// Run a simulated MT5 terminal and broker that connects to a trellis over the bridge protocol.
     Mt5Sim(Box<SimArgs>),
-    /// Test a strategy on history with the live decision code: a CSV of ticks `time_msc,bid,ask[,symbol]`.
-    Backtest(Box<BacktestArgs>),
+    /// Test a strategy (or a portfolio of them, --spec) on history with the live decision code: ticks
+    /// streamed from a file (trellis CSV, MT5 tick/bar export, HistData, Dukascopy, Parquet) or a store.
+    Backtest(Box<trellis::backtest::cli::BacktestArgs>),
+    /// Search a strategy's parameters (grid, random, genetic), optionally walk-forward, in parallel.
+    Optimise(Box<trellis::backtest::cli::OptimiseArgs>),
+    /// Write ticks from any supported input to a Parquet file (zstd), the fastest backtest input.
+    ExportTicks(Box<trellis::backtest::cli::ExportArgs>),
     /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, or all.
     Bench {
         #[arg(default_value = "all")]
@@ -52,77 +57,6 @@ enum Command {
 enum KeysAction {
     /// Make a new data key primary and re-encrypt every stored secret under it.
     Rotate,
-}
-
-#[derive(clap::Args)]
-struct BacktestArgs {
-    /// Ticks as CSV with a header line: `time_msc,bid,ask[,symbol]`.
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "data_dir",
-        conflicts_with = "data_dir"
-    )]
-    csv: Option<PathBuf>,
-    /// Ticks stored by trellis in this embedded data directory (with --tenant, --from, --to).
-    #[arg(long, value_name = "DIR", requires = "tenant")]
-    data_dir: Option<PathBuf>,
-    /// Ticks stored by trellis in ClickHouse at this HTTP URL (with --tenant, --from, --to).
-    #[arg(long, value_name = "URL", requires = "tenant", conflicts_with_all = ["csv", "data_dir"])]
-    clickhouse_url: Option<String>,
-    /// ClickHouse database trellis writes to.
-    #[arg(long, default_value = "trellis")]
-    clickhouse_database: String,
-    /// Tenant whose stored ticks to read.
-    #[arg(long)]
-    tenant: Option<String>,
-    /// First tick time (ms since the epoch) of stored ticks to read.
-    #[arg(long, default_value_t = i64::MIN)]
-    from: i64,
-    /// Last tick time (ms since the epoch) of stored ticks to read.
-    #[arg(long, default_value_t = i64::MAX)]
-    to: i64,
-    /// The symbol to trade (lines of other symbols are ignored; lines without a symbol column are this one).
-    #[arg(long)]
-    symbol: String,
-    #[arg(long, default_value = "ema_cross")]
-    strategy: String,
-    /// A strategy parameter, `name=value`; repeat for several.
-    #[arg(long = "param", value_name = "NAME=VALUE")]
-    params: Vec<String>,
-    /// An ONNX model whose predictions feed the strategy (`model_signal`, or any strategy with
-    /// `on_prediction`); needs `--manifest`.
-    #[arg(long, value_name = "FILE.onnx", requires = "manifest")]
-    model: Option<PathBuf>,
-    /// The model's manifest (JSON: features, output, horizon_bars).
-    #[arg(long, value_name = "FILE.json", requires = "model")]
-    manifest: Option<PathBuf>,
-    #[arg(long, default_value = "M1")]
-    timeframe: String,
-    /// Lots per position.
-    #[arg(long, default_value = "0.1")]
-    volume: rust_decimal::Decimal,
-    /// Market orders fill this many points worse than the next tick's quote.
-    #[arg(long, default_value_t = 0)]
-    slippage_points: u32,
-    /// Size of a point (10^-digits).
-    #[arg(long, default_value = "0.00001")]
-    point: rust_decimal::Decimal,
-    /// Commission per lot and side, in account currency.
-    #[arg(long, default_value = "0")]
-    commission_per_lot: rust_decimal::Decimal,
-    /// Units per lot.
-    #[arg(long, default_value = "100000")]
-    contract_size: rust_decimal::Decimal,
-    /// Skip (and count) bad lines instead of stopping at the first.
-    #[arg(long)]
-    skip_bad: bool,
-    /// Print one JSON object instead of the summary.
-    #[arg(long)]
-    json: bool,
-    /// Write every fill as CSV.
-    #[arg(long, value_name = "FILE")]
-    trades: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -181,7 +115,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let cli = match cli.command {
         Command::Mt5Sim(args) => return run_sim(*args),
-        Command::Backtest(args) => return run_backtest(*args),
+        Command::Backtest(args) => return offline(trellis::backtest::cli::backtest(*args)),
+        Command::Optimise(args) => return offline(trellis::backtest::cli::optimise(*args)),
+        Command::ExportTicks(args) => return offline(trellis::backtest::cli::export_ticks(*args)),
         command => Cli { command, ..cli },
     };
     let settings = match Settings::from_env(cli.config.as_deref()) {
@@ -232,7 +168,21 @@ fn main() -> ExitCode {
             }
             exit(actix_rt::System::new().block_on(trellis::bench::run(&name)))
         }
-        Command::Mt5Sim(_) | Command::Backtest(_) => ExitCode::SUCCESS,
+        Command::Mt5Sim(_)
+        | Command::Backtest(_)
+        | Command::Optimise(_)
+        | Command::ExportTicks(_) => ExitCode::SUCCESS,
+    }
+}
+
+/// An offline command's result: its message and status 2 when it could not run.
+fn offline(result: Result<(), trellis::backtest::cli::CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trellis: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -327,142 +277,4 @@ fn run_sim(a: SimArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn run_backtest(a: BacktestArgs) -> ExitCode {
-    use trellis::backtest::{render, write_trades, Backtest, BacktestConfig};
-    use trellis::domain::Timeframe;
-    use trellis::sim::feed::read_ticks_csv;
-    use trellis::strategies::StrategyRegistry;
-
-    let fail = |msg: String| {
-        eprintln!("trellis backtest: {msg}");
-        ExitCode::from(2)
-    };
-    let Some(timeframe) = Timeframe::parse(&a.timeframe) else {
-        return fail(format!(
-            "--timeframe `{}` is not M1, M5, M15, H1, H4 or D1",
-            a.timeframe
-        ));
-    };
-    let mut params = trellis::strategies::Params::new();
-    for p in &a.params {
-        let Some((name, value)) = p.split_once('=') else {
-            return fail(format!("--param `{p}` is not name=value"));
-        };
-        let Ok(value) = value.trim().parse::<f64>() else {
-            return fail(format!("--param {name}: `{value}` is not a number"));
-        };
-        params.insert(name.trim().to_owned(), value);
-    }
-    let read = match (&a.csv, &a.data_dir, &a.tenant) {
-        (Some(csv), _, _) => match read_ticks_csv(csv, Some(&a.symbol), a.skip_bad) {
-            Ok(r) => r,
-            Err(e) => return fail(format!("{}: {e}", csv.display())),
-        },
-        (None, Some(dir), Some(tenant)) => {
-            let loaded = actix_rt::System::new().block_on(
-                trellis::storage::timeseries::load_ticks(dir, tenant, &a.symbol, a.from, a.to),
-            );
-            match loaded {
-                Ok(ticks) => trellis::sim::feed::CsvTicks {
-                    ticks,
-                    skipped: Vec::new(),
-                },
-                Err(e) => return fail(format!("{}: {e}", dir.display())),
-            }
-        }
-        (None, None, Some(tenant)) if a.clickhouse_url.is_some() => {
-            let cfg = trellis::storage::clickhouse::ClickHouseConfig {
-                url: a.clickhouse_url.clone().unwrap_or_default(),
-                database: a.clickhouse_database.clone(),
-                buffer_rows: 0,
-                spill_dir: PathBuf::new(),
-            };
-            let loaded = actix_rt::System::new().block_on(
-                trellis::storage::clickhouse::load_ticks(&cfg, tenant, &a.symbol, a.from, a.to),
-            );
-            match loaded {
-                Ok(ticks) => trellis::sim::feed::CsvTicks {
-                    ticks,
-                    skipped: Vec::new(),
-                },
-                Err(e) => return fail(format!("{}: {e}", cfg.url)),
-            }
-        }
-        _ => return fail(
-            "give --csv FILE, --data-dir DIR with --tenant, or --clickhouse-url URL with --tenant"
-                .into(),
-        ),
-    };
-    let mut cfg = BacktestConfig::new(&a.symbol, &a.strategy, params, timeframe);
-    cfg.volume = a.volume;
-    cfg.slippage_points = a.slippage_points;
-    cfg.point = a.point;
-    cfg.commission_per_lot = a.commission_per_lot;
-    cfg.contract_size = a.contract_size;
-    let registry = StrategyRegistry::default();
-    let mut bt = match (&a.model, &a.manifest) {
-        (Some(model), Some(manifest)) => {
-            let driven = load_model(model, manifest).and_then(|version| {
-                let inner = registry
-                    .build(&cfg.strategy, &cfg.params, cfg.volume)
-                    .map_err(|e| e.to_string())?;
-                trellis::models::driven::ModelDriven::new(inner, &version)
-            });
-            match driven {
-                Ok(s) => Backtest::with_strategy(cfg, Box::new(s)),
-                Err(e) => return fail(e),
-            }
-        }
-        _ => match Backtest::new(cfg, &registry) {
-            Ok(bt) => bt,
-            Err(e) => return fail(e.to_string()),
-        },
-    };
-    for t in &read.ticks {
-        bt.on_tick(t);
-    }
-    let (report, deals) = bt.finish();
-    if let Some(path) = &a.trades {
-        let written = std::fs::File::create(path)
-            .map(std::io::BufWriter::new)
-            .and_then(|mut f| {
-                write_trades(&mut f, &deals).and_then(|_| std::io::Write::flush(&mut f))
-            });
-        if let Err(e) = written {
-            return fail(format!("writing {}: {e}", path.display()));
-        }
-    }
-    if a.json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
-        if let Some(map) = v.as_object_mut() {
-            map.insert("lines_skipped".into(), read.skipped.len().into());
-        }
-        println!("{v}");
-    } else {
-        print!("{}", render(&report));
-        if !read.skipped.is_empty() {
-            println!(
-                "  lines skipped     {} (first: {})",
-                read.skipped.len(),
-                read.skipped[0]
-            );
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// A model version from its ONNX file and manifest, validated as a deployment's would be.
-fn load_model(
-    model: &std::path::Path,
-    manifest: &std::path::Path,
-) -> Result<trellis::models::deployment::LoadedVersion, String> {
-    let bytes = std::fs::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
-    let text =
-        std::fs::read_to_string(manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
-    let parsed: trellis::models::manifest::Manifest =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
-    trellis::models::deployment::LoadedVersion::from_bytes(&bytes, parsed, 1.0)
-        .map_err(|e| format!("{}: {e}", model.display()))
 }

@@ -87,11 +87,15 @@ impl Application {
             rate_limiter: Arc::new(crate::security::rate_limit::RateLimiter::new(redis)),
             security: security.clone(),
             jobs: Default::default(),
+            optimisations: Default::default(),
         };
         {
             use actix::Actor as _;
             let jobs = crate::actors::training::TrainingJobs::new(state.clone()).start();
             state.jobs.set(jobs);
+            let optimisations =
+                crate::actors::optimisations::Optimisations::new(state.clone()).start();
+            state.optimisations.set(optimisations);
         }
         let max_body = settings.http.max_body_bytes;
         let mut server = HttpServer::new(move || {

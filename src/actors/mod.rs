@@ -10,6 +10,7 @@ pub mod market_data;
 pub mod messages;
 pub mod model;
 pub mod mt5_session;
+pub mod optimisations;
 pub mod portfolio;
 pub mod published;
 pub mod risk;

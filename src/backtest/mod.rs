@@ -8,6 +8,15 @@
 //! Everything is single-threaded and free of clocks and randomness, so the same input gives the same orders,
 //! fills and figures; only the measured throughput differs between runs.
 
+pub mod cli;
+pub mod history;
+pub mod input;
+pub mod optimise;
+pub mod parquet;
+pub mod portfolio;
+pub mod report;
+pub mod tape;
+
 use std::io::Write as _;
 use std::time::Instant;
 
@@ -18,9 +27,9 @@ use crate::config::RiskSettings;
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::ledger::{Ledger, OrderResult};
 use crate::domain::orders::{action, mt5_order_type, OrderStatus};
-use crate::domain::positions::{AccountMode, Deal};
+use crate::domain::positions::{AccountMode, Deal, EquityCurve};
 use crate::domain::risk::RiskGate;
-use crate::domain::{Login, Symbol, Tick, Timeframe};
+use crate::domain::{Bar, Login, Symbol, Tick, Timeframe};
 use crate::http::ws::protocol::OrderRequest;
 use crate::sim::broker::{Broker, BrokerConfig};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
@@ -46,7 +55,13 @@ pub struct BacktestConfig {
     pub commission_per_lot: Decimal,
     pub balance: Decimal,
     pub risk: RiskSettings,
+    /// Keep the equity curve (sampled at bar closes, at most [`MAX_CURVE_POINTS`]) for a report.
+    pub record_equity: bool,
 }
+
+/// Most equity points a run keeps; past it every other point is dropped and the sampling interval doubles,
+/// so memory stays bounded however long the history.
+pub const MAX_CURVE_POINTS: usize = 20_000;
 
 impl BacktestConfig {
     pub fn new(symbol: &str, strategy: &str, params: Params, timeframe: Timeframe) -> Self {
@@ -62,6 +77,7 @@ impl BacktestConfig {
             commission_per_lot: Decimal::ZERO,
             balance: Decimal::from(100_000),
             risk: RiskSettings::default(),
+            record_equity: false,
         }
     }
 }
@@ -93,23 +109,67 @@ pub struct Report {
     /// Wall-clock figures: the only fields that differ between identical runs.
     pub elapsed_ms: f64,
     pub ticks_per_sec: f64,
+    /// (time, balance + PnL) at bar closes, when `record_equity` was set.
+    #[serde(skip)]
+    pub equity: Vec<(i64, f64)>,
+}
+
+/// A strategy of the run on one symbol and timeframe.
+pub struct Leg {
+    /// Its strategy id in the ledger (orders and deals carry it).
+    pub id: String,
+    pub kind: String,
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    pub strategy: Box<dyn Strategy>,
+}
+
+/// A symbol the run trades: its latest quote and the orders waiting for its next tick.
+struct Instrument {
+    symbol: Symbol,
+    last: Option<(Decimal, Decimal, i64)>,
+    queued: Vec<OrderRequest>,
+}
+
+/// One strategy's figures in a portfolio run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LegReport {
+    pub id: String,
+    pub strategy: String,
+    pub symbol: String,
+    pub timeframe: String,
+    pub orders: usize,
+    pub fills: usize,
+    pub final_position: Decimal,
+    pub total_pnl: Decimal,
+    pub realised_pnl: Decimal,
+    pub unrealised_pnl: Decimal,
+    pub commission: Decimal,
+    pub trades: usize,
+    pub win_rate: f64,
+    pub profit_factor: Option<f64>,
+    pub max_drawdown: Decimal,
+    pub sharpe: Option<f64>,
 }
 
 pub struct Backtest {
     cfg: BacktestConfig,
-    strategy: Box<dyn Strategy>,
+    legs: Vec<Leg>,
+    /// The curve of each leg's own PnL, for its drawdown and Sharpe.
+    leg_curves: Vec<EquityCurve>,
+    instruments: Vec<Instrument>,
     builder: BarBuilder,
     ledger: Ledger,
     gate: RiskGate,
     broker: Broker,
-    /// Orders decided on a bar, executed on the next tick.
-    queued: Vec<OrderRequest>,
-    last: Option<(Decimal, Decimal, i64)>,
     ticks: u64,
     ignored: u64,
     out_of_order: u64,
     bars: u64,
     started: Instant,
+    curve: Vec<(i64, f64)>,
+    /// Marks seen since the last kept point, and how many to skip between kept points.
+    curve_skip: (u64, u64),
 }
 
 impl Backtest {
@@ -120,6 +180,20 @@ impl Backtest {
 
     /// A backtest of a strategy already built (e.g. one fed by a model, `models::driven::ModelDriven`).
     pub fn with_strategy(cfg: BacktestConfig, strategy: Box<dyn Strategy>) -> Self {
+        let leg = Leg {
+            id: STRATEGY_ID.into(),
+            kind: cfg.strategy.clone(),
+            symbol: cfg.symbol.clone(),
+            timeframe: cfg.timeframe,
+            strategy,
+        };
+        Self::portfolio(cfg, vec![leg])
+    }
+
+    /// Several strategies on several symbols and timeframes through one ledger, one risk gate and one
+    /// account, as a tenant trades live. `cfg` gives the execution settings, balance and risk limits (its
+    /// symbol, strategy and timeframe are not used).
+    pub fn portfolio(cfg: BacktestConfig, legs: Vec<Leg>) -> Self {
         let broker = Broker::new(BrokerConfig {
             login: ACCOUNT.0,
             mode: AccountMode::Netting,
@@ -134,55 +208,138 @@ impl Backtest {
             leverage: 1_000_000,
             ..BrokerConfig::default()
         });
-        let gate = RiskGate::new(cfg.risk.clone(), [cfg.symbol.0.clone()]);
+        let mut instruments: Vec<Instrument> = Vec::new();
+        let mut timeframes: Vec<Timeframe> = Vec::new();
+        for leg in &legs {
+            if !instruments.iter().any(|i| i.symbol == leg.symbol) {
+                instruments.push(Instrument {
+                    symbol: leg.symbol.clone(),
+                    last: None,
+                    queued: Vec::new(),
+                });
+            }
+            if !timeframes.contains(&leg.timeframe) {
+                timeframes.push(leg.timeframe);
+            }
+        }
+        timeframes.sort();
+        let gate = RiskGate::new(
+            cfg.risk.clone(),
+            instruments.iter().map(|i| i.symbol.0.clone()),
+        );
         Self {
-            builder: BarBuilder::new(&[cfg.timeframe]),
-            strategy,
+            builder: BarBuilder::new(&timeframes),
+            leg_curves: vec![EquityCurve::default(); legs.len()],
+            legs,
+            instruments,
             ledger: Ledger::new(),
             gate,
             broker,
-            queued: Vec::new(),
-            last: None,
             ticks: 0,
             ignored: 0,
             out_of_order: 0,
             bars: 0,
             started: Instant::now(),
+            curve: Vec::new(),
+            curve_skip: (0, 1),
             cfg,
         }
     }
 
+    fn waiting(&self, at: usize) -> bool {
+        !self.instruments[at].queued.is_empty() || self.broker.has_pending()
+    }
+
     pub fn on_tick(&mut self, tick: &Tick) {
-        if tick.symbol != self.cfg.symbol {
+        let Some(at) = self
+            .instruments
+            .iter()
+            .position(|i| i.symbol == tick.symbol)
+        else {
             self.ignored += 1;
             return;
-        }
+        };
         self.ticks += 1;
-        if !self.queued.is_empty() || self.broker.has_pending() {
-            self.execute(tick);
+        if self.waiting(at) {
+            self.execute(at, tick.time_msc, tick.bid, tick.ask);
         }
         match self.builder.on_tick(tick) {
             TickOutcome::OutOfOrder { .. } => self.out_of_order += 1,
             TickOutcome::Accepted(closed) => {
-                self.last = Some((tick.bid, tick.ask, tick.time_msc));
+                self.instruments[at].last = Some((tick.bid, tick.ask, tick.time_msc));
                 for bar in closed {
-                    self.bars += 1;
-                    self.mark(bar.open_time_ms + bar.timeframe.millis());
-                    if let Some(target) = self.strategy.on_bar(&bar) {
-                        self.decide(target, tick.time_msc);
-                    }
+                    self.on_bar(&bar, tick.time_msc);
                 }
             }
         }
     }
 
-    /// Executes queued orders (and pending limit/stop orders) at this tick.
-    fn execute(&mut self, tick: &Tick) {
-        let fired = self
+    /// A bar closed: marks equity and asks the strategies trading its symbol and timeframe.
+    fn on_bar(&mut self, bar: &Bar, now_ms: i64) {
+        if !self
+            .legs
+            .iter()
+            .any(|l| l.symbol == bar.symbol && l.timeframe == bar.timeframe)
+        {
+            return;
+        }
+        self.bars += 1;
+        self.mark(bar.open_time_ms + bar.timeframe.millis());
+        for i in 0..self.legs.len() {
+            let leg = &mut self.legs[i];
+            if leg.symbol != bar.symbol || leg.timeframe != bar.timeframe {
+                continue;
+            }
+            if let Some(target) = leg.strategy.on_bar(bar) {
+                self.decide(i, target, now_ms);
+            }
+        }
+    }
+
+    /// Replays a tape: the same decisions, fills and figures as feeding its ticks to [`Self::on_tick`] one
+    /// by one, visiting only the ticks that close a bar or that an order waits for (see [`tape`]). A run of
+    /// one strategy on the tape's symbol and timeframe.
+    pub fn run_tape(mut self, tape: &tape::Tape) -> (Report, Vec<Deal>) {
+        let quotes = tape.quotes();
+        let mut next = 0usize;
+        for (at, bar) in &tape.closes {
+            let at = *at;
+            if at >= next {
+                while next < at && self.waiting(0) {
+                    let q = quotes[next];
+                    self.execute(0, q.time_msc, q.bid, q.ask);
+                    next += 1;
+                }
+                let q = quotes[at];
+                if self.waiting(0) {
+                    self.execute(0, q.time_msc, q.bid, q.ask);
+                }
+                self.instruments[0].last = Some((q.bid, q.ask, q.time_msc));
+                next = at + 1;
+            }
+            self.on_bar(bar, quotes[at].time_msc);
+        }
+        while next < quotes.len() && self.waiting(0) {
+            let q = quotes[next];
+            self.execute(0, q.time_msc, q.bid, q.ask);
+            next += 1;
+        }
+        self.instruments[0].last = tape
+            .last_accepted
+            .map(|i| (quotes[i].bid, quotes[i].ask, quotes[i].time_msc));
+        self.ticks = quotes.len() as u64;
+        self.ignored = tape.ignored;
+        self.out_of_order = tape.out_of_order;
+        self.finish()
+    }
+
+    /// Executes an instrument's queued orders (and pending limit/stop orders) at its tick.
+    fn execute(&mut self, at: usize, time_msc: i64, bid: Decimal, ask: Decimal) {
+        let instrument = &mut self.instruments[at];
+        let mut executions = self
             .broker
-            .on_tick(tick.symbol.as_str(), tick.time_msc, tick.bid, tick.ask);
-        let mut executions = fired;
-        for req in std::mem::take(&mut self.queued) {
+            .on_tick(instrument.symbol.as_str(), time_msc, bid, ask);
+        for req in std::mem::take(&mut instrument.queued) {
             executions.push(self.broker.execute(&req));
         }
         for exec in executions {
@@ -194,7 +351,7 @@ impl Backtest {
                     comment: r.comment,
                 };
                 // Rejections (volume, money) end the order here, as a terminal's answer does live.
-                self.ledger.apply_result(ACCOUNT, &result, tick.time_msc);
+                self.ledger.apply_result(ACCOUNT, &result, time_msc);
             }
             for d in exec.deals {
                 let Some(deal) = d.to_deal(ACCOUNT, &self.ledger) else {
@@ -203,26 +360,32 @@ impl Backtest {
                 let side = deal.fill.side;
                 if self
                     .ledger
-                    .apply_deal(&deal, true, self.cfg.contract_size, tick.time_msc)
+                    .apply_deal(&deal, true, self.cfg.contract_size, time_msc)
                 {
-                    self.strategy
-                        .on_fill(deal.fill.volume * side.sign(), deal.fill.price);
+                    let owner = deal.strategy_id.as_deref();
+                    if let Some(leg) = self
+                        .legs
+                        .iter_mut()
+                        .find(|l| Some(l.id.as_str()) == owner && l.symbol == deal.fill.symbol)
+                    {
+                        leg.strategy
+                            .on_fill(deal.fill.volume * side.sign(), deal.fill.price);
+                    }
                 }
             }
         }
     }
 
-    fn decide(&mut self, target: Decimal, now_ms: i64) {
-        let Some((seq, mut order, facts)) =
-            self.ledger
-                .plan(STRATEGY_ID, ACCOUNT, &self.cfg.symbol, target, now_ms)
+    fn decide(&mut self, leg: usize, target: Decimal, now_ms: i64) {
+        let (id, symbol) = (&self.legs[leg].id, &self.legs[leg].symbol);
+        let Some((seq, mut order, facts)) = self.ledger.plan(id, ACCOUNT, symbol, target, now_ms)
         else {
             return;
         };
         match self.gate.check(&facts) {
             Ok(()) => {
                 let _ = order.transition(OrderStatus::Sent, now_ms);
-                self.queued.push(OrderRequest {
+                let request = OrderRequest {
                     seq,
                     client_order_id: order.client_order_id.clone(),
                     action: action::DEAL,
@@ -238,7 +401,14 @@ impl Backtest {
                     type_filling: 1,
                     type_time: 0,
                     position: 0,
-                });
+                };
+                if let Some(i) = self
+                    .instruments
+                    .iter_mut()
+                    .find(|i| i.symbol == order.symbol)
+                {
+                    i.queued.push(request);
+                }
             }
             Err(rejection) => {
                 let _ = order.transition(OrderStatus::Rejected, now_ms);
@@ -248,36 +418,148 @@ impl Backtest {
         self.ledger.remember(seq, order);
     }
 
+    fn quote(&self, symbol: &Symbol) -> Option<(Decimal, Decimal)> {
+        self.instruments
+            .iter()
+            .find(|i| i.symbol == *symbol)
+            .and_then(|i| i.last)
+            .map(|(b, a, _)| (b, a))
+    }
+
     fn pnl(&self) -> (Decimal, Decimal, Decimal) {
-        let last = self.last;
-        let symbol = self.cfg.symbol.clone();
-        self.ledger.pnl(
-            move |s| last.filter(|_| *s == symbol).map(|(b, a, _)| (b, a)),
-            |_| self.cfg.contract_size,
-        )
+        self.ledger
+            .pnl(|s| self.quote(s), |_| self.cfg.contract_size)
     }
 
     fn mark(&mut self, at_ms: i64) {
         let (realised, unrealised, commission) = self.pnl();
-        self.ledger
-            .curve
-            .mark(at_ms, realised + unrealised - commission);
+        let pnl = realised + unrealised - commission;
+        self.ledger.curve.mark(at_ms, pnl);
+        if self.legs.len() > 1 {
+            for (i, leg) in self.legs.iter().enumerate() {
+                let own = self.ledger.strategy_pnl(
+                    &leg.id,
+                    |s| self.quote(s),
+                    |_| self.cfg.contract_size,
+                );
+                self.leg_curves[i].mark(at_ms, own);
+            }
+        }
+        if self.cfg.record_equity {
+            self.sample(at_ms, pnl);
+        }
         self.gate.on_pnl(at_ms, realised, unrealised, commission);
     }
 
+    fn sample(&mut self, at_ms: i64, pnl: Decimal) {
+        use rust_decimal::prelude::ToPrimitive;
+        let (seen, every) = &mut self.curve_skip;
+        *seen += 1;
+        if *seen < *every {
+            return;
+        }
+        *seen = 0;
+        let equity = (self.cfg.balance + pnl).to_f64().unwrap_or(f64::NAN);
+        self.curve.push((at_ms, equity));
+        if self.curve.len() >= MAX_CURVE_POINTS {
+            let mut keep = false;
+            self.curve.retain(|_| {
+                keep = !keep;
+                keep
+            });
+            *every *= 2;
+        }
+    }
+
     /// The report, and every fill in order.
-    pub fn finish(mut self) -> (Report, Vec<Deal>) {
-        if let Some((_, _, t)) = self.last {
+    pub fn finish(self) -> (Report, Vec<Deal>) {
+        let (report, _, deals) = self.finish_portfolio();
+        (report, deals)
+    }
+
+    /// The report of the whole run, each strategy's figures, and every fill in order.
+    pub fn finish_portfolio(mut self) -> (Report, Vec<LegReport>, Vec<Deal>) {
+        if let Some(t) = self
+            .instruments
+            .iter()
+            .filter_map(|i| i.last)
+            .map(|l| l.2)
+            .max()
+        {
             self.mark(t);
         }
         let elapsed = self.started.elapsed();
         let (_, unrealised, _) = self.pnl();
         let perf = self.ledger.performance(unrealised);
         let orders = self.ledger.orders();
+        let single = self.legs.len() == 1;
+        let legs: Vec<LegReport> = self
+            .legs
+            .iter()
+            .zip(&self.leg_curves)
+            .map(|(leg, curve)| {
+                let p = self.ledger.strategy_performance(
+                    &leg.id,
+                    |s| self.quote(s),
+                    |_| self.cfg.contract_size,
+                    if single { &self.ledger.curve } else { curve },
+                );
+                let mine = |owner: Option<&str>| owner == Some(leg.id.as_str());
+                LegReport {
+                    id: leg.id.clone(),
+                    strategy: leg.kind.clone(),
+                    symbol: leg.symbol.0.clone(),
+                    timeframe: leg.timeframe.to_string(),
+                    orders: orders
+                        .iter()
+                        .filter(|o| mine(o.strategy_id.as_deref()))
+                        .count(),
+                    fills: self
+                        .ledger
+                        .deals()
+                        .iter()
+                        .filter(|d| mine(d.strategy_id.as_deref()))
+                        .count(),
+                    final_position: self.ledger.strategy_net(&leg.id, &leg.symbol).normalize(),
+                    total_pnl: p.total_pnl.normalize(),
+                    realised_pnl: p.realised_pnl.normalize(),
+                    unrealised_pnl: p.unrealised_pnl.normalize(),
+                    commission: p.commission.normalize(),
+                    trades: p.trades,
+                    win_rate: p.win_rate,
+                    profit_factor: p.profit_factor,
+                    max_drawdown: p.max_drawdown.normalize(),
+                    sharpe: p.sharpe,
+                }
+            })
+            .collect();
+        let final_position = if single {
+            self.ledger
+                .strategy_net(&self.legs[0].id, &self.legs[0].symbol)
+                .normalize()
+        } else {
+            self.legs
+                .iter()
+                .map(|l| self.ledger.strategy_net(&l.id, &l.symbol).abs())
+                .sum::<Decimal>()
+                .normalize()
+        };
+        let (symbol, strategy, timeframe) = if single {
+            (
+                self.legs[0].symbol.0.clone(),
+                self.legs[0].kind.clone(),
+                self.legs[0].timeframe.to_string(),
+            )
+        } else {
+            let mut symbols: Vec<&str> =
+                self.instruments.iter().map(|i| i.symbol.as_str()).collect();
+            symbols.dedup();
+            (symbols.join(","), "portfolio".into(), "mixed".into())
+        };
         let report = Report {
-            symbol: self.cfg.symbol.0.clone(),
-            strategy: self.cfg.strategy.clone(),
-            timeframe: self.cfg.timeframe.to_string(),
+            symbol,
+            strategy,
+            timeframe,
             ticks: self.ticks,
             ticks_ignored: self.ignored,
             out_of_order: self.out_of_order,
@@ -288,10 +570,7 @@ impl Backtest {
                 .filter(|o| o.status == OrderStatus::Rejected)
                 .count(),
             fills: self.ledger.deals().len(),
-            final_position: self
-                .ledger
-                .strategy_net(STRATEGY_ID, &self.cfg.symbol)
-                .normalize(),
+            final_position,
             total_pnl: perf.total_pnl.normalize(),
             realised_pnl: perf.realised_pnl.normalize(),
             unrealised_pnl: perf.unrealised_pnl.normalize(),
@@ -307,8 +586,9 @@ impl Backtest {
             } else {
                 0.0
             },
+            equity: std::mem::take(&mut self.curve),
         };
-        (report, self.ledger.deals().to_vec())
+        (report, legs, self.ledger.deals().to_vec())
     }
 
     /// Orders so far (for comparisons with a live run).
@@ -331,7 +611,10 @@ pub fn run(
 }
 
 /// Writes fills as CSV: `time_msc,ticket,client_order_id,symbol,side,volume,price,entry,commission,profit`.
-pub fn write_trades(out: &mut impl std::io::Write, deals: &[Deal]) -> std::io::Result<()> {
+pub fn write_trades(
+    out: &mut (impl std::io::Write + ?Sized),
+    deals: &[Deal],
+) -> std::io::Result<()> {
     writeln!(
         out,
         "time_msc,ticket,client_order_id,symbol,side,volume,price,entry,commission,profit"

@@ -486,6 +486,33 @@ impl Ledger {
         out
     }
 
+    /// A strategy's PnL (realised + unrealised − commission) at the quotes `quote` gives.
+    pub fn strategy_pnl(
+        &self,
+        strategy_id: &str,
+        quote: impl Fn(&Symbol) -> Option<(Decimal, Decimal)>,
+        contract: impl Fn(&Symbol) -> Decimal,
+    ) -> Decimal {
+        self.strategies
+            .get(strategy_id)
+            .map(|b| b.realised + b.unrealised(quote, contract) - b.commission)
+            .unwrap_or_default()
+    }
+
+    /// One strategy's performance, with its own equity curve.
+    pub fn strategy_performance(
+        &self,
+        strategy_id: &str,
+        quote: impl Fn(&Symbol) -> Option<(Decimal, Decimal)>,
+        contract: impl Fn(&Symbol) -> Decimal,
+        curve: &EquityCurve,
+    ) -> Performance {
+        match self.strategies.get(strategy_id) {
+            Some(book) => performance(book, book.unrealised(quote, contract), curve),
+            None => performance(&Book::new(AccountMode::Netting), Decimal::ZERO, curve),
+        }
+    }
+
     /// Performance across accounts, with `unrealised` at current quotes.
     pub fn performance(&self, unrealised: Decimal) -> Performance {
         let mut merged = Book::new(AccountMode::Netting);

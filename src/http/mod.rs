@@ -21,6 +21,8 @@ pub struct AppState {
     pub security: Arc<crate::security::service::Security>,
     /// Training jobs (set once the actor runs; it holds a copy of this state).
     pub jobs: crate::actors::slot::Slot<crate::actors::training::TrainingJobs>,
+    /// Strategy optimisation jobs (set once the actor runs).
+    pub optimisations: crate::actors::slot::Slot<crate::actors::optimisations::Optimisations>,
 }
 
 /// The route table.

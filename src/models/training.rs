@@ -60,8 +60,10 @@ pub async fn run_low_priority<T: Send + 'static>(
         .map_err(|_| "the training thread ended without an answer (it panicked)".to_owned())
 }
 
+/// Lowers the calling thread to nice 19 (Linux; elsewhere nothing): for threads that must never take a core
+/// from trading.
 #[cfg(target_os = "linux")]
-fn lower_this_threads_priority() {
+pub fn lower_this_threads_priority() {
     // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one thread for
     // PRIO_PROCESS, so only this thread is reniced.
     let r = unsafe {
@@ -74,7 +76,7 @@ fn lower_this_threads_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_this_threads_priority() {}
+pub fn lower_this_threads_priority() {}
 
 /// Bins of the training reference histograms (drift monitoring).
 const REFERENCE_BINS: usize = 10;

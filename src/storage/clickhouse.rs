@@ -535,7 +535,7 @@ struct StoredTick {
 }
 
 /// Reads stored ticks of a tenant's symbol in `[from_ms, to_ms]`, oldest first, each once (FINAL) — for
-/// `trellis backtest --clickhouse-url`.
+/// `trellis backtest --clickhouse-url` and optimisations.
 pub async fn load_ticks(
     cfg: &ClickHouseConfig,
     tenant: &str,
@@ -543,7 +543,27 @@ pub async fn load_ticks(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<crate::domain::Tick>, StorageError> {
-    let rows: Vec<StoredTick> = client(cfg)
+    let mut out = Vec::new();
+    stream_ticks(cfg, tenant, symbol, from_ms, to_ms, 65_536, |chunk| {
+        out.extend(chunk);
+        true
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Streams stored ticks oldest first in chunks of `chunk` ticks to `sink` (false stops), through the
+/// client's row cursor: the result set is never held whole.
+pub async fn stream_ticks(
+    cfg: &ClickHouseConfig,
+    tenant: &str,
+    symbol: &str,
+    from_ms: i64,
+    to_ms: i64,
+    chunk: usize,
+    mut sink: impl FnMut(Vec<crate::domain::Tick>) -> bool,
+) -> Result<(), StorageError> {
+    let mut cursor = client(cfg)
         .query(
             "SELECT symbol, time_msc, bid, ask FROM ticks FINAL \
              WHERE tenant_id = ? AND symbol = ? AND time_msc >= ? AND time_msc <= ? ORDER BY time_msc, id",
@@ -552,25 +572,30 @@ pub async fn load_ticks(
         .bind(symbol)
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all()
-        .await
+        .fetch::<StoredTick>()
         .map_err(unavailable)?;
-    rows.into_iter()
-        .map(|r| {
-            // The shortest text that reads back as the stored double is the quote the terminal sent.
-            let dec = |x: f64| {
-                x.to_string().parse::<rust_decimal::Decimal>().map_err(|_| {
-                    StorageError::Rejected(format!("stored price {x} is not a decimal"))
-                })
-            };
-            Ok(crate::domain::Tick {
-                symbol: crate::domain::Symbol(r.symbol),
-                time_msc: r.time_msc,
-                bid: dec(r.bid)?,
-                ask: dec(r.ask)?,
-            })
-        })
-        .collect()
+    // The shortest text that reads back as the stored double is the quote the terminal sent.
+    let dec = |x: f64| {
+        x.to_string()
+            .parse::<rust_decimal::Decimal>()
+            .map_err(|_| StorageError::Rejected(format!("stored price {x} is not a decimal")))
+    };
+    let mut batch = Vec::with_capacity(chunk.max(1));
+    while let Some(r) = cursor.next().await.map_err(unavailable)? {
+        batch.push(crate::domain::Tick {
+            symbol: crate::domain::Symbol(r.symbol),
+            time_msc: r.time_msc,
+            bid: dec(r.bid)?,
+            ask: dec(r.ask)?,
+        });
+        if batch.len() >= chunk.max(1) && !sink(std::mem::take(&mut batch)) {
+            return Ok(());
+        }
+    }
+    if !batch.is_empty() {
+        sink(batch);
+    }
+    Ok(())
 }
 
 /// Reads stored bars of a tenant's symbol and timeframe with open times in `[from_ms, to_ms]`, oldest

@@ -240,15 +240,9 @@ pub async fn load_predictions(
         .collect())
 }
 
-/// Reads stored ticks of a tenant's symbol in `[from_ms, to_ms]`, oldest first — for `trellis backtest
-/// --data-dir`, an offline tool that opens the embedded file read-only rather than going through the actor.
-pub async fn load_ticks(
-    data_dir: &std::path::Path,
-    tenant: &str,
-    symbol: &str,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<Tick>, StorageError> {
+/// Opens the embedded time-series file read-only: the offline tools (backtests, training) read it beside a
+/// running trellis without going through its actor.
+async fn open_read_only(data_dir: &std::path::Path) -> Result<sqlx::SqlitePool, StorageError> {
     let path = data_dir.join("timeseries.db");
     if !path.exists() {
         return Err(StorageError::Rejected(format!(
@@ -259,33 +253,75 @@ pub async fn load_ticks(
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&path)
         .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await?;
-    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
-        "SELECT symbol, time_msc, bid, ask FROM ticks WHERE tenant_id = ? AND symbol = ? AND time_msc BETWEEN ? AND ? \
-         ORDER BY time_msc, rowid",
-    )
-    .bind(tenant)
-    .bind(symbol)
-    .bind(from_ms)
-    .bind(to_ms)
-    .fetch_all(&pool)
+    Ok(sqlx::SqlitePool::connect_with(options).await?)
+}
+
+/// Reads stored ticks of a tenant's symbol in `[from_ms, to_ms]`, oldest first — for `trellis backtest
+/// --data-dir` and optimisations.
+pub async fn load_ticks(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    symbol: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<Tick>, StorageError> {
+    let mut out = Vec::new();
+    stream_ticks(data_dir, tenant, symbol, from_ms, to_ms, 65_536, |chunk| {
+        out.extend(chunk);
+        true
+    })
     .await?;
-    pool.close().await;
-    rows.into_iter()
-        .map(|(symbol, time_msc, bid, ask)| {
-            let dec = |s: &str| {
-                s.parse::<rust_decimal::Decimal>().map_err(|_| {
-                    StorageError::Rejected(format!("stored price `{s}` is not a decimal"))
-                })
-            };
-            Ok(Tick {
+    Ok(out)
+}
+
+/// Streams stored ticks oldest first in chunks of `chunk` ticks to `sink`, which returns false to stop:
+/// a backtest of years of ticks holds one chunk at a time.
+pub async fn stream_ticks(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    symbol: &str,
+    from_ms: i64,
+    to_ms: i64,
+    chunk: usize,
+    mut sink: impl FnMut(Vec<Tick>) -> bool,
+) -> Result<(), StorageError> {
+    use futures_util::TryStreamExt as _;
+    let pool = open_read_only(data_dir).await?;
+    let result = async {
+        let mut rows = sqlx::query_as::<_, (String, i64, String, String)>(
+            "SELECT symbol, time_msc, bid, ask FROM ticks WHERE tenant_id = ? AND symbol = ? AND time_msc BETWEEN ? AND ? \
+             ORDER BY time_msc, rowid",
+        )
+        .bind(tenant)
+        .bind(symbol)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(&pool);
+        let dec = |s: &str| {
+            s.parse::<rust_decimal::Decimal>().map_err(|_| {
+                StorageError::Rejected(format!("stored price `{s}` is not a decimal"))
+            })
+        };
+        let mut batch = Vec::with_capacity(chunk.max(1));
+        while let Some((symbol, time_msc, bid, ask)) = rows.try_next().await? {
+            batch.push(Tick {
                 symbol: crate::domain::Symbol(symbol),
                 time_msc,
                 bid: dec(&bid)?,
                 ask: dec(&ask)?,
-            })
-        })
-        .collect()
+            });
+            if batch.len() >= chunk.max(1) && !sink(std::mem::take(&mut batch)) {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            sink(batch);
+        }
+        Ok(())
+    }
+    .await;
+    pool.close().await;
+    result
 }
 
 /// Reads stored bars of a tenant's symbol and timeframe with open times in `[from_ms, to_ms]`, oldest
@@ -298,17 +334,7 @@ pub async fn load_bars(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<crate::domain::Bar>, StorageError> {
-    let path = data_dir.join("timeseries.db");
-    if !path.exists() {
-        return Err(StorageError::Rejected(format!(
-            "no embedded store at {}",
-            path.display()
-        )));
-    }
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    let pool = open_read_only(data_dir).await?;
     let rows: Vec<(i64, String, String, String, String, i64)> = sqlx::query_as(
         "SELECT open_time_ms, open, high, low, close, tick_volume FROM bars \
          WHERE tenant_id = ? AND symbol = ? AND timeframe = ? AND open_time_ms BETWEEN ? AND ? ORDER BY open_time_ms",

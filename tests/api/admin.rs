@@ -484,21 +484,15 @@ async fn optimisation_ranks_a_parameter_grid_on_stored_ticks_for_the_professiona
     }
     let mut body = serde_json::Value::Null;
     for _ in 0..100 {
-        body = app
-            .expect(
-                200,
-                "POST",
-                "/api/v1/tenants/pro/optimisations",
-                Some(&root),
-                Some(&request),
-            )
-            .await;
+        body = run_optimisation(&app, &root, "pro", &request).await;
         if body["ticks"].as_u64().unwrap_or(0) >= 400 {
             break;
         }
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     drop(sim);
+    assert_eq!(body["state"], "succeeded", "{body}");
+    assert_eq!(body["runs_done"], 6, "{body}");
 
     let ticks = body["ticks"].as_u64().expect("ticks");
     assert_eq!(ticks, 400, "{body}");
@@ -531,6 +525,218 @@ async fn optimisation_ranks_a_parameter_grid_on_stored_ticks_for_the_professiona
         .filter(|r| r.get("report").is_some())
         .all(|r| r["report"]["ticks"].as_u64() == Some(ticks)));
     app.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_optimisation_job_searches_genetically_walks_forward_and_can_be_cancelled() {
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "pro", "professional").await;
+    let (_, bridge) = create_key(&app, &root, "pro", &["market:write"]).await;
+    let sim = app.sim(&bridge, 4243).await;
+    for i in 0..600i64 {
+        let mid = 1.1 + 0.004 * (i as f64 / 25.0).sin() + 0.001 * (i as f64 / 4.0).sin();
+        sim.tick(crate::helpers::tick(
+            "EURUSD",
+            crate::helpers::T0 + i * 15_000,
+            &format!("{:.5}", mid),
+            &format!("{:.5}", mid + 0.00002),
+        ));
+    }
+    let grid = json!({"fast": [2, 3, 4, 5, 6], "slow": [7, 9, 11, 13, 15, 17]});
+    let base = json!({"kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1",
+        "from_ms": 0, "to_ms": 4_000_000_000_000i64, "grid": grid});
+    // Wait until the ticks are stored: a grid job sees all 600.
+    let mut done = serde_json::Value::Null;
+    for _ in 0..100 {
+        done = run_optimisation(&app, &root, "pro", &base).await;
+        if done["ticks"].as_u64() == Some(600) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sim);
+    assert_eq!(done["ticks"], 600, "{done}");
+    let grid_best = done["results"][0]["score"].as_f64().expect("grid best");
+
+    let mut genetic = base.clone();
+    genetic["search"] = json!({"method": "genetic", "population": 8, "max_generations": 6});
+    genetic["seed"] = json!(11);
+    let a = run_optimisation(&app, &root, "pro", &genetic).await;
+    let b = run_optimisation(&app, &root, "pro", &genetic).await;
+    assert_eq!(a["state"], "succeeded", "{a}");
+    // Everything but the wall-clock figures is the same.
+    let ranked =
+        |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+            v["results"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .map(|c| {
+                            (
+                                c["params"].clone(),
+                                c["score"].clone(),
+                                c["report"]["fills"].clone(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+    assert!(!ranked(&a).is_empty(), "{a}");
+    assert_eq!(ranked(&a), ranked(&b), "the same seed, the same candidates");
+    let ga_best = a["results"][0]["score"].as_f64().expect("ga best");
+    assert!(
+        ga_best <= grid_best,
+        "{ga_best} beats the whole grid's {grid_best}?"
+    );
+    assert!(
+        a["runs_done"].as_u64().unwrap_or(0) <= 30,
+        "each combination is run at most once: {a}"
+    );
+
+    // Walk-forward: 1 h in sample, 30 min out of sample over the 2.5 h stored.
+    let mut wf = base.clone();
+    wf["walk_forward"] = json!({"in_sample_ms": 3_600_000, "out_of_sample_ms": 1_800_000});
+    wf["min_trades"] = json!(1);
+    let w = run_optimisation(&app, &root, "pro", &wf).await;
+    assert_eq!(w["state"], "succeeded", "{w}");
+    let windows = w["walk_forward"]["windows"].as_array().expect("windows");
+    assert_eq!(windows.len(), 3, "{w}");
+    for pair in windows.windows(2) {
+        assert_eq!(
+            pair[0]["bounds"]["out_to_ms"],
+            pair[1]["bounds"]["out_from_ms"]
+        );
+    }
+    assert!(windows
+        .iter()
+        .all(|x| x["best"].is_object() || x["best"].is_null()));
+
+    // A queued job is cancelled at once; the running one stops, or had finished (409).
+    let mut big = base.clone();
+    big["grid"] =
+        json!({"fast": (2..102).collect::<Vec<i64>>(), "slow": (102..302).collect::<Vec<i64>>()});
+    let post = |body: serde_json::Value| {
+        let app = &app;
+        let root = root.clone();
+        async move {
+            app.expect(
+                202,
+                "POST",
+                "/api/v1/tenants/pro/optimisations",
+                Some(&root),
+                Some(&body),
+            )
+            .await["optimisation"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        }
+    };
+    let running = post(big.clone()).await;
+    let queued = post(big).await;
+    let cancelled = app
+        .expect(
+            200,
+            "DELETE",
+            &format!("/api/v1/tenants/pro/optimisations/{queued}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(
+        cancelled["optimisation"]["state"], "cancelled",
+        "{cancelled}"
+    );
+    let r = app
+        .call(
+            "DELETE",
+            &format!("/api/v1/tenants/pro/optimisations/{running}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    let expected = match r.status {
+        200 => "cancelled",
+        409 => "succeeded",
+        s => panic!("cancelling a running job: {s} {:?}", r.body),
+    };
+    let mut last = serde_json::Value::Null;
+    for _ in 0..600 {
+        last = app
+            .expect(
+                200,
+                "GET",
+                &format!("/api/v1/tenants/pro/optimisations/{running}"),
+                Some(&root),
+                None,
+            )
+            .await["optimisation"]
+            .clone();
+        if !["queued", "running"].contains(&last["state"].as_str().unwrap_or("")) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["state"], expected, "{last}");
+    let list = app
+        .expect(
+            200,
+            "GET",
+            "/api/v1/tenants/pro/optimisations",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert!(
+        list["optimisations"]
+            .as_array()
+            .is_some_and(|l| l.len() >= 6),
+        "{list}"
+    );
+    app.shutdown().await;
+}
+
+/// Queues an optimisation, waits for it to finish, and returns the job.
+pub async fn run_optimisation(
+    app: &crate::helpers::TestApp,
+    token: &str,
+    tenant: &str,
+    request: &serde_json::Value,
+) -> serde_json::Value {
+    let queued = app
+        .expect(
+            202,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/optimisations"),
+            Some(token),
+            Some(request),
+        )
+        .await;
+    let id = queued["optimisation"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for _ in 0..600 {
+        let job = app
+            .expect(
+                200,
+                "GET",
+                &format!("/api/v1/tenants/{tenant}/optimisations/{id}"),
+                Some(token),
+                None,
+            )
+            .await;
+        let state = job["optimisation"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if !["queued", "running"].contains(&state.as_str()) {
+            return job["optimisation"].clone();
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("optimisation {id} did not finish in 30 s");
 }
 
 fn results_have_trades(

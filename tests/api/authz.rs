@@ -74,7 +74,7 @@ fn classify(status: u16) -> Option<Outcome> {
 }
 
 /// Real objects of a tenant for the path's `{user}`, `{key}`, `{strategy}`, `{login}`, `{model}`,
-/// `{version}`, `{deployment}`, `{job}` (`{alias}` is any name).
+/// `{version}`, `{deployment}`, `{job}`, `{optimisation}` (`{alias}` is any name).
 struct Objects {
     user: String,
     key: String,
@@ -86,6 +86,7 @@ struct Objects {
     /// The version deployments are made of (never deleted by a case).
     deployed: String,
     job: String,
+    optimisation: String,
 }
 
 /// A new deployment of the tenant's model `m`, serving `version`.
@@ -164,6 +165,7 @@ fn fill(path: &str, tenant: &str, o: &Objects) -> String {
         .replace("{version}", &o.version)
         .replace("{deployment}", &o.deployment)
         .replace("{job}", &o.job)
+        .replace("{optimisation}", &o.optimisation)
         .replace("{alias}", "champion")
 }
 
@@ -223,6 +225,21 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
             .as_str()
             .expect("job id")
             .to_owned();
+        let optimisation = app
+            .expect(
+                202,
+                "POST",
+                &format!("/api/v1/tenants/{tenant}/optimisations"),
+                Some(&root),
+                Some(
+                    &json!({"kind": "ema_cross", "symbol": "EURUSD", "timeframe": "M1",
+                    "from_ms": 0, "to_ms": 1, "grid": {"fast": [2], "slow": [5]}}),
+                ),
+            )
+            .await["optimisation"]["id"]
+            .as_str()
+            .expect("optimisation id")
+            .to_owned();
         objects.insert(
             tenant,
             Objects {
@@ -235,6 +252,7 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 deployment,
                 deployed,
                 job,
+                optimisation,
             },
         );
     }

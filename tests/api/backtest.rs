@@ -155,22 +155,22 @@ fn bad_input_stops_with_the_line_number_and_reason_or_is_skipped_and_counted() {
         (
             "no-header.csv",
             "1700000040000,1.1,1.2\n",
-            "line 1: missing header",
+            "line 1: `1700000040000,1.1,1.2` is not a history format",
         ),
         (
             "garbage.csv",
             "time_msc,bid,ask\n1700000040000,1.1,1.2\n1700000041000,abc,1.2\n",
-            "line 3: bid `abc` is not a number",
+            "line 3, column bid: `abc` is not a number",
         ),
         (
             "backwards.csv",
             "time_msc,bid,ask\n1700000040000,1.1,1.2\n1700000030000,1.1,1.2\n",
-            "line 3: time 1700000030000 is before",
+            "line 3, column time_msc: `1700000030000` is before the previous tick",
         ),
         (
             "crossed.csv",
             "time_msc,bid,ask\n1700000040000,1.3,1.2\n",
-            "line 2: bid 1.3 is above ask 1.2",
+            "line 2, column bid: `1.3` is above the ask 1.2",
         ),
     ];
     for (name, text, expected) in cases {

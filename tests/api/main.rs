@@ -11,6 +11,7 @@ mod config;
 mod events;
 mod health;
 mod helpers;
+mod history;
 mod hostile;
 mod isolation;
 mod limits;

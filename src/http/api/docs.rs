@@ -156,16 +156,12 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         ("DELETE", "/tenants/{tenant}/strategies/{strategy}") => {
             obj(vec![("deleted", json!({"type": "string"}))])
         }
-        ("POST", "/tenants/{tenant}/optimisations") => obj(vec![
-            ("objective", json!({"type": "string"})),
-            ("ticks", json!({"type": "integer"})),
-            ("runs", json!({"type": "integer"})),
-            (
-                "results",
-                json!({"type": "array", "items": {"type": "object",
-                "description": "params, and report (the backtest's figures) or error"}}),
-            ),
-        ]),
+        ("POST", "/tenants/{tenant}/optimisations")
+        | ("GET", "/tenants/{tenant}/optimisations/{optimisation}")
+        | ("DELETE", "/tenants/{tenant}/optimisations/{optimisation}") => {
+            obj(vec![("optimisation", optimisation())])
+        }
+        ("GET", "/tenants/{tenant}/optimisations") => list("optimisations", optimisation()),
         ("GET", "/tenants/{tenant}/risk") => obj(vec![
             ("limits", of::<RiskSettings>(g)),
             ("state", of::<RiskState>(g)),
@@ -238,6 +234,8 @@ pub fn document() -> Value {
         ];
         let success = if r.method == "POST" && creates.iter().any(|c| r.path.ends_with(c)) {
             "201"
+        } else if r.method == "POST" && r.path.ends_with("/optimisations") {
+            "202"
         } else {
             "200"
         };
@@ -248,7 +246,7 @@ pub fn document() -> Value {
             "x-access": r.access,
             "parameters": params,
             "responses": {
-                success: {"description": if success == "201" { "Created" } else { "OK" },
+                success: {"description": match success { "201" => "Created", "202" => "Accepted: queued, to be watched", _ => "OK" },
                     "content": {"application/json": {"schema": response(r.method, r.path, &mut generator)}}},
                 "400": {"description": "Invalid request; the message names the field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "404": {"description": "Not found, or another tenant's"},
@@ -366,6 +364,11 @@ pub async fn page() -> HttpResponse {
 /// A model deployment as the API shows it.
 fn deployment() -> serde_json::Value {
     json!({"type": "object", "description": "deployment, model (registry model, absent for configured files), symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, alias, shadow, configured_weight, manifest, live: counts served/not_finite/failed/over_budget/over_quota, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"})
+}
+
+/// An optimisation job as the API shows it.
+fn optimisation() -> serde_json::Value {
+    json!({"type": "object", "description": "id, tenant, actor, state (queued, running, succeeded, failed, cancelled), runs_done, runs_total, created_ms, started_ms, finished_ms, request, ticks, results (best first, at most 100: params, score — null when infeasible —, and report or error), walk_forward (spec, windows with bounds, best params, in-sample score and net profit, out-of-sample net profit and trades; stitched out-of-sample equity; out_net_profit; efficiency), error"})
 }
 
 /// A training job as the API shows it.

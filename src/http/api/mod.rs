@@ -494,8 +494,29 @@ pub static ROUTES: &[RouteDef] = &[
         "/api/v1/tenants/{tenant}/optimisations",
         Trade,
         "strategies",
-        "Optimise a strategy: a parameter grid backtested on stored ticks, ranked (professional tier)",
+        "Queue a strategy optimisation on stored ticks: grid, random or genetic search, optionally walk-forward (professional tier)",
         body = optimise::OptimiseRequest
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/optimisations",
+        Read,
+        "strategies",
+        "The tenant's optimisation jobs, newest first"
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
+        Read,
+        "strategies",
+        "An optimisation job: progress, and the ranked candidates once done"
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
+        Trade,
+        "strategies",
+        "Cancel a queued or running optimisation"
     ),
     route!(
         "GET",
@@ -715,7 +736,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/api/v1/tenants/{tenant}/optimisations",
-            post().to(optimise::optimise),
+            post().to(optimise::create),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/optimisations",
+            get().to(optimise::list),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
+            get().to(optimise::get),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
+            delete().to(optimise::cancel),
         )
         .route(
             "/api/v1/tenants/{tenant}/supervision-events",
@@ -830,6 +863,11 @@ impl Authorized {
 
     pub fn created(&self, body: impl serde::Serialize) -> HttpResponse {
         self.reply(StatusCode::CREATED, body)
+    }
+
+    /// 202: queued, to be watched.
+    pub fn accepted(&self, body: impl serde::Serialize) -> HttpResponse {
+        self.reply(StatusCode::ACCEPTED, body)
     }
 }
 

@@ -1,27 +1,37 @@
-//! Strategy optimisation (the professional tier and above, shared/DESIGN.md): a grid of parameter sets run
-//! through the backtester — the live bar, strategy, risk and ledger code — on the tenant's stored ticks, and
-//! ranked. The runs are CPU work and go to the blocking pool, off the actors' threads.
+//! Strategy optimisation jobs (the professional tier and above, shared/DESIGN.md).
+//!
+//! `POST …/optimisations` checks the request and queues a job (202); the job backtests parameter sets of a
+//! strategy on the tenant's stored ticks — the live bar, strategy, risk and ledger code — by grid, random or
+//! genetic search, optionally walk-forward, and ranks them by an objective under constraints
+//! (`actors::optimisations`, the engine of `trellis optimise`). `GET …/optimisations/{id}` shows its
+//! progress and, once done, the best candidates; `DELETE` cancels it.
 
 use std::collections::BTreeMap;
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use rust_decimal::Decimal;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Authorized, Body};
-use crate::backtest::{self, BacktestConfig};
-use crate::domain::Timeframe;
+use crate::actors::optimisations::{
+    CancelOptimisation, GetOptimisation, ListOptimisations, Optimisations, Plan, SubmitOptimisation,
+};
+use crate::actors::training::JobError;
+use crate::backtest::optimise::{
+    Constraints, Dimension, Method, Objective, Space, WalkForwardSpec,
+};
+use crate::backtest::BacktestConfig;
 use crate::http::error::ApiError;
 use crate::strategies::Params;
 
 /// The least tier that may optimise.
 pub const TIER: &str = "professional";
-/// Most parameter sets one request may run.
-pub const MAX_RUNS: usize = 200;
+/// Most backtests one job may run (a grid's size, random samples, or population × generations).
+pub const MAX_RUNS: u64 = 20_000;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptimiseRequest {
     /// A strategy kind (`ema_cross`, `rsi_reversion`, `donchian_breakout`, …).
@@ -33,137 +43,285 @@ pub struct OptimiseRequest {
     /// The stored ticks to use, [from_ms, to_ms].
     pub from_ms: i64,
     pub to_ms: i64,
-    /// Each parameter's candidate values; every combination is run.
+    /// Each parameter's candidate values (the space every method searches).
     pub grid: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
     pub volume: Option<Decimal>,
-    /// `total_pnl` (default), `sharpe` or `profit_factor`.
+    /// `net_profit` (default; `total_pnl` is the same), `sharpe`, `profit_factor` or `recovery_factor`.
     #[serde(default)]
+    #[schemars(regex(pattern = r"^(net_profit|total_pnl|sharpe|profit_factor|recovery_factor)$"))]
     pub objective: Option<String>,
+    /// How the space is searched (default: the whole grid).
+    #[serde(default)]
+    pub search: Option<SearchSpec>,
+    /// Candidates with fewer closed trades are not ranked.
+    #[serde(default)]
+    pub min_trades: Option<u64>,
+    /// Candidates with a deeper drawdown (account currency) are not ranked.
+    #[serde(default)]
+    pub max_drawdown: Option<f64>,
+    /// Optimise in-sample, test the best out-of-sample, window after window.
+    #[serde(default)]
+    pub walk_forward: Option<WalkForwardRequest>,
+    /// The genetic and random searches' seed: the same seed, the same result.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
-fn combinations(grid: &BTreeMap<String, Vec<f64>>) -> Vec<Params> {
-    let mut out = vec![Params::new()];
-    for (name, values) in grid {
-        out = out
-            .into_iter()
-            .flat_map(|p| {
-                values.iter().map(move |v| {
-                    let mut p = p.clone();
-                    p.insert(name.clone(), *v);
-                    p
-                })
-            })
-            .collect();
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SearchSpec {
+    Grid,
+    Random {
+        #[schemars(range(min = 1, max = 20000))]
+        samples: u64,
+    },
+    Genetic {
+        #[serde(default)]
+        #[schemars(range(min = 2, max = 1000))]
+        population: Option<usize>,
+        #[serde(default)]
+        #[schemars(range(min = 1, max = 1000))]
+        max_generations: Option<u32>,
+        #[serde(default)]
+        #[schemars(range(min = 1, max = 1000))]
+        patience: Option<u32>,
+        #[serde(default)]
+        elitism: Option<usize>,
+        #[serde(default)]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        crossover: Option<f64>,
+        #[serde(default)]
+        #[schemars(range(min = 0.0, max = 1.0))]
+        mutation: Option<f64>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WalkForwardRequest {
+    #[schemars(range(min = 1))]
+    pub in_sample_ms: i64,
+    #[schemars(range(min = 1))]
+    pub out_of_sample_ms: i64,
+    #[serde(default)]
+    pub anchored: bool,
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+/// The search the request asks for, checked.
+fn plan(t: &crate::actors::tenant::TenantContext, req: &OptimiseRequest) -> Result<Plan, ApiError> {
+    let timeframe = super::symbol_and_timeframe(t, &req.symbol, &req.timeframe)?;
+    if req.to_ms <= req.from_ms {
+        return Err(bad("to_ms: must be after from_ms"));
     }
-    out
+    if req.grid.is_empty() || req.grid.values().any(Vec::is_empty) {
+        return Err(bad("grid: every parameter needs at least one value"));
+    }
+    if req.grid.values().flatten().any(|v| !v.is_finite()) {
+        return Err(bad("grid: values must be finite numbers"));
+    }
+    let space = Space::new(
+        req.grid
+            .iter()
+            .map(|(name, values)| Dimension {
+                name: name.clone(),
+                values: values.clone(),
+            })
+            .collect(),
+    )
+    .map_err(|e| bad(format!("grid: {e}")))?;
+    let method = match &req.search {
+        None | Some(SearchSpec::Grid) => Method::Grid,
+        Some(SearchSpec::Random { samples }) => Method::Random { samples: *samples },
+        Some(SearchSpec::Genetic {
+            population,
+            max_generations,
+            patience,
+            elitism,
+            crossover,
+            mutation,
+        }) => {
+            let Method::Genetic {
+                population: p,
+                max_generations: g,
+                patience: k,
+                elitism: e,
+                crossover: c,
+                mutation: m,
+            } = Method::genetic()
+            else {
+                return Err(ApiError::Internal(anyhow::anyhow!("genetic defaults")));
+            };
+            Method::Genetic {
+                population: population.unwrap_or(p),
+                max_generations: max_generations.unwrap_or(g),
+                patience: patience.unwrap_or(k),
+                elitism: elitism.unwrap_or(e),
+                crossover: crossover.unwrap_or(c),
+                mutation: mutation.unwrap_or(m),
+            }
+        }
+    };
+    method
+        .validate(&space)
+        .map_err(|e| bad(format!("search: {e}")))?;
+    let runs = match &method {
+        Method::Grid => space.size(),
+        Method::Random { samples } => (*samples).min(space.size()),
+        Method::Genetic {
+            population,
+            max_generations,
+            ..
+        } => (*population as u64).saturating_mul(u64::from(*max_generations)),
+    };
+    if runs > MAX_RUNS {
+        return Err(bad(format!(
+            "search: up to {runs} backtests; at most {MAX_RUNS} per job"
+        )));
+    }
+    let objective = Objective::parse(req.objective.as_deref().unwrap_or("net_profit"))
+        .map_err(|e| bad(format!("objective: {e}")))?;
+    if req
+        .max_drawdown
+        .is_some_and(|d| !(d.is_finite() && d >= 0.0))
+    {
+        return Err(bad("max_drawdown: a non-negative amount"));
+    }
+    let walk_forward = req.walk_forward.as_ref().map(|w| WalkForwardSpec {
+        in_sample_ms: w.in_sample_ms,
+        out_of_sample_ms: w.out_of_sample_ms,
+        anchored: w.anchored,
+    });
+    if walk_forward.is_some_and(|w| w.in_sample_ms <= 0 || w.out_of_sample_ms <= 0) {
+        return Err(bad(
+            "walk_forward: in_sample_ms and out_of_sample_ms must be positive",
+        ));
+    }
+    let mut template = BacktestConfig::new(&req.symbol, &req.kind, Params::new(), timeframe);
+    template.contract_size = t.contract_size(&req.symbol);
+    template.risk = t.risk_limits();
+    if let Some(v) = req.volume {
+        if v <= Decimal::ZERO {
+            return Err(bad("volume: must be positive"));
+        }
+        template.volume = v;
+    }
+    // The strategy must accept some parameter set of the space; a kind it does not know is refused now.
+    if !t.registry.kinds().iter().any(|k| k == &req.kind) {
+        return Err(bad(format!("kind: unknown strategy kind `{}`", req.kind)));
+    }
+    Ok(Plan {
+        template,
+        registry: t.registry.clone(),
+        space,
+        method,
+        objective,
+        constraints: Constraints {
+            min_trades: req.min_trades,
+            max_drawdown: req.max_drawdown,
+        },
+        walk_forward,
+        seed: req.seed.unwrap_or(1),
+        from_ms: req.from_ms,
+        to_ms: req.to_ms,
+    })
 }
 
-pub async fn optimise(
+fn actor(auth: &Authorized) -> Result<actix::Addr<Optimisations>, ApiError> {
+    auth.state
+        .optimisations
+        .get()
+        .ok_or_else(|| ApiError::Unavailable("optimisation jobs are not running".into()))
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::NotFound => ApiError::NotFound,
+        e @ JobError::Finished(_) => ApiError::Conflict(e.to_string()),
+    }
+}
+
+/// `POST …/optimisations`: queues a job (202).
+pub async fn create(
     auth: Authorized,
     Body(req): Body<OptimiseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
     super::tenants::require_tier(&t, TIER, "strategy optimisation")?;
-    if !t.symbols.contains(&req.symbol) {
-        return Err(ApiError::BadRequest(format!(
-            "symbol: `{}` is not one of the tenant's symbols",
-            req.symbol
-        )));
-    }
-    let timeframe = Timeframe::parse(&req.timeframe).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "timeframe: `{}` is not M1, M5, M15, H1, H4 or D1",
-            req.timeframe
-        ))
-    })?;
-    if req.to_ms <= req.from_ms {
-        return Err(ApiError::BadRequest("to_ms: must be after from_ms".into()));
-    }
-    if req.grid.is_empty() || req.grid.values().any(Vec::is_empty) {
-        return Err(ApiError::BadRequest(
-            "grid: every parameter needs at least one value".into(),
-        ));
-    }
-    // Saturating: a hundred parameters of a few values each are more combinations than a usize counts.
-    let runs = req
-        .grid
-        .values()
-        .fold(1usize, |n, values| n.saturating_mul(values.len()));
-    if runs > MAX_RUNS {
-        return Err(ApiError::BadRequest(format!(
-            "grid: {runs} combinations; at most {MAX_RUNS} per request"
-        )));
-    }
-    let objective = req.objective.clone().unwrap_or_else(|| "total_pnl".into());
-    if !["total_pnl", "sharpe", "profit_factor"].contains(&objective.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "objective: `{objective}` is not total_pnl, sharpe or profit_factor"
-        )));
-    }
-    let settings = &auth.state.settings.storage;
-    let ticks = match settings.clickhouse() {
-        Some(cfg) => {
-            crate::storage::clickhouse::load_ticks(
-                &cfg,
-                &t.id.0,
-                &req.symbol,
-                req.from_ms,
-                req.to_ms,
-            )
-            .await
-        }
-        None => {
-            crate::storage::timeseries::load_ticks(
-                &settings.data_dir,
-                &t.id.0,
-                &req.symbol,
-                req.from_ms,
-                req.to_ms,
-            )
-            .await
-        }
-    }?;
-    let registry = t.registry.clone();
-    let contract_size = t.contract_size(&req.symbol);
-    let risk = t.risk_limits();
-    let (kind, symbol, volume) = (req.kind.clone(), req.symbol.clone(), req.volume);
-    let tick_count = ticks.len();
-    let results = tokio::task::spawn_blocking(move || {
-        combinations(&req.grid)
-            .into_iter()
-            .map(|params| {
-                let mut cfg = BacktestConfig::new(&symbol, &kind, params.clone(), timeframe);
-                cfg.contract_size = contract_size;
-                cfg.risk = risk.clone();
-                if let Some(v) = volume {
-                    cfg.volume = v;
-                }
-                match backtest::run(cfg, &registry, &ticks) {
-                    Ok((report, _)) => json!({"params": params, "report": report}),
-                    Err(e) => json!({"params": params, "error": e.to_string()}),
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let score = |r: &serde_json::Value| {
-        r["report"][objective.as_str()]
-            .as_f64()
-            .or_else(|| {
-                r["report"][objective.as_str()]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-            })
-            .unwrap_or(f64::NEG_INFINITY)
-    };
-    let mut results = results;
-    results.sort_by(|a, b| score(b).total_cmp(&score(a)));
-    Ok(auth.ok(json!({
-        "objective": objective,
-        "ticks": tick_count,
-        "runs": results.len(),
-        "results": results,
-    })))
+    let plan = plan(&t, &req)?;
+    let view = actor(&auth)?
+        .send(SubmitOptimisation {
+            tenant: t.id.0.clone(),
+            actor: auth.actor().to_owned(),
+            request: req,
+            plan,
+        })
+        .await?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "optimisation.queued",
+            auth.actor(),
+            json!({"optimisation": view.id, "kind": view.request.kind, "symbol": view.request.symbol}),
+        )
+        .await?;
+    Ok(auth.accepted(json!({ "optimisation": view })))
+}
+
+/// `GET …/optimisations`: the tenant's jobs, newest first, without results.
+pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let all = actor(&auth)?
+        .send(ListOptimisations {
+            tenant: t.id.0.clone(),
+        })
+        .await?;
+    Ok(auth.ok(json!({ "optimisations": all })))
+}
+
+/// `GET …/optimisations/{id}`: progress, and the best candidates once done.
+pub async fn get(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?;
+    let view = actor(&auth)?
+        .send(GetOptimisation {
+            tenant: t.id.0.clone(),
+            id: path.1.clone(),
+        })
+        .await?
+        .map_err(job_error)?;
+    Ok(auth.ok(json!({ "optimisation": view })))
+}
+
+/// `DELETE …/optimisations/{id}`: cancels a queued or running job (409 once it finished).
+pub async fn cancel(
+    auth: Authorized,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let t = auth.tenant()?.clone();
+    super::tenants::require_tier(&t, TIER, "strategy optimisation")?;
+    let view = actor(&auth)?
+        .send(CancelOptimisation {
+            tenant: t.id.0.clone(),
+            id: path.1.clone(),
+        })
+        .await?
+        .map_err(job_error)?;
+    auth.state
+        .security
+        .audit(
+            &t.id.0,
+            "optimisation.cancelled",
+            auth.actor(),
+            json!({"optimisation": view.id}),
+        )
+        .await?;
+    Ok(auth.ok(json!({ "optimisation": view })))
 }
