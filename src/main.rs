@@ -85,10 +85,10 @@ struct SimArgs {
     /// Spread in points.
     #[arg(long, default_value_t = 2)]
     spread_points: i64,
-    /// Replay ticks from a CSV `time_msc,bid,ask[,symbol]` instead of the random walk.
+    /// Replay ticks from a history file (any format `trellis backtest` reads) instead of the random walk.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
-    /// Symbol of CSV lines without a symbol column.
+    /// Symbol of lines without a symbol column.
     #[arg(long)]
     csv_symbol: Option<String>,
     /// Hedging account (default netting).
@@ -198,7 +198,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 fn run_sim(a: SimArgs) -> ExitCode {
     use trellis::domain::positions::AccountMode;
-    use trellis::sim::feed::{pace, read_ticks_csv, RandomWalk};
+    use trellis::sim::feed::{pace, RandomWalk};
     use trellis::sim::{spawn, SimConfig};
 
     trellis::telemetry::init(&trellis::config::LogSettings {
@@ -227,13 +227,28 @@ fn run_sim(a: SimArgs) -> ExitCode {
     }
     cfg.broker.deals_csv = a.deals_csv.clone();
     let ticks: Box<dyn Iterator<Item = trellis::domain::Tick>> = match &a.csv {
-        Some(path) => match read_ticks_csv(path, a.csv_symbol.as_deref(), false) {
-            Ok(read) => Box::new(read.ticks.into_iter()),
-            Err(e) => {
-                eprintln!("trellis mt5-sim: {}: {e}", path.display());
-                return ExitCode::from(2);
+        // Streamed like a backtest's input, in any format it reads; a bad line ends the replay, logged.
+        Some(path) => {
+            let options = trellis::backtest::history::HistoryOptions {
+                symbol: a.csv_symbol.clone(),
+                ..Default::default()
+            };
+            match trellis::backtest::history::open(path, options) {
+                Ok(reader) => {
+                    let path = path.clone();
+                    Box::new(reader.map_while(move |t| {
+                        t.map_err(|e| {
+                            tracing::error!("{}: {e}; the replay stops here", path.display())
+                        })
+                        .ok()
+                    }))
+                }
+                Err(e) => {
+                    eprintln!("trellis mt5-sim: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         None => Box::new(
             RandomWalk::new(
                 RandomWalk::default_symbols(&a.symbols),

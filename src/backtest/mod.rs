@@ -284,7 +284,7 @@ impl Backtest {
             return;
         }
         self.bars += 1;
-        self.mark(bar.open_time_ms + bar.timeframe.millis());
+        self.mark(bar.open_time_ms + bar.timeframe.millis(), Some(bar));
         for i in 0..self.legs.len() {
             let leg = &mut self.legs[i];
             if leg.symbol != bar.symbol || leg.timeframe != bar.timeframe {
@@ -431,12 +431,17 @@ impl Backtest {
             .pnl(|s| self.quote(s), |_| self.cfg.contract_size)
     }
 
-    fn mark(&mut self, at_ms: i64) {
+    /// Marks equity at a bar's close (`bar`), or at the end (`None`). Each strategy's own curve is marked
+    /// at its own bars' closes, as a run of that strategy alone would be.
+    fn mark(&mut self, at_ms: i64, bar: Option<&Bar>) {
         let (realised, unrealised, commission) = self.pnl();
         let pnl = realised + unrealised - commission;
         self.ledger.curve.mark(at_ms, pnl);
         if self.legs.len() > 1 {
             for (i, leg) in self.legs.iter().enumerate() {
+                if bar.is_some_and(|b| b.symbol != leg.symbol || b.timeframe != leg.timeframe) {
+                    continue;
+                }
                 let own = self.ledger.strategy_pnl(
                     &leg.id,
                     |s| self.quote(s),
@@ -486,7 +491,7 @@ impl Backtest {
             .map(|l| l.2)
             .max()
         {
-            self.mark(t);
+            self.mark(t, None);
         }
         let elapsed = self.started.elapsed();
         let (_, unrealised, _) = self.pnl();

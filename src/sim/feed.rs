@@ -1,8 +1,5 @@
-//! Tick sources for the simulator (and the backtester): a seeded random walk, and CSV files of
-//! `time_msc,bid,ask[,symbol]` with a header line.
-
-use std::io::BufRead;
-use std::path::Path;
+//! Tick sources for the simulator and the benchmarks: a seeded random walk, and pacing a stream of ticks
+//! into a simulator. Files of history are read by `backtest::history` (every format, streamed).
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -95,135 +92,6 @@ impl Iterator for RandomWalk {
     }
 }
 
-/// A line of a tick CSV that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct CsvError {
-    pub line: usize,
-    pub reason: String,
-}
-
-/// What reading a CSV produced.
-#[derive(Debug, Default)]
-pub struct CsvTicks {
-    pub ticks: Vec<Tick>,
-    /// Lines skipped with `skip_bad` (line number and reason).
-    pub skipped: Vec<CsvError>,
-}
-
-/// Reads `time_msc,bid,ask[,symbol]` with a header line. Bad lines (unparsable, time going backwards per
-/// symbol, bid above ask) stop the read with their line number, or are skipped and listed with `skip_bad`.
-pub fn read_ticks_csv(
-    path: &Path,
-    default_symbol: Option<&str>,
-    skip_bad: bool,
-) -> Result<CsvTicks, CsvError> {
-    let file = std::fs::File::open(path).map_err(|e| CsvError {
-        line: 0,
-        reason: format!("cannot open {}: {e}", path.display()),
-    })?;
-    parse_ticks_csv(std::io::BufReader::new(file), default_symbol, skip_bad)
-}
-
-pub fn parse_ticks_csv(
-    reader: impl BufRead,
-    default_symbol: Option<&str>,
-    skip_bad: bool,
-) -> Result<CsvTicks, CsvError> {
-    let mut out = CsvTicks::default();
-    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    let mut saw_header = false;
-    for (i, line) in reader.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| CsvError {
-            line: n,
-            reason: format!("unreadable: {e}"),
-        })?;
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        if !saw_header {
-            let cols: Vec<String> = line
-                .split(',')
-                .map(|c| c.trim().to_ascii_lowercase())
-                .collect();
-            if cols.len() < 3 || cols[0] != "time_msc" || cols[1] != "bid" || cols[2] != "ask" {
-                return Err(CsvError {
-                    line: n,
-                    reason: "missing header `time_msc,bid,ask[,symbol]`".into(),
-                });
-            }
-            saw_header = true;
-            continue;
-        }
-        match parse_line(line, default_symbol, &last) {
-            Ok(t) => {
-                last.insert(t.symbol.0.clone(), t.time_msc);
-                out.ticks.push(t);
-            }
-            Err(reason) => {
-                let e = CsvError { line: n, reason };
-                if !skip_bad {
-                    return Err(e);
-                }
-                out.skipped.push(e);
-            }
-        }
-    }
-    if !saw_header {
-        return Err(CsvError {
-            line: 1,
-            reason: "empty file: missing header `time_msc,bid,ask[,symbol]`".into(),
-        });
-    }
-    Ok(out)
-}
-
-fn parse_line(
-    line: &str,
-    default_symbol: Option<&str>,
-    last: &std::collections::HashMap<String, i64>,
-) -> Result<Tick, String> {
-    let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-    if cols.len() < 3 || cols.len() > 4 {
-        return Err(format!("expected 3 or 4 columns, found {}", cols.len()));
-    }
-    let time_msc: i64 = cols[0]
-        .parse()
-        .map_err(|_| format!("time_msc `{}` is not an integer", cols[0]))?;
-    let bid: Decimal = cols[1]
-        .parse()
-        .map_err(|_| format!("bid `{}` is not a number", cols[1]))?;
-    let ask: Decimal = cols[2]
-        .parse()
-        .map_err(|_| format!("ask `{}` is not a number", cols[2]))?;
-    let symbol = match (cols.get(3), default_symbol) {
-        (Some(s), _) if !s.is_empty() => (*s).to_owned(),
-        (_, Some(d)) => d.to_owned(),
-        _ => return Err("no symbol column and no default symbol".into()),
-    };
-    if bid <= Decimal::ZERO {
-        return Err(format!("bid {bid} is not positive"));
-    }
-    if bid > ask {
-        return Err(format!("bid {bid} is above ask {ask}"));
-    }
-    if let Some(prev) = last.get(&symbol) {
-        if time_msc < *prev {
-            return Err(format!(
-                "time {time_msc} is before the previous tick of {symbol} ({prev})"
-            ));
-        }
-    }
-    Ok(Tick {
-        symbol: Symbol(symbol),
-        time_msc,
-        bid,
-        ask,
-    })
-}
-
 /// Sends `ticks` to a simulator at `rate` ticks per second (in batches every 10 ms), or as fast as the
 /// simulator takes them when `rate` is 0. Returns how many were sent (it stops when the simulator does).
 pub async fn pace(sim: &super::Feeder, ticks: impl IntoIterator<Item = Tick>, rate: u64) -> u64 {
@@ -254,37 +122,5 @@ pub async fn pace(sim: &super::Feeder, ticks: impl IntoIterator<Item = Tick>, ra
             }
             sent += 1;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_bad_line_is_named_with_its_number() {
-        let parse = |s: &str| parse_ticks_csv(s.as_bytes(), Some("EURUSD"), false);
-        assert_eq!(parse("1,1.1,1.2\n").expect_err("no header").line, 1);
-        assert_eq!(
-            parse("time_msc,bid,ask\n1,1.1,1.2\nx,1.1,1.2\n")
-                .expect_err("bad")
-                .line,
-            3
-        );
-        assert!(parse("time_msc,bid,ask\n1,1.3,1.2\n")
-            .expect_err("bid>ask")
-            .reason
-            .contains("above ask"));
-        assert!(parse("time_msc,bid,ask\n5,1.1,1.2\n4,1.1,1.2\n")
-            .expect_err("back")
-            .reason
-            .contains("before"));
-        let skipped = parse_ticks_csv(
-            "time_msc,bid,ask\n1,1.1,1.2\nbad\n2,1.1,1.2\n".as_bytes(),
-            Some("X"),
-            true,
-        )
-        .expect("skip");
-        assert_eq!((skipped.ticks.len(), skipped.skipped.len()), (2, 1));
     }
 }

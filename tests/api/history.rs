@@ -579,3 +579,129 @@ fn trellis_optimise_searches_by_grid_and_genetic_walks_forward_and_writes_a_self
         }
     }
 }
+
+#[test]
+fn a_portfolio_runs_strategies_on_two_symbols_through_one_ledger_and_one_risk_gate() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Two symbols interleaved in one file, as a terminal streams them.
+    let eu = walk(20_000);
+    let mut csv = String::from("time_msc,bid,ask,symbol\n");
+    for (t, b, a) in &eu {
+        let _ = writeln!(csv, "{t},{},{},EURUSD", price(*b), price(*a));
+        // GBPUSD moves against EURUSD, 137 ms later.
+        let gb = 254_000 - b;
+        let _ = writeln!(csv, "{},{},{},GBPUSD", t + 137, price(gb), price(gb + 3));
+    }
+    let ticks = write(dir.path(), "two.csv", &csv);
+    let spec = |risk: &str| {
+        format!(
+            "balance = 50000\n{risk}\n\
+             [[strategies]]\nid = \"eu\"\nkind = \"ema_cross\"\nsymbol = \"EURUSD\"\ntimeframe = \"M1\"\nparams = {{ fast = 3, slow = 8 }}\n\
+             [[strategies]]\nid = \"gu\"\nkind = \"ema_cross\"\nsymbol = \"GBPUSD\"\ntimeframe = \"M5\"\nvolume = 0.3\nparams = {{ fast = 2, slow = 5 }}\n"
+        )
+    };
+    let free = write(dir.path(), "free.toml", &spec(""));
+    let report = dir.path().join("portfolio.html");
+    let (code, stdout, stderr) = trellis(&[
+        "backtest",
+        "--input",
+        path(&ticks),
+        "--spec",
+        path(&free),
+        "--json",
+        "--report",
+        path(&report),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let p: Value = serde_json::from_str(stdout.trim()).expect("json");
+    let legs = p["strategies"].as_array().expect("strategies");
+    assert_eq!(legs.len(), 2);
+    let num = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let sum_pnl: f64 = legs.iter().map(|l| num(&l["total_pnl"])).sum();
+    assert!(
+        (sum_pnl - num(&p["total"]["total_pnl"])).abs() < 1e-6,
+        "{p}"
+    );
+    let sum_fills: u64 = legs.iter().filter_map(|l| l["fills"].as_u64()).sum();
+    assert_eq!(p["total"]["fills"].as_u64(), Some(sum_fills));
+    assert_eq!(p["total"]["ticks"], 40_000);
+
+    // Without a shared limit, each strategy does exactly what it does alone.
+    for (leg, symbol, tf, fast, slow, volume) in [
+        (&legs[0], "EURUSD", "M1", "3", "8", "0.1"),
+        (&legs[1], "GBPUSD", "M5", "2", "5", "0.3"),
+    ] {
+        let (code, alone, stderr) = trellis(&[
+            "backtest",
+            "--input",
+            path(&ticks),
+            "--symbol",
+            symbol,
+            "--timeframe",
+            tf,
+            "--param",
+            &format!("fast={fast}"),
+            "--param",
+            &format!("slow={slow}"),
+            "--volume",
+            volume,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        let alone: Value = serde_json::from_str(alone.trim()).expect("json");
+        assert!(alone["fills"].as_u64().unwrap_or(0) >= 4, "{alone}");
+        for field in [
+            "fills",
+            "orders",
+            "total_pnl",
+            "trades",
+            "final_position",
+            "max_drawdown",
+        ] {
+            assert_eq!(leg[field], alone[field], "{symbol} {field}");
+        }
+    }
+
+    // One risk gate: at most one open position in the account, so each strategy is refused while the
+    // other holds one.
+    let limited = write(
+        dir.path(),
+        "limited.toml",
+        &spec("[risk]\nmax_open_positions = 1"),
+    );
+    let (code, stdout, stderr) = trellis(&[
+        "backtest",
+        "--input",
+        path(&ticks),
+        "--spec",
+        path(&limited),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let l: Value = serde_json::from_str(stdout.trim()).expect("json");
+    assert!(
+        l["total"]["orders_rejected"].as_u64().unwrap_or(0) > 0,
+        "{l}"
+    );
+    assert!(
+        l["total"]["fills"].as_u64() < p["total"]["fills"].as_u64(),
+        "{l} against {p}"
+    );
+
+    let html = std::fs::read_to_string(&report).expect("report");
+    assert!(html.contains("eu (ema_cross EURUSD M1)") && html.contains("gu (ema_cross GBPUSD M5)"));
+
+    // A spec naming a timeframe that does not exist is refused with its place.
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &spec("").replace("\"M5\"", "\"M7\""),
+    );
+    let (code, _, stderr) = trellis(&["backtest", "--input", path(&ticks), "--spec", path(&bad)]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("strategies[1].timeframe: `M7`"), "{stderr}");
+}

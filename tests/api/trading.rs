@@ -264,9 +264,11 @@ async fn replaying_the_same_csv_twice_produces_identical_orders() {
         let app = spawn_app().await;
         app.add_tenant(tenant("acme", KEY)).await;
         let sim = app.sim(KEY, 7001).await;
-        let ticks = trellis::sim::feed::read_ticks_csv(&csv, None, false)
-            .expect("csv")
-            .ticks;
+        let ticks: Vec<trellis::domain::Tick> =
+            trellis::backtest::history::open(&csv, Default::default())
+                .expect("csv")
+                .collect::<Result<_, _>>()
+                .expect("ticks");
         assert_eq!(ticks.len(), 1_800);
         for t in ticks {
             let opens_bar = t.time_msc % MINUTE == 0;
