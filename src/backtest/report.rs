@@ -12,7 +12,7 @@
 //!
 //! Inputs are plain types (`f64`, `i64`, `String`) so callers convert from their decimals and symbols; every
 //! caller-supplied text is HTML-escaped. Times are milliseconds since the Unix epoch and shown in UTC,
-//! formatted by a days-to-civil conversion here (no calendar crate).
+//! formatted with `domain::calendar`'s days-to-civil conversion (no calendar crate).
 //!
 //! Per run the page shows the summary table, the equity curve, the drawdown (equity minus its running peak,
 //! filled below zero), the monthly returns (see [`monthly_returns`]) and the trade list (at most
@@ -26,6 +26,8 @@
 //! boundaries. Non-finite scores count as missing. Empty inputs give a short note instead of a chart.
 
 use std::fmt::Write as _;
+
+use crate::domain::calendar::{civil_from_days, days_from_civil};
 
 /// `write!` into a `String`, which cannot fail.
 macro_rules! put {
@@ -1539,31 +1541,6 @@ impl Civil {
             milli: (rem % SEC_MS) as u32,
         }
     }
-}
-
-/// (year, month 1..=12, day 1..=31) of a day count since 1970-01-01 (H. Hinnant's days-to-civil).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Days since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = year - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn fmt_day(ms: i64) -> String {

@@ -172,21 +172,7 @@ fn stream() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let status = format!("/proc/{}/status", child.id());
-    let watcher = std::thread::spawn(move || {
-        let mut peak_kb = 0u64;
-        while let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        peak_kb
-    });
+    let watcher = super::watch_peak_rss(child.id());
     let started = Instant::now();
     let stdin = child
         .stdin

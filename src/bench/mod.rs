@@ -101,6 +101,27 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// Follows a process's peak resident memory (VmHWM of its /proc status, which only grows) until it exits;
+/// the handle answers the peak in KiB. (A parent's `wait4` maxrss would not do: it carries the forking
+/// process's own peak over exec.)
+pub fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+    let status = format!("/proc/{pid}/status");
+    std::thread::spawn(move || {
+        let mut peak_kb = 0u64;
+        while let Ok(text) = std::fs::read_to_string(&status) {
+            if let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kb
+    })
+}
+
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -4,6 +4,7 @@
 //! Prices, volumes and money are `rust_decimal::Decimal` (exact); indicators use `f64`.
 
 pub mod bars;
+pub mod calendar;
 pub mod ledger;
 pub mod orders;
 pub mod positions;

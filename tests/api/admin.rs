@@ -565,23 +565,7 @@ async fn an_optimisation_job_searches_genetically_walks_forward_and_can_be_cance
     let b = run_optimisation(&app, &root, "pro", &genetic).await;
     assert_eq!(a["state"], "succeeded", "{a}");
     // Everything but the wall-clock figures is the same.
-    let ranked =
-        |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
-            v["results"]
-                .as_array()
-                .map(|r| {
-                    r.iter()
-                        .map(|c| {
-                            (
-                                c["params"].clone(),
-                                c["score"].clone(),
-                                c["report"]["fills"].clone(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+    use crate::helpers::ranked;
     assert!(!ranked(&a).is_empty(), "{a}");
     assert_eq!(ranked(&a), ranked(&b), "the same seed, the same candidates");
     let ga_best = a["results"][0]["score"].as_f64().expect("ga best");

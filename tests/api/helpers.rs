@@ -628,3 +628,23 @@ pub async fn create_key(
         body["secret"].as_str().expect("secret").to_owned(),
     )
 }
+
+/// An optimisation's ranked candidates without their wall-clock figures: (params, score, fills).
+pub fn ranked(
+    v: &serde_json::Value,
+) -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+    v["results"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|c| {
+                    (
+                        c["params"].clone(),
+                        c["score"].clone(),
+                        c["report"]["fills"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -351,23 +351,8 @@ fn ten_million_streamed_ticks_stay_under_a_hundred_megabytes_resident() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    // The child's peak resident set as its own /proc/<pid>/status says (VmHWM only grows), read until it
-    // exits. (wait4's ru_maxrss would not do: it carries the forking test process's peak over exec.)
-    let status = format!("/proc/{}/status", child.id());
-    let watcher = std::thread::spawn(move || {
-        let mut peak_kb = 0u64;
-        while let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        peak_kb
-    });
+    // The child's peak resident set as its own /proc/<pid>/status says.
+    let watcher = trellis::bench::watch_peak_rss(child.id());
     let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("stdin"));
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(b"time_msc,bid,ask\n");
@@ -503,22 +488,7 @@ fn trellis_optimise_searches_by_grid_and_genetic_walks_forward_and_writes_a_self
         serde_json::from_str(b.trim()).expect("json"),
     );
     // Everything but the wall-clock figures is the same.
-    let ranked = |v: &Value| -> Vec<(Value, Value, Value)> {
-        v["results"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .map(|c| {
-                        (
-                            c["params"].clone(),
-                            c["score"].clone(),
-                            c["report"]["fills"].clone(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    use crate::helpers::ranked;
     assert!(!ranked(&a).is_empty(), "{a}");
     assert_eq!(ranked(&a), ranked(&b));
     let ga_best = a["results"][0]["score"].as_f64().expect("scored");
