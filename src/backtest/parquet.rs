@@ -14,7 +14,6 @@
 //! Files written by other tools (pandas, polars, DuckDB, exports of MT5 ticks) are read too: columns are
 //! found by name, whatever their order, and the usual types are converted (see [`ParquetTicks`]).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -387,7 +386,8 @@ pub struct ParquetTicks {
     batch_pos: usize,
     /// 1-based number of the last row taken.
     row: u64,
-    last: HashMap<String, Last>,
+    /// Per symbol (a file holds few: a scan beats hashing the name twice per row).
+    last: Vec<(String, Last)>,
     done: bool,
 }
 
@@ -506,7 +506,7 @@ impl ParquetTicks {
             batch_rows: 0,
             batch_pos: 0,
             row: 0,
-            last: HashMap::new(),
+            last: Vec::new(),
             done: false,
         })
     }
@@ -635,7 +635,8 @@ impl ParquetTicks {
         let ask = ask
             .transpose()
             .map_err(|(v, r)| row_error(line, ask_name, Some(v), r))?;
-        let last = self.last.get(&symbol);
+        let at = self.last.iter().position(|(s, _)| *s == symbol);
+        let last = at.map(|i| &self.last[i].1);
         let (Some(bid), Some(ask)) = (
             bid.or_else(|| last.map(|l| l.bid)),
             ask.or_else(|| last.map(|l| l.ask)),
@@ -670,16 +671,10 @@ impl ParquetTicks {
                 ));
             }
         }
-        match self.last.get_mut(&symbol) {
-            Some(l) => {
-                l.time_msc = time_msc;
-                l.bid = bid;
-                l.ask = ask;
-            }
-            None => {
-                self.last
-                    .insert(symbol.clone(), Last { time_msc, bid, ask });
-            }
+        let now = Last { time_msc, bid, ask };
+        match at {
+            Some(i) => self.last[i].1 = now,
+            None => self.last.push((symbol.clone(), now)),
         }
         Ok(Some(Tick {
             symbol: Symbol(symbol),
@@ -786,6 +781,12 @@ fn raw_int(v: &Raw<'_>) -> Option<i64> {
 /// A price as a decimal, or the value as stored and why it is not a price.
 fn price(v: &Raw<'_>, kind: PriceKind, digits: u32) -> Result<Decimal, (String, String)> {
     let float = |x: f64| {
+        // Fast path: scale to whole points and round (ties to even, as `round_dp`). Exact for any double
+        // within 2^53 points: the product's error is far below half a point.
+        let scaled = x * 10f64.powi(digits as i32);
+        if scaled.is_finite() && scaled.abs() < 9.0e15 {
+            return Ok(Decimal::new(scaled.round_ties_even() as i64, digits));
+        }
         Decimal::from_f64_retain(x)
             .map(|d| d.round_dp(digits))
             .ok_or_else(|| (x.to_string(), "is not a finite price".to_owned()))

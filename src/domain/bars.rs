@@ -18,7 +18,9 @@ pub enum TickOutcome {
 #[derive(Debug, Default)]
 struct SymbolBars {
     last_time_msc: i64,
-    open: HashMap<Timeframe, Bar>,
+    /// The open bar of each timeframe, in the order of `BarBuilder::timeframes` (at most six: an index
+    /// beats hashing the timeframe on every tick).
+    open: Vec<Option<Bar>>,
 }
 
 /// Builds bars of several timeframes for many symbols.
@@ -43,6 +45,7 @@ impl BarBuilder {
 
     /// Feeds one tick; returns the bars it closed, oldest timeframe first.
     pub fn on_tick(&mut self, tick: &Tick) -> TickOutcome {
+        let n = self.timeframes.len();
         let state = match self.symbols.get_mut(&tick.symbol) {
             Some(s) => s,
             None => self
@@ -50,7 +53,7 @@ impl BarBuilder {
                 .entry(tick.symbol.clone())
                 .or_insert_with(|| SymbolBars {
                     last_time_msc: i64::MIN,
-                    open: HashMap::new(),
+                    open: vec![None; n],
                 }),
         };
         if tick.time_msc < state.last_time_msc {
@@ -60,9 +63,9 @@ impl BarBuilder {
         }
         state.last_time_msc = tick.time_msc;
         let mut closed = Vec::new();
-        for &tf in &self.timeframes {
+        for (&tf, slot) in self.timeframes.iter().zip(state.open.iter_mut()) {
             let open_time = tf.open_time(tick.time_msc);
-            match state.open.get_mut(&tf) {
+            match slot {
                 Some(bar) if bar.open_time_ms == open_time => {
                     if tick.bid > bar.high {
                         bar.high = tick.bid;
@@ -84,11 +87,8 @@ impl BarBuilder {
                         close: tick.bid,
                         tick_volume: 1,
                     };
-                    match slot {
-                        Some(bar) => closed.push(std::mem::replace(bar, fresh)),
-                        None => {
-                            state.open.insert(tf, fresh);
-                        }
+                    if let Some(bar) = slot.replace(fresh) {
+                        closed.push(bar);
                     }
                 }
             }
@@ -98,7 +98,8 @@ impl BarBuilder {
 
     /// The bar being built for `symbol` and `tf`, if any.
     pub fn open_bar(&self, symbol: &Symbol, tf: Timeframe) -> Option<&Bar> {
-        self.symbols.get(symbol).and_then(|s| s.open.get(&tf))
+        let i = self.timeframes.iter().position(|t| *t == tf)?;
+        self.symbols.get(symbol)?.open.get(i)?.as_ref()
     }
 }
 
