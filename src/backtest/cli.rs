@@ -353,17 +353,15 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
     cfg.record_equity = a.report.is_some();
     let balance = cfg.balance;
     let registry = StrategyRegistry::default();
-    let mut bt = match (&a.model, &a.manifest) {
-        (Some(model), Some(manifest)) => {
-            let version = load_model(model, manifest).map_err(err)?;
-            let inner = registry
-                .build(&cfg.strategy, &cfg.params, cfg.volume)
-                .map_err(|e| err(e.to_string()))?;
-            let driven = crate::models::driven::ModelDriven::new(inner, &version).map_err(err)?;
-            Backtest::with_strategy(cfg, Box::new(driven))
-        }
-        _ => Backtest::new(cfg, &registry).map_err(|e| err(e.to_string()))?,
-    };
+    let strategy = build_strategy(
+        &registry,
+        &cfg.strategy,
+        &cfg.params,
+        cfg.volume,
+        a.model.as_deref().zip(a.manifest.as_deref()),
+    )
+    .map_err(err)?;
+    let mut bt = Backtest::with_strategy(cfg, strategy);
     let mut ticks = a.source.open(Some(&symbol))?;
     for t in ticks.by_ref() {
         bt.on_tick(&t.map_err(|e| a.source.error(e))?);
@@ -399,8 +397,28 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A strategy of the registry, fed by a model's predictions when `model` gives its ONNX file and manifest.
+pub(super) fn build_strategy(
+    registry: &StrategyRegistry,
+    kind: &str,
+    params: &Params,
+    volume: Decimal,
+    model: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Box<dyn crate::strategies::Strategy>, String> {
+    let inner = registry
+        .build(kind, params, volume)
+        .map_err(|e| e.to_string())?;
+    let Some((model, manifest)) = model else {
+        return Ok(inner);
+    };
+    let version = load_model(model, manifest)?;
+    Ok(Box::new(crate::models::driven::ModelDriven::new(
+        inner, &version,
+    )?))
+}
+
 /// A model version from its ONNX file and manifest, validated as a deployment's would be.
-pub(super) fn load_model(
+fn load_model(
     model: &std::path::Path,
     manifest: &std::path::Path,
 ) -> Result<crate::models::deployment::LoadedVersion, String> {

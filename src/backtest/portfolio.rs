@@ -121,19 +121,14 @@ impl Spec {
         let mut legs = Vec::with_capacity(self.strategies.len());
         for (i, l) in self.strategies.iter().enumerate() {
             let volume = l.volume.unwrap_or(template.volume);
-            let inner = registry
-                .build(&l.kind, &l.params, volume)
-                .map_err(|e| format!("strategies[{i}] ({}): {e}", l.id))?;
-            let strategy: Box<dyn crate::strategies::Strategy> = match (&l.model, &l.manifest) {
-                (Some(model), Some(manifest)) => {
-                    let version = super::cli::load_model(model, manifest)?;
-                    Box::new(
-                        crate::models::driven::ModelDriven::new(inner, &version)
-                            .map_err(|e| format!("strategies[{i}] ({}): {e}", l.id))?,
-                    )
-                }
-                _ => inner,
-            };
+            let strategy = super::cli::build_strategy(
+                registry,
+                &l.kind,
+                &l.params,
+                volume,
+                l.model.as_deref().zip(l.manifest.as_deref()),
+            )
+            .map_err(|e| format!("strategies[{i}] ({}): {e}", l.id))?;
             legs.push(Leg {
                 id: l.id.clone(),
                 kind: l.kind.clone(),
