@@ -34,6 +34,9 @@ ensure_pkg "$PG_BIN/pg_ctl" postgresql-15
 ensure_pkg redis-server redis-server
 ensure_pkg clickhouse-server clickhouse-server
 ensure_pkg curl curl
+# The dashboard's browser test (scripts/test-browser.sh): Debian's Chromium and its driver, nothing downloaded.
+ensure_pkg chromium chromium chromium-driver
+ensure_pkg chromedriver chromium-driver
 
 mkdir -p "$DIR"
 chmod 755 "$DIR"

@@ -21,6 +21,8 @@ use crate::startup::Application;
 
 pub const DEMO_TENANT: &str = "demo";
 pub const DEMO_LOGIN: u64 = 5_001;
+/// The dashboard user the demo creates (a tenant administrator of the demo tenant).
+pub const DEMO_USER: &str = "demo@trellis.local";
 /// All quoted in USD, the demo account's currency: trellis reports PnL in each symbol's quote currency.
 const SYMBOLS: [&str; 3] = ["EURUSD", "GBPUSD", "AUDUSD"];
 
@@ -135,6 +137,18 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("starting trellis")?;
     let port = app.port();
     let runtime = app.runtime().clone();
+    // A trader of the demo tenant for the dashboard, with a fresh password each run (printed below).
+    let password = random_api_key().replacen("trk_", "", 1);
+    app.security()
+        .create_user(
+            Some(DEMO_TENANT),
+            DEMO_USER,
+            &password,
+            crate::security::rbac::Role::TenantAdmin,
+            "demo",
+        )
+        .await
+        .context("creating the demo's dashboard user")?;
     println!();
     println!("  trellis demo — http://127.0.0.1:{port}  (health: /health, readiness: /ready, metrics: /metrics)");
     println!("  demo tenant `{DEMO_TENANT}`, MT5 bridge URL ws://127.0.0.1:{port}/ws/mt5, API key {api_key}");
@@ -142,6 +156,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         "  a simulated terminal (account {DEMO_LOGIN}) streams {} — Ctrl-C to stop",
         SYMBOLS.join(", ")
     );
+    println!("  dashboard: http://127.0.0.1:{port}/ — sign in as {DEMO_USER} / {password}");
     println!();
     let serving = actix_web::rt::spawn(app.run_until_stopped());
 

@@ -88,6 +88,7 @@ impl Application {
             security: security.clone(),
             jobs: Default::default(),
             optimisations: Default::default(),
+            tickets: Default::default(),
         };
         {
             use actix::Actor as _;

@@ -77,6 +77,8 @@ struct Inner {
     capacity: usize,
     metrics: Arc<Metrics>,
     changed: Notify,
+    /// Each event as it is recorded, for trading clients (`supervision` channel).
+    live: tokio::sync::broadcast::Sender<SupervisionEvent>,
 }
 
 /// The fields a supervisor fills in; the log adds `seq` and `at_ms`.
@@ -97,6 +99,7 @@ impl EventLog {
                 capacity: capacity.max(1),
                 metrics,
                 changed: Notify::new(),
+                live: tokio::sync::broadcast::channel(1_024).0,
             }),
         }
     }
@@ -148,7 +151,7 @@ impl EventLog {
             if guard.1.len() == self.inner.capacity {
                 guard.1.pop_front();
             }
-            guard.1.push_back(SupervisionEvent {
+            let event = SupervisionEvent {
                 seq,
                 at_ms,
                 kind: e.kind,
@@ -157,9 +160,18 @@ impl EventLog {
                 tenant: e.tenant.map(str::to_owned),
                 reason: e.reason.to_owned(),
                 generation: e.generation,
-            });
+            };
+            if self.inner.live.receiver_count() > 0 {
+                let _ = self.inner.live.send(event.clone());
+            }
+            guard.1.push_back(event);
         }
         self.inner.changed.notify_waiters();
+    }
+
+    /// Every event recorded from now on (a receiver too slow for 1 024 events sees `Lagged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SupervisionEvent> {
+        self.inner.live.subscribe()
     }
 
     /// The kept events, oldest first; only one tenant's when `tenant` is given.

@@ -212,6 +212,7 @@ impl Handler<TickReceived> for MarketData {
             TickOutcome::Accepted(closed) => {
                 for bar in closed {
                     self.tenant.metrics.bar_closed();
+                    self.tenant.feed.bar_closed(&bar);
                     self.fan_out(&bar);
                     self.fan_out_models(&bar);
                     if bar.timeframe == Timeframe::M1 {
@@ -244,6 +245,7 @@ impl Handler<TickReceived> for MarketData {
                     quotes.insert(tick.symbol.clone(), quote);
                 }
             });
+        self.tenant.feed.ring();
         if self.tenant.cache.is_some() {
             self.for_cache.insert(tick.symbol.clone(), tick.clone());
         }

@@ -58,6 +58,38 @@ pub struct SetKillSwitch {
     pub flatten: bool,
 }
 
+/// A trading client's manual order (`/ws/v1/client` `place_order`), checked by risk like a strategy's.
+/// Idempotent by `client_order_id`: an id the book already has answers that order, marked `duplicate`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<ManualOrderPlaced, ManualOrderRefused>")]
+pub struct PlaceManualOrder {
+    /// As recorded (`manual:<the client's id>`).
+    pub client_order_id: String,
+    pub account: Option<Login>,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub kind: OrderKind,
+    pub volume: Decimal,
+    pub price: Option<Decimal>,
+    /// Who placed it (audit log).
+    pub actor: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ManualOrderPlaced {
+    /// The order as it stands once handed towards its session.
+    pub order: Order,
+    pub duplicate: bool,
+}
+
+/// Why a manual order was not sent: `code` is one of the protocol's refusal codes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct ManualOrderRefused {
+    pub code: &'static str,
+    pub reason: String,
+}
+
 /// Closes every open position with reduce-only market orders.
 #[derive(Message, Debug)]
 #[rtype(result = "usize")]

@@ -29,9 +29,10 @@ use rust_decimal::Decimal;
 
 use super::messages::{
     AccountLink, AccountPosition, AccountReceived, AckWhenStored, CheckOrder, DealReceived,
-    Flatten, GetInFlight, GetPortfolio, GetReconcilePoint, HistoryEndReceived, OrderResultReceived,
-    PnlUpdated, PortfolioSnapshot, PositionsReceived, ReconcileNeeded, ReconcilePoint, SendOrder,
-    Signal, Stored, StrategyFilled, UnknownOrder,
+    Flatten, GetInFlight, GetPortfolio, GetReconcilePoint, HistoryEndReceived, ManualOrderPlaced,
+    ManualOrderRefused, OrderFacts, OrderResultReceived, PlaceManualOrder, PnlUpdated,
+    PortfolioSnapshot, PositionsReceived, ReconcileNeeded, ReconcilePoint, SendOrder, Signal,
+    Stored, StrategyFilled, UnknownOrder,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
@@ -98,6 +99,7 @@ impl Portfolio {
     }
 
     fn mark(&mut self) {
+        self.publish_pnl();
         let (realised, unrealised, commission) = self.pnl();
         let at_ms = now_ms();
         self.ledger
@@ -129,6 +131,50 @@ impl Portfolio {
         if let Ok(data) = data {
             self.tenant.publish(kind, data);
         }
+        if let Write::Deal(deal) = write {
+            self.publish_positions(deal.account, &deal.fill.symbol);
+        }
+    }
+
+    /// The account's positions in `symbol` after a deal, one `position` event each; a closed position is
+    /// published with volume 0, so a client keyed by account and symbol removes it.
+    fn publish_positions(&self, account: Login, symbol: &Symbol) {
+        let mut open: Vec<AccountPosition> = self
+            .ledger
+            .positions()
+            .into_iter()
+            .filter(|(login, p)| *login == account && &p.symbol == symbol)
+            .map(|(account, position)| AccountPosition { account, position })
+            .collect();
+        if open.is_empty() {
+            open.push(AccountPosition {
+                account,
+                position: crate::domain::positions::Position {
+                    position_id: 0,
+                    symbol: symbol.clone(),
+                    side: crate::domain::Side::Buy,
+                    volume: Decimal::ZERO,
+                    price_open: Decimal::ZERO,
+                },
+            });
+        }
+        for p in open {
+            if let Ok(data) = serde_json::to_value(&p) {
+                self.tenant.publish("position", data);
+            }
+        }
+    }
+
+    /// The PnL at the latest quotes, for trading clients (`pnl` channel): after every deal and once a second.
+    fn publish_pnl(&self) {
+        let (realised, unrealised, commission) = self.pnl();
+        self.tenant.feed.set_pnl(super::feed::PnlView {
+            realised,
+            unrealised,
+            commission,
+            equity: realised + unrealised - commission,
+            at_ms: now_ms(),
+        });
     }
 
     /// Hands a stored order to its account's session. With no live session the order stays in flight: the
@@ -323,6 +369,9 @@ impl Actor for Portfolio {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4_096);
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, _| {
+            act.publish_pnl()
+        });
         let store = self.tenant.relational.clone();
         let tenant = self.tenant.id.0.clone();
         ctx.wait(
@@ -728,6 +777,113 @@ impl Handler<Flatten> for Portfolio {
             self.dispatch(seq, order, position, ctx);
         }
         MessageResult(count)
+    }
+}
+
+impl Handler<PlaceManualOrder> for Portfolio {
+    /// Atomic like a strategy's signal: planning, risk's verdict and the record happen with no other
+    /// message in between, so two copies of one order cannot both pass the idempotency check.
+    type Result = AtomicResponse<Self, Result<ManualOrderPlaced, ManualOrderRefused>>;
+
+    fn handle(&mut self, m: PlaceManualOrder, _ctx: &mut Self::Context) -> Self::Result {
+        let done = |r| AtomicResponse::new(Box::pin(actix::fut::ready(r)));
+        if let Some((_, order)) = self.ledger.order(&m.client_order_id) {
+            return done(Ok(ManualOrderPlaced {
+                order: order.clone(),
+                duplicate: true,
+            }));
+        }
+        let account = match self.pick_account(m.account) {
+            Ok(a) => a,
+            Err(why) => {
+                return done(Err(ManualOrderRefused {
+                    code: "no_session",
+                    reason: why.replace("on the strategy", "on the order"),
+                }))
+            }
+        };
+        if self.tenant.session_of(account).is_none() {
+            return done(Err(ManualOrderRefused {
+                code: "no_session",
+                reason: format!("no MT5 session for account {account}"),
+            }));
+        }
+        let book = self.ledger.account(account);
+        let facts = OrderFacts {
+            account,
+            symbol: m.symbol.clone(),
+            side: m.side,
+            volume: m.volume,
+            net_before: book.net(&m.symbol),
+            open_positions: book.open_count(),
+            reduce_only: false,
+            positions: book.nets(),
+        };
+        let (seq, mut order) =
+            self.ledger
+                .new_order(None, account, m.symbol.clone(), m.side, m.volume, now_ms());
+        order.client_order_id = m.client_order_id.clone();
+        order.kind = m.kind;
+        order.price = m.price;
+        self.tenant.audit(
+            "order.manual",
+            &m.actor,
+            serde_json::json!({
+                "client_order_id": order.client_order_id,
+                "account": account,
+                "symbol": order.symbol,
+                "side": order.side.as_str(),
+                "kind": order.kind,
+                "volume": order.volume.to_string(),
+                "price": order.price.map(|p| p.to_string()),
+            }),
+        );
+        let Some(risk) = self.tenant.risk.get() else {
+            return done(Err(ManualOrderRefused {
+                code: "unavailable",
+                reason: "risk is restarting; retry".into(),
+            }));
+        };
+        let id = m.client_order_id;
+        AtomicResponse::new(Box::pin(risk.send(CheckOrder(facts)).into_actor(self).map(
+            move |verdict, act, ctx| match verdict {
+                Ok(Ok(())) => {
+                    act.dispatch(seq, order, 0, ctx);
+                    match act.ledger.order(&id) {
+                        Some((_, o)) if o.status != OrderStatus::Rejected => {
+                            Ok(ManualOrderPlaced {
+                                order: o.clone(),
+                                duplicate: false,
+                            })
+                        }
+                        Some((_, o)) => Err(ManualOrderRefused {
+                            code: "no_session",
+                            reason: o.reason.clone().unwrap_or_default(),
+                        }),
+                        None => Err(ManualOrderRefused {
+                            code: "unavailable",
+                            reason:
+                                "the order was not recorded; retry with the same client_order_id"
+                                    .into(),
+                        }),
+                    }
+                }
+                Ok(Err(rejection)) => {
+                    let reason = rejection.to_string();
+                    act.reject(seq, order, reason.clone(), ctx);
+                    Err(ManualOrderRefused {
+                        code: "risk_rejected",
+                        reason,
+                    })
+                }
+                Err(e) => Err(ManualOrderRefused {
+                    code: "unavailable",
+                    reason: format!(
+                        "risk did not answer ({e}); retry with the same client_order_id"
+                    ),
+                }),
+            },
+        )))
     }
 }
 

@@ -119,6 +119,14 @@ impl Risk {
         }
     }
 
+    /// The limits and state, to the tenant's clients (`risk` channel), after every change of either.
+    fn publish_state(&self) {
+        self.tenant.publish(
+            "risk",
+            serde_json::json!({"limits": self.gate.limits, "state": self.state()}),
+        );
+    }
+
     fn state(&self) -> RiskState {
         let mut blind: Vec<Login> = self.gate.blind.iter().copied().collect();
         blind.sort();
@@ -257,6 +265,7 @@ impl Handler<CheckOrder> for Risk {
         let verdict = self.gate.check(&facts);
         if let Err(r) = &verdict {
             self.rejections += 1;
+            self.publish_state();
             self.tenant.audit(
                 "order.rejected_by_risk",
                 "risk",
@@ -324,6 +333,7 @@ impl Handler<SetKillSwitch> for Risk {
             tracing::warn!(tenant = %self.tenant.id, reason = %msg.reason, "kill switch off");
             self.gate.kill = None;
         }
+        self.publish_state();
         let store = self.tenant.relational.clone();
         let save = SaveKillSwitch {
             tenant: self.tenant.id.0.clone(),
@@ -355,6 +365,7 @@ impl Handler<PnlUpdated> for Risk {
                 serde_json::json!({"reason": reason, "automatic": true}),
             );
             self.persist_kill_switch(ctx);
+            self.publish_state();
             if self.gate.limits.flatten_on_breach {
                 if let Some(portfolio) = self.tenant.portfolio.get() {
                     portfolio.do_send(Flatten { reason });
@@ -376,6 +387,7 @@ impl Handler<AccountLink> for Risk {
                 self.gate.blind.insert(link.account);
             }
         }
+        self.publish_state();
     }
 }
 
@@ -405,6 +417,7 @@ impl Handler<super::messages::SetRiskLimits> for Risk {
         }
         self.gate.limits = msg.0.clone();
         self.limits.modify(|l| l.risk = msg.0);
+        self.publish_state();
     }
 }
 

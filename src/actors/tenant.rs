@@ -182,6 +182,8 @@ pub struct TenantContext {
     /// The latest quote per symbol, owned by `MarketData` (updated in place on every tick).
     pub quotes: Published<HashMap<Symbol, Quote>>,
     quotes_owner: Publisher<HashMap<Symbol, Quote>>,
+    /// What trading clients watch of the market data and PnL (see [`super::feed`]).
+    pub feed: Arc<super::feed::ClientFeed>,
     pub supervision: SupervisorConfig,
     pub audit: AuditSink,
 }
@@ -334,6 +336,7 @@ impl TenantContext {
             model_hosts_owner,
             quotes,
             quotes_owner,
+            feed: Arc::default(),
             supervision: deps.supervision,
             audit: deps.audit,
         }))

@@ -1,6 +1,7 @@
 //! The HTTP front door: one route table. Resources live one per file.
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod ws;
@@ -23,14 +24,20 @@ pub struct AppState {
     pub jobs: crate::actors::slot::Slot<crate::actors::training::TrainingJobs>,
     /// Strategy optimisation jobs (set once the actor runs).
     pub optimisations: crate::actors::slot::Slot<crate::actors::optimisations::Optimisations>,
+    /// Outstanding WebSocket tickets (`POST /api/v1/ws-tickets`).
+    pub tickets: Arc<api::tickets::Tickets>,
 }
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health))
+    cfg.route("/", web::get().to(dashboard::index))
+        .route("/dashboard/app.js", web::get().to(dashboard::script))
+        .route("/dashboard/style.css", web::get().to(dashboard::style))
+        .route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
         .route("/ws/mt5", web::get().to(ws::mt5::connect))
         .route("/ws/events", web::get().to(ws::events::connect))
+        .route("/ws/v1/client", web::get().to(ws::client::connect))
         .configure(api::configure);
 }

@@ -19,6 +19,7 @@ pub mod models;
 pub mod optimise;
 pub mod strategies;
 pub mod tenants;
+pub mod tickets;
 pub mod trading;
 pub mod users;
 
@@ -123,6 +124,14 @@ pub static ROUTES: &[RouteDef] = &[
         Authenticated,
         "auth",
         "Who the caller is"
+    ),
+    route!(
+        "POST",
+        "/api/v1/ws-tickets",
+        Read,
+        "auth",
+        "A single-use ticket (valid 30 s) to open the client WebSocket /ws/v1/client from a browser",
+        body = tickets::TicketRequest
     ),
     route!(
         "POST",
@@ -584,6 +593,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/auth/refresh", post().to(auth::refresh))
         .route("/api/v1/auth/logout", post().to(auth::logout))
         .route("/api/v1/me", get().to(auth::me))
+        .route("/api/v1/ws-tickets", post().to(tickets::create))
         .route("/api/v1/tenants", post().to(tenants::create))
         .route("/api/v1/tenants", get().to(tenants::list))
         .route("/api/v1/tenants/{tenant}", get().to(tenants::get))

@@ -122,18 +122,51 @@ fn route_of(t: &TenantContext, id: &str) -> Result<StrategyRoute, ApiError> {
         .ok_or(ApiError::NotFound)
 }
 
-/// What the strategies supervisor knows of each strategy: (running, why disabled).
-async fn supervised(t: &TenantContext) -> BTreeMap<String, (bool, Option<String>)> {
+/// What the strategies supervisor knows of each strategy.
+async fn children(t: &TenantContext) -> Vec<crate::actors::supervisor::ChildInfo> {
     let Ok(sup) = strategies_supervisor(t) else {
-        return BTreeMap::new();
+        return Vec::new();
     };
-    sup.send(GetChildren)
+    sup.send(GetChildren).await.unwrap_or_default()
+}
+
+/// Each strategy's (running, why disabled).
+async fn supervised(t: &TenantContext) -> BTreeMap<String, (bool, Option<String>)> {
+    children(t)
         .await
-        .unwrap_or_default()
         .into_iter()
         .filter_map(|c| {
             let id = c.name.strip_prefix("strategy:")?.to_owned();
             Some((id, (c.running, c.disabled)))
+        })
+        .collect()
+}
+
+/// The strategies as trading clients see them (`strategies` channel): flat, with the restart count; only
+/// `only` when given.
+pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_json::Value> {
+    let restarts: BTreeMap<String, u32> = children(t)
+        .await
+        .into_iter()
+        .filter_map(|c| Some((c.name.strip_prefix("strategy:")?.to_owned(), c.restarts)))
+        .collect();
+    let supervised = supervised(t).await;
+    t.document()
+        .strategies
+        .iter()
+        .filter(|s| only.is_none_or(|id| id == s.id))
+        .map(|s| {
+            let v = view(s, &supervised);
+            json!({
+                "id": s.id,
+                "kind": s.kind,
+                "symbol": s.symbol,
+                "timeframe": s.timeframe,
+                "state": v["state"],
+                "running": v["running"],
+                "restarts": restarts.get(&s.id).copied().unwrap_or(0),
+                "last_error": v["last_error"],
+            })
         })
         .collect()
 }
@@ -273,19 +306,31 @@ pub async fn update(
 
 async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
+    let view = set_enabled_as(&auth.state, &t, auth.actor(), id, enabled).await?;
+    Ok(auth.ok(view))
+}
+
+/// Starts or stops a strategy for `actor` (HTTP and the client WebSocket): stored, supervised, audited.
+/// Answers the strategy's view.
+pub async fn set_enabled_as(
+    app: &crate::http::AppState,
+    t: &Arc<TenantContext>,
+    actor: &str,
+    id: &str,
+    enabled: bool,
+) -> Result<serde_json::Value, ApiError> {
     let _admin = t.admin.lock().await;
-    let mut route = route_of(&t, id)?;
+    let mut route = route_of(t, id)?;
     route.settings.enabled = enabled;
-    set_route(&t, route.clone()).await?;
+    set_route(t, route.clone()).await?;
     let settings = route.settings.clone();
     if enabled {
-        start_child(&t, route).await?;
+        start_child(t, route).await?;
     } else {
-        stop_child(&t, id).await?;
+        stop_child(t, id).await?;
     }
-    super::tenants::persist(&auth.state, &t).await?;
-    auth.state
-        .security
+    super::tenants::persist(app, t).await?;
+    app.security
         .audit(
             &t.id.0,
             if enabled {
@@ -293,11 +338,11 @@ async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpRe
             } else {
                 "strategy.stopped"
             },
-            auth.actor(),
+            actor,
             json!({"strategy": id}),
         )
         .await?;
-    Ok(auth.ok(view_one(&t, &settings).await))
+    Ok(view_one(t, &settings).await)
 }
 
 pub async fn start(

@@ -125,6 +125,17 @@ pub async fn kill_switch(
     Body(body): Body<KillSwitchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let t = auth.tenant()?.clone();
+    let state = set_kill_switch(&auth.state, &t, auth.actor(), body).await?;
+    Ok(auth.ok(json!({ "state": state })))
+}
+
+/// Turns the kill switch on or off for `actor` (HTTP and the client WebSocket), audited.
+pub async fn set_kill_switch(
+    app: &crate::http::AppState,
+    t: &std::sync::Arc<crate::actors::tenant::TenantContext>,
+    actor: &str,
+    body: KillSwitchRequest,
+) -> Result<crate::actors::messages::RiskState, ApiError> {
     let risk = t
         .risk
         .get()
@@ -132,8 +143,8 @@ pub async fn kill_switch(
     let reason = body
         .reason
         .clone()
-        .unwrap_or_else(|| format!("set through the API by {}", auth.actor()));
-    if reason.len() > 500 {
+        .unwrap_or_else(|| format!("set by {actor}"));
+    if reason.chars().count() > 500 {
         return Err(ApiError::BadRequest(
             "reason: at most 500 characters".into(),
         ));
@@ -145,8 +156,7 @@ pub async fn kill_switch(
             flatten: body.flatten,
         })
         .await?;
-    auth.state
-        .security
+    app.security
         .audit(
             &t.id.0,
             if body.on {
@@ -154,11 +164,11 @@ pub async fn kill_switch(
             } else {
                 "kill_switch.off"
             },
-            auth.actor(),
+            actor,
             json!({"reason": reason, "flatten": body.flatten}),
         )
         .await?;
-    Ok(auth.ok(json!({ "state": state })))
+    Ok(state)
 }
 
 pub async fn orders(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {

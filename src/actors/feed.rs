@@ -1,0 +1,212 @@
+//! What a tenant's trading clients (`/ws/v1/client`) watch of its market data: the latest closed bar per
+//! symbol and timeframe, the PnL with a short equity curve, and a wake-up for connections when either or a
+//! quote changed.
+//!
+//! Why a pull model: a tick must never wait for clients. Pushing every tick to every connection would cost
+//! the tick path one message per client, and a thousand clients would slow trading. Instead the owners
+//! publish state in place (quotes are already published by `MarketData`, see `TenantContext::quotes`; bars
+//! and PnL here) and *ring a bell*: an atomic add and, only while some connection listens, one `notify_one`
+//! to a relay task that wakes the connections. Each connection then reads the latest values it subscribed to
+//! and sends what changed since it last looked. That is conflation for free: a slow connection looks less
+//! often and sees fewer, never stale, values; the tick path costs the same with one client or ten thousand.
+//!
+//! Ownership (issue 12's rule: one owner per piece of state): only `MarketData` calls [`ClientFeed::bar_closed`]
+//! and rings on ticks; only `Portfolio` calls [`ClientFeed::set_pnl`]. Connections only read.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use super::published::{publish, Published, Publisher};
+use crate::domain::{Bar, Symbol, Timeframe};
+
+/// Equity points kept for a client's snapshot (one a second at most: an hour).
+pub const CURVE_POINTS: usize = 3_600;
+
+/// The tenant's PnL as clients see it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PnlView {
+    pub realised: Decimal,
+    pub unrealised: Decimal,
+    pub commission: Decimal,
+    /// realised + unrealised − commission.
+    pub equity: Decimal,
+    pub at_ms: i64,
+}
+
+/// Bars and PnL with a change counter each, so a reader sends only what changed since it last looked.
+#[derive(Debug, Default)]
+pub struct FeedState {
+    /// The latest closed bar per (symbol, timeframe), with the count of bars closed so far.
+    pub bars: HashMap<(Symbol, Timeframe), (u64, Bar)>,
+    pub pnl: (u64, PnlView),
+    /// `(at_ms, equity)`, oldest first, at most [`CURVE_POINTS`].
+    pub curve: VecDeque<(i64, Decimal)>,
+}
+
+pub struct ClientFeed {
+    state: Published<FeedState>,
+    owner: Publisher<FeedState>,
+    /// Connections watching market data; the tick path rings only when this is above zero.
+    watchers: AtomicUsize,
+    bell: Arc<Notify>,
+    /// The relay's fan-out to connections (started with the first watcher).
+    changed: OnceLock<watch::Receiver<u64>>,
+}
+
+impl Default for ClientFeed {
+    fn default() -> Self {
+        let (owner, state) = publish(FeedState::default());
+        Self {
+            state,
+            owner,
+            watchers: AtomicUsize::new(0),
+            bell: Arc::new(Notify::new()),
+            changed: OnceLock::new(),
+        }
+    }
+}
+
+/// A connection's registration as a watcher; dropping it unregisters.
+pub struct Watch {
+    feed: Arc<ClientFeed>,
+    pub changed: watch::Receiver<u64>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.feed.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ClientFeed {
+    /// Something clients watch changed (a quote, a bar, the PnL). O(1) and allocation-free; nothing at all
+    /// without watchers.
+    #[inline]
+    pub fn ring(&self) {
+        if self.watchers.load(Ordering::Relaxed) > 0 {
+            self.bell.notify_one();
+        }
+    }
+
+    /// `MarketData` closed a bar.
+    pub fn bar_closed(&self, bar: &Bar) {
+        self.owner.modify(|s| {
+            let entry = s
+                .bars
+                .entry((bar.symbol.clone(), bar.timeframe))
+                .or_insert_with(|| (0, bar.clone()));
+            entry.0 += 1;
+            entry.1 = bar.clone();
+        });
+        self.ring();
+    }
+
+    /// `Portfolio` marked its PnL; a point joins the curve when a second passed since the last one.
+    pub fn set_pnl(&self, pnl: PnlView) {
+        self.owner.modify(|s| {
+            if s.curve.back().is_none_or(|(at, _)| pnl.at_ms - at >= 1_000) {
+                if s.curve.len() == CURVE_POINTS {
+                    s.curve.pop_front();
+                }
+                s.curve.push_back((pnl.at_ms, pnl.equity));
+            }
+            s.pnl.0 += 1;
+            s.pnl.1 = pnl;
+        });
+        self.ring();
+    }
+
+    pub fn read(&self) -> watch::Ref<'_, FeedState> {
+        self.state.read()
+    }
+
+    /// Registers a watcher: its `changed` receiver wakes after every ring (several rings may wake it once).
+    /// Starts the relay on the current tokio runtime the first time.
+    pub fn watch(self: &Arc<Self>) -> Watch {
+        let changed = self
+            .changed
+            .get_or_init(|| {
+                let (tx, rx) = watch::channel(0u64);
+                let bell = self.bell.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    loop {
+                        bell.notified().await;
+                        n += 1;
+                        if tx.send(n).is_err() {
+                            return;
+                        }
+                    }
+                });
+                rx
+            })
+            .clone();
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Watch {
+            feed: self.clone(),
+            changed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(close: &str) -> Bar {
+        let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
+        Bar {
+            symbol: Symbol("EURUSD".into()),
+            timeframe: Timeframe::M1,
+            open_time_ms: 60_000,
+            open: d("1.1"),
+            high: d("1.2"),
+            low: d("1.0"),
+            close: d(close),
+            tick_volume: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_wakes_after_a_ring_and_reads_the_latest_bar_and_pnl() {
+        let feed = Arc::new(ClientFeed::default());
+        feed.bar_closed(&bar("1.15")); // no watcher yet: kept, nobody woken
+        let mut w = feed.watch();
+        feed.bar_closed(&bar("1.16"));
+        feed.set_pnl(PnlView {
+            equity: Decimal::ONE,
+            at_ms: 5_000,
+            ..PnlView::default()
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), w.changed.changed())
+            .await
+            .expect("woken")
+            .expect("relay alive");
+        drop(w);
+        assert_eq!(feed.watchers.load(Ordering::Relaxed), 0);
+        let s = feed.read();
+        let (count, latest) = &s.bars[&(Symbol("EURUSD".into()), Timeframe::M1)];
+        assert_eq!((*count, latest.close.to_string()), (2, "1.16".to_owned()));
+        assert_eq!(s.pnl.0, 1);
+        assert_eq!(s.curve.len(), 1);
+    }
+
+    #[test]
+    fn the_curve_keeps_one_point_a_second() {
+        let feed = ClientFeed::default();
+        for at_ms in [0, 400, 999, 1_000, 2_500] {
+            feed.set_pnl(PnlView {
+                at_ms,
+                ..PnlView::default()
+            });
+        }
+        let at: Vec<i64> = feed.read().curve.iter().map(|p| p.0).collect();
+        assert_eq!(at, vec![0, 1_000, 2_500]);
+        assert_eq!(feed.watchers.load(Ordering::Relaxed), 0);
+    }
+}
