@@ -18,7 +18,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "${browser_log:-}"' EXIT
 # Every suite runs even when an earlier one failed; the exit status reports the first failure.
 set +e
 echo "== cargo test (embedded profile: SQLite)"
@@ -28,10 +28,15 @@ echo "== cargo test --test api (real profile: PostgreSQL with row-level security
 TRELLIS_TEST_PROFILE=real cargo test --locked --test api 2>&1 | tee -a "$log"
 real_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$real_status
-echo "== pytest (clients/mt5-bridge against a real trellis serve)"
+echo "== pytest (clients/mt5-bridge and clients/trellis-client against a real trellis serve)"
 bash scripts/test-python.sh 2>&1 | tee -a "$log"
 python_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$python_status
+echo "== browser (the dashboard in Debian's Chromium against a real trellis demo)"
+browser_log="$(mktemp)"
+bash scripts/test-browser.sh 2>&1 | tee "$browser_log"
+browser_status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] && status=$browser_status
 echo "== schemathesis (OpenAPI fuzzer against a real trellis serve)"
 # Printed, not added to "$log": its counts are generated requests, not tests, and its failure reports quote
 # server answers, which must not reach the closing line's greps.
@@ -43,7 +48,11 @@ fuzz_status=$?
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 # pytest's last line: "9 passed in 7.8s" or "1 failed, 8 passed in 9.1s".
-py_summary=$(grep -E '^[0-9]+ (passed|failed).* in [0-9.]+s' "$log" | tail -n 1 || true)
+# test-python.sh ends with one line for both of its runs; the browser stage has its own.
+py_summary=$(
+  grep -E '^[0-9]+ (passed|failed).* in [0-9.]+s' "$log" | tail -n 1 || true
+  grep -E '^[0-9]+ (passed|failed).* in [0-9.]+s' "$browser_log" | tail -n 1 || true
+)
 py_passed=$(echo "$py_summary" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 py_failed=$(echo "$py_summary" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 passed=$((passed + py_passed))

@@ -107,7 +107,18 @@ impl ClientFeed {
     }
 
     /// `Portfolio` marked its PnL; a point joins the curve when a second passed since the last one.
+    /// Unchanged figures change nothing (no update for clients).
     pub fn set_pnl(&self, pnl: PnlView) {
+        {
+            let s = self.state.read();
+            let last = &s.pnl.1;
+            if s.pnl.0 > 0
+                && (last.realised, last.unrealised, last.commission)
+                    == (pnl.realised, pnl.unrealised, pnl.commission)
+            {
+                return;
+            }
+        }
         self.owner.modify(|s| {
             if s.curve.back().is_none_or(|(at, _)| pnl.at_ms - at >= 1_000) {
                 if s.curve.len() == CURVE_POINTS {
@@ -199,9 +210,18 @@ mod tests {
     #[test]
     fn the_curve_keeps_one_point_a_second() {
         let feed = ClientFeed::default();
-        for at_ms in [0, 400, 999, 1_000, 2_500] {
+        for (at_ms, equity) in [
+            (0, 1),
+            (400, 2),
+            (999, 3),
+            (1_000, 4),
+            (1_500, 4),
+            (2_500, 5),
+        ] {
             feed.set_pnl(PnlView {
                 at_ms,
+                realised: Decimal::from(equity),
+                equity: Decimal::from(equity),
                 ..PnlView::default()
             });
         }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::domain::Symbol;
 
 /// A model's prediction for a closed bar.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Prediction {
     /// The deployment that made it.
     pub deployment: String,

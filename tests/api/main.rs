@@ -7,6 +7,7 @@ mod backtest;
 mod bridge;
 mod cache;
 mod clickhouse;
+mod client_ws;
 mod config;
 mod events;
 mod health;

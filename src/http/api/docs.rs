@@ -203,6 +203,16 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
         ]),
         ("GET", "/orders") => list("orders", of::<Order>(g)),
         ("GET", "/api/openapi.json") => json!({"type": "object", "description": "this document"}),
+        ("GET", "/api/asyncapi.json") => {
+            json!({"type": "object", "description": "an AsyncAPI 3 document"})
+        }
+        ("POST", "/ws-tickets") => obj(vec![
+            (
+                "ticket",
+                json!({"type": "string", "description": "single use, valid 30 s"}),
+            ),
+            ("expires_ms", json!({"type": "integer"})),
+        ]),
         ("GET", "/api/docs") => json!({"type": "string", "description": "an HTML page"}),
         _ => return None,
     })
@@ -231,6 +241,7 @@ pub fn document() -> Value {
             "/versions",
             "/deployments",
             "/jobs",
+            "/ws-tickets",
         ];
         let success = if r.method == "POST" && creates.iter().any(|c| r.path.ends_with(c)) {
             "201"

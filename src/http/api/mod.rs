@@ -568,6 +568,13 @@ pub static ROUTES: &[RouteDef] = &[
     route!("GET", "/api/openapi.json", Public, "docs", "This document"),
     route!(
         "GET",
+        "/api/asyncapi.json",
+        Public,
+        "docs",
+        "The trading-client WebSocket protocol (/ws/v1/client) as an AsyncAPI 3 document"
+    ),
+    route!(
+        "GET",
         "/api/docs",
         Public,
         "docs",
@@ -769,6 +776,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/positions", get().to(trading::my_positions))
         .route("/api/v1/orders", get().to(trading::my_orders))
         .route("/api/openapi.json", get().to(docs::openapi))
+        .route(
+            "/api/asyncapi.json",
+            get().to(crate::http::ws::asyncapi::asyncapi),
+        )
         .route("/api/docs", get().to(docs::page));
 }
 
