@@ -46,6 +46,14 @@ pub fn document() -> Value {
 
     // What the client sends: `{"op": …, "id": …, …fields}`.
     let ops = schema::<ClientOp>(&mut g);
+    let ops = match ops["$ref"].as_str() {
+        Some(r) => g
+            .definitions()
+            .get(r.rsplit('/').next().unwrap_or_default())
+            .cloned()
+            .unwrap_or(ops),
+        None => ops,
+    };
     let mut received = Vec::new();
     for variant in ops["oneOf"].as_array().cloned().unwrap_or_default() {
         let op = variant["properties"]["op"]["const"]
@@ -53,10 +61,12 @@ pub fn document() -> Value {
             .or_else(|| variant["properties"]["op"]["enum"][0].as_str())
             .unwrap_or("op")
             .to_owned();
-        let payload = json!({"allOf": [
-            {"type": "object", "required": ["id"], "properties": {"id": id}},
-            variant,
-        ]});
+        // The id is read before the operation's own fields (which refuse unknown ones): one object.
+        let mut payload = variant;
+        payload["properties"]["id"] = id.clone();
+        if let Some(required) = payload["required"].as_array_mut() {
+            required.push(json!("id"));
+        }
         received.push(message(&op, &format!("the `{op}` operation"), payload));
     }
 
@@ -236,14 +246,14 @@ mod tests {
         ] {
             assert!(messages.contains_key(op), "{op} missing");
         }
-        let place = &messages["place_order"]["payload"]["allOf"][1];
+        let place = &messages["place_order"]["payload"];
         let required: Vec<&str> = place["required"]
             .as_array()
             .expect("required")
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        for field in ["op", "client_order_id", "symbol", "side", "volume"] {
+        for field in ["op", "id", "client_order_id", "symbol", "side", "volume"] {
             assert!(required.contains(&field), "{field} not required: {place}");
         }
         // Every $ref points at something in the document.
