@@ -10,6 +10,8 @@
 //!   another tenant's strategy panics 100 times a second.
 //! - `models`: inference, tick → order with a model, 1 000 model actors.
 //! - `training`: a year of M1 bars trained walk-forward, and tick → order while training runs.
+//! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
+//!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client.
 //!
 //! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
 //! percentiles come from the histogram, the maximum is the true one.
@@ -34,12 +36,13 @@ use crate::sim::feed::RandomWalk;
 use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
+mod clients;
 mod history;
 mod models;
 mod recovery;
 mod training;
 
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "backtest",
     "history",
     "latency",
@@ -50,6 +53,7 @@ pub const NAMES: [&str; 10] = [
     "recovery",
     "models",
     "training",
+    "clients",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -71,6 +75,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "recovery" => recovery::recovery().await,
         "models" => models::run().await,
         "training" => training::run().await,
+        "clients" => clients::run().await,
         "all" => {
             backtest()?;
             history::run().await?;
@@ -81,7 +86,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
             auth().await?;
             recovery::recovery().await?;
             models::run().await?;
-            training::run().await
+            training::run().await?;
+            clients::run().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",
@@ -418,6 +424,19 @@ async fn drive(
     seconds: u64,
     per_bar: u64,
 ) -> anyhow::Result<Driven> {
+    drive_marked(port, key, login, rate, seconds, per_bar, None).await
+}
+
+/// [`drive`], noting when each tick was sent (by its `time_msc`) in `sent_at` when given.
+async fn drive_marked(
+    port: u16,
+    key: &str,
+    login: u64,
+    rate: u64,
+    seconds: u64,
+    per_bar: u64,
+    sent_at: Option<&dashmap::DashMap<i64, Instant>>,
+) -> anyhow::Result<Driven> {
     let (mut sink, mut stream) = open_bridge(port, key, login).await?;
     let mut seq = 1u64;
     let step = 60_000 / per_bar as i64;
@@ -478,6 +497,9 @@ async fn drive(
                     seq += 1;
                     let bid = 1.1 + (sent % 7) as f64 * 0.0001;
                     let tick = format!(r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":{bid:.5},"ask":{:.5}}}"#, bid + 0.0002);
+                    if let Some(marks) = sent_at {
+                        marks.insert(time_msc, Instant::now());
+                    }
                     sink.send(ws::Message::Text(tick.into())).await?;
                     sent += 1;
                     if opens_bar {
