@@ -977,6 +977,7 @@ impl Connection {
             }
         }
         let actor = self.principal.actor.clone();
+        let name = op_name(&op);
         match op {
             ClientOp::PlaceOrder(o) => self.place_order(o).await.map(Some),
             ClientOp::CancelOrder(c) => self.cancel_order(c).await.map(Some),
@@ -1022,27 +1023,14 @@ impl Connection {
                     format!("no strategy `{}`", s.strategy),
                 ))
             }
-            ClientOp::StrategyStart(s) => {
+            ClientOp::StrategyStart(s) | ClientOp::StrategyStop(s) => {
+                let start = name == "strategy_start";
                 crate::http::api::strategies::set_enabled_as(
                     &self.state,
                     &t,
                     &actor,
                     &s.strategy,
-                    true,
-                )
-                .await
-                .map_err(Refusal::from)?;
-                Ok(Some(
-                    json!({ "strategy": self.strategy_view(&s.strategy).await }),
-                ))
-            }
-            ClientOp::StrategyStop(s) => {
-                crate::http::api::strategies::set_enabled_as(
-                    &self.state,
-                    &t,
-                    &actor,
-                    &s.strategy,
-                    false,
+                    start,
                 )
                 .await
                 .map_err(Refusal::from)?;
