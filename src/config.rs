@@ -344,9 +344,11 @@ fn default_tier() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RiskSettings {
     #[serde(default)]
+    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
     pub max_order_volume: Option<rust_decimal::Decimal>,
     /// Largest absolute net position per symbol, in lots.
     #[serde(default)]
+    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
     pub max_net_position: Option<rust_decimal::Decimal>,
     #[serde(default)]
     pub max_open_positions: Option<usize>,
@@ -355,9 +357,11 @@ pub struct RiskSettings {
     pub allowed_symbols: Vec<String>,
     /// Largest loss of the UTC day (realised + unrealised), in account currency, as a positive number.
     #[serde(default)]
+    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
     pub max_daily_loss: Option<rust_decimal::Decimal>,
     /// Largest fall of PnL from its peak, in account currency.
     #[serde(default)]
+    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
     pub max_drawdown: Option<rust_decimal::Decimal>,
     /// Close every position when a loss limit trips the kill switch.
     #[serde(default)]
@@ -367,6 +371,7 @@ pub struct RiskSettings {
     /// last `correlation_window` bars. An order that would take the figure beyond the limit, and raise it,
     /// is refused; hedges pass. Applies once the window holds 30 bars.
     #[serde(default)]
+    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
     pub max_portfolio_volatility: Option<rust_decimal::Decimal>,
     /// M1 bars the correlation engine keeps (default 240, 30 to 10 000).
     #[serde(default)]
@@ -385,6 +390,7 @@ pub struct RegimeRisk {
     #[serde(default = "volatile")]
     pub state: String,
     /// From 0 to 1 (0.5 halves the limits).
+    #[schemars(schema_with = "crate::http::api::docs::fraction_decimal")]
     pub scale: rust_decimal::Decimal,
 }
 
@@ -405,6 +411,7 @@ pub struct StrategySettings {
     #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
     pub timeframe: String,
     /// Lots per position.
+    #[schemars(schema_with = "crate::http::api::docs::positive_decimal")]
     pub volume: rust_decimal::Decimal,
     /// The MT5 login to trade on; the tenant's only connected account when omitted.
     #[serde(default)]

@@ -93,15 +93,17 @@ pub async fn run() -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let frames = counters.frames.load(Ordering::Relaxed);
-    let latencies = counters.latencies.lock().unwrap_or_else(|p| p.into_inner());
+    let latency = counters
+        .latencies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .summary(&[50.0, 99.0, 99.9]);
     println!(
-        "fan-out: {frames} tick frames to {CLIENTS} clients for {} ticks ({:.0} frames/s, {:.1}% of ticks × clients: the rest conflated); tick sent → client received {}",
+        "fan-out: {frames} tick frames to {CLIENTS} clients for {} ticks ({:.0} frames/s, {:.1}% of ticks × clients: the rest conflated); tick sent → client received {latency}",
         with.sent,
         frames as f64 / SECONDS as f64,
         frames as f64 * 100.0 / (with.sent as f64 * CLIENTS as f64).max(1.0),
-        latencies.summary(&[50.0, 99.0, 99.9]),
     );
-    drop(latencies);
     for r in readers {
         r.abort();
     }

@@ -42,7 +42,7 @@ impl Role {
 }
 
 /// An API key's permission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Scope {
     #[serde(rename = "read")]
     Read,

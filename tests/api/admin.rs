@@ -731,3 +731,111 @@ fn results_have_trades(
         .as_array()
         .is_some_and(|r| r.iter().filter(traded).count() >= 2)
 }
+
+#[actix_rt::test]
+async fn bodies_are_checked_as_the_openapi_document_describes_them() {
+    let (app, root) = spawn_admin_app(&[]).await;
+    create_tenant(&app, &root, "acme", "enterprise").await;
+    let call = |method: &'static str, path: &'static str, body: serde_json::Value| {
+        let (app, root) = (&app, root.clone());
+        async move { app.call(method, path, Some(&root), Some(&body)).await }
+    };
+    // A name of white space only, or over its length in characters (not bytes), is refused naming it; one
+    // of 200 characters of two bytes each is taken.
+    for name in [json!(" \u{3000} "), json!("é".repeat(201))] {
+        let r = call(
+            "POST",
+            "/api/v1/tenants",
+            json!({"id": "blank", "name": name, "symbols": ["EURUSD"]}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{:?}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("name:")),
+            "{:?}",
+            r.body
+        );
+    }
+    let r = call(
+        "POST",
+        "/api/v1/tenants",
+        json!({"id": "wide", "name": "é".repeat(200), "symbols": ["EURUSD"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // The tier is one of four; `platform` is taken.
+    let r = call("PUT", "/api/v1/tenants/wide/tier", json!({"tier": "gold"})).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tier:")),
+        "{:?}",
+        r.body
+    );
+    let r = call(
+        "POST",
+        "/api/v1/tenants",
+        json!({"id": "platform", "name": "p", "symbols": ["EURUSD"]}),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    // A body is an object: serde would otherwise fill a struct from an array, field by field.
+    let r = call("PUT", "/api/v1/tenants/acme/risk", json!([null, null])).await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // A whole number written with a fraction is an integer, as in JSON Schema.
+    let r = call(
+        "POST",
+        "/api/v1/tenants/acme/mt5-accounts",
+        json!({"login": 7001.0, "server": "S", "password": "p"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = call(
+        "POST",
+        "/api/v1/tenants/acme/mt5-accounts",
+        json!({"login": 7001.5, "server": "S", "password": "p"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // Risk limits are positive decimals, as numbers or strings of digits; a symbol the tenant does not trade
+    // conflicts with its settings (409), it is not malformed.
+    for (body, status) in [
+        (json!({"max_order_volume": 0}), 400),
+        (json!({"max_order_volume": "-1"}), 400),
+        (json!({"max_order_volume": "1e3"}), 400),
+        (json!({"max_order_volume": 9.7e95}), 400),
+        (
+            json!({"max_order_volume": "2.5", "max_daily_loss": 100}),
+            200,
+        ),
+        (json!({"allowed_symbols": ["XAUUSD"]}), 409),
+        (json!({"regime": {"deployment": "d", "scale": 1.5}}), 400),
+    ] {
+        let r = call("PUT", "/api/v1/tenants/acme/risk", body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {:?}", r.body);
+    }
+    // Keys: scopes from the enum, at least one; the name is not blank.
+    let r = call(
+        "POST",
+        "/api/v1/tenants/acme/api-keys",
+        json!({"name": "  ", "scopes": ["read"]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = call(
+        "POST",
+        "/api/v1/tenants/acme/api-keys",
+        json!({"name": "k", "scopes": []}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    // The caller's-tenant routes refuse a platform administrator, who has none (403, not a malformed request).
+    for path in ["/api/v1/orders", "/api/v1/positions"] {
+        let r = app.call("GET", path, Some(&root), None).await;
+        assert_eq!(r.status, 403, "{path}: {:?}", r.body);
+    }
+    app.shutdown().await;
+}

@@ -13,9 +13,14 @@ use crate::storage::security::Mt5AccountRow;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterAccount {
+    /// A positive MT5 login (at most 2^63 - 1).
+    #[schemars(range(min = 1, max = 9_223_372_036_854_775_807u64))]
     pub login: u64,
-    /// The broker's trade server, e.g. "MetaQuotes-Demo".
+    /// The broker's trade server, e.g. "MetaQuotes-Demo": 1 to 128 characters, not all white space.
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::docs::NOT_BLANK))]
     pub server: String,
+    /// 1 to 256 characters.
+    #[schemars(length(min = 1, max = 256))]
     pub password: String,
 }
 
@@ -44,20 +49,21 @@ fn view(auth: &Authorized, a: &Mt5AccountRow) -> AccountView {
 
 pub async fn register(
     auth: Authorized,
-    Body(body): Body<RegisterAccount>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: RegisterAccount = super::docs::decode(body)?;
     let tenant = auth.tenant()?.clone();
     if body.login == 0 || body.login > i64::MAX as u64 {
         return Err(ApiError::BadRequest(
             "login: must be a positive MT5 login".into(),
         ));
     }
-    if body.server.trim().is_empty() || body.server.len() > 128 {
+    if super::docs::is_blank(&body.server) || body.server.chars().count() > 128 {
         return Err(ApiError::BadRequest(
-            "server: must have 1 to 128 characters".into(),
+            "server: must have 1 to 128 characters, not all white space".into(),
         ));
     }
-    if body.password.is_empty() || body.password.len() > 256 {
+    if body.password.is_empty() || body.password.chars().count() > 256 {
         return Err(ApiError::BadRequest(
             "password: must have 1 to 256 characters".into(),
         ));

@@ -26,8 +26,9 @@ pub struct RefreshRequest {
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    Body(body): Body<LoginRequest>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: LoginRequest = super::docs::decode(body)?;
     let ip = req.peer_addr().map(|a| a.ip());
     let pair = state
         .security
@@ -40,8 +41,9 @@ pub async fn login(
 
 pub async fn refresh(
     state: web::Data<AppState>,
-    Body(body): Body<RefreshRequest>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: RefreshRequest = super::docs::decode(body)?;
     let pair = state.security.refresh(&body.refresh_token).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -252,13 +252,15 @@ fn weights(d: &Deployment) -> serde_json::Value {
 pub async fn create(
     auth: Authorized,
     path: web::Path<(String, String)>,
-    Body(body): Body<CreateDeployment>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: CreateDeployment = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     super::valid_id("id", &body.id)?;
+    super::trading::traded_symbol(&t, "symbol", &body.symbol)?;
     super::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
     let budget_us = body.budget_us.unwrap_or(5_000);
     if budget_us == 0 || budget_us > MAX_BUDGET_US {
@@ -335,8 +337,9 @@ pub async fn create(
 pub async fn change(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
-    Body(body): Body<ChangeDeployment>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: ChangeDeployment = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;

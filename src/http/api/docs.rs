@@ -218,6 +218,146 @@ pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> 
     })
 }
 
+/// The media type of a route's successful answer.
+fn success_type(path: &str) -> &'static str {
+    if path == "/api/docs" {
+        "text/html"
+    } else {
+        "application/json"
+    }
+}
+
+/// A pattern a text matches when it is not all white space: it holds a character outside Unicode's
+/// White_Space set (what [`char::is_whitespace`] and `str::trim` go by), written out so every regex engine
+/// reads it alike.
+pub const NOT_BLANK: &str = "[^\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]";
+
+/// Whether a text is empty or all white space (the opposite of [`NOT_BLANK`]).
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(char::is_whitespace)
+}
+
+/// A pattern of texts without NUL.
+pub const NO_NUL: &str = "^[^\u{0}]*$";
+
+/// Ids and names: what [`super::valid_id`] accepts.
+pub const ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
+/// The schema of a path parameter: what its handler accepts (others are strings looked up, 404 when absent).
+fn path_schema(name: &str) -> Value {
+    match name {
+        // Parsed as a signed 64-bit number (400 otherwise); a login not registered is 404.
+        "login" => json!({"type": "integer", "format": "int64"}),
+        "alias" => json!({"type": "string", "pattern": ID_PATTERN}),
+        _ => json!({"type": "string"}),
+    }
+}
+
+/// The schema of a query parameter: what its handler parses (`Page`, the audit query, the events query).
+fn query_schema(path: &str, name: &str) -> Value {
+    match name {
+        "tenant" | "action" => json!({"type": "string"}),
+        // `Page`'s offset and limit and the events' limit: unsigned (the limit is then brought into 1..=1000).
+        "offset" | "limit" if path != "/api/v1/audit" => {
+            json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
+        }
+        _ => json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}),
+    }
+}
+
+/// The refusals a route can answer, from what its extractors and handler do.
+fn errors(r: &super::RouteDef) -> Vec<(&'static str, &'static str)> {
+    let public = r.access == Access::Public;
+    let auth = r.path.starts_with("/api/v1/auth/");
+    let mut out = Vec::new();
+    let validated = r.body.is_some()
+        || !r.query.is_empty()
+        || r.path.ends_with("{login}")
+        || r.path.ends_with("{alias}")
+        || r.path == "/api/v1/auth/logout";
+    if validated {
+        out.push(("400", "Invalid request; the message names the field"));
+    }
+    if !public || auth {
+        out.push((
+            "401",
+            if public {
+                "Wrong credentials, or a refresh token that is not valid"
+            } else {
+                "Missing, invalid, expired or revoked credentials"
+            },
+        ));
+    }
+    if !public {
+        out.push((
+            "403",
+            "Role, scope or tier does not allow it, or the tenant is suspended",
+        ));
+        if r.path != "/api/v1/tenants" {
+            out.push(("404", "Not found, or another tenant's"));
+        }
+    }
+    if !public && r.method != "GET" && r.path != "/api/v1/ws-tickets" {
+        out.push(("409", "Conflicts with what is stored (a duplicate, a revoked key, an object in use, a running tenant, a symbol the tenant does not trade)"));
+    }
+    if r.body.is_some() {
+        out.push(("413", "The body is larger than the server accepts"));
+    }
+    if !public || r.path == "/api/v1/auth/login" {
+        out.push((
+            "429",
+            if public {
+                "Too many attempts; see Retry-After"
+            } else {
+                "Rate limit of the tenant's tier; see Retry-After"
+            },
+        ));
+    }
+    if !public || auth {
+        out.push((
+            "503",
+            "Storage or an actor is briefly unavailable; see Retry-After",
+        ));
+    }
+    out
+}
+
+/// Writes the range of each fixed-width integer (`format` uint32, uint64, int64, …) as `minimum` and `maximum`
+/// where the schema has none: the value deserializes into that Rust type, or is refused (400).
+fn bound_integers(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let integer = m.get("type").is_some_and(|t| {
+                t == "integer"
+                    || t.as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "integer"))
+            });
+            let range: Option<(Value, Value)> = match m.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((0.into(), u8::MAX.into())),
+                Some("uint16") => Some((0.into(), u16::MAX.into())),
+                Some("uint32") => Some((0.into(), u32::MAX.into())),
+                Some("uint64" | "uint") => Some((0.into(), u64::MAX.into())),
+                Some("int8") => Some((i8::MIN.into(), i8::MAX.into())),
+                Some("int16") => Some((i16::MIN.into(), i16::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                Some("int64" | "int") => Some((i64::MIN.into(), i64::MAX.into())),
+                _ => None,
+            };
+            if let (true, Some((min, max))) = (integer, range) {
+                if !m.contains_key("minimum") && !m.contains_key("exclusiveMinimum") {
+                    m.insert("minimum".into(), min);
+                }
+                if !m.contains_key("maximum") && !m.contains_key("exclusiveMaximum") {
+                    m.insert("maximum".into(), max);
+                }
+            }
+            m.values_mut().for_each(bound_integers);
+        }
+        Value::Array(a) => a.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
+}
+
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut generator = SchemaSettings::openapi3().into_generator();
@@ -225,10 +365,10 @@ pub fn document() -> Value {
     for r in ROUTES {
         let mut params: Vec<Value> = path_params(r.path)
             .into_iter()
-            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": path_schema(&p)}))
             .collect();
         params.extend(r.query.iter().map(|q| {
-            json!({"name": q, "in": "query", "required": false, "schema": {"type": if *q == "tenant" || *q == "action" { "string" } else { "integer" }}})
+            json!({"name": q, "in": "query", "required": false, "schema": query_schema(r.path, q)})
         }));
         let creates = [
             "/tenants",
@@ -258,36 +398,36 @@ pub fn document() -> Value {
             "parameters": params,
             "responses": {
                 success: {"description": match success { "201" => "Created", "202" => "Accepted: queued, to be watched", _ => "OK" },
-                    "content": {"application/json": {"schema": response(r.method, r.path, &mut generator)}}},
-                "400": {"description": "Invalid request; the message names the field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "404": {"description": "Not found, or another tenant's"},
+                    "content": {success_type(r.path): {"schema": response(r.method, r.path, &mut generator)}}},
             },
         });
-        if r.method != "GET" {
-            op["responses"]["409"] = json!({"description": "Conflicts with what is stored (a duplicate, a revoked key, an object in use, a running tenant)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        }
         if r.path.ends_with("/versions") && r.method == "POST" {
             op["responses"]["200"] = json!({"description": "The same file was stored already (created: false)",
                 "content": {"application/json": {"schema": response(r.method, r.path, &mut generator)}}});
         }
-        if r.path == "/api/v1/auth/login" || r.path == "/api/v1/auth/refresh" {
-            op["responses"]["401"] =
-                json!({"description": "Wrong credentials, or a refresh token that is not valid"});
+        for (code, description) in errors(r) {
+            op["responses"][code] = if code == "404" {
+                // Also actix's own empty 404 for a path that matches no route.
+                json!({"description": description})
+            } else {
+                json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+            };
         }
         if r.access != Access::Public {
             op["security"] = json!([{"bearer": []}, {"apiKey": []}]);
-            op["responses"]["401"] =
-                json!({"description": "Missing, invalid, expired or revoked credentials"});
-            op["responses"]["403"] =
-                json!({"description": "Role, scope or tier does not allow it"});
-            op["responses"]["429"] =
-                json!({"description": "Rate limit of the tenant's tier; see Retry-After"});
         }
         if let Some(body) = r.body {
-            let schema = body(&mut generator);
+            let mut schema = body(&mut generator).to_value();
+            if r.path == "/api/v1/ws-tickets" {
+                // Documented as required: a platform administrator must name the tenant (400 otherwise), the
+                // others may name their own; so naming it is what every caller can do.
+                schema["required"] = json!(["tenant"]);
+                schema["properties"] =
+                    json!({"tenant": {"type": "string", "minLength": 1, "maxLength": 64}});
+            }
             op["requestBody"] = json!({
                 "required": true,
-                "content": {"application/json": {"schema": schema.to_value()}},
+                "content": {"application/json": {"schema": schema}},
             });
         }
         let item = paths
@@ -296,6 +436,8 @@ pub fn document() -> Value {
         item[r.method.to_lowercase()] = op;
     }
     let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    schemas.values_mut().for_each(bound_integers);
+    paths.values_mut().for_each(bound_integers);
     schemas.insert(
         "Error".into(),
         json!({"type": "object", "required": ["error", "message"], "properties": {
@@ -385,4 +527,164 @@ fn optimisation() -> serde_json::Value {
 /// A training job as the API shows it.
 fn job() -> serde_json::Value {
     json!({"type": "object", "description": "id, tenant, model, state (queued, running, succeeded, failed, cancelled), progress (0–1), actor, created_ms, started_ms, finished_ms, request, bars, version (the trained version's sha256), report (walk-forward: folds with accuracy, base_rate, log_loss, sharpe, trades; totals), promotion (alias, promoted, reason, comparison with McNemar p_value, previous, deployments), error"})
+}
+
+/// Reads a JSON body the way the document describes it. JSON Schema (and JSON itself) does not tell `5` from
+/// `5.0`: a number with a zero fraction is an `integer` of the document, so it is taken as one here before the
+/// body is checked against its type. An error names the field, like [`super::parse_json`].
+pub fn decode<T: serde::de::DeserializeOwned>(
+    mut body: Value,
+) -> Result<T, crate::http::error::ApiError> {
+    fn integral(v: &mut Value) {
+        match v {
+            Value::Number(n) => {
+                if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                        *v = Value::from(f as u64);
+                    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                        *v = Value::from(f as i64);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(integral),
+            Value::Object(map) => map.values_mut().for_each(integral),
+            _ => {}
+        }
+    }
+    if !body.is_object() {
+        // serde would take an array for a struct, field by field: the document says object.
+        return Err(crate::http::error::ApiError::BadRequest(
+            "body: must be a JSON object".into(),
+        ));
+    }
+    integral(&mut body);
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            crate::http::error::ApiError::BadRequest(format!("body: {inner}"))
+        } else {
+            crate::http::error::ApiError::BadRequest(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// A positive decimal of the document as a string: no sign, no exponent, up to 15 integer digits and
+/// 28 decimals, not zero (its first significant digit within the 28 decimals).
+const POSITIVE_DECIMAL: &str = r"^([1-9][0-9]{0,14}(\.[0-9]{1,28})?|0\.0{0,27}[1-9][0-9]{0,27})$";
+/// A decimal from 0 to 1 as a string.
+const FRACTION_DECIMAL: &str = r"^(0(\.[0-9]{1,28})?|1(\.0{1,28})?)$";
+/// The range of a positive decimal given as a JSON number (a float is exact to these bounds).
+const POSITIVE_MIN: f64 = 1e-8;
+const POSITIVE_MAX: f64 = 999_999_999_999_999.0;
+
+/// Lots, volumes and money limits: a positive decimal, as a JSON number or a string (answers give strings).
+pub fn positive_decimal(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"anyOf": [
+        {"type": "number", "minimum": POSITIVE_MIN, "maximum": POSITIVE_MAX},
+        {"type": "string", "maxLength": 44, "pattern": POSITIVE_DECIMAL},
+    ], "description": "greater than 0: a number from 1e-8 to 999999999999999, or a string of decimal digits"})
+}
+
+/// [`positive_decimal`], or null.
+pub fn positive_decimal_or_null(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut s = positive_decimal(g);
+    if let Some(any) = s.get_mut("anyOf").and_then(Value::as_array_mut) {
+        any.push(json!({"type": "null"}));
+    }
+    s
+}
+
+/// A decimal from 0 to 1, as a JSON number or a string.
+pub fn fraction_decimal(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1},
+        {"type": "string", "maxLength": 30, "pattern": FRACTION_DECIMAL},
+    ]})
+}
+
+/// What a decimal of the document may be.
+#[derive(Debug, Clone, Copy)]
+pub enum DecimalRule {
+    Positive,
+    Fraction,
+}
+
+fn digits(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks a decimal as its document schema says ([`positive_decimal`], [`fraction_decimal`]); absent or null
+/// passes (the field is optional). The error names the field.
+pub fn check_decimal(
+    v: Option<&Value>,
+    field: &str,
+    rule: DecimalRule,
+) -> Result<(), crate::http::error::ApiError> {
+    let ok = match (v, rule) {
+        (None | Some(Value::Null), _) => true,
+        (Some(Value::Number(n)), DecimalRule::Positive) => n
+            .as_f64()
+            .is_some_and(|f| (POSITIVE_MIN..=POSITIVE_MAX).contains(&f)),
+        (Some(Value::Number(n)), DecimalRule::Fraction) => {
+            n.as_f64().is_some_and(|f| (0.0..=1.0).contains(&f))
+        }
+        (Some(Value::String(s)), DecimalRule::Positive) => {
+            let (int, frac) = match s.split_once('.') {
+                Some((i, f)) => (i, Some(f)),
+                None => (s.as_str(), None),
+            };
+            s.len() <= 44
+                && if int == "0" {
+                    frac.is_some_and(|f| {
+                        let zeros = f.bytes().take_while(|b| *b == b'0').count();
+                        digits(f, 1, 55) && zeros < f.len() && zeros <= 27 && f.len() - zeros <= 28
+                    })
+                } else {
+                    digits(int, 1, 15)
+                        && !int.starts_with('0')
+                        && frac.is_none_or(|f| digits(f, 1, 28))
+                }
+        }
+        (Some(Value::String(s)), DecimalRule::Fraction) => {
+            s.len() <= 30
+                && match s.split_once('.') {
+                    None => s == "0" || s == "1",
+                    Some(("0", f)) => digits(f, 1, 28),
+                    Some(("1", f)) => digits(f, 1, 28) && f.bytes().all(|b| b == b'0'),
+                    _ => false,
+                }
+        }
+        _ => true, // another type: the body's type check names it
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(crate::http::error::ApiError::BadRequest(match rule {
+        DecimalRule::Positive => format!(
+            "{field}: must be greater than 0: a number from 1e-8 to 999999999999999, or a string of decimal digits"
+        ),
+        DecimalRule::Fraction => format!("{field}: from 0 to 1"),
+    }))
+}
+
+/// Checks the decimals of risk limits in a JSON body (before it is read into [`crate::config::RiskSettings`]).
+pub fn check_risk_decimals(v: &Value, at: &str) -> Result<(), crate::http::error::ApiError> {
+    for name in [
+        "max_order_volume",
+        "max_net_position",
+        "max_daily_loss",
+        "max_drawdown",
+        "max_portfolio_volatility",
+    ] {
+        check_decimal(v.get(name), &format!("{at}{name}"), DecimalRule::Positive)?;
+    }
+    if let Some(r) = v.get("regime") {
+        check_decimal(
+            r.get("scale"),
+            &format!("{at}regime.scale"),
+            DecimalRule::Fraction,
+        )?;
+    }
+    Ok(())
 }

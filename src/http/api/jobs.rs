@@ -30,11 +30,13 @@ fn job_error(e: JobError) -> ApiError {
 pub async fn create(
     auth: Authorized,
     path: web::Path<(String, String)>,
-    Body(body): Body<JobRequest>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: JobRequest = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?.clone();
+    super::trading::traded_symbol(&t, "symbol", &body.symbol)?;
     super::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
     if let (Some(from), Some(to)) = (body.from_ms, body.to_ms) {
         if from > to {

@@ -14,9 +14,11 @@ use crate::security::service::{now_ms, KeyView};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// What the key is for (e.g. "bridge-london").
+    /// What the key is for (e.g. "bridge-london"): 1 to 100 characters, not all white space.
+    #[schemars(length(min = 1, max = 100), regex(pattern = super::docs::NOT_BLANK))]
     pub name: String,
-    /// Any of `read`, `trade`, `market:write`.
+    /// At least one of `read`, `trade`, `market:write`.
+    #[schemars(with = "Vec<Scope>", length(min = 1))]
     pub scopes: Vec<String>,
     /// Lifetime; the key never expires when absent.
     #[serde(default)]
@@ -33,15 +35,16 @@ pub struct RollKey {
 
 pub async fn create(
     auth: Authorized,
-    Body(body): Body<CreateKey>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: CreateKey = super::docs::decode(body)?;
     let tenant = auth.tenant()?.id.0.clone();
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
+    if super::docs::is_blank(&body.name) || body.name.chars().count() > 100 {
         return Err(ApiError::BadRequest(
-            "name: must have 1 to 100 characters".into(),
+            "name: must have 1 to 100 characters, not all white space".into(),
         ));
     }
+    let name = body.name.trim();
     if body.scopes.is_empty() {
         return Err(ApiError::BadRequest(
             "scopes: at least one scope is required".into(),
@@ -88,8 +91,9 @@ pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpR
 pub async fn roll(
     auth: Authorized,
     path: web::Path<(String, String)>,
-    OptionalBody(body): OptionalBody<RollKey>,
+    OptionalBody(body): OptionalBody<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: Option<RollKey> = body.map(super::docs::decode).transpose()?;
     let tenant = auth.tenant()?.id.0.clone();
     let overlap = body.and_then(|b| b.overlap_secs);
     let (row, secret) = auth

@@ -588,8 +588,49 @@ pub static ROUTES: &[RouteDef] = &[
 pub fn configure_uploads(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/tenants/{tenant}/models/{model}/versions")
-            .route(web::post().to(models::upload)),
+            .route(web::post().to(models::upload))
+            .default_service(web::to(method_not_allowed)),
     );
+}
+
+/// The methods [`ROUTES`] lists for a path pattern.
+pub fn methods_of(pattern: &str) -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter(|r| r.path == pattern)
+        .map(|r| r.method)
+        .collect()
+}
+
+/// 405 with `Allow` for a method a known path does not take (after the routes that take it).
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let allowed = req
+        .match_pattern()
+        .map(|p| methods_of(&p))
+        .unwrap_or_default();
+    if allowed.is_empty() {
+        return HttpResponse::NotFound().json(serde_json::json!({
+            "error": "not_found", "message": "not found"}));
+    }
+    let allow = allowed.join(", ");
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", allow.clone()))
+        .json(serde_json::json!({
+            "error": "method_not_allowed",
+            "message": format!("{} is not allowed here; allowed: {allow}", req.method()),
+        }))
+}
+
+/// Registers, after every route, a 405 for the other methods of each path of [`ROUTES`] (the model
+/// upload's resource answers its own).
+fn configure_method_not_allowed(cfg: &mut web::ServiceConfig) {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in ROUTES {
+        if r.path == "/api/v1/tenants/{tenant}/models/{model}/versions" || !seen.insert(r.path) {
+            continue;
+        }
+        cfg.route(r.path, web::route().to(method_not_allowed));
+    }
 }
 
 /// Registers every handler of [`ROUTES`] (the model upload through [`configure_uploads`]).
@@ -780,7 +821,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/asyncapi.json",
             get().to(crate::http::ws::asyncapi::asyncapi),
         )
-        .route("/api/docs", get().to(docs::page));
+        .route("/api/docs", get().to(docs::page))
+        .configure(configure_method_not_allowed);
 }
 
 /// The route `req` matched, from [`ROUTES`].

@@ -40,7 +40,9 @@ const TIER: &str = "professional";
 pub struct RegisterModel {
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     pub name: String,
+    /// At most 500 characters, no NUL.
     #[serde(default)]
+    #[schemars(length(max = 500), regex(pattern = super::docs::NO_NUL))]
     pub description: String,
 }
 
@@ -55,7 +57,8 @@ pub struct UploadVersion {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveAlias {
-    /// The version (sha256 of its file) the alias points at from now.
+    /// The version (sha256 of its file, 64 lower-case hex digits) the alias points at from now.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub version: String,
 }
 
@@ -105,8 +108,9 @@ pub async fn list(auth: Authorized, req: HttpRequest) -> Result<HttpResponse, Ap
 /// `POST …/models`: registers a model name.
 pub async fn register(
     auth: Authorized,
-    Body(body): Body<RegisterModel>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: RegisterModel = super::docs::decode(body)?;
     tier_gate(&auth)?;
     super::valid_id("name", &body.name)?;
     if body.description.chars().count() > 500 || body.description.contains('\0') {
@@ -214,7 +218,8 @@ async fn read_upload(
     }
     if content_type.starts_with("application/json") {
         let body = read(payload, max.saturating_mul(4) / 3 + MAX_MANIFEST_BYTES).await?;
-        let body: UploadVersion = super::parse_json(&body)?;
+        let body: serde_json::Value = super::parse_json(&body)?;
+        let body: UploadVersion = super::docs::decode(body)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(body.file_base64.trim())
             .map_err(|e| ApiError::BadRequest(format!("file_base64: not base64 ({e})")))?;
@@ -349,10 +354,21 @@ pub async fn upload(
 pub async fn move_alias(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
-    Body(body): Body<MoveAlias>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: MoveAlias = super::docs::decode(body)?;
     tier_gate(&auth)?;
     super::valid_id("alias", &path.2)?;
+    if body.version.len() != 64
+        || !body
+            .version
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ApiError::BadRequest(
+            "version: a version is the sha256 of its file, 64 lower-case hex digits".into(),
+        ));
+    }
     let m = model_of(&auth, &path.1).await?;
     let t = auth.tenant()?.clone();
     let moved = point_alias(
@@ -395,7 +411,8 @@ pub async fn point_alias(
     let store = &state.security.store;
     let tenant = t.id.0.as_str();
     if store.model_file(tenant, model, version).await?.is_none() {
-        return Err(ApiError::BadRequest(format!(
+        // Well formed, but not what the registry holds: a conflict with its state.
+        return Err(ApiError::Conflict(format!(
             "version: model `{model}` has no version `{version}`"
         )));
     }

@@ -46,6 +46,7 @@ pub struct OptimiseRequest {
     /// Each parameter's candidate values (the space every method searches).
     pub grid: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
+    #[schemars(schema_with = "super::docs::positive_decimal_or_null")]
     pub volume: Option<Decimal>,
     /// `net_profit` (default; `total_pnl` is the same), `sharpe`, `profit_factor` or `recovery_factor`.
     #[serde(default)]
@@ -114,6 +115,7 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 
 /// The search the request asks for, checked.
 fn plan(t: &crate::actors::tenant::TenantContext, req: &OptimiseRequest) -> Result<Plan, ApiError> {
+    super::trading::traded_symbol(t, "symbol", &req.symbol)?;
     let timeframe = super::symbol_and_timeframe(t, &req.symbol, &req.timeframe)?;
     if req.to_ms <= req.from_ms {
         return Err(bad("to_ms: must be after from_ms"));
@@ -248,8 +250,14 @@ fn job_error(e: JobError) -> ApiError {
 /// `POST …/optimisations`: queues a job (202).
 pub async fn create(
     auth: Authorized,
-    Body(req): Body<OptimiseRequest>,
+    Body(req): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    super::docs::check_decimal(
+        req.get("volume"),
+        "volume",
+        super::docs::DecimalRule::Positive,
+    )?;
+    let req: OptimiseRequest = super::docs::decode(req)?;
     let t = auth.tenant()?.clone();
     super::tenants::require_tier(&t, TIER, "strategy optimisation")?;
     let plan = plan(&t, &req)?;

@@ -28,8 +28,10 @@ use crate::http::error::ApiError;
 #[serde(deny_unknown_fields)]
 pub struct UpdateStrategy {
     #[serde(default)]
+    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
     pub timeframe: Option<String>,
     #[serde(default)]
+    #[schemars(schema_with = "super::docs::positive_decimal_or_null")]
     pub volume: Option<rust_decimal::Decimal>,
     #[serde(default)]
     pub account: Option<u64>,
@@ -43,12 +45,7 @@ fn child_name(id: &str) -> String {
 
 fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, ApiError> {
     super::valid_id("id", &s.id)?;
-    if !t.symbols.contains(&s.symbol) {
-        return Err(ApiError::BadRequest(format!(
-            "symbol: `{}` is not one of the tenant's symbols",
-            s.symbol
-        )));
-    }
+    super::trading::traded_symbol(t, "symbol", &s.symbol)?;
     if s.volume <= rust_decimal::Decimal::ZERO {
         return Err(ApiError::BadRequest(
             "volume: must be greater than 0".into(),
@@ -219,8 +216,14 @@ pub async fn get(
 
 pub async fn create(
     auth: Authorized,
-    Body(body): Body<StrategySettings>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    super::docs::check_decimal(
+        body.get("volume"),
+        "volume",
+        super::docs::DecimalRule::Positive,
+    )?;
+    let body: StrategySettings = super::docs::decode(body)?;
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     let route = validate(&t, &body)?;
@@ -268,8 +271,14 @@ pub async fn create(
 pub async fn update(
     auth: Authorized,
     path: web::Path<(String, String)>,
-    Body(body): Body<UpdateStrategy>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    super::docs::check_decimal(
+        body.get("volume"),
+        "volume",
+        super::docs::DecimalRule::Positive,
+    )?;
+    let body: UpdateStrategy = super::docs::decode(body)?;
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     let mut settings = route_of(&t, &path.1)?.settings;

@@ -27,11 +27,14 @@ pub struct CreateTenant {
     /// Letters, digits, - or _; 1 to 64 characters.
     #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: String,
+    /// 1 to 200 characters, not all white space.
+    #[schemars(length(min = 1, max = 200), regex(pattern = super::docs::NOT_BLANK))]
     pub name: String,
     /// free, basic, professional or enterprise (default free).
     #[serde(default)]
-    pub tier: Option<String>,
-    /// Symbols the tenant trades.
+    pub tier: Option<Tier>,
+    /// Symbols the tenant trades: 1 to 32 printable ASCII characters each.
+    #[schemars(length(min = 1), inner(regex(pattern = r"^[!-~]{1,32}$")))]
     pub symbols: Vec<String>,
     #[serde(default)]
     pub risk: Option<RiskSettings>,
@@ -40,7 +43,28 @@ pub struct CreateTenant {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetTier {
-    pub tier: String,
+    pub tier: Tier,
+}
+
+/// A tenant's tier (its limits and what it may do), lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Basic,
+    Professional,
+    Enterprise,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Basic => "basic",
+            Self::Professional => "professional",
+            Self::Enterprise => "enterprise",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -135,24 +159,24 @@ pub async fn persist(state: &AppState, t: &TenantContext) -> Result<(), ApiError
 
 pub async fn create(
     auth: Authorized,
-    Body(body): Body<CreateTenant>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = body.id.trim().to_owned();
+    if let Some(risk) = body.get("risk") {
+        super::docs::check_risk_decimals(risk, "risk.")?;
+    }
+    let body: CreateTenant = super::docs::decode(body)?;
+    let id = body.id.clone();
     super::valid_id("id", &id)?;
     if id == crate::security::service::PLATFORM {
-        return Err(ApiError::BadRequest("id: `platform` is reserved".into()));
+        // Taken: the platform's own audit chain and users go by this name.
+        return Err(ApiError::Conflict("id: `platform` is reserved".into()));
     }
-    if body.name.trim().is_empty() || body.name.len() > 200 {
+    if super::docs::is_blank(&body.name) || body.name.chars().count() > 200 {
         return Err(ApiError::BadRequest(
-            "name: must have 1 to 200 characters".into(),
+            "name: must have 1 to 200 characters, not all white space".into(),
         ));
     }
-    let tier = body.tier.unwrap_or_else(|| "free".into());
-    if !TIERS.contains(&tier.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "tier: `{tier}` is not one of free, basic, professional, enterprise"
-        )));
-    }
+    let tier = body.tier.unwrap_or(Tier::Free).as_str().to_owned();
     if body.symbols.is_empty() {
         return Err(ApiError::BadRequest(
             "symbols: at least one symbol is required".into(),
@@ -164,6 +188,9 @@ pub async fn create(
                 "symbols[{i}]: `{s}` is not a symbol"
             )));
         }
+    }
+    if let Some(risk) = &body.risk {
+        super::trading::check_limits(|s| body.symbols.iter().any(|x| x == s), risk)?;
     }
     let state = auth.state.clone();
     if state.runtime.tenant(&id).is_some() || state.security.store.tenant(&id).await?.is_some() {
@@ -219,14 +246,10 @@ pub async fn get(auth: Authorized) -> Result<HttpResponse, ApiError> {
 
 pub async fn set_tier(
     auth: Authorized,
-    Body(body): Body<SetTier>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    if !TIERS.contains(&body.tier.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "tier: `{}` is not one of free, basic, professional, enterprise",
-            body.tier
-        )));
-    }
+    let body: SetTier = super::docs::decode(body)?;
+    let tier = body.tier.as_str().to_owned();
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     let from = t.tier();
@@ -235,7 +258,7 @@ pub async fn set_tier(
         .risk
         .get()
         .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
-    risk.send(messages::SetTier(body.tier.clone())).await?;
+    risk.send(messages::SetTier(tier.clone())).await?;
     persist(&auth.state, &t).await?;
     auth.state
         .security
@@ -243,7 +266,7 @@ pub async fn set_tier(
             &t.id.0,
             "tenant.tier_changed",
             auth.actor(),
-            json!({"from": from, "to": body.tier}),
+            json!({"from": from, "to": tier}),
         )
         .await?;
     Ok(auth.ok(view(&auth.state, &t)))

@@ -75,11 +75,26 @@ pub async fn correlations(auth: Authorized) -> Result<HttpResponse, ApiError> {
     }))
 }
 
-pub async fn set_risk(
-    auth: Authorized,
-    Body(limits): Body<RiskSettings>,
-) -> Result<HttpResponse, ApiError> {
-    let t = auth.tenant()?.clone();
+/// Refuses (409) a symbol the tenant does not trade: well formed, but not one of the tenant's (its settings
+/// decide, not the document).
+pub fn traded_symbol(
+    t: &crate::actors::tenant::TenantContext,
+    field: &str,
+    symbol: &str,
+) -> Result<(), ApiError> {
+    if t.symbols.contains(symbol) {
+        return Ok(());
+    }
+    Err(ApiError::Conflict(format!(
+        "{field}: `{symbol}` is not one of the tenant's symbols"
+    )))
+}
+
+/// Checks risk limits (given to a new tenant or replacing a tenant's); the error names the field.
+pub fn check_limits(
+    is_symbol: impl Fn(&str) -> bool,
+    limits: &RiskSettings,
+) -> Result<(), ApiError> {
     for (name, v) in [
         ("max_order_volume", limits.max_order_volume),
         ("max_net_position", limits.max_net_position),
@@ -93,12 +108,23 @@ pub async fn set_risk(
         }
     }
     for (i, s) in limits.allowed_symbols.iter().enumerate() {
-        if !t.symbols.contains(s) {
-            return Err(ApiError::BadRequest(format!(
+        if !is_symbol(s) {
+            return Err(ApiError::Conflict(format!(
                 "allowed_symbols[{i}]: `{s}` is not one of the tenant's symbols"
             )));
         }
     }
+    Ok(())
+}
+
+pub async fn set_risk(
+    auth: Authorized,
+    Body(limits): Body<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    super::docs::check_risk_decimals(&limits, "")?;
+    let limits: RiskSettings = super::docs::decode(limits)?;
+    let t = auth.tenant()?.clone();
+    check_limits(|s| t.symbols.contains(s), &limits)?;
     let _admin = t.admin.lock().await;
     let before = t.risk_limits();
     // `Risk` owns the limits: they are in force (and published) once it answers.
@@ -122,8 +148,9 @@ pub async fn set_risk(
 
 pub async fn kill_switch(
     auth: Authorized,
-    Body(body): Body<KillSwitchRequest>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: KillSwitchRequest = super::docs::decode(body)?;
     let t = auth.tenant()?.clone();
     let state = set_kill_switch(&auth.state, &t, auth.actor(), body).await?;
     Ok(auth.ok(json!({ "state": state })))
@@ -218,11 +245,25 @@ pub async fn supervision_events(
 
 /// `GET /api/v1/positions`: the caller's tenant (kept for bridges and bots from before the tenant paths).
 pub async fn my_positions(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    own_tenant(&auth)?;
     let snap = snapshot(&auth).await?;
     Ok(auth.ok(json!({ "positions": snap.positions, "performance": snap.performance })))
 }
 
+/// The routes of "the caller's tenant" refuse (403) a platform administrator, who has none: the request is
+/// well formed, this caller may not make it.
+fn own_tenant(auth: &Authorized) -> Result<(), ApiError> {
+    if auth.tenant.is_none() && auth.principal.is_platform() {
+        return Err(ApiError::Forbidden(
+            "a platform administrator has no tenant of their own: use /api/v1/tenants/{tenant}/…"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn my_orders(auth: Authorized) -> Result<HttpResponse, ApiError> {
+    own_tenant(&auth)?;
     let snap = snapshot(&auth).await?;
     Ok(auth.ok(json!({ "orders": snap.orders })))
 }

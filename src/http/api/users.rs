@@ -14,10 +14,14 @@ use crate::security::service::UserView;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// Printable ASCII without spaces, one `@` between two non-empty parts; at most 254 characters.
+    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[!-?A-~]+@[!-?A-~]+$"))]
     pub email: String,
-    /// At least 12 characters.
+    /// 12 to 256 characters.
+    #[schemars(length(min = 12, max = 256))]
     pub password: String,
     /// `tenant_admin`, `trader` or `viewer`.
+    #[schemars(extend("enum" = ["tenant_admin", "trader", "viewer"]))]
     pub role: String,
 }
 
@@ -25,7 +29,29 @@ pub struct CreateUser {
 #[serde(deny_unknown_fields)]
 pub struct SetRole {
     /// `tenant_admin`, `trader` or `viewer`.
+    #[schemars(extend("enum" = ["tenant_admin", "trader", "viewer"]))]
     pub role: String,
+}
+
+/// The email and password rules of the document (the security service checks them again, more loosely).
+fn check_credentials(email: &str, password: &str) -> Result<(), ApiError> {
+    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| (b'!'..=b'~').contains(&b));
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            printable(local) && printable(domain) && !domain.contains('@')
+        });
+    if !ok {
+        return Err(ApiError::BadRequest(
+            "email: not an email address (printable ASCII, one @, at most 254 characters)".into(),
+        ));
+    }
+    let n = password.chars().count();
+    if !(12..=256).contains(&n) {
+        return Err(ApiError::BadRequest(
+            "password: must have 12 to 256 characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn tenant_role(role: &str) -> Result<Role, ApiError> {
@@ -42,10 +68,12 @@ fn tenant_role(role: &str) -> Result<Role, ApiError> {
 
 pub async fn create(
     auth: Authorized,
-    Body(body): Body<CreateUser>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: CreateUser = super::docs::decode(body)?;
     let tenant = auth.tenant()?.id.0.clone();
     let role = tenant_role(&body.role)?;
+    check_credentials(&body.email, &body.password)?;
     let user = auth
         .state
         .security
@@ -93,8 +121,9 @@ async fn user_of(
 pub async fn set_role(
     auth: Authorized,
     path: web::Path<(String, String)>,
-    Body(body): Body<SetRole>,
+    Body(body): Body<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
+    let body: SetRole = super::docs::decode(body)?;
     let role = tenant_role(&body.role)?;
     let user = user_of(&auth, &path.1).await?;
     auth.state
