@@ -1,5 +1,6 @@
-//! The hot log tier on Redis: each tenant's recent log — its trade log (every order change and fill this
-//! node produces, as published on the event bus) and its audit entries — kept 24 hours in
+//! The hot log tier on Redis: each tenant's recent log — its trade log (every event this node publishes on
+//! the event bus: order changes, fills, positions after each fill, risk state changes, reconciliations,
+//! strategy and model events) and its audit entries — kept 24 hours in
 //! `trellis:logs:<tenant>` (a list, newest last, expiring 24 h after its last write; platform audit entries
 //! under `trellis:logs:platform`), for support and dashboards that need the last day quickly. Writes are
 //! batched every 200 ms; while Redis is away lines wait in a bounded buffer (the oldest are dropped past
