@@ -129,25 +129,26 @@ async fn children(t: &TenantContext) -> Vec<crate::actors::supervisor::ChildInfo
 
 /// Each strategy's (running, why disabled).
 async fn supervised(t: &TenantContext) -> BTreeMap<String, (bool, Option<String>)> {
-    children(t)
-        .await
+    by_strategy(children(t).await, |c| (c.running, c.disabled))
+}
+
+/// What `pick` takes of each strategy's child, by strategy id.
+fn by_strategy<T>(
+    children: Vec<crate::actors::supervisor::ChildInfo>,
+    pick: impl Fn(crate::actors::supervisor::ChildInfo) -> T,
+) -> BTreeMap<String, T> {
+    children
         .into_iter()
-        .filter_map(|c| {
-            let id = c.name.strip_prefix("strategy:")?.to_owned();
-            Some((id, (c.running, c.disabled)))
-        })
+        .filter_map(|c| Some((c.name.strip_prefix("strategy:")?.to_owned(), pick(c))))
         .collect()
 }
 
 /// The strategies as trading clients see them (`strategies` channel): flat, with the restart count; only
-/// `only` when given.
+/// `only` when given. One query to the supervisor for both the state and the restart count.
 pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_json::Value> {
-    let restarts: BTreeMap<String, u32> = children(t)
-        .await
-        .into_iter()
-        .filter_map(|c| Some((c.name.strip_prefix("strategy:")?.to_owned(), c.restarts)))
-        .collect();
-    let supervised = supervised(t).await;
+    let children = children(t).await;
+    let restarts = by_strategy(children.clone(), |c| c.restarts);
+    let supervised = by_strategy(children, |c| (c.running, c.disabled));
     t.document()
         .strategies
         .iter()
