@@ -47,7 +47,7 @@ pub struct Plan {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct OptimisationView {
     pub id: String,
     pub tenant: String,
@@ -62,7 +62,9 @@ pub struct OptimisationView {
     pub request: OptimiseRequest,
     pub ticks: Option<usize>,
     /// Best first: `{params, score, report}` or `{params, score: null, error}`.
+    #[schemars(with = "Option<Vec<crate::http::api::optimise::Candidate>>")]
     pub results: Option<Vec<Value>>,
+    #[schemars(with = "Option<crate::http::api::optimise::WalkForwardResult>")]
     pub walk_forward: Option<Value>,
     pub error: Option<String>,
 }

@@ -87,7 +87,7 @@ fn five_percent() -> f64 {
 }
 
 /// A job's promotion decision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Promotion {
     pub alias: String,
     pub promoted: bool,
@@ -98,7 +98,7 @@ pub struct Promotion {
     pub deployments: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -109,7 +109,7 @@ pub enum JobState {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct JobView {
     pub id: String,
     pub tenant: String,

@@ -113,7 +113,7 @@ pub enum DriftError {
 ///
 /// `edges` are strictly increasing and finite; `counts[0]` counts values in `(-∞, edges[0])`,
 /// `counts[i]` values in `[edges[i-1], edges[i])`, and the last count values in `[edges.last, +∞)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reference {
     pub edges: Vec<f64>,
     pub counts: Vec<u64>,
@@ -519,7 +519,7 @@ pub fn ks_against_reference(reference: &Reference, window: &[f64]) -> KsResult {
 }
 
 /// The outcome of one drift check of a window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct DriftCheck {
     pub psi: f64,
     pub psi_threshold: f64,

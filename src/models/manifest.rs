@@ -61,7 +61,8 @@ pub struct Manifest {
     pub horizon_bars: u32,
     /// The training distribution of each feature (and of `output`), for drift monitoring.
     #[serde(default)]
-    #[schemars(skip)]
+    // In the API's answers (always there) but, as before, not in the request schema.
+    #[schemars(skip_deserializing)]
     pub reference: BTreeMap<String, Reference>,
     /// Metrics from training (accuracy, loss, …), kept with the version.
     #[serde(default)]

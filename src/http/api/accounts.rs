@@ -1,12 +1,12 @@
 //! MT5 accounts of a tenant: login, broker server and password. The password is encrypted with AES-256-GCM
 //! bound to the tenant, the row and the column (shared/SECURITY.md) and is never returned.
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body};
+use super::{Authorized, Body, Reply};
 use crate::http::error::ApiError;
 use crate::storage::security::Mt5AccountRow;
 
@@ -24,13 +24,31 @@ pub struct RegisterAccount {
     pub password: String,
 }
 
+/// An MT5 account as the API shows it (never its password).
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct AccountView {
+    /// The MT5 login.
     pub login: i64,
+    /// The broker's trade server.
     pub server: String,
+    /// The data key version the password is encrypted with.
     pub key_version: i64,
     pub created_ms: i64,
+    /// Whether a bridge has a session of this account open now.
     pub connected: bool,
+}
+
+/// The tenant's MT5 accounts.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AccountList {
+    pub accounts: Vec<AccountView>,
+}
+
+/// What removing an MT5 account answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AccountRemoved {
+    /// The login removed.
+    pub removed: i64,
 }
 
 fn view(auth: &Authorized, a: &Mt5AccountRow) -> AccountView {
@@ -50,7 +68,7 @@ fn view(auth: &Authorized, a: &Mt5AccountRow) -> AccountView {
 pub async fn register(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<AccountView, 201>, ApiError> {
     let body: RegisterAccount = super::docs::decode(body)?;
     let tenant = auth.tenant()?.clone();
     if body.login == 0 || body.login > i64::MAX as u64 {
@@ -97,17 +115,17 @@ pub async fn register(
     Ok(auth.created(view(&auth, &row)))
 }
 
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(auth: Authorized) -> Result<Reply<AccountList>, ApiError> {
     let tenant = &auth.tenant()?.id.0;
     let rows = auth.state.security.store.accounts_of(tenant).await?;
     let accounts: Vec<AccountView> = rows.iter().map(|a| view(&auth, a)).collect();
-    Ok(auth.ok(json!({ "accounts": accounts })))
+    Ok(auth.ok(AccountList { accounts }))
 }
 
 pub async fn remove(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<AccountRemoved>, ApiError> {
     let tenant = auth.tenant()?.id.0.clone();
     let login: i64 = path
         .1
@@ -131,5 +149,5 @@ pub async fn remove(
             json!({"login": login}),
         )
         .await?;
-    Ok(auth.ok(json!({ "removed": login })))
+    Ok(auth.ok(AccountRemoved { removed: login }))
 }

@@ -1,13 +1,13 @@
 //! The audit log: query with filters, and verify the hash chain. Tenant administrators see their tenant's
 //! chain; platform administrators choose one with `?tenant=` (default: the platform chain).
 
-use actix_web::{HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use actix_web::HttpRequest;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::Authorized;
+use super::{Authorized, Reply};
 use crate::http::error::ApiError;
-use crate::security::service::PLATFORM;
+use crate::security::service::{AuditView, ChainCheck, PLATFORM};
 use crate::storage::security::AuditFilter;
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +39,16 @@ fn chain(auth: &Authorized, asked: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-pub async fn query(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+/// A page of an audit chain.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AuditEntries {
+    /// Whose chain: a tenant, or `platform`.
+    pub tenant: String,
+    /// Oldest first, after `after_seq`, at most `limit`.
+    pub entries: Vec<AuditView>,
+}
+
+pub async fn query(req: HttpRequest, auth: Authorized) -> Result<Reply<AuditEntries>, ApiError> {
     let q = parse(&req)?;
     let tenant = chain(&auth, q.tenant)?;
     let filter = AuditFilter {
@@ -50,10 +59,10 @@ pub async fn query(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, A
         limit: q.limit.unwrap_or(100),
     };
     let entries = auth.state.security.audit_entries(&tenant, &filter).await?;
-    Ok(auth.ok(json!({ "tenant": tenant, "entries": entries })))
+    Ok(auth.ok(AuditEntries { tenant, entries }))
 }
 
-pub async fn verify(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn verify(req: HttpRequest, auth: Authorized) -> Result<Reply<ChainCheck>, ApiError> {
     let q = parse(&req)?;
     let tenant = chain(&auth, q.tenant)?;
     let check = auth.state.security.verify_audit(&tenant).await?;

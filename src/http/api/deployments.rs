@@ -18,19 +18,26 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body};
-use crate::actors::messages::{DropDeployment, GetModelState, Redeploy, SetDeployment};
+use super::{Authorized, Body, Deleted, Reply};
+use crate::actors::messages::{
+    DropDeployment, FeatureDrift, GetModelState, ModelMonitoring, ModelVersionState, Redeploy,
+    SetDeployment,
+};
 use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 use crate::actors::tenant::TenantContext;
 use crate::config::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
+use crate::domain::{Symbol, Timeframe};
 use crate::http::error::ApiError;
 use crate::models::deployment::Deployment;
+use crate::models::drift::DriftCheck;
+use crate::models::manifest::Manifest;
 use crate::models::registry::{ModelFilesSlot, OwnedRef, ResolveError};
+use crate::models::Prediction;
 
 /// Largest budget a deployment may give one prediction (µs): a second.
 const MAX_BUDGET_US: u64 = 1_000_000;
@@ -93,6 +100,173 @@ pub struct ChangeDeployment {
     /// Stop retraining.
     #[serde(default)]
     pub no_retrain: bool,
+}
+
+/// Where a deployment's model host is: `running`, `restarting` (between a failure and its restart) or
+/// `failed` (disabled for failing too often; `last_error` says why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentState {
+    Running,
+    Restarting,
+    Failed,
+}
+
+/// A deployment as it runs: its versions with their configured and live weights, counts and monitoring.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeploymentView {
+    /// The deployment's id.
+    pub deployment: String,
+    /// The registry model; `null` for a deployment of configured files.
+    pub model: Option<String>,
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    /// A prediction slower than this is dropped and counted (µs).
+    pub budget_us: u64,
+    /// The retraining schedule, if any.
+    pub retrain: Option<RetrainSettings>,
+    pub state: DeploymentState,
+    /// Why the model host was disabled (`state: failed`).
+    pub last_error: Option<String>,
+    /// The traffic versions, then the shadow versions.
+    pub versions: Vec<DeployedVersion>,
+    /// The last (at most 20) predictions, newest last; `null` while the host does not run.
+    pub recent: Option<Vec<Prediction>>,
+}
+
+/// A version of a deployment.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeployedVersion {
+    /// The sha256 of its ONNX file.
+    pub version: String,
+    /// The alias it was resolved from and follows; `null` when named by its sha256.
+    pub alias: Option<String>,
+    /// A shadow version predicts beside the traffic and never trades.
+    pub shadow: bool,
+    /// Its share of the bars as configured (0 for a shadow version).
+    pub configured_weight: f64,
+    pub manifest: Manifest,
+    /// What the running host reports of it; `null` while the host does not run.
+    pub live: Option<LiveVersion>,
+}
+
+/// A version's counts and monitoring, as the model host reports them.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LiveVersion {
+    pub version: String,
+    pub shadow: bool,
+    /// The weight in force (0 after an automatic rollback).
+    pub weight: f64,
+    /// Predictions made.
+    pub served: u64,
+    /// Runs whose output was not a finite number.
+    pub not_finite: u64,
+    /// Runs that failed.
+    pub failed: u64,
+    /// Predictions slower than the budget, dropped.
+    pub over_budget: u64,
+    /// Runs skipped because the tenant's predictions for the minute were spent (`[quotas] predictions`).
+    pub over_quota: u64,
+    /// Whether it was rolled back automatically.
+    pub rolled_back: bool,
+    pub monitoring: Monitoring,
+}
+
+impl From<ModelVersionState> for LiveVersion {
+    fn from(s: ModelVersionState) -> Self {
+        let ModelVersionState {
+            version,
+            shadow,
+            weight,
+            served,
+            not_finite,
+            failed,
+            over_budget,
+            over_quota,
+            rolled_back,
+            monitoring,
+        } = s;
+        Self {
+            version,
+            shadow,
+            weight,
+            served,
+            not_finite,
+            failed,
+            over_budget,
+            over_quota,
+            rolled_back,
+            monitoring: monitoring.into(),
+        }
+    }
+}
+
+/// How a version's predictions turned out, and whether its inputs still look like its training data.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Monitoring {
+    /// Predictions whose horizon has passed, over the rolling window.
+    pub outcomes: usize,
+    /// Share of those whose direction matched the realised return (direction and return outputs).
+    pub directional_accuracy: Option<f64>,
+    /// Mean absolute error against the realised return (`expected_return` outputs).
+    pub mae: Option<f64>,
+    /// Per feature (and `output`) with a training reference: the last drift check.
+    pub drift: Vec<Drift>,
+}
+
+impl From<ModelMonitoring> for Monitoring {
+    fn from(m: ModelMonitoring) -> Self {
+        let ModelMonitoring {
+            outcomes,
+            directional_accuracy,
+            mae,
+            drift,
+        } = m;
+        Self {
+            outcomes,
+            directional_accuracy,
+            mae,
+            drift: drift.into_iter().map(Drift::from).collect(),
+        }
+    }
+}
+
+/// A feature's (or the output's) drift.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Drift {
+    pub feature: String,
+    /// The last check; `null` before the window holds enough values.
+    pub check: Option<DriftCheck>,
+    /// Alarms raised (a check turning from no drift to drift).
+    pub alarms: u64,
+}
+
+impl From<FeatureDrift> for Drift {
+    fn from(d: FeatureDrift) -> Self {
+        let FeatureDrift {
+            feature,
+            check,
+            alarms,
+        } = d;
+        Self {
+            feature,
+            check,
+            alarms,
+        }
+    }
+}
+
+/// Every model deployment of the tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeploymentList {
+    pub models: Vec<DeploymentView>,
+}
+
+/// A model's deployments.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelMonitoringView {
+    pub model: String,
+    pub deployments: Vec<DeploymentView>,
 }
 
 /// Checks a retraining schedule; the error names the field.
@@ -253,7 +427,7 @@ pub async fn create(
     auth: Authorized,
     path: web::Path<(String, String)>,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<DeploymentView, 201>, ApiError> {
     let body: CreateDeployment = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
@@ -338,7 +512,7 @@ pub async fn change(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<DeploymentView>, ApiError> {
     let body: ChangeDeployment = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let t = auth.tenant()?.clone();
@@ -385,7 +559,7 @@ pub async fn change(
 pub async fn delete(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<Deleted>, ApiError> {
     super::models::tier_gate(&auth)?;
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
@@ -421,7 +595,9 @@ pub async fn delete(
             json!({"model": path.1, "deployment": d.id}),
         )
         .await?;
-    Ok(auth.ok(json!({ "deleted": d.id })))
+    Ok(auth.ok(Deleted {
+        deleted: d.id.clone(),
+    }))
 }
 
 /// What the strategies supervisor knows of each model host: (running, why disabled), by deployment.
@@ -445,16 +621,16 @@ async fn view(
     t: &TenantContext,
     d: &Deployment,
     children: &BTreeMap<String, (bool, Option<String>)>,
-) -> serde_json::Value {
+) -> DeploymentView {
     let (running, disabled) = children.get(&d.id).cloned().unwrap_or((false, None));
     let state = match (running, &disabled) {
-        (_, Some(_)) => "failed",
-        (true, None) => "running",
-        (false, None) => "restarting",
+        (_, Some(_)) => DeploymentState::Failed,
+        (true, None) => DeploymentState::Running,
+        (false, None) => DeploymentState::Restarting,
     };
     let host = t.model_hosts.read().get(&d.id).cloned();
     let live = match host {
-        Some(h) if state == "running" => h.send(GetModelState).await.ok(),
+        Some(h) if state == DeploymentState::Running => h.send(GetModelState).await.ok(),
         _ => None,
     };
     let versions: Vec<_> = d
@@ -468,31 +644,31 @@ async fn view(
                     .iter()
                     .find(|s| s.version == v.version && s.shadow == shadow)
             });
-            json!({
-                "version": v.version,
-                "alias": v.alias,
-                "shadow": shadow,
-                "configured_weight": if shadow { 0.0 } else { v.weight },
-                "manifest": v.manifest,
-                "live": now,
-            })
+            DeployedVersion {
+                version: v.version.clone(),
+                alias: v.alias.clone(),
+                shadow,
+                configured_weight: if shadow { 0.0 } else { v.weight },
+                manifest: v.manifest.clone(),
+                live: now.cloned().map(LiveVersion::from),
+            }
         })
         .collect();
-    json!({
-        "deployment": d.id,
-        "model": d.settings.model,
-        "symbol": d.symbol,
-        "timeframe": d.timeframe.as_str(),
-        "budget_us": d.budget_us,
-        "retrain": d.settings.retrain,
-        "state": state,
-        "last_error": disabled,
-        "versions": versions,
-        "recent": live.as_ref().map(|l| &l.recent[l.recent.len().saturating_sub(20)..]),
-    })
+    DeploymentView {
+        deployment: d.id.clone(),
+        model: d.settings.model.clone(),
+        symbol: d.symbol.clone(),
+        timeframe: d.timeframe,
+        budget_us: d.budget_us,
+        retrain: d.settings.retrain.clone(),
+        state,
+        last_error: disabled,
+        versions,
+        recent: live.map(|l| l.recent[l.recent.len().saturating_sub(20)..].to_vec()),
+    }
 }
 
-async fn views(t: &TenantContext, model: Option<&str>) -> Vec<serde_json::Value> {
+async fn views(t: &TenantContext, model: Option<&str>) -> Vec<DeploymentView> {
     let all: Vec<Arc<Deployment>> = t
         .deployments
         .read()
@@ -509,26 +685,32 @@ async fn views(t: &TenantContext, model: Option<&str>) -> Vec<serde_json::Value>
 }
 
 /// `GET …/deployments`: every model deployment of the tenant, with its monitoring.
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(auth: Authorized) -> Result<Reply<DeploymentList>, ApiError> {
     let t = auth.tenant()?;
-    Ok(auth.ok(json!({ "models": views(t, None).await })))
+    Ok(auth.ok(DeploymentList {
+        models: views(t, None).await,
+    }))
 }
 
 /// `GET …/models/{model}/monitoring`: the model's deployments and how each version does.
 pub async fn monitoring(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<ModelMonitoringView>, ApiError> {
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?;
-    Ok(auth.ok(json!({ "model": model.name, "deployments": views(t, Some(&model.name)).await })))
+    let deployments = views(t, Some(&model.name)).await;
+    Ok(auth.ok(ModelMonitoringView {
+        model: model.name,
+        deployments,
+    }))
 }
 
 /// `GET …/models/{model}/deployments/{id}`: one deployment with its monitoring.
 pub async fn get(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<DeploymentView>, ApiError> {
     let t = auth.tenant()?;
     let d = deployment_of(t, &path.1, &path.2)?;
     Ok(auth.ok(view(t, &d, &children(t).await).await))

@@ -1,12 +1,16 @@
 //! `GET /api/openapi.json`, written from [`ROUTES`](super::ROUTES) (paths, methods, who may call, query
-//! parameters) and the request types themselves (body schemas derived with `schemars`), so the document
-//! cannot drift from the code; and `GET /api/docs`, a self-contained page that renders it (no CDN).
+//! parameters), the request types themselves (body schemas derived with `schemars`) and the handlers' return
+//! types (the success status, media type and body schema, see [`super::reply`]), so the document cannot
+//! drift from the code; and `GET /api/docs`, a self-contained page that renders it (no CDN).
 
-use actix_web::HttpResponse;
+use std::collections::{BTreeMap, BTreeSet};
+
 use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::ROUTES;
+use super::{Html, Reply, ROUTES};
 use crate::security::rbac::Access;
 
 fn path_params(path: &str) -> Vec<String> {
@@ -14,217 +18,6 @@ fn path_params(path: &str) -> Vec<String> {
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(str::to_owned)
         .collect()
-}
-
-fn of<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator) -> Value {
-    g.subschema_for::<T>().to_value()
-}
-
-fn obj(props: Vec<(&str, Value)>) -> Value {
-    let required: Vec<&str> = props.iter().map(|(k, _)| *k).collect();
-    let props: Map<String, Value> = props.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    json!({"type": "object", "required": required, "properties": props})
-}
-
-fn list(name: &str, item: Value) -> Value {
-    obj(vec![(name, json!({"type": "array", "items": item}))])
-}
-
-/// The schema of a route's successful answer.
-pub fn response(method: &str, path: &str, g: &mut schemars::SchemaGenerator) -> Option<Value> {
-    use crate::actors::events::SupervisionEvent;
-    use crate::actors::messages::{AccountPosition, RiskState};
-    use crate::config::{RiskSettings, StrategySettings};
-    use crate::domain::orders::Order;
-    use crate::domain::positions::{Deal, Performance};
-    use crate::security::service::{AuditView, ChainCheck, KeyView, TokenPair, UserView};
-    let strategy = || -> fn(&mut schemars::SchemaGenerator) -> Value {
-        |g| {
-            obj(vec![
-                ("strategy", of::<StrategySettings>(g)),
-                ("running", json!({"type": "boolean"})),
-                (
-                    "state",
-                    json!({"type": "string", "enum": ["running", "restarting", "failed", "stopped"]}),
-                ),
-                (
-                    "last_error",
-                    json!({"type": ["string", "null"], "description": "why the strategy was disabled"}),
-                ),
-            ])
-        }
-    };
-    let tenant = |g: &mut schemars::SchemaGenerator| of::<super::tenants::TenantView>(g);
-    let path = path.trim_start_matches("/api/v1");
-    Some(match (method, path) {
-        ("POST", "/auth/login") | ("POST", "/auth/refresh") => of::<TokenPair>(g),
-        ("POST", "/auth/logout") => obj(vec![("logged_out", json!({"type": "boolean"}))]),
-        ("GET", "/me") => {
-            json!({"type": "object", "description": "kind (user, api_key, config_key), tenant_id, role or scopes"})
-        }
-        ("POST", "/tenants")
-        | ("GET", "/tenants/{tenant}")
-        | ("PUT", "/tenants/{tenant}/tier")
-        | ("POST", "/tenants/{tenant}/suspend")
-        | ("POST", "/tenants/{tenant}/restart")
-        | ("POST", "/tenants/{tenant}/resume") => tenant(g),
-        ("GET", "/tenants") => list("tenants", tenant(g)),
-        ("POST", "/tenants/{tenant}/users")
-        | ("PUT", "/tenants/{tenant}/users/{user}/role")
-        | ("POST", "/tenants/{tenant}/users/{user}/disable") => of::<UserView>(g),
-        ("GET", "/tenants/{tenant}/users") => obj(vec![
-            (
-                "users",
-                json!({"type": "array", "items": of::<UserView>(g)}),
-            ),
-            ("total", json!({"type": "integer"})),
-        ]),
-        ("POST", "/tenants/{tenant}/api-keys") => obj(vec![
-            ("key", of::<KeyView>(g)),
-            (
-                "secret",
-                json!({"type": "string", "description": "shown once"}),
-            ),
-        ]),
-        ("POST", "/tenants/{tenant}/api-keys/{key}/roll") => obj(vec![
-            ("key", of::<KeyView>(g)),
-            (
-                "secret",
-                json!({"type": "string", "description": "shown once"}),
-            ),
-            ("previous", of::<KeyView>(g)),
-        ]),
-        ("GET", "/tenants/{tenant}/api-keys") => obj(vec![
-            ("keys", json!({"type": "array", "items": of::<KeyView>(g)})),
-            ("total", json!({"type": "integer"})),
-        ]),
-        ("DELETE", "/tenants/{tenant}/api-keys/{key}") => of::<KeyView>(g),
-        ("POST", "/tenants/{tenant}/mt5-accounts") => of::<super::accounts::AccountView>(g),
-        ("GET", "/tenants/{tenant}/mt5-accounts") => {
-            list("accounts", of::<super::accounts::AccountView>(g))
-        }
-        ("DELETE", "/tenants/{tenant}/mt5-accounts/{login}") => {
-            obj(vec![("removed", json!({"type": "integer"}))])
-        }
-        ("GET", "/tenants/{tenant}/models") => obj(vec![
-            (
-                "models",
-                json!({"type": "array", "items": {"type": "object", "description": "name, description, created_ms, versions (count), aliases (alias → version)"}}),
-            ),
-            ("total", json!({"type": "integer"})),
-        ]),
-        ("POST", "/tenants/{tenant}/models") => obj(vec![(
-            "model",
-            json!({"type": "object", "description": "tenant_id, name, description, created_ms"}),
-        )]),
-        ("GET", "/tenants/{tenant}/models/{model}") => {
-            json!({"type": "object", "description": "model, versions (version, manifest, size_bytes, created_ms), aliases (alias → version), alias_history (alias, seq, version, from_ms, to_ms)"})
-        }
-        ("POST", "/tenants/{tenant}/models/{model}/versions") => {
-            json!({"type": "object", "description": "model, version (sha256 of the file), size_bytes, created (false: the same file was stored already)"})
-        }
-        ("PUT", "/tenants/{tenant}/models/{model}/aliases/{alias}") => {
-            json!({"type": "object", "description": "model, alias, version, previous, deployments (those that follow the alias and now serve the version)"})
-        }
-        ("DELETE", "/tenants/{tenant}/models/{model}/versions/{version}") => {
-            obj(vec![("deleted", json!({"type": "string"}))])
-        }
-        ("GET", "/tenants/{tenant}/deployments") => list("models", deployment()),
-        ("POST", "/tenants/{tenant}/models/{model}/deployments")
-        | ("GET", "/tenants/{tenant}/models/{model}/deployments/{deployment}")
-        | ("PUT", "/tenants/{tenant}/models/{model}/deployments/{deployment}") => deployment(),
-        ("DELETE", "/tenants/{tenant}/models/{model}/deployments/{deployment}") => {
-            obj(vec![("deleted", json!({"type": "string"}))])
-        }
-        ("POST", "/tenants/{tenant}/models/{model}/jobs")
-        | ("GET", "/tenants/{tenant}/jobs/{job}")
-        | ("DELETE", "/tenants/{tenant}/jobs/{job}") => obj(vec![("job", job())]),
-        ("GET", "/tenants/{tenant}/models/{model}/jobs") => list("jobs", job()),
-        ("GET", "/tenants/{tenant}/models/{model}/monitoring") => obj(vec![
-            ("model", json!({"type": "string"})),
-            (
-                "deployments",
-                json!({"type": "array", "items": deployment()}),
-            ),
-        ]),
-        ("GET", "/tenants/{tenant}/strategies") => list("strategies", strategy()(g)),
-        ("POST", "/tenants/{tenant}/strategies")
-        | ("GET", "/tenants/{tenant}/strategies/{strategy}")
-        | ("PUT", "/tenants/{tenant}/strategies/{strategy}")
-        | ("POST", "/tenants/{tenant}/strategies/{strategy}/start")
-        | ("POST", "/tenants/{tenant}/strategies/{strategy}/stop") => strategy()(g),
-        ("DELETE", "/tenants/{tenant}/strategies/{strategy}") => {
-            obj(vec![("deleted", json!({"type": "string"}))])
-        }
-        ("POST", "/tenants/{tenant}/optimisations")
-        | ("GET", "/tenants/{tenant}/optimisations/{optimisation}")
-        | ("DELETE", "/tenants/{tenant}/optimisations/{optimisation}") => {
-            obj(vec![("optimisation", optimisation())])
-        }
-        ("GET", "/tenants/{tenant}/optimisations") => list("optimisations", optimisation()),
-        ("GET", "/tenants/{tenant}/risk") => obj(vec![
-            ("limits", of::<RiskSettings>(g)),
-            ("state", of::<RiskState>(g)),
-        ]),
-        ("GET", "/tenants/{tenant}/correlations") => {
-            json!({"type": "object", "description": "symbols, correlations (matrix, null until enough bars), covariance, shrinkage (Ledoit–Wolf intensity), observations, timeframe"})
-        }
-        ("PUT", "/tenants/{tenant}/risk") => obj(vec![("limits", of::<RiskSettings>(g))]),
-        ("PUT", "/tenants/{tenant}/kill-switch") => obj(vec![("state", of::<RiskState>(g))]),
-        ("GET", "/tenants/{tenant}/orders") => obj(vec![
-            ("orders", json!({"type": "array", "items": of::<Order>(g)})),
-            ("total", json!({"type": "integer"})),
-        ]),
-        ("GET", "/tenants/{tenant}/fills") => obj(vec![
-            ("fills", json!({"type": "array", "items": of::<Deal>(g)})),
-            ("total", json!({"type": "integer"})),
-        ]),
-        ("GET", "/tenants/{tenant}/positions") => list("positions", of::<AccountPosition>(g)),
-        ("GET", "/tenants/{tenant}/performance") => {
-            obj(vec![("performance", of::<Performance>(g))])
-        }
-        ("GET", "/tenants/{tenant}/supervision-events") => {
-            list("events", of::<SupervisionEvent>(g))
-        }
-        ("GET", "/audit") => obj(vec![
-            ("tenant", json!({"type": "string"})),
-            (
-                "entries",
-                json!({"type": "array", "items": of::<AuditView>(g)}),
-            ),
-        ]),
-        ("GET", "/audit/verify") => of::<ChainCheck>(g),
-        ("GET", "/positions") => obj(vec![
-            (
-                "positions",
-                json!({"type": "array", "items": of::<AccountPosition>(g)}),
-            ),
-            ("performance", of::<Performance>(g)),
-        ]),
-        ("GET", "/orders") => list("orders", of::<Order>(g)),
-        ("GET", "/api/openapi.json") => json!({"type": "object", "description": "this document"}),
-        ("GET", "/api/asyncapi.json") => {
-            json!({"type": "object", "description": "an AsyncAPI 3 document"})
-        }
-        ("POST", "/ws-tickets") => obj(vec![
-            (
-                "ticket",
-                json!({"type": "string", "description": "single use, valid 30 s"}),
-            ),
-            ("expires_ms", json!({"type": "integer"})),
-        ]),
-        ("GET", "/api/docs") => json!({"type": "string", "description": "an HTML page"}),
-        _ => return None,
-    })
-}
-
-/// The media type of a route's successful answer.
-fn success_type(path: &str) -> &'static str {
-    if path == "/api/docs" {
-        "text/html"
-    } else {
-        "application/json"
-    }
 }
 
 /// A pattern a text matches when it is not all white space: it holds a character outside Unicode's
@@ -358,9 +151,102 @@ fn bound_integers(v: &mut Value) {
     }
 }
 
+/// The `$ref` of a component schema.
+fn component_ref(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+/// Whether `v` refers to one of `names`.
+fn refers_to(v: &Value, names: &BTreeSet<String>) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| {
+            (k == "$ref"
+                && x.as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    .is_some_and(|n| names.contains(n)))
+                || refers_to(x, names)
+        }),
+        Value::Array(a) => a.iter().any(|x| refers_to(x, names)),
+        _ => false,
+    }
+}
+
+/// Points the `$ref`s of `v` at the new names of `renamed` (old name → new name).
+fn rename_refs(v: &mut Value, renamed: &BTreeMap<String, String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let new = (k == "$ref")
+                    .then(|| x.as_str()?.strip_prefix("#/components/schemas/"))
+                    .flatten()
+                    .and_then(|n| renamed.get(n));
+                match new {
+                    Some(n) => *x = Value::String(component_ref(n)),
+                    None => rename_refs(x, renamed),
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rename_refs(x, renamed)),
+        _ => {}
+    }
+}
+
+/// Adds the answers' component schemas to `schemas` (the requests'). Requests are described as they are
+/// read and answers as they are written, so a type both read and written (risk limits, a strategy, a
+/// manifest) may have two schemas: where they agree it keeps one; where they differ (a field with a default
+/// is always written, a field not taken as input is shown) the answer's is named `{Name}Answer`, and so is
+/// every answer schema that refers to one renamed. Answers the renaming (old name → new name).
+fn merge_answers(
+    schemas: &mut Map<String, Value>,
+    answers: Map<String, Value>,
+) -> BTreeMap<String, String> {
+    let mut differ: BTreeSet<String> = answers
+        .iter()
+        .filter(|(name, schema)| schemas.get(*name).is_some_and(|s| s != *schema))
+        .map(|(name, _)| name.clone())
+        .collect();
+    loop {
+        let more: Vec<String> = answers
+            .iter()
+            .filter(|(name, schema)| {
+                !differ.contains(*name) && schemas.contains_key(*name) && refers_to(schema, &differ)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        differ.extend(more);
+    }
+    let mut renamed = BTreeMap::new();
+    for name in differ {
+        let taken = |n: &str| {
+            schemas.contains_key(n)
+                || answers.contains_key(n)
+                || renamed.values().any(|r: &String| r == n)
+        };
+        let mut new = format!("{name}Answer");
+        let mut i = 2;
+        while taken(&new) {
+            new = format!("{name}Answer{i}");
+            i += 1;
+        }
+        renamed.insert(name, new);
+    }
+    for (name, mut schema) in answers {
+        rename_refs(&mut schema, &renamed);
+        let name = renamed.get(&name).cloned().unwrap_or(name);
+        schemas.entry(name).or_insert(schema);
+    }
+    renamed
+}
+
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
-    let mut generator = SchemaSettings::openapi3().into_generator();
+    // Request bodies as the handlers read them; answers as the handlers write them (an `Option` field is
+    // always there, `null` or not; a field skipped when empty may be absent).
+    let mut requests = SchemaSettings::openapi3().into_generator();
+    let mut answers = SchemaSettings::openapi3().for_serialize().into_generator();
     let mut paths = Map::new();
     for r in ROUTES {
         let mut params: Vec<Value> = path_params(r.path)
@@ -370,41 +256,32 @@ pub fn document() -> Value {
         params.extend(r.query.iter().map(|q| {
             json!({"name": q, "in": "query", "required": false, "schema": query_schema(r.path, q)})
         }));
-        let creates = [
-            "/tenants",
-            "/users",
-            "/api-keys",
-            "/mt5-accounts",
-            "/strategies",
-            "/roll",
-            "/models",
-            "/versions",
-            "/deployments",
-            "/jobs",
-            "/ws-tickets",
-        ];
-        let success = if r.method == "POST" && creates.iter().any(|c| r.path.ends_with(c)) {
-            "201"
-        } else if r.method == "POST" && r.path.ends_with("/optimisations") {
-            "202"
-        } else {
-            "200"
-        };
+        // What the handler answers on success, from its return type.
+        let success = (r.success)(&mut answers);
+        let mut schema = success.schema;
+        for t in answers.transforms_mut() {
+            t.transform(&mut schema);
+        }
+        let content = json!({success.media: {"schema": schema}});
+        let mut responses = Map::new();
+        responses.insert(
+            success.status.to_string(),
+            json!({"description": success.description, "content": content}),
+        );
+        if let Some((status, description)) = success.also {
+            responses.insert(
+                status.to_string(),
+                json!({"description": description, "content": content}),
+            );
+        }
         let mut op = json!({
             "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
             "summary": r.summary,
             "tags": [r.tag],
             "x-access": r.access,
             "parameters": params,
-            "responses": {
-                success: {"description": match success { "201" => "Created", "202" => "Accepted: queued, to be watched", _ => "OK" },
-                    "content": {success_type(r.path): {"schema": response(r.method, r.path, &mut generator)}}},
-            },
+            "responses": responses,
         });
-        if r.path.ends_with("/versions") && r.method == "POST" {
-            op["responses"]["200"] = json!({"description": "The same file was stored already (created: false)",
-                "content": {"application/json": {"schema": response(r.method, r.path, &mut generator)}}});
-        }
         for (code, description) in errors(r) {
             op["responses"][code] = if code == "404" {
                 // Also actix's own empty 404 for a path that matches no route.
@@ -417,7 +294,7 @@ pub fn document() -> Value {
             op["security"] = json!([{"bearer": []}, {"apiKey": []}]);
         }
         if let Some(body) = r.body {
-            let mut schema = body(&mut generator).to_value();
+            let mut schema = body(&mut requests).to_value();
             if r.path == "/api/v1/ws-tickets" {
                 // Documented as required: a platform administrator must name the tenant (400 otherwise), the
                 // others may name their own; so naming it is what every caller can do.
@@ -435,15 +312,27 @@ pub fn document() -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
         item[r.method.to_lowercase()] = op;
     }
-    let mut schemas: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
-    schemas.values_mut().for_each(bound_integers);
-    paths.values_mut().for_each(bound_integers);
+    let mut schemas: Map<String, Value> = requests.take_definitions(true).into_iter().collect();
     schemas.insert(
         "Error".into(),
         json!({"type": "object", "required": ["error", "message"], "properties": {
             "error": {"type": "string"}, "message": {"type": "string"},
             "required_tier": {"type": "string"}}}),
     );
+    let renamed = merge_answers(&mut schemas, answers.take_definitions(true));
+    // The answers' own references follow their renaming (the success responses; errors refer to `Error`).
+    for op in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in op.values_mut() {
+            if let Some(responses) = op["responses"].as_object_mut() {
+                responses
+                    .iter_mut()
+                    .filter(|(code, _)| code.starts_with('2'))
+                    .for_each(|(_, r)| rename_refs(r, &renamed));
+            }
+        }
+    }
+    schemas.values_mut().for_each(bound_integers);
+    paths.values_mut().for_each(bound_integers);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -462,8 +351,23 @@ pub fn document() -> Value {
     })
 }
 
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(document())
+/// An OpenAPI 3.1 document: this one.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct OpenApiDocument(#[schemars(with = "Map<String, Value>")] pub Value);
+
+/// An AsyncAPI 3 document: the trading-client WebSocket protocol (`/ws/v1/client`).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct AsyncApiDocument(#[schemars(with = "Map<String, Value>")] pub Value);
+
+pub async fn openapi() -> Reply<OpenApiDocument> {
+    Reply::new(OpenApiDocument(document()))
+}
+
+/// `GET /api/asyncapi.json`, the document `http::ws::asyncapi` writes.
+pub async fn asyncapi() -> Reply<AsyncApiDocument> {
+    Reply::new(AsyncApiDocument(crate::http::ws::asyncapi::document()))
 }
 
 const PAGE: &str = r#"<!doctype html>
@@ -508,25 +412,8 @@ fetch('/api/openapi.json').then(r=>r.json()).then(doc=>{
 });
 </script></body></html>"#;
 
-pub async fn page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(PAGE)
-}
-
-/// A model deployment as the API shows it.
-fn deployment() -> serde_json::Value {
-    json!({"type": "object", "description": "deployment, model (registry model, absent for configured files), symbol, timeframe, budget_us, state (running, restarting, failed), last_error, versions (version, alias, shadow, configured_weight, manifest, live: counts served/not_finite/failed/over_budget/over_quota, weight in force, rolled_back, monitoring with outcomes, directional_accuracy, mae, drift), recent predictions"})
-}
-
-/// An optimisation job as the API shows it.
-fn optimisation() -> serde_json::Value {
-    json!({"type": "object", "description": "id, tenant, actor, state (queued, running, succeeded, failed, cancelled), runs_done, runs_total, created_ms, started_ms, finished_ms, request, ticks, results (best first, at most 100: params, score — null when infeasible —, and report or error), walk_forward (spec, windows with bounds, best params, in-sample score and net profit, out-of-sample net profit and trades; stitched out-of-sample equity; out_net_profit; efficiency), error"})
-}
-
-/// A training job as the API shows it.
-fn job() -> serde_json::Value {
-    json!({"type": "object", "description": "id, tenant, model, state (queued, running, succeeded, failed, cancelled), progress (0–1), actor, created_ms, started_ms, finished_ms, request, bars, version (the trained version's sha256), report (walk-forward: folds with accuracy, base_rate, log_loss, sharpe, trades; totals), promotion (alias, promoted, reason, comparison with McNemar p_value, previous, deployments), error"})
+pub async fn page() -> Html {
+    Html(PAGE)
 }
 
 /// Reads a JSON body the way the document describes it. JSON Schema (and JSON itself) does not tell `5` from
@@ -687,4 +574,87 @@ pub fn check_risk_decimals(v: &Value, at: &str) -> Result<(), crate::http::error
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_schema_that_differs_from_the_request_one_is_renamed_with_what_refers_to_it() {
+        let mut schemas: Map<String, Value> = serde_json::from_value(json!({
+            "Limits": {"type": "object", "required": ["a"]},
+            "Tenant": {"type": "object", "properties": {"limits": {"$ref": "#/components/schemas/Limits"}}},
+            "Same": {"type": "string"},
+            "LimitsAnswer": {"type": "null"},
+        }))
+        .expect("schemas");
+        let answers: Map<String, Value> = serde_json::from_value(json!({
+            "Limits": {"type": "object", "required": ["a", "b"]},
+            "Tenant": {"type": "object", "properties": {"limits": {"$ref": "#/components/schemas/Limits"}}},
+            "Same": {"type": "string"},
+            "View": {"items": {"$ref": "#/components/schemas/Tenant"}},
+        }))
+        .expect("answers");
+        let renamed = merge_answers(&mut schemas, answers);
+        assert_eq!(
+            renamed,
+            BTreeMap::from([
+                ("Limits".to_owned(), "LimitsAnswer2".to_owned()),
+                ("Tenant".to_owned(), "TenantAnswer".to_owned()),
+            ])
+        );
+        assert_eq!(
+            schemas["Limits"]["required"],
+            json!(["a"]),
+            "requests keep theirs"
+        );
+        assert_eq!(schemas["LimitsAnswer2"]["required"], json!(["a", "b"]));
+        assert_eq!(
+            schemas["TenantAnswer"]["properties"]["limits"]["$ref"],
+            "#/components/schemas/LimitsAnswer2"
+        );
+        assert_eq!(
+            schemas["View"]["items"]["$ref"],
+            "#/components/schemas/TenantAnswer"
+        );
+        assert_eq!(schemas.len(), 7, "{schemas:?}");
+    }
+
+    #[test]
+    fn every_route_documents_its_handler_s_answer_and_every_reference_resolves() {
+        let doc = document();
+        for r in ROUTES {
+            let responses = &doc["paths"][r.path][r.method.to_lowercase()]["responses"];
+            let ok: Vec<&String> = responses
+                .as_object()
+                .map(|m| m.keys().filter(|c| c.starts_with('2')).collect())
+                .unwrap_or_default();
+            assert!(!ok.is_empty(), "{} {}", r.method, r.path);
+        }
+        let posted = |path: &str| {
+            doc["paths"][path]["post"]["responses"]
+                .as_object()
+                .map(|m| {
+                    m.keys()
+                        .filter(|c| c.starts_with('2'))
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(posted("/api/v1/tenants"), ["201"]);
+        assert_eq!(posted("/api/v1/tenants/{tenant}/optimisations"), ["202"]);
+        assert_eq!(
+            posted("/api/v1/tenants/{tenant}/models/{model}/versions"),
+            ["200", "201"]
+        );
+        assert_eq!(posted("/api/v1/tenants/{tenant}/restart"), ["200"]);
+        let text = doc.to_string();
+        let schemas = &doc["components"]["schemas"];
+        for r in text.split("\"#/components/schemas/").skip(1) {
+            let name = r.split('"').next().unwrap_or_default();
+            assert!(schemas[name].is_object(), "{name} resolves");
+        }
+    }
 }

@@ -5,12 +5,29 @@
 //! `promote` the version takes the alias (default `champion`) only if it beats the version holding it out
 //! of sample, by the margin and significantly. The professional tier and up may train, like uploads.
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::json;
 
-use super::{Authorized, Body};
-use crate::actors::training::{CancelJob, GetJob, JobError, JobRequest, ListJobs, SubmitJob};
+use super::{Authorized, Body, Reply};
+use crate::actors::training::{
+    CancelJob, GetJob, JobError, JobRequest, JobView, ListJobs, SubmitJob,
+};
 use crate::http::error::ApiError;
+
+/// A training job.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobAnswer {
+    pub job: JobView,
+}
+
+/// A model's training jobs.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+}
 
 fn jobs(auth: &Authorized) -> Result<actix::Addr<crate::actors::training::TrainingJobs>, ApiError> {
     auth.state
@@ -31,7 +48,7 @@ pub async fn create(
     auth: Authorized,
     path: web::Path<(String, String)>,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<JobAnswer, 201>, ApiError> {
     let body: JobRequest = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
@@ -82,14 +99,14 @@ pub async fn create(
             json!({"model": model.name, "job": view.id}),
         )
         .await?;
-    Ok(auth.created(json!({ "job": view })))
+    Ok(auth.created(JobAnswer { job: view }))
 }
 
 /// `GET …/models/{model}/jobs`: the model's jobs, newest first.
 pub async fn list(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<JobList>, ApiError> {
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?;
     let all = jobs(&auth)?
@@ -98,14 +115,14 @@ pub async fn list(
             model: model.name,
         })
         .await?;
-    Ok(auth.ok(json!({ "jobs": all })))
+    Ok(auth.ok(JobList { jobs: all }))
 }
 
 /// `GET …/jobs/{job}`: one job of the tenant.
 pub async fn get(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<JobAnswer>, ApiError> {
     let t = auth.tenant()?;
     let view = jobs(&auth)?
         .send(GetJob {
@@ -114,14 +131,14 @@ pub async fn get(
         })
         .await?
         .map_err(job_error)?;
-    Ok(auth.ok(json!({ "job": view })))
+    Ok(auth.ok(JobAnswer { job: view }))
 }
 
 /// `DELETE …/jobs/{job}`: cancels a queued or running job (409 once it finished).
 pub async fn cancel(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<JobAnswer>, ApiError> {
     super::models::tier_gate(&auth)?;
     let t = auth.tenant()?;
     let view = jobs(&auth)?
@@ -140,5 +157,5 @@ pub async fn cancel(
             json!({"model": view.model, "job": view.id}),
         )
         .await?;
-    Ok(auth.ok(json!({ "job": view })))
+    Ok(auth.ok(JobAnswer { job: view }))
 }

@@ -1,12 +1,11 @@
 //! API keys for bridges and bots: created with scopes (the secret is shown once), listed without secrets,
 //! rolled with an overlap window, revoked. Every change is audited.
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::{Authorized, Body, OptionalBody};
+use super::{Authorized, Body, OptionalBody, Reply};
 use crate::http::error::ApiError;
 use crate::security::rbac::Scope;
 use crate::security::service::{now_ms, KeyView};
@@ -33,10 +32,38 @@ pub struct RollKey {
     pub overlap_secs: Option<u64>,
 }
 
+/// A new key and its secret.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct KeyCreated {
+    pub key: KeyView,
+    /// The key itself (`Authorization: Bearer` or `X-API-Key`): shown once, never again.
+    pub secret: String,
+}
+
+/// A rolled key: its successor with the secret, and the old key, valid until its overlap ends.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct KeyRolled {
+    /// The new key.
+    pub key: KeyView,
+    /// The new key's secret: shown once, never again.
+    pub secret: String,
+    /// The old key (`rolled_to` names the new one; it expires at the end of the overlap).
+    pub previous: KeyView,
+}
+
+/// A page of the tenant's API keys (never their secrets).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct KeyList {
+    /// Newest first.
+    pub keys: Vec<KeyView>,
+    /// Keys matching the filters, across every page.
+    pub total: usize,
+}
+
 pub async fn create(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<KeyCreated, 201>, ApiError> {
     let body: CreateKey = super::docs::decode(body)?;
     let tenant = auth.tenant()?.id.0.clone();
     if super::docs::is_blank(&body.name) || body.name.chars().count() > 100 {
@@ -69,10 +96,16 @@ pub async fn create(
         .security
         .create_key(&tenant, name, &scopes, expires, auth.actor())
         .await?;
-    Ok(auth.created(json!({ "key": KeyView::from(&row), "secret": secret })))
+    Ok(auth.created(KeyCreated {
+        key: KeyView::from(&row),
+        secret,
+    }))
 }
 
-pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    req: actix_web::HttpRequest,
+    auth: Authorized,
+) -> Result<Reply<KeyList>, ApiError> {
     let page = super::Page::from_query(&req)?;
     let tenant = &auth.tenant()?.id.0;
     let keys: Vec<KeyView> = auth
@@ -85,14 +118,14 @@ pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpR
         .map(KeyView::from)
         .collect();
     let (keys, total) = page.apply(&keys, |k| k.created_ms);
-    Ok(auth.ok(json!({ "keys": keys, "total": total })))
+    Ok(auth.ok(KeyList { keys, total }))
 }
 
 pub async fn roll(
     auth: Authorized,
     path: web::Path<(String, String)>,
     OptionalBody(body): OptionalBody<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<KeyRolled, 201>, ApiError> {
     let body: Option<RollKey> = body.map(super::docs::decode).transpose()?;
     let tenant = auth.tenant()?.id.0.clone();
     let overlap = body.and_then(|b| b.overlap_secs);
@@ -102,17 +135,17 @@ pub async fn roll(
         .roll_key(&tenant, &path.1, overlap, auth.actor())
         .await?;
     let old = auth.state.security.key_of(&tenant, &path.1).await?;
-    Ok(auth.created(json!({
-        "key": KeyView::from(&row),
-        "secret": secret,
-        "previous": KeyView::from(&old),
-    })))
+    Ok(auth.created(KeyRolled {
+        key: KeyView::from(&row),
+        secret,
+        previous: KeyView::from(&old),
+    }))
 }
 
 pub async fn revoke(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<KeyView>, ApiError> {
     let tenant = auth.tenant()?.id.0.clone();
     auth.state
         .security

@@ -1,7 +1,8 @@
-//! The `/api/v1` surface. One table, [`ROUTES`], lists every route with what it requires ([`Access`]); the
-//! [`Authorized`] extractor finds the matched route in it and enforces it, the OpenAPI document is written
-//! from it, and the authorization-matrix test walks it. A route missing from the table refuses every
-//! caller (fail closed).
+//! The `/api/v1` surface. One table, [`ROUTES`], lists every route with what it requires ([`Access`]) and
+//! the handler that answers it: [`configure`] registers the handlers from it, the [`Authorized`] extractor
+//! finds the matched route in it and enforces it, the OpenAPI document is written from it (each answer from
+//! its handler's return type, see [`reply`]), and the authorization-matrix test walks it. A route missing
+//! from the table refuses every caller (fail closed), and has no handler either.
 //!
 //! Tenant resources live under `/api/v1/tenants/{tenant}/…`. The tenant a caller acts for comes only from
 //! its verified token or key: a caller of another tenant gets 404 (not 403: the tenant's existence is not
@@ -17,6 +18,7 @@ pub mod jobs;
 pub mod keys;
 pub mod models;
 pub mod optimise;
+pub mod reply;
 pub mod strategies;
 pub mod tenants;
 pub mod tickets;
@@ -28,10 +30,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 
+pub use self::reply::{Deleted, Html, Reply, Stored};
 use super::error::ApiError;
 use super::AppState;
 use crate::actors::tenant::TenantContext;
@@ -42,7 +45,7 @@ use crate::security::service::{AuthError, Principal};
 /// Which schema documents a request body.
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
 
-/// One route: what it is, who may call it.
+/// One route: what it is, who may call it, which handler answers it and what that handler answers.
 pub struct RouteDef {
     pub method: &'static str,
     /// As registered (actix pattern syntax, `{tenant}` etc.).
@@ -53,40 +56,51 @@ pub struct RouteDef {
     pub body: Option<SchemaFn>,
     /// Query parameters (all optional strings/integers).
     pub query: &'static [&'static str],
+    /// Registers the handler on `path` for `method` (see [`configure`]).
+    pub register: fn(&mut web::ServiceConfig),
+    /// What the handler answers on success (status, media type, body schema), read from its return type.
+    pub success: fn(&mut schemars::SchemaGenerator) -> reply::Success,
 }
 
+/// A [`RouteDef`]: `route!(method, path, access, tag, summary, [body = Type,] [query = &[..],] handler =
+/// path)`. The handler is both what [`configure`] registers and where the document reads the answer from
+/// (its return type, see [`reply`]), so the two cannot name different functions. `registered_by = f` marks
+/// a route whose handler `f` registers instead (the model upload, [`configure_uploads`]).
 macro_rules! route {
-    ($method:literal, $path:literal, $access:ident, $tag:literal, $summary:literal) => {
-        RouteDef {
-            method: $method,
-            path: $path,
-            access: Access::$access,
-            tag: $tag,
-            summary: $summary,
-            body: None,
-            query: &[],
+    (@body) => { None };
+    (@body $body:ty) => { Some(|g| g.subschema_for::<$body>()) };
+    (@query) => { &[] };
+    (@query $q:expr) => { $q };
+    (@verb "GET") => { web::get() };
+    (@verb "POST") => { web::post() };
+    (@verb "PUT") => { web::put() };
+    (@verb "DELETE") => { web::delete() };
+    (@register $method:tt, $path:literal, $handler:path) => {
+        |cfg| {
+            cfg.route($path, route!(@verb $method).to($handler));
         }
     };
-    ($method:literal, $path:literal, $access:ident, $tag:literal, $summary:literal, body = $body:ty) => {
+    (@register $method:tt, $path:literal, $handler:path, $by:path) => {{
+        // Registered by the function named, not by `configure`: named here so that the table cannot point
+        // at a function that is gone.
+        let _: fn(&mut web::ServiceConfig) = $by;
+        |_| {}
+    }};
+    (
+        $method:tt, $path:literal, $access:ident, $tag:literal, $summary:literal,
+        $(body = $body:ty,)? $(query = $q:expr,)? handler = $handler:path
+        $(, registered_by = $by:path)? $(,)?
+    ) => {
         RouteDef {
             method: $method,
             path: $path,
             access: Access::$access,
             tag: $tag,
             summary: $summary,
-            body: Some(|g| g.subschema_for::<$body>()),
-            query: &[],
-        }
-    };
-    ($method:literal, $path:literal, $access:ident, $tag:literal, $summary:literal, query = $q:expr) => {
-        RouteDef {
-            method: $method,
-            path: $path,
-            access: Access::$access,
-            tag: $tag,
-            summary: $summary,
-            body: None,
-            query: $q,
+            body: route!(@body $($body)?),
+            query: route!(@query $($q)?),
+            register: route!(@register $method, $path, $handler $(, $by)?),
+            success: |g| reply::success_of(&$handler, g),
         }
     };
 }
@@ -101,7 +115,8 @@ pub static ROUTES: &[RouteDef] = &[
         Public,
         "auth",
         "Sign in with email and password; answers an access and a refresh token",
-        body = auth::LoginRequest
+        body = auth::LoginRequest,
+        handler = auth::login
     ),
     route!(
         "POST",
@@ -109,21 +124,24 @@ pub static ROUTES: &[RouteDef] = &[
         Public,
         "auth",
         "Rotate a refresh token (a reused one revokes its session)",
-        body = auth::RefreshRequest
+        body = auth::RefreshRequest,
+        handler = auth::refresh
     ),
     route!(
         "POST",
         "/api/v1/auth/logout",
         Authenticated,
         "auth",
-        "End the caller's session"
+        "End the caller's session",
+        handler = auth::logout
     ),
     route!(
         "GET",
         "/api/v1/me",
         Authenticated,
         "auth",
-        "Who the caller is"
+        "Who the caller is",
+        handler = auth::me
     ),
     route!(
         "POST",
@@ -131,7 +149,8 @@ pub static ROUTES: &[RouteDef] = &[
         Read,
         "auth",
         "A single-use ticket (valid 30 s) to open the client WebSocket /ws/v1/client from a browser",
-        body = tickets::TicketRequest
+        body = tickets::TicketRequest,
+        handler = tickets::create
     ),
     route!(
         "POST",
@@ -139,21 +158,24 @@ pub static ROUTES: &[RouteDef] = &[
         Platform,
         "tenants",
         "Create a tenant (it starts at once)",
-        body = tenants::CreateTenant
+        body = tenants::CreateTenant,
+        handler = tenants::create
     ),
     route!(
         "GET",
         "/api/v1/tenants",
         Platform,
         "tenants",
-        "List tenants"
+        "List tenants",
+        handler = tenants::list
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}",
         Read,
         "tenants",
-        "A tenant"
+        "A tenant",
+        handler = tenants::get
     ),
     route!(
         "PUT",
@@ -161,28 +183,32 @@ pub static ROUTES: &[RouteDef] = &[
         Platform,
         "tenants",
         "Change a tenant's tier",
-        body = tenants::SetTier
+        body = tenants::SetTier,
+        handler = tenants::set_tier
     ),
     route!(
         "POST",
         "/api/v1/tenants/{tenant}/restart",
         Platform,
         "tenants",
-        "Start a failed tenant again from its stored state (409 while it runs)"
+        "Start a failed tenant again from its stored state (409 while it runs)",
+        handler = tenants::restart
     ),
     route!(
         "POST",
         "/api/v1/tenants/{tenant}/suspend",
         Platform,
         "tenants",
-        "Suspend a tenant: its users, keys and bridges are refused"
+        "Suspend a tenant: its users, keys and bridges are refused",
+        handler = tenants::suspend
     ),
     route!(
         "POST",
         "/api/v1/tenants/{tenant}/resume",
         Platform,
         "tenants",
-        "Lift a suspension"
+        "Lift a suspension",
+        handler = tenants::resume
     ),
     route!(
         "POST",
@@ -190,7 +216,8 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "users",
         "Create a user of the tenant",
-        body = users::CreateUser
+        body = users::CreateUser,
+        handler = users::create
     ),
     route!(
         "GET",
@@ -198,7 +225,8 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "users",
         "List the tenant's users",
-        query = PAGE
+        query = PAGE,
+        handler = users::list
     ),
     route!(
         "PUT",
@@ -206,14 +234,16 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "users",
         "Change a user's role (their sessions end)",
-        body = users::SetRole
+        body = users::SetRole,
+        handler = users::set_role
     ),
     route!(
         "POST",
         "/api/v1/tenants/{tenant}/users/{user}/disable",
         Admin,
         "users",
-        "Disable a user (their sessions end)"
+        "Disable a user (their sessions end)",
+        handler = users::disable
     ),
     route!(
         "POST",
@@ -221,7 +251,8 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "api-keys",
         "Create an API key (the secret is shown once)",
-        body = keys::CreateKey
+        body = keys::CreateKey,
+        handler = keys::create
     ),
     route!(
         "GET",
@@ -229,7 +260,8 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "api-keys",
         "List API keys (never their secrets)",
-        query = PAGE
+        query = PAGE,
+        handler = keys::list
     ),
     route!(
         "POST",
@@ -237,14 +269,16 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "api-keys",
         "Roll a key: a new secret, the old one valid for an overlap window",
-        body = keys::RollKey
+        body = keys::RollKey,
+        handler = keys::roll
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/api-keys/{key}",
         Admin,
         "api-keys",
-        "Revoke a key"
+        "Revoke a key",
+        handler = keys::revoke
     ),
     route!(
         "POST",
@@ -252,21 +286,24 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "mt5-accounts",
         "Register an MT5 account (the password is stored encrypted, never returned)",
-        body = accounts::RegisterAccount
+        body = accounts::RegisterAccount,
+        handler = accounts::register
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/mt5-accounts",
         Read,
         "mt5-accounts",
-        "List MT5 accounts"
+        "List MT5 accounts",
+        handler = accounts::list
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/mt5-accounts/{login}",
         Admin,
         "mt5-accounts",
-        "Remove an MT5 account"
+        "Remove an MT5 account",
+        handler = accounts::remove
     ),
     route!(
         "GET",
@@ -274,7 +311,8 @@ pub static ROUTES: &[RouteDef] = &[
         Read,
         "models",
         "Registered models with their version count and current aliases",
-        query = &["offset", "limit"]
+        query = &["offset", "limit"],
+        handler = models::list
     ),
     route!(
         "POST",
@@ -282,14 +320,16 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Register a model name (professional tier and up)",
-        body = models::RegisterModel
+        body = models::RegisterModel,
+        handler = models::register
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/models/{model}",
         Read,
         "models",
-        "A model: its versions with manifests, its aliases and their history"
+        "A model: its versions with manifests, its aliases and their history",
+        handler = models::get
     ),
     route!(
         "POST",
@@ -297,7 +337,9 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Upload a version: ONNX file and manifest as JSON (file in base64), as multipart/form-data (parts manifest and file) or as application/octet-stream (manifest as JSON in the `manifest` query parameter); validated, stored encrypted, named by its sha256",
-        body = models::UploadVersion
+        body = models::UploadVersion,
+        handler = models::upload,
+        registered_by = configure_uploads
     ),
     route!(
         "PUT",
@@ -305,21 +347,24 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Point an alias (champion, challenger, any name) at a version; the history is kept",
-        body = models::MoveAlias
+        body = models::MoveAlias,
+        handler = models::move_alias
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/models/{model}/versions/{version}",
         Trade,
         "models",
-        "Delete a version (refused while deployed or aliased)"
+        "Delete a version (refused while deployed or aliased)",
+        handler = models::delete_version
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/deployments",
         Read,
         "models",
-        "Model deployments: versions, weights, state, and per version predictions, skips, rollbacks, accuracy and drift"
+        "Model deployments: versions, weights, state, and per version predictions, skips, rollbacks, accuracy and drift",
+        handler = deployments::list
     ),
     route!(
         "POST",
@@ -327,14 +372,16 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Deploy registry versions (by sha256 or alias) on a symbol and timeframe: traffic split by weight per bar, shadow versions beside (professional tier and up)",
-        body = deployments::CreateDeployment
+        body = deployments::CreateDeployment,
+        handler = deployments::create
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
         Read,
         "models",
-        "A deployment with its monitoring"
+        "A deployment with its monitoring",
+        handler = deployments::get
     ),
     route!(
         "PUT",
@@ -342,14 +389,16 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Change a deployment's versions, weights or budget live (audited)",
-        body = deployments::ChangeDeployment
+        body = deployments::ChangeDeployment,
+        handler = deployments::change
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
         Trade,
         "models",
-        "Remove a deployment (refused while a strategy trades its predictions)"
+        "Remove a deployment (refused while a strategy trades its predictions)",
+        handler = deployments::delete
     ),
     route!(
         "POST",
@@ -357,42 +406,48 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Train a version on the tenant's stored bars (walk-forward validated; optionally promoted to an alias if significantly better)",
-        body = crate::actors::training::JobRequest
+        body = crate::actors::training::JobRequest,
+        handler = jobs::create
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/models/{model}/jobs",
         Read,
         "models",
-        "The model's training jobs with their progress and results"
+        "The model's training jobs with their progress and results",
+        handler = jobs::list
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/jobs/{job}",
         Read,
         "models",
-        "A training job"
+        "A training job",
+        handler = jobs::get
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/jobs/{job}",
         Trade,
         "models",
-        "Cancel a queued or running training job"
+        "Cancel a queued or running training job",
+        handler = jobs::cancel
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/models/{model}/monitoring",
         Read,
         "models",
-        "The model's deployments and, per version, predictions, skips, rollbacks, accuracy and drift"
+        "The model's deployments and, per version, predictions, skips, rollbacks, accuracy and drift",
+        handler = deployments::monitoring
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/strategies",
         Read,
         "strategies",
-        "List strategies with their state"
+        "List strategies with their state",
+        handler = strategies::list
     ),
     route!(
         "POST",
@@ -400,14 +455,16 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "strategies",
         "Create a strategy (validated, started unless disabled)",
-        body = crate::config::StrategySettings
+        body = crate::config::StrategySettings,
+        handler = strategies::create
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/strategies/{strategy}",
         Read,
         "strategies",
-        "A strategy"
+        "A strategy",
+        handler = strategies::get
     ),
     route!(
         "PUT",
@@ -415,42 +472,48 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "strategies",
         "Change a strategy's parameters, volume or timeframe (it restarts)",
-        body = strategies::UpdateStrategy
+        body = strategies::UpdateStrategy,
+        handler = strategies::update
     ),
     route!(
         "POST",
         "/api/v1/tenants/{tenant}/strategies/{strategy}/start",
         Trade,
         "strategies",
-        "Start a stopped strategy"
+        "Start a stopped strategy",
+        handler = strategies::start
     ),
     route!(
         "POST",
         "/api/v1/tenants/{tenant}/strategies/{strategy}/stop",
         Trade,
         "strategies",
-        "Stop a strategy (its positions stay)"
+        "Stop a strategy (its positions stay)",
+        handler = strategies::stop
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/strategies/{strategy}",
         Trade,
         "strategies",
-        "Delete a strategy"
+        "Delete a strategy",
+        handler = strategies::delete
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/risk",
         Read,
         "risk",
-        "Risk limits and state (kill switch, blind accounts)"
+        "Risk limits and state (kill switch, blind accounts)",
+        handler = trading::risk
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/correlations",
         Read,
         "risk",
-        "Correlations and Ledoit–Wolf covariance of the tenant's symbols' M1 returns (the portfolio-volatility limit's input)"
+        "Correlations and Ledoit–Wolf covariance of the tenant's symbols' M1 returns (the portfolio-volatility limit's input)",
+        handler = trading::correlations
     ),
     route!(
         "PUT",
@@ -458,7 +521,8 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "risk",
         "Replace the risk limits",
-        body = crate::config::RiskSettings
+        body = crate::config::RiskSettings,
+        handler = trading::set_risk
     ),
     route!(
         "PUT",
@@ -466,7 +530,8 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "risk",
         "Turn the kill switch on (optionally flattening) or off",
-        body = trading::KillSwitchRequest
+        body = trading::KillSwitchRequest,
+        handler = trading::kill_switch
     ),
     route!(
         "GET",
@@ -474,7 +539,8 @@ pub static ROUTES: &[RouteDef] = &[
         Read,
         "trading",
         "Orders, newest first, paginated, by creation time",
-        query = PAGE
+        query = PAGE,
+        handler = trading::orders
     ),
     route!(
         "GET",
@@ -482,21 +548,24 @@ pub static ROUTES: &[RouteDef] = &[
         Read,
         "trading",
         "Fills (deals), newest first, paginated, by execution time",
-        query = PAGE
+        query = PAGE,
+        handler = trading::fills
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/positions",
         Read,
         "trading",
-        "Open positions"
+        "Open positions",
+        handler = trading::positions
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/performance",
         Read,
         "trading",
-        "PnL, win rate, profit factor, drawdown, Sharpe"
+        "PnL, win rate, profit factor, drawdown, Sharpe",
+        handler = trading::performance
     ),
     route!(
         "POST",
@@ -504,28 +573,32 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "strategies",
         "Queue a strategy optimisation on stored ticks: grid, random or genetic search, optionally walk-forward (professional tier)",
-        body = optimise::OptimiseRequest
+        body = optimise::OptimiseRequest,
+        handler = optimise::create
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/optimisations",
         Read,
         "strategies",
-        "The tenant's optimisation jobs, newest first"
+        "The tenant's optimisation jobs, newest first",
+        handler = optimise::list
     ),
     route!(
         "GET",
         "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
         Read,
         "strategies",
-        "An optimisation job: progress, and the ranked candidates once done"
+        "An optimisation job: progress, and the ranked candidates once done",
+        handler = optimise::get
     ),
     route!(
         "DELETE",
         "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
         Trade,
         "strategies",
-        "Cancel a queued or running optimisation"
+        "Cancel a queued or running optimisation",
+        handler = optimise::cancel
     ),
     route!(
         "GET",
@@ -533,7 +606,8 @@ pub static ROUTES: &[RouteDef] = &[
         Read,
         "trading",
         "Supervision events of the tenant's actors (starts, failures, restarts)",
-        query = &["limit"]
+        query = &["limit"],
+        handler = trading::supervision_events
     ),
     route!(
         "GET",
@@ -541,7 +615,8 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "audit",
         "The audit log of the caller's tenant (platform: ?tenant=)",
-        query = &["tenant", "action", "from_ms", "to_ms", "after_seq", "limit"]
+        query = &["tenant", "action", "from_ms", "to_ms", "after_seq", "limit"],
+        handler = audit::query
     ),
     route!(
         "GET",
@@ -549,42 +624,51 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "audit",
         "Check the audit hash chain; names the first broken entry",
-        query = &["tenant"]
+        query = &["tenant"],
+        handler = audit::verify
     ),
     route!(
         "GET",
         "/api/v1/positions",
         Read,
         "trading",
-        "Open positions and performance of the caller's tenant"
+        "Open positions and performance of the caller's tenant",
+        handler = trading::my_positions
     ),
     route!(
         "GET",
         "/api/v1/orders",
         Read,
         "trading",
-        "Orders of the caller's tenant"
+        "Orders of the caller's tenant",
+        handler = trading::my_orders
     ),
-    route!("GET", "/api/openapi.json", Public, "docs", "This document"),
+    route!("GET", "/api/openapi.json", Public, "docs", "This document",
+        handler = docs::openapi
+    ),
     route!(
         "GET",
         "/api/asyncapi.json",
         Public,
         "docs",
-        "The trading-client WebSocket protocol (/ws/v1/client) as an AsyncAPI 3 document"
+        "The trading-client WebSocket protocol (/ws/v1/client) as an AsyncAPI 3 document",
+        handler = docs::asyncapi
     ),
     route!(
         "GET",
         "/api/docs",
         Public,
         "docs",
-        "A browsable page of this document"
+        "A browsable page of this document",
+        handler = docs::page
     ),
 ];
 
 /// Registers the model upload, whose body may be larger than other requests' (a file of
 /// `models.max_file_bytes`, in base64 for JSON, plus its manifest): the handler reads the payload itself
-/// and bounds each form of upload (see `models::upload`).
+/// and bounds each form of upload (see `models::upload`). The one route [`configure`] does not register:
+/// the server configures it before every other route (`startup`); its table entry (`registered_by =
+/// configure_uploads`) still documents it from the handler.
 pub fn configure_uploads(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/api/v1/tenants/{tenant}/models/{model}/versions")
@@ -633,196 +717,14 @@ fn configure_method_not_allowed(cfg: &mut web::ServiceConfig) {
     }
 }
 
-/// Registers every handler of [`ROUTES`] (the model upload through [`configure_uploads`]).
+/// Registers every handler of [`ROUTES`], in table order (the model upload through [`configure_uploads`]),
+/// then the 405 answers of their paths, after all of them.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use web::{delete, get, post, put};
-    cfg.app_data(web::JsonConfig::default())
-        .route("/api/v1/auth/login", post().to(auth::login))
-        .route("/api/v1/auth/refresh", post().to(auth::refresh))
-        .route("/api/v1/auth/logout", post().to(auth::logout))
-        .route("/api/v1/me", get().to(auth::me))
-        .route("/api/v1/ws-tickets", post().to(tickets::create))
-        .route("/api/v1/tenants", post().to(tenants::create))
-        .route("/api/v1/tenants", get().to(tenants::list))
-        .route("/api/v1/tenants/{tenant}", get().to(tenants::get))
-        .route("/api/v1/tenants/{tenant}/tier", put().to(tenants::set_tier))
-        .route(
-            "/api/v1/tenants/{tenant}/restart",
-            post().to(tenants::restart),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/suspend",
-            post().to(tenants::suspend),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/resume",
-            post().to(tenants::resume),
-        )
-        .route("/api/v1/tenants/{tenant}/users", post().to(users::create))
-        .route("/api/v1/tenants/{tenant}/users", get().to(users::list))
-        .route(
-            "/api/v1/tenants/{tenant}/users/{user}/role",
-            put().to(users::set_role),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/users/{user}/disable",
-            post().to(users::disable),
-        )
-        .route("/api/v1/tenants/{tenant}/api-keys", post().to(keys::create))
-        .route("/api/v1/tenants/{tenant}/api-keys", get().to(keys::list))
-        .route(
-            "/api/v1/tenants/{tenant}/api-keys/{key}/roll",
-            post().to(keys::roll),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/api-keys/{key}",
-            delete().to(keys::revoke),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/mt5-accounts",
-            post().to(accounts::register),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/mt5-accounts",
-            get().to(accounts::list),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/mt5-accounts/{login}",
-            delete().to(accounts::remove),
-        )
-        .route("/api/v1/tenants/{tenant}/models", get().to(models::list))
-        .route(
-            "/api/v1/tenants/{tenant}/models",
-            post().to(models::register),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}",
-            get().to(models::get),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/aliases/{alias}",
-            put().to(models::move_alias),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/versions/{version}",
-            delete().to(models::delete_version),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/deployments",
-            get().to(deployments::list),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/deployments",
-            post().to(deployments::create),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
-            get().to(deployments::get),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
-            put().to(deployments::change),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",
-            delete().to(deployments::delete),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/monitoring",
-            get().to(deployments::monitoring),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/jobs",
-            post().to(jobs::create),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/models/{model}/jobs",
-            get().to(jobs::list),
-        )
-        .route("/api/v1/tenants/{tenant}/jobs/{job}", get().to(jobs::get))
-        .route(
-            "/api/v1/tenants/{tenant}/jobs/{job}",
-            delete().to(jobs::cancel),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies",
-            get().to(strategies::list),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies",
-            post().to(strategies::create),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies/{strategy}",
-            get().to(strategies::get),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies/{strategy}",
-            put().to(strategies::update),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies/{strategy}/start",
-            post().to(strategies::start),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies/{strategy}/stop",
-            post().to(strategies::stop),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/strategies/{strategy}",
-            delete().to(strategies::delete),
-        )
-        .route("/api/v1/tenants/{tenant}/risk", get().to(trading::risk))
-        .route(
-            "/api/v1/tenants/{tenant}/correlations",
-            get().to(trading::correlations),
-        )
-        .route("/api/v1/tenants/{tenant}/risk", put().to(trading::set_risk))
-        .route(
-            "/api/v1/tenants/{tenant}/kill-switch",
-            put().to(trading::kill_switch),
-        )
-        .route("/api/v1/tenants/{tenant}/orders", get().to(trading::orders))
-        .route("/api/v1/tenants/{tenant}/fills", get().to(trading::fills))
-        .route(
-            "/api/v1/tenants/{tenant}/positions",
-            get().to(trading::positions),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/performance",
-            get().to(trading::performance),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/optimisations",
-            post().to(optimise::create),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/optimisations",
-            get().to(optimise::list),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
-            get().to(optimise::get),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/optimisations/{optimisation}",
-            delete().to(optimise::cancel),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/supervision-events",
-            get().to(trading::supervision_events),
-        )
-        .route("/api/v1/audit", get().to(audit::query))
-        .route("/api/v1/audit/verify", get().to(audit::verify))
-        .route("/api/v1/positions", get().to(trading::my_positions))
-        .route("/api/v1/orders", get().to(trading::my_orders))
-        .route("/api/openapi.json", get().to(docs::openapi))
-        .route(
-            "/api/asyncapi.json",
-            get().to(crate::http::ws::asyncapi::asyncapi),
-        )
-        .route("/api/docs", get().to(docs::page))
-        .configure(configure_method_not_allowed);
+    cfg.app_data(web::JsonConfig::default());
+    for r in ROUTES {
+        (r.register)(cfg);
+    }
+    configure_method_not_allowed(cfg);
 }
 
 /// The route `req` matched, from [`ROUTES`].
@@ -902,35 +804,38 @@ impl Authorized {
         &self.principal.actor
     }
 
-    /// An answer with the rate-limit headers.
-    pub fn reply(&self, status: StatusCode, body: impl serde::Serialize) -> HttpResponse {
-        let mut resp = HttpResponse::build(status);
+    /// `body` with the rate-limit headers, answered with status `STATUS`.
+    pub fn reply<T, const STATUS: u16>(&self, body: T) -> Reply<T, STATUS> {
+        let mut reply = Reply::new(body);
         if let Some(d) = &self.limit {
-            resp.insert_header(("RateLimit-Policy", format!("{};w=60", d.limit)));
-            resp.insert_header((
-                "RateLimit",
-                format!(
-                    "limit={}, remaining={}, reset={}",
-                    d.limit,
-                    d.remaining,
-                    d.reset.as_secs_f64().ceil() as u64
-                ),
-            ));
+            reply = reply
+                .header("RateLimit-Policy", format!("{};w=60", d.limit))
+                .header(
+                    "RateLimit",
+                    format!(
+                        "limit={}, remaining={}, reset={}",
+                        d.limit,
+                        d.remaining,
+                        d.reset.as_secs_f64().ceil() as u64
+                    ),
+                );
         }
-        resp.json(body)
+        reply
     }
 
-    pub fn ok(&self, body: impl serde::Serialize) -> HttpResponse {
-        self.reply(StatusCode::OK, body)
+    /// 200.
+    pub fn ok<T>(&self, body: T) -> Reply<T, 200> {
+        self.reply(body)
     }
 
-    pub fn created(&self, body: impl serde::Serialize) -> HttpResponse {
-        self.reply(StatusCode::CREATED, body)
+    /// 201: made.
+    pub fn created<T>(&self, body: T) -> Reply<T, 201> {
+        self.reply(body)
     }
 
     /// 202: queued, to be watched.
-    pub fn accepted(&self, body: impl serde::Serialize) -> HttpResponse {
-        self.reply(StatusCode::ACCEPTED, body)
+    pub fn accepted<T>(&self, body: T) -> Reply<T, 202> {
+        self.reply(body)
     }
 }
 

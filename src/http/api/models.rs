@@ -17,19 +17,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use base64::Engine as _;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body, Page};
+use super::{Authorized, Body, Deleted, Page, Reply, Stored};
 use crate::actors::tenant::TenantContext;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
-use crate::storage::security::ModelRow;
+use crate::storage::security::{AliasRow, ModelRow};
 use crate::storage::StorageError;
 
 /// The tier from which custom models may be uploaded and deployed.
@@ -62,6 +62,140 @@ pub struct MoveAlias {
     pub version: String,
 }
 
+/// A registered model name.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelView {
+    pub tenant_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_ms: i64,
+}
+
+impl From<ModelRow> for ModelView {
+    fn from(row: ModelRow) -> Self {
+        let ModelRow {
+            tenant_id,
+            name,
+            description,
+            created_ms,
+        } = row;
+        Self {
+            tenant_id,
+            name,
+            description,
+            created_ms,
+        }
+    }
+}
+
+/// A model of the list: its name, how many versions it has and where its aliases point now.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelSummary {
+    pub name: String,
+    pub description: String,
+    pub created_ms: i64,
+    /// How many versions are stored.
+    pub versions: usize,
+    /// Alias → the version (sha256) it points at now.
+    pub aliases: BTreeMap<String, String>,
+}
+
+/// A page of the tenant's models.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelPage {
+    /// By name.
+    pub models: Vec<ModelSummary>,
+    /// Models across every page.
+    pub total: i64,
+}
+
+/// What registering a model answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelRegistered {
+    pub model: ModelView,
+}
+
+/// A stored version of a model (its file is never shown).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VersionView {
+    /// The sha256 of its ONNX file, 64 lower-case hex digits.
+    pub version: String,
+    /// Its manifest as stored (`null` if the stored text does not parse).
+    #[schemars(with = "Option<Manifest>")]
+    pub manifest: serde_json::Value,
+    /// The ONNX file's size.
+    pub size_bytes: i64,
+    pub created_ms: i64,
+}
+
+/// Where an alias pointed, from when until when.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AliasPointing {
+    pub alias: String,
+    /// The order of the alias's pointings (1 first).
+    pub seq: i64,
+    /// The version (sha256) it pointed at.
+    pub version: String,
+    pub from_ms: i64,
+    /// `null` while it still points there.
+    pub to_ms: Option<i64>,
+}
+
+impl From<AliasRow> for AliasPointing {
+    fn from(row: AliasRow) -> Self {
+        let AliasRow {
+            alias,
+            seq,
+            version,
+            from_ms,
+            to_ms,
+        } = row;
+        Self {
+            alias,
+            seq,
+            version,
+            from_ms,
+            to_ms,
+        }
+    }
+}
+
+/// A model with its versions and its aliases, past and present.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ModelDetail {
+    pub model: ModelView,
+    /// Oldest first.
+    pub versions: Vec<VersionView>,
+    /// Alias → the version (sha256) it points at now.
+    pub aliases: BTreeMap<String, String>,
+    /// Every pointing of every alias.
+    pub alias_history: Vec<AliasPointing>,
+}
+
+/// What an upload answers (201 when the version is new, 200 when the same file was stored already).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VersionUploaded {
+    pub model: String,
+    /// The sha256 of the file: the version's name.
+    pub version: String,
+    pub size_bytes: i64,
+    /// `false`: the same file was stored already, nothing changed.
+    pub created: bool,
+}
+
+/// What pointing an alias answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AliasPointed {
+    pub model: String,
+    pub alias: String,
+    /// The version it points at now.
+    pub version: String,
+    /// The version it pointed at before (`null`: none).
+    pub previous: Option<String>,
+    /// The deployments that follow the alias and now serve the version.
+    pub deployments: Vec<String>,
+}
+
 pub(super) fn tier_gate(auth: &Authorized) -> Result<(), ApiError> {
     super::tenants::require_tier(auth.tenant()?, TIER, "a custom model")
 }
@@ -77,7 +211,7 @@ pub(super) async fn model_of(auth: &Authorized, name: &str) -> Result<ModelRow, 
 }
 
 /// `GET …/models`: the registered models, by name, with their versions and current aliases.
-pub async fn list(auth: Authorized, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn list(auth: Authorized, req: HttpRequest) -> Result<Reply<ModelPage>, ApiError> {
     let page = Page::from_query(&req)?;
     let limit = page.limit.unwrap_or(50).clamp(1, 500) as i64;
     let offset = page.offset.unwrap_or(0).min(i64::MAX as usize) as i64;
@@ -94,22 +228,25 @@ pub async fn list(auth: Authorized, req: HttpRequest) -> Result<HttpResponse, Ap
             .filter(|a| a.to_ms.is_none())
             .map(|a| (a.alias, a.version))
             .collect();
-        items.push(json!({
-            "name": m.name,
-            "description": m.description,
-            "created_ms": m.created_ms,
-            "versions": versions,
-            "aliases": aliases,
-        }));
+        items.push(ModelSummary {
+            name: m.name,
+            description: m.description,
+            created_ms: m.created_ms,
+            versions,
+            aliases,
+        });
     }
-    Ok(auth.ok(json!({ "models": items, "total": total })))
+    Ok(auth.ok(ModelPage {
+        models: items,
+        total,
+    }))
 }
 
 /// `POST …/models`: registers a model name.
 pub async fn register(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<ModelRegistered, 201>, ApiError> {
     let body: RegisterModel = super::docs::decode(body)?;
     tier_gate(&auth)?;
     super::valid_id("name", &body.name)?;
@@ -143,41 +280,39 @@ pub async fn register(
             json!({"model": row.name}),
         )
         .await?;
-    Ok(auth.created(json!({ "model": row })))
+    Ok(auth.created(ModelRegistered { model: row.into() }))
 }
 
 /// `GET …/models/{model}`: a model, its versions (with manifests) and every alias pointing, past and present.
 pub async fn get(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<ModelDetail>, ApiError> {
     let m = model_of(&auth, &path.1).await?;
     let store = &auth.state.security.store;
     let versions: Vec<_> = store
         .versions_of(&m.tenant_id, &m.name)
         .await?
         .into_iter()
-        .map(|v| {
-            json!({
-                "version": v.version,
-                "manifest": serde_json::from_str::<serde_json::Value>(&v.manifest).unwrap_or_default(),
-                "size_bytes": v.size_bytes,
-                "created_ms": v.created_ms,
-            })
+        .map(|v| VersionView {
+            version: v.version,
+            manifest: serde_json::from_str(&v.manifest).unwrap_or_default(),
+            size_bytes: v.size_bytes,
+            created_ms: v.created_ms,
         })
         .collect();
     let history = store.aliases_of(&m.tenant_id, &m.name).await?;
-    let aliases: BTreeMap<&str, &str> = history
+    let aliases: BTreeMap<String, String> = history
         .iter()
         .filter(|a| a.to_ms.is_none())
-        .map(|a| (a.alias.as_str(), a.version.as_str()))
+        .map(|a| (a.alias.clone(), a.version.clone()))
         .collect();
-    Ok(auth.ok(json!({
-        "model": m,
-        "versions": versions,
-        "aliases": aliases,
-        "alias_history": history,
-    })))
+    Ok(auth.ok(ModelDetail {
+        model: m.into(),
+        versions,
+        aliases,
+        alias_history: history.into_iter().map(AliasPointing::from).collect(),
+    }))
 }
 
 /// The largest manifest accepted in a multipart upload or a query string (reference histograms included).
@@ -305,7 +440,7 @@ pub async fn upload(
     path: web::Path<(String, String)>,
     req: HttpRequest,
     payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Stored<VersionUploaded>, ApiError> {
     tier_gate(&auth)?;
     let m = model_of(&auth, &path.1).await?;
     let max = auth.state.settings.models.max_file_bytes;
@@ -342,11 +477,16 @@ pub async fn upload(
             )
             .await?;
     }
-    let body = json!({"model": m.name, "version": version, "size_bytes": row.size_bytes, "created": created});
+    let body = VersionUploaded {
+        model: m.name,
+        version,
+        size_bytes: row.size_bytes,
+        created,
+    };
     Ok(if created {
-        auth.created(body)
+        Stored::Created(auth.created(body))
     } else {
-        auth.ok(body)
+        Stored::Existing(auth.ok(body))
     })
 }
 
@@ -355,7 +495,7 @@ pub async fn move_alias(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<AliasPointed>, ApiError> {
     let body: MoveAlias = super::docs::decode(body)?;
     tier_gate(&auth)?;
     super::valid_id("alias", &path.2)?;
@@ -380,13 +520,13 @@ pub async fn move_alias(
         auth.actor(),
     )
     .await?;
-    Ok(auth.ok(json!({
-        "model": m.name,
-        "alias": path.2,
-        "version": body.version,
-        "previous": moved.previous,
-        "deployments": moved.deployments,
-    })))
+    Ok(auth.ok(AliasPointed {
+        model: m.name,
+        alias: path.2.clone(),
+        version: body.version,
+        previous: moved.previous,
+        deployments: moved.deployments,
+    }))
 }
 
 /// What moving an alias did.
@@ -459,7 +599,7 @@ pub async fn point_alias(
 pub async fn delete_version(
     auth: Authorized,
     path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<Deleted>, ApiError> {
     let m = model_of(&auth, &path.1).await?;
     let t = auth.tenant()?;
     let version = &path.2;
@@ -500,5 +640,7 @@ pub async fn delete_version(
             json!({"model": m.name, "version": version}),
         )
         .await?;
-    Ok(auth.ok(json!({ "deleted": version })))
+    Ok(auth.ok(Deleted {
+        deleted: version.clone(),
+    }))
 }

@@ -8,15 +8,16 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use rust_decimal::Decimal;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body};
+use super::{Authorized, Body, Reply};
 use crate::actors::optimisations::{
-    CancelOptimisation, GetOptimisation, ListOptimisations, Optimisations, Plan, SubmitOptimisation,
+    CancelOptimisation, GetOptimisation, ListOptimisations, OptimisationView, Optimisations, Plan,
+    SubmitOptimisation,
 };
 use crate::actors::training::JobError;
 use crate::backtest::optimise::{
@@ -107,6 +108,88 @@ pub struct WalkForwardRequest {
     pub out_of_sample_ms: i64,
     #[serde(default)]
     pub anchored: bool,
+}
+
+/// An optimisation job.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OptimisationAnswer {
+    pub optimisation: OptimisationView,
+}
+
+/// The tenant's optimisation jobs (without their results).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OptimisationList {
+    /// Newest first.
+    pub optimisations: Vec<OptimisationView>,
+}
+
+/// One candidate of a finished optimisation, as `actors::optimisations` writes it (the schema of
+/// [`OptimisationView::results`]' items).
+#[derive(Debug, JsonSchema)]
+pub struct Candidate {
+    /// The parameter set.
+    pub params: BTreeMap<String, f64>,
+    /// The objective's value; `null` when the run failed or broke a constraint (`min_trades`,
+    /// `max_drawdown`).
+    pub score: Option<f64>,
+    /// The backtest report of the run (trades, PnL, drawdown, Sharpe, …), when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Why the run failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A walk-forward optimisation's result, as `actors::optimisations` writes it (the schema of
+/// [`OptimisationView::walk_forward`]).
+#[derive(Debug, JsonSchema)]
+pub struct WalkForwardResult {
+    /// The windows' lengths, as asked.
+    pub spec: WalkForwardWindows,
+    /// Window after window.
+    pub windows: Vec<WalkForwardWindow>,
+    /// The out-of-sample equity, window after window, each starting where the previous ended: `[time_ms,
+    /// equity]` pairs.
+    pub stitched: Vec<(i64, f64)>,
+    /// The out-of-sample net profit of every window.
+    pub out_net_profit: f64,
+    /// (Out-of-sample profit per unit time) / (in-sample profit per unit time); `null` when the in-sample
+    /// profit is not positive.
+    pub efficiency: Option<f64>,
+}
+
+/// The lengths of a walk-forward's windows.
+#[derive(Debug, JsonSchema)]
+pub struct WalkForwardWindows {
+    pub in_sample_ms: i64,
+    pub out_of_sample_ms: i64,
+    /// In-sample windows all start at the history's start (else they roll forward).
+    pub anchored: bool,
+}
+
+/// One window of a walk-forward.
+#[derive(Debug, JsonSchema)]
+pub struct WalkForwardWindow {
+    pub bounds: WindowBounds,
+    /// The best parameter set in sample; `null` when no candidate was feasible.
+    pub best: Option<BTreeMap<String, f64>>,
+    /// Its in-sample score.
+    pub in_score: Option<f64>,
+    pub in_net_profit: f64,
+    /// What the best set made out of sample.
+    pub out_net_profit: f64,
+    pub out_trades: usize,
+    /// Candidates tried in sample.
+    pub candidates: usize,
+}
+
+/// In-sample `[in_from_ms, in_to_ms)`, out-of-sample `[out_from_ms, out_to_ms)`.
+#[derive(Debug, JsonSchema)]
+pub struct WindowBounds {
+    pub in_from_ms: i64,
+    pub in_to_ms: i64,
+    pub out_from_ms: i64,
+    pub out_to_ms: i64,
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -251,7 +334,7 @@ fn job_error(e: JobError) -> ApiError {
 pub async fn create(
     auth: Authorized,
     Body(req): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<OptimisationAnswer, 202>, ApiError> {
     super::docs::check_decimal(
         req.get("volume"),
         "volume",
@@ -278,25 +361,25 @@ pub async fn create(
             json!({"optimisation": view.id, "kind": view.request.kind, "symbol": view.request.symbol}),
         )
         .await?;
-    Ok(auth.accepted(json!({ "optimisation": view })))
+    Ok(auth.accepted(OptimisationAnswer { optimisation: view }))
 }
 
 /// `GET …/optimisations`: the tenant's jobs, newest first, without results.
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(auth: Authorized) -> Result<Reply<OptimisationList>, ApiError> {
     let t = auth.tenant()?;
     let all = actor(&auth)?
         .send(ListOptimisations {
             tenant: t.id.0.clone(),
         })
         .await?;
-    Ok(auth.ok(json!({ "optimisations": all })))
+    Ok(auth.ok(OptimisationList { optimisations: all }))
 }
 
 /// `GET …/optimisations/{id}`: progress, and the best candidates once done.
 pub async fn get(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<OptimisationAnswer>, ApiError> {
     let t = auth.tenant()?;
     let view = actor(&auth)?
         .send(GetOptimisation {
@@ -305,14 +388,14 @@ pub async fn get(
         })
         .await?
         .map_err(job_error)?;
-    Ok(auth.ok(json!({ "optimisation": view })))
+    Ok(auth.ok(OptimisationAnswer { optimisation: view }))
 }
 
 /// `DELETE …/optimisations/{id}`: cancels a queued or running job (409 once it finished).
 pub async fn cancel(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<OptimisationAnswer>, ApiError> {
     let t = auth.tenant()?.clone();
     super::tenants::require_tier(&t, TIER, "strategy optimisation")?;
     let view = actor(&auth)?
@@ -331,5 +414,5 @@ pub async fn cancel(
             json!({"optimisation": view.id}),
         )
         .await?;
-    Ok(auth.ok(json!({ "optimisation": view })))
+    Ok(auth.ok(OptimisationAnswer { optimisation: view }))
 }

@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body};
+use super::{Authorized, Body, Deleted, Reply};
 use crate::actors::messages::{DropRoute, SetRoute};
 use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 use crate::actors::tenant::{StrategyRoute, TenantContext};
@@ -37,6 +37,35 @@ pub struct UpdateStrategy {
     pub account: Option<u64>,
     #[serde(default)]
     pub params: Option<BTreeMap<String, f64>>,
+}
+
+/// Where a strategy is: `running`, `restarting` (between a failure and its restart), `failed` (disabled for
+/// failing too often; `last_error` says why) or `stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyState {
+    Running,
+    Restarting,
+    Failed,
+    Stopped,
+}
+
+/// A strategy with its state.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategyView {
+    /// Its settings, as stored.
+    pub strategy: StrategySettings,
+    /// Whether it is enabled and its actor runs now.
+    pub running: bool,
+    pub state: StrategyState,
+    /// Why the strategy was disabled (`state: failed`).
+    pub last_error: Option<String>,
+}
+
+/// The tenant's strategies.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StrategyList {
+    pub strategies: Vec<StrategyView>,
 }
 
 fn child_name(id: &str) -> String {
@@ -160,10 +189,10 @@ pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_js
                 "kind": s.kind,
                 "symbol": s.symbol,
                 "timeframe": s.timeframe,
-                "state": v["state"],
-                "running": v["running"],
+                "state": v.state,
+                "running": v.running,
                 "restarts": restarts.get(&s.id).copied().unwrap_or(0),
-                "last_error": v["last_error"],
+                "last_error": v.last_error,
             })
         })
         .collect()
@@ -174,27 +203,27 @@ pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_js
 fn view(
     s: &StrategySettings,
     supervised: &BTreeMap<String, (bool, Option<String>)>,
-) -> serde_json::Value {
+) -> StrategyView {
     let (running, disabled) = supervised.get(&s.id).cloned().unwrap_or((false, None));
     let state = match (s.enabled, running, &disabled) {
-        (false, _, _) => "stopped",
-        (true, _, Some(_)) => "failed",
-        (true, true, None) => "running",
-        (true, false, None) => "restarting",
+        (false, _, _) => StrategyState::Stopped,
+        (true, _, Some(_)) => StrategyState::Failed,
+        (true, true, None) => StrategyState::Running,
+        (true, false, None) => StrategyState::Restarting,
     };
-    json!({
-        "strategy": s,
-        "running": s.enabled && running,
-        "state": state,
-        "last_error": disabled,
-    })
+    StrategyView {
+        strategy: s.clone(),
+        running: s.enabled && running,
+        state,
+        last_error: disabled,
+    }
 }
 
-async fn view_one(t: &TenantContext, s: &StrategySettings) -> serde_json::Value {
+async fn view_one(t: &TenantContext, s: &StrategySettings) -> StrategyView {
     view(s, &supervised(t).await)
 }
 
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(auth: Authorized) -> Result<Reply<StrategyList>, ApiError> {
     let t = auth.tenant()?;
     let doc = t.document();
     let supervised = supervised(t).await;
@@ -203,13 +232,13 @@ pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
         .iter()
         .map(|s| view(s, &supervised))
         .collect();
-    Ok(auth.ok(json!({ "strategies": items })))
+    Ok(auth.ok(StrategyList { strategies: items }))
 }
 
 pub async fn get(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<StrategyView>, ApiError> {
     let t = auth.tenant()?;
     let route = route_of(t, &path.1)?;
     Ok(auth.ok(view_one(t, &route.settings).await))
@@ -218,7 +247,7 @@ pub async fn get(
 pub async fn create(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<StrategyView, 201>, ApiError> {
     super::docs::check_decimal(
         body.get("volume"),
         "volume",
@@ -273,7 +302,7 @@ pub async fn update(
     auth: Authorized,
     path: web::Path<(String, String)>,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<StrategyView>, ApiError> {
     super::docs::check_decimal(
         body.get("volume"),
         "volume",
@@ -314,7 +343,11 @@ pub async fn update(
     Ok(auth.ok(view_one(&t, &settings).await))
 }
 
-async fn set_enabled(auth: Authorized, id: &str, enabled: bool) -> Result<HttpResponse, ApiError> {
+async fn set_enabled(
+    auth: Authorized,
+    id: &str,
+    enabled: bool,
+) -> Result<Reply<StrategyView>, ApiError> {
     let t = auth.tenant()?.clone();
     let view = set_enabled_as(&auth.state, &t, auth.actor(), id, enabled).await?;
     Ok(auth.ok(view))
@@ -328,7 +361,7 @@ pub async fn set_enabled_as(
     actor: &str,
     id: &str,
     enabled: bool,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<StrategyView, ApiError> {
     let _admin = t.admin.lock().await;
     let mut route = route_of(t, id)?;
     route.settings.enabled = enabled;
@@ -358,21 +391,21 @@ pub async fn set_enabled_as(
 pub async fn start(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<StrategyView>, ApiError> {
     set_enabled(auth, &path.1, true).await
 }
 
 pub async fn stop(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<StrategyView>, ApiError> {
     set_enabled(auth, &path.1, false).await
 }
 
 pub async fn delete(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<Deleted>, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     route_of(&t, &path.1)?;
@@ -388,5 +421,7 @@ pub async fn delete(
             json!({"strategy": path.1}),
         )
         .await?;
-    Ok(auth.ok(json!({ "deleted": path.1 })))
+    Ok(auth.ok(Deleted {
+        deleted: path.1.clone(),
+    }))
 }

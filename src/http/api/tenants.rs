@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use actix_web::HttpResponse;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body};
+use super::{Authorized, Body, Reply};
 use crate::actors::messages::{self, Disconnect};
 use crate::actors::tenant::TenantContext;
 use crate::config::{RiskSettings, TenantSettings};
@@ -67,20 +66,34 @@ impl Tier {
     }
 }
 
+/// A tenant as the API shows it.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TenantView {
     pub id: String,
+    /// Its display name.
     pub name: String,
+    /// `free`, `basic`, `professional` or `enterprise`.
     pub tier: String,
+    /// A suspended tenant's users, keys and bridges are refused.
     pub suspended: bool,
     /// `running`, or `failed` when its core actors exceeded their restart budget (see `failure`; restart it
     /// with `POST /api/v1/tenants/{t}/restart`).
     pub state: String,
     /// Why the tenant failed.
     pub failure: Option<String>,
+    /// The symbols it trades.
     pub symbols: Vec<String>,
+    /// How many strategies it has.
     pub strategies: usize,
+    /// MT5 sessions its bridges have open now.
     pub mt5_sessions: usize,
+}
+
+/// Every tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TenantList {
+    /// By id.
+    pub tenants: Vec<TenantView>,
 }
 
 pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
@@ -160,7 +173,7 @@ pub async fn persist(state: &AppState, t: &TenantContext) -> Result<(), ApiError
 pub async fn create(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<TenantView, 201>, ApiError> {
     if let Some(risk) = body.get("risk") {
         super::docs::check_risk_decimals(risk, "risk.")?;
     }
@@ -227,7 +240,7 @@ pub async fn create(
     Ok(auth.created(view(&state, &tenant)))
 }
 
-pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(auth: Authorized) -> Result<Reply<TenantList>, ApiError> {
     let mut tenants: Vec<TenantView> = auth
         .state
         .runtime
@@ -236,10 +249,10 @@ pub async fn list(auth: Authorized) -> Result<HttpResponse, ApiError> {
         .map(|t| view(&auth.state, t.value()))
         .collect();
     tenants.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(auth.ok(json!({ "tenants": tenants })))
+    Ok(auth.ok(TenantList { tenants }))
 }
 
-pub async fn get(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn get(auth: Authorized) -> Result<Reply<TenantView>, ApiError> {
     let t = auth.tenant()?;
     Ok(auth.ok(view(&auth.state, t)))
 }
@@ -247,7 +260,7 @@ pub async fn get(auth: Authorized) -> Result<HttpResponse, ApiError> {
 pub async fn set_tier(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<TenantView>, ApiError> {
     let body: SetTier = super::docs::decode(body)?;
     let tier = body.tier.as_str().to_owned();
     let t = auth.tenant()?.clone();
@@ -272,7 +285,7 @@ pub async fn set_tier(
     Ok(auth.ok(view(&auth.state, &t)))
 }
 
-async fn set_suspended(auth: Authorized, suspended: bool) -> Result<HttpResponse, ApiError> {
+async fn set_suspended(auth: Authorized, suspended: bool) -> Result<Reply<TenantView>, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     auth.state.security.set_suspended(&t.id.0, suspended);
@@ -301,7 +314,7 @@ async fn set_suspended(auth: Authorized, suspended: bool) -> Result<HttpResponse
 }
 
 /// Starts a failed tenant again from its stored state (platform admin).
-pub async fn restart(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn restart(auth: Authorized) -> Result<Reply<TenantView>, ApiError> {
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     let failure = t.failure().ok_or_else(|| {
@@ -328,10 +341,10 @@ pub async fn restart(auth: Authorized) -> Result<HttpResponse, ApiError> {
     Ok(auth.ok(view(&auth.state, &restarted)))
 }
 
-pub async fn suspend(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn suspend(auth: Authorized) -> Result<Reply<TenantView>, ApiError> {
     set_suspended(auth, true).await
 }
 
-pub async fn resume(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn resume(auth: Authorized) -> Result<Reply<TenantView>, ApiError> {
     set_suspended(auth, false).await
 }

@@ -9,14 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::HttpResponse;
 use dashmap::DashMap;
 use rand::RngCore;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::{Authorized, Body};
+use super::{Authorized, Body, Reply};
 use crate::http::error::ApiError;
 use crate::security::service::Principal;
 
@@ -78,10 +76,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A ticket to open `/ws/v1/client` with (`?ticket=`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TicketIssued {
+    /// Single use, valid 30 s.
+    pub ticket: String,
+    /// When it stops being valid (ms since the Unix epoch).
+    pub expires_ms: i64,
+}
+
 pub async fn create(
     auth: Authorized,
     Body(body): Body<TicketRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<TicketIssued, 201>, ApiError> {
     let tenant = match (&auth.principal.tenant, body.tenant) {
         (Some(own), None) => own.clone(),
         (Some(own), Some(t)) if *own == t => t,
@@ -101,7 +108,10 @@ pub async fn create(
         tenant,
     })?;
     let expires_ms = crate::domain::now_ms() + TTL.as_millis() as i64;
-    Ok(auth.created(json!({ "ticket": id, "expires_ms": expires_ms })))
+    Ok(auth.created(TicketIssued {
+        ticket: id,
+        expires_ms,
+    }))
 }
 
 #[cfg(test)]

@@ -2,16 +2,21 @@
 //! the supervision events of its actors. Orders and fills come from the tenant's `Portfolio` (which holds
 //! the book it reloaded from storage), filtered by time and paginated newest first.
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpRequest;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Authorized, Body, Page};
+use super::{Authorized, Body, Page, Reply};
+use crate::actors::events::SupervisionEvent;
 use crate::actors::messages::{
-    GetPortfolio, GetRiskState, PortfolioSnapshot, SetKillSwitch, SetRiskLimits,
+    AccountPosition, GetPortfolio, GetRiskState, PortfolioSnapshot, RiskState, SetKillSwitch,
+    SetRiskLimits,
 };
 use crate::config::RiskSettings;
+use crate::domain::orders::Order;
+use crate::domain::positions::{Deal, Performance};
+use crate::domain::Timeframe;
 use crate::http::error::ApiError;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -26,6 +31,96 @@ pub struct KillSwitchRequest {
     pub flatten: bool,
 }
 
+/// The tenant's risk limits and the risk state.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RiskView {
+    /// The limits in force.
+    pub limits: RiskSettings,
+    /// The kill switch, blind accounts and the day's figures.
+    pub state: RiskState,
+}
+
+/// The risk limits in force after a change.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RiskLimits {
+    pub limits: RiskSettings,
+}
+
+/// The risk state after the kill switch changed.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct KillSwitchState {
+    pub state: RiskState,
+}
+
+/// The correlation engine's view of the tenant's symbols' M1 log returns (Ledoit–Wolf shrinkage).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Correlations {
+    /// The symbols, in the order of the matrices' rows and columns.
+    pub symbols: Vec<String>,
+    /// Correlations from −1 to 1 (0 where a symbol did not move); `null` until the window holds enough
+    /// bars.
+    pub correlations: Option<Vec<Vec<f64>>>,
+    /// The shrunk covariance matrix; `null` until the window holds enough bars.
+    pub covariance: Option<Vec<Vec<f64>>>,
+    /// The Ledoit–Wolf intensity from 0 (the sample covariance) to 1 (the target); `null` until the window
+    /// holds enough bars.
+    pub shrinkage: Option<f64>,
+    /// Rows of returns the covariance was estimated from.
+    pub observations: usize,
+    /// The bars the returns are of: always `M1`.
+    pub timeframe: Timeframe,
+}
+
+/// A page of the tenant's orders.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OrderPage {
+    /// Newest first, by creation time.
+    pub orders: Vec<Order>,
+    /// Orders matching the filters, across every page.
+    pub total: usize,
+}
+
+/// A page of the tenant's fills (deals).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FillPage {
+    /// Newest first, by execution time.
+    pub fills: Vec<Deal>,
+    /// Fills matching the filters, across every page.
+    pub total: usize,
+}
+
+/// The tenant's open positions.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PositionList {
+    pub positions: Vec<AccountPosition>,
+}
+
+/// The tenant's trading performance.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PerformanceView {
+    pub performance: Performance,
+}
+
+/// The open positions and the performance of the caller's tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PositionsAndPerformance {
+    pub positions: Vec<AccountPosition>,
+    pub performance: Performance,
+}
+
+/// Every order of the caller's tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OrderList {
+    pub orders: Vec<Order>,
+}
+
+/// Supervision events of the tenant's actors.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SupervisionEvents {
+    /// Oldest first, the last `limit`.
+    pub events: Vec<SupervisionEvent>,
+}
+
 async fn snapshot(auth: &Authorized) -> Result<PortfolioSnapshot, ApiError> {
     let portfolio = auth
         .tenant()?
@@ -35,20 +130,23 @@ async fn snapshot(auth: &Authorized) -> Result<PortfolioSnapshot, ApiError> {
     Ok(portfolio.send(GetPortfolio).await?)
 }
 
-pub async fn risk(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn risk(auth: Authorized) -> Result<Reply<RiskView>, ApiError> {
     let t = auth.tenant()?;
     let risk = t
         .risk
         .get()
         .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
     let state = risk.send(GetRiskState).await?;
-    Ok(auth.ok(json!({ "limits": t.risk_limits(), "state": state })))
+    Ok(auth.ok(RiskView {
+        limits: t.risk_limits(),
+        state,
+    }))
 }
 
 /// `GET …/correlations`: the correlation engine's current view of the tenant's symbols (M1 log returns,
 /// Ledoit–Wolf shrinkage): correlations, covariance, shrinkage intensity and observations; `null`
 /// figures until the window holds enough bars.
-pub async fn correlations(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn correlations(auth: Authorized) -> Result<Reply<Correlations>, ApiError> {
     let t = auth.tenant()?;
     let risk = t
         .risk
@@ -56,22 +154,28 @@ pub async fn correlations(auth: Authorized) -> Result<HttpResponse, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
     let cov = risk.send(crate::actors::messages::GetCorrelation).await?;
     Ok(auth.ok(match cov {
-        Some(c) => json!({
-            "symbols": c.symbols,
-            "correlations": c.correlations(),
-            "covariance": c.matrix,
-            "shrinkage": c.shrinkage,
-            "observations": c.observations,
-            "timeframe": "M1",
-        }),
-        None => json!({
-            "symbols": t.symbols.iter().collect::<std::collections::BTreeSet<_>>(),
-            "correlations": null,
-            "covariance": null,
-            "shrinkage": null,
-            "observations": 0,
-            "timeframe": "M1",
-        }),
+        Some(c) => Correlations {
+            correlations: Some(c.correlations()),
+            symbols: c.symbols,
+            covariance: Some(c.matrix),
+            shrinkage: Some(c.shrinkage),
+            observations: c.observations,
+            timeframe: Timeframe::M1,
+        },
+        None => Correlations {
+            symbols: t
+                .symbols
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .cloned()
+                .collect(),
+            correlations: None,
+            covariance: None,
+            shrinkage: None,
+            observations: 0,
+            timeframe: Timeframe::M1,
+        },
     }))
 }
 
@@ -120,7 +224,7 @@ pub fn check_limits(
 pub async fn set_risk(
     auth: Authorized,
     Body(limits): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<RiskLimits>, ApiError> {
     super::docs::check_risk_decimals(&limits, "")?;
     let limits: RiskSettings = super::docs::decode(limits)?;
     let t = auth.tenant()?.clone();
@@ -143,17 +247,17 @@ pub async fn set_risk(
             json!({"from": before, "to": limits}),
         )
         .await?;
-    Ok(auth.ok(json!({ "limits": limits })))
+    Ok(auth.ok(RiskLimits { limits }))
 }
 
 pub async fn kill_switch(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<KillSwitchState>, ApiError> {
     let body: KillSwitchRequest = super::docs::decode(body)?;
     let t = auth.tenant()?.clone();
     let state = set_kill_switch(&auth.state, &t, auth.actor(), body).await?;
-    Ok(auth.ok(json!({ "state": state })))
+    Ok(auth.ok(KillSwitchState { state }))
 }
 
 /// Turns the kill switch on or off for `actor` (HTTP and the client WebSocket), audited.
@@ -198,28 +302,32 @@ pub async fn set_kill_switch(
     Ok(state)
 }
 
-pub async fn orders(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn orders(req: HttpRequest, auth: Authorized) -> Result<Reply<OrderPage>, ApiError> {
     let page = Page::from_query(&req)?;
     let snap = snapshot(&auth).await?;
     let (orders, total) = page.apply(&snap.orders, |o| o.created_ms);
-    Ok(auth.ok(json!({ "orders": orders, "total": total })))
+    Ok(auth.ok(OrderPage { orders, total }))
 }
 
-pub async fn fills(req: HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn fills(req: HttpRequest, auth: Authorized) -> Result<Reply<FillPage>, ApiError> {
     let page = Page::from_query(&req)?;
     let snap = snapshot(&auth).await?;
     let (fills, total) = page.apply(&snap.deals, |d| d.fill.time_msc);
-    Ok(auth.ok(json!({ "fills": fills, "total": total })))
+    Ok(auth.ok(FillPage { fills, total }))
 }
 
-pub async fn positions(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn positions(auth: Authorized) -> Result<Reply<PositionList>, ApiError> {
     let snap = snapshot(&auth).await?;
-    Ok(auth.ok(json!({ "positions": snap.positions })))
+    Ok(auth.ok(PositionList {
+        positions: snap.positions,
+    }))
 }
 
-pub async fn performance(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn performance(auth: Authorized) -> Result<Reply<PerformanceView>, ApiError> {
     let snap = snapshot(&auth).await?;
-    Ok(auth.ok(json!({ "performance": snap.performance })))
+    Ok(auth.ok(PerformanceView {
+        performance: snap.performance,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,7 +339,7 @@ struct EventsQuery {
 pub async fn supervision_events(
     req: HttpRequest,
     auth: Authorized,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<SupervisionEvents>, ApiError> {
     let q = actix_web::web::Query::<EventsQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::BadRequest(format!("query: {e}")))?;
     let t = auth.tenant()?;
@@ -240,14 +348,17 @@ pub async fn supervision_events(
     if events.len() > limit {
         events.drain(..events.len() - limit);
     }
-    Ok(auth.ok(json!({ "events": events })))
+    Ok(auth.ok(SupervisionEvents { events }))
 }
 
 /// `GET /api/v1/positions`: the caller's tenant (kept for bridges and bots from before the tenant paths).
-pub async fn my_positions(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn my_positions(auth: Authorized) -> Result<Reply<PositionsAndPerformance>, ApiError> {
     own_tenant(&auth)?;
     let snap = snapshot(&auth).await?;
-    Ok(auth.ok(json!({ "positions": snap.positions, "performance": snap.performance })))
+    Ok(auth.ok(PositionsAndPerformance {
+        positions: snap.positions,
+        performance: snap.performance,
+    }))
 }
 
 /// The routes of "the caller's tenant" refuse (403) a platform administrator, who has none: the request is
@@ -262,8 +373,10 @@ fn own_tenant(auth: &Authorized) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn my_orders(auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn my_orders(auth: Authorized) -> Result<Reply<OrderList>, ApiError> {
     own_tenant(&auth)?;
     let snap = snapshot(&auth).await?;
-    Ok(auth.ok(json!({ "orders": snap.orders })))
+    Ok(auth.ok(OrderList {
+        orders: snap.orders,
+    }))
 }

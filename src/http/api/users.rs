@@ -2,11 +2,11 @@
 //! who could not grant them: a tenant administrator creates users of their own tenant only, and no one
 //! below platform administrator can create or promote a platform administrator.
 
-use actix_web::{web, HttpResponse};
+use actix_web::web;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Authorized, Body};
+use super::{Authorized, Body, Reply};
 use crate::http::error::ApiError;
 use crate::security::rbac::Role;
 use crate::security::service::UserView;
@@ -31,6 +31,15 @@ pub struct SetRole {
     /// `tenant_admin`, `trader` or `viewer`.
     #[schemars(extend("enum" = ["tenant_admin", "trader", "viewer"]))]
     pub role: String,
+}
+
+/// A page of the tenant's users.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UserList {
+    /// Newest first.
+    pub users: Vec<UserView>,
+    /// Users matching the filters, across every page.
+    pub total: usize,
 }
 
 /// The email and password rules of the document (the security service checks them again, more loosely).
@@ -69,7 +78,7 @@ fn tenant_role(role: &str) -> Result<Role, ApiError> {
 pub async fn create(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<UserView, 201>, ApiError> {
     let body: CreateUser = super::docs::decode(body)?;
     let tenant = auth.tenant()?.id.0.clone();
     let role = tenant_role(&body.role)?;
@@ -88,7 +97,10 @@ pub async fn create(
     Ok(auth.created(UserView::from(&user)))
 }
 
-pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    req: actix_web::HttpRequest,
+    auth: Authorized,
+) -> Result<Reply<UserList>, ApiError> {
     let page = super::Page::from_query(&req)?;
     let tenant = &auth.tenant()?.id.0;
     let users: Vec<UserView> = auth
@@ -101,7 +113,7 @@ pub async fn list(req: actix_web::HttpRequest, auth: Authorized) -> Result<HttpR
         .map(UserView::from)
         .collect();
     let (users, total) = page.apply(&users, |u| u.created_ms);
-    Ok(auth.ok(serde_json::json!({ "users": users, "total": total })))
+    Ok(auth.ok(UserList { users, total }))
 }
 
 async fn user_of(
@@ -122,7 +134,7 @@ pub async fn set_role(
     auth: Authorized,
     path: web::Path<(String, String)>,
     Body(body): Body<serde_json::Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<UserView>, ApiError> {
     let body: SetRole = super::docs::decode(body)?;
     let role = tenant_role(&body.role)?;
     let user = user_of(&auth, &path.1).await?;
@@ -137,7 +149,7 @@ pub async fn set_role(
 pub async fn disable(
     auth: Authorized,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<Reply<UserView>, ApiError> {
     let user = user_of(&auth, &path.1).await?;
     let role = Role::parse(&user.role).unwrap_or(Role::Viewer);
     auth.state
