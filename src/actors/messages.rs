@@ -9,8 +9,8 @@ use crate::domain::orders::{Order, OrderKind};
 use crate::domain::positions::{Deal, Performance, Position};
 use crate::domain::{Bar, Login, Side, Symbol, Tick, Timeframe};
 use crate::http::ws::protocol::{
-    AccountFrame, DealFrame, Hello, HistoryEndFrame, Inbound, OrderResultFrame, PositionsFrame,
-    Welcome,
+    AccountFrame, CancelResultFrame, DealFrame, Hello, HistoryEndFrame, Inbound, OrderResultFrame,
+    PositionsFrame, Welcome,
 };
 
 // ---- commands -------------------------------------------------------------------------------------------
@@ -88,6 +88,26 @@ pub struct ManualOrderPlaced {
 pub struct ManualOrderRefused {
     pub code: &'static str,
     pub reason: String,
+}
+
+/// A trading client's cancel of its manual pending order (`cancel_order`). Answers the order as it stands
+/// once the cancel is on its way to the terminal; the outcome arrives later as the order's new state.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Order, ManualOrderRefused>")]
+pub struct CancelManualOrder {
+    /// As recorded (`manual:<the client's id>`).
+    pub client_order_id: String,
+    /// Who cancelled it (audit log).
+    pub actor: String,
+}
+
+/// Asks the session of an order's account to cancel it on the terminal (`cancel_request`).
+#[derive(Message, Debug)]
+#[rtype(result = "u64")]
+pub struct SendCancel {
+    pub client_order_id: String,
+    /// The trade server's order ticket, 0 when not known yet.
+    pub order: u64,
 }
 
 /// Closes every open position with reduce-only market orders.
@@ -183,6 +203,13 @@ pub struct OrderResultReceived {
 #[derive(Debug, thiserror::Error)]
 #[error("no order with client_order_id `{0}`")]
 pub struct UnknownOrder(pub String);
+
+/// The trade server answered a cancel.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<(), UnknownOrder>")]
+pub struct CancelResultReceived {
+    pub frame: CancelResultFrame,
+}
 
 #[derive(Message, Debug)]
 #[rtype(result = "()")]

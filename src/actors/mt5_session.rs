@@ -32,17 +32,17 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::messages::{
-    AccountLink, AccountReceived, AckWhenStored, Attach, DealReceived, Detach, FrameReceived,
-    GetInFlight, GetReconcilePoint, GetSessionState, HistoryEndReceived, LinkState,
-    OrderResultReceived, Outgoing, PositionsReceived, ReconcileNeeded, RejectFrame, SendOrder,
-    SessionState, Stored, TickReceived,
+    AccountLink, AccountReceived, AckWhenStored, Attach, CancelResultReceived, DealReceived,
+    Detach, FrameReceived, GetInFlight, GetReconcilePoint, GetSessionState, HistoryEndReceived,
+    LinkState, OrderResultReceived, Outgoing, PositionsReceived, ReconcileNeeded, RejectFrame,
+    SendCancel, SendOrder, SessionState, Stored, TickReceived,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::orders::{action, mt5_order_type, OrderKind};
 use crate::domain::{now_ms, Login, Symbol, Tick};
 use crate::http::ws::protocol::{
-    encode, ErrorCode, ErrorFrame, HistoryRequest, Inbound, OrderRequest, Outbound,
+    encode, CancelRequest, ErrorCode, ErrorFrame, HistoryRequest, Inbound, OrderRequest, Outbound,
     ServerHeartbeat, TickFrame, Welcome, PROTOCOL_VERSION,
 };
 
@@ -63,6 +63,9 @@ struct Connection {
 
 struct OutboxEntry {
     client_order_id: String,
+    /// A `cancel_request` for that order rather than the order itself: each leaves the outbox on its own
+    /// answer (`cancel_result` or `order_result`).
+    cancel: bool,
     text: String,
 }
 
@@ -218,7 +221,7 @@ impl Mt5Session {
         if let Some((seq, _)) = self
             .outbox
             .iter()
-            .find(|(_, e)| e.client_order_id == o.client_order_id)
+            .find(|(_, e)| !e.cancel && e.client_order_id == o.client_order_id)
         {
             return *seq;
         }
@@ -253,6 +256,36 @@ impl Mt5Session {
             seq,
             OutboxEntry {
                 client_order_id: o.client_order_id,
+                cancel: false,
+                text,
+            },
+        );
+        seq
+    }
+
+    /// Queues a `cancel_request` (once per order while unanswered); like an order it waits in the outbox
+    /// through a dropped link and is re-sent on resume. The outbox of a restarted session does not hold it:
+    /// a cancel is asked again by its client, never replayed from the store.
+    fn enqueue_cancel(&mut self, c: SendCancel) -> u64 {
+        if let Some((seq, _)) = self
+            .outbox
+            .iter()
+            .find(|(_, e)| e.cancel && e.client_order_id == c.client_order_id)
+        {
+            return *seq;
+        }
+        let seq = self.next_seq();
+        let text = encode(&Outbound::CancelRequest(CancelRequest {
+            seq,
+            client_order_id: c.client_order_id.clone(),
+            order: c.order,
+        }));
+        self.send(text.clone());
+        self.outbox.insert(
+            seq,
+            OutboxEntry {
+                client_order_id: c.client_order_id,
+                cancel: true,
                 text,
             },
         );
@@ -368,7 +401,8 @@ impl Mt5Session {
             }
             Inbound::OrderResult(frame) => {
                 let coid = frame.client_order_id.clone();
-                self.outbox.retain(|_, e| e.client_order_id != coid);
+                self.outbox
+                    .retain(|_, e| e.cancel || e.client_order_id != coid);
                 let Some(p) = portfolio else { return };
                 let account = self.login;
                 ctx.spawn(
@@ -385,6 +419,24 @@ impl Mt5Session {
                             }
                         }),
                 );
+            }
+            Inbound::CancelResult(frame) => {
+                let coid = frame.client_order_id.clone();
+                self.outbox
+                    .retain(|_, e| !e.cancel || e.client_order_id != coid);
+                let Some(p) = portfolio else { return };
+                ctx.spawn(p.send(CancelResultReceived { frame }).into_actor(self).map(
+                    move |res, act, _ctx| {
+                        if let Ok(Err(unknown)) = res {
+                            act.send_error(
+                                ErrorCode::UnknownOrder,
+                                unknown.to_string(),
+                                Some(seq),
+                                false,
+                            );
+                        }
+                    },
+                ));
             }
             Inbound::HistoryEnd(frame) => {
                 let current = self.history_pending == Some(frame.request_id);
@@ -603,6 +655,14 @@ impl Handler<SendOrder> for Mt5Session {
     }
 }
 
+impl Handler<SendCancel> for Mt5Session {
+    type Result = MessageResult<SendCancel>;
+
+    fn handle(&mut self, c: SendCancel, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.enqueue_cancel(c))
+    }
+}
+
 impl Handler<GetSessionState> for Mt5Session {
     type Result = MessageResult<GetSessionState>;
 
@@ -615,7 +675,10 @@ impl Handler<GetSessionState> for Mt5Session {
             outbox: self
                 .outbox
                 .values()
-                .map(|e| e.client_order_id.clone())
+                .map(|e| match e.cancel {
+                    true => format!("cancel:{}", e.client_order_id),
+                    false => e.client_order_id.clone(),
+                })
                 .collect(),
             duplicates_ignored: self.duplicates,
             bridge_ack: self.bridge_ack,

@@ -28,16 +28,17 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 
 use super::messages::{
-    AccountLink, AccountPosition, AccountReceived, AckWhenStored, CheckOrder, DealReceived,
-    Flatten, GetInFlight, GetPortfolio, GetReconcilePoint, HistoryEndReceived, ManualOrderPlaced,
-    ManualOrderRefused, OrderFacts, OrderResultReceived, PlaceManualOrder, PnlUpdated,
-    PortfolioSnapshot, PositionsReceived, ReconcileNeeded, ReconcilePoint, SendOrder, Signal,
-    Stored, StrategyFilled, UnknownOrder,
+    AccountLink, AccountPosition, AccountReceived, AckWhenStored, CancelManualOrder,
+    CancelResultReceived, CheckOrder, DealReceived, Flatten, GetInFlight, GetPortfolio,
+    GetReconcilePoint, HistoryEndReceived, ManualOrderPlaced, ManualOrderRefused, OrderFacts,
+    OrderResultReceived, PlaceManualOrder, PnlUpdated, PortfolioSnapshot, PositionsReceived,
+    ReconcileNeeded, ReconcilePoint, SendCancel, SendOrder, Signal, Stored, StrategyFilled,
+    UnknownOrder,
 };
 use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
 use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
-use crate::domain::orders::{Order, OrderStatus};
+use crate::domain::orders::{Order, OrderKind, OrderStatus};
 use crate::domain::positions::{AccountMode, Deal};
 use crate::domain::{now_ms, Login, Symbol};
 use crate::http::ws::protocol::PositionItem;
@@ -884,6 +885,93 @@ impl Handler<PlaceManualOrder> for Portfolio {
                 }),
             },
         )))
+    }
+}
+
+impl Handler<CancelManualOrder> for Portfolio {
+    type Result = Result<Order, ManualOrderRefused>;
+
+    /// Sends the cancel of an open pending order to its account's session. Only the terminal's answer
+    /// (`cancel_result`) changes the order: until then it may still fill.
+    fn handle(&mut self, m: CancelManualOrder, _ctx: &mut Self::Context) -> Self::Result {
+        let refuse = |code, reason: String| Err(ManualOrderRefused { code, reason });
+        let Some((_, order)) = self.ledger.order(&m.client_order_id) else {
+            return refuse("unknown_order", format!("no order `{}`", m.client_order_id));
+        };
+        let order = order.clone();
+        let open_pending = order.kind != OrderKind::Market
+            && matches!(
+                order.status,
+                OrderStatus::Sent | OrderStatus::Placed | OrderStatus::PartiallyFilled
+            );
+        if !open_pending {
+            let kind = match order.kind {
+                OrderKind::Market => "market",
+                OrderKind::Limit => "limit",
+                OrderKind::Stop => "stop",
+            };
+            return refuse(
+                "not_cancellable",
+                format!(
+                    "only an open pending order can be cancelled; this one is a {kind} order, {}",
+                    order.status.as_str()
+                ),
+            );
+        }
+        let Some(session) = self.tenant.session_of(order.account) else {
+            return refuse(
+                "no_session",
+                format!(
+                    "no MT5 session for account {}; retry once the terminal is connected",
+                    order.account
+                ),
+            );
+        };
+        self.tenant.audit(
+            "order.cancel_requested",
+            &m.actor,
+            serde_json::json!({
+                "client_order_id": order.client_order_id,
+                "account": order.account,
+                "order": order.broker_order,
+            }),
+        );
+        session.do_send(SendCancel {
+            client_order_id: order.client_order_id.clone(),
+            order: order.broker_order.unwrap_or(0),
+        });
+        Ok(order)
+    }
+}
+
+impl Handler<CancelResultReceived> for Portfolio {
+    type Result = Result<(), UnknownOrder>;
+
+    fn handle(&mut self, msg: CancelResultReceived, ctx: &mut Self::Context) -> Self::Result {
+        let f = msg.frame;
+        let result = OrderResult {
+            client_order_id: f.client_order_id,
+            retcode: f.retcode,
+            order: f.order,
+            comment: f.comment,
+        };
+        match self.ledger.apply_cancel(&result, now_ms()) {
+            ResultOutcome::Unknown => Err(UnknownOrder(result.client_order_id)),
+            ResultOutcome::Duplicate => Ok(()),
+            ResultOutcome::Updated {
+                seq,
+                order,
+                transition_error,
+            } => {
+                if let Some(e) = transition_error {
+                    tracing::warn!(tenant = %self.tenant.id, error = %e, "cancel result out of sequence");
+                }
+                tracing::info!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
+                    retcode = result.retcode, status = order.status.as_str(), "cancel answered by the trade server");
+                self.persist(Write::Order(seq, *order), ctx);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -242,6 +242,48 @@ impl Ledger {
         }
     }
 
+    /// Applies the trade server's answer to a cancel of a pending order. DONE removes the order (its fills
+    /// stay); any other code leaves its status alone and records why the cancel failed. A cancelled order's
+    /// answer seen again is a duplicate; a refusal for an order that filled meanwhile changes nothing.
+    pub fn apply_cancel(&mut self, r: &OrderResult, now_ms: i64) -> ResultOutcome {
+        let Some((seq, order)) = self.orders.get_mut(&r.client_order_id) else {
+            return ResultOutcome::Unknown;
+        };
+        let seq = *seq;
+        let reason = if r.retcode == retcode::DONE {
+            if order.status == OrderStatus::Cancelled {
+                return ResultOutcome::Duplicate;
+            }
+            if order.status.is_final() {
+                // Filled (or rejected) before the cancel reached the server: the server's DONE cannot be
+                // right about an order that no longer waits, so the fills stand.
+                return ResultOutcome::Duplicate;
+            }
+            let transition_error = order.transition(OrderStatus::Cancelled, now_ms).err();
+            order.reason = Some(match r.comment.as_str() {
+                "" => "cancelled".to_owned(),
+                c => format!("cancelled: {c}"),
+            });
+            return ResultOutcome::Updated {
+                seq,
+                order: Box::new(order.clone()),
+                transition_error,
+            };
+        } else {
+            format!("cancel refused, retcode {}: {}", r.retcode, r.comment)
+        };
+        if order.reason.as_deref() == Some(reason.as_str()) || order.status.is_final() {
+            return ResultOutcome::Duplicate;
+        }
+        order.reason = Some(reason);
+        order.updated_ms = now_ms;
+        ResultOutcome::Updated {
+            seq,
+            order: Box::new(order.clone()),
+            transition_error: None,
+        }
+    }
+
     /// The order a deal belongs to: its `client_order_id` when known, else its broker order ticket.
     pub fn owner_of(
         &self,
@@ -615,5 +657,105 @@ mod tests {
             ledger.apply_deal(&a, false, contract, 0);
         }
         assert_eq!(ledger.last_deal(Login(1)), Some((500, 12)));
+    }
+
+    #[test]
+    fn a_cancel_done_ends_a_pending_order_and_a_refused_cancel_only_records_why() {
+        let mut ledger = Ledger::new();
+        let (seq, mut order) = ledger.new_order(
+            None,
+            Login(1),
+            Symbol("EURUSD".into()),
+            Side::Buy,
+            d("0.2"),
+            0,
+        );
+        order.kind = OrderKind::Limit;
+        order.price = Some(d("1.0500"));
+        order.status = OrderStatus::Sent;
+        let id = order.client_order_id.clone();
+        ledger.remember(seq, order);
+        let answer = |retcode, comment: &str| OrderResult {
+            client_order_id: id.clone(),
+            retcode,
+            order: 77,
+            comment: comment.into(),
+        };
+        ledger.apply_result(Login(1), &answer(retcode::PLACED, ""), 1);
+        assert_eq!(
+            ledger.order(&id).map(|o| o.1.status),
+            Some(OrderStatus::Placed)
+        );
+
+        // A refusal keeps the order waiting, and says why; the same refusal again changes nothing.
+        let refused = answer(retcode::INVALID, "order not found");
+        assert!(matches!(
+            ledger.apply_cancel(&refused, 2),
+            ResultOutcome::Updated { .. }
+        ));
+        assert!(matches!(
+            ledger.apply_cancel(&refused, 3),
+            ResultOutcome::Duplicate
+        ));
+        let (_, o) = ledger.order(&id).cloned().expect("order");
+        assert_eq!(o.status, OrderStatus::Placed);
+        assert!(o
+            .reason
+            .unwrap_or_default()
+            .contains("cancel refused, retcode 10013"));
+
+        // DONE cancels it, once.
+        let done = answer(retcode::DONE, "");
+        assert!(matches!(
+            ledger.apply_cancel(&done, 4),
+            ResultOutcome::Updated { .. }
+        ));
+        assert!(matches!(
+            ledger.apply_cancel(&done, 5),
+            ResultOutcome::Duplicate
+        ));
+        assert_eq!(
+            ledger.order(&id).map(|o| o.1.status),
+            Some(OrderStatus::Cancelled)
+        );
+
+        // The order's own result never reads as a cancel, and an unknown order is unknown.
+        let mut other = answer(retcode::DONE, "");
+        other.client_order_id = "nope".into();
+        assert!(matches!(
+            ledger.apply_cancel(&other, 6),
+            ResultOutcome::Unknown
+        ));
+    }
+
+    #[test]
+    fn a_cancel_that_arrives_after_the_order_filled_leaves_the_fill_standing() {
+        let mut ledger = Ledger::new();
+        let (seq, mut order) = ledger.new_order(
+            None,
+            Login(1),
+            Symbol("EURUSD".into()),
+            Side::Buy,
+            d("0.1"),
+            0,
+        );
+        order.kind = OrderKind::Limit;
+        let id = order.client_order_id.clone();
+        order.add_fill(d("0.1"), d("1.05"), 1);
+        ledger.remember(seq, order);
+        let done = OrderResult {
+            client_order_id: id.clone(),
+            retcode: retcode::DONE,
+            order: 77,
+            comment: String::new(),
+        };
+        assert!(matches!(
+            ledger.apply_cancel(&done, 2),
+            ResultOutcome::Duplicate
+        ));
+        assert_eq!(
+            ledger.order(&id).map(|o| o.1.status),
+            Some(OrderStatus::Filled)
+        );
     }
 }

@@ -13,7 +13,8 @@ use crate::domain::orders::{action, from_mt5_order_type, retcode, OrderKind};
 use crate::domain::positions::AccountMode;
 use crate::domain::Side;
 use crate::http::ws::protocol::{
-    AccountFrame, DealFrame, OrderRequest, OrderResultFrame, PositionItem,
+    AccountFrame, CancelRequest, CancelResultFrame, DealFrame, OrderRequest, OrderResultFrame,
+    PositionItem,
 };
 
 /// How the simulated broker behaves.
@@ -103,6 +104,8 @@ pub struct Broker {
     balance: Decimal,
     next_ticket: u64,
     journal: HashMap<String, OrderResultFrame>,
+    /// Pending orders removed by a cancel: client order id → ticket (a repeated cancel answers DONE again).
+    cancelled: HashMap<String, u64>,
     /// Orders actually executed (not answered from the journal).
     pub executed: u64,
     rng: SmallRng,
@@ -122,6 +125,7 @@ impl Broker {
             pending: Vec::new(),
             next_ticket: 1_000,
             journal: HashMap::new(),
+            cancelled: HashMap::new(),
             executed: 0,
             deals: Vec::new(),
             deals_csv: None,
@@ -293,6 +297,35 @@ impl Broker {
             self.journal.insert(req.client_order_id.clone(), r.clone());
         }
         exec
+    }
+
+    /// Removes a pending order (MT5 TRADE_ACTION_REMOVE), found by its client order id or ticket. Answers
+    /// 10009 DONE when it was removed — or had been by an earlier copy of this cancel — and 10013 INVALID
+    /// when no such order waits (it filled, or was never placed).
+    pub fn cancel(&mut self, req: &CancelRequest) -> CancelResultFrame {
+        let answer = |retcode, order, comment: &str| CancelResultFrame {
+            seq: 0,
+            client_order_id: req.client_order_id.clone(),
+            retcode,
+            order,
+            comment: comment.into(),
+        };
+        if let Some(&ticket) = self.cancelled.get(&req.client_order_id) {
+            return answer(retcode::DONE, ticket, "removed");
+        }
+        let found = self.pending.iter().position(|p| {
+            p.request.client_order_id == req.client_order_id
+                || (req.order != 0 && p.ticket == req.order)
+        });
+        match found {
+            Some(i) => {
+                let p = self.pending.remove(i);
+                self.cancelled
+                    .insert(p.request.client_order_id.clone(), p.ticket);
+                answer(retcode::DONE, p.ticket, "removed")
+            }
+            None => answer(retcode::INVALID, req.order, "no such pending order"),
+        }
     }
 
     fn reject(&self, req: &OrderRequest, code: u32, comment: &str) -> Execution {
@@ -701,5 +734,38 @@ mod tests {
         let fired = b.on_tick("EURUSD", 3, d("1.0988"), d("1.0990"));
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].deals[0].price, d("1.0990"));
+    }
+
+    #[test]
+    fn a_cancelled_limit_never_fills_and_a_cancel_of_a_filled_order_is_refused() {
+        let mut b = Broker::new(BrokerConfig::default());
+        b.on_tick("EURUSD", 1, d("1.1000"), d("1.1002"));
+        let mut req = market("l", 2, "0.1");
+        req.action = action::PENDING;
+        req.price = d("1.0990");
+        let placed = b.execute(&req).result.expect("r");
+        let cancel = CancelRequest {
+            seq: 9,
+            client_order_id: "l".into(),
+            order: 0,
+        };
+        let done = b.cancel(&cancel);
+        assert_eq!((done.retcode, done.order), (retcode::DONE, placed.order));
+        // Asked again (a re-sent frame): the same answer, and the price that would have filled it does not.
+        assert_eq!(b.cancel(&cancel).retcode, retcode::DONE);
+        assert!(b.on_tick("EURUSD", 3, d("1.0980"), d("1.0982")).is_empty());
+        assert!(b.deals().is_empty());
+
+        let mut req = market("m", 2, "0.1");
+        req.action = action::PENDING;
+        req.price = d("1.0990");
+        b.execute(&req);
+        assert_eq!(b.on_tick("EURUSD", 4, d("1.0980"), d("1.0982")).len(), 1);
+        let late = b.cancel(&CancelRequest {
+            seq: 10,
+            client_order_id: "m".into(),
+            order: 0,
+        });
+        assert_eq!(late.retcode, retcode::INVALID);
     }
 }

@@ -516,6 +516,15 @@ fn on_frame(
             }));
             Some(out)
         }
-        Outbound::CancelRequest(_) | Outbound::Welcome(_) => None,
+        Outbound::CancelRequest(req) => {
+            let answer = lock(broker).cancel(&req);
+            Some(vec![link.reliable(|seq| {
+                frame(
+                    "cancel_result",
+                    &crate::http::ws::protocol::CancelResultFrame { seq, ..answer },
+                )
+            })])
+        }
+        Outbound::Welcome(_) => None,
     }
 }

@@ -9,6 +9,8 @@ use awc::ws;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
+use trellis::domain::orders::OrderStatus;
+
 use crate::helpers::{rising, spawn_app_with, tenant, tick, wait_for, TestApp, T0};
 
 /// A connected client: frames to send, frames received (JSON).
@@ -323,6 +325,64 @@ async fn every_command_is_acknowledged_or_refused_with_a_reason() {
         .await,
         "not_cancellable",
     );
+
+    // A buy limit far below the market waits on the terminal; cancelled, it is gone from the terminal (the
+    // price that would have filled it comes and nothing fills), and a second cancel is refused.
+    let limit = json!({"op": "place_order", "client_order_id": "lim-1", "symbol": "EURUSD", "side": "buy", "volume": "0.1", "kind": "limit", "price": "1.0500"});
+    assert_eq!(c.call("l1", limit).await["type"], "ack");
+    let status_of = |p: &trellis::actors::messages::PortfolioSnapshot| {
+        p.orders
+            .iter()
+            .find(|o| o.client_order_id == "manual:lim-1")
+            .map(|o| o.status)
+    };
+    app.wait_portfolio("acme", "the limit order placed", |p| {
+        status_of(p) == Some(OrderStatus::Placed)
+    })
+    .await;
+    let cancel = c
+        .call(
+            "c3",
+            json!({"op": "cancel_order", "client_order_id": "lim-1"}),
+        )
+        .await;
+    assert_eq!(
+        (cancel["type"].as_str(), cancel["result"]["cancel"].as_str()),
+        (Some("ack"), Some("sent")),
+        "{cancel}"
+    );
+    app.wait_portfolio("acme", "the limit order cancelled", |p| {
+        status_of(p) == Some(OrderStatus::Cancelled)
+    })
+    .await;
+    let sent = sim.stats().ticks_sent;
+    sim.tick(tick("EURUSD", T0 + 1_000, "1.0400", "1.0402"));
+    sim.tick(tick("EURUSD", T0 + 2_000, "1.1000", "1.1002"));
+    wait_for("the sim to see the low price", || {
+        sim.stats().ticks_sent >= sent + 2
+    })
+    .await;
+    refused(
+        &c.call(
+            "c4",
+            json!({"op": "cancel_order", "client_order_id": "lim-1"}),
+        )
+        .await,
+        "not_cancellable",
+    );
+    let of_limit = |id: Option<&str>| id == Some("manual:lim-1");
+    let terminal_deals = sim.broker.lock().expect("broker").deals().to_vec();
+    assert!(
+        !terminal_deals
+            .iter()
+            .any(|d| of_limit(d.client_order_id.as_deref())),
+        "the terminal made no deal of the cancelled order: {terminal_deals:?}"
+    );
+    let book = app.portfolio("acme").await;
+    assert!(!book
+        .deals
+        .iter()
+        .any(|d| of_limit(d.client_order_id.as_deref())));
 
     refused(
         &c.call("s1", json!({"op": "strategy_start", "strategy": "nope"}))

@@ -318,6 +318,7 @@ const INBOUND: &[&str] = &[
     "account",
     "positions",
     "order_result",
+    "cancel_result",
     "deal",
     "heartbeat",
     "history_end",
@@ -815,6 +816,12 @@ fn frame_fields(
             opt("comment", s()),
             opt("request_id", u64_j()),
             opt("retcode_external", i64_j()),
+        ],
+        "cancel_result" => vec![
+            req("client_order_id", s()),
+            req("retcode", u32_j()),
+            opt("order", u64_j()),
+            opt("comment", s()),
         ],
         "deal" => vec![
             req("ticket", ticket_j()),

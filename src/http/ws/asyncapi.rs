@@ -4,7 +4,6 @@
 //! ([`ClientOp`](super::client::ClientOp) and its structs), and the records inside the server's frames from the
 //! types it serialises (`Order`, `Deal`, `AccountPosition`, `Bar`, …), so neither can drift from the code.
 
-use actix_web::HttpResponse;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
@@ -124,7 +123,7 @@ pub fn document() -> Value {
                 "refused",
                 json!({"id": id, "op": {"type": "string"}, "code": {"enum": [
                     "bad_request", "forbidden", "rate_limited", "unknown_channel", "unknown_symbol",
-                    "unknown_strategy", "unknown_order", "not_cancellable", "not_supported", "risk_rejected",
+                    "unknown_strategy", "unknown_order", "not_cancellable", "risk_rejected",
                     "no_session", "unavailable", "too_many_subscriptions"]},
                     "reason": {"type": "string"}}),
                 &["id", "op", "code", "reason"],
@@ -211,10 +210,6 @@ pub fn document() -> Value {
         },
         "components": {"messages": components, "schemas": schemas},
     })
-}
-
-pub async fn asyncapi() -> HttpResponse {
-    HttpResponse::Ok().json(document())
 }
 
 #[cfg(test)]

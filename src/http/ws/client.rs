@@ -25,10 +25,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 
 use crate::actors::messages::{
-    Flatten, GetModelState, GetPortfolio, GetRecentBars, GetRiskState, PlaceManualOrder,
+    CancelManualOrder, Flatten, GetModelState, GetPortfolio, GetRecentBars, GetRiskState,
+    PlaceManualOrder,
 };
 use crate::actors::tenant::TenantContext;
-use crate::domain::orders::{OrderKind, OrderStatus};
+use crate::domain::orders::OrderKind;
 use crate::domain::{Side, Symbol, Timeframe};
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -1114,49 +1115,26 @@ impl Connection {
     }
 
     async fn cancel_order(&self, c: CancelOrderOp) -> Result<Value, Refusal> {
-        let id = format!("manual:{}", c.client_order_id);
         let portfolio = self
             .tenant
             .portfolio
             .get()
             .ok_or_else(|| refuse("unavailable", "portfolio restarting; retry"))?;
-        let snap = portfolio
-            .send(GetPortfolio)
+        let order = portfolio
+            .send(CancelManualOrder {
+                client_order_id: format!("manual:{}", c.client_order_id),
+                actor: self.principal.actor.clone(),
+            })
             .await
-            .map_err(|e| refuse("unavailable", format!("portfolio: {e}; retry")))?;
-        let order = snap
-            .orders
-            .into_iter()
-            .find(|o| o.client_order_id == id)
-            .ok_or_else(|| {
-                refuse(
+            .map_err(|e| refuse("unavailable", format!("portfolio: {e}; retry")))?
+            .map_err(|r| match r.code {
+                "unknown_order" => refuse(
                     "unknown_order",
                     format!("no manual order `{}`", c.client_order_id),
-                )
-            })?;
-        if order.kind == OrderKind::Market
-            || !matches!(
-                order.status,
-                OrderStatus::Placed | OrderStatus::PartiallyFilled
-            )
-        {
-            return Err(refuse(
-                "not_cancellable",
-                format!(
-                    "only an open pending order can be cancelled; this one is a {} order, {}",
-                    match order.kind {
-                        OrderKind::Market => "market",
-                        OrderKind::Limit => "limit",
-                        OrderKind::Stop => "stop",
-                    },
-                    order.status.as_str()
                 ),
-            ));
-        }
-        Err(refuse(
-            "not_supported",
-            "cancelling a pending order on the terminal is not carried by the bridge yet (the protocol's cancel frame is not sent)",
-        ))
+                code => refuse(code, r.reason),
+            })?;
+        Ok(json!({ "order": order, "cancel": "sent" }))
     }
 }
 

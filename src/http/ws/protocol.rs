@@ -30,6 +30,7 @@ pub enum Inbound {
     Account(AccountFrame),
     Positions(PositionsFrame),
     OrderResult(OrderResultFrame),
+    CancelResult(CancelResultFrame),
     Deal(DealFrame),
     Heartbeat(HeartbeatFrame),
     HistoryEnd(HistoryEndFrame),
@@ -43,6 +44,7 @@ impl Inbound {
             Self::Account(f) => f.seq,
             Self::Positions(f) => f.seq,
             Self::OrderResult(f) => f.seq,
+            Self::CancelResult(f) => f.seq,
             Self::Deal(f) => f.seq,
             Self::Heartbeat(f) => f.seq,
             Self::HistoryEnd(f) => f.seq,
@@ -56,6 +58,7 @@ impl Inbound {
             Self::Account(_)
                 | Self::Positions(_)
                 | Self::OrderResult(_)
+                | Self::CancelResult(_)
                 | Self::Deal(_)
                 | Self::HistoryEnd(_)
         )
@@ -68,6 +71,7 @@ impl Inbound {
             Self::Account(_) => "account",
             Self::Positions(_) => "positions",
             Self::OrderResult(_) => "order_result",
+            Self::CancelResult(_) => "cancel_result",
             Self::Deal(_) => "deal",
             Self::Heartbeat(_) => "heartbeat",
             Self::HistoryEnd(_) => "history_end",
@@ -181,6 +185,23 @@ pub struct OrderResultFrame {
     pub request_id: Option<u64>,
     #[serde(default)]
     pub retcode_external: Option<i64>,
+}
+
+/// The trade server's answer to a `cancel_request` (the `MqlTradeResult` of a TRADE_ACTION_REMOVE): a frame
+/// of its own, so a cancel's outcome is never mistaken for the order's own result. 10009 DONE: the pending
+/// order is removed (whatever filled before stays filled); anything else: it was not, and `comment` says why
+/// (e.g. 10013 when the order is no longer pending).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct CancelResultFrame {
+    pub seq: u64,
+    /// The order the cancel was for, as in its `cancel_request`.
+    pub client_order_id: String,
+    pub retcode: u32,
+    /// The trade server's order ticket.
+    #[serde(default)]
+    pub order: u64,
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// A fill (MT5 deal).
@@ -520,6 +541,7 @@ fn out_of_range(frame: &Inbound) -> Option<String> {
             .or_else(|| quantity("price", r.price))
             .or_else(|| r.bid.and_then(|v| quantity("bid", v)))
             .or_else(|| r.ask.and_then(|v| quantity("ask", v))),
+        Inbound::CancelResult(_) => None,
         Inbound::Deal(d) => (d.ticket >= RECONCILIATION_TICKET_BASE)
             .then(|| {
                 format!(
@@ -556,6 +578,9 @@ fn nul_in(frame: &Inbound) -> Option<&'static str> {
         Inbound::HistoryEnd(h) => positions(&h.positions).then_some("positions[].symbol"),
         Inbound::OrderResult(r) => {
             (nul(&r.client_order_id) || nul(&r.comment)).then_some("order_result")
+        }
+        Inbound::CancelResult(r) => {
+            (nul(&r.client_order_id) || nul(&r.comment)).then_some("cancel_result")
         }
         Inbound::Deal(d) => {
             (nul(&d.symbol) || nul(&d.comment) || d.client_order_id.as_deref().is_some_and(nul))
