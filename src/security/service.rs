@@ -443,6 +443,43 @@ impl Security {
         })
     }
 
+    /// Whether a principal authenticated earlier may still act: its session, token or key not revoked or
+    /// expired, its user not disabled, its tenant not suspended — what [`Self::authenticate`] would check
+    /// now, by the ids the principal carries. Long-lived connections ask it periodically, so revoking a key
+    /// or suspending a tenant also ends the streams already open (here, and on other nodes once their caches
+    /// refresh).
+    pub fn still_valid(&self, p: &Principal) -> Result<(), AuthError> {
+        let revoked =
+            |what: &str| AuthError::Unauthenticated(format!("the {what} has been revoked"));
+        match &p.credential {
+            Credential::User {
+                user_id, sid, jti, ..
+            } => {
+                if self.revoked_jti.contains_key(jti) || self.revoked_sessions.contains_key(sid) {
+                    return Err(revoked("access token"));
+                }
+                if self.users.get(user_id).is_none_or(|g| g.disabled) {
+                    return Err(AuthError::Unauthenticated("the user is disabled".into()));
+                }
+            }
+            Credential::Key { key_id } => match self.keys.get(key_id).map(|r| r.clone()) {
+                Some(rec) if rec.revoked => return Err(revoked("API key")),
+                Some(rec) if rec.expires_ms.is_some_and(|e| e <= now_ms()) => {
+                    return Err(AuthError::Unauthenticated("the API key has expired".into()))
+                }
+                Some(_) => {}
+                None => return Err(revoked("API key")),
+            },
+            Credential::ConfigKey => {}
+        }
+        match &p.tenant {
+            Some(t) if self.is_suspended(t) => {
+                Err(AuthError::Forbidden(format!("tenant `{t}` is suspended")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A stored API key, by its id and the digest of its secret. (Keys listed in configuration are the
     /// runtime's: see `http::api::authenticate`.)
     pub fn authenticate_key(&self, key: &str) -> Result<Principal, AuthError> {

@@ -705,3 +705,34 @@ async fn a_users_client_stream_closes_when_its_access_token_expires() {
     assert_eq!(closed["reason"], "access token expired");
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn an_open_stream_closes_when_its_api_key_is_revoked() {
+    let (app, root) = crate::helpers::spawn_admin_app(&[]).await;
+    crate::helpers::create_tenant(&app, &root, "acme", "basic").await;
+    let (id, secret) = crate::helpers::create_key(&app, &root, "acme", &["read"]).await;
+    let mut c = connect(
+        format!("ws://127.0.0.1:{}/ws/v1/client", app.port),
+        Some(("X-API-Key", secret)),
+    )
+    .await;
+    c.subscribe(&["risk"]).await;
+    app.expect(
+        200,
+        "DELETE",
+        &format!("/api/v1/tenants/acme/api-keys/{id}"),
+        Some(&root),
+        None,
+    )
+    .await;
+    let closed = c.until("the close", |f| f["type"] == "closed").await;
+    assert_eq!(closed["code"], 1008, "{closed}");
+    assert!(
+        closed["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked"),
+        "{closed}"
+    );
+    app.shutdown().await;
+}

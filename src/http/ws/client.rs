@@ -46,6 +46,8 @@ pub const MAX_SUBSCRIPTIONS: usize = 64;
 const SNAPSHOT_ITEMS: usize = 200;
 const SNAPSHOT_BARS: usize = 100;
 const SNAPSHOT_EVENTS: usize = 100;
+/// How often an open connection checks that its credential still holds (revocation, suspension).
+const CREDENTIAL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub const CLOSE_TOO_FAR_BEHIND: u16 = 4008;
 
@@ -582,6 +584,9 @@ impl Connection {
         let mut events = self.tenant.bus.subscribe(&self.tenant.id.0);
         let mut supervision = self.state.runtime.events.subscribe();
         let mut watch: Option<crate::actors::feed::Watch> = None;
+        // A revoked key or session, a disabled user or a suspended tenant ends the stream too.
+        let mut recheck = tokio::time::interval(CREDENTIAL_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.shared.closing() {
                 break;
@@ -647,6 +652,12 @@ impl Connection {
                 _ = &mut expiry => {
                     self.shared.close(1008, "access token expired");
                     break;
+                }
+                _ = recheck.tick() => {
+                    if let Err(e) = self.state.security.still_valid(&self.principal) {
+                        self.shared.close(1008, &e.to_string());
+                        break;
+                    }
                 }
                 _ = &mut writer => return,
             }

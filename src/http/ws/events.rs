@@ -55,6 +55,8 @@ pub async fn connect(
     let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
     actix_web::rt::spawn(async move {
         use futures_util::StreamExt;
+        // A revoked credential or a suspended tenant ends the stream too.
+        let mut recheck = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -81,6 +83,17 @@ pub async fn connect(
                         }))
                         .await;
                     return;
+                }
+                _ = recheck.tick() => {
+                    if let Err(e) = state.security.still_valid(&principal) {
+                        let _ = session
+                            .close(Some(actix_ws::CloseReason {
+                                code: actix_ws::CloseCode::Policy,
+                                description: Some(e.to_string()),
+                            }))
+                            .await;
+                        return;
+                    }
                 }
                 msg = incoming.next() => match msg {
                     Some(Ok(actix_ws::Message::Ping(p))) if session.pong(&p).await.is_err() => break,
