@@ -38,3 +38,15 @@ def test_a_new_epoch_forgets_the_trellis_seq_but_keeps_the_outbox(tmp_path):
     j.enter_epoch(1785200000123456)
     assert (j.get("epoch"), j.get("in_seq")) == (1785200000123456, 0)
     assert j.unacknowledged(0) == ['{"type": "deal", "seq": 5, "ticket": 1003}']
+
+
+def test_a_cancel_is_removing_then_done_and_survives_a_restart(tmp_path):
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
+    j.mark_removing("manual:lim-1", 1004)
+    assert j.cancel("manual:lim-1") == ("removing", 1004, None)
+    j.mark_removed("manual:lim-1", 1004, {"retcode": 10009, "order": 1004, "comment": "removed"})
+    assert Journal(path).cancel("manual:lim-1") == ("done", 1004, {"retcode": 10009, "order": 1004, "comment": "removed"})
+    j.mark_removing("manual:lim-2", 1006)
+    j.forget_cancel("manual:lim-2")
+    assert j.cancel("manual:lim-2") is None

@@ -6,6 +6,15 @@ answered again from the journal; one left "sending" by a crash between `order_se
 reconciled against the terminal's history (deals and orders carrying its comment and magic) and only sent
 when the broker has no trace of it.
 
+Cancels: a `cancel_request` removes a pending (limit/stop) order with TRADE_ACTION_REMOVE and is answered with
+a `cancel_result` (never an `order_result`, which is the order's own). The ticket is the request's `order`, else
+the one the journal recorded for the client_order_id, else the pending order at the terminal carrying its comment
+(and magic); with none, the answer is 10013 INVALID and nothing is sent. The terminal is asked first: an order that
+no longer waits is answered from its order history (removed: DONE; filled meanwhile: 10013 INVALID), only a
+waiting one is removed with `order_send`, whose retcode and comment are the answer. Removals are journaled like orders
+("removing", then "done"): a repeated cancel of a removed order is answered DONE again without another
+`order_send`, and one left "removing" by a crash is settled from the terminal's order history.
+
 Restarts of trellis (protocol 2): trellis numbers its frames from 1 again under a new `welcome.epoch`, so the
 bridge keeps the epoch its processed `seq` belongs to and forgets that `seq` when the epoch changes; and it
 answers trellis's `history_request` with the terminal's deals and positions, which is how trellis books what
@@ -28,9 +37,12 @@ log = logging.getLogger("trellis_bridge")
 # MT5 constants used here (the values of the MetaTrader5 package).
 TRADE_ACTION_DEAL = 1
 TRADE_ACTION_PENDING = 5
+TRADE_ACTION_REMOVE = 8
 RETCODE_DONE = 10009
 RETCODE_PLACED = 10008
 RETCODE_ERROR = 10011
+RETCODE_INVALID = 10013
+ORDER_STATE_CANCELED = 2
 SYMBOL_FILLING_FOK = 1
 SYMBOL_FILLING_IOC = 2
 ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
@@ -180,6 +192,8 @@ class Bridge:
             kind = frame.get("type")
             if kind == "order_request":
                 await self._execute(frame)
+            elif kind == "cancel_request":
+                await self._cancel(frame)
             elif kind == "history_request":
                 await self._answer_history(frame)
             elif kind == "heartbeat":
@@ -285,6 +299,88 @@ class Bridge:
         if order:
             for d in self.mt5.history_deals_get(ticket=order) or ():
                 await self._send_deal(d)
+
+    # -- cancels -------------------------------------------------------------------------------------------
+    async def _cancel(self, req: dict) -> None:
+        """Answers a `cancel_request`: removes the pending order (TRADE_ACTION_REMOVE) once, reports `cancel_result`."""
+        coid = req["client_order_id"]
+        known = self.journal.cancel(coid)
+        if known and known[0] == "done":
+            log.info("cancel of %s already done: answering from the journal", coid)
+            await self._report_cancel(coid, known[2])
+            return
+        if known:
+            ticket, why = known[1], ""  # "removing" when a crash came between order_send and the report
+        else:
+            ticket, why = self._ticket_of(coid, int(req.get("order") or 0))
+        if not ticket:
+            log.info("cancel of %s: %s", coid, why)
+            await self._report_cancel(coid, {"retcode": RETCODE_INVALID, "order": 0, "comment": why})
+            return
+        settled = self._settled(ticket)
+        if settled is not None:
+            log.info("cancel of %s: order %s is no longer pending at the terminal: %s", coid, ticket,
+                     settled["comment"])
+            if settled["retcode"] == RETCODE_DONE:
+                self.journal.mark_removed(coid, ticket, settled)
+            else:
+                self.journal.forget_cancel(coid)
+            await self._report_cancel(coid, settled)
+            return
+        self.journal.mark_removing(coid, ticket)
+        sent = self.mt5.order_send({"action": TRADE_ACTION_REMOVE, "order": ticket})
+        if sent is None:
+            # No answer proves nothing: keep it "removing" so a repeat asks the terminal instead of guessing.
+            await self._report_cancel(coid, {"retcode": RETCODE_ERROR, "order": ticket,
+                                             "comment": f"order_send returned nothing: {self.mt5.last_error()}"})
+            return
+        result = {"retcode": int(field(sent, "retcode", RETCODE_ERROR)), "order": ticket,
+                  "comment": field(sent, "comment", "") or ""}
+        if result["retcode"] == RETCODE_DONE:
+            self.journal.mark_removed(coid, ticket, result)
+        else:
+            self.journal.forget_cancel(coid)
+        log.info("cancel of %s: retcode %s, order %s", coid, result["retcode"], ticket)
+        await self._report_cancel(coid, result)
+
+    def _ticket_of(self, coid: str, order: int):
+        """(ticket, "") of the order a cancel is for, or (0, why not): the request's ticket, the journal's, or the
+        one pending order at the terminal with the order's comment (and magic, when the journal knows it)."""
+        if order:
+            return order, ""
+        known = self.journal.order(coid)
+        request, result = (known[1], known[2]) if known else ({}, None)
+        if result and int(result.get("order") or 0):
+            return int(result["order"]), ""
+        comment = str(request.get("comment") or coid)[:31]
+        magic = request.get("magic")
+        found = [int(field(o, "ticket")) for o in self.mt5.orders_get() or ()
+                 if field(o, "comment") == comment and (magic is None or int(field(o, "magic", 0)) == int(magic))]
+        if len(found) == 1:
+            return found[0], ""
+        if found:
+            return 0, f"{len(found)} pending orders carry the comment {comment!r}: none removed"
+        return 0, "no such pending order: no ticket in the request or the journal, none at the terminal"
+
+    def _settled(self, ticket: int):
+        """The answer for an order that no longer waits at the terminal, from its order history (CANCELED: DONE,
+        it was removed; filled or expired: not removed), or None while it is pending or the history has no word."""
+        if self.mt5.orders_get(ticket=ticket):
+            return None
+        for o in self.mt5.history_orders_get(ticket=ticket) or ():
+            if int(field(o, "ticket", 0)) != ticket:
+                continue
+            state = int(field(o, "state", -1))
+            if state == ORDER_STATE_CANCELED:
+                return {"retcode": RETCODE_DONE, "order": ticket, "comment": "removed"}
+            return {"retcode": RETCODE_INVALID, "order": ticket,
+                    "comment": f"no longer a pending order (order state {state})"}
+        return None
+
+    async def _report_cancel(self, coid: str, result: dict) -> None:
+        await self._send_reliable({"type": "cancel_result", "client_order_id": coid,
+                                   "retcode": int(result["retcode"]), "order": int(result.get("order") or 0),
+                                   "comment": result.get("comment") or ""})
 
     async def _send_deal(self, d) -> None:
         """Reports a deal seen live, once: the journal remembers which tickets went out."""

@@ -2,7 +2,9 @@
 
 It records every `client_order_id` before `order_send` ("sending") and its result after ("done"), so a
 re-sent order — after a reconnect, a bridge restart or a trellis restart — is answered from here and never
-sent to MT5 twice. It also keeps the protocol state that must survive a restart: the highest trellis `seq`
+sent to MT5 twice. Cancels of pending orders are journaled the same way: "removing" before the
+TRADE_ACTION_REMOVE, "done" once the order is removed, so a repeated `cancel_request` is answered DONE again
+without another removal. It also keeps the protocol state that must survive a restart: the highest trellis `seq`
 processed, the trellis epoch that `seq` belongs to, and the outbox of reliable frames not yet acknowledged.
 """
 
@@ -30,6 +32,12 @@ class Journal:
                 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
                 CREATE TABLE IF NOT EXISTS deals_sent (ticket INTEGER PRIMARY KEY);
+                CREATE TABLE IF NOT EXISTS cancels (
+                    client_order_id TEXT PRIMARY KEY,
+                    state TEXT NOT NULL CHECK (state IN ('removing', 'done')),
+                    order_ticket INTEGER NOT NULL,
+                    result TEXT
+                );
                 """
             )
 
@@ -64,6 +72,37 @@ class Journal:
                 "SELECT client_order_id FROM orders WHERE order_ticket = ?", (order_ticket,)
             ).fetchone()
         return row[0] if row else None
+
+    # -- cancels ---------------------------------------------------------------------------------------
+    def cancel(self, client_order_id: str):
+        """(state, order ticket, result) of the cancel of an order, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state, order_ticket, result FROM cancels WHERE client_order_id = ?", (client_order_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return row[0], row[1], json.loads(row[2]) if row[2] else None
+
+    def mark_removing(self, client_order_id: str, order_ticket: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO cancels (client_order_id, state, order_ticket) VALUES (?, 'removing', ?)",
+                (client_order_id, order_ticket),
+            )
+
+    def mark_removed(self, client_order_id: str, order_ticket: int, result: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO cancels (client_order_id, state, order_ticket, result) "
+                "VALUES (?, 'done', ?, ?)",
+                (client_order_id, order_ticket, json.dumps(result)),
+            )
+
+    def forget_cancel(self, client_order_id: str) -> None:
+        """A removal the trade server refused: the order is still what it was, and a repeat may try again."""
+        with self._lock:
+            self._db.execute("DELETE FROM cancels WHERE client_order_id = ?", (client_order_id,))
 
     # -- deals -----------------------------------------------------------------------------------------
     def deal_sent(self, ticket: int) -> bool:

@@ -2,9 +2,14 @@
 return codes, over a tiny broker whose state lives in a SQLite file (FAKE_MT5_STATE), so the test process
 (which quotes ticks) and the bridge process (which trades) share one terminal — across bridge restarts too.
 
+Market orders (TRADE_ACTION_DEAL) fill at once at the request's price. Pending orders (TRADE_ACTION_PENDING, types
+BUY_LIMIT..SELL_STOP) wait in the `orders` table (`orders_get`) and never fill by themselves; TRADE_ACTION_REMOVE
+deletes one and moves it to `history_orders` (`history_orders_get`) as ORDER_STATE_CANCELED.
+
 Knobs (environment): FAKE_MT5_INIT_FAIL=1 makes initialize() fail; FAKE_MT5_FORCE_RETCODE=10019 makes
 order_send answer that code; FAKE_MT5_HANG_AFTER_SEND=1 makes the process hang right after a successful
-order_send, before the bridge can report it (the test then kills it).
+market order_send, before the bridge can report it (the test then kills it); FAKE_MT5_HANG_AFTER_REMOVE=1 does
+the same right after a successful removal of a pending order.
 """
 
 import os
@@ -12,11 +17,14 @@ import sqlite3
 import time
 from collections import namedtuple
 
-TRADE_ACTION_DEAL, TRADE_ACTION_PENDING = 1, 5
+TRADE_ACTION_DEAL, TRADE_ACTION_PENDING, TRADE_ACTION_REMOVE = 1, 5, 8
 DEAL_TYPE_BUY, DEAL_TYPE_SELL, DEAL_TYPE_BALANCE = 0, 1, 2
 ORDER_TYPE_BUY, ORDER_TYPE_SELL = 0, 1
+ORDER_TYPE_BUY_LIMIT, ORDER_TYPE_SELL_LIMIT, ORDER_TYPE_BUY_STOP, ORDER_TYPE_SELL_STOP = 2, 3, 4, 5
 ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
-TRADE_RETCODE_DONE, TRADE_RETCODE_NO_MONEY = 10009, 10019
+ORDER_STATE_PLACED, ORDER_STATE_CANCELED = 1, 2
+TRADE_RETCODE_PLACED, TRADE_RETCODE_DONE, TRADE_RETCODE_INVALID = 10008, 10009, 10013
+TRADE_RETCODE_INVALID_PRICE, TRADE_RETCODE_NO_MONEY = 10015, 10019
 COPY_TICKS_ALL = -1
 DEAL_ENTRY_IN, DEAL_ENTRY_OUT = 0, 1
 
@@ -25,6 +33,9 @@ SymbolInfo = namedtuple("SymbolInfo", "name digits point filling_mode volume_min
 AccountInfo = namedtuple("AccountInfo", "login server currency leverage balance equity margin margin_free profit margin_mode")
 TradePosition = namedtuple("TradePosition", "ticket time_msc type magic identifier volume price_open price_current profit symbol comment")
 TradeDeal = namedtuple("TradeDeal", "ticket order time_msc type entry magic position_id volume price commission swap profit fee symbol comment")
+TradeOrder = namedtuple("TradeOrder", "ticket time_setup time_setup_msc time_done time_done_msc time_expiration type "
+                        "type_time type_filling state magic position_id position_by_id reason volume_initial "
+                        "volume_current price_open sl tp price_current price_stoplimit symbol comment external_id")
 OrderCheckResult = namedtuple("OrderCheckResult", "retcode balance equity profit margin margin_free margin_level comment request")
 OrderSendResult = namedtuple("OrderSendResult", "retcode deal order volume price bid ask comment request_id retcode_external request")
 
@@ -41,6 +52,11 @@ def _db():
         CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, ticket INTEGER, type INTEGER, volume REAL,
             price_open REAL, magic INTEGER, time_msc INTEGER);
         CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER);
+        CREATE TABLE IF NOT EXISTS orders (ticket INTEGER PRIMARY KEY, symbol TEXT, type INTEGER, volume REAL,
+            price REAL, magic INTEGER, comment TEXT, time_setup_msc INTEGER);
+        CREATE TABLE IF NOT EXISTS history_orders (ticket INTEGER PRIMARY KEY, symbol TEXT, type INTEGER,
+            volume REAL, price REAL, magic INTEGER, comment TEXT, time_setup_msc INTEGER, state INTEGER,
+            time_done_msc INTEGER);
         """
     )
     return db
@@ -66,6 +82,12 @@ def sends_by_comment():
     """For the test: how many times `order_send` was called for each order comment (the client order id)."""
     rows = _db().execute("SELECT key, value FROM counters WHERE key LIKE 'order_send:%'").fetchall()
     return {key[len("order_send:"):]: value for key, value in rows}
+
+
+def pending_orders():
+    """For the test: the pending orders waiting at the terminal, as (ticket, symbol, type, volume, price, magic,
+    comment) rows, by ticket."""
+    return _db().execute("SELECT ticket, symbol, type, volume, price, magic, comment FROM orders ORDER BY ticket").fetchall()
 
 
 def deal_tickets():
@@ -143,8 +165,25 @@ def positions_get(symbol=None, ticket=None, group=None):
     return tuple(out)
 
 
+def _order(row, state, time_done_msc=0):
+    ticket, symbol, typ, volume, price, magic, comment, setup = row[:8]
+    return TradeOrder(ticket, setup // 1000, setup, time_done_msc // 1000, time_done_msc, 0, typ, 0, ORDER_FILLING_RETURN,
+                      state, magic, 0, 0, 0, volume, volume if state == ORDER_STATE_PLACED else 0.0, price, 0.0, 0.0,
+                      price, 0.0, symbol, comment, "")
+
+
 def orders_get(symbol=None, ticket=None, group=None):
-    return ()
+    rows = _db().execute("SELECT ticket, symbol, type, volume, price, magic, comment, time_setup_msc FROM orders "
+                         "ORDER BY ticket").fetchall()
+    return tuple(_order(r, ORDER_STATE_PLACED) for r in rows
+                 if (symbol is None or r[1] == symbol) and (ticket is None or r[0] == ticket))
+
+
+def history_orders_get(date_from=None, date_to=None, group=None, ticket=None, position=None):
+    """Orders no longer waiting (here: the removed pending orders)."""
+    rows = _db().execute("SELECT ticket, symbol, type, volume, price, magic, comment, time_setup_msc, state, "
+                         "time_done_msc FROM history_orders ORDER BY ticket").fetchall()
+    return tuple(_order(r, r[8], r[9]) for r in rows if ticket is None or r[0] == ticket)
 
 
 def history_deals_get(date_from=None, date_to=None, group=None, ticket=None, position=None):
@@ -163,10 +202,19 @@ def order_check(request):
 def order_send(request):
     db = _db()
     _bump(db, "order_send")
-    _bump(db, f"order_send:{request['comment']}")
+    action = int(request.get("action", TRADE_ACTION_DEAL))
+    if action == TRADE_ACTION_REMOVE:
+        _bump(db, "order_remove")
+        _bump(db, f"order_remove:{int(request.get('order') or 0)}")
+    else:
+        _bump(db, f"order_send:{request['comment']}")
     forced = os.environ.get("FAKE_MT5_FORCE_RETCODE")
     if forced:
         return OrderSendResult(int(forced), 0, 0, 0.0, 0.0, 0.0, 0.0, "No money", 0, 0, request)
+    if action == TRADE_ACTION_PENDING:
+        return _place(db, request)
+    if action == TRADE_ACTION_REMOVE:
+        return _remove(db, request)
     order = 1000 + _bump(db, "tickets") * 2
     deal = order + 1
     now = int(time.time() * 1000)
@@ -187,3 +235,34 @@ def order_send(request):
     if os.environ.get("FAKE_MT5_HANG_AFTER_SEND") == "1":
         time.sleep(3600)  # the bridge "crashes" here: the test kills this process
     return OrderSendResult(TRADE_RETCODE_DONE, deal, order, volume, price, price, price, "Request executed", 1, 0, request)
+
+
+def _place(db, request):
+    """A pending order: it waits in `orders` (and never fills here)."""
+    typ, price = int(request["type"]), float(request.get("price") or 0)
+    if typ not in (ORDER_TYPE_BUY_LIMIT, ORDER_TYPE_SELL_LIMIT, ORDER_TYPE_BUY_STOP, ORDER_TYPE_SELL_STOP):
+        return OrderSendResult(TRADE_RETCODE_INVALID, 0, 0, 0.0, 0.0, 0.0, 0.0, "Invalid request", 0, 0, request)
+    if price <= 0:
+        return OrderSendResult(TRADE_RETCODE_INVALID_PRICE, 0, 0, 0.0, 0.0, 0.0, 0.0, "Invalid price", 0, 0, request)
+    order = 1000 + _bump(db, "tickets") * 2
+    volume = float(request["volume"])
+    db.execute("INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (order, request["symbol"], typ, volume, price,
+               int(request.get("magic") or 0), request.get("comment", ""), int(time.time() * 1000)))
+    return OrderSendResult(TRADE_RETCODE_PLACED, 0, order, volume, price, 0.0, 0.0, "Request executed", 1, 0, request)
+
+
+def _remove(db, request):
+    """TRADE_ACTION_REMOVE: a pending order leaves `orders` for `history_orders`, cancelled."""
+    ticket = int(request.get("order") or 0)
+    row = db.execute("SELECT ticket, symbol, type, volume, price, magic, comment, time_setup_msc FROM orders "
+                     "WHERE ticket = ?", (ticket,)).fetchone()
+    if row is None:
+        return OrderSendResult(TRADE_RETCODE_INVALID, 0, 0, 0.0, 0.0, 0.0, 0.0, "Invalid request", 0, 0, request)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("DELETE FROM orders WHERE ticket = ?", (ticket,))
+    db.execute("INSERT INTO history_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (*row, ORDER_STATE_CANCELED, int(time.time() * 1000)))
+    db.execute("COMMIT")
+    if os.environ.get("FAKE_MT5_HANG_AFTER_REMOVE") == "1":
+        time.sleep(3600)  # the bridge "crashes" here: the test kills this process
+    return OrderSendResult(TRADE_RETCODE_DONE, 0, ticket, 0.0, 0.0, 0.0, 0.0, "Request executed", 1, 0, request)
