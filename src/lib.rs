@@ -24,6 +24,7 @@
 pub mod actors;
 pub mod backtest;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -25,7 +25,7 @@ use crate::domain::orders::OrderKind;
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Tables that hold tenant data and must be isolated.
-pub const TENANT_TABLES: [&str; 15] = [
+pub const TENANT_TABLES: [&str; 17] = [
     "tenants",
     "orders",
     "fills",
@@ -41,6 +41,8 @@ pub const TENANT_TABLES: [&str; 15] = [
     "model_registry",
     "model_versions",
     "model_aliases",
+    "cluster_nodes",
+    "tenant_leases",
 ];
 
 /// Applies `migrations/postgres` with the owner's connection (`trellis migrate`).

@@ -8,6 +8,7 @@ mod bridge;
 mod cache;
 mod clickhouse;
 mod client_ws;
+mod cluster;
 mod config;
 mod events;
 mod health;
