@@ -459,24 +459,30 @@ pub struct ModelState {
     pub recent: Vec<crate::models::Prediction>,
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// A version's counts and monitoring, as the model host reports them.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
 pub struct ModelVersionState {
     pub version: String,
     pub shadow: bool,
     /// The weight in force (0 after an automatic rollback).
     pub weight: f64,
+    /// Predictions made.
     pub served: u64,
+    /// Runs whose output was not a finite number.
     pub not_finite: u64,
+    /// Runs that failed.
     pub failed: u64,
+    /// Predictions slower than the budget, dropped.
     pub over_budget: u64,
     /// Runs skipped because the tenant's predictions for the minute were spent (`[quotas] predictions`).
     pub over_quota: u64,
+    /// Whether it was rolled back automatically.
     pub rolled_back: bool,
     pub monitoring: ModelMonitoring,
 }
 
 /// How a version's predictions turned out, and whether its inputs still look like its training data.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
 pub struct ModelMonitoring {
     /// Predictions whose horizon has passed, over the rolling window.
     pub outcomes: usize,
@@ -488,9 +494,11 @@ pub struct ModelMonitoring {
     pub drift: Vec<FeatureDrift>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// A feature's (or the output's) drift.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct FeatureDrift {
     pub feature: String,
+    /// The last check; `null` before the window holds enough values.
     pub check: Option<crate::models::drift::DriftCheck>,
     /// Alarms raised (a check turning from no drift to drift).
     pub alarms: u64,

@@ -31,6 +31,7 @@ use rust_decimal::Decimal;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use super::messages::UnknownOrder;
 use super::messages::{
     AccountLink, AccountReceived, AckWhenStored, Attach, CancelResultReceived, DealReceived,
     Detach, FrameReceived, GetInFlight, GetReconcilePoint, GetSessionState, HistoryEndReceived,
@@ -403,40 +404,18 @@ impl Mt5Session {
                 let coid = frame.client_order_id.clone();
                 self.outbox
                     .retain(|_, e| e.cancel || e.client_order_id != coid);
-                let Some(p) = portfolio else { return };
-                let account = self.login;
-                ctx.spawn(
-                    p.send(OrderResultReceived { account, frame })
-                        .into_actor(self)
-                        .map(move |res, act, _ctx| {
-                            if let Ok(Err(unknown)) = res {
-                                act.send_error(
-                                    ErrorCode::UnknownOrder,
-                                    unknown.to_string(),
-                                    Some(seq),
-                                    false,
-                                );
-                            }
-                        }),
-                );
+                if let Some(p) = portfolio {
+                    let account = self.login;
+                    self.forward_result(seq, p.send(OrderResultReceived { account, frame }), ctx);
+                }
             }
             Inbound::CancelResult(frame) => {
                 let coid = frame.client_order_id.clone();
                 self.outbox
                     .retain(|_, e| !e.cancel || e.client_order_id != coid);
-                let Some(p) = portfolio else { return };
-                ctx.spawn(p.send(CancelResultReceived { frame }).into_actor(self).map(
-                    move |res, act, _ctx| {
-                        if let Ok(Err(unknown)) = res {
-                            act.send_error(
-                                ErrorCode::UnknownOrder,
-                                unknown.to_string(),
-                                Some(seq),
-                                false,
-                            );
-                        }
-                    },
-                ));
+                if let Some(p) = portfolio {
+                    self.forward_result(seq, p.send(CancelResultReceived { frame }), ctx);
+                }
             }
             Inbound::HistoryEnd(frame) => {
                 let current = self.history_pending == Some(frame.request_id);
@@ -458,6 +437,27 @@ impl Mt5Session {
                 false,
             ),
         }
+    }
+
+    /// Waits for the portfolio to apply a trade server answer; one for an order it does not know is refused
+    /// to the bridge (`unknown_order`).
+    fn forward_result(
+        &mut self,
+        seq: u64,
+        applied: impl std::future::Future<Output = Result<Result<(), UnknownOrder>, MailboxError>>
+            + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(applied.into_actor(self).map(move |res, act, _ctx| {
+            if let Ok(Err(unknown)) = res {
+                act.send_error(
+                    ErrorCode::UnknownOrder,
+                    unknown.to_string(),
+                    Some(seq),
+                    false,
+                );
+            }
+        }));
     }
 
     fn check_heartbeat(&mut self) {

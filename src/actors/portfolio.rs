@@ -93,6 +93,39 @@ impl Portfolio {
         self.tenant.contract_size(symbol.as_str())
     }
 
+    /// Stores what a trade server answer (`what`: an order's or a cancel's result) did to its order.
+    fn store_outcome(
+        &mut self,
+        outcome: ResultOutcome,
+        result: &OrderResult,
+        what: &str,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), UnknownOrder> {
+        match outcome {
+            ResultOutcome::Unknown => Err(UnknownOrder(result.client_order_id.clone())),
+            ResultOutcome::Duplicate => Ok(()),
+            ResultOutcome::Updated {
+                seq,
+                order,
+                transition_error,
+            } => {
+                if let Some(e) = transition_error {
+                    tracing::warn!(tenant = %self.tenant.id, error = %e, "{what} out of sequence");
+                }
+                if order.status == OrderStatus::Rejected {
+                    self.tenant.metrics.order("rejected_by_terminal");
+                    tracing::warn!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
+                        retcode = result.retcode, comment = %result.comment, "order rejected by the trade server");
+                } else {
+                    tracing::info!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
+                        retcode = result.retcode, status = order.status.as_str(), "{what} from the trade server");
+                }
+                self.persist(Write::Order(seq, *order), ctx);
+                Ok(())
+            }
+        }
+    }
+
     fn pnl(&self) -> (Decimal, Decimal, Decimal) {
         let quotes = self.tenant.quotes.read();
         let quote = |s: &Symbol| quotes.get(s).map(|q| (q.bid, q.ask));
@@ -478,26 +511,8 @@ impl Handler<OrderResultReceived> for Portfolio {
             order: f.order,
             comment: f.comment,
         };
-        match self.ledger.apply_result(msg.account, &result, now_ms()) {
-            ResultOutcome::Unknown => Err(UnknownOrder(result.client_order_id)),
-            ResultOutcome::Duplicate => Ok(()),
-            ResultOutcome::Updated {
-                seq,
-                order,
-                transition_error,
-            } => {
-                if let Some(e) = transition_error {
-                    tracing::warn!(tenant = %self.tenant.id, error = %e, "order result out of sequence");
-                }
-                if order.status == OrderStatus::Rejected {
-                    self.tenant.metrics.order("rejected_by_terminal");
-                    tracing::warn!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
-                        retcode = result.retcode, comment = %result.comment, "order rejected by the trade server");
-                }
-                self.persist(Write::Order(seq, *order), ctx);
-                Ok(())
-            }
-        }
+        let outcome = self.ledger.apply_result(msg.account, &result, now_ms());
+        self.store_outcome(outcome, &result, "order result", ctx)
     }
 }
 
@@ -955,23 +970,8 @@ impl Handler<CancelResultReceived> for Portfolio {
             order: f.order,
             comment: f.comment,
         };
-        match self.ledger.apply_cancel(&result, now_ms()) {
-            ResultOutcome::Unknown => Err(UnknownOrder(result.client_order_id)),
-            ResultOutcome::Duplicate => Ok(()),
-            ResultOutcome::Updated {
-                seq,
-                order,
-                transition_error,
-            } => {
-                if let Some(e) = transition_error {
-                    tracing::warn!(tenant = %self.tenant.id, error = %e, "cancel result out of sequence");
-                }
-                tracing::info!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
-                    retcode = result.retcode, status = order.status.as_str(), "cancel answered by the trade server");
-                self.persist(Write::Order(seq, *order), ctx);
-                Ok(())
-            }
-        }
+        let outcome = self.ledger.apply_cancel(&result, now_ms());
+        self.store_outcome(outcome, &result, "cancel result", ctx)
     }
 }
 

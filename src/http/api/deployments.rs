@@ -25,8 +25,7 @@ use serde_json::json;
 
 use super::{Authorized, Body, Deleted, Reply};
 use crate::actors::messages::{
-    DropDeployment, FeatureDrift, GetModelState, ModelMonitoring, ModelVersionState, Redeploy,
-    SetDeployment,
+    DropDeployment, GetModelState, ModelVersionState, Redeploy, SetDeployment,
 };
 use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 use crate::actors::tenant::TenantContext;
@@ -34,7 +33,6 @@ use crate::config::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettin
 use crate::domain::{Symbol, Timeframe};
 use crate::http::error::ApiError;
 use crate::models::deployment::Deployment;
-use crate::models::drift::DriftCheck;
 use crate::models::manifest::Manifest;
 use crate::models::registry::{ModelFilesSlot, OwnedRef, ResolveError};
 use crate::models::Prediction;
@@ -147,113 +145,7 @@ pub struct DeployedVersion {
     pub configured_weight: f64,
     pub manifest: Manifest,
     /// What the running host reports of it; `null` while the host does not run.
-    pub live: Option<LiveVersion>,
-}
-
-/// A version's counts and monitoring, as the model host reports them.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LiveVersion {
-    pub version: String,
-    pub shadow: bool,
-    /// The weight in force (0 after an automatic rollback).
-    pub weight: f64,
-    /// Predictions made.
-    pub served: u64,
-    /// Runs whose output was not a finite number.
-    pub not_finite: u64,
-    /// Runs that failed.
-    pub failed: u64,
-    /// Predictions slower than the budget, dropped.
-    pub over_budget: u64,
-    /// Runs skipped because the tenant's predictions for the minute were spent (`[quotas] predictions`).
-    pub over_quota: u64,
-    /// Whether it was rolled back automatically.
-    pub rolled_back: bool,
-    pub monitoring: Monitoring,
-}
-
-impl From<ModelVersionState> for LiveVersion {
-    fn from(s: ModelVersionState) -> Self {
-        let ModelVersionState {
-            version,
-            shadow,
-            weight,
-            served,
-            not_finite,
-            failed,
-            over_budget,
-            over_quota,
-            rolled_back,
-            monitoring,
-        } = s;
-        Self {
-            version,
-            shadow,
-            weight,
-            served,
-            not_finite,
-            failed,
-            over_budget,
-            over_quota,
-            rolled_back,
-            monitoring: monitoring.into(),
-        }
-    }
-}
-
-/// How a version's predictions turned out, and whether its inputs still look like its training data.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Monitoring {
-    /// Predictions whose horizon has passed, over the rolling window.
-    pub outcomes: usize,
-    /// Share of those whose direction matched the realised return (direction and return outputs).
-    pub directional_accuracy: Option<f64>,
-    /// Mean absolute error against the realised return (`expected_return` outputs).
-    pub mae: Option<f64>,
-    /// Per feature (and `output`) with a training reference: the last drift check.
-    pub drift: Vec<Drift>,
-}
-
-impl From<ModelMonitoring> for Monitoring {
-    fn from(m: ModelMonitoring) -> Self {
-        let ModelMonitoring {
-            outcomes,
-            directional_accuracy,
-            mae,
-            drift,
-        } = m;
-        Self {
-            outcomes,
-            directional_accuracy,
-            mae,
-            drift: drift.into_iter().map(Drift::from).collect(),
-        }
-    }
-}
-
-/// A feature's (or the output's) drift.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Drift {
-    pub feature: String,
-    /// The last check; `null` before the window holds enough values.
-    pub check: Option<DriftCheck>,
-    /// Alarms raised (a check turning from no drift to drift).
-    pub alarms: u64,
-}
-
-impl From<FeatureDrift> for Drift {
-    fn from(d: FeatureDrift) -> Self {
-        let FeatureDrift {
-            feature,
-            check,
-            alarms,
-        } = d;
-        Self {
-            feature,
-            check,
-            alarms,
-        }
-    }
+    pub live: Option<ModelVersionState>,
 }
 
 /// Every model deployment of the tenant.
@@ -650,7 +542,7 @@ async fn view(
                 shadow,
                 configured_weight: if shadow { 0.0 } else { v.weight },
                 manifest: v.manifest.clone(),
-                live: now.cloned().map(LiveVersion::from),
+                live: now.cloned(),
             }
         })
         .collect();
