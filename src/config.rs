@@ -81,6 +81,9 @@ pub struct Settings {
     /// The model registry.
     #[serde(default)]
     pub models: ModelSettings,
+    /// Several nodes sharing one PostgreSQL (docs/cluster.md); off by default.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     /// Tenants defined in configuration: stored on the first start, managed through the admin API after.
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,
@@ -171,6 +174,51 @@ pub struct Mt5Settings {
     pub heartbeat_interval_ms: u64,
     /// Silence after which a session is declared lost.
     pub heartbeat_timeout_ms: u64,
+}
+
+/// Several trellis nodes on one PostgreSQL, each tenant owned by one node under a fenced lease.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Run tenants only under a lease (needs `storage.postgres_url`). Off: this node runs every tenant.
+    pub enabled: bool,
+    /// This node's name, unique in the cluster; empty: `<hostname>-<port>`.
+    pub node_id: String,
+    /// Where bridges and clients reach this node (`http://host:port`); empty: `http://127.0.0.1:<port>`.
+    /// Bridges are redirected to `<url>/ws/mt5`, admin calls forwarded to `<url>/api/v1/…`.
+    pub advertise_url: String,
+    /// How long a lease lives without renewal: a dead node's tenants move after at most this long.
+    pub lease_ms: u64,
+    /// How often leases are renewed and placement runs; well inside `lease_ms`.
+    pub renew_ms: u64,
+    /// A node whose last heartbeat is older than this is dead for placement (fair shares).
+    pub node_timeout_ms: u64,
+    /// Move tenants to a node that joins (graceful hand-off) so each node holds its fair share.
+    pub rebalance: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_id: String::new(),
+            advertise_url: String::new(),
+            lease_ms: 6_000,
+            renew_ms: 1_000,
+            node_timeout_ms: 6_000,
+            rebalance: true,
+        }
+    }
+}
+
+impl ClusterSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    pub fn renew(&self) -> Duration {
+        Duration::from_millis(self.renew_ms)
+    }
 }
 
 /// A tenant: its keys, symbols, risk limits and strategies.
@@ -648,6 +696,34 @@ impl Settings {
                 "mt5.heartbeat_timeout_ms",
                 "must be greater than mt5.heartbeat_interval_ms (and the interval greater than 0)",
             );
+        }
+        if self.cluster.enabled {
+            if self.storage.postgres_url.trim().is_empty() {
+                return fail(
+                    "cluster.enabled",
+                    "a cluster shares PostgreSQL: set storage.postgres_url",
+                );
+            }
+            if self.cluster.renew_ms == 0 || self.cluster.renew_ms * 3 > self.cluster.lease_ms {
+                return fail(
+                    "cluster.renew_ms",
+                    "must be greater than 0 and at most a third of cluster.lease_ms",
+                );
+            }
+            if self.cluster.node_timeout_ms < self.cluster.renew_ms * 2 {
+                return fail(
+                    "cluster.node_timeout_ms",
+                    "must be at least twice cluster.renew_ms",
+                );
+            }
+            if !self.cluster.advertise_url.is_empty()
+                && !self.cluster.advertise_url.starts_with("http")
+            {
+                return fail(
+                    "cluster.advertise_url",
+                    "must be an http:// or https:// URL",
+                );
+            }
         }
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

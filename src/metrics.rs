@@ -55,6 +55,9 @@ pub struct Metrics {
     sessions: Gauge,
     predictions: Family<ModelLabel, Counter>,
     prediction_seconds: Family<ModelVersionLabel, Histogram>,
+    ownership: Family<KindLabel, Counter>,
+    tenants_owned: Gauge,
+    unowned_seconds: Histogram,
 }
 
 impl Metrics {
@@ -120,8 +123,32 @@ impl Metrics {
             "Features and inference time per prediction",
             prediction_seconds.clone(),
         );
+        let ownership = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "cluster_ownership_changes",
+            "Tenant leases by event (acquired, took_over, released, lost)",
+            ownership.clone(),
+        );
+        let tenants_owned = Gauge::default();
+        registry.register(
+            "cluster_tenants_owned",
+            "Tenants this node holds a lease on",
+            tenants_owned.clone(),
+        );
+        // 10 ms … ~80 s
+        let unowned_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
+        );
+        registry.register(
+            "cluster_unowned_seconds",
+            "How long a tenant this node took had no live owner (failover gap after the old lease ran out)",
+            unowned_seconds.clone(),
+        );
         Self {
             registry,
+            ownership,
+            tenants_owned,
+            unowned_seconds,
             predictions,
             prediction_seconds,
             supervision_events,
@@ -214,6 +241,21 @@ impl Metrics {
                 })
                 .observe(s);
         }
+    }
+
+    /// A change of tenant ownership on this node (`acquired`, `took_over`, `released`, `lost`).
+    pub fn ownership(&self, kind: &str, owned_now: usize) {
+        self.ownership
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+        self.tenants_owned.set(owned_now as i64);
+    }
+
+    /// A tenant taken over after its previous owner's lease had run out this long ago.
+    pub fn unowned_for(&self, seconds: f64) {
+        self.unowned_seconds.observe(seconds.max(0.0));
     }
 
     pub fn session_opened(&self) {

@@ -36,6 +36,7 @@ pub struct Application {
     settings: Arc<Settings>,
     stop_tx: Arc<watch::Sender<bool>>,
     stop_rx: watch::Receiver<bool>,
+    cluster: Option<actix::Addr<crate::cluster::node::Cluster>>,
 }
 
 impl Application {
@@ -44,7 +45,7 @@ impl Application {
         let settings = Arc::new(settings);
         prepare_postgres(&settings.storage).await?;
         let metrics = Arc::new(Metrics::new());
-        let runtime = Runtime::start(&settings, metrics);
+        let mut runtime = Runtime::start(&settings, metrics);
         let store = SecurityStore::for_settings(&settings.storage)
             .await
             .context("opening the security store")?;
@@ -80,6 +81,23 @@ impl Application {
             .local_addr()
             .context("reading the bound port")?
             .port();
+        // In cluster mode tenants start once this node holds their lease (the Cluster actor's rounds).
+        let cluster = if settings.cluster.enabled {
+            let pool = crate::storage::postgres::connect(settings.storage.postgres_url.trim())
+                .await
+                .context("connecting the cluster's PostgreSQL pool")?;
+            let (handle, addr) = crate::cluster::node::Cluster::start(
+                settings.clone(),
+                port,
+                pool,
+                runtime.clone(),
+                security.clone(),
+            );
+            runtime.cluster = Some(handle);
+            Some(addr)
+        } else {
+            None
+        };
         let redis = Some(settings.storage.redis_url.trim()).filter(|u| !u.is_empty());
         let state = AppState {
             runtime: runtime.clone(),
@@ -128,6 +146,7 @@ impl Application {
             settings,
             stop_tx: Arc::new(stop_tx),
             stop_rx,
+            cluster,
         })
     }
 
@@ -157,6 +176,7 @@ impl Application {
             runtime,
             settings,
             mut stop_rx,
+            cluster,
             ..
         } = self;
         let handle = server.handle();
@@ -172,13 +192,24 @@ impl Application {
         };
         tracing::info!(reason, "shutting down: 1/4 stop accepting connections");
         let stopping = actix_rt::spawn(handle.stop(true));
+        if let Some(cluster) = &cluster {
+            let _ = cluster.send(crate::cluster::node::Leave).await;
+        }
         tracing::info!("shutting down: 2/4 close MT5 sessions");
         runtime.close_sessions().await;
         let _ = stopping.await;
         tracing::info!("shutting down: 3/4 drain tenants, then storage");
         let grace = Duration::from_secs(settings.shutdown.grace_secs.max(1) * 2);
-        if !runtime.shutdown(grace).await {
+        let drained = runtime.shutdown(grace).await;
+        if !drained {
             tracing::warn!(?grace, "the supervision tree did not drain in time");
+        }
+        // Tenants drained (their writes landed): other nodes may take them at once.
+        if let Some(cluster) = cluster {
+            match cluster.send(crate::cluster::node::ReleaseAll).await {
+                Ok(n) => tracing::info!(released = n, "tenant leases handed back"),
+                Err(e) => tracing::warn!(error = %e, "tenant leases not handed back; they run out"),
+            }
         }
         tracing::info!("shutting down: 4/4 stopped");
         Ok(())
@@ -255,14 +286,14 @@ async fn start_tenants(
             .await
             .with_context(|| format!("storing tenant `{}`", tenant.id))?;
     }
+    if settings.cluster.enabled {
+        // Placement starts them, each on one node.
+        return Ok(());
+    }
     for row in security.store.tenants().await? {
-        let mut doc: crate::config::TenantSettings = serde_json::from_str(&row.settings)
-            .with_context(|| format!("reading the stored settings of tenant `{}`", row.id))?;
         // API keys of the configuration are its own: they stay valid as configured.
-        if let Some(configured) = settings.tenants.iter().find(|t| t.id == row.id) {
-            doc.api_keys = configured.api_keys.clone();
-        }
-        doc.tier = row.tier.clone();
+        let doc =
+            crate::cluster::node::tenant_document(settings, &row).map_err(anyhow::Error::msg)?;
         security.set_suspended(&row.id, row.suspended != 0);
         runtime
             .start_tenant(doc)

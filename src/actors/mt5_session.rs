@@ -733,14 +733,9 @@ fn new_epoch() -> u64 {
 impl Handler<Shutdown> for Mt5Session {
     type Result = ();
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
-        self.send_error(
-            ErrorCode::ShuttingDown,
-            "trellis is shutting down".into(),
-            None,
-            true,
-        );
-        self.close(CLOSE_GOING_AWAY, "trellis is shutting down");
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) {
+        self.send_error(ErrorCode::ShuttingDown, msg.reason.clone(), None, true);
+        self.close(CLOSE_GOING_AWAY, &msg.reason);
         ctx.stop();
     }
 }

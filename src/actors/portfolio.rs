@@ -45,6 +45,7 @@ use crate::http::ws::protocol::PositionItem;
 use crate::storage::cache::CachePositions;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 use crate::storage::timeseries::AppendFills;
+use crate::storage::StorageError;
 
 const MARK_EVERY: Duration = Duration::from_secs(1);
 const RETRY_WRITES_EVERY: Duration = Duration::from_millis(200);
@@ -237,6 +238,7 @@ impl Portfolio {
             tenant: self.tenant.id.0.clone(),
             seq,
             order,
+            fence: self.tenant.fence,
         };
         ctx.spawn(async move { store.save_order(msg).await }.into_actor(self).map(
             move |result, act, ctx| match result {
@@ -245,6 +247,7 @@ impl Portfolio {
                         act.release(account, send);
                     }
                 }
+                Err(e @ StorageError::Fenced(_)) => act.fenced(&e),
                 Err(e) => {
                     tracing::warn!(tenant = %act.tenant.id, error = %e, "order not stored yet: queued, not sent");
                     act.writes.push_back(write);
@@ -253,6 +256,16 @@ impl Portfolio {
                 }
             },
         ));
+    }
+
+    /// Another node took the tenant (its lease token was overtaken): this node must not send or store
+    /// anything more for it. Nothing is released from now on; the cluster stops the tenant here at its next
+    /// round, and the new owner rebuilds from the store and the terminal's history.
+    fn fenced(&mut self, why: &StorageError) {
+        tracing::error!(tenant = %self.tenant.id, error = %why, dropped = self.writes.len(),
+            "lease lost: this node stops trading the tenant");
+        self.stopping = true;
+        self.writes.clear();
     }
 
     /// Writes queued records one after another; stops at the first retryable failure and retries later.
@@ -287,6 +300,7 @@ impl Portfolio {
         self.writing = true;
         self.idle.send_replace(false);
         let tenant = self.tenant.id.0.clone();
+        let fence = self.tenant.fence;
         let fut = async move {
             let result = match &next {
                 Write::Order(seq, order) => {
@@ -295,6 +309,7 @@ impl Portfolio {
                             tenant,
                             seq: *seq,
                             order: order.clone(),
+                            fence,
                         })
                         .await
                 }
@@ -302,6 +317,7 @@ impl Portfolio {
                     .save_deal(SaveDeal {
                         tenant,
                         deal: deal.clone(),
+                        fence,
                     })
                     .await
                     .map(|_| ()),
@@ -319,6 +335,7 @@ impl Portfolio {
                         "storage unavailable; keeping the write to retry");
                     act.writes.push_front(write);
                 }
+                Err(e @ StorageError::Fenced(_)) => act.fenced(&e),
                 Err(e) => {
                     tracing::error!(tenant = %act.tenant.id, error = %e, "storage refused a record");
                     act.drain_writes(ctx);
@@ -999,6 +1016,7 @@ impl Handler<Shutdown> for Portfolio {
                 let writes: Vec<Write> = act.writes.drain(..).collect();
                 let store = act.tenant.relational.clone();
                 let tenant = act.tenant.id.0.clone();
+                let fence = act.tenant.fence;
                 async move {
                     for w in writes {
                         let _ = match w {
@@ -1008,6 +1026,7 @@ impl Handler<Shutdown> for Portfolio {
                                         tenant: tenant.clone(),
                                         seq,
                                         order,
+                                        fence,
                                     })
                                     .await
                             }
@@ -1015,6 +1034,7 @@ impl Handler<Shutdown> for Portfolio {
                                 .save_deal(SaveDeal {
                                     tenant: tenant.clone(),
                                     deal,
+                                    fence,
                                 })
                                 .await
                                 .map(|_| ()),

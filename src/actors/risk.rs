@@ -148,6 +148,7 @@ impl Risk {
         let msg = SaveKillSwitch {
             tenant: self.tenant.id.0.clone(),
             kill: self.gate.kill.clone(),
+            fence: self.tenant.fence,
         };
         ctx.spawn(
             async move {
@@ -338,6 +339,7 @@ impl Handler<SetKillSwitch> for Risk {
         let save = SaveKillSwitch {
             tenant: self.tenant.id.0.clone(),
             kill: self.gate.kill.clone(),
+            fence: self.tenant.fence,
         };
         AtomicResponse::new(Box::pin(async move { store.save_kill_switch(save).await }.into_actor(self).map(
             |res, act, _| {

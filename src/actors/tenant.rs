@@ -186,6 +186,9 @@ pub struct TenantContext {
     pub feed: Arc<super::feed::ClientFeed>,
     pub supervision: SupervisorConfig,
     pub audit: AuditSink,
+    /// The fencing token of this node's lease on the tenant (cluster mode): every relational write carries
+    /// it and PostgreSQL refuses it once another node took the tenant. `None` on a single node.
+    pub fence: Option<i64>,
 }
 
 /// Everything the runtime hands a new tenant.
@@ -201,6 +204,8 @@ pub struct TenantDeps {
     pub audit: AuditSink,
     /// Predictions per minute by tier.
     pub prediction_limits: crate::security::rate_limit::TierLimits,
+    /// The lease's fencing token in cluster mode.
+    pub fence: Option<i64>,
 }
 
 /// A tenant's predictions per minute against its tier's quota, all deployments and versions together.
@@ -339,6 +344,7 @@ impl TenantContext {
             feed: Arc::default(),
             supervision: deps.supervision,
             audit: deps.audit,
+            fence: deps.fence,
         }))
     }
 

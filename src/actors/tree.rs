@@ -62,6 +62,8 @@ pub struct Runtime {
     api_keys: Arc<DashMap<String, TenantId>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     mt5: Mt5Settings,
+    /// Set in cluster mode (`cluster.enabled`): tenants run only under this node's lease.
+    pub cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 impl Runtime {
@@ -180,13 +182,33 @@ impl Runtime {
             api_keys: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
             mt5: settings.mt5.clone(),
+            cluster: None,
         }
     }
 
-    /// Starts a tenant's subtree under the root, on one of the worker arbiters.
+    /// Starts a tenant's subtree under the root, on one of the worker arbiters. In cluster mode the tenant
+    /// starts under this node's lease on it (taken now if free; refused while another node owns it).
     pub async fn start_tenant(
         &self,
         settings: TenantSettings,
+    ) -> Result<Arc<TenantContext>, TenantError> {
+        match &self.cluster {
+            Some(cluster) => cluster
+                .addr
+                .get()
+                .ok_or(TenantError::Unavailable)?
+                .send(crate::cluster::node::Adopt(settings))
+                .await
+                .map_err(|_| TenantError::Unavailable)?,
+            None => self.start_tenant_fenced(settings, None).await,
+        }
+    }
+
+    /// Starts a tenant whose lease this node holds: every relational write of its actors carries `token`.
+    pub async fn start_tenant_fenced(
+        &self,
+        settings: TenantSettings,
+        fence: Option<i64>,
     ) -> Result<Arc<TenantContext>, TenantError> {
         let id = TenantId(settings.id.clone());
         if self.tenants.contains_key(&id) {
@@ -214,6 +236,7 @@ impl Runtime {
                 supervision: self.supervision,
                 audit: self.audit.clone(),
                 prediction_limits: self.prediction_limits.clone(),
+                fence,
             },
             &resolved,
         )?;
@@ -277,6 +300,40 @@ impl Runtime {
         self.tenants.remove(&key);
         self.api_keys.retain(|_, t| t != &key);
         self.start_tenant(settings).await
+    }
+
+    /// Stops a running tenant on this node and forgets it: its actors drain (the portfolio writes what it
+    /// holds, sessions close so bridges reconnect to the new owner), waiting at most `timeout`. False when
+    /// the tenant did not run here.
+    pub async fn stop_tenant(&self, id: &str, timeout: Duration) -> bool {
+        let key = TenantId(id.to_owned());
+        let Some((_, tenant)) = self.tenants.remove(&key) else {
+            return false;
+        };
+        self.api_keys.retain(|_, t| t != &key);
+        for session in tenant.all_sessions() {
+            let _ = session
+                .send(Shutdown {
+                    reason: "the tenant moves to another node: reconnect".into(),
+                })
+                .await;
+        }
+        if let Some(sup) = tenant.supervisor.get() {
+            let drained = sup.send(Shutdown {
+                reason: "the tenant moves to another node".into(),
+            });
+            if tokio::time::timeout(timeout, drained).await.is_err() {
+                tracing::warn!(tenant = id, ?timeout, "the tenant did not drain in time");
+            }
+        }
+        // Its slot under the root goes too (already stopped: nothing more is sent to it).
+        let _ = self
+            .root
+            .send(super::supervisor::StopChild {
+                name: format!("tenant:{id}"),
+            })
+            .await;
+        true
     }
 
     /// The tenant an API key belongs to, if the tenant runs.

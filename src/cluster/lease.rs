@@ -39,6 +39,29 @@ pub struct Owner {
     pub live: bool,
     /// Milliseconds since it was acquired.
     pub age_ms: i64,
+    /// Milliseconds since it ran out without being released (a dead or frozen owner); `None` while live or
+    /// once released.
+    pub expired_ms: Option<i64>,
+}
+
+/// A registered node, as the store says.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NodeRow {
+    pub id: String,
+    /// Its advertised URLs, a JSON array.
+    pub urls: String,
+    pub live: bool,
+    pub heartbeat_age_ms: i64,
+    pub up_ms: i64,
+}
+
+impl NodeRow {
+    /// The first advertised URL.
+    pub fn url(&self) -> Option<String> {
+        serde_json::from_str::<Vec<String>>(&self.urls)
+            .ok()
+            .and_then(|u| u.into_iter().next())
+    }
 }
 
 /// Why a tenant write was refused by [`fence`].
@@ -170,12 +193,49 @@ impl LeaseStore {
         Ok(done == 1)
     }
 
+    /// Says this node is alive and where it is reached (`cluster_nodes`).
+    pub async fn heartbeat(&self, node: &str, url: &str, first: bool) -> Result<(), StorageError> {
+        let mut tx = self.platform().await?;
+        sqlx::query(
+            "INSERT INTO cluster_nodes (id, urls, started_at, heartbeat_at) \
+             VALUES ($1, $2, clock_timestamp(), clock_timestamp()) \
+             ON CONFLICT (id) DO UPDATE SET urls = EXCLUDED.urls, heartbeat_at = EXCLUDED.heartbeat_at, \
+             started_at = CASE WHEN $3 THEN EXCLUDED.started_at ELSE cluster_nodes.started_at END",
+        )
+        .bind(node)
+        .bind(serde_json::json!([url]).to_string())
+        .bind(first)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every registered node, with whether its last heartbeat is younger than `timeout`.
+    pub async fn nodes(&self, timeout: Duration) -> Result<Vec<NodeRow>, StorageError> {
+        let mut tx = self.platform().await?;
+        let rows = sqlx::query_as::<_, NodeRow>(
+            "SELECT id, urls, \
+             heartbeat_at > clock_timestamp() - make_interval(secs => $1) AS live, \
+             (extract(epoch FROM clock_timestamp() - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms, \
+             (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint AS up_ms \
+             FROM cluster_nodes ORDER BY id",
+        )
+        .bind(timeout.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
     /// Every tenant's lease, live or not.
     pub async fn owners(&self) -> Result<Vec<Owner>, StorageError> {
         let mut tx = self.platform().await?;
         let rows = sqlx::query_as::<_, Owner>(
             "SELECT tenant_id, node_id, token, expires_at > clock_timestamp() AS live, \
-             (extract(epoch FROM clock_timestamp() - acquired_at) * 1000)::bigint AS age_ms \
+             (extract(epoch FROM clock_timestamp() - acquired_at) * 1000)::bigint AS age_ms, \
+             CASE WHEN expires_at = '-infinity' OR expires_at > clock_timestamp() THEN NULL \
+                  ELSE (extract(epoch FROM clock_timestamp() - expires_at) * 1000)::bigint END AS expired_ms \
              FROM tenant_leases ORDER BY tenant_id",
         )
         .fetch_all(&mut *tx)

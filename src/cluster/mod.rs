@@ -5,7 +5,10 @@
 //! and the guarantee that a node that lost a tenant can no longer write for it. See
 //! `migrations/postgres/0005_cluster.sql` for the tables and [`lease`] for the rules.
 //!
-//! State of the work: the lease store and its fencing are built and tested against PostgreSQL; placement,
-//! renewal in the background, redirects and forwarding (the rest of the scale-out issue) are not yet.
+//! [`node::Cluster`] is the actor that holds this node's leases, renews them, places tenants and hands them
+//! over; `docs/cluster.md` tells what is built and what is not.
 
 pub mod lease;
+pub mod node;
+
+pub use node::{ClusterHandle, ClusterView};

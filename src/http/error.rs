@@ -151,6 +151,8 @@ impl From<crate::storage::StorageError> for ApiError {
         match e {
             crate::storage::StorageError::Unavailable(m) => Self::Unavailable(m),
             crate::storage::StorageError::Rejected(m) => Self::Conflict(m),
+            // The tenant is moving to another node: the caller retries and is answered by the new owner.
+            crate::storage::StorageError::Fenced(m) => Self::Unavailable(m),
         }
     }
 }

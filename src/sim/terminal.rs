@@ -38,6 +38,12 @@ pub struct SimConfig {
     pub reconnect: bool,
     /// Protocol version sent in hello (tests use a wrong one on purpose).
     pub protocol_version: u32,
+    /// Other trellis nodes to fail over to (several nodes): an unreachable node sends the next attempt to
+    /// the next URL, in turn; a `redirect` is followed at once.
+    pub fallback_urls: Vec<String>,
+    /// Nothing received from trellis for this long (a frozen node keeps its socket open): the link is
+    /// dropped and the next node tried. 0 = wait forever.
+    pub silence_ms: u64,
 }
 
 impl SimConfig {
@@ -53,6 +59,8 @@ impl SimConfig {
             heartbeat_ms: 1_000,
             reconnect: true,
             protocol_version: PROTOCOL_VERSION,
+            fallback_urls: Vec::new(),
+            silence_ms: 0,
         }
     }
 }
@@ -95,6 +103,10 @@ pub struct SimStats {
     pub received: Vec<String>,
     pub connected: bool,
     pub last_close: Option<String>,
+    /// `redirect` frames followed.
+    pub redirects: u64,
+    /// The node URL of the current (or last) connection.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -189,7 +201,13 @@ struct Link {
 enum Ended {
     Stop,
     Dropped,
+    /// trellis named the node that owns the tenant.
+    Redirect(String),
 }
+
+/// More redirects than this in a row without a welcome fall back to the back-off (a misconfigured cluster
+/// must not make the simulator spin).
+const MAX_REDIRECTS: u32 = 5;
 
 async fn run(
     cfg: SimConfig,
@@ -200,11 +218,27 @@ async fn run(
     let mut link = Link::default();
     let mut backoff = Duration::from_millis(50);
     let mut failures = 0u32;
+    let nodes: Vec<String> = std::iter::once(cfg.url.clone())
+        .chain(cfg.fallback_urls.iter().cloned())
+        .collect();
+    let mut next_node = 0usize;
+    let mut url = cfg.url.clone();
+    let mut redirects = 0u32;
     loop {
-        match session(&cfg, &mut link, &mut rx, &stats, &broker).await {
+        lock(&stats).url = url.clone();
+        match session(&cfg, &url, &mut link, &mut rx, &stats, &broker).await {
             Ok(Ended::Stop) => return Ok(()),
+            Ok(Ended::Redirect(to)) => {
+                lock(&stats).redirects += 1;
+                redirects += 1;
+                url = to;
+                if redirects <= MAX_REDIRECTS {
+                    continue;
+                }
+            }
             Ok(Ended::Dropped) => {
                 failures = 0;
+                redirects = 0;
                 backoff = Duration::from_millis(50);
             }
             Err(SimError::Refused(why)) => return Err(SimError::Refused(why)),
@@ -214,6 +248,9 @@ async fn run(
                 if failures > 60 {
                     return Err(e);
                 }
+                // The next node of the list (when there is one) gets the next attempt.
+                next_node = (next_node + 1) % nodes.len();
+                url = nodes[next_node].clone();
             }
         }
         lock(&stats).connected = false;
@@ -308,6 +345,7 @@ fn frame<T: serde::Serialize>(kind: &str, body: &T) -> serde_json::Value {
 
 async fn session(
     cfg: &SimConfig,
+    url: &str,
     link: &mut Link,
     rx: &mut mpsc::UnboundedReceiver<Control>,
     stats: &Arc<Mutex<SimStats>>,
@@ -315,11 +353,11 @@ async fn session(
 ) -> Result<Ended, SimError> {
     let client = super::client::ws_client();
     let (_resp, framed) = client
-        .ws(&cfg.url)
+        .ws(url)
         .max_frame_size(1 << 20)
         .connect()
         .await
-        .map_err(|e| SimError::Unreachable(format!("{}: {e}", cfg.url)))?;
+        .map_err(|e| SimError::Unreachable(format!("{url}: {e}")))?;
     let (mut sink, mut stream) = framed.split();
     let login = lock(broker).login();
     let hello = Hello {
@@ -344,10 +382,15 @@ async fn session(
         match item {
             ws::Frame::Text(bytes) => match serde_json::from_slice::<Outbound>(&bytes) {
                 Ok(Outbound::Welcome(w)) => break w,
+                Ok(Outbound::Redirect(r)) => return Ok(Ended::Redirect(r.url)),
                 Ok(Outbound::Error(e)) => {
                     lock(stats).errors.push((e.code.clone(), e.message.clone()));
                     if e.fatal && matches!(e.code.as_str(), "bad_api_key" | "unsupported_version") {
                         return Err(SimError::Refused(format!("{}: {}", e.code, e.message)));
+                    }
+                    // No node owns the tenant this moment (it is moving): like an unreachable node.
+                    if e.code == "tenant_unavailable" {
+                        return Err(SimError::Unreachable(format!("{url}: {}", e.message)));
                     }
                     if e.fatal {
                         return Ok(Ended::Dropped);
@@ -383,6 +426,8 @@ async fn session(
     }
     let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_ms.max(10)));
     heartbeat.tick().await;
+    let silence = Duration::from_millis(cfg.silence_ms);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             control = rx.recv() => match control {
@@ -420,6 +465,7 @@ async fn session(
             },
             item = stream.next() => {
                 let Some(Ok(item)) = item else { return Ok(Ended::Dropped) };
+                heard = tokio::time::Instant::now();
                 match item {
                     ws::Frame::Text(bytes) => {
                         if link.lose_next_order && serde_json::from_slice::<Outbound>(&bytes)
@@ -447,6 +493,10 @@ async fn session(
                 }
             },
             _ = heartbeat.tick() => {
+                if !silence.is_zero() && heard.elapsed() > silence {
+                    // A frozen node: its socket stays open but nothing comes; try the next node.
+                    return Err(SimError::Unreachable(format!("{url}: silent for {silence:?}")));
+                }
                 let hb = HeartbeatFrame { seq: link.seq(), time_msc: now_ms(), last_tick_msc: link.last_tick_msc, ack: Some(link.in_seq) };
                 if !send_text(&mut sink, frame("heartbeat", &hb).to_string()).await { return Ok(Ended::Dropped); }
             }
@@ -525,6 +575,6 @@ fn on_frame(
                 )
             })])
         }
-        Outbound::Welcome(_) => None,
+        Outbound::Welcome(_) | Outbound::Redirect(_) => None,
     }
 }

@@ -32,11 +32,24 @@ pub enum StorageError {
     /// The data itself was refused (constraint, bad value): retrying will not help.
     #[error("storage rejected the data: {0}")]
     Rejected(String),
+    /// The write came from a node that no longer owns the tenant (its lease was taken): never retried, and
+    /// the tenant stops on this node.
+    #[error("write refused: {0}")]
+    Fenced(String),
 }
 
 impl StorageError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<crate::cluster::lease::FenceError> for StorageError {
+    fn from(e: crate::cluster::lease::FenceError) -> Self {
+        match e {
+            crate::cluster::lease::FenceError::Storage(e) => e,
+            overtaken => Self::Fenced(overtaken.to_string()),
+        }
     }
 }
 

@@ -213,6 +213,19 @@ impl Actor for PgRelational {
     }
 }
 
+/// In cluster mode, first in a tenant's write transaction: holds the tenant's lease row and refuses the write
+/// when `token` was overtaken by another node ([`crate::cluster::lease::fence`]).
+async fn fenced(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+    token: Option<i64>,
+) -> Result<(), StorageError> {
+    match token {
+        Some(token) => Ok(crate::cluster::lease::fence(tx, tenant, token).await?),
+        None => Ok(()),
+    }
+}
+
 impl Handler<Shutdown> for PgRelational {
     type Result = ();
 
@@ -257,6 +270,7 @@ impl Handler<SaveOrder> for PgRelational {
                 OrderKind::Stop => "stop",
             };
             let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            fenced(&mut tx, &msg.tenant, msg.fence).await?;
             sqlx::query(
                 "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
                  volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms) \
@@ -307,6 +321,7 @@ impl Handler<SaveDeal> for PgRelational {
                 crate::domain::positions::DealEntry::OutBy => "out_by",
             };
             let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            fenced(&mut tx, &msg.tenant, msg.fence).await?;
             let done = sqlx::query(
                 "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
                  symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms) \
@@ -386,6 +401,7 @@ impl Handler<SaveKillSwitch> for PgRelational {
         let pool = self.pool();
         Box::pin(async move {
             let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            fenced(&mut tx, &msg.tenant, msg.fence).await?;
             match msg.kill {
                 Some(k) => {
                     sqlx::query(

@@ -86,6 +86,8 @@ pub struct SaveOrder {
     pub tenant: String,
     pub seq: u64,
     pub order: Order,
+    /// The writer's lease token in cluster mode (PostgreSQL refuses a token that was overtaken).
+    pub fence: Option<i64>,
 }
 
 /// Records a deal once; a repeat of the same ticket is ignored. Answers whether it was new.
@@ -94,6 +96,8 @@ pub struct SaveOrder {
 pub struct SaveDeal {
     pub tenant: String,
     pub deal: Deal,
+    /// As [`SaveOrder::fence`].
+    pub fence: Option<i64>,
 }
 
 /// Everything a tenant's portfolio needs to rebuild itself after a restart.
@@ -109,6 +113,8 @@ pub struct LoadTenantBook {
 pub struct SaveKillSwitch {
     pub tenant: String,
     pub kill: Option<crate::domain::risk::KillSwitch>,
+    /// As [`SaveOrder::fence`].
+    pub fence: Option<i64>,
 }
 
 /// The stored kill switch of a tenant.

@@ -1,4 +1,7 @@
-"""`python -m trellis_bridge --url wss://… --api-key … --symbols EURUSD,GBPUSD [--login … --server …]`"""
+"""`python -m trellis_bridge --url wss://… [--url wss://…] --api-key … --symbols EURUSD,GBPUSD [--login … --server …]`
+
+Several `--url`s (or one with comma-separated URLs) are the nodes of a trellis cluster: the bridge fails over
+between them and follows a node's `redirect` to the one that owns the tenant."""
 
 import argparse
 import asyncio
@@ -20,7 +23,9 @@ def load_mt5():
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="trellis-mt5-bridge", description=__doc__)
-    p.add_argument("--url", required=True, help="trellis bridge endpoint, e.g. wss://trellis.example/ws/mt5")
+    p.add_argument("--url", required=True, action="append",
+                   help="trellis bridge endpoint, e.g. wss://trellis.example/ws/mt5; repeat it (or separate URLs "
+                        "with commas) for the nodes of a cluster, tried in turn")
     p.add_argument("--api-key", required=True, help="the tenant's API key (trk_…)")
     p.add_argument("--symbols", required=True, help="comma-separated symbols to stream, e.g. EURUSD,GBPUSD")
     p.add_argument("--login", type=int, help="MT5 account login (default: the terminal's current account)")
@@ -28,9 +33,16 @@ def main(argv=None) -> int:
     p.add_argument("--password", help="account password (omit to use the terminal's saved login)")
     p.add_argument("--terminal-path", help="path of terminal64.exe when several terminals are installed")
     p.add_argument("--journal", default="trellis-bridge.db", help="SQLite journal of executed orders")
-    p.add_argument("--connect-retries", type=int, default=10, help="attempts before giving up when trellis is down")
+    p.add_argument("--connect-retries", type=int, default=10, help="failed connections in a row (over all URLs) before giving up when trellis is down")
     p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
+    p.add_argument("--silence-timeout", type=float, default=10.0,
+                   help="seconds without any frame from trellis before the link is dropped and the next URL tried")
     a = p.parse_args(argv)
+    urls = [u.strip() for arg in a.url for u in arg.split(",") if u.strip()]
+    if not urls:
+        p.error("--url: no URL given")
+    if a.silence_timeout <= 0:
+        p.error("--silence-timeout must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("trellis_bridge")
     try:
@@ -42,9 +54,10 @@ def main(argv=None) -> int:
         info = mt5.account_info()
         login = a.login or int(getattr(info, "login", 0))
         server = a.server or str(getattr(info, "server", ""))
-        bridge = Bridge(mt5, a.url, a.api_key, login, server, [s.strip() for s in a.symbols.split(",") if s.strip()],
-                        Journal(a.journal), heartbeat_s=a.heartbeat, connect_retries=a.connect_retries)
-        log.info("bridging account %s on %s to %s", login, server, a.url)
+        bridge = Bridge(mt5, urls, a.api_key, login, server, [s.strip() for s in a.symbols.split(",") if s.strip()],
+                        Journal(a.journal), heartbeat_s=a.heartbeat, connect_retries=a.connect_retries,
+                        silence_timeout=a.silence_timeout)
+        log.info("bridging account %s on %s to %s", login, server, ", ".join(bridge.urls))
         asyncio.run(bridge.run())
         return 0
     except FatalError as e:

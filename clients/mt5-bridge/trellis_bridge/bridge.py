@@ -19,6 +19,17 @@ Restarts of trellis (protocol 2): trellis numbers its frames from 1 again under 
 bridge keeps the epoch its processed `seq` belongs to and forgets that `seq` when the epoch changes; and it
 answers trellis's `history_request` with the terminal's deals and positions, which is how trellis books what
 it missed while it was down.
+
+Several trellis nodes (docs/cluster.md): each tenant is run by one node at a time, so the bridge is given every
+node's URL and fails over between them. A node that does not own the key's tenant answers `hello` with a
+`redirect` to the owner's URL (followed at once, without back-off, even when that URL is not in the list: nodes
+advertise their own addresses); more than `MAX_REDIRECTS` of them in a row without a `welcome` is a loop (nodes
+disagreeing during a hand-over), so the bridge backs off and tries the next URL of its list instead. While no node
+owns the tenant (a failover in progress) the answer is a `tenant_unavailable` error: retried with back-off like
+an unreachable node. A link that fails goes to the next URL, round-robin. A node that is frozen (SIGSTOP, a hung
+host) keeps its TCP connection open and answers nothing, so the closed link never shows; trellis sends heartbeats
+every second, so `silence_timeout` seconds without any frame means the node is gone: the bridge drops the link
+itself and goes on to the next URL. The new owner is just a new trellis epoch, which the resume above covers.
 """
 
 import asyncio
@@ -54,9 +65,44 @@ HISTORY_READS = 3
 
 FATAL_CODES = {"bad_api_key", "unsupported_version", "hello_required"}
 
+# Redirects followed in a row without a `welcome` before the bridge takes it for a loop and backs off.
+MAX_REDIRECTS = 5
+
 
 class FatalError(Exception):
     """A problem retrying cannot fix: wrong key, protocol mismatch, a terminal that won't initialise."""
+
+
+class Redirected(Exception):
+    """trellis answered `hello` with `redirect`: the tenant is owned by the node at `url`."""
+
+    def __init__(self, url: str, node, reason):
+        super().__init__(f"redirected to {url} (node {node}): {reason}")
+        self.url = url
+
+
+class Refused(Exception):
+    """trellis answered `hello` with an error retrying may fix (e.g. `tenant_unavailable` during a failover)."""
+
+
+class Silent(Exception):
+    """Nothing came from trellis for `silence_timeout` seconds: a frozen node keeps its socket open."""
+
+
+def ws_url(url: str) -> str:
+    """A node URL as a WebSocket URL: `http(s)://` (how nodes advertise themselves) becomes `ws(s)://`."""
+    url = url.strip()
+    for plain, ws in (("http://", "ws://"), ("https://", "wss://")):
+        if url.lower().startswith(plain):
+            return ws + url[len(plain):]
+    return url
+
+
+def hang_up(ws) -> None:
+    """Drops a connection at once: a closing handshake with a frozen node would wait for its close frame."""
+    transport = getattr(ws, "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 def field(row, name, default=None):
@@ -83,11 +129,20 @@ def book(positions: list) -> list:
 
 class Bridge:
     def __init__(self, mt5, url, api_key, login, server, symbols, journal: Journal,
-                 heartbeat_s=1.0, poll_s=0.05, connect_retries=10):
-        self.mt5, self.url, self.api_key = mt5, url, api_key
+                 heartbeat_s=1.0, poll_s=0.05, connect_retries=10, silence_timeout=10.0):
+        # `url`: one node's URL or a list of them, tried round-robin; `self.url` is the one in use.
+        self.urls = [ws_url(u) for u in ([url] if isinstance(url, str) else url) if u and u.strip()]
+        if not self.urls:
+            raise ValueError("no trellis URL")
+        self.url_index = 0
+        self.url = self.urls[0]
+        self.mt5, self.api_key = mt5, api_key
         self.login, self.server, self.symbols = login, server, symbols
         self.journal = journal
         self.heartbeat_s, self.poll_s, self.connect_retries = heartbeat_s, poll_s, connect_retries
+        self.silence_timeout = silence_timeout
+        self.last_received = time.monotonic()
+        self.welcomed = False
         # Sequence numbers never go backwards, even across a restart that lost the last few.
         self.out_seq = max(journal.get("out_seq"), now_ms() * 1000)
         self.in_seq = journal.get("in_seq")
@@ -118,47 +173,97 @@ class Bridge:
 
     # -- the connection loop ---------------------------------------------------------------------------
     async def run(self) -> None:
-        attempts, backoff = 0, 0.5
+        """Sessions one after another, until a fatal error.
+
+        `attempts` counts connections that failed in a row (reset by reaching any node); `backoff` grows until a
+        session is welcomed, so a node that keeps refusing, or a redirect loop, is not hammered either.
+        """
+        attempts, backoff, redirects = 0, 0.5, 0
         while True:
+            url, self.welcomed = self.url, False
             try:
-                async with websockets.connect(self.url, max_size=2**20, open_timeout=5) as ws:
-                    attempts, backoff = 0, 0.5
+                async with websockets.connect(url, max_size=2**20, open_timeout=5) as ws:
+                    attempts = 0
                     await self._session(ws)
             except FatalError:
                 raise
+            except Redirected as r:
+                if self.welcomed:  # the owner changed during a session: a fresh start
+                    backoff, redirects = 0.5, 0
+                redirects += 1
+                if redirects <= MAX_REDIRECTS:
+                    log.info("trellis at %s: %s", url, r)
+                    self._go_to(ws_url(r.url))
+                    continue  # at once: a redirect is an answer, not a failure
+                log.warning("%d redirects in a row without a welcome (last from %s: %s): backing off, next URL",
+                            redirects, url, r)
+                redirects = 0
+                self._next_url()
+            except Refused as e:
+                log.warning("trellis at %s refused the bridge for now (%s); retrying", url, e)
+                self._next_url()
+            except Silent as e:
+                log.warning("trellis at %s is silent (%s); reconnecting", url, e)
+                self._next_url()
             except websockets.exceptions.ConnectionClosed as e:
-                log.warning("link to trellis dropped (%s); reconnecting", e)
+                log.warning("link to trellis at %s dropped (%s); reconnecting", url, e)
+                self._next_url()
             except (OSError, asyncio.TimeoutError, websockets.exceptions.InvalidHandshake) as e:
                 attempts += 1
-                log.warning("cannot reach trellis at %s (attempt %d/%d): %s", self.url, attempts,
+                log.warning("cannot reach trellis at %s (attempt %d/%d): %s", url, attempts,
                             self.connect_retries, e)
                 if attempts >= self.connect_retries:
-                    raise FatalError(f"could not connect to trellis at {self.url} after {attempts} attempts: {e}")
+                    raise FatalError(f"could not connect to trellis at {' or '.join(self.urls)} after {attempts} "
+                                     f"attempts: {e}")
+                self._next_url()
+            if self.welcomed:
+                backoff, redirects = 0.5, 0
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
+
+    def _go_to(self, url: str) -> None:
+        """Makes `url` (a redirect's) the current URL; when it is in the list, round-robin goes on from there."""
+        self.url = url
+        if url in self.urls:
+            self.url_index = self.urls.index(url)
+
+    def _next_url(self) -> None:
+        """The next URL of the list after the last one of the list used (round-robin)."""
+        self.url_index = (self.url_index + 1) % len(self.urls)
+        self.url = self.urls[self.url_index]
 
     async def _session(self, ws) -> None:
         self.ws = ws
         await self._send({"type": "hello", "api_key": self.api_key, "login": self.login, "server": self.server,
                           "build": 0, "protocol_version": PROTOCOL_VERSION, "last_seq_received": self.in_seq,
                           "epoch": self.epoch})
-        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        try:
+            first = json.loads(await asyncio.wait_for(ws.recv(), self.silence_timeout))
+        except asyncio.TimeoutError:
+            hang_up(ws)
+            raise Silent(f"no answer to hello in {self.silence_timeout:g}s") from None
+        self.last_received = time.monotonic()
         if first.get("type") == "error":
             message = f"trellis refused the bridge: {first.get('code')}: {first.get('message')}"
             if first.get("code") in FATAL_CODES:
                 raise FatalError(message)
-            raise websockets.exceptions.ConnectionClosedError(None, None)
+            raise Refused(f"{first.get('code')}: {first.get('message')}")
+        if first.get("type") == "redirect":
+            self._redirect(first)
         if first.get("type") != "welcome":
             raise FatalError(f"expected welcome, got {first.get('type')}")
+        self.welcomed = True
         self._enter_epoch(int(first.get("epoch", 0)))
         resume_from = int(first.get("resume_from", 0))
-        log.info("connected to trellis: session %s, epoch %d, resume from %d", first.get("session_id"), self.epoch,
-                 resume_from)
+        log.info("connected to trellis: session %s, epoch %d, resume from %d (%s)", first.get("session_id"),
+                 self.epoch, resume_from, self.url)
         self.journal.acknowledge(resume_from)
         for text in self.journal.unacknowledged(resume_from):
             await ws.send(text)
         await self._send_snapshot(force=True)
-        tasks = [asyncio.create_task(c) for c in (self._reader(), self._ticks(), self._heartbeats(), self._watch())]
+        self.last_received = time.monotonic()  # frames that came during the re-sending wait unread, not missing
+        tasks = [asyncio.create_task(c) for c in (self._reader(), self._ticks(), self._heartbeats(), self._watch(),
+                                                  self._silence())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
@@ -167,6 +272,22 @@ class Bridge:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    def _redirect(frame: dict) -> None:
+        """Raises `Redirected` for a `redirect` frame (a malformed one, without a URL, is refused for now)."""
+        if not frame.get("url"):
+            raise Refused(f"redirect without a url: {frame.get('reason')}")
+        raise Redirected(str(frame["url"]), frame.get("node"), frame.get("reason"))
+
+    async def _silence(self) -> None:
+        """Ends the session when nothing at all came from trellis for `silence_timeout` seconds."""
+        while True:
+            quiet = time.monotonic() - self.last_received
+            if quiet >= self.silence_timeout:
+                hang_up(self.ws)
+                raise Silent(f"nothing received for {quiet:.1f}s")
+            await asyncio.sleep(self.silence_timeout - quiet)
 
     def _enter_epoch(self, epoch: int) -> None:
         """Adopts trellis's epoch from `welcome`, before any further frame is read.
@@ -185,6 +306,7 @@ class Bridge:
     # -- frames from trellis ---------------------------------------------------------------------------
     async def _reader(self) -> None:
         async for text in self.ws:
+            self.last_received = time.monotonic()
             frame = json.loads(text)
             seq = int(frame.get("seq", 0))
             if seq and seq <= self.in_seq:
@@ -198,6 +320,8 @@ class Bridge:
                 await self._answer_history(frame)
             elif kind == "heartbeat":
                 self.journal.acknowledge(int(frame.get("ack", 0)))
+            elif kind == "redirect":
+                self._redirect(frame)  # the node gave the tenant up (a hand-over): go to the new owner
             elif kind == "error":
                 log.warning("trellis error %s: %s", frame.get("code"), frame.get("message"))
                 if frame.get("code") in FATAL_CODES:

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod cluster;
 pub mod deployments;
 pub mod docs;
 pub mod jobs;
@@ -160,6 +161,14 @@ pub static ROUTES: &[RouteDef] = &[
         "Create a tenant (it starts at once)",
         body = tenants::CreateTenant,
         handler = tenants::create
+    ),
+    route!(
+        "GET",
+        "/api/v1/cluster",
+        Platform,
+        "cluster",
+        "The nodes, the tenants each owns and every lease (several nodes on one PostgreSQL)",
+        handler = cluster::get
     ),
     route!(
         "GET",
@@ -752,17 +761,26 @@ pub fn authenticate(state: &AppState, credential: &str) -> Result<Principal, Api
     match state.security.authenticate(credential) {
         Ok(p) => Ok(p),
         Err(AuthError::Unauthenticated(m)) => {
-            let Some(tenant) = state.runtime.tenant_for_key(credential) else {
-                return Err(ApiError::Unauthorized(m));
+            let tenant = match state.runtime.tenant_for_key(credential) {
+                Some(t) => t.id.0.clone(),
+                // Several nodes: the key of a configured tenant that runs on another node is still its
+                // (the bridge is then redirected there).
+                None if state.runtime.cluster.is_some() => state
+                    .settings
+                    .tenants
+                    .iter()
+                    .find(|t| t.api_keys.iter().any(|k| k == credential))
+                    .map(|t| t.id.clone())
+                    .ok_or(ApiError::Unauthorized(m))?,
+                None => return Err(ApiError::Unauthorized(m)),
             };
-            if state.security.is_suspended(&tenant.id.0) {
+            if state.security.is_suspended(&tenant) {
                 return Err(ApiError::Forbidden(format!(
-                    "tenant `{}` is suspended",
-                    tenant.id
+                    "tenant `{tenant}` is suspended"
                 )));
             }
             Ok(Principal {
-                tenant: Some(tenant.id.0.clone()),
+                tenant: Some(tenant),
                 role: None,
                 scopes: vec![
                     crate::security::rbac::Scope::Read,

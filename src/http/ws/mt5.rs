@@ -245,13 +245,26 @@ impl Conn {
                     "bridges need an API key with the market:write scope".into(),
                 ));
             }
-            p.tenant
-                .as_deref()
-                .and_then(|t| self.state.runtime.tenant(t))
-                .ok_or_else(|| {
-                    crate::http::error::ApiError::Unauthorized("unknown or revoked API key".into())
-                })
+            p.tenant.ok_or_else(|| {
+                crate::http::error::ApiError::Unauthorized("unknown or revoked API key".into())
+            })
         });
+        // Several nodes: a tenant that runs elsewhere is answered with where.
+        let verdict = match verdict {
+            Ok(t) => match self.state.runtime.tenant(&t) {
+                Some(running) => Ok(running),
+                None => {
+                    if let Some(cluster) = self.state.runtime.cluster.clone() {
+                        self.redirect(&cluster, &t, &hello).await;
+                        return None;
+                    }
+                    Err(crate::http::error::ApiError::Unauthorized(
+                        "unknown or revoked API key".into(),
+                    ))
+                }
+            },
+            Err(e) => Err(e),
+        };
         let verdict = match verdict {
             Ok(t) => self.admit(&t, &hello).await.map(|()| t),
             Err(e) => Err(e.to_string()),
@@ -265,6 +278,49 @@ impl Conn {
             }
         };
         Some((tenant, hello))
+    }
+
+    /// The key's tenant does not run on this node: name its owner (`redirect`), or say that none owns it
+    /// this moment (`tenant_unavailable`: it is moving, retry shortly). Either way the connection closes.
+    async fn redirect(
+        &mut self,
+        cluster: &crate::cluster::ClusterHandle,
+        tenant: &str,
+        hello: &Hello,
+    ) {
+        let owner = {
+            let view = cluster.view.read();
+            view.owner(tenant)
+                .filter(|(node, _)| *node != cluster.node)
+                .and_then(|(node, url)| Some((node.to_owned(), url?.to_owned())))
+        };
+        let Some((node, url)) = owner else {
+            self.fail(
+                ErrorCode::TenantUnavailable,
+                format!("tenant `{tenant}` has no owner this moment (it is moving between nodes); retry shortly"),
+                Some(hello.seq),
+            )
+            .await;
+            return;
+        };
+        let url = crate::cluster::node::bridge_url(&url);
+        tracing::info!(peer = %self.peer, tenant, owner = %node, %url, "bridge redirected to the tenant's node");
+        let frame = super::protocol::Redirect {
+            seq: 0,
+            url,
+            reason: format!("tenant `{tenant}` is owned by node {node}"),
+            node,
+            tenant: tenant.to_owned(),
+        };
+        let _ = self.session.text(encode(&Outbound::Redirect(frame))).await;
+        let _ = self
+            .session
+            .clone()
+            .close(Some(CloseReason {
+                code: CloseCode::Normal,
+                description: Some("redirect".into()),
+            }))
+            .await;
     }
 
     /// Whether this tenant may connect this account now: once a tenant has registered MT5 accounts, only

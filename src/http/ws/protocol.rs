@@ -306,6 +306,20 @@ pub enum Outbound {
     HistoryRequest(HistoryRequest),
     Heartbeat(ServerHeartbeat),
     Error(ErrorFrame),
+    Redirect(Redirect),
+}
+
+/// The answer to a `hello` on a node that does not own the key's tenant (several nodes, docs/cluster.md):
+/// connect to `url` instead. trellis closes the connection (1000) after it; `seq` is 0 (outside any
+/// session's sequence).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Redirect {
+    pub seq: u64,
+    /// The owner's bridge endpoint, `ws://host:port/ws/mt5`.
+    pub url: String,
+    pub node: String,
+    pub tenant: String,
+    pub reason: String,
 }
 
 impl Outbound {
@@ -317,6 +331,7 @@ impl Outbound {
             Self::HistoryRequest(f) => f.seq,
             Self::Heartbeat(f) => f.seq,
             Self::Error(f) => f.seq,
+            Self::Redirect(f) => f.seq,
         }
     }
 }
@@ -432,6 +447,8 @@ pub enum ErrorCode {
     UnknownOrder,
     TooManyErrors,
     ShuttingDown,
+    /// No node owns the tenant at this moment (it is moving after a node failed): retry shortly.
+    TenantUnavailable,
 }
 
 impl ErrorCode {
@@ -455,6 +472,7 @@ impl ErrorCode {
             Self::UnknownOrder => "unknown_order",
             Self::TooManyErrors => "too_many_errors",
             Self::ShuttingDown => "shutting_down",
+            Self::TenantUnavailable => "tenant_unavailable",
         }
     }
 }
