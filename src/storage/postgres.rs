@@ -273,12 +273,14 @@ impl Handler<SaveOrder> for PgRelational {
             fenced(&mut tx, &msg.tenant, msg.fence).await?;
             sqlx::query(
                 "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
-                 volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms) \
+                 volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms, \
+                 lease_token) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12::numeric, $13::numeric, \
-                 $14, $15, $16, $17, $18) \
+                 $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
                  filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
-                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms \
+                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms, \
+                 lease_token = excluded.lease_token \
                  WHERE orders.updated_ms <= excluded.updated_ms",
             )
             .bind(&msg.tenant)
@@ -299,6 +301,7 @@ impl Handler<SaveOrder> for PgRelational {
             .bind(&o.reason)
             .bind(o.created_ms)
             .bind(o.updated_ms)
+            .bind(msg.fence)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -324,9 +327,10 @@ impl Handler<SaveDeal> for PgRelational {
             fenced(&mut tx, &msg.tenant, msg.fence).await?;
             let done = sqlx::query(
                 "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
-                 symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms) \
+                 symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms, \
+                 lease_token) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12, $13::numeric, \
-                 $14::numeric, $15::numeric, $16, $17) \
+                 $14::numeric, $15::numeric, $16, $17, $18) \
                  ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
             )
             .bind(&msg.tenant)
@@ -346,6 +350,7 @@ impl Handler<SaveDeal> for PgRelational {
             .bind(d.profit.to_string())
             .bind(d.fill.time_msc)
             .bind(crate::domain::now_ms())
+            .bind(msg.fence)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -18,6 +18,7 @@ mod hostile;
 mod isolation;
 mod limits;
 mod models;
+mod nodes;
 mod postgres;
 mod restart;
 mod risk;
