@@ -119,6 +119,9 @@ impl Application {
         let max_body = settings.http.max_body_bytes;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    http::forward::forward_remote_tenants,
+                ))
                 .app_data(web::Data::new(state.clone()))
                 .app_data(web::JsonConfig::default().limit(max_body))
                 .app_data(web::PayloadConfig::default().limit(max_body))

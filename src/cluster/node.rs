@@ -80,6 +80,11 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// Whether the tenant has ever had a lease (it exists in the cluster), live or not.
+    pub fn knows(&self, tenant: &str) -> bool {
+        self.leases.iter().any(|l| l.tenant == tenant)
+    }
+
     /// The node that owns `tenant` under a live lease, and its URL.
     pub fn owner(&self, tenant: &str) -> Option<(&str, Option<&str>)> {
         let lease = self.leases.iter().find(|l| l.tenant == tenant && l.live)?;
@@ -124,6 +129,11 @@ pub fn identity(settings: &ClusterSettings, port: u16) -> (String, String) {
 
 /// The bridge endpoint of a node's advertised URL.
 pub fn bridge_url(url: &str) -> String {
+    ws_url(url, "/ws/mt5")
+}
+
+/// A WebSocket endpoint (`path`) of a node's advertised URL.
+pub fn ws_url(url: &str, path: &str) -> String {
     let ws = if let Some(rest) = url.strip_prefix("https://") {
         format!("wss://{rest}")
     } else if let Some(rest) = url.strip_prefix("http://") {
@@ -131,7 +141,7 @@ pub fn bridge_url(url: &str) -> String {
     } else {
         url.to_owned()
     };
-    format!("{}/ws/mt5", ws.trim_end_matches('/'))
+    format!("{}{path}", ws.trim_end_matches('/'))
 }
 
 /// The tenant document that runs: the stored one, with the configuration's own API keys and the stored tier.

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod ws;
 

@@ -377,6 +377,7 @@ async fn http(
         .finish();
     let mut req = match method {
         "POST" => client.post(url),
+        "PUT" => client.put(url),
         _ => client.get(url),
     };
     if let Some(t) = token {
@@ -767,6 +768,138 @@ async fn a_bridge_that_connects_to_the_wrong_node_is_redirected_to_the_owner_and
     );
     assert_eq!(stats.url, urls[owner], "the bridge ended up on the owner");
     rig.stop_feeds();
+    pool.close().await;
+    rig.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn an_admin_call_and_a_client_stream_for_a_tenant_on_another_node_are_answered_by_its_owner()
+{
+    if !real_profile() {
+        return;
+    }
+    // Arrange: two nodes, two tenants trading; the caller only knows the node that does not run tenant 0.
+    let mut rig = Rig::new(2).await;
+    rig.add_node().await;
+    rig.add_node().await;
+    let pool = rig.owner_pool().await;
+    let placed = rig
+        .wait_leases(&pool, Duration::from_secs(30), |l| by_node(l).len() == 2)
+        .await;
+    rig.trade(0, 0);
+    rig.trade(1, 1);
+    assert!(
+        rig.wait_trading(&[0, 1], &[0, 0], Duration::from_secs(60))
+            .await,
+        "both tenants trade\n{}",
+        rig.logs()
+    );
+    let tenant = rig.tenants[0].id.clone();
+    let owner: usize = placed[&tenant]
+        .0
+        .trim_start_matches("node-")
+        .parse()
+        .expect("index");
+    let other = 1 - owner;
+    let token = rig.admin_token(other).await;
+    let via = rig.specs[other].url();
+    // The other node learns the owner at its next placement round.
+    let start = Instant::now();
+    loop {
+        let view = http("GET", &format!("{via}/api/v1/cluster"), Some(&token), None).await;
+        let knows = view.is_some_and(|v| {
+            v["leases"].as_array().is_some_and(|ls| {
+                ls.iter().any(|l| {
+                    l["tenant"] == tenant.as_str()
+                        && l["live"] == true
+                        && l["node"] == format!("node-{owner}").as_str()
+                })
+            })
+        });
+        if knows {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the other node learns the owner"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Act: read and command through the other node; stream through it too.
+    let orders = http(
+        "GET",
+        &format!("{via}/api/v1/tenants/{tenant}/orders"),
+        Some(&token),
+        None,
+    )
+    .await;
+    let switched = http(
+        "PUT",
+        &format!("{via}/api/v1/tenants/{tenant}/kill-switch"),
+        Some(&token),
+        Some(serde_json::json!({"on": true, "reason": "through another node"})),
+    )
+    .await;
+    let at_owner = http(
+        "GET",
+        &format!("{}/api/v1/tenants/{tenant}/risk", rig.specs[owner].url()),
+        Some(&token),
+        None,
+    )
+    .await;
+    let ws = format!(
+        "ws://127.0.0.1:{}/ws/v1/client?tenant={tenant}",
+        rig.specs[other].port
+    );
+    let (_resp, mut framed) = awc::Client::new()
+        .ws(ws)
+        .bearer_auth(&token)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("client stream through the other node: {e}\n{}", rig.logs()));
+    use futures_util::{SinkExt, StreamExt};
+    framed
+        .send(awc::ws::Message::Text(
+            serde_json::json!({"op": "subscribe", "id": "s1", "channels": ["risk"]})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("subscribe sent");
+    let mut snapshot = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while snapshot.is_none() && Instant::now() < deadline {
+        let Ok(Some(Ok(awc::ws::Frame::Text(bytes)))) =
+            tokio::time::timeout(Duration::from_secs(5), framed.next()).await
+        else {
+            break;
+        };
+        let frame: serde_json::Value = serde_json::from_slice(&bytes).expect("json frame");
+        if frame["type"] == "snapshot" && frame["channel"] == "risk" {
+            snapshot = Some(frame);
+        }
+    }
+    rig.stop_feeds();
+
+    // Assert
+    let orders = orders.expect("orders read through the other node");
+    assert!(
+        orders.to_string().contains("ema"),
+        "the owner's orders, with the strategy's: {orders}"
+    );
+    let switched = switched.expect("kill switch set through the other node");
+    assert!(!switched["state"]["kill_switch"].is_null(), "{switched}");
+    let at_owner = at_owner.expect("risk read at the owner");
+    assert!(
+        at_owner.to_string().contains("through another node"),
+        "the owner's risk actor holds the switch: {at_owner}"
+    );
+    let snapshot = snapshot.expect("a risk snapshot through the relayed stream");
+    assert!(
+        snapshot.to_string().contains("through another node"),
+        "the stream is the owner's: {snapshot}"
+    );
     pool.close().await;
     rig.shutdown().await;
 }

@@ -471,12 +471,20 @@ pub struct ConnectQuery {
     tenant: Option<String>,
 }
 
+/// Where a client's stream is served.
+enum Route {
+    /// The tenant runs on this node.
+    Here(Principal, Arc<TenantContext>),
+    /// Several nodes: the tenant runs on the node at this WebSocket URL.
+    Owner(String),
+}
+
 /// Who connects, for which tenant, with which rights (see the protocol's table of credentials).
 fn authenticate(
     req: &HttpRequest,
     query: &ConnectQuery,
     state: &AppState,
-) -> Result<(Principal, Arc<TenantContext>), ApiError> {
+) -> Result<Route, ApiError> {
     let (principal, tenant) = match &query.ticket {
         Some(ticket) => {
             let t = state.tickets.redeem(ticket).ok_or_else(|| {
@@ -511,8 +519,42 @@ fn authenticate(
             "the client stream needs the viewer role or the read scope".into(),
         ));
     }
-    let t = state.runtime.tenant(&tenant).ok_or(ApiError::NotFound)?;
-    Ok((principal, t))
+    if let Some(t) = state.runtime.tenant(&tenant) {
+        return Ok(Route::Here(principal, t));
+    }
+    // Several nodes: relayed to the owner with the client's credential (a ticket is this node's alone).
+    let moving = state
+        .runtime
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.view.read().knows(&tenant));
+    let owner = state.runtime.cluster.as_ref().and_then(|cluster| {
+        if query.ticket.is_some() || req.headers().contains_key(crate::http::forward::FORWARDED) {
+            return None;
+        }
+        let view = cluster.view.read();
+        let (node, url) = view.owner(&tenant)?;
+        (node != cluster.node).then(|| url.map(str::to_owned))?
+    });
+    match owner {
+        Some(url) => {
+            let query = req.query_string();
+            let base = crate::cluster::node::ws_url(&url, "/ws/v1/client");
+            Ok(Route::Owner(if query.is_empty() {
+                base
+            } else {
+                format!("{base}?{query}")
+            }))
+        }
+        None if query.ticket.is_some() && state.runtime.cluster.is_some() => Err(ApiError::Unavailable(
+            "the tenant runs on another node and tickets are this node's own: connect with a bearer token or an API key (relayed to the tenant's node), or to the node that issued the ticket"
+                .into(),
+        )),
+        None if moving => Err(ApiError::Unavailable(format!(
+            "tenant `{tenant}` is moving between nodes; retry shortly"
+        ))),
+        None => Err(ApiError::NotFound),
+    }
 }
 
 pub async fn connect(
@@ -521,7 +563,18 @@ pub async fn connect(
     query: web::Query<ConnectQuery>,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
-    let (principal, tenant) = authenticate(&req, &query, &state)?;
+    let (principal, tenant) = match authenticate(&req, &query, &state)? {
+        Route::Here(principal, tenant) => (principal, tenant),
+        Route::Owner(url) => {
+            let node = state
+                .runtime
+                .cluster
+                .as_ref()
+                .map(|c| c.node.clone())
+                .unwrap_or_default();
+            return super::relay::relay(&req, body, url, &node, MAX_FRAME_BYTES).await;
+        }
+    };
     let (response, session, incoming) = actix_ws::handle(&req, body)?;
     let incoming = incoming.max_frame_size(MAX_FRAME_BYTES);
     let shared = Arc::new(Shared::default());

@@ -6,3 +6,4 @@ pub mod client;
 pub mod events;
 pub mod mt5;
 pub mod protocol;
+pub mod relay;
