@@ -37,7 +37,7 @@ enum Command {
     Optimise(Box<trellis::backtest::cli::OptimiseArgs>),
     /// Write ticks from any supported input to a Parquet file (zstd), the fastest backtest input.
     ExportTicks(Box<trellis::backtest::cli::ExportArgs>),
-    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, or all.
+    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, failover, or all.
     Bench {
         #[arg(default_value = "all")]
         name: String,
@@ -64,6 +64,12 @@ struct SimArgs {
     /// trellis's bridge endpoint.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws/mt5")]
     url: String,
+    /// Other trellis nodes' bridge endpoints to fail over to (several nodes; comma separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    fallback_url: Vec<String>,
+    /// Drop the link when nothing came from trellis for this long (a frozen node); 0 = never.
+    #[arg(long, default_value_t = 15_000)]
+    silence_ms: u64,
     /// The tenant's API key (as configured in [[tenants]].api_keys).
     #[arg(long, env = "TRELLIS_SIM_API_KEY")]
     api_key: String,
@@ -206,6 +212,8 @@ fn run_sim(a: SimArgs) -> ExitCode {
         level: "info".into(),
     });
     let mut cfg = SimConfig::new(a.url.clone(), a.api_key.clone(), a.login);
+    cfg.fallback_urls = a.fallback_url.clone();
+    cfg.silence_ms = a.silence_ms;
     cfg.broker.mode = if a.hedging {
         AccountMode::Hedging
     } else {

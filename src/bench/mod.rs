@@ -37,12 +37,13 @@ use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
 mod clients;
+mod failover;
 mod history;
 mod models;
 mod recovery;
 mod training;
 
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "backtest",
     "history",
     "latency",
@@ -54,6 +55,7 @@ pub const NAMES: [&str; 11] = [
     "models",
     "training",
     "clients",
+    "failover",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -76,6 +78,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "models" => models::run().await,
         "training" => training::run().await,
         "clients" => clients::run().await,
+        // Needs PostgreSQL (several nodes share it): not part of `all`.
+        "failover" => failover::run().await,
         "all" => {
             backtest()?;
             history::run().await?;
