@@ -248,7 +248,7 @@ async fn bench(admin: &str, dir: &std::path::Path) -> anyhow::Result<()> {
     }
     println!(
         "failover: a tenant's write transaction on PostgreSQL (kill switch upsert), {FENCE_WRITES} sequential: \
-         {plain:.0} µs without the fence, {fenced:.0} µs with it (+{:.0} µs: the lease row locked FOR SHARE); \
+         {plain:.0} µs without the fence, {fenced:.0} µs with it ({:+.0} µs: the lease row locked FOR SHARE); \
          ticks never touch the lease",
         fenced - plain
     );
@@ -265,9 +265,9 @@ async fn fence_cost(owner: &sqlx::PgPool, app_url: &str) -> anyhow::Result<(f64,
             .await?;
     let pool = crate::storage::postgres::connect(app_url).await?;
     let mut means = [0.0; 2];
-    // Alternating rounds, so neither side gets a warmer cache.
-    for round in 0..4 {
-        let fence = round % 2 == 1;
+    // A warm-up round (not counted), then alternating rounds, so neither side gets a warmer cache.
+    for round in 0..5 {
+        let fence = round % 2 == 0;
         let start = Instant::now();
         for i in 0..FENCE_WRITES / 2 {
             let mut tx = crate::storage::postgres::tenant_tx(&pool, "bench-0").await?;
@@ -287,7 +287,9 @@ async fn fence_cost(owner: &sqlx::PgPool, app_url: &str) -> anyhow::Result<(f64,
             .await?;
             tx.commit().await?;
         }
-        means[usize::from(fence)] += start.elapsed().as_secs_f64() * 1e6 / FENCE_WRITES as f64;
+        if round > 0 {
+            means[usize::from(fence)] += start.elapsed().as_secs_f64() * 1e6 / FENCE_WRITES as f64;
+        }
     }
     pool.close().await;
     Ok((means[0], means[1]))

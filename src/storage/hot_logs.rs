@@ -28,6 +28,9 @@ pub fn key(tenant: &str) -> String {
 pub struct HotLog {
     tx: mpsc::UnboundedSender<(String, String)>,
     events: Option<EventLog>,
+    /// Tenants followed on this node: one follower each, however often the tenant starts here (a restart
+    /// through the API, a tenant that moves away and back in a cluster).
+    followed: std::sync::Arc<dashmap::DashSet<String>>,
 }
 
 /// The writer's state, kept across its restarts.
@@ -112,7 +115,11 @@ impl HotLog {
             writer,
             |state| async move { state.lock().await.run().await },
         );
-        Some(Self { tx, events })
+        Some(Self {
+            tx,
+            events,
+            followed: Default::default(),
+        })
     }
 
     /// Appends a line `{"at_ms", "kind", "data"}` to `tenant`'s hot log.
@@ -122,9 +129,12 @@ impl HotLog {
         let _ = self.tx.send((tenant.to_owned(), line.to_string()));
     }
 
-    /// Follows `tenant`'s events on `bus` (those this node produced) into the hot tier, until the bus closes.
-    /// A supervised task (`hot_log.follow`).
+    /// Follows `tenant`'s events on `bus` (those this node produced) into the hot tier, until the bus closes;
+    /// once per tenant (a second call is a no-op). A supervised task (`hot_log.follow`).
     pub fn follow(&self, bus: &EventBus, tenant: &str) {
+        if !self.followed.insert(tenant.to_owned()) {
+            return;
+        }
         let state = (bus.subscribe(tenant), self.clone(), tenant.to_owned());
         crate::actors::task::spawn_supervised(
             "hot_log.follow",

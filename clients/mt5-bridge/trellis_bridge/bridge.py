@@ -202,6 +202,8 @@ class Bridge:
             except Refused as e:
                 log.warning("trellis at %s refused the bridge for now (%s); retrying", url, e)
                 self._next_url()
+                # A tenant moving between nodes is owned again within a lease: retry at least every 2 s.
+                backoff = min(backoff, 1.0)
             except Silent as e:
                 log.warning("trellis at %s is silent (%s); reconnecting", url, e)
                 self._next_url()
