@@ -106,7 +106,7 @@ impl Application {
             security: security.clone(),
             jobs: Default::default(),
             optimisations: Default::default(),
-            tickets: Default::default(),
+            tickets: Arc::new(crate::http::api::tickets::Tickets::new(redis)),
         };
         {
             use actix::Actor as _;

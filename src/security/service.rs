@@ -69,7 +69,7 @@ impl From<CryptoError> for AuthError {
 }
 
 /// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Credential {
     /// A user's access token.
     User {
@@ -85,7 +85,7 @@ pub enum Credential {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Principal {
     /// `None` for platform administrators.
     pub tenant: Option<String>,

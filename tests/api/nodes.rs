@@ -900,6 +900,42 @@ async fn an_admin_call_and_a_client_stream_for_a_tenant_on_another_node_are_answ
         snapshot.to_string().contains("through another node"),
         "the stream is the owner's: {snapshot}"
     );
+
+    // A browser ticket issued by the other node opens the stream through it, once (tickets are in Redis).
+    let ticket = http(
+        "POST",
+        &format!("{via}/api/v1/ws-tickets"),
+        Some(&token),
+        Some(serde_json::json!({"tenant": tenant})),
+    )
+    .await
+    .expect("ticket issued by the other node");
+    let ticket = ticket["ticket"].as_str().expect("ticket").to_owned();
+    let url = format!(
+        "ws://127.0.0.1:{}/ws/v1/client?ticket={ticket}",
+        rig.specs[other].port
+    );
+    let (_resp, mut framed) = awc::Client::new()
+        .ws(url.clone())
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("ticket stream through the other node: {e}"));
+    let Ok(Some(Ok(awc::ws::Frame::Text(bytes)))) =
+        tokio::time::timeout(Duration::from_secs(5), framed.next()).await
+    else {
+        panic!("no welcome on the ticket's stream");
+    };
+    let welcome: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["tenant"].as_str()),
+        (Some("welcome"), Some(tenant.as_str()))
+    );
+    let again = awc::Client::new().ws(url).connect().await;
+    assert!(
+        matches!(again, Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 401),
+        "a ticket opens one connection, on any node: {:?}",
+        again.err()
+    );
     pool.close().await;
     rig.shutdown().await;
 }

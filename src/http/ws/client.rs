@@ -480,16 +480,43 @@ enum Route {
 }
 
 /// Who connects, for which tenant, with which rights (see the protocol's table of credentials).
-fn authenticate(
+async fn authenticate(
     req: &HttpRequest,
     query: &ConnectQuery,
     state: &AppState,
 ) -> Result<Route, ApiError> {
+    let unknown_ticket =
+        || ApiError::Unauthorized("ticket: unknown, already used or expired".into());
     let (principal, tenant) = match &query.ticket {
         Some(ticket) => {
-            let t = state.tickets.redeem(ticket).ok_or_else(|| {
-                ApiError::Unauthorized("ticket: unknown, already used or expired".into())
-            })?;
+            // Looked at first, used only where its tenant runs: another node redeems it itself.
+            let (t, shared) = state
+                .tickets
+                .peek(ticket)
+                .await
+                .ok_or_else(unknown_ticket)?;
+            if state.runtime.tenant(&t.tenant).is_none() {
+                if !shared {
+                    return match remote_owner(req, state, &t.tenant) {
+                        Some(_) => Err(ApiError::Unavailable(
+                            "the tenant runs on another node and this ticket is only this node's (Redis is not \
+                             configured or was away when it was issued): connect with a bearer token or an API key, \
+                             or ask the tenant's node for a ticket"
+                                .into(),
+                        )),
+                        None => Err(moving_or_gone(state, &t.tenant)),
+                    };
+                }
+                return match remote_owner(req, state, &t.tenant) {
+                    Some(url) => Ok(Route::Owner(url)),
+                    None => Err(moving_or_gone(state, &t.tenant)),
+                };
+            }
+            let t = state
+                .tickets
+                .redeem(ticket)
+                .await
+                .ok_or_else(unknown_ticket)?;
             (t.principal, t.tenant)
         }
         None => {
@@ -522,38 +549,48 @@ fn authenticate(
     if let Some(t) = state.runtime.tenant(&tenant) {
         return Ok(Route::Here(principal, t));
     }
-    // Several nodes: relayed to the owner with the client's credential (a ticket is this node's alone).
+    // Several nodes: relayed to the owner with the client's own credential.
+    match remote_owner(req, state, &tenant) {
+        Some(url) => Ok(Route::Owner(url)),
+        None => Err(moving_or_gone(state, &tenant)),
+    }
+}
+
+/// Several nodes: the client endpoint (with this request's query) of the node that runs `tenant`, when that is
+/// another node and this request was not already relayed.
+fn remote_owner(req: &HttpRequest, state: &AppState, tenant: &str) -> Option<String> {
+    let cluster = state.runtime.cluster.as_ref()?;
+    if req.headers().contains_key(crate::http::forward::FORWARDED) {
+        return None;
+    }
+    let url = {
+        let view = cluster.view.read();
+        let (node, url) = view.owner(tenant)?;
+        if node == cluster.node {
+            return None;
+        }
+        url?.to_owned()
+    };
+    let base = crate::cluster::node::ws_url(&url, "/ws/v1/client");
+    Some(match req.query_string() {
+        "" => base,
+        query => format!("{base}?{query}"),
+    })
+}
+
+/// A tenant that runs nowhere reachable: moving between nodes (retry), or unknown.
+fn moving_or_gone(state: &AppState, tenant: &str) -> ApiError {
     let moving = state
         .runtime
         .cluster
         .as_ref()
-        .is_some_and(|c| c.view.read().knows(&tenant));
-    let owner = state.runtime.cluster.as_ref().and_then(|cluster| {
-        if query.ticket.is_some() || req.headers().contains_key(crate::http::forward::FORWARDED) {
-            return None;
-        }
-        let view = cluster.view.read();
-        let (node, url) = view.owner(&tenant)?;
-        (node != cluster.node).then(|| url.map(str::to_owned))?
-    });
-    match owner {
-        Some(url) => {
-            let query = req.query_string();
-            let base = crate::cluster::node::ws_url(&url, "/ws/v1/client");
-            Ok(Route::Owner(if query.is_empty() {
-                base
-            } else {
-                format!("{base}?{query}")
-            }))
-        }
-        None if query.ticket.is_some() && state.runtime.cluster.is_some() => Err(ApiError::Unavailable(
-            "the tenant runs on another node and tickets are this node's own: connect with a bearer token or an API key (relayed to the tenant's node), or to the node that issued the ticket"
-                .into(),
-        )),
-        None if moving => Err(ApiError::Unavailable(format!(
+        .is_some_and(|c| c.view.read().knows(tenant));
+    if moving {
+        ApiError::Unavailable(format!(
             "tenant `{tenant}` is moving between nodes; retry shortly"
-        ))),
-        None => Err(ApiError::NotFound),
+        ))
+    } else {
+        ApiError::NotFound
     }
 }
 
@@ -563,7 +600,7 @@ pub async fn connect(
     query: web::Query<ConnectQuery>,
     state: web::Data<AppState>,
 ) -> actix_web::Result<HttpResponse> {
-    let (principal, tenant) = match authenticate(&req, &query, &state)? {
+    let (principal, tenant) = match authenticate(&req, &query, &state).await? {
         Route::Here(principal, tenant) => (principal, tenant),
         Route::Owner(url) => {
             let node = state
