@@ -120,7 +120,7 @@ impl Tickets {
             let (ticket, at) = entry.value();
             return (at.elapsed() < TTL).then(|| (ticket.clone(), false));
         }
-        Some((self.from_redis(id, "GET").await?, true))
+        Some((self.ask_redis(id, "GET").await?, true))
     }
 
     /// The ticket's identity, once: a second redemption (on any node), or one after [`TTL`], finds nothing.
@@ -128,10 +128,10 @@ impl Tickets {
         if let Some((_, (ticket, at))) = self.issued.remove(id) {
             return (at.elapsed() < TTL).then_some(ticket);
         }
-        self.from_redis(id, "GETDEL").await
+        self.ask_redis(id, "GETDEL").await
     }
 
-    async fn from_redis(&self, id: &str, command: &str) -> Option<Ticket> {
+    async fn ask_redis(&self, id: &str, command: &str) -> Option<Ticket> {
         if !id.starts_with("wst_") || id.len() > 64 {
             return None;
         }
