@@ -211,6 +211,17 @@ impl LeaseStore {
         Ok(())
     }
 
+    /// Marks the node gone (a graceful stop): other nodes stop counting it at once.
+    pub async fn leave(&self, node: &str) -> Result<(), StorageError> {
+        let mut tx = self.platform().await?;
+        sqlx::query("UPDATE cluster_nodes SET heartbeat_at = to_timestamp(0) WHERE id = $1")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Every registered node, with whether its last heartbeat is younger than `timeout`.
     pub async fn nodes(&self, timeout: Duration) -> Result<Vec<NodeRow>, StorageError> {
         let mut tx = self.platform().await?;

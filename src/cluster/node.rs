@@ -320,14 +320,22 @@ impl Env {
                 metrics.ownership("released", held.len());
             }
         }
-        if !leaving && held.len() < share {
-            let mut free: Vec<&TenantRow> = rows
-                .iter()
-                .filter(|r| !held.contains_key(&r.id))
-                .filter(|r| owner_of.get(r.id.as_str()).is_none_or(|o| !o.live))
-                .collect();
-            free.sort_by_key(|r| rank(&r.id, &self.node));
-            let want = share - held.len();
+        let mut free: Vec<&TenantRow> = rows
+            .iter()
+            .filter(|r| !held.contains_key(&r.id))
+            .filter(|r| owner_of.get(r.id.as_str()).is_none_or(|o| !o.live))
+            .collect();
+        free.sort_by_key(|r| rank(&r.id, &self.node));
+        // Up to the fair share; beyond it only the least-loaded live node (lowest id on a tie), so a tenant
+        // never stays unowned because every node counts a node that is leaving or failing as live.
+        let want = if held.len() < share {
+            share - held.len()
+        } else if self.least_loaded(&nodes, &owners, held.len()) {
+            free.len()
+        } else {
+            0
+        };
+        if !leaving && want > 0 {
             for row in free.into_iter().take(want) {
                 self.take(row, owner_of.get(row.id.as_str()).copied(), &mut held)
                     .await;
@@ -369,6 +377,20 @@ impl Env {
             _ => None,
         };
         (held, view)
+    }
+
+    /// Whether this node holds the fewest live leases of the live nodes (the lowest id among equals).
+    fn least_loaded(&self, nodes: &[NodeRow], owners: &[Owner], held: usize) -> bool {
+        nodes
+            .iter()
+            .filter(|n| n.live && n.id != self.node)
+            .all(|n| {
+                let theirs = owners
+                    .iter()
+                    .filter(|o| o.live && o.node_id == n.id)
+                    .count();
+                (held, self.node.as_str()) < (theirs, n.id.as_str())
+            })
     }
 
     fn timeout(&self) -> Duration {
@@ -568,6 +590,10 @@ impl Handler<ReleaseAll> for Cluster {
                     if matches!(env.leases.release(&lease).await, Ok(true)) {
                         released += 1;
                     }
+                }
+                // Gone at once for the others' fair shares, so they take the released tenants now.
+                if let Err(e) = env.leases.leave(&env.node).await {
+                    tracing::warn!(error = %e, "node not marked gone; it times out instead");
                 }
                 released
             }

@@ -395,7 +395,7 @@ async fn http(
 }
 
 fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned();
     let start = text.len().saturating_sub(3_000);
     let start = (start..text.len())
         .find(|i| text.is_char_boundary(*i))
@@ -568,9 +568,10 @@ async fn a_node_frozen_until_its_leases_were_taken_writes_nothing_under_them_aft
     rig.add_node().await;
     rig.add_node().await;
     let pool = rig.owner_pool().await;
-    let placed = rig
-        .wait_leases(&pool, Duration::from_secs(30), |l| by_node(l).len() == 2)
-        .await;
+    rig.wait_leases(&pool, Duration::from_secs(60), |l| {
+        by_node(l).len() == 2 && by_node(l).values().all(|n| *n == 2)
+    })
+    .await;
     for i in 0..4 {
         rig.trade(i, i % 2);
     }
@@ -581,6 +582,7 @@ async fn a_node_frozen_until_its_leases_were_taken_writes_nothing_under_them_aft
         rig.logs()
     );
     let token = rig.admin_token(1).await;
+    let placed = rig.leases(&pool).await;
     let frozen: Vec<(String, i64)> = placed
         .iter()
         .filter(|(_, (n, _))| n == "node-0")
@@ -611,15 +613,36 @@ async fn a_node_frozen_until_its_leases_were_taken_writes_nothing_under_them_aft
     );
     pause(rig.nodes[0].as_ref().expect("node 0"), "CONT");
     let woke = Instant::now();
+    // Node 0 says, tenant by tenant, that it stopped what it lost (it may be handed some back afterwards,
+    // under new leases: placement rebalances towards it).
     let mut stopped = None;
     while woke.elapsed() < Duration::from_secs(10) {
-        if let Some(running) = rig.running_on(0, &token).await {
-            if running.is_empty() {
-                stopped = Some(woke.elapsed());
-                break;
-            }
+        let log = String::from_utf8_lossy(&std::fs::read(&rig.specs[0].log).unwrap_or_default())
+            .into_owned();
+        let lost = |t: &str| {
+            log.lines().any(|l| {
+                l.contains("lease lost: stopping the tenant here")
+                    && l.contains(&format!("tenant={t}"))
+            })
+        };
+        if frozen.iter().all(|(t, _)| lost(t)) {
+            stopped = Some(woke.elapsed());
+            break;
         }
         actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whatever node 0 runs now, it runs under a lease it holds.
+    actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+    let before = rig.leases(&pool).await;
+    let running = rig.running_on(0, &token).await.expect("node 0 answers");
+    let after = rig.leases(&pool).await;
+    for t in &running {
+        assert!(
+            [&before, &after]
+                .iter()
+                .any(|l| l.get(t).is_some_and(|(n, _)| n == "node-0")),
+            "node 0 runs {t} without its lease: {before:?} / {after:?}"
+        );
     }
     // Trading goes on where the leases are.
     let floors: Vec<usize> = (0..4).map(|i| rig.deals(i)).collect();
@@ -631,6 +654,7 @@ async fn a_node_frozen_until_its_leases_were_taken_writes_nothing_under_them_aft
 
     // Assert
     let stopped = stopped.unwrap_or_else(|| {
+        let _ = std::fs::copy(&rig.specs[0].log, "/tmp/frozen-node0.log");
         panic!(
             "node 0 stops the tenants it lost after waking\n{}",
             rig.logs()
@@ -936,6 +960,68 @@ async fn an_admin_call_and_a_client_stream_for_a_tenant_on_another_node_are_answ
         "a ticket opens one connection, on any node: {:?}",
         again.err()
     );
+    pool.close().await;
+    rig.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_node_stopped_with_sigterm_hands_its_tenants_over_at_once_instead_of_letting_their_leases_run_out(
+) {
+    if !real_profile() {
+        return;
+    }
+    // Arrange: two nodes, four tenants trading.
+    let mut rig = Rig::new(4).await;
+    rig.add_node().await;
+    rig.add_node().await;
+    let pool = rig.owner_pool().await;
+    rig.wait_leases(&pool, Duration::from_secs(30), |l| {
+        by_node(l).values().all(|n| *n == 2) && by_node(l).len() == 2
+    })
+    .await;
+    for i in 0..4 {
+        rig.trade(i, i % 2);
+    }
+    assert!(
+        rig.wait_trading(&[0, 1, 2, 3], &[0; 4], Duration::from_secs(60))
+            .await,
+        "every tenant trades\n{}",
+        rig.logs()
+    );
+
+    // Act: SIGTERM node 0; its tenants drain, their leases are released, node 1 takes them.
+    let stopped = Instant::now();
+    rig.nodes[0]
+        .take()
+        .expect("node 0")
+        .stop(Stop::Term, Duration::from_secs(20))
+        .await
+        .expect("node 0 stops");
+    let exited = stopped.elapsed();
+    rig.wait_leases(&pool, Duration::from_secs(10), |l| {
+        l.values().all(|(n, _)| n == "node-1")
+    })
+    .await;
+    let moved = stopped.elapsed();
+    let floors: Vec<usize> = (0..4).map(|i| rig.deals(i)).collect();
+    let trading = rig
+        .wait_trading(&[0, 1, 2, 3], &floors, Duration::from_secs(20))
+        .await;
+    rig.stop_feeds();
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+
+    // Assert
+    eprintln!(
+        "sigterm: node 0 exited after {exited:?}, its tenants owned by node 1 after {moved:?}"
+    );
+    assert!(
+        moved < exited + Duration::from_millis(2_000),
+        "the leases were handed back, not left to run out ({} ms): moved {moved:?} after the signal, exit after {exited:?}\n{}",
+        LEASE_MS,
+        tail(&rig.specs[0].log)
+    );
+    assert!(trading, "every tenant trades on node 1\n{}", rig.logs());
+    rig.assert_books_equal_terminals(&pool).await;
     pool.close().await;
     rig.shutdown().await;
 }
