@@ -70,18 +70,14 @@ fn b64(bytes: &[u8]) -> String {
 
 async fn bench(admin: &str, dir: &std::path::Path) -> anyhow::Result<()> {
     let (owner_url, app_url) = database(admin).await?;
-    let mut toml = String::new();
-    let mut keys = Vec::new();
-    for i in 0..TENANTS {
-        let id = format!("bench-{i}");
-        let key = format!("trk_{id}_failover-secret-key");
-        toml.push_str(&format!(
-            "[[tenants]]\nid = \"{id}\"\nname = \"{id}\"\ntier = \"professional\"\napi_keys = [\"{key}\"]\n\
-             symbols = [\"EURUSD\"]\n\n[[tenants.strategies]]\nid = \"ema\"\nkind = \"ema_cross\"\n\
-             symbol = \"EURUSD\"\ntimeframe = \"M1\"\nvolume = 0.1\nparams = {{ fast = 2, slow = 3 }}\n\n"
-        ));
-        keys.push((id, key));
-    }
+    let keys: Vec<(String, String)> = (0..TENANTS)
+        .map(|i| {
+            let id = format!("bench-{i}");
+            let key = format!("trk_{id}_failover-secret-key");
+            (id, key)
+        })
+        .collect();
+    let toml = crate::sim::node::eurusd_tenants_config(&keys);
     let config = dir.join("trellis.toml");
     std::fs::write(&config, toml)?;
     let env: Vec<(String, String)> = [

@@ -161,3 +161,18 @@ pub fn trading_config(api_key: &str, symbols: &[&str]) -> String {
     }
     toml
 }
+
+/// The configuration of the multi-node tests and benchmark: each `(id, api_key)` tenant trades EURUSD with one
+/// `ema_cross` 2/3 strategy (M1, 0.1 lots).
+pub fn eurusd_tenants_config(tenants: &[(String, String)]) -> String {
+    tenants
+        .iter()
+        .map(|(id, key)| {
+            format!(
+                "[[tenants]]\nid = \"{id}\"\nname = \"{id}\"\ntier = \"professional\"\napi_keys = [\"{key}\"]\n\
+                 symbols = [\"EURUSD\"]\n\n[[tenants.strategies]]\nid = \"ema\"\nkind = \"ema_cross\"\n\
+                 symbol = \"EURUSD\"\ntimeframe = \"M1\"\nvolume = 0.1\nparams = {{ fast = 2, slow = 3 }}\n\n"
+            )
+        })
+        .collect()
+}

@@ -57,24 +57,24 @@ impl Rig {
             .expect("owner URL");
         // Unique ids: Redis (the event bus) is shared with every other test.
         let run = uuid::Uuid::new_v4().simple().to_string();
-        let mut toml = String::new();
-        let mut list = Vec::new();
-        for i in 0..tenants {
-            let id = format!("n{}-{i:02}", &run[..6]);
-            let key = format!("trk_{id}_cluster-secret-key");
-            toml.push_str(&format!(
-                "[[tenants]]\nid = \"{id}\"\nname = \"{id}\"\ntier = \"professional\"\napi_keys = [\"{key}\"]\n\
-                 symbols = [\"EURUSD\"]\n\n[[tenants.strategies]]\nid = \"ema\"\nkind = \"ema_cross\"\n\
-                 symbol = \"EURUSD\"\ntimeframe = \"M1\"\nvolume = 0.1\nparams = {{ fast = 2, slow = 3 }}\n\n"
-            ));
-            list.push(Tenant {
+        let keys: Vec<(String, String)> = (0..tenants)
+            .map(|i| {
+                let id = format!("n{}-{i:02}", &run[..6]);
+                let key = format!("trk_{id}_cluster-secret-key");
+                (id, key)
+            })
+            .collect();
+        let toml = trellis::sim::node::eurusd_tenants_config(&keys);
+        let list: Vec<Tenant> = keys
+            .into_iter()
+            .map(|(id, key)| Tenant {
                 csv: dir.path().join(format!("{id}.csv")),
                 id,
                 key,
                 sim: None,
                 feed: None,
-            });
-        }
+            })
+            .collect();
         let config = dir.path().join("trellis.toml");
         std::fs::write(&config, toml).expect("config written");
         // Every node must share the secrets: tokens signed by one are verified by the others, data
@@ -114,6 +114,38 @@ impl Rig {
             tenants: list,
             admin: None,
         }
+    }
+
+    /// `nodes` nodes sharing `tenants` tenants, placement settled (every node holds tenants ÷ nodes, rounded
+    /// down or up), and every tenant trading through the node `i % nodes` first; answers the settled leases.
+    async fn trading(
+        nodes: usize,
+        tenants: usize,
+    ) -> (Self, sqlx::PgPool, BTreeMap<String, (String, i64)>) {
+        let mut rig = Self::new(tenants).await;
+        for _ in 0..nodes {
+            rig.add_node().await;
+        }
+        let pool = rig.owner_pool().await;
+        // The first node takes everything, then hands over as the others join.
+        let (low, high) = (tenants / nodes, tenants.div_ceil(nodes));
+        let placed = rig
+            .wait_leases(&pool, Duration::from_secs(60), |l| {
+                let share = by_node(l);
+                share.len() == nodes && share.values().all(|n| (low..=high).contains(n))
+            })
+            .await;
+        for i in 0..tenants {
+            rig.trade(i, i % nodes);
+        }
+        let all: Vec<usize> = (0..tenants).collect();
+        assert!(
+            rig.wait_trading(&all, &vec![0; tenants], Duration::from_secs(60))
+                .await,
+            "every tenant trades\n{}",
+            rig.logs()
+        );
+        (rig, pool, placed)
     }
 
     /// Starts one more node; answers its index.
@@ -426,29 +458,8 @@ async fn three_nodes_own_twenty_tenants_one_node_each_and_a_sigkilled_nodes_tena
     if !real_profile() {
         return; // several nodes share PostgreSQL: the real profile only
     }
-    // Arrange: three nodes, twenty tenants trading through them.
-    let mut rig = Rig::new(20).await;
-    for _ in 0..3 {
-        rig.add_node().await;
-    }
-    let pool = rig.owner_pool().await;
-    // Each node ends with its fair share of 20 ÷ 3 (the first node took everything, then handed over).
-    let placed = rig
-        .wait_leases(&pool, Duration::from_secs(60), |l| {
-            let share = by_node(l);
-            share.len() == 3 && share.values().all(|n| (6..=7).contains(n))
-        })
-        .await;
-    for i in 0..20 {
-        rig.trade(i, i % 3);
-    }
-    let all: Vec<usize> = (0..20).collect();
-    assert!(
-        rig.wait_trading(&all, &[0; 20], Duration::from_secs(60))
-            .await,
-        "every tenant trades before the kill\n{}",
-        rig.logs()
-    );
+    // Arrange: three nodes, twenty tenants trading through them (6 or 7 each).
+    let (mut rig, pool, placed) = Rig::trading(3, 20).await;
     let token = rig.admin_token(0).await;
 
     // Ownership sampled while trading: no tenant runs on two nodes, and each runs where its lease is.
@@ -563,24 +574,8 @@ async fn a_node_frozen_until_its_leases_were_taken_writes_nothing_under_them_aft
     if !real_profile() {
         return;
     }
-    // Arrange: two nodes, four tenants trading.
-    let mut rig = Rig::new(4).await;
-    rig.add_node().await;
-    rig.add_node().await;
-    let pool = rig.owner_pool().await;
-    rig.wait_leases(&pool, Duration::from_secs(60), |l| {
-        by_node(l).len() == 2 && by_node(l).values().all(|n| *n == 2)
-    })
-    .await;
-    for i in 0..4 {
-        rig.trade(i, i % 2);
-    }
-    assert!(
-        rig.wait_trading(&[0, 1, 2, 3], &[0; 4], Duration::from_secs(60))
-            .await,
-        "every tenant trades\n{}",
-        rig.logs()
-    );
+    // Arrange: two nodes, four tenants trading (2 each).
+    let (mut rig, pool, _) = Rig::trading(2, 4).await;
     let token = rig.admin_token(1).await;
     let placed = rig.leases(&pool).await;
     let frozen: Vec<(String, i64)> = placed
@@ -693,27 +688,8 @@ async fn a_fourth_node_that_joins_takes_its_fair_share_by_graceful_hand_off_and_
         return;
     }
     // Arrange: three nodes, eight tenants trading (shares 3, 3, 2).
-    let mut rig = Rig::new(8).await;
-    for _ in 0..3 {
-        rig.add_node().await;
-    }
-    let pool = rig.owner_pool().await;
-    let before = rig
-        .wait_leases(&pool, Duration::from_secs(60), |l| {
-            let share = by_node(l);
-            share.len() == 3 && share.values().all(|n| (2..=3).contains(n))
-        })
-        .await;
-    for i in 0..8 {
-        rig.trade(i, i % 3);
-    }
+    let (mut rig, pool, before) = Rig::trading(3, 8).await;
     let all: Vec<usize> = (0..8).collect();
-    assert!(
-        rig.wait_trading(&all, &[0; 8], Duration::from_secs(60))
-            .await,
-        "every tenant trades\n{}",
-        rig.logs()
-    );
 
     // Act: a fourth node joins while everything trades.
     let joined = Instant::now();
@@ -803,21 +779,7 @@ async fn an_admin_call_and_a_client_stream_for_a_tenant_on_another_node_are_answ
         return;
     }
     // Arrange: two nodes, two tenants trading; the caller only knows the node that does not run tenant 0.
-    let mut rig = Rig::new(2).await;
-    rig.add_node().await;
-    rig.add_node().await;
-    let pool = rig.owner_pool().await;
-    let placed = rig
-        .wait_leases(&pool, Duration::from_secs(30), |l| by_node(l).len() == 2)
-        .await;
-    rig.trade(0, 0);
-    rig.trade(1, 1);
-    assert!(
-        rig.wait_trading(&[0, 1], &[0, 0], Duration::from_secs(60))
-            .await,
-        "both tenants trade\n{}",
-        rig.logs()
-    );
+    let (mut rig, pool, placed) = Rig::trading(2, 2).await;
     let tenant = rig.tenants[0].id.clone();
     let owner: usize = placed[&tenant]
         .0
@@ -970,24 +932,8 @@ async fn a_node_stopped_with_sigterm_hands_its_tenants_over_at_once_instead_of_l
     if !real_profile() {
         return;
     }
-    // Arrange: two nodes, four tenants trading.
-    let mut rig = Rig::new(4).await;
-    rig.add_node().await;
-    rig.add_node().await;
-    let pool = rig.owner_pool().await;
-    rig.wait_leases(&pool, Duration::from_secs(30), |l| {
-        by_node(l).values().all(|n| *n == 2) && by_node(l).len() == 2
-    })
-    .await;
-    for i in 0..4 {
-        rig.trade(i, i % 2);
-    }
-    assert!(
-        rig.wait_trading(&[0, 1, 2, 3], &[0; 4], Duration::from_secs(60))
-            .await,
-        "every tenant trades\n{}",
-        rig.logs()
-    );
+    // Arrange: two nodes, four tenants trading (2 each).
+    let (mut rig, pool, _) = Rig::trading(2, 4).await;
 
     // Act: SIGTERM node 0; its tenants drain, their leases are released, node 1 takes them.
     let stopped = Instant::now();
