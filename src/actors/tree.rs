@@ -269,8 +269,7 @@ impl Runtime {
             self.api_keys.insert(key, id.clone());
         }
         if let Err(e) = self.start_child(tenant.spec(arbiter)).await {
-            self.tenants.remove(&id);
-            self.api_keys.retain(|_, t| t != &id);
+            self.forget(&id);
             return Err(e.into());
         }
         // The tenant supervisor starts its children in `started`, before it answers any message: once it
@@ -297,8 +296,7 @@ impl Runtime {
             return Err(TenantError::Duplicate(id.to_owned()));
         }
         let settings = old.document();
-        self.tenants.remove(&key);
-        self.api_keys.retain(|_, t| t != &key);
+        self.forget(&key);
         self.start_tenant(settings).await
     }
 
@@ -306,11 +304,9 @@ impl Runtime {
     /// holds, sessions close so bridges reconnect to the new owner), waiting at most `timeout`. False when
     /// the tenant did not run here.
     pub async fn stop_tenant(&self, id: &str, timeout: Duration) -> bool {
-        let key = TenantId(id.to_owned());
-        let Some((_, tenant)) = self.tenants.remove(&key) else {
+        let Some(tenant) = self.forget(&TenantId(id.to_owned())) else {
             return false;
         };
-        self.api_keys.retain(|_, t| t != &key);
         for session in tenant.all_sessions() {
             let _ = session
                 .send(Shutdown {
@@ -334,6 +330,12 @@ impl Runtime {
             })
             .await;
         true
+    }
+
+    /// Takes a tenant out of this node's tables (its context and its API keys); answers what was there.
+    fn forget(&self, id: &TenantId) -> Option<Arc<TenantContext>> {
+        self.api_keys.retain(|_, t| t != id);
+        self.tenants.remove(id).map(|(_, t)| t)
     }
 
     /// The tenant an API key belongs to, if the tenant runs.

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use base64::Engine as _;
 
 use super::percentile;
 use crate::sim::feed::{pace, RandomWalk};
@@ -64,10 +63,6 @@ async fn database(admin: &str) -> anyhow::Result<(String, String)> {
     ))
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 async fn bench(admin: &str, dir: &std::path::Path) -> anyhow::Result<()> {
     let (owner_url, app_url) = database(admin).await?;
     let keys: Vec<(String, String)> = (0..TENANTS)
@@ -80,30 +75,15 @@ async fn bench(admin: &str, dir: &std::path::Path) -> anyhow::Result<()> {
     let toml = crate::sim::node::eurusd_tenants_config(&keys);
     let config = dir.join("trellis.toml");
     std::fs::write(&config, toml)?;
-    let env: Vec<(String, String)> = [
+    let mut env: Vec<(String, String)> = [
         ("TRELLIS__LOG__LEVEL", "warn".to_owned()),
         ("TRELLIS__STORAGE__POSTGRES_MIGRATE_URL", owner_url.clone()),
         ("TRELLIS__STORAGE__POSTGRES_URL", app_url.clone()),
-        ("TRELLIS__MT5__HEARTBEAT_INTERVAL_MS", "500".to_owned()),
-        ("TRELLIS__MT5__HEARTBEAT_TIMEOUT_MS", "5000".to_owned()),
-        ("TRELLIS__CLUSTER__ENABLED", "true".to_owned()),
-        ("TRELLIS__CLUSTER__LEASE_MS", LEASE_MS.to_string()),
-        ("TRELLIS__CLUSTER__RENEW_MS", RENEW_MS.to_string()),
-        ("TRELLIS__CLUSTER__NODE_TIMEOUT_MS", LEASE_MS.to_string()),
-        (
-            "TRELLIS__SECURITY__JWT_SECRETS",
-            format!("k1:{}", b64(&[5u8; 32])),
-        ),
-        ("TRELLIS__SECURITY__API_KEY_PEPPER", b64(&[7u8; 32])),
-        ("TRELLIS__SECURITY__AUDIT_KEY", b64(&[9u8; 32])),
-        (
-            "TRELLIS__SECURITY__DATA_KEYS",
-            format!("1:{}", b64(&[11u8; 32])),
-        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    env.extend(crate::sim::node::cluster_env(LEASE_MS, RENEW_MS));
     let binary = std::env::current_exe().context("the trellis binary")?;
     let mut specs = Vec::new();
     let mut nodes: Vec<Option<Node>> = Vec::new();

@@ -106,6 +106,34 @@ pub struct ClusterHandle {
     pub addr: Slot<Cluster>,
 }
 
+/// Where a tenant that does not run on this node is, as the last placement round saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Another node owns it under a live lease and advertises this URL.
+    Remote { node: String, url: String },
+    /// A tenant of the cluster that no reachable node runs this moment (between owners, or the view is a
+    /// round behind): retry shortly.
+    Moving,
+    /// Not a tenant of the cluster.
+    Unknown,
+}
+
+impl ClusterHandle {
+    /// Where `tenant` runs when it does not run here (the bridge redirect, API forwarding and the client
+    /// relay all ask this).
+    pub fn locate(&self, tenant: &str) -> Location {
+        let view = self.view.read();
+        match view.owner(tenant) {
+            Some((node, Some(url))) if node != self.node => Location::Remote {
+                node: node.to_owned(),
+                url: url.to_owned(),
+            },
+            _ if view.knows(tenant) => Location::Moving,
+            _ => Location::Unknown,
+        }
+    }
+}
+
 /// This node's name and advertised URL from the settings (defaults: `<hostname>-<port>`,
 /// `http://127.0.0.1:<port>`).
 pub fn identity(settings: &ClusterSettings, port: u16) -> (String, String) {

@@ -19,6 +19,7 @@ use actix_web::{web, HttpMessage, HttpResponse};
 use futures_util::StreamExt;
 
 use super::AppState;
+use crate::cluster::node::Location;
 
 /// Marks a forwarded call (its value: the forwarding node).
 pub const FORWARDED: &str = "x-trellis-forwarded";
@@ -68,20 +69,14 @@ pub async fn forward_remote_tenants(
         if state.runtime.tenant(tenant).is_some() {
             return None;
         }
-        let view = cluster.view.read();
-        let owner = view
-            .owner(tenant)
-            .filter(|(node, _)| *node != cluster.node)
-            .and_then(|(_, url)| url);
-        match owner {
-            Some(url) => Some(Target::Owner(
+        match cluster.locate(tenant) {
+            Location::Remote { url, .. } => Some(Target::Owner(
                 cluster.node.clone(),
-                url.to_owned(),
+                url,
                 state.settings.http.max_body_bytes,
             )),
-            // A tenant of the cluster that no node runs this moment: it is moving.
-            None if view.knows(tenant) => Some(Target::Moving(tenant.to_owned())),
-            None => None,
+            Location::Moving => Some(Target::Moving(tenant.to_owned())),
+            Location::Unknown => None,
         }
     });
     let (me, owner, max_body) = match target {

@@ -176,3 +176,26 @@ pub fn eurusd_tenants_config(tenants: &[(String, String)]) -> String {
         })
         .collect()
 }
+
+/// What every node of a test or benchmark cluster shares besides its stores: cluster mode with these lease
+/// timings, fast bridge heartbeats, and the same secrets — a token signed by one node is verified by the others,
+/// a field encrypted by one is read by the others (fixed values: for tests and benchmarks only).
+pub fn cluster_env(lease_ms: u64, renew_ms: u64) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+    [
+        ("TRELLIS__MT5__HEARTBEAT_INTERVAL_MS", "500".to_owned()),
+        ("TRELLIS__MT5__HEARTBEAT_TIMEOUT_MS", "5000".to_owned()),
+        ("TRELLIS__CLUSTER__ENABLED", "true".to_owned()),
+        ("TRELLIS__CLUSTER__LEASE_MS", lease_ms.to_string()),
+        ("TRELLIS__CLUSTER__RENEW_MS", renew_ms.to_string()),
+        ("TRELLIS__CLUSTER__NODE_TIMEOUT_MS", lease_ms.to_string()),
+        ("TRELLIS__SECURITY__JWT_SECRETS", format!("k1:{}", b64(5))),
+        ("TRELLIS__SECURITY__API_KEY_PEPPER", b64(7)),
+        ("TRELLIS__SECURITY__AUDIT_KEY", b64(9)),
+        ("TRELLIS__SECURITY__DATA_KEYS", format!("1:{}", b64(11))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}

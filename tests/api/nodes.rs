@@ -9,17 +9,16 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use trellis::domain::positions::RECONCILIATION_TICKET_BASE;
 use trellis::sim::feed::{pace, RandomWalk};
 use trellis::sim::node::{Node, NodeSpec, Stop};
 use trellis::sim::{SimConfig, SimHandle};
 
-use crate::helpers::{free_port, jwt_secrets_var, real_profile, ROOT_EMAIL, ROOT_PASSWORD, T0};
+use crate::helpers::{free_port, real_profile, ROOT_EMAIL, ROOT_PASSWORD, T0};
 
 /// Lease timings of the tests: a dead node's tenants move after at most 3 s.
-const LEASE_MS: &str = "3000";
-const RENEW_MS: &str = "500";
+const LEASE_MS: u64 = 3_000;
+const RENEW_MS: u64 = 500;
 
 struct Tenant {
     id: String,
@@ -39,10 +38,6 @@ struct Rig {
     nodes: Vec<Option<Node>>,
     tenants: Vec<Tenant>,
     admin: Option<String>,
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 impl Rig {
@@ -77,32 +72,16 @@ impl Rig {
             .collect();
         let config = dir.path().join("trellis.toml");
         std::fs::write(&config, toml).expect("config written");
-        // Every node must share the secrets: tokens signed by one are verified by the others, data
-        // encrypted by one is read by the others.
+        // Every node shares the cluster settings and the secrets (sim::node::cluster_env).
         let mut env = vars;
+        env.extend(trellis::sim::node::cluster_env(LEASE_MS, RENEW_MS));
         env.extend(
             [
-                ("TRELLIS__LOG__LEVEL", "info".to_owned()),
-                ("TRELLIS__MT5__HEARTBEAT_INTERVAL_MS", "500".to_owned()),
-                ("TRELLIS__MT5__HEARTBEAT_TIMEOUT_MS", "5000".to_owned()),
-                ("TRELLIS__CLUSTER__ENABLED", "true".to_owned()),
-                ("TRELLIS__CLUSTER__LEASE_MS", LEASE_MS.to_owned()),
-                ("TRELLIS__CLUSTER__RENEW_MS", RENEW_MS.to_owned()),
-                ("TRELLIS__CLUSTER__NODE_TIMEOUT_MS", LEASE_MS.to_owned()),
-                ("TRELLIS__SECURITY__JWT_SECRETS", jwt_secrets_var()),
-                ("TRELLIS__SECURITY__API_KEY_PEPPER", b64(&[7u8; 32])),
-                ("TRELLIS__SECURITY__AUDIT_KEY", b64(&[9u8; 32])),
-                (
-                    "TRELLIS__SECURITY__DATA_KEYS",
-                    format!("1:{}", b64(&[11u8; 32])),
-                ),
-                ("TRELLIS__BOOTSTRAP__ADMIN_EMAIL", ROOT_EMAIL.to_owned()),
-                (
-                    "TRELLIS__BOOTSTRAP__ADMIN_PASSWORD",
-                    ROOT_PASSWORD.to_owned(),
-                ),
+                ("TRELLIS__LOG__LEVEL", "info"),
+                ("TRELLIS__BOOTSTRAP__ADMIN_EMAIL", ROOT_EMAIL),
+                ("TRELLIS__BOOTSTRAP__ADMIN_PASSWORD", ROOT_PASSWORD),
             ]
-            .map(|(k, v)| (k.to_owned(), v)),
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
         Self {
             dir,

@@ -563,13 +563,8 @@ fn remote_owner(req: &HttpRequest, state: &AppState, tenant: &str) -> Option<Str
     if req.headers().contains_key(crate::http::forward::FORWARDED) {
         return None;
     }
-    let url = {
-        let view = cluster.view.read();
-        let (node, url) = view.owner(tenant)?;
-        if node == cluster.node {
-            return None;
-        }
-        url?.to_owned()
+    let crate::cluster::node::Location::Remote { url, .. } = cluster.locate(tenant) else {
+        return None;
     };
     let base = crate::cluster::node::ws_url(&url, "/ws/v1/client");
     Some(match req.query_string() {
@@ -584,7 +579,7 @@ fn moving_or_gone(state: &AppState, tenant: &str) -> ApiError {
         .runtime
         .cluster
         .as_ref()
-        .is_some_and(|c| c.view.read().knows(tenant));
+        .is_some_and(|c| c.locate(tenant) != crate::cluster::node::Location::Unknown);
     if moving {
         ApiError::Unavailable(format!(
             "tenant `{tenant}` is moving between nodes; retry shortly"

@@ -288,13 +288,7 @@ impl Conn {
         tenant: &str,
         hello: &Hello,
     ) {
-        let owner = {
-            let view = cluster.view.read();
-            view.owner(tenant)
-                .filter(|(node, _)| *node != cluster.node)
-                .and_then(|(node, url)| Some((node.to_owned(), url?.to_owned())))
-        };
-        let Some((node, url)) = owner else {
+        let crate::cluster::node::Location::Remote { node, url } = cluster.locate(tenant) else {
             self.fail(
                 ErrorCode::TenantUnavailable,
                 format!("tenant `{tenant}` has no owner this moment (it is moving between nodes); retry shortly"),
