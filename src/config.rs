@@ -84,6 +84,9 @@ pub struct Settings {
     /// Several nodes sharing one PostgreSQL (docs/cluster.md); off by default.
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// Logs kept in three tiers and moved between them (`storage::logs`, `actors::log_tiers`).
+    #[serde(default)]
+    pub log_tiers: LogTierSettings,
     /// Tenants defined in configuration: stored on the first start, managed through the admin API after.
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,
@@ -207,6 +210,56 @@ impl Default for ClusterSettings {
             renew_ms: 1_000,
             node_timeout_ms: 6_000,
             rebalance: true,
+        }
+    }
+}
+
+/// The log tiers: what moves when, where the cold tier lives, and what each tier costs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogTierSettings {
+    /// Keep logs at all (trade log, audit, supervision, application logs at `app_level` and above).
+    pub enabled: bool,
+    /// A day moves hot → warm once it ended this long ago (entries stay hot 24 to 48 hours).
+    pub hot_ms: u64,
+    /// A day moves warm → cold once it ended this many days ago.
+    pub warm_days: u64,
+    /// Cold files older than this many days are deleted (7 years).
+    pub cold_retention_days: u64,
+    /// How often the mover runs.
+    pub interval_ms: u64,
+    /// Where the cold tier's files go: empty = `<data_dir>/logs`; or `s3://bucket/prefix` with `s3_*`.
+    pub cold_url: String,
+    /// S3-compatible endpoint (empty = AWS), region and credentials for an `s3://` cold tier.
+    pub s3_endpoint: String,
+    pub s3_region: String,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    /// Application (tracing) events kept, at this level and above: error, warn, info, debug.
+    pub app_level: String,
+    /// Dollars per GB-month of each tier (defaults: the prices the cost comparison was made with).
+    pub price_hot: f64,
+    pub price_warm: f64,
+    pub price_cold: f64,
+}
+
+impl Default for LogTierSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hot_ms: 24 * 3_600_000,
+            warm_days: 30,
+            cold_retention_days: 2_555,
+            interval_ms: 60_000,
+            cold_url: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            app_level: "info".into(),
+            price_hot: 0.90,
+            price_warm: 0.425,
+            price_cold: 0.18,
         }
     }
 }
@@ -598,6 +651,28 @@ pub struct ShutdownSettings {
 }
 
 impl Settings {
+    /// A short name for this deployment in stores shared with others (Redis keys and channels): nodes of one
+    /// deployment share its PostgreSQL database (or, without one, its data directory), so the name is a
+    /// digest of that database's address (credentials left out) or of the directory's absolute path.
+    pub fn namespace(&self) -> String {
+        use sha2::Digest;
+        let pg = self.storage.postgres_url.trim();
+        let place = if pg.is_empty() {
+            std::path::absolute(&self.storage.data_dir)
+                .unwrap_or_else(|_| self.storage.data_dir.clone())
+                .display()
+                .to_string()
+        } else {
+            let rest = pg.split_once("://").map_or(pg, |(_, r)| r);
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            rest.split('?').next().unwrap_or(rest).to_owned()
+        };
+        sha2::Sha256::digest(place.as_bytes())[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Loads the profile named by `TRELLIS_ENV` with the process environment's overrides.
     pub fn from_env(extra_file: Option<&Path>) -> Result<Self, ConfigError> {
         let profile = Profile::parse(&std::env::var(ENV_VAR).unwrap_or_default())?;
@@ -644,6 +719,28 @@ impl Settings {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.http.max_body_bytes == 0 {
             return fail("http.max_body_bytes", "must be greater than 0");
+        }
+        let lt = &self.log_tiers;
+        if lt.interval_ms == 0 || lt.warm_days == 0 || lt.cold_retention_days <= lt.warm_days {
+            return fail(
+                "log_tiers",
+                "interval_ms and warm_days must be positive and cold_retention_days longer than warm_days",
+            );
+        }
+        if !["error", "warn", "info", "debug"].contains(&lt.app_level.as_str()) {
+            return fail("log_tiers.app_level", "must be error, warn, info or debug");
+        }
+        if [lt.price_hot, lt.price_warm, lt.price_cold]
+            .iter()
+            .any(|p| !p.is_finite() || *p < 0.0)
+        {
+            return fail("log_tiers.price_*", "must be finite and not negative");
+        }
+        if !lt.cold_url.is_empty() && !lt.cold_url.starts_with("s3://") {
+            return fail(
+                "log_tiers.cold_url",
+                "must be empty (local files) or s3://bucket[/prefix]",
+            );
         }
         if !self.storage.clickhouse_url.trim().is_empty()
             && !self.storage.clickhouse_url.starts_with("http")

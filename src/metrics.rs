@@ -41,6 +41,11 @@ struct ModelVersionLabel {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabel {
+    tier: String,
+}
+
 /// Every metric trellis exports.
 pub struct Metrics {
     registry: Registry,
@@ -57,6 +62,9 @@ pub struct Metrics {
     prediction_seconds: Family<ModelVersionLabel, Histogram>,
     ownership: Family<KindLabel, Counter>,
     tenants_owned: Gauge,
+    log_bytes: Family<TierLabel, Gauge>,
+    log_entries: Family<TierLabel, Gauge>,
+    log_cost: Family<TierLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     unowned_seconds: Histogram,
 }
 
@@ -135,6 +143,24 @@ impl Metrics {
             "Tenants this node holds a lease on",
             tenants_owned.clone(),
         );
+        let log_bytes = Family::<TierLabel, Gauge>::default();
+        registry.register(
+            "log_tier_bytes",
+            "Bytes each log tier holds as its store reports them (tier: hot, warm, cold, all_hot = the counterfactual)",
+            log_bytes.clone(),
+        );
+        let log_entries = Family::<TierLabel, Gauge>::default();
+        registry.register(
+            "log_tier_entries",
+            "Entries each log tier holds",
+            log_entries.clone(),
+        );
+        let log_cost = Family::<TierLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "log_tier_cost_usd_per_month",
+            "Monthly cost of each log tier at the configured prices (tier all_hot: everything kept hot)",
+            log_cost.clone(),
+        );
         // 10 ms … ~80 s
         let unowned_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 14),
@@ -146,6 +172,9 @@ impl Metrics {
         );
         Self {
             registry,
+            log_bytes,
+            log_entries,
+            log_cost,
             ownership,
             tenants_owned,
             unowned_seconds,
@@ -161,6 +190,31 @@ impl Metrics {
             protocol_errors,
             sessions,
         }
+    }
+
+    /// The log tiers' measured usage and cost (after each mover round and each cost request).
+    pub fn log_tiers(&self, report: &crate::storage::logs::store::CostReport) {
+        for (tier, usage) in [
+            ("hot", &report.hot),
+            ("warm", &report.warm),
+            ("cold", &report.cold),
+        ] {
+            let label = TierLabel { tier: tier.into() };
+            self.log_bytes.get_or_create(&label).set(usage.bytes as i64);
+            self.log_entries
+                .get_or_create(&label)
+                .set(usage.entries as i64);
+            self.log_cost.get_or_create(&label).set(usage.usd_per_month);
+        }
+        let all = TierLabel {
+            tier: "all_hot".into(),
+        };
+        self.log_bytes
+            .get_or_create(&all)
+            .set(report.all_hot_bytes as i64);
+        self.log_cost
+            .get_or_create(&all)
+            .set(report.all_hot_usd_per_month);
     }
 
     pub fn supervision_event(&self, kind: &str) {

@@ -53,8 +53,8 @@ impl Application {
             .await
             .context("loading the security service")?;
         Security::refresh_periodically(&security, Some(runtime.events.clone()));
-        if let Some(hot) = &runtime.hot_log {
-            security.set_hot_log(hot.clone());
+        if let Some(logs) = &runtime.logs {
+            security.set_log_writer(logs.clone());
         }
         connect_audit(&runtime, &security);
         runtime
@@ -98,6 +98,30 @@ impl Application {
         } else {
             None
         };
+        if let Some(logs) = runtime.logs.clone() {
+            let postgres = match settings.storage.postgres_url.trim() {
+                "" => None,
+                url => Some(
+                    crate::storage::postgres::connect(url)
+                        .await
+                        .context("connecting the log mover's PostgreSQL pool")?,
+                ),
+            };
+            let leases = match (&postgres, settings.cluster.enabled) {
+                (Some(pool), true) => Some((
+                    crate::cluster::lease::LeaseStore::new(pool.clone()),
+                    crate::cluster::node::identity(&settings.cluster, port).0,
+                )),
+                _ => None,
+            };
+            runtime.log_tiers = Some(crate::actors::log_tiers::LogTiersHandle::start(
+                logs,
+                postgres,
+                leases,
+                Some(runtime.events.clone()),
+                runtime.metrics.clone(),
+            ));
+        }
         let redis = Some(settings.storage.redis_url.trim()).filter(|u| !u.is_empty());
         let state = AppState {
             runtime: runtime.clone(),

@@ -1,8 +1,9 @@
 //! Trading events for clients (orders and fills), per tenant, across nodes.
 //!
 //! Each process broadcasts its tenants' events in-process to the WebSocket clients it serves
-//! (`/ws/events`). With Redis configured it also publishes them on the `trellis:events` channel and
-//! subscribes to it, re-broadcasting what other nodes published: a client connected to one node sees what
+//! (`/ws/events`). With Redis configured it also publishes them on the deployment's channel
+//! (`trellis:<namespace>:events`, see `Settings::namespace`: two deployments sharing a Redis never see each
+//! other's events, even for tenants of the same id) and subscribes to it, re-broadcasting what other nodes published: a client connected to one node sees what
 //! happened on another. Redis going away only stops the cross-node part; the subscriber reconnects.
 
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-const CHANNEL: &str = "trellis:events";
 const CAPACITY: usize = 1_024;
 
 /// One event as clients receive it.
@@ -40,6 +40,7 @@ pub struct EventBus {
     node: String,
     channels: Arc<DashMap<String, broadcast::Sender<TenantEvent>>>,
     publish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    channel: Arc<str>,
 }
 
 /// The publisher's state, kept across its restarts: the payload being published is retried, not lost.
@@ -48,6 +49,7 @@ struct Publisher {
     rx: tokio::sync::mpsc::UnboundedReceiver<String>,
     conn: Option<redis::aio::ConnectionManager>,
     pending: Option<String>,
+    channel: Arc<str>,
 }
 
 impl Publisher {
@@ -69,7 +71,7 @@ impl Publisher {
             }
             if let Some(c) = self.conn.as_mut() {
                 let sent: Result<(), _> = redis::cmd("PUBLISH")
-                    .arg(CHANNEL)
+                    .arg(&*self.channel)
                     .arg(&payload)
                     .query_async(c)
                     .await;
@@ -89,13 +91,20 @@ impl EventBus {
             node: uuid::Uuid::new_v4().to_string(),
             channels: Arc::new(DashMap::new()),
             publish: None,
+            channel: "trellis:local:events".into(),
         }
+    }
+
+    /// The Redis channel this bus publishes on and listens to.
+    pub fn redis_channel(&self) -> &str {
+        &self.channel
     }
 
     /// Shared through Redis: starts the publisher and the subscriber on the current runtime, each a
     /// supervised task (`bus.publisher`, `bus.subscriber`) recorded in `events`.
-    pub fn with_redis(url: &str, events: Option<super::events::EventLog>) -> Self {
+    pub fn with_redis(url: &str, namespace: &str, events: Option<super::events::EventLog>) -> Self {
         let mut bus = Self::local();
+        bus.channel = format!("trellis:{namespace}:events").into();
         let Ok(client) = redis::Client::open(url) else {
             return bus;
         };
@@ -106,6 +115,7 @@ impl EventBus {
             rx,
             conn: None,
             pending: None,
+            channel: bus.channel.clone(),
         };
         super::task::spawn_supervised(
             "bus.publisher",
@@ -116,17 +126,18 @@ impl EventBus {
                 p.run().await;
             },
         );
-        let (node, channels) = (bus.node.clone(), bus.channels.clone());
+        let (node, channels, channel) =
+            (bus.node.clone(), bus.channels.clone(), bus.channel.clone());
         super::task::spawn_supervised(
             "bus.subscriber",
             events,
-            (client, node, channels),
+            (client, node, channels, channel),
             |state| async move {
                 let s = state.lock().await;
-                let (client, node, channels) = (&s.0, &s.1, &s.2);
+                let (client, node, channels, channel) = (&s.0, &s.1, &s.2, &s.3);
                 loop {
                     if let Ok(mut pubsub) = client.get_async_pubsub().await {
-                        if pubsub.subscribe(CHANNEL).await.is_ok() {
+                        if pubsub.subscribe(&**channel).await.is_ok() {
                             let mut messages = pubsub.on_message();
                             while let Some(msg) = messages.next().await {
                                 super::task::fault_point("bus.subscriber");

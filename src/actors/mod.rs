@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod events;
 pub mod feed;
+pub mod log_tiers;
 pub mod market_data;
 pub mod messages;
 pub mod model;

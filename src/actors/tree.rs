@@ -50,7 +50,8 @@ pub struct Runtime {
     /// Trading events for clients, shared across nodes through Redis when configured.
     pub bus: EventBus,
     /// The hot log tier, when Redis is configured.
-    pub hot_log: Option<crate::storage::hot_logs::HotLog>,
+    /// The log tiers' writer (`log_tiers.enabled`).
+    pub logs: Option<crate::storage::logs::writer::LogWriter>,
     pub supervision: SupervisorConfig,
     pub strategies: StrategyRegistry,
     pub tenants: Arc<DashMap<TenantId, Arc<TenantContext>>>,
@@ -64,6 +65,8 @@ pub struct Runtime {
     mt5: Mt5Settings,
     /// Set in cluster mode (`cluster.enabled`): tenants run only under this node's lease.
     pub cluster: Option<crate::cluster::ClusterHandle>,
+    /// The log mover, once started (`Application::build`).
+    pub log_tiers: Option<super::log_tiers::LogTiersHandle>,
 }
 
 impl Runtime {
@@ -165,13 +168,12 @@ impl Runtime {
             relational,
             timeseries,
             cache,
-            hot_log: match settings.storage.redis_url.trim() {
-                "" => None,
-                url => crate::storage::hot_logs::HotLog::start(url, Some(events.clone())),
-            },
+            logs: settings.log_tiers.enabled.then(|| {
+                crate::storage::logs::writer::LogWriter::start(settings, Some(events.clone()))
+            }),
             bus: match settings.storage.redis_url.trim() {
                 "" => EventBus::local(),
-                url => EventBus::with_redis(url, Some(events.clone())),
+                url => EventBus::with_redis(url, &settings.namespace(), Some(events.clone())),
             },
             supervision,
             strategies: StrategyRegistry::default(),
@@ -183,6 +185,7 @@ impl Runtime {
             arbiters: Arc::new(arbiters),
             mt5: settings.mt5.clone(),
             cluster: None,
+            log_tiers: None,
         }
     }
 
@@ -240,8 +243,8 @@ impl Runtime {
             },
             &resolved,
         )?;
-        if let Some(hot) = &self.hot_log {
-            hot.follow(&self.bus, &tenant.id.0);
+        if let Some(logs) = &self.logs {
+            logs.follow(&self.bus, &tenant.id.0);
         }
         // The tenant's row first: its orders and fills reference it.
         let ensure = crate::storage::relational::EnsureTenant {

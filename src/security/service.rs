@@ -256,7 +256,7 @@ pub struct Security {
     suspended: DashMap<String, ()>,
     audit_lock: tokio::sync::Mutex<()>,
     /// Audit entries also go to the hot log tier when Redis is configured.
-    hot_log: std::sync::OnceLock<crate::storage::hot_logs::HotLog>,
+    logs: std::sync::OnceLock<crate::storage::logs::writer::LogWriter>,
     login_account: DefaultKeyedRateLimiter<String>,
     login_ip: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -286,7 +286,7 @@ impl Security {
             keys: DashMap::new(),
             suspended: DashMap::new(),
             audit_lock: tokio::sync::Mutex::new(()),
-            hot_log: std::sync::OnceLock::new(),
+            logs: std::sync::OnceLock::new(),
             login_account: governor::RateLimiter::keyed(per_minute(cfg.login_per_account_per_min)),
             login_ip: governor::RateLimiter::keyed(per_minute(cfg.login_per_ip_per_min)),
             settings: cfg,
@@ -371,8 +371,8 @@ impl Security {
     }
 
     /// Sends audit entries to the hot log tier too.
-    pub fn set_hot_log(&self, hot: crate::storage::hot_logs::HotLog) {
-        let _ = self.hot_log.set(hot);
+    pub fn set_log_writer(&self, logs: crate::storage::logs::writer::LogWriter) {
+        let _ = self.logs.set(logs);
     }
 
     pub fn set_suspended(&self, tenant: &str, suspended: bool) {
@@ -1157,11 +1157,14 @@ impl Security {
                 // Another node appended the same sequence number first: chain after its entry.
                 Err(StorageError::Rejected(_)) if attempt < 3 => attempt += 1,
                 Ok(()) => {
-                    if let Some(hot) = self.hot_log.get() {
-                        hot.push(
+                    if let Some(logs) = self.logs.get() {
+                        // The whole entry, hash included: the chain can be checked from the log tiers.
+                        logs.push(
                             tenant,
                             "audit",
-                            json!({"seq": row.seq, "entry": entry.body}),
+                            "info",
+                            action,
+                            json!({"seq": row.seq, "entry": entry.body, "hash": row.hash}),
                         );
                     }
                     return Ok(());
@@ -1242,6 +1245,61 @@ impl Security {
             intact: first_broken.is_none(),
             first_broken,
         })
+    }
+
+    /// Checks a copy of `tenant`'s chain kept elsewhere (the log tiers), with the same key: in sequence from
+    /// the first entry, every hash matching its content, and as long as the stored chain.
+    pub async fn verify_audit_copy(
+        &self,
+        tenant: &str,
+        mut entries: Vec<Entry>,
+    ) -> Result<ChainCheck, AuthError> {
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        let stored = self.store.audit_chain(tenant).await?.len();
+        let mut first_broken = audit::verify(&self.audit_key, &entries)
+            .err()
+            .map(|e| match e {
+                AuditError::Broken { seq, reason } => BrokenEntry {
+                    seq,
+                    reason: reason.into(),
+                },
+                AuditError::Key => BrokenEntry {
+                    seq: 0,
+                    reason: "the audit key is unusable".into(),
+                },
+            });
+        if first_broken.is_none() && entries.len() < stored {
+            first_broken = Some(BrokenEntry {
+                seq: entries.len() as u64 + 1,
+                reason: format!(
+                    "missing from the log tiers ({} of {stored} entries there)",
+                    entries.len()
+                ),
+            });
+        }
+        Ok(ChainCheck {
+            tenant: tenant.to_owned(),
+            entries: entries.len(),
+            intact: first_broken.is_none(),
+            first_broken,
+        })
+    }
+
+    /// A MAC over `data` with the audit key, for tokens trellis hands out and must recognise (log cursors).
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> String {
+        use hmac::Mac;
+        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.audit_key) else {
+            return String::new();
+        };
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Creates the first platform administrator if there is none. Answers the generated password when one

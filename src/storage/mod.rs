@@ -8,7 +8,7 @@
 
 pub mod cache;
 pub mod clickhouse;
-pub mod hot_logs;
+pub mod logs;
 pub mod postgres;
 pub mod relational;
 pub mod security;

@@ -648,3 +648,18 @@ pub fn ranked(
         })
         .unwrap_or_default()
 }
+
+/// What the app's hot log tier holds for `tenant` today (and yesterday, around midnight), in time order.
+pub async fn hot_log(app: &TestApp, tenant: &str) -> Vec<trellis::storage::logs::LogEntry> {
+    let Some(store) = app.runtime.logs.as_ref().and_then(|l| l.store()) else {
+        return Vec::new();
+    };
+    let today = trellis::storage::logs::day_of(trellis::domain::now_ms());
+    let mut out = store
+        .hot
+        .read_day(tenant, today - 1)
+        .await
+        .expect("hot tier");
+    out.extend(store.hot.read_day(tenant, today).await.expect("hot tier"));
+    out
+}

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use trellis::actors::events::EventKind;
 use trellis::actors::task::inject_fault;
 
@@ -95,7 +94,7 @@ async fn the_security_refresh_restarts_after_a_panic_and_keeps_refreshing() {
 }
 
 #[actix_rt::test]
-async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lose_nothing() {
+async fn the_log_writer_and_the_event_publisher_restart_after_a_panic_and_lose_nothing() {
     let Some(url) = crate::helpers::service_url("TRELLIS_TEST_REDIS_URL") else {
         return;
     };
@@ -105,12 +104,11 @@ async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lo
         .add_tenant(tenant(&id, "trk_tasks001_hot-log-secret"))
         .await;
     let client = redis::Client::open(url.as_str()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
     let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
-    pubsub.subscribe("trellis:events").await.expect("subscribe");
+    pubsub
+        .subscribe(t.bus.redis_channel())
+        .await
+        .expect("subscribe");
     let mut published = pubsub.into_on_message();
 
     // The writer takes a fault while lines wait in its buffer; the publisher while it holds an event.
@@ -123,7 +121,7 @@ async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lo
             local: true,
         })
     };
-    fail_once(&app, "hot_log.writer", || {
+    fail_once(&app, "log.writer", || {
         n += 1;
         publish(n);
     })
@@ -137,15 +135,14 @@ async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lo
     publish(n);
 
     // Every event reached the hot tier, in order.
-    let list = format!("trellis:logs:{id}");
     let mut drills: Vec<i64> = Vec::new();
     for _ in 0..200 {
-        let lines: Vec<String> = conn.lrange(&list, 0, -1).await.expect("lrange");
-        drills = lines
+        drills = crate::helpers::hot_log(&app, &id)
+            .await
             .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["kind"] == "drill")
-            .filter_map(|v| v["data"]["n"].as_i64())
+            .filter(|e| e.kind == "drill")
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+            .filter_map(|v| v["n"].as_i64())
             .collect();
         if drills.len() as i32 >= n {
             break;
@@ -173,7 +170,7 @@ async fn the_hot_log_writer_and_the_event_publisher_restart_after_a_panic_and_lo
     let all: Vec<i64> = (1..=n as i64).collect();
     assert_eq!(drills, all, "hot tier");
     assert_eq!(seen, all, "published");
-    assert!(count(&app, EventKind::Failed, "hot_log.writer") >= 1);
+    assert!(count(&app, EventKind::Failed, "log.writer") >= 1);
     assert!(count(&app, EventKind::Failed, "bus.publisher") >= 1);
     app.shutdown().await;
 }

@@ -19,6 +19,8 @@ struct AuditQuery {
     to_ms: Option<i64>,
     after_seq: Option<i64>,
     limit: Option<i64>,
+    /// `store` (default): the chain of record; `tiers`: its copy in the log tiers, wherever it moved.
+    source: Option<String>,
 }
 
 fn parse(req: &HttpRequest) -> Result<AuditQuery, ApiError> {
@@ -65,6 +67,17 @@ pub async fn query(req: HttpRequest, auth: Authorized) -> Result<Reply<AuditEntr
 pub async fn verify(req: HttpRequest, auth: Authorized) -> Result<Reply<ChainCheck>, ApiError> {
     let q = parse(&req)?;
     let tenant = chain(&auth, q.tenant)?;
-    let check = auth.state.security.verify_audit(&tenant).await?;
+    let check = match q.source.as_deref() {
+        None | Some("store") => auth.state.security.verify_audit(&tenant).await?,
+        Some("tiers") => {
+            let copy = super::logs::audit_copy(&auth, &tenant).await?;
+            auth.state.security.verify_audit_copy(&tenant, copy).await?
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "source: `{other}` is neither store nor tiers"
+            )))
+        }
+    };
     Ok(auth.ok(check))
 }

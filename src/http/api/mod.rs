@@ -17,6 +17,7 @@ pub mod deployments;
 pub mod docs;
 pub mod jobs;
 pub mod keys;
+pub mod logs;
 pub mod models;
 pub mod optimise;
 pub mod reply;
@@ -632,9 +633,43 @@ pub static ROUTES: &[RouteDef] = &[
         "/api/v1/audit/verify",
         Admin,
         "audit",
-        "Check the audit hash chain; names the first broken entry",
-        query = &["tenant"],
+        "Check the audit hash chain; names the first broken entry (source=tiers: the copy in the log tiers)",
+        query = &["tenant", "source"],
         handler = audit::verify
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/logs",
+        Read,
+        "logs",
+        "The tenant's log (trade log, audit, supervision, application) across hot, warm and cold, oldest first",
+        query = &["from_ms", "to_ms", "kind", "level", "q", "cursor", "limit"],
+        handler = logs::tenant_logs
+    ),
+    route!(
+        "GET",
+        "/api/v1/logs",
+        Platform,
+        "logs",
+        "Platform-wide log entries (platform audit, application logs) across the tiers",
+        query = &["from_ms", "to_ms", "kind", "level", "q", "cursor", "limit"],
+        handler = logs::platform_logs
+    ),
+    route!(
+        "GET",
+        "/api/v1/logs/cost",
+        Platform,
+        "logs",
+        "Bytes each log tier holds (measured from the stores), their monthly cost, and the cost of keeping all of it hot",
+        handler = logs::cost
+    ),
+    route!(
+        "POST",
+        "/api/v1/logs/move",
+        Platform,
+        "logs",
+        "Run a log mover round now (hot to warm, warm to cold, cold retention) and report what it moved",
+        handler = logs::move_now
     ),
     route!(
         "GET",
