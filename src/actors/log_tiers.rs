@@ -314,6 +314,11 @@ impl LogTiersHandle {
                 let mut s = state.lock().await;
                 let (writer, postgres, leases, handle, mover, metrics) = &mut *s;
                 loop {
+                    // A round every interval (the first one an interval after start), or at once when asked.
+                    let interval = mover.as_ref().map_or(Duration::from_secs(1), |m| {
+                        Duration::from_millis(m.store.settings.interval_ms)
+                    });
+                    let _ = tokio::time::timeout(interval, handle.wake.notified()).await;
                     if mover.is_none() {
                         if let Some(store) = writer.store() {
                             let batches = match postgres {
@@ -327,9 +332,6 @@ impl LogTiersHandle {
                             *mover = Some(m);
                         }
                     }
-                    let interval = mover.as_ref().map_or(Duration::from_secs(1), |m| {
-                        Duration::from_millis(m.store.settings.interval_ms)
-                    });
                     if let Some(m) = mover.as_mut() {
                         handle
                             .started
@@ -351,7 +353,6 @@ impl LogTiersHandle {
                         }
                         handle.rounds.send_modify(|n| *n += 1);
                     }
-                    let _ = tokio::time::timeout(interval, handle.wake.notified()).await;
                 }
             },
         );

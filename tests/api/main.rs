@@ -17,6 +17,7 @@ mod history;
 mod hostile;
 mod isolation;
 mod limits;
+mod logs;
 mod models;
 mod nodes;
 mod postgres;

@@ -137,7 +137,16 @@ impl RedisTier {
             .after
             .as_ref()
             .map_or(q.from_ms, |(at, _)| (*at).max(q.from_ms));
-        for day in q.days() {
+        // Only the days the index lists (a range over years holds a day or two here).
+        let range = q.days();
+        let held: Vec<i64> = self
+            .days()
+            .await?
+            .into_iter()
+            .filter(|(t, d)| *t == q.tenant && range.contains(d))
+            .map(|(_, d)| d)
+            .collect();
+        for day in held {
             let key = self.key(&q.tenant, day);
             let mut offset = 0isize;
             loop {
