@@ -58,14 +58,5 @@ CREATE TABLE IF NOT EXISTS predictions (
 PARTITION BY toYYYYMM(toDateTime(intDiv(time_msc, 1000)))
 ORDER BY (tenant_id, model, symbol, time_msc, id);
 
--- The warm log tier (fed by the log-tier actor once it exists).
-CREATE TABLE IF NOT EXISTS logs (
-    tenant_id String,
-    time_msc Int64,
-    level String,
-    target String,
-    message String,
-    id UInt64
-) ENGINE = ReplacingMergeTree()
-PARTITION BY toYYYYMM(toDateTime(intDiv(time_msc, 1000)))
-ORDER BY (tenant_id, time_msc, id);
+-- The warm log tier's table, `log_entries`, is created by src/storage/logs/clickhouse.rs: its column types
+-- depend on the server's version (codecs and LowCardinality from 19.x on).

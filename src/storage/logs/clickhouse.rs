@@ -1,4 +1,4 @@
-//! The warm tier on ClickHouse: one table, `logs`, partitioned by day (days since 1970-01-01), ordered by
+//! The warm tier on ClickHouse: one table, `log_entries`, partitioned by day (days since 1970-01-01), ordered by
 //! `(tenant, at_ms, id)`. Debian's ClickHouse 18.16 has neither TTL nor column codecs, so a day leaves the
 //! warm tier by `ALTER TABLE … DROP PARTITION` once every tenant's copy of it in the cold tier is verified —
 //! a whole partition at once, never row deletes. On a server that has them (19.x and later) tenant, kind
@@ -52,7 +52,7 @@ fn schema(major: u32) -> String {
         ("String", "")
     };
     format!(
-        "CREATE TABLE IF NOT EXISTS logs (tenant {low}, day Int32, at_ms Int64, id String, kind {low}, \
+        "CREATE TABLE IF NOT EXISTS log_entries (tenant {low}, day Int32, at_ms Int64, id String, kind {low}, \
          level {low}, message String{zstd}, data String{zstd}) ENGINE = ReplacingMergeTree() \
          PARTITION BY day ORDER BY (tenant, at_ms, id)"
     )
@@ -110,7 +110,7 @@ impl ClickHouseTier {
         for ((tenant, day), entries) in by_day {
             let held: std::collections::HashSet<String> = self
                 .client
-                .query("SELECT id FROM logs WHERE day = ? AND tenant = ?")
+                .query("SELECT id FROM log_entries WHERE day = ? AND tenant = ?")
                 .bind(day as i32)
                 .bind(tenant)
                 .fetch_all::<String>()
@@ -127,7 +127,7 @@ impl ClickHouseTier {
             }
             let mut insert = self
                 .client
-                .insert::<Row>("logs")
+                .insert::<Row>("log_entries")
                 .await
                 .map_err(unavailable)?;
             for e in fresh {
@@ -153,7 +153,7 @@ impl ClickHouseTier {
     pub async fn days(&self) -> Result<Vec<(String, i64)>, StorageError> {
         let rows: Vec<(String, i32)> = self
             .client
-            .query("SELECT DISTINCT tenant, day FROM logs ORDER BY day, tenant")
+            .query("SELECT DISTINCT tenant, day FROM log_entries ORDER BY day, tenant")
             .fetch_all()
             .await
             .map_err(unavailable)?;
@@ -164,7 +164,7 @@ impl ClickHouseTier {
         let rows: Vec<Row> = self
             .client
             .query(&format!(
-                "SELECT {COLUMNS} FROM logs WHERE day = ? AND tenant = ? ORDER BY at_ms, id"
+                "SELECT {COLUMNS} FROM log_entries WHERE day = ? AND tenant = ? ORDER BY at_ms, id"
             ))
             .bind(day as i32)
             .bind(tenant)
@@ -179,7 +179,7 @@ impl ClickHouseTier {
     /// Drops a whole day, every tenant's (one partition).
     pub async fn drop_day(&self, day: i64) -> Result<(), StorageError> {
         self.client
-            .query(&format!("ALTER TABLE logs DROP PARTITION {day}"))
+            .query(&format!("ALTER TABLE log_entries DROP PARTITION {day}"))
             .execute()
             .await
             .map_err(unavailable)
@@ -191,7 +191,7 @@ impl ClickHouseTier {
         let rows: Vec<Row> = self
             .client
             .query(&format!(
-                "SELECT {COLUMNS} FROM logs WHERE tenant = ? AND day >= ? AND day <= ? \
+                "SELECT {COLUMNS} FROM log_entries WHERE tenant = ? AND day >= ? AND day <= ? \
                  AND at_ms >= ? AND at_ms < ? AND (at_ms > ? OR (at_ms = ? AND id > ?)) \
                  AND (? = '' OR kind = ?) AND (? = '' OR level = ?) \
                  AND (? = '' OR position(message, ?) > 0 OR position(data, ?) > 0) \
@@ -229,7 +229,7 @@ impl ClickHouseTier {
             .client
             .query(
                 "SELECT tenant, count(), sum(length(id) + length(tenant) + length(kind) + length(level) \
-                 + length(message) + length(data) + 80) FROM logs GROUP BY tenant ORDER BY tenant",
+                 + length(message) + length(data) + 80) FROM log_entries GROUP BY tenant ORDER BY tenant",
             )
             .fetch_all()
             .await
@@ -254,7 +254,7 @@ impl ClickHouseTier {
         self.client
             .query(
                 "SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts \
-                 WHERE database = ? AND table = 'logs' AND active",
+                 WHERE database = ? AND table = 'log_entries' AND active",
             )
             .bind(&self.database)
             .fetch_one::<u64>()
