@@ -2,6 +2,7 @@
 # Installs (from Debian's packages) and starts the servers the test suite talks to: PostgreSQL 15, Redis and
 # ClickHouse, each on loopback, on ports of their own, with data under $TRELLIS_SERVICES_DIR
 # (default /tmp/trellis-services). Idempotent: a server already answering is left alone.
+# Also an S3-compatible server (moto's, from PyPI, in a venv under $DIR) for the cold log tier's S3 path.
 # Prints nothing on stdout but the `export` lines of the URLs, so `eval "$(scripts/services.sh)"` works.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ PG_PORT="${TRELLIS_PG_PORT:-55432}"
 REDIS_PORT="${TRELLIS_REDIS_PORT:-56379}"
 CH_HTTP_PORT="${TRELLIS_CH_HTTP_PORT:-58123}"
 CH_TCP_PORT="${TRELLIS_CH_TCP_PORT:-59000}"
+S3_PORT="${TRELLIS_S3_PORT:-55900}"
+MOTO_VERSION=5.1.4
 PG_BIN=/usr/lib/postgresql/15/bin
 
 log() { echo "services: $*" >&2; }
@@ -80,7 +83,23 @@ if ! curl -sf "http://127.0.0.1:$CH_HTTP_PORT/ping" >/dev/null 2>&1; then
   "$(dirname "$0")/clickhouse-instance.sh" start "$CH" "$CH_HTTP_PORT" "$CH_TCP_PORT"
 fi
 
+# --- S3 (moto) --------------------------------------------------------------------------------------
+if ! curl -sf "http://127.0.0.1:$S3_PORT/moto-api/" >/dev/null 2>&1; then
+  MOTO="$DIR/moto-venv"
+  if [ ! -x "$MOTO/bin/moto_server" ]; then
+    ensure_pkg python3 python3
+    python3 -m venv "$MOTO" >&2 || { ensure_pkg /usr/share/doc/python3-venv python3-venv; python3 -m venv "$MOTO" >&2; }
+    log "installing moto[server]==$MOTO_VERSION"
+    "$MOTO/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+  fi
+  mkdir -p "$DIR/moto"
+  log "starting moto's S3 server on 127.0.0.1:$S3_PORT"
+  nohup "$MOTO/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$DIR/moto/server.log" 2>&1 &
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$S3_PORT/moto-api/" >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
 echo "export TRELLIS_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:$PG_PORT/trellis_test"
 echo "export TRELLIS_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
 echo "export TRELLIS_TEST_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP_PORT"
-log "PostgreSQL, Redis and ClickHouse are up (data in $DIR)"
+echo "export TRELLIS_TEST_S3_URL=http://127.0.0.1:$S3_PORT"
+log "PostgreSQL, Redis, ClickHouse and S3 (moto) are up (data in $DIR)"

@@ -10,6 +10,8 @@
 //!   another tenant's strategy panics 100 times a second.
 //! - `models`: inference, tick → order with a model, 1 000 model actors.
 //! - `training`: a year of M1 bars trained walk-forward, and tick → order while training runs.
+//! - `logs`: 100 tenants × 30 simulated days through the log tiers: bytes, cost against all-hot, losses,
+//!   one-day query latency per tier.
 //! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
 //!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client.
 //!
@@ -39,11 +41,12 @@ use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 mod clients;
 mod failover;
 mod history;
+mod logs;
 mod models;
 mod recovery;
 mod training;
 
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "backtest",
     "history",
     "latency",
@@ -56,6 +59,7 @@ pub const NAMES: [&str; 12] = [
     "training",
     "clients",
     "failover",
+    "logs",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -80,6 +84,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "clients" => clients::run().await,
         // Needs PostgreSQL (several nodes share it): not part of `all`.
         "failover" => failover::run().await,
+        // Minutes of writing and moving; embedded stores, or Redis and ClickHouse when their URLs are set.
+        "logs" => logs::run().await,
         "all" => {
             backtest()?;
             history::run().await?;

@@ -20,9 +20,9 @@ async fn serve_on_port_zero_answers_health_ready_and_metrics_then_shuts_down() {
     assert_eq!(ready["checks"]["relational"]["status"], "healthy");
     assert_eq!(ready["checks"]["timeseries"]["status"], "healthy");
     assert_eq!(metrics_status, 200);
-    // The two stores and two supervised tasks (security refresh, audit writer); the real profile adds the
-    // Redis cache, the event bus's publisher and subscriber, and the hot-log writer.
-    let started = if crate::helpers::real_profile() { 8 } else { 4 };
+    // The two stores and four supervised tasks (security refresh, audit writer, log writer, log mover); the
+    // real profile adds the Redis cache and the event bus's publisher and subscriber.
+    let started = if crate::helpers::real_profile() { 9 } else { 6 };
     assert!(
         metrics.contains(&format!(
             "trellis_supervision_events_total{{kind=\"started\"}} {started}"

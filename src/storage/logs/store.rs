@@ -198,15 +198,40 @@ impl LogStore {
     }
 }
 
-/// The cold tier: `<data_dir>/logs`, or the S3-compatible store `log_tiers.cold_url` names.
+/// The cold tier: `<data_dir>/logs`, or the S3-compatible store `log_tiers.cold_url` names
+/// (`s3://bucket[/prefix]`, with `s3_endpoint` for a store other than AWS).
 fn open_cold(s: &LogTierSettings, data_dir: &std::path::Path) -> Result<ColdTier, StorageError> {
     if s.cold_url.is_empty() {
         return ColdTier::local(&data_dir.join("logs"));
     }
-    Err(StorageError::Rejected(format!(
-        "log_tiers.cold_url {}: S3 is not built into this version; leave it empty for local files",
-        s.cold_url
-    )))
+    let rest = s.cold_url.trim_start_matches("s3://");
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(StorageError::Rejected(
+            "log_tiers.cold_url: s3://bucket[/prefix] names no bucket".into(),
+        ));
+    }
+    let mut builder = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(&s.s3_region);
+    if !s.s3_endpoint.is_empty() {
+        builder = builder
+            .with_endpoint(&s.s3_endpoint)
+            .with_allow_http(s.s3_endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    if !s.s3_access_key_id.is_empty() {
+        builder = builder
+            .with_access_key_id(&s.s3_access_key_id)
+            .with_secret_access_key(&s.s3_secret_access_key);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| StorageError::Rejected(format!("log_tiers S3 store: {e}")))?;
+    Ok(ColdTier::with_store(
+        Arc::new(store),
+        prefix.trim_matches('/'),
+    ))
 }
 
 const GB: f64 = 1_073_741_824.0;
