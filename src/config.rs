@@ -584,6 +584,10 @@ pub struct StorageSettings {
     /// Rows held in memory while ClickHouse is away before spilling to `<data_dir>/spill/`.
     #[serde(default = "default_buffer_rows")]
     pub clickhouse_buffer_rows: usize,
+    /// This deployment's name in stores it may share with others (Redis keys and channels); empty: derived
+    /// from its PostgreSQL database or data directory (`Settings::namespace`).
+    #[serde(default)]
+    pub namespace: String,
 }
 
 fn default_clickhouse_database() -> String {
@@ -656,6 +660,9 @@ impl Settings {
     /// digest of that database's address (credentials left out) or of the directory's absolute path.
     pub fn namespace(&self) -> String {
         use sha2::Digest;
+        if !self.storage.namespace.is_empty() {
+            return self.storage.namespace.clone();
+        }
         let pg = self.storage.postgres_url.trim();
         let place = if pg.is_empty() {
             std::path::absolute(&self.storage.data_dir)
@@ -719,6 +726,14 @@ impl Settings {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.http.max_body_bytes == 0 {
             return fail("http.max_body_bytes", "must be greater than 0");
+        }
+        if !self
+            .storage
+            .namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return fail("storage.namespace", "letters, digits, '-' and '_' only");
         }
         let lt = &self.log_tiers;
         if lt.interval_ms == 0 || lt.warm_days == 0 || lt.cold_retention_days <= lt.warm_days {

@@ -1,6 +1,6 @@
 -- The log mover's batches (a tenant's day crossing a tier boundary, or a whole day leaving the warm tier):
 -- their state survives a crash and is shared by the nodes, whichever of them holds the mover's lease
--- (tenant_leases row `_logtiers`).
+-- (tenant_leases row `@log_tiers`).
 CREATE TABLE IF NOT EXISTS log_batches (
     id         TEXT PRIMARY KEY,
     state      TEXT NOT NULL,

@@ -10,7 +10,7 @@
 //! to hold them all with the same content — so a crash between any two steps, followed by a later round (on
 //! this node or another), leaves every entry exactly once.
 //!
-//! With several nodes one of them moves: the one holding the `_logtiers` lease (the same fenced leases
+//! With several nodes one of them moves: the one holding the `@log_tiers` lease (the same fenced leases
 //! as tenants', `cluster::lease`), renewed every round; if it dies another takes the lease once it expires.
 
 use std::sync::Arc;
@@ -25,8 +25,9 @@ use crate::storage::logs::writer::LogWriter;
 use crate::storage::logs::{day_of, Digest32, LogEntry, DAY_MS};
 use crate::storage::StorageError;
 
-/// The lease row the mover holds in a cluster.
-pub const LEASE: &str = "_logtiers";
+/// The lease row the mover holds in a cluster: `@` is never in a tenant id, so no tenant can collide with it
+/// and the tenants' placement leaves it out (`LeaseStore::owners`).
+pub const LEASE: &str = "@log_tiers";
 
 /// Why a round stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +171,7 @@ impl Mover {
         }
     }
 
-    /// Moves only while this node holds the `_logtiers` lease.
+    /// Moves only while this node holds the [`LEASE`].
     pub fn with_lease(mut self, leases: LeaseStore, node: &str) -> Self {
         self.lease = Some((leases, node.to_owned(), None));
         self
@@ -178,6 +179,7 @@ impl Mover {
 
     fn step(&self, name: &'static str) -> Result<(), MoveError> {
         crate::actors::task::fault_point(name);
+        crate::actors::task::crash_point(name);
         if self.crash_after == Some(name) {
             return Err(MoveError::Crashed(name));
         }
@@ -186,13 +188,9 @@ impl Mover {
 
     /// Takes or renews the mover's lease; `false` while another node holds it.
     async fn hold_lease(&mut self) -> Result<bool, StorageError> {
-        let ttl = Duration::from_millis(
-            self.store
-                .settings
-                .interval_ms
-                .saturating_mul(3)
-                .max(10_000),
-        );
+        // Three rounds' worth: a dead mover is replaced within three intervals (at least 3 s).
+        let ttl =
+            Duration::from_millis(self.store.settings.interval_ms.saturating_mul(3).max(3_000));
         let Some((leases, node, held)) = &mut self.lease else {
             return Ok(true);
         };
@@ -313,12 +311,16 @@ impl LogTiersHandle {
             |state| async move {
                 let mut s = state.lock().await;
                 let (writer, postgres, leases, handle, mover, metrics) = &mut *s;
+                // A round asked for (run_now) before the tiers were open is still owed.
+                let mut owed = false;
                 loop {
                     // A round every interval (the first one an interval after start), or at once when asked.
                     let interval = mover.as_ref().map_or(Duration::from_secs(1), |m| {
                         Duration::from_millis(m.store.settings.interval_ms)
                     });
-                    let _ = tokio::time::timeout(interval, handle.wake.notified()).await;
+                    owed |= tokio::time::timeout(interval, handle.wake.notified())
+                        .await
+                        .is_ok();
                     if mover.is_none() {
                         if let Some(store) = writer.store() {
                             let batches = match postgres {
@@ -330,9 +332,14 @@ impl LogTiersHandle {
                                 m = m.with_lease(l, &node);
                             }
                             *mover = Some(m);
+                            if !owed {
+                                // The first round an interval from now, like every other.
+                                continue;
+                            }
                         }
                     }
                     if let Some(m) = mover.as_mut() {
+                        owed = false;
                         handle
                             .started
                             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

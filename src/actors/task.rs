@@ -122,3 +122,19 @@ pub fn fault_point(name: &str) {
         panic!("injected fault in `{name}`");
     }
 }
+
+/// Ends the process at once — no destructor, no flush, as `kill -9` would — when `TRELLIS_CRASH_AT` names
+/// `name` (fault tests that must crash between two steps no signal can be timed to hit). Costs one read of a
+/// value set at start otherwise.
+pub fn crash_point(name: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("TRELLIS_CRASH_AT")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    if at.as_deref() == Some(name) {
+        eprintln!("TRELLIS_CRASH_AT: crashing at `{name}`");
+        std::process::abort();
+    }
+}

@@ -274,7 +274,7 @@ async fn fence_cost(owner: &sqlx::PgPool, app_url: &str) -> anyhow::Result<(f64,
 /// Live leases: tenant → node.
 async fn owners(pool: &sqlx::PgPool) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(sqlx::query_as::<_, (String, String)>(
-        "SELECT tenant_id, node_id FROM tenant_leases WHERE expires_at > clock_timestamp()",
+        "SELECT tenant_id, node_id FROM tenant_leases WHERE expires_at > clock_timestamp() AND tenant_id NOT LIKE '@%'",
     )
     .fetch_all(pool)
     .await?

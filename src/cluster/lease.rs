@@ -239,7 +239,7 @@ impl LeaseStore {
         Ok(rows)
     }
 
-    /// Every tenant's lease, live or not.
+    /// Every tenant's lease, live or not (not the leases of services such as the log mover, `@…`).
     pub async fn owners(&self) -> Result<Vec<Owner>, StorageError> {
         let mut tx = self.platform().await?;
         let rows = sqlx::query_as::<_, Owner>(
@@ -247,7 +247,7 @@ impl LeaseStore {
              (extract(epoch FROM clock_timestamp() - acquired_at) * 1000)::bigint AS age_ms, \
              CASE WHEN expires_at = '-infinity' OR expires_at > clock_timestamp() THEN NULL \
                   ELSE (extract(epoch FROM clock_timestamp() - expires_at) * 1000)::bigint END AS expired_ms \
-             FROM tenant_leases ORDER BY tenant_id",
+             FROM tenant_leases WHERE tenant_id NOT LIKE '@%' ORDER BY tenant_id",
         )
         .fetch_all(&mut *tx)
         .await?;

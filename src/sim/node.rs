@@ -132,6 +132,22 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Waits up to `timeout` for the process to end on its own; `None` if it is still running.
+    pub async fn exited(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         // A test that fails half-way must not leave a server behind.

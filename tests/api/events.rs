@@ -86,8 +86,19 @@ async fn a_client_on_one_node_sees_the_fills_produced_on_another_through_redis()
     };
     let id = format!("e{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let key = format!("trk_{id}_cross-node-secret");
-    let trading = spawn_app_with(&[("TRELLIS__STORAGE__REDIS_URL", &redis)]).await;
-    let watching = spawn_app_with(&[("TRELLIS__STORAGE__REDIS_URL", &redis)]).await;
+    // Two nodes of one deployment: the same namespace on the shared Redis (each test app has stores of its
+    // own, from which the namespace would otherwise differ).
+    let ns = format!("ns-{id}");
+    let trading = spawn_app_with(&[
+        ("TRELLIS__STORAGE__REDIS_URL", &redis),
+        ("TRELLIS__STORAGE__NAMESPACE", &ns),
+    ])
+    .await;
+    let watching = spawn_app_with(&[
+        ("TRELLIS__STORAGE__REDIS_URL", &redis),
+        ("TRELLIS__STORAGE__NAMESPACE", &ns),
+    ])
+    .await;
     trading.add_tenant(tenant(&id, &key)).await;
     watching.add_tenant(tenant(&id, &key)).await;
     let mut events = client(&watching, &key).await;

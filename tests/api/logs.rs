@@ -629,3 +629,182 @@ async fn the_cold_tier_writes_reads_and_expires_parquet_files_on_an_s3_compatibl
     assert_eq!(got, want);
     app.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn a_process_killed_between_copy_and_delete_at_each_tier_boundary_loses_and_repeats_nothing()
+{
+    use std::os::unix::process::ExitStatusExt;
+    use trellis::sim::node::NodeSpec;
+
+    let vars = if crate::helpers::real_profile() {
+        crate::helpers::real_store_vars().await
+    } else {
+        Vec::new()
+    };
+    let kept = crate::helpers::KeptStore {
+        data_dir: tempfile::tempdir().expect("data dir"),
+        vars,
+    };
+    let settings = crate::helpers::test_settings(&kept, &[]);
+    let store = LogStore::open(&settings).await.expect("log tiers");
+    let tenant = format!("k{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let seeded = seed(&store, &tenant, &[40, 33, 10, 0], 25).await;
+    let config = kept.data_dir.path().join("node.toml");
+    std::fs::write(&config, "").expect("config");
+    let spec = |crash: Option<&str>| NodeSpec {
+        binary: env!("CARGO_BIN_EXE_trellis").into(),
+        config: config.clone(),
+        data_dir: kept.data_dir.path().to_owned(),
+        port: crate::helpers::free_port(),
+        env: kept
+            .vars
+            .iter()
+            .cloned()
+            .chain([
+                (
+                    "TRELLIS__LOG_TIERS__INTERVAL_MS".to_owned(),
+                    "200".to_owned(),
+                ),
+                (
+                    "TRELLIS_CRASH_AT".to_owned(),
+                    crash.unwrap_or("").to_owned(),
+                ),
+            ])
+            .collect(),
+        log: kept.data_dir.path().join("node.log"),
+    };
+
+    // The mover of a real `trellis serve` dies (abort: no destructor, no flush) after each step that comes
+    // before a delete; the next process resumes from what the stores and the batch records say.
+    for step in [
+        "log_tiers.hot_warm.copied",
+        "log_tiers.hot_warm.verified",
+        "log_tiers.warm_cold.copied",
+        "log_tiers.warm_cold.verified",
+    ] {
+        let spec = spec(Some(step));
+        let mut node = spec.start().expect("trellis starts");
+        let status = node
+            .exited(std::time::Duration::from_secs(60))
+            .await
+            .expect("wait")
+            .unwrap_or_else(|| panic!("trellis never reached {step}"));
+        assert_eq!(status.signal(), Some(6), "killed at {step}: {status:?}");
+        let log = std::fs::read_to_string(&spec.log).unwrap_or_default();
+        assert!(log.contains(&format!("crashing at `{step}`")), "{log}");
+    }
+    let spec = spec(None);
+    let mut node = spec.start().expect("trellis starts");
+    let today = day_of(trellis::domain::now_ms());
+    let days = days_of(&seeded);
+    let mut held = HashMap::new();
+    for _ in 0..300 {
+        held = copies(&store, &tenant, &days).await;
+        let moved = store
+            .cold
+            .manifest(&tenant)
+            .await
+            .expect("manifest")
+            .files
+            .len()
+            == 2
+            && store
+                .hot
+                .read_day(&tenant, today - 10)
+                .await
+                .expect("hot")
+                .is_empty();
+        if moved {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    node.stop(
+        trellis::sim::node::Stop::Term,
+        std::time::Duration::from_secs(20),
+    )
+    .await
+    .expect("stops");
+    for e in &seeded {
+        let found = held.get(&e.id).cloned().unwrap_or_default();
+        let tiers: Vec<&str> = found.iter().map(|f| f.0).collect();
+        let age = today - e.day();
+        let expected = if age > 30 {
+            "cold"
+        } else if age > 1 {
+            "warm"
+        } else {
+            "hot"
+        };
+        assert_eq!(tiers, [expected], "{} ({age} days old)", e.id);
+        assert_eq!(&found[0].1, e);
+    }
+}
+
+#[actix_rt::test]
+async fn only_the_node_holding_the_movers_lease_moves_and_another_takes_over_when_it_dies() {
+    if !crate::helpers::real_profile() {
+        return; // the lease lives in PostgreSQL
+    }
+    let (app, _root) = spawn_admin_app(&[QUIET_MOVER]).await;
+    let mut store = open_store(&app).await;
+    store.settings.interval_ms = 500; // a lease of 3 s
+    let url = app
+        .store_vars
+        .iter()
+        .find(|(k, _)| k == "TRELLIS__STORAGE__POSTGRES_URL")
+        .map(|(_, v)| v.clone())
+        .expect("the app's PostgreSQL");
+    let pool = trellis::storage::postgres::connect(&url)
+        .await
+        .expect("pool");
+    let leases = trellis::cluster::lease::LeaseStore::new(pool.clone());
+    let batches = Batches::Postgres(pool);
+    let mover =
+        |node: &str| Mover::new(store.clone(), batches.clone()).with_lease(leases.clone(), node);
+    let tenant = format!("l{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut seeded = seed(&store, &tenant, &[12], 10).await;
+    let now = trellis::domain::now_ms();
+
+    let (mut a, mut b) = (mover("node-a"), mover("node-b"));
+    let first = a.round(now).await.expect("a's round");
+    assert!(first.moved && first.hot_to_warm == 10, "{first:?}");
+    let idle = b.round(now).await.expect("b's round");
+    assert!(
+        !idle.moved && idle.hot_to_warm == 0,
+        "b waits while a holds the lease: {idle:?}"
+    );
+
+    // a dies without releasing its lease; b takes over once it runs out, and moves what came since.
+    drop(a);
+    let more = LogEntry {
+        id: format!("{tenant}-late"),
+        ..seeded[0].clone()
+    };
+    store
+        .hot
+        .append(std::slice::from_ref(&more))
+        .await
+        .expect("append");
+    seeded.push(more);
+    assert!(!b.round(now).await.expect("round").moved);
+    let started = std::time::Instant::now();
+    let took = loop {
+        actix_rt::time::sleep(std::time::Duration::from_millis(250)).await;
+        let r = b.round(trellis::domain::now_ms()).await.expect("round");
+        if r.moved {
+            break r;
+        }
+        assert!(started.elapsed().as_secs() < 10, "b never took the lease");
+    };
+    assert_eq!(took.hot_to_warm, 1, "{took:?}");
+    let held = copies(&store, &tenant, &days_of(&seeded)).await;
+    for e in &seeded {
+        let tiers: Vec<&str> = held
+            .get(&e.id)
+            .map(|f| f.iter().map(|c| c.0).collect())
+            .unwrap_or_default();
+        assert_eq!(tiers, ["warm"], "{}", e.id);
+    }
+    app.shutdown().await;
+}

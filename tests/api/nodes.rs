@@ -227,7 +227,7 @@ impl Rig {
     /// Live leases: tenant → (node, token).
     async fn leases(&self, pool: &sqlx::PgPool) -> BTreeMap<String, (String, i64)> {
         sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT tenant_id, node_id, token FROM tenant_leases WHERE expires_at > clock_timestamp()",
+            "SELECT tenant_id, node_id, token FROM tenant_leases WHERE expires_at > clock_timestamp() AND tenant_id NOT LIKE '@%'",
         )
         .fetch_all(pool)
         .await
