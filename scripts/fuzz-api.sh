@@ -157,7 +157,8 @@ config = (
     # - training jobs and deployments' retraining: from_ms <= to_ms, lower <= upper, feature names with
     #   related numbers (ema_ratio_F_S: F < S), promotion only for a direction model;
     # - model versions: the file must be an ONNX model that loads and matches its manifest;
-    # - deployments: the versions named must be in the registry and load together on the symbol.
+    # - deployments: the versions named must be in the registry and load together on the symbol;
+    # - log queries: from_ms before to_ms, and a cursor must be one the server signed for the same query.
     "\n[[operations]]\n"
     "include-operation-id = [\n"
     '  "post /api/v1/tenants/{tenant}/strategies",\n'
@@ -167,6 +168,8 @@ config = (
     '  "post /api/v1/tenants/{tenant}/models/{model}/versions",\n'
     '  "post /api/v1/tenants/{tenant}/models/{model}/deployments",\n'
     '  "put /api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",\n'
+    '  "get /api/v1/tenants/{tenant}/logs",\n'
+    '  "get /api/v1/logs",\n'
     "]\n"
     "checks = { positive_data_acceptance = { enabled = false } }\n"
 )

@@ -195,6 +195,21 @@ pub struct BrokenEntry {
     pub reason: String,
 }
 
+impl From<AuditError> for BrokenEntry {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::Broken { seq, reason } => Self {
+                seq,
+                reason: reason.into(),
+            },
+            AuditError::Key => Self {
+                seq: 0,
+                reason: "the audit key is unusable".into(),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct UserGate {
     disabled: bool,
@@ -1225,16 +1240,7 @@ impl Security {
         }
         let chain = audit::verify(&self.audit_key, &entries)
             .err()
-            .map(|e| match e {
-                AuditError::Broken { seq, reason } => BrokenEntry {
-                    seq,
-                    reason: reason.into(),
-                },
-                AuditError::Key => BrokenEntry {
-                    seq: 0,
-                    reason: "the audit key is unusable".into(),
-                },
-            });
+            .map(BrokenEntry::from);
         let first_broken = match (broken, chain) {
             (Some(a), Some(b)) => Some(if a.seq <= b.seq { a } else { b }),
             (a, b) => a.or(b),
@@ -1259,16 +1265,7 @@ impl Security {
         let stored = self.store.audit_chain(tenant).await?.len();
         let mut first_broken = audit::verify(&self.audit_key, &entries)
             .err()
-            .map(|e| match e {
-                AuditError::Broken { seq, reason } => BrokenEntry {
-                    seq,
-                    reason: reason.into(),
-                },
-                AuditError::Key => BrokenEntry {
-                    seq: 0,
-                    reason: "the audit key is unusable".into(),
-                },
-            });
+            .map(BrokenEntry::from);
         if first_broken.is_none() && entries.len() < stored {
             first_broken = Some(BrokenEntry {
                 seq: entries.len() as u64 + 1,

@@ -48,8 +48,17 @@ fn path_schema(name: &str) -> Value {
 
 /// The schema of a query parameter: what its handler parses (`Page`, the audit query, the events query).
 fn query_schema(path: &str, name: &str) -> Value {
+    let logs = path.ends_with("/logs");
     match name {
         "tenant" | "action" => json!({"type": "string"}),
+        // The audit check's source: the chain of record, or its copy in the log tiers.
+        "source" => json!({"type": "string", "enum": ["store", "tiers"]}),
+        // The log query's filters and page (`logs::LogsParams`); the cursor is one the server issued.
+        "kind" | "level" | "q" if logs => {
+            json!({"type": "string", "minLength": 1, "maxLength": 200})
+        }
+        "cursor" if logs => json!({"type": "string"}),
+        "limit" if logs => json!({"type": "integer", "minimum": 1, "maximum": 1000}),
         // `Page`'s offset and limit and the events' limit: unsigned (the limit is then brought into 1..=1000).
         "offset" | "limit" if path != "/api/v1/audit" => {
             json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})

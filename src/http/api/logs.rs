@@ -111,7 +111,9 @@ async fn page(
         )));
     }
     for (name, v) in [("kind", &p.kind), ("level", &p.level), ("q", &p.q)] {
-        if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > 200) {
+        if v.as_ref()
+            .is_some_and(|v| v.is_empty() || v.chars().count() > 200)
+        {
             return Err(ApiError::BadRequest(format!("{name}: 1 to 200 characters")));
         }
     }

@@ -8,7 +8,7 @@
 use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{LogEntry, LogQuery, TenantBytes};
+use super::{LogEntry, LogQuery};
 use crate::storage::clickhouse::{client, ClickHouseConfig};
 use crate::storage::StorageError;
 
@@ -260,14 +260,5 @@ impl ClickHouseTier {
             .fetch_one::<u64>()
             .await
             .map_err(unavailable)
-    }
-
-    pub async fn bytes(&self) -> Result<TenantBytes, StorageError> {
-        Ok(self
-            .stats()
-            .await?
-            .into_iter()
-            .map(|(t, _, _, b)| (t, b))
-            .collect())
     }
 }

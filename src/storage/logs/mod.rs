@@ -30,7 +30,9 @@ pub const PLATFORM: &str = "platform";
 pub const DAY_MS: i64 = 86_400_000;
 
 /// One log entry, identical in every tier (hashes are computed over its JSON form).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, sqlx::FromRow,
+)]
 pub struct LogEntry {
     /// `<node>-<seq>`: unique per writing process, the same in every tier.
     pub id: String,

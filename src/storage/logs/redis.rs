@@ -6,7 +6,7 @@
 
 use redis::AsyncCommands;
 
-use super::{day_label, unavailable, LogEntry, LogQuery, TenantBytes};
+use super::{day_label, unavailable, LogEntry, LogQuery};
 use crate::storage::StorageError;
 
 #[derive(Clone)]
@@ -217,14 +217,5 @@ impl RedisTier {
             s.2 += bytes.unwrap_or(0);
         }
         Ok(per.into_iter().map(|(t, (n, r, b))| (t, n, r, b)).collect())
-    }
-
-    pub async fn bytes(&self) -> Result<TenantBytes, StorageError> {
-        Ok(self
-            .stats()
-            .await?
-            .into_iter()
-            .map(|(t, _, _, b)| (t, b))
-            .collect())
     }
 }

@@ -17,31 +17,6 @@ pub async fn open(dir: &Path) -> Result<SqlitePool, StorageError> {
     crate::storage::sqlite::open(dir, "logs.db", &MIGRATOR).await
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    tenant: String,
-    at_ms: i64,
-    kind: String,
-    level: String,
-    message: String,
-    data: String,
-}
-
-impl From<Row> for LogEntry {
-    fn from(r: Row) -> Self {
-        Self {
-            id: r.id,
-            tenant: r.tenant,
-            at_ms: r.at_ms,
-            kind: r.kind,
-            level: r.level,
-            message: r.message,
-            data: r.data,
-        }
-    }
-}
-
 /// One tier in one table.
 #[derive(Clone)]
 pub struct SqlTier {
@@ -100,7 +75,7 @@ impl SqlTier {
     }
 
     pub async fn read_day(&self, tenant: &str, day: i64) -> Result<Vec<LogEntry>, StorageError> {
-        let rows: Vec<Row> = sqlx::query_as(&format!(
+        let rows: Vec<LogEntry> = sqlx::query_as(&format!(
             "SELECT id, tenant, at_ms, kind, level, message, data FROM {} \
              WHERE tenant = ? AND day = ? ORDER BY at_ms, id",
             self.table
@@ -109,7 +84,7 @@ impl SqlTier {
         .bind(day)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(LogEntry::from).collect())
+        Ok(rows)
     }
 
     /// Removes exactly `entries` (by id).
@@ -134,7 +109,7 @@ impl SqlTier {
 
     pub async fn query(&self, q: &LogQuery) -> Result<Vec<LogEntry>, StorageError> {
         let (after_at, after_id) = q.after.clone().unwrap_or((i64::MIN, String::new()));
-        let rows: Vec<Row> = sqlx::query_as(&format!(
+        let rows: Vec<LogEntry> = sqlx::query_as(&format!(
             "SELECT id, tenant, at_ms, kind, level, message, data FROM {} \
              WHERE tenant = ? AND at_ms >= ? AND at_ms < ? AND (at_ms > ? OR (at_ms = ? AND id > ?)) \
                AND (? IS NULL OR kind = ?) AND (? IS NULL OR level = ?) \
@@ -158,7 +133,7 @@ impl SqlTier {
         .bind(q.limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(LogEntry::from).collect())
+        Ok(rows)
     }
 
     /// Per tenant: entries, raw bytes, and bytes on disk (the file's pages shared out by raw bytes: SQLite
