@@ -207,6 +207,10 @@ pub async fn audit_copy(
     auth: &Authorized,
     tenant: &str,
 ) -> Result<Vec<crate::security::audit::Entry>, ApiError> {
+    // Only a tenant id can have entries in the tiers (whose paths and keys are built from it).
+    if super::valid_id("tenant", tenant).is_err() {
+        return Err(ApiError::NotFound);
+    }
     let store = store(auth)?;
     let mut query = LogQuery {
         tenant: tenant.to_owned(),
