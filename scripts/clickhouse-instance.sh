@@ -50,15 +50,19 @@ XML
       sleep 0.2
     done
     echo "clickhouse-instance: the server on port $HTTP_PORT did not start; last log lines:" >&2
-    tail -n 20 "$CH/log/clickhouse-server.err.log" >&2 || true
+    tail -n 20 "$CH/log/clickhouse-server.err.log" "$CH/log/stderr.log" >&2 || true
+    grep -E "<(Error|Fatal)>" "$CH/log/clickhouse-server.log" | tail -n 10 >&2 || true
     exit 1
     ;;
   stop)
     if [ -s "$CH/clickhouse.pid" ]; then
       pid="$(cat "$CH/clickhouse.pid")"
       kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; sleep 0.2; fi
+      # A pid file left behind names a number the kernel may give to another process or thread, and a
+      # server started on this directory again would refuse to start ("program running").
+      rm -f "$CH/clickhouse.pid"
     fi
     ;;
   *) echo "usage: $0 start DIR HTTP_PORT TCP_PORT | stop DIR" >&2; exit 2 ;;

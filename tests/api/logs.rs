@@ -693,7 +693,8 @@ async fn a_process_killed_between_copy_and_delete_at_each_tier_boundary_loses_an
         let log = std::fs::read_to_string(&spec.log).unwrap_or_default();
         assert!(log.contains(&format!("crashing at `{step}`")), "{log}");
     }
-    let spec = spec(None);
+    let mut spec = spec(None);
+    spec.env.push(("TRELLIS__LOG__LEVEL".into(), "info".into()));
     let mut node = spec.start().expect("trellis starts");
     let today = day_of(trellis::domain::now_ms());
     let days = days_of(&seeded);
@@ -719,6 +720,26 @@ async fn a_process_killed_between_copy_and_delete_at_each_tier_boundary_loses_an
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // trellis's own log lines are kept too, as platform entries.
+    let mut app_lines = Vec::new();
+    for _ in 0..100 {
+        app_lines = store
+            .hot
+            .read_day("platform", today)
+            .await
+            .expect("hot")
+            .into_iter()
+            .filter(|e| e.kind == "app" && e.level == "info")
+            .collect();
+        if !app_lines.is_empty() {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !app_lines.is_empty(),
+        "no application log entry reached the hot tier"
+    );
     node.stop(
         trellis::sim::node::Stop::Term,
         std::time::Duration::from_secs(20),

@@ -214,7 +214,9 @@ impl LogWriter {
 
 // -- application logs ----------------------------------------------------------------------------------------
 
-/// Writers that receive application logs (one per runtime in this process; tests start several).
+/// The writer that receives this process's application logs, and from which level: the runtime started last
+/// (a process runs one; a test process that starts several keeps them out of each other's tiers by holding
+/// only the newest, not a list that grows with every runtime).
 static APP_SINKS: Mutex<Vec<(LogWriter, tracing::Level)>> = Mutex::new(Vec::new());
 
 fn register_app_sink(writer: LogWriter, level: &str) {
@@ -225,7 +227,7 @@ fn register_app_sink(writer: LogWriter, level: &str) {
         _ => tracing::Level::INFO,
     };
     if let Ok(mut sinks) = APP_SINKS.lock() {
-        sinks.retain(|(w, _)| !w.tx.is_closed());
+        sinks.clear();
         sinks.push((writer, level));
     }
 }
