@@ -700,7 +700,7 @@ async fn a_process_killed_between_copy_and_delete_at_each_tier_boundary_loses_an
     let days = days_of(&seeded);
     let mut held = HashMap::new();
     for _ in 0..300 {
-        held = copies(&store, &tenant, &days).await;
+        // Settled once every entry is held once: cold days recorded and dropped from warm, hot moved.
         let moved = store
             .cold
             .manifest(&tenant)
@@ -715,7 +715,9 @@ async fn a_process_killed_between_copy_and_delete_at_each_tier_boundary_loses_an
                 .await
                 .expect("hot")
                 .is_empty();
-        if moved {
+        // Read after the check, so the copies seen are those of the state checked or a later one.
+        held = copies(&store, &tenant, &days).await;
+        if moved && held.values().all(|c| c.len() == 1) {
             break;
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
