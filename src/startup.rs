@@ -81,11 +81,21 @@ impl Application {
             .local_addr()
             .context("reading the bound port")?
             .port();
+        // The platform-scope pool of the cluster's leases and the log mover's batches (PostgreSQL only).
+        let platform_pool = match settings.storage.postgres_url.trim() {
+            "" => None,
+            _ if !settings.cluster.enabled && runtime.logs.is_none() => None,
+            url => Some(
+                crate::storage::postgres::connect(url)
+                    .await
+                    .context("connecting the platform's PostgreSQL pool")?,
+            ),
+        };
         // In cluster mode tenants start once this node holds their lease (the Cluster actor's rounds).
         let cluster = if settings.cluster.enabled {
-            let pool = crate::storage::postgres::connect(settings.storage.postgres_url.trim())
-                .await
-                .context("connecting the cluster's PostgreSQL pool")?;
+            let pool = platform_pool
+                .clone()
+                .context("cluster mode needs storage.postgres_url")?;
             let (handle, addr) = crate::cluster::node::Cluster::start(
                 settings.clone(),
                 port,
@@ -99,14 +109,7 @@ impl Application {
             None
         };
         if let Some(logs) = runtime.logs.clone() {
-            let postgres = match settings.storage.postgres_url.trim() {
-                "" => None,
-                url => Some(
-                    crate::storage::postgres::connect(url)
-                        .await
-                        .context("connecting the log mover's PostgreSQL pool")?,
-                ),
-            };
+            let postgres = platform_pool;
             let leases = match (&postgres, settings.cluster.enabled) {
                 (Some(pool), true) => Some((
                     crate::cluster::lease::LeaseStore::new(pool.clone()),

@@ -80,10 +80,7 @@ impl Batches {
                 .await?;
             }
             Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT set_config('app.scope', 'platform', true)")
-                    .execute(&mut *tx)
-                    .await?;
+                let mut tx = crate::storage::postgres::platform_tx(pool).await?;
                 sqlx::query(
                     "INSERT INTO log_batches (id, state, entries, hash, updated_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, entries = EXCLUDED.entries, \
@@ -112,10 +109,7 @@ impl Batches {
                     .await?
             }
             Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT set_config('app.scope', 'platform', true)")
-                    .execute(&mut *tx)
-                    .await?;
+                let mut tx = crate::storage::postgres::platform_tx(pool).await?;
                 let row = sqlx::query_as("SELECT state, entries FROM log_batches WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
@@ -246,11 +240,7 @@ impl Mover {
             let mut total = Digest32::default();
             for tenant in &tenants {
                 let entries = self.store.warm.read_day(tenant, day).await?;
-                let digest = Digest32::of(&entries);
-                total.count += digest.count;
-                for (h, b) in total.hash.iter_mut().zip(digest.hash) {
-                    *h ^= b;
-                }
+                total.absorb(&Digest32::of(&entries));
                 self.batches.put(&batch, "copying", &total).await?;
                 let info = self.store.cold.write_day(tenant, day, &entries).await?;
                 self.step("log_tiers.warm_cold.copied")?;

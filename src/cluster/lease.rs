@@ -119,11 +119,7 @@ impl LeaseStore {
     }
 
     async fn platform(&self) -> Result<Transaction<'static, Postgres>, StorageError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.scope', 'platform', true)")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        crate::storage::postgres::platform_tx(&self.pool).await
     }
 
     /// Takes `tenant` for `node` for `ttl` when no live lease holds it; answers the new lease, or `None`

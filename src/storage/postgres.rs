@@ -129,6 +129,16 @@ pub async fn tenant_tx(
     Ok(tx)
 }
 
+/// A transaction in the platform scope (what only the platform may read or write: leases, nodes, the log
+/// mover's batches).
+pub async fn platform_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StorageError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.scope', 'platform', true)")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// The PostgreSQL relational actor.
 pub struct PgRelational {
     url: String,

@@ -97,12 +97,20 @@ impl Digest32 {
             if !seen.insert(e.id.as_str()) {
                 continue;
             }
-            d.count += 1;
-            for (h, b) in d.hash.iter_mut().zip(e.digest()) {
-                *h ^= b;
-            }
+            d.absorb(&Self {
+                count: 1,
+                hash: e.digest(),
+            });
         }
         d
+    }
+
+    /// Adds the entries `other` describes (disjoint from these): the digest of both sets together.
+    pub fn absorb(&mut self, other: &Self) {
+        self.count += other.count;
+        for (h, b) in self.hash.iter_mut().zip(other.hash) {
+            *h ^= b;
+        }
     }
 
     pub fn hex(&self) -> String {
