@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+use crate::domain::tenant::TenantSettings;
 
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 const TEST_TOML: &str = include_str!("../config/test.toml");
@@ -71,7 +73,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub mt5: Mt5Settings,
     /// Requests per minute per tenant, by tier.
-    pub rate_limits: crate::security::rate_limit::TierLimits,
+    pub rate_limits: crate::domain::tier::TierLimits,
     /// Tokens, keys and secrets (shared/SECURITY.md).
     pub security: SecuritySettings,
     /// The first platform administrator.
@@ -137,13 +139,13 @@ pub struct BootstrapSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSettings {
-    pub strategies: crate::security::rate_limit::TierLimits,
-    pub mt5_accounts: crate::security::rate_limit::TierLimits,
+    pub strategies: crate::domain::tier::TierLimits,
+    pub mt5_accounts: crate::domain::tier::TierLimits,
     /// Model deployments a tenant may run.
-    pub model_deployments: crate::security::rate_limit::TierLimits,
+    pub model_deployments: crate::domain::tier::TierLimits,
     /// Predictions a tenant's models may make per minute, all deployments and versions together; beyond
     /// it a prediction is skipped and counted (`over_quota`).
-    pub predictions: crate::security::rate_limit::TierLimits,
+    pub predictions: crate::domain::tier::TierLimits,
 }
 
 /// The model registry's limits.
@@ -274,280 +276,6 @@ impl ClusterSettings {
     }
 }
 
-/// A tenant: its keys, symbols, risk limits and strategies.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantSettings {
-    pub id: String,
-    pub name: String,
-    #[serde(default = "default_tier")]
-    pub tier: String,
-    /// API keys its MT5 bridges present in `hello` (configuration only: never written to storage).
-    #[serde(default, skip_serializing)]
-    pub api_keys: Vec<String>,
-    /// Symbols it trades; ticks of other symbols are refused.
-    pub symbols: Vec<String>,
-    /// Contract size per symbol (units per lot); 100000 when not listed.
-    #[serde(default)]
-    pub contract_sizes: std::collections::BTreeMap<String, rust_decimal::Decimal>,
-    #[serde(default)]
-    pub risk: RiskSettings,
-    #[serde(default)]
-    pub strategies: Vec<StrategySettings>,
-    /// Model deployments: ONNX models predicting on closed bars, their predictions routed to the strategies
-    /// that name them (`model`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub models: Vec<ModelDeploymentSettings>,
-}
-
-/// One model deployment (tenant × model × symbol × timeframe): the versions that trade, split by weight
-/// per bar, and shadow versions that predict and are recorded but never trade.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ModelDeploymentSettings {
-    pub id: String,
-    /// The registry model its versions come from (deployments made through the API); `None` for versions
-    /// given as files in configuration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    pub symbol: String,
-    pub timeframe: String,
-    pub traffic: Vec<ModelVersionSettings>,
-    #[serde(default)]
-    pub shadow: Vec<ModelVersionSettings>,
-    /// A prediction slower than this is dropped and counted (µs).
-    #[serde(default = "default_model_budget_us")]
-    pub budget_us: u64,
-    /// Retrain the registry model on a schedule, promoting a significantly better challenger.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retrain: Option<RetrainSettings>,
-}
-
-/// A deployment's retraining schedule: every `every`, a challenger is trained on the last `window` of the
-/// deployment's symbol and timeframe, validated walk-forward, and takes `alias` only if it beats the
-/// version holding it out of sample by `min_improvement` and significantly (McNemar at `alpha`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RetrainSettings {
-    /// How often: a number and a unit, `s`, `m`, `h` or `d` (`1d`, `6h`); at least `1s`.
-    #[schemars(pattern(r"^[1-9][0-9]{0,5}[smhd]$"))]
-    pub every: String,
-    /// How much history: the same form (`90d`).
-    #[schemars(pattern(r"^[1-9][0-9]{0,5}[smhd]$"))]
-    pub window: String,
-    #[serde(default = "default_min_improvement")]
-    pub min_improvement: f64,
-    #[serde(default = "default_alpha")]
-    pub alpha: f64,
-    #[serde(default = "default_alias")]
-    pub alias: String,
-    pub train: crate::models::training::TrainSpec,
-}
-
-fn default_min_improvement() -> f64 {
-    0.01
-}
-fn default_alpha() -> f64 {
-    0.05
-}
-fn default_alias() -> String {
-    "champion".into()
-}
-
-/// A span written as a number and a unit (`s`, `m`, `h`, `d`), in milliseconds.
-pub fn parse_span(s: &str) -> Option<i64> {
-    let unit = match s.chars().last()? {
-        's' => 1_000,
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' => 86_400_000,
-        _ => return None,
-    };
-    let n: i64 = s.get(..s.len() - 1)?.parse().ok()?;
-    (n > 0 && n <= 999_999).then_some(n * unit)
-}
-
-fn default_model_budget_us() -> u64 {
-    5_000
-}
-
-/// A model version and its share of the traffic: either an ONNX file and its manifest (JSON) on disk
-/// (`file` and `manifest`), or a version of the deployment's registry model, named by its sha256
-/// (`version`) or by an alias it follows when the alias moves (`alias`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ModelVersionSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    #[serde(default = "default_weight")]
-    pub weight: f64,
-}
-
-impl ModelVersionSettings {
-    /// A version given as a file and its manifest.
-    pub fn file(file: impl Into<String>, manifest: impl Into<String>, weight: f64) -> Self {
-        Self {
-            file: Some(file.into()),
-            manifest: Some(manifest.into()),
-            weight,
-            ..Self::default()
-        }
-    }
-
-    /// Where the version comes from, checked: exactly one of a file (with its manifest), a registry
-    /// version or a registry alias.
-    pub fn source(&self) -> Result<VersionSource<'_>, String> {
-        match (&self.file, &self.manifest, &self.version, &self.alias) {
-            (Some(f), Some(m), None, None) => Ok(VersionSource::File {
-                file: f,
-                manifest: m,
-            }),
-            (None, None, Some(v), None) => Ok(VersionSource::Registry(VersionRef::Version(v))),
-            (None, None, None, Some(a)) => Ok(VersionSource::Registry(VersionRef::Alias(a))),
-            _ => Err(
-                "a version is `file` with `manifest`, or a registry `version`, or an `alias`: exactly one"
-                    .into(),
-            ),
-        }
-    }
-}
-
-/// Where a deployed version comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionSource<'a> {
-    File { file: &'a str, manifest: &'a str },
-    Registry(VersionRef<'a>),
-}
-
-/// A registry version by its sha256, or by the alias pointing at it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum VersionRef<'a> {
-    Version(&'a str),
-    Alias(&'a str),
-}
-
-fn default_weight() -> f64 {
-    1.0
-}
-
-fn default_tier() -> String {
-    "free".to_owned()
-}
-
-/// Pre-trade limits of a tenant. A missing limit does not apply.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RiskSettings {
-    #[serde(default)]
-    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
-    pub max_order_volume: Option<rust_decimal::Decimal>,
-    /// Largest absolute net position per symbol, in lots.
-    #[serde(default)]
-    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
-    pub max_net_position: Option<rust_decimal::Decimal>,
-    #[serde(default)]
-    pub max_open_positions: Option<usize>,
-    /// Symbols orders may be sent for; all of the tenant's symbols when empty.
-    #[serde(default)]
-    pub allowed_symbols: Vec<String>,
-    /// Largest loss of the UTC day (realised + unrealised), in account currency, as a positive number.
-    #[serde(default)]
-    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
-    pub max_daily_loss: Option<rust_decimal::Decimal>,
-    /// Largest fall of PnL from its peak, in account currency.
-    #[serde(default)]
-    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
-    pub max_drawdown: Option<rust_decimal::Decimal>,
-    /// Close every position when a loss limit trips the kill switch.
-    #[serde(default)]
-    pub flatten_on_breach: bool,
-    /// Largest one-bar (M1) volatility of an account's positions, in account currency: √(wᵀΣw) with w the
-    /// positions' values and Σ the Ledoit–Wolf covariance of the tenant's symbols' M1 log returns over the
-    /// last `correlation_window` bars. An order that would take the figure beyond the limit, and raise it,
-    /// is refused; hedges pass. Applies once the window holds 30 bars.
-    #[serde(default)]
-    #[schemars(schema_with = "crate::http::api::docs::positive_decimal_or_null")]
-    pub max_portfolio_volatility: Option<rust_decimal::Decimal>,
-    /// M1 bars the correlation engine keeps (default 240, 30 to 10 000).
-    #[serde(default)]
-    pub correlation_window: Option<usize>,
-    /// Limits scaled by the market regime a `regime_hmm` deployment sees.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub regime: Option<RegimeRisk>,
-}
-
-/// While deployment `deployment` (a `regime_hmm`) says the market is in state `state` (a label of its
-/// manifest, e.g. `volatile`), `max_order_volume` and `max_net_position` are multiplied by `scale`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegimeRisk {
-    pub deployment: String,
-    #[serde(default = "volatile")]
-    pub state: String,
-    /// From 0 to 1 (0.5 halves the limits).
-    #[schemars(schema_with = "crate::http::api::docs::fraction_decimal")]
-    pub scale: rust_decimal::Decimal,
-}
-
-fn volatile() -> String {
-    "volatile".into()
-}
-
-/// One strategy instance.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StrategySettings {
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub id: String,
-    /// `ema_cross`, `rsi_reversion`, `donchian_breakout`, or a kind registered by the embedding program.
-    pub kind: String,
-    #[schemars(pattern(r"^[!-~]{1,32}$"), example = &"EURUSD")]
-    pub symbol: String,
-    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
-    pub timeframe: String,
-    /// Lots per position.
-    #[schemars(schema_with = "crate::http::api::docs::positive_decimal")]
-    pub volume: rust_decimal::Decimal,
-    /// The MT5 login to trade on; the tenant's only connected account when omitted.
-    #[serde(default)]
-    pub account: Option<u64>,
-    #[serde(default)]
-    pub params: std::collections::BTreeMap<String, f64>,
-    /// A stopped strategy keeps its settings but receives no bars.
-    #[serde(default = "enabled")]
-    pub enabled: bool,
-    /// What happens to the strategy's position when it is disabled for failing too often: `hold` (default)
-    /// keeps it, `flatten` closes it.
-    #[serde(default)]
-    pub on_failure: OnFailure,
-    /// The model deployment whose predictions this strategy receives (`on_prediction`), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-}
-
-/// A disabled strategy's position.
-#[derive(
-    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum OnFailure {
-    /// Keep the position; a person decides.
-    #[default]
-    Hold,
-    /// Close the position with a market order through risk.
-    Flatten,
-}
-
-fn enabled() -> bool {
-    true
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
@@ -596,19 +324,6 @@ fn default_clickhouse_database() -> String {
 
 fn default_buffer_rows() -> usize {
     1_000_000
-}
-
-impl StorageSettings {
-    /// The ClickHouse configuration, when one is set.
-    pub fn clickhouse(&self) -> Option<crate::storage::clickhouse::ClickHouseConfig> {
-        let url = self.clickhouse_url.trim();
-        (!url.is_empty()).then(|| crate::storage::clickhouse::ClickHouseConfig {
-            url: url.to_owned(),
-            database: self.clickhouse_database.clone(),
-            buffer_rows: self.clickhouse_buffer_rows.max(1_000),
-            spill_dir: self.data_dir.join("spill"),
-        })
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -860,7 +575,7 @@ impl Settings {
                     t.id
                 )));
             }
-            if !crate::security::rate_limit::TIERS.contains(&t.tier.as_str()) {
+            if !crate::domain::tier::TIERS.contains(&t.tier.as_str()) {
                 return Err(ConfigError(format!(
                     "{}: `{}` is not a tier (free, basic, professional, enterprise)",
                     at("tier"),
@@ -903,12 +618,6 @@ impl Settings {
                         "{}: `{}` is not M1, M5, M15, H1, H4 or D1",
                         at("timeframe"),
                         s.timeframe
-                    )));
-                }
-                if s.volume <= rust_decimal::Decimal::ZERO {
-                    return Err(ConfigError(format!(
-                        "{}: must be greater than 0",
-                        at("volume")
                     )));
                 }
             }

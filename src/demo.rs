@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rust_decimal::Decimal;
 
 use crate::actors::messages::{GetModelState, GetPortfolio};
-use crate::config::{
-    ModelDeploymentSettings, ModelVersionSettings, RiskSettings, Settings, StrategySettings,
-    TenantSettings,
+use crate::config::Settings;
+use crate::domain::schema::PositiveDecimal;
+use crate::domain::tenant::{
+    ModelDeploymentSettings, ModelVersionSettings, RiskSettings, StrategySettings, TenantSettings,
 };
 use crate::sim::feed::{pace, RandomWalk};
 use crate::sim::{self, SimConfig};
@@ -28,7 +28,7 @@ const SYMBOLS: [&str; 3] = ["EURUSD", "GBPUSD", "AUDUSD"];
 
 /// The demo tenant: a random API key (printed once), three symbols, an `ema_cross` per symbol.
 pub fn demo_tenant(api_key: String) -> TenantSettings {
-    let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
+    let d = |s: &str| s.parse::<PositiveDecimal>().ok();
     TenantSettings {
         id: DEMO_TENANT.into(),
         name: "Demo Trading Ltd".into(),
@@ -37,12 +37,12 @@ pub fn demo_tenant(api_key: String) -> TenantSettings {
         symbols: SYMBOLS.iter().map(|s| s.to_string()).collect(),
         contract_sizes: Default::default(),
         risk: RiskSettings {
-            max_order_volume: Some(d("1")),
-            max_net_position: Some(d("0.5")),
+            max_order_volume: d("1"),
+            max_net_position: d("0.5"),
             max_open_positions: Some(5),
             allowed_symbols: Vec::new(),
-            max_daily_loss: Some(d("5000")),
-            max_drawdown: Some(d("10000")),
+            max_daily_loss: d("5000"),
+            max_drawdown: d("10000"),
             flatten_on_breach: true,
             ..RiskSettings::default()
         },
@@ -53,7 +53,7 @@ pub fn demo_tenant(api_key: String) -> TenantSettings {
                 kind: "ema_cross".into(),
                 symbol: s.to_string(),
                 timeframe: "M1".into(),
-                volume: d("0.1"),
+                volume: d("0.1").unwrap_or(PositiveDecimal::ONE),
                 account: Some(DEMO_LOGIN),
                 params: [("fast".to_owned(), 3.0), ("slow".to_owned(), 8.0)].into(),
                 enabled: true,

@@ -5,24 +5,36 @@
 //! See `shared/DESIGN.md` for the architecture.
 //!
 //! # Layout
-//! - `domain`: pure trading types (ticks, bars, orders, positions, PnL) shared by live, backtest and sim.
-//! - `backtest`: `trellis backtest`, the live decision code run over history.
-//! - `bench`: `trellis bench`, the benchmark suite (figures in BENCHMARKS.md).
-//! - `config`: settings from `config/*.toml` and `TRELLIS__…` variables, validated at start-up.
-//! - `demo`: `trellis demo`, the runtime with a demo tenant and a simulated terminal.
-//! - `startup`: `Application` — builds the tree and the HTTP server, runs, shuts down in order.
-//! - `actors`: the supervision layer and the supervision tree.
-//! - `http`: the HTTP routes (health, readiness, metrics, later the admin API) and their error type.
-//! - `storage`: storage actors (embedded SQLite by default) and their health board.
-//! - `security`: authentication, authorisation, encryption and audit (filled by the security issue).
-//! - `strategies`: the `Strategy` trait and the built-in strategies.
-//! - `sim`: the simulated MT5 terminal and broker (`trellis mt5-sim`, the demo, tests, benchmarks).
-//! - `models`: features, drift statistics and ONNX inference for model actors.
-//! - `metrics`: Prometheus metrics.
-//! - `telemetry`: logging set-up.
+//! Dependencies point down: a module imports only from the modules below it in this list (the rule and its
+//! check are in `layers.rs`; `docs/architecture.md` walks through it and the path of one tick).
+//!
+//! - `main`, `startup`, `demo`, `bench`: the binary's commands and the wiring of one process — `startup`
+//!   builds the tree, the cluster, the jobs and the HTTP server, runs them and shuts them down in order.
+//! - `http`: the adapter — extract a request, call `app`, shape the reply: REST handlers, the client and bridge
+//!   WebSockets, OpenAPI/AsyncAPI, the dashboard, forwarding to the node that owns a tenant.
+//! - `app`: the use cases (tenants, strategies, trading, deployments, models, optimisation, tickets) with
+//!   their own error type, and the job actors (training, optimisation) that call them.
+//! - `cluster`: nodes and placement under fenced leases (implements `actors::tree::Placement`).
+//! - `actors`: the tenant's actors (session, market data, strategy, model, risk, portfolio, feed), their
+//!   messages, and the tree of tenants (`actors::tree::Runtime`).
+//! - `backtest`, `sim`: the live decision code over history, and the simulated MT5 terminal and broker.
+//! - `security`, `telemetry`: authentication, authorisation, encryption and audit; logging set-up.
+//! - `models`, `strategies`: features, inference, training and drift; the `Strategy` trait and the built-ins.
+//! - `storage`: stores (SQLite, PostgreSQL, ClickHouse, Redis), leases and the log tiers.
+//! - `bridge`: the MT5 wire protocol, used by the session, the simulator, the backtester and `http`.
+//! - `runtime`: the supervision engine — supervisors, slots, supervised tasks, published snapshots, the
+//!   supervision event log and the event bus.
+//! - `config`, `metrics`: process settings; Prometheus metrics.
+//! - `domain`: pure types and maths: ids, tiers, the tenant document, bars, orders, positions, ledger, risk,
+//!   correlation, predictions.
 
 pub mod actors;
+pub mod app;
 pub mod backtest;
+pub mod bridge;
+// The benchmark suite (`trellis bench`) is a default feature: release builds have it, and the test command
+// builds without it (`--no-default-features`), so its 3k lines are not compiled into every test binary.
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cluster;
 pub mod config;
@@ -31,9 +43,13 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod models;
+pub mod runtime;
 pub mod security;
 pub mod sim;
 pub mod startup;
 pub mod storage;
 pub mod strategies;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layers;

@@ -38,6 +38,7 @@ enum Command {
     /// Write ticks from any supported input to a Parquet file (zstd), the fastest backtest input.
     ExportTicks(Box<trellis::backtest::cli::ExportArgs>),
     /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, training, clients, failover, logs, or all.
+    #[cfg(feature = "bench")]
     Bench {
         #[arg(default_value = "all")]
         name: String,
@@ -168,6 +169,7 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
+        #[cfg(feature = "bench")]
         Command::Bench { name } => {
             if cfg!(debug_assertions) {
                 eprintln!("trellis bench: this is a debug build; figures are only meaningful with --release");

@@ -27,6 +27,12 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabel {
+    from: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     tenant: String,
     deployment: String,
@@ -55,6 +61,7 @@ pub struct Metrics {
     ticks_dropped: Family<KindLabel, Counter>,
     bars: Counter,
     orders: Family<OutcomeLabel, Counter>,
+    illegal_transitions: Family<TransitionLabel, Counter>,
     fills: Counter,
     protocol_errors: Family<KindLabel, Counter>,
     sessions: Gauge,
@@ -102,6 +109,12 @@ impl Metrics {
             "orders",
             "Orders by outcome (sent, rejected_by_risk, filled, rejected_by_terminal)",
             orders.clone(),
+        );
+        let illegal_transitions = Family::<TransitionLabel, Counter>::default();
+        registry.register(
+            "order_illegal_transitions",
+            "Order state changes the state machine refused (from, to): a bug or a terminal out of sequence",
+            illegal_transitions.clone(),
         );
         let fills = Counter::default();
         registry.register("fills", "Deals recorded from MT5 terminals", fills.clone());
@@ -186,35 +199,22 @@ impl Metrics {
             ticks_dropped,
             bars,
             orders,
+            illegal_transitions,
             fills,
             protocol_errors,
             sessions,
         }
     }
 
-    /// The log tiers' measured usage and cost (after each mover round and each cost request).
-    pub fn log_tiers(&self, report: &crate::storage::logs::store::CostReport) {
-        for (tier, usage) in [
-            ("hot", &report.hot),
-            ("warm", &report.warm),
-            ("cold", &report.cold),
-        ] {
-            let label = TierLabel { tier: tier.into() };
-            self.log_bytes.get_or_create(&label).set(usage.bytes as i64);
-            self.log_entries
-                .get_or_create(&label)
-                .set(usage.entries as i64);
-            self.log_cost.get_or_create(&label).set(usage.usd_per_month);
+    /// One log tier's measured usage and cost (`tier`: hot, warm, cold, or `all_hot` for the counterfactual
+    /// of keeping everything hot). Called by `storage::logs::store::CostReport::record`.
+    pub fn log_tier(&self, tier: &str, bytes: u64, entries: Option<u64>, usd_per_month: f64) {
+        let label = TierLabel { tier: tier.into() };
+        self.log_bytes.get_or_create(&label).set(bytes as i64);
+        if let Some(entries) = entries {
+            self.log_entries.get_or_create(&label).set(entries as i64);
         }
-        let all = TierLabel {
-            tier: "all_hot".into(),
-        };
-        self.log_bytes
-            .get_or_create(&all)
-            .set(report.all_hot_bytes as i64);
-        self.log_cost
-            .get_or_create(&all)
-            .set(report.all_hot_usd_per_month);
+        self.log_cost.get_or_create(&label).set(usd_per_month);
     }
 
     pub fn supervision_event(&self, kind: &str) {
@@ -253,6 +253,16 @@ impl Metrics {
         self.orders
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An order state change the state machine refused (`from` → `to`).
+    pub fn illegal_transition(&self, from: &str, to: &str) {
+        self.illegal_transitions
+            .get_or_create(&TransitionLabel {
+                from: from.to_owned(),
+                to: to.to_owned(),
             })
             .inc();
     }

@@ -12,9 +12,10 @@ use tokio::sync::watch;
 
 use crate::actors::tree::Runtime;
 use crate::config::Settings;
+use crate::domain::now_ms;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::security::service::{now_ms, Security};
+use crate::security::service::Security;
 use crate::storage::security::{SecurityStore, TenantRow};
 
 /// Fires the shutdown of an [`Application`] from anywhere (a test, the demo, a signal).
@@ -103,8 +104,8 @@ impl Application {
                 runtime.clone(),
                 security.clone(),
             );
-            runtime.cluster = Some(handle);
-            Some(addr)
+            runtime.placement = Some(Arc::new(handle.clone()));
+            Some((handle, addr))
         } else {
             None
         };
@@ -112,12 +113,12 @@ impl Application {
             let postgres = platform_pool;
             let leases = match (&postgres, settings.cluster.enabled) {
                 (Some(pool), true) => Some((
-                    crate::cluster::lease::LeaseStore::new(pool.clone()),
+                    crate::storage::lease::LeaseStore::new(pool.clone()),
                     crate::cluster::node::identity(&settings.cluster, port).0,
                 )),
                 _ => None,
             };
-            runtime.log_tiers = Some(crate::actors::log_tiers::LogTiersHandle::start(
+            runtime.log_tiers = Some(crate::storage::logs::mover::LogTiersHandle::start(
                 logs,
                 postgres,
                 leases,
@@ -133,14 +134,15 @@ impl Application {
             security: security.clone(),
             jobs: Default::default(),
             optimisations: Default::default(),
-            tickets: Arc::new(crate::http::api::tickets::Tickets::new(redis)),
+            cluster: cluster.as_ref().map(|(handle, _)| handle.clone()),
+            tickets: Arc::new(crate::app::tickets::Tickets::new(redis)),
         };
         {
             use actix::Actor as _;
-            let jobs = crate::actors::training::TrainingJobs::new(state.clone()).start();
+            let jobs = crate::app::jobs::training::TrainingJobs::new(state.clone()).start();
             state.jobs.set(jobs);
             let optimisations =
-                crate::actors::optimisations::Optimisations::new(state.clone()).start();
+                crate::app::jobs::optimisations::Optimisations::new(state.clone()).start();
             state.optimisations.set(optimisations);
         }
         let max_body = settings.http.max_body_bytes;
@@ -176,7 +178,7 @@ impl Application {
             settings,
             stop_tx: Arc::new(stop_tx),
             stop_rx,
-            cluster,
+            cluster: cluster.map(|(_, addr)| addr),
         })
     }
 
@@ -257,7 +259,7 @@ fn connect_audit(runtime: &Runtime, security: &Arc<Security>) {
         security.clone(),
         None::<crate::actors::tenant::AuditEvent>,
     );
-    crate::actors::task::spawn_supervised(
+    crate::runtime::task::spawn_supervised(
         "audit.writer",
         Some(runtime.events.clone()),
         state,
@@ -273,7 +275,7 @@ fn connect_audit(runtime: &Runtime, security: &Arc<Security>) {
                     },
                 };
                 *pending = Some(e.clone());
-                crate::actors::task::fault_point("audit.writer");
+                crate::runtime::task::fault_point("audit.writer");
                 let mut attempt = 0u32;
                 // A database that is away is retried (the event is kept); a refused one is logged.
                 while let Err(err) = security

@@ -34,7 +34,7 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let message = crate::actors::supervisor::panic_message(info.payload());
+        let message = crate::runtime::supervisor::panic_message(info.payload());
         tracing::error!(%location, "{message}");
     }));
 }

@@ -23,8 +23,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use super::published::{publish, Published, Publisher};
 use crate::domain::{Bar, Symbol, Timeframe};
+use crate::runtime::published::{publish, Published, Publisher};
 
 /// The shortest time between two wake-ups of the connections: market data reaches a client at most ten
 /// times a second per channel, the latest values each time. Without a pace, a thousand clients following a

@@ -20,11 +20,11 @@ use actix::prelude::*;
 use super::messages::{
     BarClosed, DropDeployment, DropRoute, GetRecentBars, SetDeployment, SetRoute, TickReceived,
 };
-use super::published::Publisher;
-use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::{Quote, StrategyRoute, TenantContext};
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::{Bar, Symbol, Tick, Timeframe};
+use crate::runtime::published::Publisher;
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 use crate::storage::cache::CacheTicks;
 use crate::storage::timeseries::{AppendBars, AppendTicks};
 

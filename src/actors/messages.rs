@@ -5,13 +5,13 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::domain::orders::{Order, OrderKind};
-use crate::domain::positions::{Deal, Performance, Position};
-use crate::domain::{Bar, Login, Side, Symbol, Tick, Timeframe};
-use crate::http::ws::protocol::{
+use crate::bridge::protocol::{
     AccountFrame, CancelResultFrame, DealFrame, Hello, HistoryEndFrame, Inbound, OrderResultFrame,
     PositionsFrame, Welcome,
 };
+use crate::domain::orders::{Order, OrderKind};
+use crate::domain::positions::{Deal, Performance, Position};
+use crate::domain::{Bar, Login, Side, Symbol, Tick, Timeframe};
 
 // ---- commands -------------------------------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ pub struct Signal {
     /// Tick time of the bar that caused it.
     pub at_ms: i64,
     /// The model prediction that caused it, if one did (recorded in the audit trail of its order).
-    pub cause: Option<crate::models::Prediction>,
+    pub cause: Option<crate::domain::Prediction>,
 }
 
 pub use crate::domain::risk::{KillSwitch, OrderFacts, RiskRejection};
@@ -46,7 +46,7 @@ pub struct RegimeObserved {
 
 /// The tenant's current covariance of its symbols' M1 returns (`None` until the window holds enough bars).
 #[derive(Message, Debug)]
-#[rtype(result = "Option<crate::models::correlation::Covariance>")]
+#[rtype(result = "Option<crate::domain::correlation::Covariance>")]
 pub struct GetCorrelation;
 
 /// Turns the kill switch on or off; `flatten` also closes every position.
@@ -169,7 +169,7 @@ pub struct FrameReceived {
 #[rtype(result = "()")]
 pub struct RejectFrame {
     pub conn_id: u64,
-    pub code: crate::http::ws::protocol::ErrorCode,
+    pub code: crate::bridge::protocol::ErrorCode,
     pub message: String,
     pub ref_seq: Option<u64>,
 }
@@ -407,7 +407,7 @@ pub struct Crash {
 /// Replaces the tenant's risk limits (admin API); the kill switch and PnL state are kept.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct SetRiskLimits(pub crate::config::RiskSettings);
+pub struct SetRiskLimits(pub crate::domain::tenant::RiskSettings);
 
 /// Changes the tenant's tier (admin API → `Risk`, which owns it).
 #[derive(Message, Debug, Clone)]
@@ -444,7 +444,7 @@ pub struct Redeploy;
 /// A model deployment's prediction, to the strategies that trade it.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct PredictionMade(pub crate::models::Prediction);
+pub struct PredictionMade(pub crate::domain::Prediction);
 
 /// What a model host has done: its recent predictions and each version's counts.
 #[derive(Message, Debug, Clone)]
@@ -456,7 +456,7 @@ pub struct ModelState {
     pub deployment: String,
     pub versions: Vec<ModelVersionState>,
     /// Newest last; at most the last 1 000.
-    pub recent: Vec<crate::models::Prediction>,
+    pub recent: Vec<crate::domain::Prediction>,
 }
 
 /// A version's counts and monitoring, as the model host reports them.

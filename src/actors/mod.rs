@@ -1,25 +1,22 @@
-//! The actors of the supervision tree (shared/DESIGN.md) and the supervision layer they run under.
+//! The tenant's actors (shared/DESIGN.md, "The supervision tree") and the tree of tenants.
 //!
-//! - `supervisor`: restart policies, intensity, back-off, escalation, panic containment.
-//! - `events`: the bounded history of supervision events shown by the admin API.
-//! - `tree`: builds the root of the tree (storage first, then tenants) and hands out its handles.
+//! Per tenant: `mt5_session` (one per connected terminal), `market_data` (ticks → bars, routes to
+//! strategies and models), `strategy` (one per strategy instance), `model` (one host per deployment),
+//! `risk` (pre-trade checks, limits, kill switch), `portfolio` (orders, fills, positions, the write-ahead
+//! record) and `feed` (what trading clients see). `tenant` builds a tenant's subtree and holds its context;
+//! `tree` is the process's root: storage first, then the tenants (`Runtime`). `messages` holds the typed
+//! messages between them.
+//!
+//! The engine they run under (supervisors, slots, tasks, published snapshots, the event bus) is
+//! `crate::runtime`; the use cases that drive them from outside are `crate::app`.
 
-pub mod bus;
-pub mod events;
 pub mod feed;
-pub mod log_tiers;
 pub mod market_data;
 pub mod messages;
 pub mod model;
 pub mod mt5_session;
-pub mod optimisations;
 pub mod portfolio;
-pub mod published;
 pub mod risk;
-pub mod slot;
 pub mod strategy;
-pub mod supervisor;
-pub mod task;
 pub mod tenant;
-pub mod training;
 pub mod tree;

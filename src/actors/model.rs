@@ -45,15 +45,16 @@ use super::messages::{
     ModelVersionState, PredictionMade, Redeploy,
 };
 use super::strategy::WARM_UP_BARS;
-use super::supervisor::{contain, ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
+use crate::domain::events::EventKind;
 use crate::domain::Bar;
+use crate::domain::Prediction;
 use crate::models::deployment::{pick, Deployment, LoadedVersion};
 use crate::models::drift::DriftMonitor;
 use crate::models::features::FeatureState;
 use crate::models::manifest::Output;
 use crate::models::onnx::Inference;
-use crate::models::Prediction;
+use crate::runtime::supervisor::{contain, ExitNotifier, Shutdown};
 
 /// Predictions kept for `GetModelState`.
 const RECENT: usize = 1_000;
@@ -420,7 +421,7 @@ impl ModelHost {
                 });
                 tracing::warn!(tenant = %tenant, %detail, "model input drifted from its training data");
                 self.tenant.audit("model.drift", "model", detail.clone());
-                self.tenant.publish("model", detail);
+                self.tenant.publish(EventKind::Model, detail);
             }
             let run = &mut self.runs[i];
             let prediction = Prediction {
@@ -464,7 +465,7 @@ impl ModelHost {
         tracing::error!(tenant = %self.tenant.id, %detail, "model version rolled back: weight set to 0");
         self.tenant
             .audit("model.rolled_back", "model", detail.clone());
-        self.tenant.publish("model", detail);
+        self.tenant.publish(EventKind::Model, detail);
     }
 
     /// Writes the predictions waiting; on failure they wait for the next attempt.
@@ -518,7 +519,7 @@ impl ModelHost {
         self.unstored.push(prediction.clone());
         self.bound_unstored();
         if let Ok(data) = serde_json::to_value(&prediction) {
-            self.tenant.publish("prediction", data);
+            self.tenant.publish(EventKind::Prediction, data);
         }
         if prediction.shadow {
             return;
@@ -646,8 +647,8 @@ impl Handler<BarClosed> for ModelHost {
         let name = format!("model:{}", self.deployment.id);
         let this = &mut *self;
         let result = contain(|| {
-            if super::task::faults_armed() {
-                super::task::fault_point(&name);
+            if crate::runtime::task::faults_armed() {
+                crate::runtime::task::fault_point(&name);
             }
             this.on_bar(&bar);
         });

@@ -38,14 +38,14 @@ use super::messages::{
     LinkState, OrderResultReceived, Outgoing, PositionsReceived, ReconcileNeeded, RejectFrame,
     SendCancel, SendOrder, SessionState, Stored, TickReceived,
 };
-use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
-use crate::domain::orders::{action, mt5_order_type, OrderKind};
-use crate::domain::{now_ms, Login, Symbol, Tick};
-use crate::http::ws::protocol::{
+use crate::bridge::protocol::{
     encode, CancelRequest, ErrorCode, ErrorFrame, HistoryRequest, Inbound, OrderRequest, Outbound,
     ServerHeartbeat, TickFrame, Welcome, PROTOCOL_VERSION,
 };
+use crate::domain::orders::{action, mt5_order_type, OrderKind};
+use crate::domain::{now_ms, Login, Symbol, Tick};
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
 /// WebSocket close code for a policy violation.
 pub const CLOSE_POLICY: u16 = 1008;

@@ -35,13 +35,14 @@ use super::messages::{
     ReconcileNeeded, ReconcilePoint, SendCancel, SendOrder, Signal, Stored, StrategyFilled,
     UnknownOrder,
 };
-use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::TenantContext;
+use crate::bridge::protocol::PositionItem;
+use crate::domain::events::EventKind;
 use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
-use crate::domain::orders::{Order, OrderKind, OrderStatus};
+use crate::domain::orders::{Order, OrderKind, OrderStatus, TransitionError};
 use crate::domain::positions::{AccountMode, Deal};
 use crate::domain::{now_ms, Login, Symbol};
-use crate::http::ws::protocol::PositionItem;
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 use crate::storage::cache::CachePositions;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
 use crate::storage::timeseries::AppendFills;
@@ -111,6 +112,7 @@ impl Portfolio {
                 transition_error,
             } => {
                 if let Some(e) = transition_error {
+                    self.illegal(&e);
                     tracing::warn!(tenant = %self.tenant.id, error = %e, "{what} out of sequence");
                 }
                 if order.status == OrderStatus::Rejected {
@@ -159,8 +161,8 @@ impl Portfolio {
 
     fn publish(&self, write: &Write) {
         let (kind, data) = match write {
-            Write::Order(_, order) => ("order", serde_json::to_value(order)),
-            Write::Deal(deal) => ("fill", serde_json::to_value(deal)),
+            Write::Order(_, order) => (EventKind::Order, serde_json::to_value(order)),
+            Write::Deal(deal) => (EventKind::Fill, serde_json::to_value(deal)),
             Write::Release(..) | Write::Ack(..) => return,
         };
         if let Ok(data) = data {
@@ -195,7 +197,7 @@ impl Portfolio {
         }
         for p in open {
             if let Ok(data) = serde_json::to_value(&p) {
-                self.tenant.publish("position", data);
+                self.tenant.publish(EventKind::Position, data);
             }
         }
     }
@@ -293,9 +295,9 @@ impl Portfolio {
         let Some(next) = self.writes.pop_front() else {
             return;
         };
-        if super::task::faults_armed() {
+        if crate::runtime::task::faults_armed() {
             // Fault injection (tests, fire drills): the portfolio dies holding a record it has not stored.
-            super::task::fault_point(&format!("portfolio.store:{}", self.tenant.id));
+            crate::runtime::task::fault_point(&format!("portfolio.store:{}", self.tenant.id));
         }
         self.writing = true;
         self.idle.send_replace(false);
@@ -370,7 +372,7 @@ impl Portfolio {
         let has_session = self.tenant.session_of(order.account).is_some();
         let now = now_ms();
         if has_session {
-            let _ = order.transition(OrderStatus::Sent, now);
+            self.step(&mut order, OrderStatus::Sent, now);
             self.tenant.metrics.order("sent");
             tracing::info!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
                 symbol = %order.symbol, side = order.side.as_str(), volume = %order.volume, "order sent");
@@ -387,15 +389,30 @@ impl Portfolio {
             self.ledger.remember(seq, order.clone());
             return self.write_ahead(seq, order, send, ctx);
         }
-        let _ = order.transition(OrderStatus::Rejected, now);
+        self.step(&mut order, OrderStatus::Rejected, now);
         order.reason = Some(format!("no MT5 session for account {}", order.account));
         self.tenant.metrics.order("rejected_no_session");
         self.ledger.remember(seq, order.clone());
         self.persist(Write::Order(seq, order), ctx);
     }
 
+    /// Moves `order` to `next`; a change the state machine refuses is logged and counted
+    /// (`trellis_order_illegal_transitions_total`), never silently ignored, and the order keeps its state.
+    fn step(&self, order: &mut Order, next: OrderStatus, at_ms: i64) {
+        if let Err(e) = order.transition(next, at_ms) {
+            self.illegal(&e);
+            tracing::error!(tenant = %self.tenant.id, error = %e, "illegal order state transition");
+        }
+    }
+
+    fn illegal(&self, e: &TransitionError) {
+        self.tenant
+            .metrics
+            .illegal_transition(e.from.as_str(), e.to.as_str());
+    }
+
     fn reject(&mut self, seq: u64, mut order: Order, reason: String, ctx: &mut Context<Self>) {
-        let _ = order.transition(OrderStatus::Rejected, now_ms());
+        self.step(&mut order, OrderStatus::Rejected, now_ms());
         order.reason = Some(reason);
         self.tenant.metrics.order("rejected_by_risk");
         self.ledger.remember(seq, order.clone());
@@ -662,7 +679,7 @@ impl Handler<HistoryEndReceived> for Portfolio {
             return self.handle(
                 PositionsReceived {
                     account: msg.account,
-                    frame: crate::http::ws::protocol::PositionsFrame {
+                    frame: crate::bridge::protocol::PositionsFrame {
                         seq: msg.frame.seq,
                         positions: msg.frame.positions,
                     },
@@ -738,7 +755,7 @@ impl Portfolio {
         if let Some(map) = data.as_object_mut() {
             map.insert("action".into(), action.into());
         }
-        self.tenant.publish("reconciliation", data);
+        self.tenant.publish(EventKind::Reconciliation, data);
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! It is also the tenant's correlation engine: `MarketData` sends it every closed M1 bar, and it keeps the
 //! last `correlation_window` aligned log returns of the tenant's symbols and their Ledoit–Wolf covariance
-//! (`models::correlation`), recomputed on each complete bar time. The gate uses it for the
+//! (`domain::correlation`), recomputed on each complete bar time. The gate uses it for the
 //! portfolio-volatility limit; `GetCorrelation` answers it for the API, and every tenth update is published
 //! on `/ws/events` (`correlation`). A restarted `Risk` rebuilds the window from the bars `MarketData` keeps.
 
@@ -21,11 +21,12 @@ use super::messages::{
     AccountLink, BarClosed, CheckOrder, Flatten, GetCorrelation, GetRecentBars, GetRiskState,
     LinkState, PnlUpdated, RiskRejection, RiskState, SetKillSwitch,
 };
-use super::published::Publisher;
-use super::supervisor::{ExitNotifier, Shutdown};
 use super::tenant::{TenantContext, TenantLimits};
+use crate::domain::events::EventKind;
 use crate::domain::risk::RiskGate;
 use crate::domain::{now_ms, Login};
+use crate::runtime::published::Publisher;
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 use crate::storage::relational::{LoadKillSwitch, SaveKillSwitch};
 
 pub struct Risk {
@@ -35,7 +36,7 @@ pub struct Risk {
     gate: RiskGate,
     rejections: u64,
     /// Aligned M1 log returns of the tenant's symbols.
-    returns: crate::models::correlation::ReturnWindow,
+    returns: crate::domain::correlation::ReturnWindow,
     updates: u64,
     notifier: ExitNotifier,
 }
@@ -65,7 +66,7 @@ impl Risk {
             limits,
             gate,
             rejections: 0,
-            returns: crate::models::correlation::ReturnWindow::new(symbols, window),
+            returns: crate::domain::correlation::ReturnWindow::new(symbols, window),
             updates: 0,
             notifier,
         }
@@ -89,7 +90,7 @@ impl Risk {
                 self.updates += 1;
                 if self.updates % 10 == 1 {
                     self.tenant.publish(
-                        "correlation",
+                        EventKind::Correlation,
                         serde_json::json!({
                             "symbols": cov.symbols,
                             "correlations": cov.correlations(),
@@ -122,7 +123,7 @@ impl Risk {
     /// The limits and state, to the tenant's clients (`risk` channel), after every change of either.
     fn publish_state(&self) {
         self.tenant.publish(
-            "risk",
+            EventKind::Risk,
             serde_json::json!({"limits": self.gate.limits, "state": self.state()}),
         );
     }
@@ -274,7 +275,7 @@ impl Handler<CheckOrder> for Risk {
                     "side": facts.side.as_str(), "volume": facts.volume, "code": r.code, "reason": r.reason}),
             );
             tracing::warn!(tenant = %self.tenant.id, account = %facts.account, symbol = %facts.symbol,
-                side = facts.side.as_str(), volume = %facts.volume, code = r.code, reason = %r.reason,
+                side = facts.side.as_str(), volume = %facts.volume, code = r.code.as_str(), reason = %r.reason,
                 "order rejected by risk");
         }
         verdict
@@ -294,7 +295,7 @@ impl Handler<super::messages::RegimeObserved> for Risk {
 
     fn handle(&mut self, msg: super::messages::RegimeObserved, _ctx: &mut Self::Context) {
         let scale = self.gate.limits.regime.as_ref().and_then(|r| {
-            (r.deployment == msg.deployment && r.state == msg.label).then_some(r.scale)
+            (r.deployment == msg.deployment && r.state == msg.label).then_some(r.scale.get())
         });
         if scale != self.gate.regime_scale {
             tracing::info!(tenant = %self.tenant.id, deployment = %msg.deployment, regime = %msg.label,

@@ -14,9 +14,9 @@ use super::messages::{
     BarClosed, GetRecentBars, GetStrategyState, PredictionMade, Signal, StrategyFilled,
     StrategyState,
 };
-use super::supervisor::{contain, ExitNotifier, Shutdown};
 use super::tenant::{StrategyRoute, TenantContext};
 use crate::domain::Login;
+use crate::runtime::supervisor::{contain, ExitNotifier, Shutdown};
 use crate::strategies::Strategy;
 
 /// Bars replayed into a fresh instance.
@@ -51,7 +51,7 @@ impl StrategyHost {
         &self,
         target: rust_decimal::Decimal,
         at_ms: i64,
-        cause: Option<crate::models::Prediction>,
+        cause: Option<crate::domain::Prediction>,
     ) {
         if let Some(portfolio) = self.tenant.portfolio.get() {
             portfolio.do_send(Signal {

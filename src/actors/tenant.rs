@@ -53,19 +53,21 @@ use super::market_data::{Deployments, MarketData};
 use super::model::ModelHost;
 use super::mt5_session::Mt5Session;
 use super::portfolio::Portfolio;
-use super::published::{publish, Published, Publisher};
 use super::risk::Risk;
-use super::slot::Slot;
 use super::strategy::StrategyHost;
-use super::supervisor::{
-    ChildContext, ChildSpec, RestartPolicy, StartChild, SupervisionError, Supervisor,
-    SupervisorConfig,
-};
-use crate::config::{Mt5Settings, StrategySettings, TenantSettings};
+use crate::config::Mt5Settings;
+use crate::domain::events::EventKind;
+use crate::domain::tenant::{StrategySettings, TenantSettings};
 use crate::domain::{Login, Symbol, TenantId, Timeframe};
 use crate::metrics::Metrics;
 use crate::models::deployment::Deployment;
 use crate::models::registry::Resolved;
+use crate::runtime::published::{publish, Published, Publisher};
+use crate::runtime::slot::Slot;
+use crate::runtime::supervisor::{
+    ChildContext, ChildSpec, RestartPolicy, StartChild, SupervisionError, Supervisor,
+    SupervisorConfig,
+};
 use crate::storage::cache::RedisCache;
 use crate::storage::{RelationalStore, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
@@ -125,7 +127,7 @@ impl AuditSink {
 #[derive(Debug, Clone)]
 pub struct TenantLimits {
     pub tier: String,
-    pub risk: crate::config::RiskSettings,
+    pub risk: crate::domain::tenant::RiskSettings,
 }
 
 /// What a tenant's actors and the HTTP handlers share: immutable settings, handles to the actors, and read-only
@@ -151,7 +153,7 @@ pub struct TenantContext {
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub cache: Option<StoreSlot<RedisCache>>,
-    pub bus: super::bus::EventBus,
+    pub bus: crate::runtime::bus::EventBus,
     pub supervisor: Slot<Supervisor>,
     /// The tenant's `strategies` supervisor (per-child budgets): strategies are started, stopped and
     /// re-enabled there.
@@ -199,11 +201,11 @@ pub struct TenantDeps {
     pub relational: RelationalStore,
     pub timeseries: TimeSeriesStore,
     pub cache: Option<StoreSlot<RedisCache>>,
-    pub bus: super::bus::EventBus,
+    pub bus: crate::runtime::bus::EventBus,
     pub supervision: SupervisorConfig,
     pub audit: AuditSink,
     /// Predictions per minute by tier.
-    pub prediction_limits: crate::security::rate_limit::TierLimits,
+    pub prediction_limits: crate::domain::tier::TierLimits,
     /// The lease's fencing token in cluster mode.
     pub fence: Option<i64>,
 }
@@ -214,12 +216,12 @@ pub struct TenantDeps {
 /// Like the API's rate limiter it is a limiter, not data, so it is a counter behind a mutex (held for an
 /// addition) rather than an actor the hot path would have to message.
 pub struct PredictionQuota {
-    limits: crate::security::rate_limit::TierLimits,
+    limits: crate::domain::tier::TierLimits,
     window: std::sync::Mutex<(i64, u32)>,
 }
 
 impl PredictionQuota {
-    pub fn new(limits: crate::security::rate_limit::TierLimits) -> Self {
+    pub fn new(limits: crate::domain::tier::TierLimits) -> Self {
         Self {
             limits,
             window: std::sync::Mutex::new((i64::MIN, 0)),
@@ -356,7 +358,7 @@ impl TenantContext {
         let timeframe = Timeframe::parse(&s.timeframe)
             .ok_or_else(|| format!("strategy `{}`: unknown timeframe `{}`", s.id, s.timeframe))?;
         registry
-            .build(&s.kind, &s.params, s.volume)
+            .build(&s.kind, &s.params, s.volume.get())
             .map_err(|e| format!("strategy `{}`: {e}", s.id))?;
         Ok(StrategyRoute {
             settings: s.clone(),
@@ -383,7 +385,7 @@ impl TenantContext {
                     .build(
                         &route.settings.kind,
                         &route.settings.params,
-                        route.settings.volume,
+                        route.settings.volume.get(),
                     )
                     .map_err(|e| e.to_string())?;
                 let id = route.settings.id.clone();
@@ -411,7 +413,7 @@ impl TenantContext {
                 let detail =
                     serde_json::json!({ "deployment": id, "state": "failed", "reason": reason });
                 t.audit("model.disabled", "supervisor", detail.clone());
-                t.publish("model", detail);
+                t.publish(EventKind::Model, detail);
             }
         };
         let id = id.to_owned();
@@ -448,8 +450,8 @@ impl TenantContext {
             "on_failure": s.on_failure,
         });
         self.audit("strategy.disabled", "supervisor", detail.clone());
-        self.publish("strategy", detail);
-        if s.on_failure == crate::config::OnFailure::Flatten {
+        self.publish(EventKind::Strategy, detail);
+        if s.on_failure == crate::domain::tenant::OnFailure::Flatten {
             if let Some(portfolio) = self.portfolio.get() {
                 portfolio.do_send(super::messages::Signal {
                     strategy_id: s.id.clone(),
@@ -474,7 +476,7 @@ impl TenantContext {
         self.failure_owner.set(Some(reason.to_owned()));
         let detail = serde_json::json!({ "state": "failed", "reason": reason });
         self.audit("tenant.failed", "supervisor", detail.clone());
-        self.publish("tenant", detail);
+        self.publish(EventKind::Tenant, detail);
     }
 
     pub fn tier(&self) -> String {
@@ -482,7 +484,7 @@ impl TenantContext {
     }
 
     /// The risk limits in force.
-    pub fn risk_limits(&self) -> crate::config::RiskSettings {
+    pub fn risk_limits(&self) -> crate::domain::tenant::RiskSettings {
         self.limits.read().risk.clone()
     }
 
@@ -508,10 +510,10 @@ impl TenantContext {
     }
 
     /// Publishes an event of this tenant to its clients (`/ws/events`), on every node.
-    pub fn publish(&self, kind: &str, data: serde_json::Value) {
-        self.bus.publish(super::bus::TenantEvent {
+    pub fn publish(&self, kind: crate::domain::events::EventKind, data: serde_json::Value) {
+        self.bus.publish(crate::runtime::bus::TenantEvent {
             tenant: self.id.0.clone(),
-            kind: kind.to_owned(),
+            kind,
             data,
             local: true,
         });

@@ -18,16 +18,17 @@ use actix::prelude::*;
 
 use dashmap::DashMap;
 
-use super::bus::EventBus;
-use super::events::EventLog;
-use super::supervisor::{
+use super::tenant::{TenantContext, TenantDeps, TenantError};
+use crate::config::{Mt5Settings, Settings};
+use crate::domain::tenant::TenantSettings;
+use crate::domain::TenantId;
+use crate::metrics::Metrics;
+use crate::runtime::bus::EventBus;
+use crate::runtime::events::EventLog;
+use crate::runtime::supervisor::{
     ChildContext, ChildSpec, GetChildren, RestartPolicy, Shutdown, StartChild, SupervisionError,
     Supervisor, SupervisorConfig,
 };
-use super::tenant::{TenantContext, TenantDeps, TenantError};
-use crate::config::{Mt5Settings, Settings, TenantSettings};
-use crate::domain::TenantId;
-use crate::metrics::Metrics;
 use crate::storage::cache::RedisCache;
 use crate::storage::clickhouse::ClickHouseSeries;
 use crate::storage::postgres::PgRelational;
@@ -35,6 +36,19 @@ use crate::storage::relational::{self, Relational};
 use crate::storage::timeseries::{self, TimeSeries};
 use crate::storage::{HealthBoard, RelationalStore, StoreSlot, TimeSeriesStore};
 use crate::strategies::StrategyRegistry;
+
+/// Where a tenant may start in cluster mode: only under this node's lease, which the cluster takes (when the
+/// tenant is free) or refuses (while another node owns it). Implemented by `cluster::ClusterHandle`.
+///
+/// A trait so the tree does not import the cluster: the cluster drives the tree (it starts and stops the
+/// tenants whose leases it holds), and the tree only asks it before starting a tenant.
+pub trait Placement: Send + Sync {
+    /// Starts `settings` under this node's lease on it.
+    fn adopt(
+        &self,
+        settings: TenantSettings,
+    ) -> futures_util::future::BoxFuture<'static, Result<Arc<TenantContext>, TenantError>>;
+}
 
 /// Handles to the running tree, cheap to clone into HTTP handlers and actors.
 #[derive(Clone)]
@@ -59,14 +73,14 @@ pub struct Runtime {
     pub audit: super::tenant::AuditSink,
     /// Where registry model versions come from (connected to the security service at start-up).
     pub model_files: crate::models::registry::ModelFilesSlot,
-    prediction_limits: crate::security::rate_limit::TierLimits,
+    prediction_limits: crate::domain::tier::TierLimits,
     api_keys: Arc<DashMap<String, TenantId>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     mt5: Mt5Settings,
     /// Set in cluster mode (`cluster.enabled`): tenants run only under this node's lease.
-    pub cluster: Option<crate::cluster::ClusterHandle>,
+    pub placement: Option<Arc<dyn Placement>>,
     /// The log mover, once started (`Application::build`).
-    pub log_tiers: Option<super::log_tiers::LogTiersHandle>,
+    pub log_tiers: Option<crate::storage::logs::mover::LogTiersHandle>,
 }
 
 impl Runtime {
@@ -184,7 +198,7 @@ impl Runtime {
             api_keys: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
             mt5: settings.mt5.clone(),
-            cluster: None,
+            placement: None,
             log_tiers: None,
         }
     }
@@ -195,14 +209,8 @@ impl Runtime {
         &self,
         settings: TenantSettings,
     ) -> Result<Arc<TenantContext>, TenantError> {
-        match &self.cluster {
-            Some(cluster) => cluster
-                .addr
-                .get()
-                .ok_or(TenantError::Unavailable)?
-                .send(crate::cluster::node::Adopt(settings))
-                .await
-                .map_err(|_| TenantError::Unavailable)?,
+        match &self.placement {
+            Some(placement) => placement.adopt(settings).await,
             None => self.start_tenant_fenced(settings, None).await,
         }
     }
@@ -328,7 +336,7 @@ impl Runtime {
         // Its slot under the root goes too (already stopped: nothing more is sent to it).
         let _ = self
             .root
-            .send(super::supervisor::StopChild {
+            .send(crate::runtime::supervisor::StopChild {
                 name: format!("tenant:{id}"),
             })
             .await;
@@ -380,7 +388,7 @@ impl Runtime {
     }
 
     /// The root's children, for the admin API and tests.
-    pub async fn children(&self) -> Vec<super::supervisor::ChildInfo> {
+    pub async fn children(&self) -> Vec<crate::runtime::supervisor::ChildInfo> {
         self.root.send(GetChildren).await.unwrap_or_default()
     }
 
@@ -416,7 +424,7 @@ fn storage_spec<A>(
     data_dir: PathBuf,
     health: HealthBoard,
     slot: StoreSlot<A>,
-    new: fn(PathBuf, HealthBoard, super::supervisor::ExitNotifier) -> A,
+    new: fn(PathBuf, HealthBoard, crate::runtime::supervisor::ExitNotifier) -> A,
 ) -> ChildSpec
 where
     A: Actor<Context = Context<A>> + Handler<Shutdown>,

@@ -23,14 +23,14 @@ use std::time::Instant;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::config::RiskSettings;
+use crate::bridge::protocol::OrderRequest;
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::ledger::{Ledger, OrderResult};
-use crate::domain::orders::{action, mt5_order_type, OrderStatus};
+use crate::domain::orders::{action, mt5_order_type, Order, OrderStatus};
 use crate::domain::positions::{AccountMode, Deal, EquityCurve};
 use crate::domain::risk::RiskGate;
+use crate::domain::tenant::RiskSettings;
 use crate::domain::{Bar, Login, Symbol, Tick, Timeframe};
-use crate::http::ws::protocol::OrderRequest;
 use crate::sim::broker::{Broker, BrokerConfig};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
@@ -92,6 +92,9 @@ pub struct Report {
     /// Ticks of other symbols in the input, ignored.
     pub ticks_ignored: u64,
     pub out_of_order: u64,
+    /// Order state changes the state machine refused (a bug if ever non-zero; each is logged).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub illegal_transitions: u64,
     pub bars: u64,
     pub orders: usize,
     pub orders_rejected: usize,
@@ -165,6 +168,7 @@ pub struct Backtest {
     ticks: u64,
     ignored: u64,
     out_of_order: u64,
+    illegal_transitions: u64,
     bars: u64,
     started: Instant,
     curve: Vec<(i64, f64)>,
@@ -238,6 +242,7 @@ impl Backtest {
             ticks: 0,
             ignored: 0,
             out_of_order: 0,
+            illegal_transitions: 0,
             bars: 0,
             started: Instant::now(),
             curve: Vec::new(),
@@ -384,7 +389,7 @@ impl Backtest {
         };
         match self.gate.check(&facts) {
             Ok(()) => {
-                let _ = order.transition(OrderStatus::Sent, now_ms);
+                self.step(&mut order, OrderStatus::Sent, now_ms);
                 let request = OrderRequest {
                     seq,
                     client_order_id: order.client_order_id.clone(),
@@ -411,7 +416,7 @@ impl Backtest {
                 }
             }
             Err(rejection) => {
-                let _ = order.transition(OrderStatus::Rejected, now_ms);
+                self.step(&mut order, OrderStatus::Rejected, now_ms);
                 order.reason = Some(rejection.to_string());
             }
         }
@@ -473,6 +478,14 @@ impl Backtest {
                 keep
             });
             *every *= 2;
+        }
+    }
+
+    /// Moves `order` to `next`; a change the state machine refuses is logged and counted in the report.
+    fn step(&mut self, order: &mut Order, next: OrderStatus, at_ms: i64) {
+        if let Err(e) = order.transition(next, at_ms) {
+            self.illegal_transitions += 1;
+            tracing::error!(error = %e, "backtest: illegal order state transition");
         }
     }
 
@@ -568,6 +581,7 @@ impl Backtest {
             ticks: self.ticks,
             ticks_ignored: self.ignored,
             out_of_order: self.out_of_order,
+            illegal_transitions: self.illegal_transitions,
             bars: self.bars,
             orders: orders.len(),
             orders_rejected: orders
@@ -684,4 +698,8 @@ pub fn render(r: &Report) -> String {
         r.ticks_per_sec, r.elapsed_ms
     );
     String::from_utf8_lossy(&s).into_owned()
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -31,7 +31,7 @@ use serde_json::json;
 
 use super::cli::{report_run, BacktestArgs, CliError};
 use super::{render, report, write_trades, Backtest, BacktestConfig, Leg, LegReport, Report};
-use crate::config::RiskSettings;
+use crate::domain::tenant::RiskSettings;
 use crate::domain::{Symbol, Timeframe};
 use crate::strategies::{Params, StrategyRegistry};
 
@@ -85,8 +85,7 @@ impl Spec {
         }
         let mut ids = BTreeSet::new();
         for (i, leg) in spec.strategies.iter().enumerate() {
-            crate::http::api::valid_id(&format!("strategies[{i}].id"), &leg.id)
-                .map_err(|e| e.to_string())?;
+            crate::domain::valid_id(&format!("strategies[{i}].id"), &leg.id)?;
             if !ids.insert(leg.id.as_str()) {
                 return Err(format!("strategies[{i}].id: `{}` is given twice", leg.id));
             }

@@ -248,7 +248,7 @@ async fn fence_cost(owner: &sqlx::PgPool, app_url: &str) -> anyhow::Result<(f64,
         for i in 0..FENCE_WRITES / 2 {
             let mut tx = crate::storage::postgres::tenant_tx(&pool, "bench-0").await?;
             if fence {
-                crate::cluster::lease::fence(&mut tx, "bench-0", token)
+                crate::storage::lease::fence(&mut tx, "bench-0", token)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }

@@ -172,7 +172,7 @@ fn stream() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let watcher = super::watch_peak_rss(child.id());
+    let watcher = crate::sim::node::watch_peak_rss(child.id());
     let started = Instant::now();
     let stdin = child
         .stdin

@@ -18,8 +18,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::Latencies;
-use crate::actors::log_tiers::{Batches, Mover};
 use crate::config::{Profile, Settings};
+use crate::storage::logs::mover::{Batches, Mover};
 use crate::storage::logs::store::{CostReport, LogStore};
 use crate::storage::logs::{day_of, LogEntry, LogQuery, DAY_MS};
 

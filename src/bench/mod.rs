@@ -32,7 +32,9 @@ use serde_json::json;
 
 use crate::actors::tree::Runtime;
 use crate::backtest::{Backtest, BacktestConfig};
-use crate::config::{Profile, Settings, StrategySettings, TenantSettings};
+use crate::config::{Profile, Settings};
+use crate::domain::schema::PositiveDecimal;
+use crate::domain::tenant::{StrategySettings, TenantSettings};
 use crate::domain::{Bar, Login, Timeframe};
 use crate::sim::feed::RandomWalk;
 use crate::startup::{Application, StopHandle};
@@ -115,27 +117,6 @@ fn cpu_model() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into())
-}
-
-/// Follows a process's peak resident memory (VmHWM of its /proc status, which only grows) until it exits;
-/// the handle answers the peak in KiB. (A parent's `wait4` maxrss would not do: it carries the forking
-/// process's own peak over exec.)
-pub fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
-    let status = format!("/proc/{pid}/status");
-    std::thread::spawn(move || {
-        let mut peak_kb = 0u64;
-        while let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak_kb = peak_kb.max(kb);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak_kb
-    })
 }
 
 fn rss_mb() -> f64 {
@@ -348,7 +329,7 @@ fn strategy(id: &str, kind: &str, symbol: &str) -> StrategySettings {
         kind: kind.into(),
         symbol: symbol.into(),
         timeframe: "M1".into(),
-        volume: Decimal::new(1, 2),
+        volume: PositiveDecimal::new(Decimal::new(1, 2)).unwrap_or(PositiveDecimal::ONE),
         account: None,
         params: Default::default(),
         enabled: true,
@@ -953,7 +934,7 @@ async fn supervision() -> anyhow::Result<()> {
         .events
         .snapshot(Some("crashy"))
         .iter()
-        .filter(|e| e.kind == crate::actors::events::EventKind::Failed)
+        .filter(|e| e.kind == crate::runtime::events::EventKind::Failed)
         .count();
     report_latency(
         "supervision: healthy tenant @ 1000 ticks/s while another tenant's strategy panics",

@@ -38,7 +38,7 @@ use tract_onnx::pb;
 use super::{bench_tenant, drive, open_bridge, report_latency, rss_mb, start, strategy};
 use crate::actors::messages::{GetModelState, GetRecentBars};
 use crate::actors::tenant::TenantContext;
-use crate::config::{ModelDeploymentSettings, ModelVersionSettings};
+use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings};
 use crate::domain::{Symbol, Timeframe};
 use crate::models::onnx::{linear_model, mlp_model, value_info, OnnxModel};
 

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{bench_tenant, drive, flip, report_latency, start, strategy};
+use crate::domain::tenant::TrainSpec;
 use crate::domain::{Bar, Timeframe};
-use crate::models::training::{self, Progress, TrainSpec};
+use crate::models::training::{self, Progress};
 
 /// M1 bars in a year of 24-hour trading on 257 days.
 const YEAR_OF_M1: usize = 370_000;
@@ -24,7 +25,7 @@ fn year_of_bars() -> Vec<Bar> {
 
 fn spec() -> TrainSpec {
     TrainSpec {
-        kind: training::ModelKind::Logistic,
+        kind: crate::domain::tenant::ModelKind::Logistic,
         states: 2,
         features: ["log_return_1", "log_return_2", "volatility_20", "rsi_14"]
             .map(String::from)

@@ -8,7 +8,6 @@
 //! [`node::Cluster`] is the actor that holds this node's leases, renews them, places tenants and hands them
 //! over; `docs/cluster.md` tells what is built and what is not.
 
-pub mod lease;
 pub mod node;
 
 pub use node::{ClusterHandle, ClusterView};

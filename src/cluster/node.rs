@@ -27,13 +27,14 @@ use actix::prelude::*;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::lease::{Lease, LeaseStore, NodeRow, Owner};
-use crate::actors::published::{publish, Published, Publisher};
-use crate::actors::slot::Slot;
 use crate::actors::tenant::{TenantContext, TenantError};
 use crate::actors::tree::Runtime;
-use crate::config::{ClusterSettings, Settings, TenantSettings};
+use crate::config::{ClusterSettings, Settings};
+use crate::domain::tenant::TenantSettings;
+use crate::runtime::published::{publish, Published, Publisher};
+use crate::runtime::slot::Slot;
 use crate::security::service::Security;
+use crate::storage::lease::{Lease, LeaseStore, NodeRow, Owner};
 use crate::storage::security::TenantRow;
 
 /// How long a tenant that moves away may take to drain before its lease is released anyway.
@@ -104,6 +105,21 @@ pub struct ClusterHandle {
     pub url: String,
     pub view: Published<ClusterView>,
     pub addr: Slot<Cluster>,
+}
+
+impl crate::actors::tree::Placement for ClusterHandle {
+    fn adopt(
+        &self,
+        settings: TenantSettings,
+    ) -> futures_util::future::BoxFuture<'static, Result<Arc<TenantContext>, TenantError>> {
+        let addr = self.addr.get();
+        Box::pin(async move {
+            addr.ok_or(TenantError::Unavailable)?
+                .send(Adopt(settings))
+                .await
+                .map_err(|_| TenantError::Unavailable)?
+        })
+    }
 }
 
 /// Where a tenant that does not run on this node is, as the last placement round saw it.

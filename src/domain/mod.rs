@@ -5,10 +5,15 @@
 
 pub mod bars;
 pub mod calendar;
+pub mod correlation;
+pub mod events;
 pub mod ledger;
 pub mod orders;
 pub mod positions;
 pub mod risk;
+pub mod schema;
+pub mod tenant;
+pub mod tier;
 
 use std::fmt;
 
@@ -205,4 +210,48 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Ids and names (tenants, strategies, models, aliases): 1 to 64 letters, digits, `-` or `_`; the error
+/// names the field.
+pub fn valid_id(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("{what}: must be 1 to 64 letters, digits, - or _"));
+    }
+    Ok(())
+}
+
+/// Lower-case hexadecimal of bytes (digests, ids, tokens).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// A model's prediction for a closed bar.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Prediction {
+    /// The deployment that made it.
+    pub deployment: String,
+    /// The version (sha256 of its ONNX file) that made it.
+    pub version: String,
+    pub symbol: Symbol,
+    pub bar_open_ms: i64,
+    /// The output as the manifest reads it (a probability, a return, or a class index).
+    pub value: f64,
+    /// Features and inference, in µs.
+    pub latency_us: u64,
+    /// A shadow version's prediction: recorded, never traded.
+    pub shadow: bool,
+    /// A `class` model's score per label (a regime detector's state probabilities); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scores: Vec<f32>,
 }

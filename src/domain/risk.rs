@@ -9,10 +9,11 @@
 use std::collections::HashSet;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Login, Side, Symbol};
-use crate::config::RiskSettings;
+use crate::domain::schema::PositiveDecimal;
+use crate::domain::tenant::RiskSettings;
 
 /// What risk needs to judge an order.
 #[derive(Debug, Clone, Serialize)]
@@ -32,13 +33,54 @@ pub struct OrderFacts {
     pub positions: Vec<(Symbol, Decimal)>,
 }
 
-/// Why risk refused an order.
+/// Which check refused an order: typed, so a client, a log reader or a test matches a variant instead of a
+/// string, and a new check cannot reuse another's name by accident. Serialised in snake case
+/// (`max_order_volume`), as clients have always received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    /// The kill switch is on (manual or tripped by a loss limit).
+    KillSwitch,
+    /// The account's terminal is not connected: trellis cannot see its positions.
+    AccountBlind,
+    SymbolNotAllowed,
+    MaxOrderVolume,
+    MaxNetPosition,
+    MaxOpenPositions,
+    MaxPortfolioVolatility,
+    /// The loss of the UTC day reached `max_daily_loss`.
+    MaxDailyLoss,
+    /// PnL fell `max_drawdown` from its peak.
+    MaxDrawdown,
+}
+
+impl RefusalCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KillSwitch => "kill_switch",
+            Self::AccountBlind => "account_blind",
+            Self::SymbolNotAllowed => "symbol_not_allowed",
+            Self::MaxOrderVolume => "max_order_volume",
+            Self::MaxNetPosition => "max_net_position",
+            Self::MaxOpenPositions => "max_open_positions",
+            Self::MaxPortfolioVolatility => "max_portfolio_volatility",
+            Self::MaxDailyLoss => "max_daily_loss",
+            Self::MaxDrawdown => "max_drawdown",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why risk refused an order: the check and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{code}: {reason}")]
 pub struct RiskRejection {
-    /// `kill_switch`, `symbol_not_allowed`, `max_order_volume`, `max_net_position`, `max_open_positions`,
-    /// `max_portfolio_volatility`, `max_daily_loss`, `max_drawdown`, `account_blind`.
-    pub code: &'static str,
+    pub code: RefusalCode,
     pub reason: String,
 }
 
@@ -62,7 +104,7 @@ pub struct RiskGate {
     peak: Decimal,
     pub drawdown: Decimal,
     /// The covariance of the symbols' one-bar log returns, kept current by the owner (the `Risk` actor).
-    pub covariance: Option<crate::models::correlation::Covariance>,
+    pub covariance: Option<crate::domain::correlation::Covariance>,
     /// Account currency per lot per unit of price move ratio: contract size × price, per symbol.
     pub lot_values: std::collections::HashMap<String, f64>,
     /// The regime's factor on the volume and position limits while the configured regime holds.
@@ -101,19 +143,22 @@ impl RiskGate {
             let value = *self.lot_values.get(symbol.as_str())?;
             exposures.push((symbol.0.clone(), lots.to_f64()? * value));
         }
-        crate::models::correlation::portfolio_volatility(cov, &exposures).ok()
+        crate::domain::correlation::portfolio_volatility(cov, &exposures).ok()
     }
 
     pub fn check(&self, o: &OrderFacts) -> Result<(), RiskRejection> {
-        let reject = |code: &'static str, reason: String| Err(RiskRejection { code, reason });
+        let reject = |code: RefusalCode, reason: String| Err(RiskRejection { code, reason });
         if let Some(k) = &self.kill {
             if !o.reduce_only {
-                return reject("kill_switch", format!("kill switch is on: {}", k.reason));
+                return reject(
+                    RefusalCode::KillSwitch,
+                    format!("kill switch is on: {}", k.reason),
+                );
             }
         }
         if self.blind.contains(&o.account) {
             return reject(
-                "account_blind",
+                RefusalCode::AccountBlind,
                 format!("account {} missed its heartbeats", o.account),
             );
         }
@@ -127,7 +172,7 @@ impl RiskGate {
         };
         if !allowed {
             return reject(
-                "symbol_not_allowed",
+                RefusalCode::SymbolNotAllowed,
                 format!("{} is not an allowed symbol", o.symbol),
             );
         }
@@ -137,10 +182,10 @@ impl RiskGate {
         } else {
             String::new()
         };
-        if let Some(max) = self.limits.max_order_volume.map(|m| m * scale) {
+        if let Some(max) = self.limits.max_order_volume.map(|m| m.get() * scale) {
             if o.volume > max {
                 return reject(
-                    "max_order_volume",
+                    RefusalCode::MaxOrderVolume,
                     format!(
                         "volume {} exceeds the limit of {max} lots{regime_note}",
                         o.volume
@@ -152,10 +197,10 @@ impl RiskGate {
             return Ok(());
         }
         let after = o.net_before + o.volume * o.side.sign();
-        if let Some(max) = self.limits.max_net_position.map(|m| m * scale) {
+        if let Some(max) = self.limits.max_net_position.map(|m| m.get() * scale) {
             if after.abs() > max && after.abs() > o.net_before.abs() {
                 return reject(
-                    "max_net_position",
+                    RefusalCode::MaxNetPosition,
                     format!(
                         "net position in {} would be {after}, beyond ±{max} lots{regime_note}",
                         o.symbol
@@ -168,7 +213,7 @@ impl RiskGate {
                 || (o.net_before.is_sign_positive() != (o.side == Side::Buy));
             if opens_new && o.open_positions >= max && after.abs() > o.net_before.abs() {
                 return reject(
-                    "max_open_positions",
+                    RefusalCode::MaxOpenPositions,
                     format!(
                         "{} positions are open, the limit is {max}",
                         o.open_positions
@@ -176,7 +221,11 @@ impl RiskGate {
                 );
             }
         }
-        if let Some(max) = self.limits.max_portfolio_volatility {
+        if let Some(max) = self
+            .limits
+            .max_portfolio_volatility
+            .map(PositiveDecimal::get)
+        {
             let mut after_positions = o.positions.clone();
             let delta = o.volume * o.side.sign();
             match after_positions.iter_mut().find(|(s, _)| s == &o.symbol) {
@@ -189,7 +238,7 @@ impl RiskGate {
                 let limit = rust_decimal::prelude::ToPrimitive::to_f64(&max).unwrap_or(f64::MAX);
                 if after > limit && after > before {
                     return reject(
-                        "max_portfolio_volatility",
+                        RefusalCode::MaxPortfolioVolatility,
                         format!(
                             "portfolio volatility would be {after:.2} per M1 bar (now {before:.2}), beyond the limit of {max}"
                         ),
@@ -197,10 +246,10 @@ impl RiskGate {
                 }
             }
         }
-        if let Some(max) = self.limits.max_daily_loss {
+        if let Some(max) = self.limits.max_daily_loss.map(PositiveDecimal::get) {
             if -self.daily_pnl >= max {
                 return reject(
-                    "max_daily_loss",
+                    RefusalCode::MaxDailyLoss,
                     format!(
                         "today's loss {} reached the limit of {max}",
                         -self.daily_pnl
@@ -208,10 +257,10 @@ impl RiskGate {
                 );
             }
         }
-        if let Some(max) = self.limits.max_drawdown {
+        if let Some(max) = self.limits.max_drawdown.map(PositiveDecimal::get) {
             if self.drawdown >= max {
                 return reject(
-                    "max_drawdown",
+                    RefusalCode::MaxDrawdown,
                     format!("drawdown {} reached the limit of {max}", self.drawdown),
                 );
             }
@@ -249,7 +298,10 @@ impl RiskGate {
             self.peak = total;
         }
         self.drawdown = self.peak - total;
-        let breach = match (self.limits.max_daily_loss, self.limits.max_drawdown) {
+        let breach = match (
+            self.limits.max_daily_loss.map(PositiveDecimal::get),
+            self.limits.max_drawdown.map(PositiveDecimal::get),
+        ) {
             (Some(max), _) if -self.daily_pnl >= max => {
                 Some(format!("daily loss {} reached {max}", -self.daily_pnl))
             }

@@ -1,47 +1,12 @@
-//! The API error type: one JSON shape (`{"error": code, "message": text}`) for every failure. The body never
-//! carries internals; the log gets the full cause.
+//! The HTTP form of the use cases' error ([`crate::app::AppError`], named `ApiError` in the handlers): one JSON
+//! shape (`{"error": code, "message": text}`) for every failure, a status code and headers per variant. The
+//! body never carries internals; the log gets the full cause.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("not found")]
-    NotFound,
-    /// No credentials, or credentials trellis does not know.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// Known caller, not allowed (role, scope, suspended tenant).
-    #[error("{0}")]
-    Forbidden(String),
-    /// The tenant's tier does not include this; `required` names the tier that does.
-    #[error("{message}")]
-    TierRequired { required: String, message: String },
-    /// The body is over `http.max_body_bytes`.
-    #[error("{0}")]
-    TooLarge(String),
-    /// The request conflicts with what is stored (duplicate, already rolled…).
-    #[error("{0}")]
-    Conflict(String),
-    /// Too many login attempts: retry after the given seconds.
-    #[error("too many attempts; retry in {0} s")]
-    TooManyAttempts(u64),
-    /// The tenant used its tier's requests for now.
-    #[error("rate limit of {limit} requests per minute reached; retry in {retry_after_secs} s")]
-    RateLimited {
-        limit: u32,
-        retry_after_secs: u64,
-        reset_secs: u64,
-    },
-    /// An actor is gone or its mailbox is full: the client should retry.
-    #[error("service temporarily unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-}
+pub use crate::app::AppError as ApiError;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -66,12 +31,6 @@ impl ApiError {
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
-    }
-}
-
-impl From<actix::MailboxError> for ApiError {
-    fn from(e: actix::MailboxError) -> Self {
-        Self::Unavailable(e.to_string())
     }
 }
 
@@ -127,32 +86,5 @@ impl ResponseError for ApiError {
                 _ => None,
             },
         })
-    }
-}
-
-impl From<crate::security::service::AuthError> for ApiError {
-    fn from(e: crate::security::service::AuthError) -> Self {
-        use crate::security::service::AuthError as A;
-        match e {
-            A::Unauthenticated(m) => Self::Unauthorized(m),
-            A::Forbidden(m) => Self::Forbidden(m),
-            A::TooMany(s) => Self::TooManyAttempts(s),
-            A::Conflict(m) => Self::Conflict(m),
-            A::Invalid(m) => Self::BadRequest(m),
-            A::NotFound => Self::NotFound,
-            A::Storage(s) => s.into(),
-            A::Internal(m) => Self::Internal(anyhow::anyhow!(m)),
-        }
-    }
-}
-
-impl From<crate::storage::StorageError> for ApiError {
-    fn from(e: crate::storage::StorageError) -> Self {
-        match e {
-            crate::storage::StorageError::Unavailable(m) => Self::Unavailable(m),
-            crate::storage::StorageError::Rejected(m) => Self::Conflict(m),
-            // The tenant is moving to another node: the caller retries and is answered by the new owner.
-            crate::storage::StorageError::Fenced(m) => Self::Unavailable(m),
-        }
     }
 }

@@ -61,7 +61,7 @@ pub async fn forward_remote_tenants(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let target = req.app_data::<web::Data<AppState>>().and_then(|state| {
-        let cluster = state.runtime.cluster.as_ref()?;
+        let cluster = state.cluster.as_ref()?;
         if req.headers().contains_key(FORWARDED) {
             return None;
         }

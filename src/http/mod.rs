@@ -7,27 +7,10 @@ pub mod forward;
 pub mod health;
 pub mod ws;
 
-use std::sync::Arc;
-
 use actix_web::web;
 
-use crate::actors::tree::Runtime;
-use crate::config::Settings;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub runtime: Runtime,
-    pub settings: Arc<Settings>,
-    pub rate_limiter: Arc<crate::security::rate_limit::RateLimiter>,
-    pub security: Arc<crate::security::service::Security>,
-    /// Training jobs (set once the actor runs; it holds a copy of this state).
-    pub jobs: crate::actors::slot::Slot<crate::actors::training::TrainingJobs>,
-    /// Strategy optimisation jobs (set once the actor runs).
-    pub optimisations: crate::actors::slot::Slot<crate::actors::optimisations::Optimisations>,
-    /// Outstanding WebSocket tickets (`POST /api/v1/ws-tickets`).
-    pub tickets: Arc<api::tickets::Tickets>,
-}
+/// What every handler can reach: the application's use-case context under its HTTP name.
+pub type AppState = crate::app::App;
 
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {

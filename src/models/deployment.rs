@@ -13,8 +13,8 @@ use super::features::FeatureSet;
 use super::manifest::Manifest;
 use super::onnx::OnnxModel;
 use super::registry::{OwnedRef, Resolved};
-use crate::config::{ModelDeploymentSettings, ModelVersionSettings, VersionSource};
-use crate::domain::{Symbol, Timeframe};
+use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, VersionSource};
+use crate::domain::{hex, Symbol, Timeframe};
 
 /// Largest model file accepted, in bytes.
 pub const MAX_MODEL_BYTES: usize = 64 * 1024 * 1024;
@@ -46,7 +46,7 @@ impl LoadedVersion {
         }
         let features = manifest.validate()?;
         // A hostile file must not take the process down: a panic inside tract is a refusal like any other.
-        let model = crate::actors::supervisor::contain(|| OnnxModel::load(bytes, features.len()))
+        let model = crate::runtime::supervisor::contain(|| OnnxModel::load(bytes, features.len()))
             .map_err(|why| format!("not a loadable ONNX model: tract failed on it ({why})"))?
             .map_err(|e| e.to_string())?;
         manifest.check_model(&model)?;
@@ -98,10 +98,6 @@ impl LoadedVersion {
     pub fn short(&self) -> &str {
         &self.version[..12.min(self.version.len())]
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A deployment with its versions loaded.

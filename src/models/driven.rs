@@ -9,7 +9,7 @@ use super::deployment::LoadedVersion;
 use super::features::FeatureState;
 use super::manifest::Output;
 use super::onnx::Inference;
-use super::Prediction;
+use crate::domain::Prediction;
 use crate::domain::{Bar, Tick};
 use crate::strategies::Strategy;
 

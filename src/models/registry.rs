@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use futures_util::future::BoxFuture;
 
 use super::manifest::Manifest;
-use crate::config::{ModelDeploymentSettings, VersionRef, VersionSource};
+use crate::domain::tenant::{ModelDeploymentSettings, VersionRef, VersionSource};
 use crate::storage::StorageError;
 
 /// A registry version's file and manifest, decrypted.

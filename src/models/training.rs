@@ -38,6 +38,7 @@ use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegress
 use super::drift::Reference;
 use super::features::FeatureSet;
 use super::manifest::{Manifest, Output};
+use crate::domain::tenant::{ModelKind, TrainSpec};
 use crate::domain::{Bar, Timeframe};
 
 /// Runs `f` on a thread of its own at the lowest CPU priority (nice 19 on Linux), so that on a machine
@@ -80,73 +81,6 @@ pub fn lower_this_threads_priority() {}
 
 /// Bins of the training reference histograms (drift monitoring).
 const REFERENCE_BINS: usize = 10;
-
-/// What to train.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrainSpec {
-    /// `logistic` (a direction classifier) or `regime_hmm` (the regime detector).
-    #[serde(default)]
-    pub kind: ModelKind,
-    /// Hidden states of a `regime_hmm` (2 or 3).
-    #[serde(default = "two")]
-    pub states: usize,
-    /// Feature names from the feature library, in the model's input order.
-    pub features: Vec<String>,
-    /// Bars after which the direction is judged.
-    #[serde(default = "one")]
-    pub horizon_bars: u32,
-    /// Walk-forward folds (test blocks), 1 to 20.
-    #[serde(default = "five")]
-    pub folds: usize,
-    /// L2 penalty of the logistic regression (on standardised features).
-    #[serde(default = "l2")]
-    pub l2: f64,
-    /// `model_signal`'s bands for the walk-forward Sharpe: long above, short below.
-    #[serde(default = "upper")]
-    pub upper: f64,
-    #[serde(default = "lower")]
-    pub lower: f64,
-    /// Cost of one unit of position change, as a return (0.0001 = one pip on EURUSD near 1.0).
-    #[serde(default = "cost")]
-    pub cost: f64,
-}
-
-fn one() -> u32 {
-    1
-}
-fn two() -> usize {
-    2
-}
-
-/// What a training job fits.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    /// Logistic regression of the direction after the horizon, exported to ONNX.
-    #[default]
-    Logistic,
-    /// A Gaussian hidden Markov model of the features (e.g. `log_return_1`, `volatility_20`), fitted by
-    /// Baum–Welch; served as an online filter giving the state probabilities, state 0 the calmest.
-    RegimeHmm,
-}
-fn five() -> usize {
-    5
-}
-fn l2() -> f64 {
-    1.0
-}
-fn upper() -> f64 {
-    0.55
-}
-fn lower() -> f64 {
-    0.45
-}
-fn cost() -> f64 {
-    0.00005
-}
 
 impl TrainSpec {
     /// Checks the spec; the error names the field.
@@ -342,9 +276,10 @@ impl Logistic {
         let y: Vec<i32> = labels.iter().map(|l| i32::from(*l)).collect();
         let params = LogisticRegressionParameters::default().with_alpha(l2);
         // smartcore checks shapes with a panic here and there; a panic is a failed fit, not a dead worker.
-        let fitted = crate::actors::supervisor::contain(|| LogisticRegression::fit(&x, &y, params))
-            .map_err(TrainError::Fit)?
-            .map_err(|e| TrainError::Fit(e.to_string()))?;
+        let fitted =
+            crate::runtime::supervisor::contain(|| LogisticRegression::fit(&x, &y, params))
+                .map_err(TrainError::Fit)?
+                .map_err(|e| TrainError::Fit(e.to_string()))?;
         let coef = fitted.coefficients();
         let intercept = *fitted.intercept().get((0, 0));
         let mut weights = Vec::with_capacity(width);

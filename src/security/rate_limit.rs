@@ -51,30 +51,6 @@ pub struct Decision {
     pub reset: Duration,
 }
 
-/// The tiers, lowest first.
-pub const TIERS: [&str; 4] = ["free", "basic", "professional", "enterprise"];
-
-/// Requests per minute of each tier.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierLimits {
-    pub free: u32,
-    pub basic: u32,
-    pub professional: u32,
-    pub enterprise: u32,
-}
-
-impl TierLimits {
-    pub fn per_minute(&self, tier: &str) -> u32 {
-        match tier {
-            "basic" => self.basic,
-            "professional" => self.professional,
-            "enterprise" => self.enterprise,
-            _ => self.free,
-        }
-    }
-}
-
 pub struct RateLimiter {
     redis: Option<redis::Client>,
     conn: Mutex<Option<ConnectionManager>>,

@@ -9,13 +9,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
-use crate::domain::orders::{action, from_mt5_order_type, retcode, OrderKind};
-use crate::domain::positions::AccountMode;
-use crate::domain::Side;
-use crate::http::ws::protocol::{
+use crate::bridge::protocol::{
     AccountFrame, CancelRequest, CancelResultFrame, DealFrame, OrderRequest, OrderResultFrame,
     PositionItem,
 };
+use crate::domain::orders::{action, from_mt5_order_type, retcode, OrderKind};
+use crate::domain::positions::AccountMode;
+use crate::domain::Side;
 
 /// How the simulated broker behaves.
 #[derive(Debug, Clone)]

@@ -215,3 +215,24 @@ pub fn cluster_env(lease_ms: u64, renew_ms: u64) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
+
+/// Follows a process's peak resident memory (VmHWM of its /proc status, which only grows) until it exits;
+/// the handle answers the peak in KiB. (A parent's `wait4` maxrss would not do: it carries the forking
+/// process's own peak over exec.)
+pub fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+    let status = format!("/proc/{pid}/status");
+    std::thread::spawn(move || {
+        let mut peak_kb = 0u64;
+        while let Ok(text) = std::fs::read_to_string(&status) {
+            if let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak_kb = peak_kb.max(kb);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak_kb
+    })
+}

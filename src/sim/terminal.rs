@@ -19,11 +19,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::broker::{Broker, BrokerConfig, Execution};
-use crate::domain::{now_ms, Tick};
-use crate::http::ws::protocol::{
+use crate::bridge::protocol::{
     AccountFrame, DealFrame, HeartbeatFrame, Hello, HistoryEndFrame, Outbound, PositionsFrame,
     TickFrame, PROTOCOL_VERSION,
 };
+use crate::domain::{now_ms, Tick};
 
 /// How the simulated terminal connects.
 #[derive(Debug, Clone)]
@@ -321,7 +321,7 @@ impl Link {
             out.push(self.reliable(|seq| {
                 frame(
                     "order_result",
-                    &crate::http::ws::protocol::OrderResultFrame { seq, ..r },
+                    &crate::bridge::protocol::OrderResultFrame { seq, ..r },
                 )
             }));
             lock(stats).results_sent += 1;
@@ -571,7 +571,7 @@ fn on_frame(
             Some(vec![link.reliable(|seq| {
                 frame(
                     "cancel_result",
-                    &crate::http::ws::protocol::CancelResultFrame { seq, ..answer },
+                    &crate::bridge::protocol::CancelResultFrame { seq, ..answer },
                 )
             })])
         }

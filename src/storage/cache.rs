@@ -14,8 +14,8 @@ use actix::prelude::*;
 use redis::aio::ConnectionManager;
 
 use super::{Health, HealthBoard, StorageError};
-use crate::actors::supervisor::{ExitNotifier, Shutdown};
 use crate::domain::Tick;
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
 /// Name of this store on the health board and in `/ready`.
 pub const NAME: &str = "cache";
@@ -35,7 +35,7 @@ pub struct CacheTicks {
 #[rtype(result = "()")]
 pub struct CachePrediction {
     pub tenant: String,
-    pub prediction: crate::models::Prediction,
+    pub prediction: crate::domain::Prediction,
 }
 
 /// A tenant's positions, as JSON.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::timeseries::{AppendBars, AppendFills, AppendPredictions, AppendTicks, NAME};
 use super::{Health, HealthBoard, StorageError};
-use crate::actors::supervisor::{ExitNotifier, Shutdown};
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const BATCH_ROWS: usize = 20_000;
@@ -641,4 +641,18 @@ pub async fn load_bars(
             })
         })
         .collect()
+}
+
+// The settings' view of ClickHouse lives with the store it configures (config stays free of storage types).
+impl crate::config::StorageSettings {
+    /// The ClickHouse configuration, when one is set.
+    pub fn clickhouse(&self) -> Option<ClickHouseConfig> {
+        let url = self.clickhouse_url.trim();
+        (!url.is_empty()).then(|| ClickHouseConfig {
+            url: url.to_owned(),
+            database: self.clickhouse_database.clone(),
+            buffer_rows: self.clickhouse_buffer_rows.max(1_000),
+            spill_dir: self.data_dir.join("spill"),
+        })
+    }
 }

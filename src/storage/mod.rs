@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod clickhouse;
+pub mod lease;
 pub mod logs;
 pub mod postgres;
 pub mod relational;
@@ -44,10 +45,10 @@ impl StorageError {
     }
 }
 
-impl From<crate::cluster::lease::FenceError> for StorageError {
-    fn from(e: crate::cluster::lease::FenceError) -> Self {
+impl From<crate::storage::lease::FenceError> for StorageError {
+    fn from(e: crate::storage::lease::FenceError) -> Self {
         match e {
-            crate::cluster::lease::FenceError::Storage(e) => e,
+            crate::storage::lease::FenceError::Storage(e) => e,
             overtaken => Self::Fenced(overtaken.to_string()),
         }
     }
@@ -137,7 +138,7 @@ impl HealthBoard {
 }
 
 /// Where the current incarnation of a storage actor can be reached.
-pub type StoreSlot<A> = crate::actors::slot::Slot<A>;
+pub type StoreSlot<A> = crate::runtime::slot::Slot<A>;
 
 /// The live storage actor behind `slot`, or `Unavailable` while it restarts.
 pub fn live<A: Actor>(slot: &StoreSlot<A>) -> Result<Addr<A>, StorageError> {

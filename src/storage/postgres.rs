@@ -19,8 +19,8 @@ use super::relational::{
     SaveOrder, TenantBook, NAME,
 };
 use super::{Health, HealthBoard, StorageError};
-use crate::actors::supervisor::{ExitNotifier, Shutdown};
 use crate::domain::orders::OrderKind;
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -224,14 +224,14 @@ impl Actor for PgRelational {
 }
 
 /// In cluster mode, first in a tenant's write transaction: holds the tenant's lease row and refuses the write
-/// when `token` was overtaken by another node ([`crate::cluster::lease::fence`]).
+/// when `token` was overtaken by another node ([`crate::storage::lease::fence`]).
 async fn fenced(
     tx: &mut Transaction<'static, Postgres>,
     tenant: &str,
     token: Option<i64>,
 ) -> Result<(), StorageError> {
     match token {
-        Some(token) => Ok(crate::cluster::lease::fence(tx, tenant, token).await?),
+        Some(token) => Ok(crate::storage::lease::fence(tx, tenant, token).await?),
         None => Ok(()),
     }
 }

@@ -8,7 +8,7 @@ use sqlx::migrate::Migrator;
 
 use super::sqlite::{boot, halt, SqliteActor, SqliteCore};
 use super::HealthBoard;
-use crate::actors::supervisor::{ExitNotifier, Shutdown};
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite/relational");
 

@@ -38,7 +38,7 @@ use actix::prelude::*;
 use std::path::PathBuf;
 
 use super::{Health, HealthBoard};
-use crate::actors::supervisor::ExitNotifier;
+use crate::runtime::supervisor::ExitNotifier;
 
 /// How often a storage actor checks its database with a trivial query.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);

@@ -8,7 +8,7 @@ use sqlx::migrate::Migrator;
 
 use super::sqlite::{boot, halt, SqliteActor, SqliteCore};
 use super::HealthBoard;
-use crate::actors::supervisor::{ExitNotifier, Shutdown};
+use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite/timeseries");
 
@@ -100,7 +100,7 @@ pub struct AppendFills {
 #[rtype(result = "Result<(), StorageError>")]
 pub struct AppendPredictions {
     pub tenant: String,
-    pub predictions: Vec<crate::models::Prediction>,
+    pub predictions: Vec<crate::domain::Prediction>,
 }
 
 /// Stores closed bars; a bar already stored (same tenant, symbol, timeframe, open time) is replaced.
@@ -203,7 +203,7 @@ impl Handler<AppendPredictions> for TimeSeries {
 pub async fn load_predictions(
     data_dir: &std::path::Path,
     tenant: &str,
-) -> Result<Vec<crate::models::Prediction>, StorageError> {
+) -> Result<Vec<crate::domain::Prediction>, StorageError> {
     let path = data_dir.join("timeseries.db");
     if !path.exists() {
         return Err(StorageError::Rejected(format!(
@@ -225,7 +225,7 @@ pub async fn load_predictions(
         .into_iter()
         .map(
             |(deployment, version, symbol, bar_open_ms, value, latency_us, shadow)| {
-                crate::models::Prediction {
+                crate::domain::Prediction {
                     deployment,
                     version,
                     symbol: crate::domain::Symbol(symbol),

@@ -36,7 +36,7 @@ pub trait Strategy: Send {
 
     /// A prediction of the strategy's model deployment (`model` in its settings) for a bar that closed;
     /// answered like [`Strategy::on_bar`].
-    fn on_prediction(&mut self, _prediction: &crate::models::Prediction) -> Option<Decimal> {
+    fn on_prediction(&mut self, _prediction: &crate::domain::Prediction) -> Option<Decimal> {
         None
     }
 

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use super::{ParamError, ParamReader, Params, Strategy};
 use crate::domain::Bar;
-use crate::models::Prediction;
+use crate::domain::Prediction;
 
 pub struct ModelSignal {
     upper: f64,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use trellis::actors::supervisor::GetChildren;
+use trellis::runtime::supervisor::GetChildren;
 
 use crate::helpers::{
     create_key, create_tenant, create_user, spawn_admin_app, spawn_app_on, spawn_app_with,

@@ -422,7 +422,7 @@ async fn a_restarted_risk_actor_still_knows_which_accounts_are_blind() {
     assert_eq!(state.blind_accounts, vec![Login(7001)]);
 
     // Act: the risk actor stops; its supervisor starts a fresh one (its in-memory state is gone).
-    old.do_send(trellis::actors::supervisor::Shutdown {
+    old.do_send(trellis::runtime::supervisor::Shutdown {
         reason: "test".into(),
     });
     crate::helpers::wait_for("a new risk actor", || {

@@ -242,7 +242,7 @@ async fn every_command_is_acknowledged_or_refused_with_a_reason() {
     let key = "trk_client02_client-secret";
     let app = spawn_app_with(&[]).await;
     let mut settings = tenant("acme", key);
-    settings.risk.max_order_volume = Some(crate::helpers::d("1"));
+    settings.risk.max_order_volume = Some(crate::helpers::p("1"));
     app.add_tenant(settings).await;
     let mut c = with_key(&app, key).await;
     c.until("welcome", |f| f["type"] == "welcome").await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use trellis::cluster::lease::{fence, FenceError, LeaseStore};
+use trellis::storage::lease::{fence, FenceError, LeaseStore};
 use trellis::storage::postgres::{connect, migrate, tenant_tx};
 
 /// The application role's pool on a fresh, migrated database; `None` outside CI without PostgreSQL.

@@ -49,7 +49,7 @@ async fn serve_on_port_zero_answers_health_ready_and_metrics_then_shuts_down() {
     let stopped: Vec<_> = events
         .snapshot(None)
         .into_iter()
-        .filter(|e| e.kind == trellis::actors::events::EventKind::Stopped)
+        .filter(|e| e.kind == trellis::runtime::events::EventKind::Stopped)
         .map(|e| e.child)
         .collect();
     assert_eq!(

@@ -352,7 +352,7 @@ fn ten_million_streamed_ticks_stay_under_a_hundred_megabytes_resident() {
         .spawn()
         .expect("starts");
     // The child's peak resident set as its own /proc/<pid>/status says.
-    let watcher = trellis::bench::watch_peak_rss(child.id());
+    let watcher = trellis::sim::node::watch_peak_rss(child.id());
     let mut stdin = std::io::BufWriter::with_capacity(1 << 20, child.stdin.take().expect("stdin"));
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(b"time_msc,bid,ask\n");

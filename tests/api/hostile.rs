@@ -48,10 +48,10 @@ use proptest::strategy::{Union, ValueTree};
 use proptest::test_runner::TestRunner;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use trellis::actors::events::EventKind;
 use trellis::actors::messages::GetSessionState;
+use trellis::bridge::protocol::{decode, ErrorCode, Inbound, MAX_TIME_MSC};
 use trellis::domain::{Login, Symbol};
-use trellis::http::ws::protocol::{decode, ErrorCode, Inbound, MAX_TIME_MSC};
+use trellis::runtime::events::EventKind;
 
 use crate::helpers::{
     create_key, create_tenant, create_user, spawn_admin_app, spawn_app, tenant, TestApp,

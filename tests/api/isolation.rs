@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use trellis::actors::events::EventKind;
 use trellis::domain::Bar;
+use trellis::runtime::events::EventKind;
 use trellis::strategies::{ParamError, Params, Strategy};
 
 use crate::helpers::{ema, spawn_app, tenant, tick, MINUTE, T0};
 
-fn assert_nothing_escalated(events: &[trellis::actors::events::SupervisionEvent]) {
+fn assert_nothing_escalated(events: &[trellis::runtime::events::SupervisionEvent]) {
     assert!(
         events
             .iter()

@@ -8,7 +8,7 @@ use crate::helpers::{spawn_app_with, tenant, TestApp};
 /// 60 a minute: the whole quota at once, then one a second.
 const FREE: (&str, &str) = ("TRELLIS__RATE_LIMITS__FREE", "60");
 
-fn free_tenant(id: &str, key: &str) -> trellis::config::TenantSettings {
+fn free_tenant(id: &str, key: &str) -> trellis::domain::tenant::TenantSettings {
     let mut t = tenant(id, key);
     t.tier = "free".into();
     t

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
-use trellis::actors::log_tiers::{Batches, MoveError, Mover};
+use trellis::storage::logs::mover::{Batches, MoveError, Mover};
 use trellis::storage::logs::store::LogStore;
 use trellis::storage::logs::{day_of, LogEntry, DAY_MS};
 
@@ -781,7 +781,7 @@ async fn only_the_node_holding_the_movers_lease_moves_and_another_takes_over_whe
     let pool = trellis::storage::postgres::connect(&url)
         .await
         .expect("pool");
-    let leases = trellis::cluster::lease::LeaseStore::new(pool.clone());
+    let leases = trellis::storage::lease::LeaseStore::new(pool.clone());
     let batches = Batches::Postgres(pool);
     let mover =
         |node: &str| Mover::new(store.clone(), batches.clone()).with_lease(leases.clone(), node);

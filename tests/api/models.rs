@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Value};
-use trellis::actors::events::EventKind;
 use trellis::actors::messages::{GetModelState, GetRecentBars, ModelState};
-use trellis::actors::task::inject_fault;
-use trellis::config::{ModelDeploymentSettings, ModelVersionSettings, StrategySettings};
+use trellis::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, StrategySettings};
 use trellis::domain::{Bar, Symbol, Timeframe};
 use trellis::models::onnx::{linear_model, unary_model};
+use trellis::runtime::events::EventKind;
+use trellis::runtime::task::inject_fault;
 
 use crate::helpers::{ema, rising, spawn_app, tenant, tick, TestApp, MINUTE, T0};
 
@@ -788,7 +788,7 @@ async fn served_after(
     deployment: &str,
     after_ms: i64,
     n: usize,
-) -> Vec<trellis::models::Prediction> {
+) -> Vec<trellis::domain::Prediction> {
     let mut got = Vec::new();
     for _ in 0..500 {
         got = model_state(app, tenant, deployment)

@@ -5,22 +5,22 @@ use std::time::Duration;
 use trellis::actors::messages::{
     AccountLink, CheckOrder, GetRiskState, LinkState, OrderFacts, PnlUpdated, SetKillSwitch,
 };
-use trellis::config::RiskSettings;
 use trellis::domain::orders::OrderStatus;
+use trellis::domain::tenant::RiskSettings;
 use trellis::domain::{Login, Side, Symbol};
 
-use crate::helpers::{d, spawn_app, tenant, tick, MINUTE, T0};
+use crate::helpers::{d, p, spawn_app, tenant, tick, MINUTE, T0};
 
 const KEY: &str = "trk_acme0001_risk-test-secret";
 
 fn limits() -> RiskSettings {
     RiskSettings {
-        max_order_volume: Some(d("0.5")),
-        max_net_position: Some(d("1.0")),
+        max_order_volume: Some(p("0.5")),
+        max_net_position: Some(p("1.0")),
         max_open_positions: Some(1),
         allowed_symbols: vec!["EURUSD".into()],
-        max_daily_loss: Some(d("100")),
-        max_drawdown: Some(d("150")),
+        max_daily_loss: Some(p("100")),
+        max_drawdown: Some(p("150")),
         flatten_on_breach: false,
         ..RiskSettings::default()
     }
@@ -81,7 +81,7 @@ async fn each_limit_rejects_with_its_code_and_a_reason() {
     ];
     for (f, code, detail) in cases {
         let err = check(f).await.expect_err(code);
-        assert_eq!(err.code, code);
+        assert_eq!(err.code.as_str(), code);
         assert!(err.reason.contains(detail), "{code}: {}", err.reason);
     }
     assert_eq!(
@@ -98,7 +98,8 @@ async fn each_limit_rejects_with_its_code_and_a_reason() {
         check(facts("EURUSD", Side::Buy, "0.1", "0", 0))
             .await
             .expect_err("blind")
-            .code,
+            .code
+            .as_str(),
         "account_blind"
     );
     risk.do_send(AccountLink {
@@ -128,7 +129,7 @@ async fn each_limit_rejects_with_its_code_and_a_reason() {
     let err = check(facts("EURUSD", Side::Buy, "0.1", "0", 0))
         .await
         .expect_err("killed");
-    assert_eq!(err.code, "kill_switch");
+    assert_eq!(err.code.as_str(), "kill_switch");
     let mut flatten = facts("EURUSD", Side::Sell, "0.1", "0.1", 1);
     flatten.reduce_only = true;
     assert_eq!(
@@ -144,7 +145,7 @@ async fn drawdown_from_the_peak_trips_the_kill_switch() {
     let app = spawn_app().await;
     let mut settings = tenant("acme", KEY);
     settings.risk = RiskSettings {
-        max_drawdown: Some(d("150")),
+        max_drawdown: Some(p("150")),
         ..RiskSettings::default()
     };
     let t = app.add_tenant(settings).await;
@@ -175,7 +176,7 @@ async fn an_order_over_the_volume_limit_is_recorded_as_rejected_and_never_reache
     let app = spawn_app().await;
     let mut settings = tenant("acme", KEY);
     settings.risk = RiskSettings {
-        max_order_volume: Some(d("0.05")),
+        max_order_volume: Some(p("0.05")),
         ..RiskSettings::default()
     };
     app.add_tenant(settings).await;
@@ -313,7 +314,10 @@ async fn the_kill_switch_stays_on_after_a_restart() {
         state.kill_switch.map(|k| (k.reason, k.automatic)),
         Some(("operator: audit".to_owned(), false))
     );
-    assert_eq!(refused.expect_err("still killed").code, "kill_switch");
+    assert_eq!(
+        refused.expect_err("still killed").code.as_str(),
+        "kill_switch"
+    );
     assert_eq!(allowed, Ok(()));
     app2.shutdown().await;
 }
@@ -327,7 +331,7 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
     let mut settings = tenant("corr", key);
     settings.strategies = Vec::new();
     settings.risk = RiskSettings {
-        max_portfolio_volatility: Some(d("1000000")),
+        max_portfolio_volatility: Some(p("1000000")),
         ..RiskSettings::default()
     };
     let t = app.add_tenant(settings).await;
@@ -363,7 +367,9 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
     let one_lot = 100_000.0 * 1.1 * eur_var.sqrt();
     let limits = RiskSettings {
         max_portfolio_volatility: Some(
-            rust_decimal::Decimal::from_f64_retain(1.4 * one_lot).expect("limit"),
+            rust_decimal::Decimal::from_f64_retain(1.4 * one_lot)
+                .and_then(trellis::domain::schema::PositiveDecimal::new)
+                .expect("limit"),
         ),
         ..RiskSettings::default()
     };
@@ -399,7 +405,7 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
     let shrinkage = view["shrinkage"].as_f64().expect("shrinkage");
     assert!((0.0..=1.0).contains(&shrinkage), "{view}");
     let refused = adding.expect_err("correlated exposure is refused");
-    assert_eq!(refused.code, "max_portfolio_volatility");
+    assert_eq!(refused.code.as_str(), "max_portfolio_volatility");
     assert!(refused.reason.contains("per M1 bar"), "{}", refused.reason);
     assert_eq!(hedging, Ok(()), "a hedge passes");
     app.shutdown().await;
@@ -413,11 +419,11 @@ async fn a_volatile_regime_scales_the_volume_and_position_limits_while_it_lasts(
     let mut settings = tenant("regimes", key);
     settings.strategies = Vec::new();
     settings.risk = RiskSettings {
-        max_order_volume: Some(d("1")),
-        regime: Some(trellis::config::RegimeRisk {
+        max_order_volume: Some(p("1")),
+        regime: Some(trellis::domain::tenant::RegimeRisk {
             deployment: "regime".into(),
             state: "volatile".into(),
-            scale: d("0.5"),
+            scale: "0.5".parse().expect("fraction"),
         }),
         ..RiskSettings::default()
     };
@@ -448,7 +454,7 @@ async fn a_volatile_regime_scales_the_volume_and_position_limits_while_it_lasts(
     // Assert
     assert_eq!(calm, Ok(()));
     let refused = volatile.expect_err("halved limit");
-    assert_eq!(refused.code, "max_order_volume");
+    assert_eq!(refused.code.as_str(), "max_order_volume");
     assert!(
         refused.reason.contains("0.50") || refused.reason.contains("0.5"),
         "{}",

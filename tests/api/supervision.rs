@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use trellis::actors::events::{EventKind, EventLog, SupervisionEvent};
-use trellis::actors::supervisor::{
+use trellis::metrics::Metrics;
+use trellis::runtime::events::{EventKind, EventLog, SupervisionEvent};
+use trellis::runtime::supervisor::{
     contain, ChildContext, ChildSpec, ExitNotifier, GetChildren, RestartPolicy, Shutdown,
     Supervisor, SupervisorConfig,
 };
-use trellis::metrics::Metrics;
 
 /// A child with state worth losing: a counter.
 struct Counter {

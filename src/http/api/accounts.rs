@@ -94,7 +94,7 @@ pub async fn register(
         .per_minute(&tenant.tier());
     let existing = auth.state.security.store.accounts_of(&tenant.id.0).await?;
     if existing.len() as u32 >= quota {
-        return Err(super::tenants::quota_exceeded(
+        return Err(crate::app::tenants::quota_exceeded(
             &auth.state.settings.quotas.mt5_accounts,
             &tenant.tier(),
             "MT5 accounts",

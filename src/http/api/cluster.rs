@@ -20,7 +20,7 @@ pub struct ClusterAnswer {
 
 pub async fn get(auth: Authorized) -> Result<Reply<ClusterAnswer>, ApiError> {
     let runtime = &auth.state.runtime;
-    let answer = match &runtime.cluster {
+    let answer = match &auth.state.cluster {
         Some(cluster) => ClusterAnswer {
             enabled: true,
             view: cluster.view.get(),

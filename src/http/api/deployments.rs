@@ -24,18 +24,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Authorized, Body, Deleted, Reply};
-use crate::actors::messages::{
-    DropDeployment, GetModelState, ModelVersionState, Redeploy, SetDeployment,
-};
-use crate::actors::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
+use crate::actors::messages::{DropDeployment, GetModelState, ModelVersionState, SetDeployment};
 use crate::actors::tenant::TenantContext;
-use crate::config::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
+use crate::app::deployments::{apply, deployment_of, load, market_data, supervisor, weights};
+use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
+use crate::domain::Prediction;
 use crate::domain::{Symbol, Timeframe};
 use crate::http::error::ApiError;
 use crate::models::deployment::Deployment;
 use crate::models::manifest::Manifest;
-use crate::models::registry::{ModelFilesSlot, OwnedRef, ResolveError};
-use crate::models::Prediction;
+use crate::runtime::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
 
 /// Largest budget a deployment may give one prediction (µs): a second.
 const MAX_BUDGET_US: u64 = 1_000_000;
@@ -163,10 +161,10 @@ pub struct ModelMonitoringView {
 
 /// Checks a retraining schedule; the error names the field.
 fn checked_retrain(r: &RetrainSettings) -> Result<(), ApiError> {
-    let every = crate::config::parse_span(&r.every).ok_or_else(|| {
+    let every = crate::domain::tenant::parse_span(&r.every).ok_or_else(|| {
         ApiError::BadRequest("retrain.every: a number and s, m, h or d (`1d`)".into())
     })?;
-    crate::config::parse_span(&r.window).ok_or_else(|| {
+    crate::domain::tenant::parse_span(&r.window).ok_or_else(|| {
         ApiError::BadRequest("retrain.window: a number and s, m, h or d (`90d`)".into())
     })?;
     if every < 1_000 {
@@ -226,94 +224,6 @@ fn checked(list: &str, versions: &[DeployVersion]) -> Result<Vec<ModelVersionSet
         .collect()
 }
 
-/// Resolves the settings' registry versions and loads them (off the HTTP workers); the error names
-/// what is wrong.
-pub async fn load(
-    files: &ModelFilesSlot,
-    t: &TenantContext,
-    settings: ModelDeploymentSettings,
-) -> Result<Arc<Deployment>, ApiError> {
-    load_moved(files, t, settings, None).await
-}
-
-fn resolve_error(e: ResolveError) -> ApiError {
-    match e {
-        e @ ResolveError::Unavailable(..) => ApiError::Unavailable(e.to_string()),
-        e => ApiError::BadRequest(e.to_string()),
-    }
-}
-
-/// [`load`], with alias `moved.0` taken to point at version `moved.1` already.
-async fn load_moved(
-    files: &ModelFilesSlot,
-    t: &TenantContext,
-    settings: ModelDeploymentSettings,
-    moved: Option<(&str, &str)>,
-) -> Result<Arc<Deployment>, ApiError> {
-    let mut resolved = files
-        .resolve(&t.id.0, std::slice::from_ref(&settings))
-        .await
-        .map_err(resolve_error)?;
-    if let (Some((alias, version)), Some(model)) = (moved, settings.model.as_deref()) {
-        let reference = OwnedRef::Version(version.to_owned());
-        let found = files
-            .fetch(&settings.id, &t.id.0, model, reference)
-            .await
-            .map_err(resolve_error)?;
-        resolved.insert((model.to_owned(), OwnedRef::Alias(alias.to_owned())), found);
-    }
-    web::block(move || Deployment::load(&settings, &resolved))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("loading task: {e}")))?
-        .map(Arc::new)
-        .map_err(ApiError::BadRequest)
-}
-
-fn market_data(
-    t: &TenantContext,
-) -> Result<actix::Addr<crate::actors::market_data::MarketData>, ApiError> {
-    t.market_data
-        .get()
-        .ok_or_else(|| ApiError::Unavailable("the tenant's market data is restarting".into()))
-}
-
-fn supervisor(
-    t: &TenantContext,
-) -> Result<actix::Addr<crate::actors::supervisor::Supervisor>, ApiError> {
-    t.strategy_supervisor.get().ok_or_else(|| {
-        ApiError::Unavailable("the tenant's strategies supervisor is restarting".into())
-    })
-}
-
-/// Hands a changed deployment to its owner and tells its host (a host restarting reads it anyway).
-pub async fn apply(t: &Arc<TenantContext>, d: Arc<Deployment>) -> Result<(), ApiError> {
-    let id = d.id.clone();
-    market_data(t)?.send(SetDeployment(d)).await?;
-    if let Some(host) = t.model_hosts.read().get(&id).filter(|h| h.connected()) {
-        host.do_send(Redeploy);
-    }
-    Ok(())
-}
-
-/// The deployment `id` of model `model`, as published.
-fn deployment_of(t: &TenantContext, model: &str, id: &str) -> Result<Arc<Deployment>, ApiError> {
-    t.deployments
-        .read()
-        .get(id)
-        .filter(|d| d.settings.model.as_deref() == Some(model))
-        .cloned()
-        .ok_or(ApiError::NotFound)
-}
-
-/// Weights by version, for the audit trail.
-fn weights(d: &Deployment) -> serde_json::Value {
-    json!({
-        "traffic": d.traffic.iter().map(|v| json!({"version": v.version, "alias": v.alias, "weight": v.weight})).collect::<Vec<_>>(),
-        "shadow": d.shadow.iter().map(|v| json!({"version": v.version, "alias": v.alias})).collect::<Vec<_>>(),
-        "budget_us": d.budget_us,
-    })
-}
-
 /// `POST …/models/{model}/deployments`: deploys registry versions of the model on a symbol and timeframe.
 pub async fn create(
     auth: Authorized,
@@ -326,8 +236,8 @@ pub async fn create(
     let t = auth.tenant()?.clone();
     let _admin = t.admin.lock().await;
     super::valid_id("id", &body.id)?;
-    super::trading::traded_symbol(&t, "symbol", &body.symbol)?;
-    super::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
+    crate::app::trading::traded_symbol(&t, "symbol", &body.symbol)?;
+    crate::app::trading::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
     let budget_us = body.budget_us.unwrap_or(5_000);
     if budget_us == 0 || budget_us > MAX_BUDGET_US {
         return Err(ApiError::BadRequest(format!(
@@ -352,7 +262,7 @@ pub async fn create(
     let quotas = &auth.state.settings.quotas.model_deployments;
     let quota = quotas.per_minute(&t.tier());
     if count as u32 >= quota {
-        return Err(super::tenants::quota_exceeded(
+        return Err(crate::app::tenants::quota_exceeded(
             quotas,
             &t.tier(),
             "model deployments",
@@ -386,7 +296,7 @@ pub async fn create(
         let _ = market_data(&t)?.send(DropDeployment(d.id.clone())).await;
         return Err(e);
     }
-    super::tenants::persist(&auth.state, &t).await?;
+    crate::app::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
         .audit(
@@ -434,7 +344,7 @@ pub async fn change(
     }
     let after = load(&auth.state.runtime.model_files, &t, settings).await?;
     apply(&t, after.clone()).await?;
-    super::tenants::persist(&auth.state, &t).await?;
+    crate::app::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
         .audit(
@@ -477,7 +387,7 @@ pub async fn delete(
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     }
     market_data(&t)?.send(DropDeployment(d.id.clone())).await?;
-    super::tenants::persist(&auth.state, &t).await?;
+    crate::app::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
         .audit(
@@ -606,35 +516,4 @@ pub async fn get(
     let t = auth.tenant()?;
     let d = deployment_of(t, &path.1, &path.2)?;
     Ok(auth.ok(view(t, &d, &children(t).await).await))
-}
-
-/// The deployments that follow alias `alias` of model `model`, loaded with `version`, where the alias is
-/// about to point. Made before the alias moves in the store, so a version that cannot serve one of them
-/// refuses the move.
-pub async fn following(
-    files: &ModelFilesSlot,
-    t: &TenantContext,
-    model: &str,
-    alias: &str,
-    version: &str,
-) -> Result<Vec<Arc<Deployment>>, ApiError> {
-    let follow: Vec<ModelDeploymentSettings> = t
-        .deployments
-        .read()
-        .values()
-        .filter(|d| {
-            d.settings.model.as_deref() == Some(model)
-                && d.settings
-                    .traffic
-                    .iter()
-                    .chain(&d.settings.shadow)
-                    .any(|v| v.alias.as_deref() == Some(alias))
-        })
-        .map(|d| d.settings.clone())
-        .collect();
-    let mut out = Vec::with_capacity(follow.len());
-    for s in follow {
-        out.push(load_moved(files, t, s, Some((alias, version))).await?);
-    }
-    Ok(out)
 }

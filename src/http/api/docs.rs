@@ -68,60 +68,52 @@ fn query_schema(path: &str, name: &str) -> Value {
 }
 
 /// The refusals a route can answer, from what its extractors and handler do.
+/// The error answers of a route: those its kind implies (a body or query can be invalid, a protected route
+/// can be refused, a change can conflict, …) plus what the route declares (`also`, `never` in its
+/// `route!`), in status order. Nothing here looks at the path.
 fn errors(r: &super::RouteDef) -> Vec<(&'static str, &'static str)> {
     let public = r.access == Access::Public;
-    let auth = r.path.starts_with("/api/v1/auth/");
-    let mut out = Vec::new();
-    let validated = r.body.is_some()
-        || !r.query.is_empty()
-        || r.path.ends_with("{login}")
-        || r.path.ends_with("{alias}")
-        || r.path == "/api/v1/auth/logout";
-    if validated {
-        out.push(("400", "Invalid request; the message names the field"));
-    }
-    if !public || auth {
-        out.push((
-            "401",
-            if public {
-                "Wrong credentials, or a refresh token that is not valid"
-            } else {
-                "Missing, invalid, expired or revoked credentials"
-            },
-        ));
-    }
-    if !public {
-        out.push((
-            "403",
-            "Role, scope or tier does not allow it, or the tenant is suspended",
-        ));
-        if r.path != "/api/v1/tenants" {
-            out.push(("404", "Not found, or another tenant's"));
-        }
-    }
-    if !public && r.method != "GET" && r.path != "/api/v1/ws-tickets" {
-        out.push(("409", "Conflicts with what is stored (a duplicate, a revoked key, an object in use, a running tenant, a symbol the tenant does not trade)"));
+    let mut codes: BTreeSet<u16> = BTreeSet::new();
+    if r.body.is_some() || !r.query.is_empty() {
+        codes.insert(400);
     }
     if r.body.is_some() {
-        out.push(("413", "The body is larger than the server accepts"));
+        codes.insert(413);
     }
-    if !public || r.path == "/api/v1/auth/login" {
-        out.push((
-            "429",
-            if public {
-                "Too many attempts; see Retry-After"
-            } else {
-                "Rate limit of the tenant's tier; see Retry-After"
-            },
-        ));
+    if !public {
+        codes.extend([401, 403, 404, 429, 503]);
+        if r.method != "GET" {
+            codes.insert(409);
+        }
     }
-    if !public || auth {
-        out.push((
-            "503",
-            "Storage or an actor is briefly unavailable; see Retry-After",
-        ));
+    codes.extend(r.also.iter().copied());
+    for c in r.never {
+        codes.remove(c);
     }
-    out
+    codes
+        .into_iter()
+        .filter_map(|c| {
+            Some(match c {
+                400 => ("400", "Invalid request; the message names the field"),
+                401 if public => ("401", "Wrong credentials, or a refresh token that is not valid"),
+                401 => ("401", "Missing, invalid, expired or revoked credentials"),
+                403 => (
+                    "403",
+                    "Role, scope or tier does not allow it, or the tenant is suspended",
+                ),
+                404 => ("404", "Not found, or another tenant's"),
+                409 => ("409", "Conflicts with what is stored (a duplicate, a revoked key, an object in use, a running tenant, a symbol the tenant does not trade)"),
+                413 => ("413", "The body is larger than the server accepts"),
+                429 if public => ("429", "Too many attempts; see Retry-After"),
+                429 => ("429", "Rate limit of the tenant's tier; see Retry-After"),
+                503 => (
+                    "503",
+                    "Storage or an actor is briefly unavailable; see Retry-After",
+                ),
+                _ => return None,
+            })
+        })
+        .collect()
 }
 
 /// Writes the range of each fixed-width integer (`format` uint32, uint64, int64, …) as `minimum` and `maximum`
@@ -463,126 +455,6 @@ pub fn decode<T: serde::de::DeserializeOwned>(
             crate::http::error::ApiError::BadRequest(format!("{path}: {inner}"))
         }
     })
-}
-
-/// A positive decimal of the document as a string: no sign, no exponent, up to 15 integer digits and
-/// 28 decimals, not zero (its first significant digit within the 28 decimals).
-const POSITIVE_DECIMAL: &str = r"^([1-9][0-9]{0,14}(\.[0-9]{1,28})?|0\.0{0,27}[1-9][0-9]{0,27})$";
-/// A decimal from 0 to 1 as a string.
-const FRACTION_DECIMAL: &str = r"^(0(\.[0-9]{1,28})?|1(\.0{1,28})?)$";
-/// The range of a positive decimal given as a JSON number (a float is exact to these bounds).
-const POSITIVE_MIN: f64 = 1e-8;
-const POSITIVE_MAX: f64 = 999_999_999_999_999.0;
-
-/// Lots, volumes and money limits: a positive decimal, as a JSON number or a string (answers give strings).
-pub fn positive_decimal(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"anyOf": [
-        {"type": "number", "minimum": POSITIVE_MIN, "maximum": POSITIVE_MAX},
-        {"type": "string", "maxLength": 44, "pattern": POSITIVE_DECIMAL},
-    ], "description": "greater than 0: a number from 1e-8 to 999999999999999, or a string of decimal digits"})
-}
-
-/// [`positive_decimal`], or null.
-pub fn positive_decimal_or_null(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let mut s = positive_decimal(g);
-    if let Some(any) = s.get_mut("anyOf").and_then(Value::as_array_mut) {
-        any.push(json!({"type": "null"}));
-    }
-    s
-}
-
-/// A decimal from 0 to 1, as a JSON number or a string.
-pub fn fraction_decimal(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"anyOf": [
-        {"type": "number", "minimum": 0, "maximum": 1},
-        {"type": "string", "maxLength": 30, "pattern": FRACTION_DECIMAL},
-    ]})
-}
-
-/// What a decimal of the document may be.
-#[derive(Debug, Clone, Copy)]
-pub enum DecimalRule {
-    Positive,
-    Fraction,
-}
-
-fn digits(s: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Checks a decimal as its document schema says ([`positive_decimal`], [`fraction_decimal`]); absent or null
-/// passes (the field is optional). The error names the field.
-pub fn check_decimal(
-    v: Option<&Value>,
-    field: &str,
-    rule: DecimalRule,
-) -> Result<(), crate::http::error::ApiError> {
-    let ok = match (v, rule) {
-        (None | Some(Value::Null), _) => true,
-        (Some(Value::Number(n)), DecimalRule::Positive) => n
-            .as_f64()
-            .is_some_and(|f| (POSITIVE_MIN..=POSITIVE_MAX).contains(&f)),
-        (Some(Value::Number(n)), DecimalRule::Fraction) => {
-            n.as_f64().is_some_and(|f| (0.0..=1.0).contains(&f))
-        }
-        (Some(Value::String(s)), DecimalRule::Positive) => {
-            let (int, frac) = match s.split_once('.') {
-                Some((i, f)) => (i, Some(f)),
-                None => (s.as_str(), None),
-            };
-            s.len() <= 44
-                && if int == "0" {
-                    frac.is_some_and(|f| {
-                        let zeros = f.bytes().take_while(|b| *b == b'0').count();
-                        digits(f, 1, 55) && zeros < f.len() && zeros <= 27 && f.len() - zeros <= 28
-                    })
-                } else {
-                    digits(int, 1, 15)
-                        && !int.starts_with('0')
-                        && frac.is_none_or(|f| digits(f, 1, 28))
-                }
-        }
-        (Some(Value::String(s)), DecimalRule::Fraction) => {
-            s.len() <= 30
-                && match s.split_once('.') {
-                    None => s == "0" || s == "1",
-                    Some(("0", f)) => digits(f, 1, 28),
-                    Some(("1", f)) => digits(f, 1, 28) && f.bytes().all(|b| b == b'0'),
-                    _ => false,
-                }
-        }
-        _ => true, // another type: the body's type check names it
-    };
-    if ok {
-        return Ok(());
-    }
-    Err(crate::http::error::ApiError::BadRequest(match rule {
-        DecimalRule::Positive => format!(
-            "{field}: must be greater than 0: a number from 1e-8 to 999999999999999, or a string of decimal digits"
-        ),
-        DecimalRule::Fraction => format!("{field}: from 0 to 1"),
-    }))
-}
-
-/// Checks the decimals of risk limits in a JSON body (before it is read into [`crate::config::RiskSettings`]).
-pub fn check_risk_decimals(v: &Value, at: &str) -> Result<(), crate::http::error::ApiError> {
-    for name in [
-        "max_order_volume",
-        "max_net_position",
-        "max_daily_loss",
-        "max_drawdown",
-        "max_portfolio_volatility",
-    ] {
-        check_decimal(v.get(name), &format!("{at}{name}"), DecimalRule::Positive)?;
-    }
-    if let Some(r) = v.get("regime") {
-        check_decimal(
-            r.get("scale"),
-            &format!("{at}regime.scale"),
-            DecimalRule::Fraction,
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{Authorized, Body, Reply};
-use crate::actors::training::{
+use crate::app::jobs::training::{
     CancelJob, GetJob, JobError, JobRequest, JobView, ListJobs, SubmitJob,
 };
 use crate::http::error::ApiError;
@@ -29,7 +29,9 @@ pub struct JobList {
     pub jobs: Vec<JobView>,
 }
 
-fn jobs(auth: &Authorized) -> Result<actix::Addr<crate::actors::training::TrainingJobs>, ApiError> {
+fn jobs(
+    auth: &Authorized,
+) -> Result<actix::Addr<crate::app::jobs::training::TrainingJobs>, ApiError> {
     auth.state
         .jobs
         .get()
@@ -53,8 +55,8 @@ pub async fn create(
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?.clone();
-    super::trading::traded_symbol(&t, "symbol", &body.symbol)?;
-    super::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
+    crate::app::trading::traded_symbol(&t, "symbol", &body.symbol)?;
+    crate::app::trading::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
     if let (Some(from), Some(to)) = (body.from_ms, body.to_ms) {
         if from > to {
             return Err(ApiError::BadRequest("from_ms: after to_ms".into()));
@@ -63,7 +65,7 @@ pub async fn create(
     body.train
         .validate()
         .map_err(|e| ApiError::BadRequest(format!("train.{e}")))?;
-    if body.promote.is_some() && body.train.kind == crate::models::training::ModelKind::RegimeHmm {
+    if body.promote.is_some() && body.train.kind == crate::domain::tenant::ModelKind::RegimeHmm {
         return Err(ApiError::BadRequest(
             "promote: a regime detector has no direction to compare; point an alias at its version instead"
                 .into(),

@@ -6,9 +6,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Authorized, Body, OptionalBody, Reply};
+use crate::domain::now_ms;
 use crate::http::error::ApiError;
 use crate::security::rbac::Scope;
-use crate::security::service::{now_ms, KeyView};
+use crate::security::service::KeyView;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

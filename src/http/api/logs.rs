@@ -13,8 +13,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Authorized, Reply};
-use crate::actors::log_tiers::RoundReport;
 use crate::http::error::ApiError;
+use crate::storage::logs::mover::RoundReport;
 use crate::storage::logs::store::{CostReport, LogStore};
 use crate::storage::logs::{LogEntry, LogQuery, PLATFORM};
 
@@ -187,7 +187,7 @@ pub async fn platform_logs(
 
 pub async fn cost(auth: Authorized) -> Result<Reply<CostReport>, ApiError> {
     let report = store(&auth)?.cost().await?;
-    auth.state.runtime.metrics.log_tiers(&report);
+    report.record(&auth.state.runtime.metrics);
     Ok(auth.ok(report))
 }
 

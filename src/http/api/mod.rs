@@ -62,17 +62,26 @@ pub struct RouteDef {
     pub register: fn(&mut web::ServiceConfig),
     /// What the handler answers on success (status, media type, body schema), read from its return type.
     pub success: fn(&mut schemars::SchemaGenerator) -> reply::Success,
+    /// Error statuses this route answers beyond those its kind implies (see `docs::errors`), declared here
+    /// next to the route: e.g. 400 for a path parameter the handler checks, 401 and 429 for a public sign-in.
+    pub also: &'static [u16],
+    /// Error statuses its kind implies that this route never answers (e.g. no 404 on a collection).
+    pub never: &'static [u16],
 }
 
-/// A [`RouteDef`]: `route!(method, path, access, tag, summary, [body = Type,] [query = &[..],] handler =
-/// path)`. The handler is both what [`configure`] registers and where the document reads the answer from
-/// (its return type, see [`reply`]), so the two cannot name different functions. `registered_by = f` marks
-/// a route whose handler `f` registers instead (the model upload, [`configure_uploads`]).
+/// A [`RouteDef`]: `route!(method, path, access, tag, summary, [body = Type,] [query = &[..],]
+/// [also = &[status..],] [never = &[status..],] handler = path)`. The handler is both what [`configure`]
+/// registers and where the document reads the answer from (its return type, see [`reply`]), so the two cannot
+/// name different functions. `registered_by = f` marks a route whose handler `f` registers instead (the model
+/// upload, [`configure_uploads`]). `also` and `never` declare the route's error answers beyond (or short of)
+/// those its kind implies, so the document never guesses them from the path.
 macro_rules! route {
     (@body) => { None };
     (@body $body:ty) => { Some(|g| g.subschema_for::<$body>()) };
     (@query) => { &[] };
     (@query $q:expr) => { $q };
+    (@codes) => { &[] };
+    (@codes $c:expr) => { $c };
     (@verb "GET") => { web::get() };
     (@verb "POST") => { web::post() };
     (@verb "PUT") => { web::put() };
@@ -90,8 +99,8 @@ macro_rules! route {
     }};
     (
         $method:tt, $path:literal, $access:ident, $tag:literal, $summary:literal,
-        $(body = $body:ty,)? $(query = $q:expr,)? handler = $handler:path
-        $(, registered_by = $by:path)? $(,)?
+        $(body = $body:ty,)? $(query = $q:expr,)? $(also = $also:expr,)? $(never = $never:expr,)?
+        handler = $handler:path $(, registered_by = $by:path)? $(,)?
     ) => {
         RouteDef {
             method: $method,
@@ -103,6 +112,8 @@ macro_rules! route {
             query: route!(@query $($q)?),
             register: route!(@register $method, $path, $handler $(, $by)?),
             success: |g| reply::success_of(&$handler, g),
+            also: route!(@codes $($also)?),
+            never: route!(@codes $($never)?),
         }
     };
 }
@@ -118,6 +129,7 @@ pub static ROUTES: &[RouteDef] = &[
         "auth",
         "Sign in with email and password; answers an access and a refresh token",
         body = auth::LoginRequest,
+        also = &[401, 429, 503],
         handler = auth::login
     ),
     route!(
@@ -127,6 +139,7 @@ pub static ROUTES: &[RouteDef] = &[
         "auth",
         "Rotate a refresh token (a reused one revokes its session)",
         body = auth::RefreshRequest,
+        also = &[401, 503],
         handler = auth::refresh
     ),
     route!(
@@ -135,6 +148,7 @@ pub static ROUTES: &[RouteDef] = &[
         Authenticated,
         "auth",
         "End the caller's session",
+        also = &[400],
         handler = auth::logout
     ),
     route!(
@@ -152,6 +166,7 @@ pub static ROUTES: &[RouteDef] = &[
         "auth",
         "A single-use ticket (valid 30 s) to open the client WebSocket /ws/v1/client from a browser",
         body = tickets::TicketRequest,
+        never = &[409],
         handler = tickets::create
     ),
     route!(
@@ -161,6 +176,7 @@ pub static ROUTES: &[RouteDef] = &[
         "tenants",
         "Create a tenant (it starts at once)",
         body = tenants::CreateTenant,
+        never = &[404],
         handler = tenants::create
     ),
     route!(
@@ -177,6 +193,7 @@ pub static ROUTES: &[RouteDef] = &[
         Platform,
         "tenants",
         "List tenants",
+        never = &[404],
         handler = tenants::list
     ),
     route!(
@@ -313,6 +330,7 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "mt5-accounts",
         "Remove an MT5 account",
+        also = &[400],
         handler = accounts::remove
     ),
     route!(
@@ -358,6 +376,7 @@ pub static ROUTES: &[RouteDef] = &[
         "models",
         "Point an alias (champion, challenger, any name) at a version; the history is kept",
         body = models::MoveAlias,
+        also = &[400],
         handler = models::move_alias
     ),
     route!(
@@ -416,7 +435,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Train a version on the tenant's stored bars (walk-forward validated; optionally promoted to an alias if significantly better)",
-        body = crate::actors::training::JobRequest,
+        body = crate::app::jobs::training::JobRequest,
         handler = jobs::create
     ),
     route!(
@@ -465,7 +484,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "strategies",
         "Create a strategy (validated, started unless disabled)",
-        body = crate::config::StrategySettings,
+        body = crate::domain::tenant::StrategySettings,
         handler = strategies::create
     ),
     route!(
@@ -531,7 +550,7 @@ pub static ROUTES: &[RouteDef] = &[
         Admin,
         "risk",
         "Replace the risk limits",
-        body = crate::config::RiskSettings,
+        body = crate::domain::tenant::RiskSettings,
         handler = trading::set_risk
     ),
     route!(
@@ -540,7 +559,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "risk",
         "Turn the kill switch on (optionally flattening) or off",
-        body = trading::KillSwitchRequest,
+        body = crate::app::trading::KillSwitchRequest,
         handler = trading::kill_switch
     ),
     route!(
@@ -583,7 +602,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "strategies",
         "Queue a strategy optimisation on stored ticks: grid, random or genetic search, optionally walk-forward (professional tier)",
-        body = optimise::OptimiseRequest,
+        body = crate::app::optimise::OptimiseRequest,
         handler = optimise::create
     ),
     route!(
@@ -800,7 +819,7 @@ pub fn authenticate(state: &AppState, credential: &str) -> Result<Principal, Api
                 Some(t) => t.id.0.clone(),
                 // Several nodes: the key of a configured tenant that runs on another node is still its
                 // (the bridge is then redirected there).
-                None if state.runtime.cluster.is_some() => state
+                None if state.cluster.is_some() => state
                     .settings
                     .tenants
                     .iter()
@@ -1016,32 +1035,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 /// Ids and names (tenants, strategies, models, aliases): 1 to 64 letters, digits, `-` or `_`; the error
 /// names the field.
 pub fn valid_id(what: &str, s: &str) -> Result<(), ApiError> {
-    if s.is_empty()
-        || s.len() > 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(ApiError::BadRequest(format!(
-            "{what}: must be 1 to 64 letters, digits, - or _"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks that `symbol` is one of the tenant's and `timeframe` a known one; the error names the field.
-pub fn symbol_and_timeframe(
-    t: &crate::actors::tenant::TenantContext,
-    symbol: &str,
-    timeframe: &str,
-) -> Result<crate::domain::Timeframe, ApiError> {
-    if !t.symbols.contains(symbol) {
-        return Err(ApiError::BadRequest(format!(
-            "symbol: `{symbol}` is not one of the tenant's symbols"
-        )));
-    }
-    crate::domain::Timeframe::parse(timeframe)
-        .ok_or_else(|| ApiError::BadRequest(format!("timeframe: unknown timeframe `{timeframe}`")))
+    crate::domain::valid_id(what, s).map_err(ApiError::BadRequest)
 }
 
 /// An optional JSON body (absent or empty is `None`).

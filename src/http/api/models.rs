@@ -15,7 +15,6 @@
 //! served live, audited.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use actix_web::{web, HttpRequest};
 use base64::Engine as _;
@@ -24,9 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Authorized, Body, Deleted, Page, Reply, Stored};
-use crate::actors::tenant::TenantContext;
+use crate::app::models::point_alias;
 use crate::http::error::ApiError;
-use crate::http::AppState;
 use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
 use crate::storage::security::{AliasRow, ModelRow};
@@ -197,7 +195,7 @@ pub struct AliasPointed {
 }
 
 pub(super) fn tier_gate(auth: &Authorized) -> Result<(), ApiError> {
-    super::tenants::require_tier(auth.tenant()?, TIER, "a custom model")
+    crate::app::tenants::require_tier(auth.tenant()?, TIER, "a custom model")
 }
 
 pub(super) async fn model_of(auth: &Authorized, name: &str) -> Result<ModelRow, ApiError> {
@@ -527,71 +525,6 @@ pub async fn move_alias(
         previous: moved.previous,
         deployments: moved.deployments,
     }))
-}
-
-/// What moving an alias did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AliasMoved {
-    pub previous: Option<String>,
-    /// The deployments that follow the alias and now serve the version.
-    pub deployments: Vec<String>,
-}
-
-/// Points `alias` of `tenant`'s model `model` at `version`, audited, and moves the deployments that follow
-/// it (each loaded with the version first, so a version that cannot serve one refuses the move). Used by
-/// the API and by promotions.
-pub async fn point_alias(
-    state: &AppState,
-    t: &Arc<TenantContext>,
-    model: &str,
-    alias: &str,
-    version: &str,
-    actor: &str,
-) -> Result<AliasMoved, ApiError> {
-    let store = &state.security.store;
-    let tenant = t.id.0.as_str();
-    if store.model_file(tenant, model, version).await?.is_none() {
-        // Well formed, but not what the registry holds: a conflict with its state.
-        return Err(ApiError::Conflict(format!(
-            "version: model `{model}` has no version `{version}`"
-        )));
-    }
-    let follow =
-        super::deployments::following(&state.runtime.model_files, t, model, alias, version).await?;
-    let _admin = t.admin.lock().await;
-    let previous = store
-        .move_alias(tenant, model, alias, version, crate::domain::now_ms())
-        .await?;
-    state
-        .security
-        .audit(
-            tenant,
-            "model.alias_moved",
-            actor,
-            json!({"model": model, "alias": alias, "from": previous, "to": version}),
-        )
-        .await?;
-    let mut deployments = Vec::with_capacity(follow.len());
-    for d in follow {
-        super::deployments::apply(t, d.clone()).await?;
-        state
-            .security
-            .audit(
-                tenant,
-                "model.deployment_followed_alias",
-                actor,
-                json!({"model": model, "deployment": d.id, "alias": alias, "from": previous, "to": version}),
-            )
-            .await?;
-        deployments.push(d.id.clone());
-    }
-    if !deployments.is_empty() {
-        super::tenants::persist(state, t).await?;
-    }
-    Ok(AliasMoved {
-        previous,
-        deployments,
-    })
 }
 
 /// `DELETE …/models/{model}/versions/{version}`: refused (409) while a deployment serves the version or an

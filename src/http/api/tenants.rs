@@ -11,14 +11,12 @@ use serde_json::json;
 use super::{Authorized, Body, Reply};
 use crate::actors::messages::{self, Disconnect};
 use crate::actors::tenant::TenantContext;
-use crate::config::{RiskSettings, TenantSettings};
+use crate::app::tenants::{persist, view, TenantView};
+use crate::domain::tenant::{RiskSettings, TenantSettings};
+use crate::domain::tier::Tier;
 use crate::http::error::ApiError;
-use crate::http::AppState;
-use crate::security::rate_limit::TierLimits;
-use crate::security::service::now_ms;
-use crate::storage::security::TenantRow;
 
-pub use crate::security::rate_limit::TIERS;
+pub use crate::domain::tier::TIERS;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -45,50 +43,6 @@ pub struct SetTier {
     pub tier: Tier,
 }
 
-/// A tenant's tier (its limits and what it may do), lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Free,
-    Basic,
-    Professional,
-    Enterprise,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Free => "free",
-            Self::Basic => "basic",
-            Self::Professional => "professional",
-            Self::Enterprise => "enterprise",
-        }
-    }
-}
-
-/// A tenant as the API shows it.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct TenantView {
-    pub id: String,
-    /// Its display name.
-    pub name: String,
-    /// `free`, `basic`, `professional` or `enterprise`.
-    pub tier: String,
-    /// A suspended tenant's users, keys and bridges are refused.
-    pub suspended: bool,
-    /// `running`, or `failed` when its core actors exceeded their restart budget (see `failure`; restart it
-    /// with `POST /api/v1/tenants/{t}/restart`).
-    pub state: String,
-    /// Why the tenant failed.
-    pub failure: Option<String>,
-    /// The symbols it trades.
-    pub symbols: Vec<String>,
-    /// How many strategies it has.
-    pub strategies: usize,
-    /// MT5 sessions its bridges have open now.
-    pub mt5_sessions: usize,
-}
-
 /// Every tenant.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TenantList {
@@ -96,87 +50,10 @@ pub struct TenantList {
     pub tenants: Vec<TenantView>,
 }
 
-pub fn view(state: &AppState, t: &TenantContext) -> TenantView {
-    TenantView {
-        id: t.id.0.clone(),
-        name: t.settings.name.clone(),
-        tier: t.tier(),
-        suspended: state.security.is_suspended(&t.id.0),
-        state: if t.failure().is_some() {
-            "failed".into()
-        } else {
-            "running".into()
-        },
-        failure: t.failure(),
-        symbols: t.settings.symbols.clone(),
-        strategies: t.strategies.read().len(),
-        mt5_sessions: t.sessions.read().len(),
-    }
-}
-
-/// The 403 of a quota: names the tier that would allow more.
-/// Refuses (403 naming the tier) what needs tier `required` or higher when the tenant's is lower.
-pub fn require_tier(t: &TenantContext, required: &str, what: &str) -> Result<(), ApiError> {
-    let tier = t.tier();
-    let rank = |x: &str| TIERS.iter().position(|t| *t == x).unwrap_or(0);
-    if rank(&tier) < rank(required) {
-        return Err(ApiError::TierRequired {
-            required: required.into(),
-            message: format!("{what} needs the {required} tier (this tenant is {tier})"),
-        });
-    }
-    Ok(())
-}
-
-pub fn quota_exceeded(limits: &TierLimits, tier: &str, what: &str, quota: u32) -> ApiError {
-    // Only a higher tier can be the way to more (an override may give a lower tier a larger quota).
-    let rank = TIERS.iter().position(|t| *t == tier).unwrap_or(0);
-    let next = TIERS[rank + 1..]
-        .iter()
-        .find(|t| limits.per_minute(t) > quota)
-        .copied();
-    match next {
-        Some(required) => ApiError::TierRequired {
-            required: required.into(),
-            message: format!(
-                "the {tier} tier allows {quota} {what}; the {required} tier allows {}",
-                limits.per_minute(required)
-            ),
-        },
-        None => ApiError::Forbidden(format!("the {tier} tier allows at most {quota} {what}")),
-    }
-}
-
-/// Stores the tenant's current document (after a change through the API).
-pub async fn persist(state: &AppState, t: &TenantContext) -> Result<(), ApiError> {
-    let doc = t.document();
-    let settings =
-        serde_json::to_string(&doc).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let stored = state.security.store.tenant(&t.id.0).await?;
-    let now = now_ms();
-    let row = TenantRow {
-        id: t.id.0.clone(),
-        settings,
-        tier: doc.tier.clone(),
-        suspended: i64::from(state.security.is_suspended(&t.id.0)),
-        created_ms: stored.as_ref().map_or(now, |s| s.created_ms),
-        updated_ms: now,
-    };
-    if stored.is_some() {
-        state.security.store.update_tenant(&row).await?;
-    } else {
-        state.security.store.insert_tenant(&row).await?;
-    }
-    Ok(())
-}
-
 pub async fn create(
     auth: Authorized,
     Body(body): Body<serde_json::Value>,
 ) -> Result<Reply<TenantView, 201>, ApiError> {
-    if let Some(risk) = body.get("risk") {
-        super::docs::check_risk_decimals(risk, "risk.")?;
-    }
     let body: CreateTenant = super::docs::decode(body)?;
     let id = body.id.clone();
     super::valid_id("id", &id)?;
@@ -203,7 +80,7 @@ pub async fn create(
         }
     }
     if let Some(risk) = &body.risk {
-        super::trading::check_limits(|s| body.symbols.iter().any(|x| x == s), risk)?;
+        crate::app::trading::check_limits(|s| body.symbols.iter().any(|x| x == s), risk)?;
     }
     let state = auth.state.clone();
     if state.runtime.tenant(&id).is_some() || state.security.store.tenant(&id).await?.is_some() {

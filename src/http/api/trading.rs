@@ -8,28 +8,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Authorized, Body, Page, Reply};
-use crate::actors::events::SupervisionEvent;
 use crate::actors::messages::{
-    AccountPosition, GetPortfolio, GetRiskState, PortfolioSnapshot, RiskState, SetKillSwitch,
-    SetRiskLimits,
+    AccountPosition, GetPortfolio, GetRiskState, PortfolioSnapshot, RiskState, SetRiskLimits,
 };
-use crate::config::RiskSettings;
+use crate::app::trading::{check_limits, set_kill_switch, KillSwitchRequest};
 use crate::domain::orders::Order;
 use crate::domain::positions::{Deal, Performance};
+use crate::domain::tenant::RiskSettings;
 use crate::domain::Timeframe;
 use crate::http::error::ApiError;
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KillSwitchRequest {
-    pub on: bool,
-    /// Why (kept with the switch and in the audit log).
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Close every open position when turning on.
-    #[serde(default)]
-    pub flatten: bool,
-}
+use crate::runtime::events::SupervisionEvent;
 
 /// The tenant's risk limits and the risk state.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -179,53 +167,10 @@ pub async fn correlations(auth: Authorized) -> Result<Reply<Correlations>, ApiEr
     }))
 }
 
-/// Refuses (409) a symbol the tenant does not trade: well formed, but not one of the tenant's (its settings
-/// decide, not the document).
-pub fn traded_symbol(
-    t: &crate::actors::tenant::TenantContext,
-    field: &str,
-    symbol: &str,
-) -> Result<(), ApiError> {
-    if t.symbols.contains(symbol) {
-        return Ok(());
-    }
-    Err(ApiError::Conflict(format!(
-        "{field}: `{symbol}` is not one of the tenant's symbols"
-    )))
-}
-
-/// Checks risk limits (given to a new tenant or replacing a tenant's); the error names the field.
-pub fn check_limits(
-    is_symbol: impl Fn(&str) -> bool,
-    limits: &RiskSettings,
-) -> Result<(), ApiError> {
-    for (name, v) in [
-        ("max_order_volume", limits.max_order_volume),
-        ("max_net_position", limits.max_net_position),
-        ("max_daily_loss", limits.max_daily_loss),
-        ("max_drawdown", limits.max_drawdown),
-    ] {
-        if v.is_some_and(|v| v <= rust_decimal::Decimal::ZERO) {
-            return Err(ApiError::BadRequest(format!(
-                "{name}: must be greater than 0"
-            )));
-        }
-    }
-    for (i, s) in limits.allowed_symbols.iter().enumerate() {
-        if !is_symbol(s) {
-            return Err(ApiError::Conflict(format!(
-                "allowed_symbols[{i}]: `{s}` is not one of the tenant's symbols"
-            )));
-        }
-    }
-    Ok(())
-}
-
 pub async fn set_risk(
     auth: Authorized,
     Body(limits): Body<serde_json::Value>,
 ) -> Result<Reply<RiskLimits>, ApiError> {
-    super::docs::check_risk_decimals(&limits, "")?;
     let limits: RiskSettings = super::docs::decode(limits)?;
     let t = auth.tenant()?.clone();
     check_limits(|s| t.symbols.contains(s), &limits)?;
@@ -237,7 +182,7 @@ pub async fn set_risk(
         .get()
         .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
     risk.send(SetRiskLimits(limits.clone())).await?;
-    super::tenants::persist(&auth.state, &t).await?;
+    crate::app::tenants::persist(&auth.state, &t).await?;
     auth.state
         .security
         .audit(
@@ -258,48 +203,6 @@ pub async fn kill_switch(
     let t = auth.tenant()?.clone();
     let state = set_kill_switch(&auth.state, &t, auth.actor(), body).await?;
     Ok(auth.ok(KillSwitchState { state }))
-}
-
-/// Turns the kill switch on or off for `actor` (HTTP and the client WebSocket), audited.
-pub async fn set_kill_switch(
-    app: &crate::http::AppState,
-    t: &std::sync::Arc<crate::actors::tenant::TenantContext>,
-    actor: &str,
-    body: KillSwitchRequest,
-) -> Result<crate::actors::messages::RiskState, ApiError> {
-    let risk = t
-        .risk
-        .get()
-        .ok_or_else(|| ApiError::Unavailable("risk restarting".into()))?;
-    let reason = body
-        .reason
-        .clone()
-        .unwrap_or_else(|| format!("set by {actor}"));
-    if reason.chars().count() > 500 {
-        return Err(ApiError::BadRequest(
-            "reason: at most 500 characters".into(),
-        ));
-    }
-    let state = risk
-        .send(SetKillSwitch {
-            on: body.on,
-            reason: reason.clone(),
-            flatten: body.flatten,
-        })
-        .await?;
-    app.security
-        .audit(
-            &t.id.0,
-            if body.on {
-                "kill_switch.on"
-            } else {
-                "kill_switch.off"
-            },
-            actor,
-            json!({"reason": reason, "flatten": body.flatten}),
-        )
-        .await?;
-    Ok(state)
 }
 
 pub async fn orders(req: HttpRequest, auth: Authorized) -> Result<Reply<OrderPage>, ApiError> {

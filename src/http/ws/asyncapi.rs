@@ -30,13 +30,13 @@ fn frame(kind: &str, props: Value, required: &[&str]) -> Value {
 
 /// The AsyncAPI 3.0 document.
 pub fn document() -> Value {
-    use crate::actors::events::SupervisionEvent;
     use crate::actors::messages::{AccountPosition, RiskState};
-    use crate::config::RiskSettings;
     use crate::domain::orders::Order;
     use crate::domain::positions::Deal;
+    use crate::domain::tenant::RiskSettings;
     use crate::domain::Bar;
-    use crate::models::Prediction;
+    use crate::domain::Prediction;
+    use crate::runtime::events::SupervisionEvent;
 
     let mut settings = SchemaSettings::draft2020_12();
     settings.definitions_path = "#/components/schemas/".into();

@@ -29,6 +29,7 @@ use crate::actors::messages::{
     PlaceManualOrder,
 };
 use crate::actors::tenant::TenantContext;
+use crate::domain::events::EventKind;
 use crate::domain::orders::OrderKind;
 use crate::domain::{Side, Symbol, Timeframe};
 use crate::http::error::ApiError;
@@ -559,7 +560,7 @@ async fn authenticate(
 /// Several nodes: the client endpoint (with this request's query) of the node that runs `tenant`, when that is
 /// another node and this request was not already relayed.
 fn remote_owner(req: &HttpRequest, state: &AppState, tenant: &str) -> Option<String> {
-    let cluster = state.runtime.cluster.as_ref()?;
+    let cluster = state.cluster.as_ref()?;
     if req.headers().contains_key(crate::http::forward::FORWARDED) {
         return None;
     }
@@ -576,7 +577,6 @@ fn remote_owner(req: &HttpRequest, state: &AppState, tenant: &str) -> Option<Str
 /// A tenant that runs nowhere reachable: moving between nodes (retry), or unknown.
 fn moving_or_gone(state: &AppState, tenant: &str) -> ApiError {
     let moving = state
-        .runtime
         .cluster
         .as_ref()
         .is_some_and(|c| c.locate(tenant) != crate::cluster::node::Location::Unknown);
@@ -599,7 +599,6 @@ pub async fn connect(
         Route::Here(principal, tenant) => (principal, tenant),
         Route::Owner(url) => {
             let node = state
-                .runtime
                 .cluster
                 .as_ref()
                 .map(|c| c.node.clone())
@@ -707,7 +706,7 @@ impl Connection {
                     Some(Ok(_)) => {}
                 },
                 event = events.recv() => match event {
-                    Ok(e) => self.on_event(&e.kind, &e.data).await,
+                    Ok(e) => self.on_event(e.kind, &e.data).await,
                     Err(RecvError::Lagged(_)) => {
                         if self.subs.values().any(|s| !s.channel.conflated()) {
                             self.shared.close(CLOSE_TOO_FAR_BEHIND, "too far behind: reconnect and resubscribe");
@@ -922,7 +921,7 @@ impl Connection {
                 }
             }
             Channel::Strategies => {
-                json!({ "strategies": crate::http::api::strategies::client_views(t, None).await })
+                json!({ "strategies": crate::app::strategies::client_views(t, None).await })
             }
             Channel::Risk => self.risk_view().await,
             Channel::Supervision => {
@@ -971,23 +970,26 @@ impl Connection {
         true
     }
 
-    async fn on_event(&mut self, kind: &str, data: &Value) {
+    async fn on_event(&mut self, kind: EventKind, data: &Value) {
         let channel = match kind {
-            "order" => Channel::Orders,
-            "fill" => Channel::Fills,
-            "position" => Channel::Positions,
-            "risk" => Channel::Risk,
-            "prediction" => match data.get("deployment").and_then(Value::as_str) {
+            EventKind::Order => Channel::Orders,
+            EventKind::Fill => Channel::Fills,
+            EventKind::Position => Channel::Positions,
+            EventKind::Risk => Channel::Risk,
+            EventKind::Prediction => match data.get("deployment").and_then(Value::as_str) {
                 Some(d) => Channel::Predictions(d.to_owned()),
                 None => return,
             },
-            "strategy" => return self.refresh_strategies(None).await,
-            _ => return,
+            EventKind::Strategy => return self.refresh_strategies(None).await,
+            EventKind::Correlation
+            | EventKind::Model
+            | EventKind::Reconciliation
+            | EventKind::Tenant => return,
         };
         self.update(&channel, data);
     }
 
-    async fn on_supervision(&mut self, e: crate::actors::events::SupervisionEvent) {
+    async fn on_supervision(&mut self, e: crate::runtime::events::SupervisionEvent) {
         if let Some(id) = e.child.strip_prefix("strategy:") {
             let id = id.to_owned();
             self.refresh_strategies(Some(&id)).await;
@@ -1001,7 +1003,7 @@ impl Connection {
         if !self.subscribed(&Channel::Strategies) {
             return;
         }
-        for view in crate::http::api::strategies::client_views(&self.tenant, only).await {
+        for view in crate::app::strategies::client_views(&self.tenant, only).await {
             if !self.update(&Channel::Strategies, &view) {
                 return;
             }
@@ -1101,15 +1103,14 @@ impl Connection {
                 Ok(Some(json!({ "orders": sent })))
             }
             ClientOp::KillSwitch(k) => {
-                let body = crate::http::api::trading::KillSwitchRequest {
+                let body = crate::app::trading::KillSwitchRequest {
                     on: k.on,
                     reason: k.reason,
                     flatten: k.flatten,
                 };
-                let state =
-                    crate::http::api::trading::set_kill_switch(&self.state, &t, &actor, body)
-                        .await
-                        .map_err(Refusal::from)?;
+                let state = crate::app::trading::set_kill_switch(&self.state, &t, &actor, body)
+                    .await
+                    .map_err(Refusal::from)?;
                 Ok(Some(json!({ "risk": state })))
             }
             ClientOp::StrategyStart(s) | ClientOp::StrategyStop(s)
@@ -1122,15 +1123,9 @@ impl Connection {
             }
             ClientOp::StrategyStart(s) | ClientOp::StrategyStop(s) => {
                 let start = name == "strategy_start";
-                crate::http::api::strategies::set_enabled_as(
-                    &self.state,
-                    &t,
-                    &actor,
-                    &s.strategy,
-                    start,
-                )
-                .await
-                .map_err(Refusal::from)?;
+                crate::app::strategies::set_enabled_as(&self.state, &t, &actor, &s.strategy, start)
+                    .await
+                    .map_err(Refusal::from)?;
                 Ok(Some(
                     json!({ "strategy": self.strategy_view(&s.strategy).await }),
                 ))
@@ -1140,7 +1135,7 @@ impl Connection {
     }
 
     async fn strategy_view(&self, id: &str) -> Value {
-        crate::http::api::strategies::client_views(&self.tenant, Some(id))
+        crate::app::strategies::client_views(&self.tenant, Some(id))
             .await
             .into_iter()
             .next()

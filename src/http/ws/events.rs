@@ -46,7 +46,7 @@ pub async fn connect(
     // An access token's stream ends when the token does; the client reconnects with a fresh one.
     let expires = match principal.credential {
         crate::security::service::Credential::User { exp, .. } => {
-            let left = (exp as i64 * 1000 - crate::security::service::now_ms()).max(0) as u64;
+            let left = (exp as i64 * 1000 - crate::domain::now_ms()).max(0) as u64;
             Some(tokio::time::Instant::now() + std::time::Duration::from_millis(left))
         }
         _ => None,

@@ -5,5 +5,4 @@ pub mod asyncapi;
 pub mod client;
 pub mod events;
 pub mod mt5;
-pub mod protocol;
 pub mod relay;

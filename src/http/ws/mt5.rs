@@ -18,12 +18,12 @@ use futures_util::{FutureExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 
-use super::protocol::{
-    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION, UPGRADE_HINT,
-};
 use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing, RejectFrame};
 use crate::actors::mt5_session::Mt5Session;
 use crate::actors::tenant::TenantContext;
+use crate::bridge::protocol::{
+    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION, UPGRADE_HINT,
+};
 use crate::domain::Login;
 use crate::http::AppState;
 
@@ -55,13 +55,13 @@ pub async fn connect(
             .catch_unwind()
             .await;
         if let Err(payload) = outcome {
-            let why = crate::actors::supervisor::panic_message(payload.as_ref());
+            let why = crate::runtime::supervisor::panic_message(payload.as_ref());
             tracing::error!(peer = %conn.peer, reason = %why, "bridge connection task panicked");
             conn.state
                 .runtime
                 .events
-                .record(crate::actors::events::NewEvent {
-                    kind: crate::actors::events::EventKind::Failed,
+                .record(crate::runtime::events::NewEvent {
+                    kind: crate::runtime::events::EventKind::Failed,
                     supervisor: "connections",
                     child: "ws.mt5",
                     tenant: None,
@@ -152,9 +152,9 @@ impl Conn {
                             "more than {} frames per second (burst {}): connection closed", per_sec, burst), None).await;
                         break;
                     }
-                    if crate::actors::task::faults_armed() {
+                    if crate::runtime::task::faults_armed() {
                         // Fault injection, per account so a drill hits only the connection meant.
-                        crate::actors::task::fault_point(&format!("ws.mt5:{login}"));
+                        crate::runtime::task::fault_point(&format!("ws.mt5:{login}"));
                     }
                     if !self.on_message(msg, &session, conn_id).await { break; }
                 }
@@ -254,7 +254,7 @@ impl Conn {
             Ok(t) => match self.state.runtime.tenant(&t) {
                 Some(running) => Ok(running),
                 None => {
-                    if let Some(cluster) = self.state.runtime.cluster.clone() {
+                    if let Some(cluster) = self.state.cluster.clone() {
                         self.redirect(&cluster, &t, &hello).await;
                         return None;
                     }
@@ -299,7 +299,7 @@ impl Conn {
         };
         let url = crate::cluster::node::bridge_url(&url);
         tracing::info!(peer = %self.peer, tenant, owner = %node, %url, "bridge redirected to the tenant's node");
-        let frame = super::protocol::Redirect {
+        let frame = crate::bridge::protocol::Redirect {
             seq: 0,
             url,
             reason: format!("tenant `{tenant}` is owned by node {node}"),

@@ -5,7 +5,7 @@
 //! the **hot** tier (Redis sorted sets, one per tenant and day; SQLite in the embedded profile), moves to the
 //! **warm** tier (ClickHouse partitioned by day; SQLite) a day after its day ended, and to the **cold** tier
 //! (one zstd Parquet file per tenant and day plus a manifest, through `object_store`) thirty days later,
-//! where it stays seven years. The mover ([`crate::actors::log_tiers`]) copies a day, verifies it (count
+//! where it stays seven years. The mover ([`crate::storage::logs::mover`]) copies a day, verifies it (count
 //! and an order-independent hash of the entries) and only then deletes it from the hotter tier; every entry
 //! carries an id unique to the node that wrote it, so a copy repeated after a crash is recognised and a query
 //! that sees an entry in two tiers (between copy and delete) returns it once.
@@ -15,6 +15,7 @@
 
 pub mod clickhouse;
 pub mod cold;
+pub mod mover;
 pub mod redis;
 pub mod sql;
 pub mod store;

@@ -279,6 +279,25 @@ pub struct CostReport {
     pub tenants: Vec<TenantUsage>,
 }
 
+impl CostReport {
+    /// Sets the `trellis_log_tier_*` gauges from this report (after each mover round and each cost request).
+    pub fn record(&self, metrics: &crate::metrics::Metrics) {
+        for (tier, usage) in [
+            ("hot", &self.hot),
+            ("warm", &self.warm),
+            ("cold", &self.cold),
+        ] {
+            metrics.log_tier(tier, usage.bytes, Some(usage.entries), usage.usd_per_month);
+        }
+        metrics.log_tier(
+            "all_hot",
+            self.all_hot_bytes,
+            None,
+            self.all_hot_usd_per_month,
+        );
+    }
+}
+
 impl TierUsage {
     fn add(&mut self, entries: u64, raw: u64, bytes: u64) {
         self.entries += entries;

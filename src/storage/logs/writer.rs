@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 
 use super::store::LogStore;
 use super::{LogEntry, PLATFORM};
-use crate::actors::bus::EventBus;
-use crate::actors::events::EventLog;
 use crate::config::Settings;
+use crate::runtime::bus::EventBus;
+use crate::runtime::events::EventLog;
 
 const MAX_BUFFERED: usize = 100_000;
 
@@ -74,7 +74,7 @@ impl Writer {
                     if self.buffer.is_empty() {
                         continue;
                     }
-                    crate::actors::task::fault_point("log.writer");
+                    crate::runtime::task::fault_point("log.writer");
                     let Some(store) = self.store.get() else { continue };
                     let batch: Vec<LogEntry> = self.buffer.iter().take(5_000).cloned().collect();
                     match store.hot.append(&batch).await {
@@ -100,7 +100,7 @@ impl LogWriter {
             store: store.clone(),
             dropped: 0,
         };
-        crate::actors::task::spawn_supervised(
+        crate::runtime::task::spawn_supervised(
             "log.writer",
             events.clone(),
             writer,
@@ -151,7 +151,7 @@ impl LogWriter {
             return;
         }
         let state = (bus.subscribe(tenant), self.clone(), tenant.to_owned());
-        crate::actors::task::spawn_supervised(
+        crate::runtime::task::spawn_supervised(
             "log.follow",
             self.events.clone(),
             state,
@@ -162,13 +162,9 @@ impl LogWriter {
                     match events.recv().await {
                         Ok(e) if !e.local => {} // kept by the node that produced it
                         Ok(e) => {
-                            let level = if e.kind.contains("reject") || e.kind.contains("refus") {
-                                "warn"
-                            } else {
-                                "info"
-                            };
-                            writer.push(tenant, &e.kind, level, &e.kind, e.data);
-                            crate::actors::task::fault_point("log.follow");
+                            let kind = e.kind.as_str();
+                            writer.push(tenant, kind, level_of(&e), kind, e.data);
+                            crate::runtime::task::fault_point("log.follow");
                         }
                         Err(RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "log follower fell behind")
@@ -183,32 +179,38 @@ impl LogWriter {
     fn follow_supervision(&self) {
         let Some(events) = &self.events else { return };
         let state = (events.subscribe(), self.clone());
-        crate::actors::task::spawn_supervised("log.supervision", None, state, |state| async move {
-            let mut s = state.lock().await;
-            let (events, writer) = &mut *s;
-            loop {
-                match events.recv().await {
-                    Ok(e) => {
-                        let level = match e.kind.as_str() {
-                            "failed" => "warn",
-                            "escalated" | "gave_up" | "disabled" => "error",
-                            _ => "info",
-                        };
-                        let tenant = e.tenant.clone().unwrap_or_else(|| PLATFORM.to_owned());
-                        let message = format!("{} {} ({})", e.child, e.kind.as_str(), e.supervisor);
-                        writer.push(
-                            &tenant,
-                            "supervision",
-                            level,
-                            &message,
-                            serde_json::to_value(&e).unwrap_or_default(),
-                        );
+        crate::runtime::task::spawn_supervised(
+            "log.supervision",
+            None,
+            state,
+            |state| async move {
+                let mut s = state.lock().await;
+                let (events, writer) = &mut *s;
+                loop {
+                    match events.recv().await {
+                        Ok(e) => {
+                            let level = match e.kind.as_str() {
+                                "failed" => "warn",
+                                "escalated" | "gave_up" | "disabled" => "error",
+                                _ => "info",
+                            };
+                            let tenant = e.tenant.clone().unwrap_or_else(|| PLATFORM.to_owned());
+                            let message =
+                                format!("{} {} ({})", e.child, e.kind.as_str(), e.supervisor);
+                            writer.push(
+                                &tenant,
+                                "supervision",
+                                level,
+                                &message,
+                                serde_json::to_value(&e).unwrap_or_default(),
+                            );
+                        }
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
                     }
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
                 }
-            }
-        });
+            },
+        );
     }
 }
 
@@ -304,5 +306,17 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AppLogLayer {
                 writer.push(&tenant, "app", &level, &fields.message, data.clone());
             }
         }
+    }
+}
+
+/// The level a tenant event is kept at in the log tiers: an order the trade server or risk refused is a
+/// warning a person looks for; everything else is information.
+fn level_of(e: &crate::runtime::bus::TenantEvent) -> &'static str {
+    let refused = e.kind == crate::domain::events::EventKind::Order
+        && e.data.get("status").and_then(serde_json::Value::as_str) == Some("rejected");
+    if refused {
+        "warn"
+    } else {
+        "info"
     }
 }

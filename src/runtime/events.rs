@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -137,10 +137,7 @@ impl EventLog {
             ),
         }
         self.inner.metrics.supervision_event(e.kind.as_str());
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_ms = crate::domain::now_ms().max(0) as u64;
         {
             let mut guard = match self.inner.events.lock() {
                 Ok(g) => g,

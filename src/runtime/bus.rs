@@ -20,8 +20,8 @@ const CAPACITY: usize = 1_024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantEvent {
     pub tenant: String,
-    /// `order` or `fill`.
-    pub kind: String,
+    /// What it is about; `data` is the JSON of that thing.
+    pub kind: crate::domain::events::EventKind,
     pub data: serde_json::Value,
     /// Produced by this node (false for events re-broadcast from another node).
     #[serde(skip)]
@@ -63,7 +63,7 @@ impl Publisher {
                 },
             };
             self.pending = Some(payload.clone());
-            super::task::fault_point("bus.publisher");
+            crate::runtime::task::fault_point("bus.publisher");
             if self.conn.is_none() {
                 self.conn = redis::aio::ConnectionManager::new(self.client.clone())
                     .await
@@ -102,7 +102,11 @@ impl EventBus {
 
     /// Shared through Redis: starts the publisher and the subscriber on the current runtime, each a
     /// supervised task (`bus.publisher`, `bus.subscriber`) recorded in `events`.
-    pub fn with_redis(url: &str, namespace: &str, events: Option<super::events::EventLog>) -> Self {
+    pub fn with_redis(
+        url: &str,
+        namespace: &str,
+        events: Option<crate::runtime::events::EventLog>,
+    ) -> Self {
         let mut bus = Self::local();
         bus.channel = format!("trellis:{namespace}:events").into();
         let Ok(client) = redis::Client::open(url) else {
@@ -117,7 +121,7 @@ impl EventBus {
             pending: None,
             channel: bus.channel.clone(),
         };
-        super::task::spawn_supervised(
+        crate::runtime::task::spawn_supervised(
             "bus.publisher",
             events.clone(),
             publisher,
@@ -128,7 +132,7 @@ impl EventBus {
         );
         let (node, channels, channel) =
             (bus.node.clone(), bus.channels.clone(), bus.channel.clone());
-        super::task::spawn_supervised(
+        crate::runtime::task::spawn_supervised(
             "bus.subscriber",
             events,
             (client, node, channels, channel),
@@ -140,7 +144,7 @@ impl EventBus {
                         if pubsub.subscribe(&**channel).await.is_ok() {
                             let mut messages = pubsub.on_message();
                             while let Some(msg) = messages.next().await {
-                                super::task::fault_point("bus.subscriber");
+                                crate::runtime::task::fault_point("bus.subscriber");
                                 let Ok(payload) = msg.get_payload::<String>() else {
                                     continue;
                                 };

@@ -16,14 +16,14 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::training::{JobError, JobState};
+use crate::app::optimise::OptimiseRequest;
+use crate::app::App;
 use crate::backtest::optimise::{
     Constraints, Control, Method, Objective, Space, StrategyRuns, WalkForwardSpec,
 };
 use crate::backtest::tape::{History, Quote};
 use crate::backtest::BacktestConfig;
 use crate::domain::Symbol;
-use crate::http::api::optimise::OptimiseRequest;
-use crate::http::AppState;
 use crate::strategies::StrategyRegistry;
 
 /// Jobs kept per process (finished ones beyond this are forgotten, oldest first).
@@ -62,9 +62,9 @@ pub struct OptimisationView {
     pub request: OptimiseRequest,
     pub ticks: Option<usize>,
     /// Best first: `{params, score, report}` or `{params, score: null, error}`.
-    #[schemars(with = "Option<Vec<crate::http::api::optimise::Candidate>>")]
+    #[schemars(with = "Option<Vec<crate::app::optimise::Candidate>>")]
     pub results: Option<Vec<Value>>,
-    #[schemars(with = "Option<crate::http::api::optimise::WalkForwardResult>")]
+    #[schemars(with = "Option<crate::app::optimise::WalkForwardResult>")]
     pub walk_forward: Option<Value>,
     pub error: Option<String>,
 }
@@ -76,7 +76,7 @@ struct Job {
 }
 
 pub struct Optimisations {
-    state: AppState,
+    state: App,
     jobs: BTreeMap<String, Job>,
     queue: VecDeque<String>,
     running: Option<String>,
@@ -85,7 +85,7 @@ pub struct Optimisations {
 }
 
 impl Optimisations {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: App) -> Self {
         Self {
             state,
             jobs: BTreeMap::new(),

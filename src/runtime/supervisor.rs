@@ -36,7 +36,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::events::{EventKind, EventLog, NewEvent};
+use crate::runtime::events::{EventKind, EventLog, NewEvent};
 
 /// An incarnation that lived this long was not part of a crash loop: its restart waits only the base
 /// back-off.

@@ -33,11 +33,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::app::App;
+use crate::domain::tenant::TrainSpec;
 use crate::domain::Timeframe;
-use crate::http::AppState;
 use crate::models::deployment::LoadedVersion;
 use crate::models::registry::OwnedRef;
-use crate::models::training::{self, Comparison, Progress, TrainSpec, WalkForward};
+use crate::models::training::{self, Comparison, Progress, WalkForward};
 
 /// Jobs kept per process (finished ones beyond this are forgotten, oldest first).
 const KEPT: usize = 1_000;
@@ -144,7 +145,7 @@ pub enum JobError {
 }
 
 pub struct TrainingJobs {
-    state: AppState,
+    state: App,
     jobs: BTreeMap<String, Job>,
     queue: VecDeque<String>,
     running: Option<String>,
@@ -155,7 +156,7 @@ pub struct TrainingJobs {
 }
 
 impl TrainingJobs {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: App) -> Self {
         Self {
             state,
             jobs: BTreeMap::new(),
@@ -178,8 +179,8 @@ impl TrainingJobs {
                     continue;
                 };
                 let (Some(every), Some(window)) = (
-                    crate::config::parse_span(&r.every),
-                    crate::config::parse_span(&r.window),
+                    crate::domain::tenant::parse_span(&r.every),
+                    crate::domain::tenant::parse_span(&r.window),
                 ) else {
                     continue;
                 };
@@ -366,7 +367,7 @@ struct Finished {
 }
 
 /// Loads the bars, trains on the blocking pool, stores the version, and promotes if asked.
-async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<Finished, String> {
+async fn run(state: App, job: JobView, progress: Arc<Progress>) -> Result<Finished, String> {
     let tf = Timeframe::parse(&job.request.timeframe)
         .ok_or_else(|| format!("timeframe: unknown `{}`", job.request.timeframe))?;
     let req = job.request.clone();
@@ -391,7 +392,7 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
     let count = bars.len();
     let spec = req.train.clone();
     let watched = progress.clone();
-    if spec.kind == training::ModelKind::RegimeHmm {
+    if spec.kind == crate::domain::tenant::ModelKind::RegimeHmm {
         let regime = training::run_low_priority(move || {
             training::train_regime(&spec, &bars, &watched).map_err(|e| e.to_string())
         })
@@ -543,23 +544,23 @@ async fn run(state: AppState, job: JobView, progress: Arc<Progress>) -> Result<F
 
 /// Points the job's model's `alias` at `version` (moving the deployments that follow it), as the job's actor.
 async fn take_alias(
-    state: &AppState,
+    state: &App,
     job: &JobView,
     alias: &str,
     version: &str,
-) -> Result<crate::http::api::models::AliasMoved, String> {
+) -> Result<crate::app::models::AliasMoved, String> {
     let t = state
         .runtime
         .tenant(&job.tenant)
         .ok_or_else(|| format!("tenant `{}` does not run", job.tenant))?;
-    crate::http::api::models::point_alias(state, &t, &job.model, alias, version, &job.actor)
+    crate::app::models::point_alias(state, &t, &job.model, alias, version, &job.actor)
         .await
         .map_err(|e| format!("promoting: {e}"))
 }
 
 /// Stores a trained model as a registry version (validated by loading it, encrypted); its sha256.
 async fn store_version(
-    state: &AppState,
+    state: &App,
     job: &JobView,
     file: &[u8],
     manifest: &crate::models::manifest::Manifest,

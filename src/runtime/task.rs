@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::events::{EventKind, EventLog, NewEvent};
-use super::supervisor::panic_message;
+use crate::runtime::events::{EventKind, EventLog, NewEvent};
+use crate::runtime::supervisor::panic_message;
 
 const SUPERVISOR: &str = "tasks";
 const BACKOFF_BASE: Duration = Duration::from_millis(10);

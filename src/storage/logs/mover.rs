@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::cluster::lease::{Lease, LeaseStore};
+use crate::storage::lease::{Lease, LeaseStore};
 use crate::storage::logs::store::LogStore;
 use crate::storage::logs::writer::LogWriter;
 use crate::storage::logs::{day_of, Digest32, LogEntry, DAY_MS};
@@ -172,8 +172,8 @@ impl Mover {
     }
 
     fn step(&self, name: &'static str) -> Result<(), MoveError> {
-        crate::actors::task::fault_point(name);
-        crate::actors::task::crash_point(name);
+        crate::runtime::task::fault_point(name);
+        crate::runtime::task::crash_point(name);
         if self.crash_after == Some(name) {
             return Err(MoveError::Crashed(name));
         }
@@ -277,7 +277,7 @@ impl LogTiersHandle {
         writer: LogWriter,
         postgres: Option<sqlx::PgPool>,
         leases: Option<(LeaseStore, String)>,
-        events: Option<crate::actors::events::EventLog>,
+        events: Option<crate::runtime::events::EventLog>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let handle = Self {
@@ -294,7 +294,7 @@ impl LogTiersHandle {
             None::<Mover>,
             metrics,
         );
-        crate::actors::task::spawn_supervised(
+        crate::runtime::task::spawn_supervised(
             "log_tiers.mover",
             events,
             state,
@@ -340,7 +340,7 @@ impl LogTiersHandle {
                             }
                             Ok(r) if r.moved => {
                                 if let Ok(cost) = m.store.cost().await {
-                                    metrics.log_tiers(&cost);
+                                    cost.record(metrics);
                                 }
                             }
                             Ok(_) => {}

@@ -1,0 +1,107 @@
+//! Model files in the registry: encrypted at rest per tenant, decrypted for the runtime's deployments.
+
+use super::*;
+
+impl Security {
+    pub(super) fn model_field<'a>(tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
+        FieldRef {
+            table: "model_versions",
+            column: "file",
+            tenant,
+            row_id: name_version,
+        }
+    }
+
+    /// A model file encrypted for storage (base64), with the key version that encrypted it.
+    pub fn encrypt_model_file(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<(String, i64), AuthError> {
+        let id = format!("{name}:{version}");
+        let ring = self.keyring();
+        let blob = ring.encrypt(Self::model_field(tenant, &id), bytes)?;
+        Ok((
+            base64::engine::general_purpose::STANDARD.encode(blob),
+            i64::from(ring.primary()),
+        ))
+    }
+
+    /// A stored model file, decrypted; fails if the ciphertext does not belong to this tenant and version.
+    pub fn decrypt_model_file(&self, row: &ModelFileRow) -> Result<Zeroizing<Vec<u8>>, AuthError> {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(&row.file_enc)
+            .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
+        let id = format!("{}:{}", row.name, row.version);
+        Ok(self
+            .keyring()
+            .decrypt(Self::model_field(&row.tenant_id, &id), &blob)?)
+    }
+
+    /// A registry version of `tenant`'s model `name`, by sha256 or by the alias pointing at it now:
+    /// manifest and decrypted file (`None` when the model, version or alias does not exist).
+    pub async fn registry_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        reference: &crate::models::registry::OwnedRef,
+    ) -> Result<Option<crate::models::registry::RegistryVersion>, StorageError> {
+        use crate::models::registry::{OwnedRef, RegistryVersion};
+        let version = match reference {
+            OwnedRef::Version(v) => v.clone(),
+            OwnedRef::Alias(a) => match self
+                .store
+                .aliases_of(tenant, name)
+                .await?
+                .into_iter()
+                .find(|row| row.to_ms.is_none() && &row.alias == a)
+            {
+                Some(row) => row.version,
+                None => return Ok(None),
+            },
+        };
+        let Some(row) = self
+            .store
+            .versions_of(tenant, name)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+        else {
+            return Ok(None);
+        };
+        let Some(file) = self.store.model_file(tenant, name, &version).await? else {
+            return Ok(None);
+        };
+        let manifest = serde_json::from_str(&row.manifest).map_err(|e| {
+            StorageError::Rejected(format!("stored manifest of `{name}` {version}: {e}"))
+        })?;
+        let bytes = self.decrypt_model_file(&file).map_err(|e| {
+            StorageError::Rejected(format!("stored file of `{name}` {version}: {e}"))
+        })?;
+        Ok(Some(RegistryVersion {
+            version,
+            manifest,
+            bytes: std::sync::Arc::new(bytes),
+        }))
+    }
+}
+
+/// The registry's versions for the runtime (tenant starts, deployments).
+pub struct RegistryFiles(pub Arc<Security>);
+
+impl crate::models::registry::ModelFiles for RegistryFiles {
+    fn fetch(
+        &self,
+        tenant: String,
+        model: String,
+        reference: crate::models::registry::OwnedRef,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<Option<crate::models::registry::RegistryVersion>, StorageError>,
+    > {
+        let security = self.0.clone();
+        Box::pin(async move { security.registry_version(&tenant, &model, &reference).await })
+    }
+}
