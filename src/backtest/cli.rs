@@ -14,7 +14,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::history::{Format, HistoryError, HistoryOptions};
+use super::history::{Format, HistoryError, HistoryOptions, SourceZone};
 use super::input::{Store, Stored, Ticks};
 use super::optimise::{
     Candidate, Constraints, Control, Dimension, Method, Objective, Outcome, Space, StrategyRuns,
@@ -47,7 +47,8 @@ pub struct SourceArgs {
     /// Force the text format: csv, mt5-ticks, mt5-bars, histdata.
     #[arg(long)]
     pub format: Option<String>,
-    /// The file's time zone as an offset from UTC (`-05:00` for HistData's EST, `+02:00`); applies to
+    /// The zone of the file's date-times: an offset like +02:00 (`-05:00` for HistData's EST) or an IANA
+    /// zone like Europe/Athens (daylight saving followed, e.g. an MT5 server's EET/EEST); applies to
     /// date-time columns, not to epoch milliseconds.
     #[arg(long, default_value = "+00:00", allow_hyphen_values = true)]
     pub tz: String,
@@ -109,7 +110,7 @@ impl SourceArgs {
                 .transpose()
                 .map_err(|e| err(format!("--format: {e}")))?,
             symbol: symbol.map(str::to_owned),
-            tz_offset_minutes: parse_tz(&self.tz).map_err(|e| err(format!("--tz: {e}")))?,
+            tz: parse_tz(&self.tz).map_err(|e| err(format!("--tz: {e}")))?,
             skip_bad: self.skip_bad,
             point: self.point,
         };
@@ -142,29 +143,10 @@ impl SourceArgs {
     }
 }
 
-/// `+02:00`, `-05:00`, `-0500`, `-5`, `Z` → minutes east of UTC.
-pub fn parse_tz(s: &str) -> Result<i32, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
-        return Ok(0);
-    }
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => (1, t),
-    };
-    let (h, m) = match rest.split_once(':') {
-        Some((h, m)) => (h, m),
-        None if rest.len() == 4 => rest.split_at(2),
-        None => (rest, "0"),
-    };
-    let bad = || format!("`{s}` is not an offset like +02:00 or -05:00");
-    let h: i32 = h.parse().map_err(|_| bad())?;
-    let m: i32 = m.parse().map_err(|_| bad())?;
-    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
-        return Err(bad());
-    }
-    Ok(sign * (h * 60 + m))
+/// `+02:00`, `-05:00`, `-0500`, `-5`, `Z`, `UTC`, or an IANA zone like `Europe/Athens`: the zone of a
+/// history file's date-times (see [`SourceZone::parse`]).
+pub fn parse_tz(s: &str) -> Result<SourceZone, String> {
+    SourceZone::parse(s)
 }
 
 /// `30d`, `12h`, `90m`, `2w`, or milliseconds.

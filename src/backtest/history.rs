@@ -20,7 +20,22 @@
 //!   "1 minute OHLC" model makes them: open, then low and high (low first when the bar closes at or above
 //!   its open), then close, with the bar's spread on the ask.
 //! - [`Format::HistData`]: HistData.com tick files (`YYYYMMDD HHMMSSmmm,bid,ask,volume`, no header), which
-//!   are in EST without daylight saving: read them with `tz_offset_minutes = -300`.
+//!   are in EST without daylight saving: read them with `tz: SourceZone::Fixed(-300)` (`--tz -05:00`).
+//!
+//! Why time zones: date-times in a file are local times, and [`SourceZone`] says whose. A fixed offset
+//! (`+02:00`) is subtracted as it is. An IANA zone (`Europe/Athens`, the usual MT5 server time that is
+//! EET in winter and EEST in summer; `America/New_York`) is read with the offset its rules give for each
+//! date-time, daylight saving included, from the time zone database bundled into the binary (no system
+//! zoneinfo needed). A local time that the zone skips or repeats is read by one fixed rule, jiff's
+//! `Disambiguation::Compatible`: a time in the spring gap (03:30 on the night Athens moves from 03:00 to
+//! 04:00) is read with the offset before the gap, so it lands after it (01:30 UTC, i.e. 04:30 EEST); a
+//! time in the repeated autumn hour is the earlier of the two (03:30 on the night Athens goes back from
+//! 04:00 to 03:00 is 00:30 UTC, still EEST). A file without offsets cannot say which pass of the repeated
+//! hour a line is, so a file with ticks in both passes reads the second pass as going back in time (an
+//! error naming the line, or skipped with `skip_bad`); forex files have none, the change being on a
+//! Sunday night when the market is closed. The offset of a named zone is asked once per stretch of local
+//! time in which it does not change (months), not per line: a fixed offset and a named zone cost the same
+//! per tick.
 //!
 //! Why the checks: a backtest on history with a bid above the ask, a negative price or time running
 //! backwards gives figures that look plausible and are wrong. Each line is checked as the simulator's CSV
@@ -208,9 +223,9 @@ pub struct HistoryOptions {
     pub format: Option<Format>,
     /// The symbol of lines without a symbol column (required when the file has none).
     pub symbol: Option<String>,
-    /// The file's date-times are UTC + this offset: UTC = local − offset. Epoch milliseconds are not
-    /// shifted. HistData (EST without daylight saving): −300.
-    pub tz_offset_minutes: i32,
+    /// The zone of the file's date-times (UTC by default). Epoch milliseconds are not shifted.
+    /// HistData (EST without daylight saving): `SourceZone::Fixed(-300)`.
+    pub tz: SourceZone,
     /// Count and pass over bad lines instead of ending at the first.
     pub skip_bad: bool,
     /// The size of a point, for the `<SPREAD>` of MT5 bars (ask = price + spread × point).
@@ -222,10 +237,165 @@ impl Default for HistoryOptions {
         Self {
             format: None,
             symbol: None,
-            tz_offset_minutes: 0,
+            tz: SourceZone::UTC,
             skip_bad: false,
             point: Decimal::new(1, 5),
         }
+    }
+}
+
+/// The zone in which a history file's date-times are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceZone {
+    /// A fixed offset in minutes east of UTC: UTC = local − offset (`+02:00` is 120).
+    Fixed(i32),
+    /// An IANA zone (`Europe/Athens`, `America/New_York`): each date-time is read with the offset the
+    /// zone's rules give for it, daylight saving included (see the module doc for skipped and repeated
+    /// local times).
+    Named(jiff::tz::TimeZone),
+}
+
+impl SourceZone {
+    pub const UTC: Self = Self::Fixed(0);
+
+    /// `+02:00`, `-05:00`, `-0500`, `-5`, `Z` or `UTC` (fixed offsets), or an IANA zone name such as
+    /// `Europe/Athens` or `America/New_York`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") {
+            return Ok(Self::UTC);
+        }
+        if let Some(minutes) = parse_offset_minutes(t) {
+            return Ok(Self::Fixed(minutes));
+        }
+        if t.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return jiff::tz::TimeZone::get(t).map(Self::Named).map_err(|_| {
+                format!(
+                    "`{t}` is not a time zone of the IANA database \
+                     (names are like Europe/Athens or America/New_York)"
+                )
+            });
+        }
+        Err(format!(
+            "`{s}` is not an offset like +02:00 or -05:00 nor an IANA zone like Europe/Athens"
+        ))
+    }
+}
+
+impl Default for SourceZone {
+    fn default() -> Self {
+        Self::UTC
+    }
+}
+
+impl FromStr for SourceZone {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// `+02:00`, `-05:00`, `-0500`, `-5` → minutes east of UTC (at most 14 hours either way).
+fn parse_offset_minutes(t: &str) -> Option<i32> {
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => (1, t),
+    };
+    let (h, m) = match rest.split_once(':') {
+        Some((h, m)) => (h, m),
+        None if rest.len() == 4 => rest.split_at_checked(2)?,
+        None => (rest, "0"),
+    };
+    let h: i32 = h.parse().ok()?;
+    let m: i32 = m.parse().ok()?;
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return None;
+    }
+    Some(sign * (h * 60 + m))
+}
+
+/// Local date-times (milliseconds since 1970-01-01 00:00 local) to UTC milliseconds. A fixed offset holds
+/// for all local times; a named zone's offset holds for the stretch of local time remembered in
+/// `from..until`, found from the zone's transitions on the first date-time outside the last stretch, so
+/// the zone's rules are asked about twice a year of history rather than once a line.
+#[derive(Debug)]
+struct ToUtc {
+    /// Milliseconds east of UTC, for local times in `from..until`.
+    offset_ms: i64,
+    from: i64,
+    until: i64,
+    /// `None` for a fixed offset.
+    zone: Option<jiff::tz::TimeZone>,
+}
+
+impl ToUtc {
+    fn new(zone: SourceZone) -> Self {
+        match zone {
+            SourceZone::Fixed(minutes) => Self {
+                offset_ms: i64::from(minutes) * 60_000,
+                from: i64::MIN,
+                until: i64::MAX,
+                zone: None,
+            },
+            // Nothing known yet: the first date-time looks its offset up.
+            SourceZone::Named(tz) => Self {
+                offset_ms: 0,
+                from: 0,
+                until: 0,
+                zone: Some(tz),
+            },
+        }
+    }
+
+    /// UTC of a local date-time; `None` past what the zone's rules cover (years beyond ±9999).
+    #[inline(always)]
+    fn utc(&mut self, local: i64) -> Option<i64> {
+        if self.from <= local && local < self.until {
+            return Some(local - self.offset_ms);
+        }
+        self.look_up(local)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn look_up(&mut self, local: i64) -> Option<i64> {
+        use jiff::tz::{AmbiguousOffset, Offset};
+        use jiff::Timestamp;
+        let Some(tz) = &self.zone else {
+            return local.checked_sub(self.offset_ms);
+        };
+        let ms = |ms: i64| Timestamp::from_millisecond(ms).ok();
+        let seconds_ms = |o: Offset| i64::from(o.seconds()) * 1000;
+        let civil = Offset::UTC.to_datetime(ms(local)?);
+        let ambiguous = tz.to_ambiguous_timestamp(civil);
+        let utc = ambiguous.compatible().ok()?.as_millisecond();
+        // A skipped or repeated local time is rare (an hour a year): read it, remember nothing.
+        let AmbiguousOffset::Unambiguous { offset } = ambiguous.offset() else {
+            return Some(utc);
+        };
+        // The offset holds in UTC from the last transition at or before `utc` to the next after it; in
+        // local time, from that start to that end less the parts that the neighbouring offsets make
+        // skipped or repeated.
+        let o = seconds_ms(offset);
+        let start = tz.preceding(ms(utc + 1)?).next().map(|t| t.timestamp());
+        let end = tz.following(ms(utc)?).next();
+        let from = match start {
+            Some(at) => {
+                let before = seconds_ms(tz.to_offset(ms(at.as_millisecond() - 1)?));
+                at.as_millisecond() + o.max(before)
+            }
+            None => i64::MIN,
+        };
+        let until = match end {
+            Some(t) => t.timestamp().as_millisecond() + o.min(seconds_ms(t.offset())),
+            None => i64::MAX,
+        };
+        if from <= local && local < until && local - o == utc {
+            (self.offset_ms, self.from, self.until) = (o, from, until);
+        }
+        Some(utc)
     }
 }
 
@@ -347,7 +517,7 @@ impl<R: BufRead> TickReader<R> {
                 cols: header.cols,
                 needed: header.needed,
                 spans: Vec::with_capacity(16),
-                tz_ms: i64::from(opts.tz_offset_minutes) * 60_000,
+                zone: ToUtc::new(opts.tz),
                 point: opts.point,
                 symbols,
                 default_symbol,
@@ -815,7 +985,8 @@ struct Parser {
     last_date: Option<([u8; 10], usize, i64)>,
     /// Field boundaries of the current line (reused).
     spans: Vec<(usize, usize)>,
-    tz_ms: i64,
+    /// Local date-times to UTC.
+    zone: ToUtc,
     point: Decimal,
     symbols: Symbols,
     default_symbol: Option<usize>,
@@ -883,6 +1054,8 @@ impl Parser {
         let sep = self.sep;
         let mt5 = self.format == Format::Mt5Ticks;
         let (mut time, mut clock, mut bid, mut ask, mut symbol) = (None, 0, None, None, None);
+        // Whether `time` is a local date (and time), to be moved to UTC once the line's clock is known.
+        let mut local = false;
         let mut pos = 0;
         let mut columns = 0;
         loop {
@@ -908,13 +1081,15 @@ impl Parser {
                     None => {
                         let len = field_len(rest, sep);
                         let (date, clock) = date_time_parts(&rest[..len])?;
-                        time = Some(self.days(date)? * DAY_MS + clock - self.tz_ms);
+                        time = Some(self.days(date)? * DAY_MS + clock);
+                        local = true;
                         len
                     }
                 },
                 Role::Date => {
                     let len = field_len(rest, sep);
-                    time = Some(self.days(&rest[..len])? * DAY_MS - self.tz_ms);
+                    time = Some(self.days(&rest[..len])? * DAY_MS);
+                    local = true;
                     len
                 }
                 Role::Clock => {
@@ -952,7 +1127,10 @@ impl Parser {
         if !b.is_positive() || !a.is_positive() || b.above(a) {
             return None;
         }
-        let t = time? + clock;
+        let mut t = time? + clock;
+        if local {
+            t = self.zone.utc(t)?;
+        }
         let sym = match symbol {
             Some(name) if !name.is_empty() => match self.symbols.same_as_last(name) {
                 Some(i) => i,
@@ -1095,9 +1273,10 @@ impl Parser {
         let tf = self.field(line, time);
         let t = match parse_epoch_ms(tf) {
             Some(t) => t,
-            None => parse_date_time(tf)
-                .map(|t| t - self.tz_ms)
-                .ok_or_else(|| self.bad(n, time, tf, NOT_A_TIME))?,
+            None => match parse_date_time(tf).and_then(|t| self.zone.utc(t)) {
+                Some(t) => t,
+                None => return Err(self.bad(n, time, tf, NOT_A_TIME)),
+            },
         };
         let b = self.price(line, n, bid)?;
         let a = self.price(line, n, ask)?;
@@ -1152,7 +1331,13 @@ impl Parser {
     }
 
     /// UTC milliseconds of an MT5 date (and time of day, when the export has one).
-    fn mt5_time(&self, line: &[u8], n: u64, date: usize, time: Option<usize>) -> Result<i64, Bad> {
+    fn mt5_time(
+        &mut self,
+        line: &[u8],
+        n: u64,
+        date: usize,
+        time: Option<usize>,
+    ) -> Result<i64, Bad> {
         let df = self.field(line, date);
         let days = parse_date(df).ok_or_else(|| self.bad(n, date, df, NOT_A_DATE))?;
         let ms = match time {
@@ -1162,7 +1347,9 @@ impl Parser {
             }
             None => 0,
         };
-        Ok(days * DAY_MS + ms - self.tz_ms)
+        self.zone
+            .utc(days * DAY_MS + ms)
+            .ok_or_else(|| self.bad(n, date, df, NOT_A_DATE))
     }
 
     /// The date and time of an MT5 line as written, for errors about its order.
@@ -1964,7 +2151,7 @@ mod tests {
         let c = read(
             histdata,
             HistoryOptions {
-                tz_offset_minutes: -300,
+                tz: SourceZone::Fixed(-300),
                 ..with_symbol("EURUSD")
             },
         );
@@ -2047,7 +2234,7 @@ mod tests {
     #[test]
     fn the_tz_offset_shifts_date_times_but_not_epoch_milliseconds() {
         let opts = HistoryOptions {
-            tz_offset_minutes: 120,
+            tz: SourceZone::Fixed(120),
             ..with_symbol("EURUSD")
         };
         let text = "time,bid,ask\n2024-01-02 19:00:00.123,1.1,1.2\n";
@@ -2061,11 +2248,230 @@ mod tests {
     #[test]
     fn histdata_in_est_is_read_as_utc_with_an_offset_of_minus_300() {
         let opts = HistoryOptions {
-            tz_offset_minutes: -300,
+            tz: SourceZone::Fixed(-300),
             ..with_symbol("EURUSD")
         };
         let ticks = read("20240102 120000123,1.10381,1.10398,0\n", opts);
         assert_eq!(ticks[0].time_msc, T0);
+    }
+
+    fn zone(name: &str) -> SourceZone {
+        SourceZone::parse(name).expect("zone")
+    }
+
+    fn in_zone(name: &str) -> HistoryOptions {
+        HistoryOptions {
+            tz: zone(name),
+            ..with_symbol("EURUSD")
+        }
+    }
+
+    /// Epoch ms of a UTC day (`year`, `month`, `day`) at `hh:mm`.
+    fn utc(year: i64, month: u32, day: u32, hh: i64, mm: i64) -> i64 {
+        days_from_civil(year, month, day) * DAY_MS + (hh * 60 + mm) * 60_000
+    }
+
+    /// 2026-03-29 00:00 UTC: 20 541 days after 1970-01-01 (56 years of 365 days, 14 leap days, and 86
+    /// days of 2026 before 29 March) × 86 400 000 ms. Athens moves from 03:00 EET (UTC+2) to 04:00 EEST
+    /// (UTC+3) that night, at 01:00 UTC.
+    const SPRING: i64 = 1_774_742_400_000;
+    /// 2026-10-25 00:00 UTC (20 751 days). Athens goes back from 04:00 EEST to 03:00 EET at 01:00 UTC.
+    const AUTUMN: i64 = 1_792_886_400_000;
+    const MINUTE: i64 = 60_000;
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn the_hand_computed_change_days_are_the_calendars() {
+        assert_eq!(SPRING, utc(2026, 3, 29, 0, 0));
+        assert_eq!(AUTUMN, utc(2026, 10, 25, 0, 0));
+    }
+
+    #[test]
+    fn athens_ticks_across_the_spring_change_are_read_at_their_utc_instants_and_stay_in_order() {
+        let text = format!(
+            "{MT5_TICKS}2026.03.28\t12:00:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.03.29\t02:58:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.03.29\t02:59:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.03.29\t04:00:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.03.29\t04:01:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.03.30\t12:00:00.000\t1.1\t1.2\t\t\t6\n"
+        );
+        let times: Vec<i64> = read(&text, in_zone("Europe/Athens"))
+            .iter()
+            .map(|k| k.time_msc)
+            .collect();
+        assert_eq!(
+            times,
+            vec![
+                SPRING - 24 * HOUR + 10 * HOUR, // 12:00 EET = 10:00 UTC the day before
+                SPRING + 58 * MINUTE,           // 02:58 EET = 00:58 UTC
+                SPRING + 59 * MINUTE,           // 02:59 EET = 00:59 UTC
+                SPRING + HOUR,                  // 04:00 EEST = 01:00 UTC, a minute after 02:59 EET
+                SPRING + HOUR + MINUTE,         // 04:01 EEST = 01:01 UTC
+                SPRING + 24 * HOUR + 9 * HOUR,  // 12:00 EEST = 09:00 UTC the day after
+            ]
+        );
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+        assert_eq!(times[3] - times[2], MINUTE);
+    }
+
+    #[test]
+    fn athens_ticks_across_the_autumn_change_are_read_at_their_utc_instants() {
+        let text = format!(
+            "{MT5_TICKS}2026.10.24\t12:00:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.10.25\t02:59:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.10.25\t03:30:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.10.25\t04:00:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.10.25\t04:01:00.000\t1.1\t1.2\t\t\t6\n\
+             2026.10.26\t12:00:00.000\t1.1\t1.2\t\t\t6\n"
+        );
+        let times: Vec<i64> = read(&text, in_zone("Europe/Athens"))
+            .iter()
+            .map(|k| k.time_msc)
+            .collect();
+        assert_eq!(
+            times,
+            vec![
+                AUTUMN - 24 * HOUR + 9 * HOUR,  // 12:00 EEST = 09:00 UTC the day before
+                AUTUMN - MINUTE,                // 02:59 EEST = 23:59 UTC on the 24th
+                AUTUMN + 30 * MINUTE,           // 03:30, repeated: the earlier (EEST) = 00:30 UTC
+                AUTUMN + 2 * HOUR,              // 04:00 EET = 02:00 UTC
+                AUTUMN + 2 * HOUR + MINUTE,     // 04:01 EET = 02:01 UTC
+                AUTUMN + 24 * HOUR + 10 * HOUR, // 12:00 EET = 10:00 UTC the day after
+            ]
+        );
+    }
+
+    #[test]
+    fn a_time_in_the_spring_gap_is_read_with_the_offset_before_it_and_lands_after_it() {
+        // 03:30 does not exist in Athens on 29 March 2026; read as EET it is 01:30 UTC (04:30 EEST).
+        let text = format!("{MT5_TICKS}2026.03.29\t03:30:00.000\t1.1\t1.2\t\t\t6\n");
+        assert_eq!(
+            read(&text, in_zone("Europe/Athens"))[0].time_msc,
+            SPRING + HOUR + 30 * MINUTE
+        );
+    }
+
+    #[test]
+    fn every_text_path_reads_a_named_zone_alike() {
+        // 04:00 EEST on 29 March 2026 is 01:00 UTC: plain CSV (fast path), quoted CSV (careful path),
+        // MT5 ticks, HistData's compact date-time, and the open of an MT5 bar.
+        let at = SPRING + HOUR;
+        let opts = in_zone("Europe/Athens");
+        let plain = "time,bid,ask\n2026-03-29 04:00:00,1.1,1.2\n";
+        let quoted = "time,bid,ask\n\"2026-03-29 04:00:00\", 1.1 ,1.2\n";
+        let mt5 = format!("{MT5_TICKS}2026.03.29\t04:00:00\t1.1\t1.2\t\t\t6\n");
+        let histdata = "20260329 040000000,1.1,1.2,0\n";
+        let bars = format!("{MT5_BARS}2026.03.29\t04:00:00\t1.1\t1.1\t1.1\t1.1\t1\t0\t0\n");
+        for text in [plain, quoted, &mt5, histdata, &bars] {
+            assert_eq!(read(text, opts.clone())[0].time_msc, at, "{text}");
+        }
+        // An MT5 bar export without times: the day starts at 00:00 Athens, 21:00 UTC the day before.
+        let daily = "<DATE>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\n\
+                     2026.03.29\t1.1\t1.1\t1.1\t1.1\t1\t0\t0\n";
+        assert_eq!(read(daily, opts.clone())[0].time_msc, SPRING - 2 * HOUR);
+        // Epoch milliseconds are UTC whatever the zone.
+        let epoch = format!("time_msc,bid,ask\n{at},1.1,1.2\n");
+        assert_eq!(read(&epoch, opts)[0].time_msc, at);
+    }
+
+    #[test]
+    fn new_york_ticks_follow_its_own_change_on_the_second_sunday_of_march() {
+        // 2026-03-08: New York moves from 02:00 EST (UTC−5) to 03:00 EDT (UTC−4), at 07:00 UTC.
+        let day = utc(2026, 3, 8, 0, 0);
+        let text = "20260308 015900000,1.1,1.2,0\n20260308 030000000,1.1,1.2,0\n";
+        let times: Vec<i64> = read(text, in_zone("America/New_York"))
+            .iter()
+            .map(|k| k.time_msc)
+            .collect();
+        assert_eq!(times, vec![day + 6 * HOUR + 59 * MINUTE, day + 7 * HOUR]);
+    }
+
+    #[test]
+    fn the_remembered_offset_of_a_named_zone_always_agrees_with_the_zones_rules() {
+        // Every 7 minutes of 2025 to 2027, forwards then backwards, in zones with one-hour and
+        // half-hour changes, north and south: what `ToUtc` remembers gives what jiff computes per line.
+        use jiff::tz::{Offset, TimeZone};
+        for name in [
+            "Europe/Athens",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Tokyo",
+        ] {
+            let tz = TimeZone::get(name).expect("zone");
+            let mut to_utc = ToUtc::new(SourceZone::Named(tz.clone()));
+            let from = utc(2025, 1, 1, 0, 0);
+            let until = utc(2028, 1, 1, 0, 0);
+            let step = 7 * MINUTE;
+            let locals: Vec<i64> = (from..until).step_by(step as usize).collect();
+            for &local in locals.iter().chain(locals.iter().rev()) {
+                let civil = Offset::UTC
+                    .to_datetime(jiff::Timestamp::from_millisecond(local).expect("timestamp"));
+                let expected = tz
+                    .to_ambiguous_timestamp(civil)
+                    .compatible()
+                    .expect("compatible")
+                    .as_millisecond();
+                assert_eq!(to_utc.utc(local), Some(expected), "{name} {civil}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_named_zone_is_asked_once_per_daylight_saving_period() {
+        // A June date-time in Athens remembers all of summer time: from 04:00 local on 29 March (the
+        // first unambiguous EEST time) until 03:00 local on 25 October (where the repeated hour begins).
+        let mut to_utc = ToUtc::new(zone("Europe/Athens"));
+        let june = utc(2026, 6, 1, 12, 0);
+        assert_eq!(to_utc.utc(june), Some(june - 3 * HOUR));
+        assert_eq!(
+            (to_utc.offset_ms, to_utc.from, to_utc.until),
+            (3 * HOUR, SPRING + 4 * HOUR, AUTUMN + 3 * HOUR)
+        );
+        // A time in the repeated hour is read without forgetting summer time.
+        assert_eq!(to_utc.utc(AUTUMN + 3 * HOUR), Some(AUTUMN));
+        assert_eq!(to_utc.from, SPRING + 4 * HOUR);
+    }
+
+    #[test]
+    fn a_fixed_offset_is_one_subtraction_for_any_local_time() {
+        let mut to_utc = ToUtc::new(SourceZone::Fixed(120));
+        for local in [i64::MIN + 7_200_000, -1, 0, T0, 253_402_300_799_999] {
+            assert_eq!(to_utc.utc(local), Some(local - 7_200_000));
+        }
+        assert_eq!(to_utc.zone, None);
+    }
+
+    #[test]
+    fn tz_accepts_offsets_as_before_and_iana_names_and_names_an_unknown_zone() {
+        use crate::backtest::cli::parse_tz;
+        for (s, minutes) in [
+            ("+02:00", 120),
+            ("-05:00", -300),
+            ("-0500", -300),
+            ("-5", -300),
+            ("+05:45", 345),
+            ("Z", 0),
+            ("UTC", 0),
+            (" utc ", 0),
+        ] {
+            assert_eq!(parse_tz(s), Ok(SourceZone::Fixed(minutes)), "{s}");
+        }
+        for s in ["+15:00", "+02:60", "2x", "", "+"] {
+            let e = parse_tz(s).expect_err(s);
+            assert!(e.contains("is not an offset like +02:00"), "{s}: {e}");
+        }
+        for name in ["Europe/Athens", "America/New_York", "EET"] {
+            match parse_tz(name) {
+                Ok(SourceZone::Named(tz)) => assert_eq!(tz.iana_name(), Some(name)),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(parse_tz("Europe/Athens"), parse_tz("Europe/Athens"));
+        assert_ne!(parse_tz("Europe/Athens"), parse_tz("Europe/Berlin"));
+        let e = parse_tz("Mars/Olympus").expect_err("unknown zone");
+        assert!(e.contains("`Mars/Olympus`"), "{e}");
+        assert!(e.contains("IANA"), "{e}");
     }
 
     #[test]

@@ -89,10 +89,15 @@ fn trellis_csv(ticks: &[(i64, i64, i64)]) -> String {
 
 /// MT5's "Export ticks": tab-separated, an unchanged bid or ask left empty, flags 2 (bid) | 4 (ask).
 fn mt5_ticks(ticks: &[(i64, i64, i64)]) -> String {
+    mt5_ticks_in(ticks, |_| 0)
+}
+
+/// [`mt5_ticks`] in a server time whose offset (minutes east of UTC) at UTC time `t` is `offset_min(t)`.
+fn mt5_ticks_in(ticks: &[(i64, i64, i64)], offset_min: impl Fn(i64) -> i64) -> String {
     let mut s = String::from("<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\n");
     let mut prev: Option<(i64, i64)> = None;
     for (t, b, a) in ticks {
-        let (date, time) = mt5_time(*t, 0);
+        let (date, time) = mt5_time(*t, offset_min(*t));
         let bid = if prev.is_some_and(|p| p.0 == *b) {
             String::new()
         } else {
@@ -234,6 +239,56 @@ fn mt5_tick_exports_histdata_and_parquet_give_the_same_trades_as_trellis_csv() {
     let (r, t) = run(dir.path(), &parquet, &[]);
     same_run(&reference, &r);
     assert_eq!(trades, t, "Parquet");
+}
+
+#[test]
+fn an_mt5_export_in_athens_server_time_across_the_spring_change_gives_the_same_trades_as_utc() {
+    // 2026-03-29 01:00 UTC: Athens moves from 03:00 EET (UTC+2) to 04:00 EEST (UTC+3). The walk is moved
+    // to start four hours before and runs about eight hours, through the change.
+    const CHANGE: i64 = 1_774_746_000_000;
+    let dir = tempfile::tempdir().expect("dir");
+    let shift = CHANGE - 4 * 3_600_000 - walk(1)[0].0;
+    let ticks: Vec<(i64, i64, i64)> = walk(30_000)
+        .into_iter()
+        .map(|(t, b, a)| (t + shift, b, a))
+        .collect();
+    assert!(ticks[0].0 < CHANGE && CHANGE < ticks[ticks.len() - 1].0);
+    let csv = write(dir.path(), "ticks.csv", &trellis_csv(&ticks));
+    let (reference, trades) = run(dir.path(), &csv, &[]);
+    assert!(
+        reference["fills"].as_u64().unwrap_or(0) >= 10,
+        "{reference}"
+    );
+    let athens = mt5_ticks_in(&ticks, |t| if t < CHANGE { 120 } else { 180 });
+    assert!(athens.contains("2026.03.29\t02:59:") && athens.contains("2026.03.29\t04:00:"));
+    assert!(
+        !athens.contains("2026.03.29\t03:"),
+        "no tick in the skipped hour"
+    );
+    let mt5 = write(dir.path(), "EURUSD_athens.csv", &athens);
+    let (r, t) = run(dir.path(), &mt5, &["--tz", "Europe/Athens"]);
+    same_run(&reference, &r);
+    assert_eq!(trades, t, "MT5 ticks in Europe/Athens");
+
+    // A fixed +02:00 reads the summer hours an hour late: the same ticks, trades at other times.
+    let (r, t) = run(dir.path(), &mt5, &["--tz", "+02:00"]);
+    assert_eq!(reference["ticks"], r["ticks"]);
+    assert_ne!(trades, t, "a fixed offset misreads the summer half");
+
+    let (code, _, stderr) = trellis(&[
+        "backtest",
+        "--input",
+        path(&mt5),
+        "--symbol",
+        "EURUSD",
+        "--tz",
+        "Mars/Olympus",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--tz") && stderr.contains("Mars/Olympus"),
+        "{stderr}"
+    );
 }
 
 #[test]
