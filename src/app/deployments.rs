@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::AppError;
+use super::{market_data, AppError};
 use crate::actors::messages::{Redeploy, SetDeployment};
 use crate::actors::tenant::TenantContext;
 use crate::domain::tenant::ModelDeploymentSettings;
@@ -54,22 +54,6 @@ pub(crate) async fn load_moved(
         .map_err(|e| AppError::Internal(anyhow::anyhow!("loading task: {e}")))?
         .map(Arc::new)
         .map_err(AppError::BadRequest)
-}
-
-pub(crate) fn market_data(
-    t: &TenantContext,
-) -> Result<actix::Addr<crate::actors::market_data::MarketData>, AppError> {
-    t.market_data
-        .get()
-        .ok_or_else(|| AppError::Unavailable("the tenant's market data is restarting".into()))
-}
-
-pub(crate) fn supervisor(
-    t: &TenantContext,
-) -> Result<actix::Addr<crate::runtime::supervisor::Supervisor>, AppError> {
-    t.strategy_supervisor.get().ok_or_else(|| {
-        AppError::Unavailable("the tenant's strategies supervisor is restarting".into())
-    })
 }
 
 /// Hands a changed deployment to its owner and tells its host (a host restarting reads it anyway).

@@ -46,3 +46,21 @@ pub struct App {
     /// Outstanding WebSocket tickets (`POST /api/v1/ws-tickets`).
     pub tickets: Arc<tickets::Tickets>,
 }
+
+/// The tenant's market data (the owner of its routes and deployments), or `Unavailable` while it restarts.
+pub(crate) fn market_data(
+    t: &crate::actors::tenant::TenantContext,
+) -> Result<actix::Addr<crate::actors::market_data::MarketData>, AppError> {
+    t.market_data
+        .get()
+        .ok_or_else(|| AppError::Unavailable("the tenant's market data is restarting".into()))
+}
+
+/// The tenant's `strategies` supervisor (strategies and model hosts), or `Unavailable` while it restarts.
+pub(crate) fn strategies_supervisor(
+    t: &crate::actors::tenant::TenantContext,
+) -> Result<actix::Addr<crate::runtime::supervisor::Supervisor>, AppError> {
+    t.strategy_supervisor.get().ok_or_else(|| {
+        AppError::Unavailable("the tenant's strategies supervisor is restarting".into())
+    })
+}

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{App, AppError};
+use super::{market_data, strategies_supervisor, App, AppError};
 use crate::actors::messages::{DropRoute, SetRoute};
 use crate::actors::tenant::{StrategyRoute, TenantContext};
 use crate::domain::tenant::StrategySettings;
@@ -60,14 +60,6 @@ pub(crate) fn validate(t: &TenantContext, s: &StrategySettings) -> Result<Strate
     })
 }
 
-pub(crate) fn strategies_supervisor(
-    t: &TenantContext,
-) -> Result<actix::Addr<crate::runtime::supervisor::Supervisor>, AppError> {
-    t.strategy_supervisor.get().ok_or_else(|| {
-        AppError::Unavailable("the tenant's strategies supervisor is restarting".into())
-    })
-}
-
 /// Starts the strategy, or re-enables it with a fresh restart budget when it was disabled.
 pub(crate) async fn start_child(
     t: &Arc<TenantContext>,
@@ -91,14 +83,6 @@ pub(crate) async fn stop_child(t: &Arc<TenantContext>, id: &str) -> Result<(), A
         Ok(()) | Err(SupervisionError::UnknownChild(_)) => Ok(()),
         Err(e) => Err(AppError::Unavailable(e.to_string())),
     }
-}
-
-pub(crate) fn market_data(
-    t: &TenantContext,
-) -> Result<actix::Addr<crate::actors::market_data::MarketData>, AppError> {
-    t.market_data
-        .get()
-        .ok_or_else(|| AppError::Unavailable("the tenant's market data is restarting".into()))
 }
 
 /// Adds or replaces a route at its owner (`MarketData`), and waits until it is in force.

@@ -26,7 +26,8 @@ use serde_json::json;
 use super::{Authorized, Body, Deleted, Reply};
 use crate::actors::messages::{DropDeployment, GetModelState, ModelVersionState, SetDeployment};
 use crate::actors::tenant::TenantContext;
-use crate::app::deployments::{apply, deployment_of, load, market_data, supervisor, weights};
+use crate::app::deployments::{apply, deployment_of, load, weights};
+use crate::app::{market_data, strategies_supervisor};
 use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
 use crate::domain::Prediction;
 use crate::domain::{Symbol, Timeframe};
@@ -284,7 +285,7 @@ pub async fn create(
     };
     let d = load(&auth.state.runtime.model_files, &t, settings).await?;
     market_data(&t)?.send(SetDeployment(d.clone())).await?;
-    let started = match supervisor(&t)?
+    let started = match strategies_supervisor(&t)?
         .send(StartChild(t.model_spec(&d.id)))
         .await?
     {
@@ -377,7 +378,7 @@ pub async fn delete(
             d.id, s.settings.id
         )));
     }
-    match supervisor(&t)?
+    match strategies_supervisor(&t)?
         .send(StopChild {
             name: format!("model:{}", d.id),
         })
