@@ -28,6 +28,10 @@
 //! - `domain`: pure types and maths: ids, tiers, the tenant document, bars, orders, positions, ledger, risk,
 //!   correlation, predictions.
 
+// Crate lints: unsafe code is refused but for the one documented call (`models::training`: renice a thread).
+#![deny(unsafe_code)]
+#![warn(rust_2018_idioms)]
+
 pub mod actors;
 pub mod app;
 pub mod backtest;

@@ -64,6 +64,7 @@ pub async fn run_low_priority<T: Send + 'static>(
 /// Lowers the calling thread to nice 19 (Linux; elsewhere nothing): for threads that must never take a core
 /// from trading.
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // the crate's one exception (lib.rs): two system calls, see SAFETY below
 pub fn lower_this_threads_priority() {
     // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one thread for
     // PRIO_PROCESS, so only this thread is reniced.

@@ -120,7 +120,7 @@ impl Handler<AppendTicks> for TimeSeries {
             let pool = pool?;
             let mut tx = pool.begin().await?;
             for chunk in msg.ticks.chunks(CHUNK) {
-                let mut q: QueryBuilder<Sqlite> =
+                let mut q: QueryBuilder<'_, Sqlite> =
                     QueryBuilder::new("INSERT INTO ticks (tenant_id, symbol, time_msc, bid, ask) ");
                 q.push_values(chunk, |mut b, t| {
                     b.push_bind(&msg.tenant)
@@ -146,7 +146,7 @@ impl Handler<AppendBars> for TimeSeries {
             let pool = pool?;
             let mut tx = pool.begin().await?;
             for chunk in msg.bars.chunks(CHUNK / 2) {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
                     "INSERT OR REPLACE INTO bars (tenant_id, symbol, timeframe, open_time_ms, open, high, low, close, tick_volume) ",
                 );
                 q.push_values(chunk, |mut b, bar| {
@@ -177,7 +177,7 @@ impl Handler<AppendPredictions> for TimeSeries {
             let pool = pool?;
             let mut tx = pool.begin().await?;
             for chunk in msg.predictions.chunks(CHUNK / 2) {
-                let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                let mut q: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
                     "INSERT OR REPLACE INTO predictions (tenant_id, deployment, version, symbol, bar_open_ms, value, latency_us, shadow) ",
                 );
                 q.push_values(chunk, |mut b, p| {
