@@ -86,7 +86,7 @@ pub struct Settings {
     /// Several nodes sharing one PostgreSQL (docs/cluster.md); off by default.
     #[serde(default)]
     pub cluster: ClusterSettings,
-    /// Logs kept in three tiers and moved between them (`storage::logs`, `actors::log_tiers`).
+    /// Logs kept in three tiers and moved between them (`storage::logs`, `storage::logs::mover`).
     #[serde(default)]
     pub log_tiers: LogTierSettings,
     /// Tenants defined in configuration: stored on the first start, managed through the admin API after.

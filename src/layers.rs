@@ -3,7 +3,7 @@
 //! that the rule does not allow. `docs/architecture.md` explains the layers; this table is what holds them.
 //!
 //! Dependencies point down: `domain` imports nothing, the HTTP layer is an adapter over `app`, and nothing
-//! but `http`, `startup`, `demo`, `bench` and `main` imports `crate::http`. A change that needs an arrow the
+//! but `http`, `startup`, `demo`, `bench` and `main` imports the HTTP layer. A change that needs an arrow the
 //! table does not have moves the shared piece down instead (a type into `domain`, a use case into `app`).
 
 use std::collections::BTreeSet;
@@ -295,7 +295,7 @@ fn the_rule_table_has_no_circle() {
 #[test]
 fn the_reader_finds_grouped_and_inline_paths_but_not_comments() {
     let code = code_of(
-        "use crate::{domain::Bar, storage::{a, b}};\n// crate::http::x\n/// [`crate::app`]\n\
+        "use crate::{domain::Bar, storage::{a, b}};\n// crate::bench::x\n/// [`crate::app`]\n\
          fn f() { crate::metrics::x(); let s = \"crate::config::y\"; }\n",
     );
     let found: Vec<String> = imported_modules(&code).into_iter().collect();

@@ -27,7 +27,7 @@ pub fn init(settings: &LogSettings) {
 }
 
 /// Routes panics through `tracing` so they reach the same sink as everything else. Contained panics (see
-/// `actors::supervisor::contain`) are reported again, with context, as supervision events.
+/// `runtime::supervisor::contain`) are reported again, with context, as supervision events.
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let location = info

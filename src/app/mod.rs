@@ -4,12 +4,13 @@
 //! The REST handlers, the client WebSocket and the job actors (training, optimisation) call the same
 //! functions here, so a kill switch pressed from the API and from a trading client is one code path, audited
 //! once. This layer sits above the tenant's actors, the cluster and the stores, and below `http`, which only
-//! extracts a request, calls a use case and shapes the reply. Nothing here imports `crate::http`
-//! (`tests/api/architecture.rs` checks the rule).
+//! extracts a request, calls a use case and shapes the reply. Nothing here imports the HTTP layer
+//! (`src/layers.rs` checks the rule).
 //!
 //! - [`App`]: what every use case can reach (the runtime of tenants, settings, security, jobs, tickets).
 //! - `error`: [`AppError`], retryable or not.
-//! - `tenants`, `strategies`, `trading`, `deployments`, `models`: the use cases shared by several callers.
+//! - `tenants`, `strategies`, `trading`, `deployments`, `models`, `optimise`: the use cases shared by several
+//!   callers.
 //! - `jobs`: the training and optimisation job actors, which run use cases on their own schedule.
 //! - `tickets`: single-use WebSocket tickets.
 

@@ -103,7 +103,7 @@ pub struct WalkForwardRequest {
     pub anchored: bool,
 }
 
-/// One candidate of a finished optimisation, as `actors::optimisations` writes it (the schema of
+/// One candidate of a finished optimisation, as `app::jobs::optimisations` writes it (the schema of
 /// [`OptimisationView::results`]' items).
 #[derive(Debug, JsonSchema)]
 pub struct Candidate {
@@ -120,7 +120,7 @@ pub struct Candidate {
     pub error: Option<String>,
 }
 
-/// A walk-forward optimisation's result, as `actors::optimisations` writes it (the schema of
+/// A walk-forward optimisation's result, as `app::jobs::optimisations` writes it (the schema of
 /// [`OptimisationView::walk_forward`]).
 #[derive(Debug, JsonSchema)]
 pub struct WalkForwardResult {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{market_data, strategies_supervisor, App, AppError};
@@ -211,4 +211,129 @@ pub async fn set_enabled_as(
         )
         .await?;
     Ok(view_one(t, &settings).await)
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+/// A change to a strategy: what is given replaces what it had.
+pub struct UpdateStrategy {
+    #[serde(default)]
+    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
+    pub timeframe: Option<String>,
+    #[serde(default)]
+    #[schemars(schema_with = "crate::domain::schema::positive_decimal_or_null")]
+    pub volume: Option<crate::domain::schema::PositiveDecimal>,
+    #[serde(default)]
+    pub account: Option<u64>,
+    #[serde(default)]
+    pub params: Option<BTreeMap<String, f64>>,
+}
+
+/// Creates a strategy for `actor`: validated (built once), within the tier's quota, routed, started when
+/// enabled, stored and audited. A strategy that cannot start is not left half-created.
+pub async fn create(
+    app: &App,
+    t: &Arc<TenantContext>,
+    actor: &str,
+    settings: StrategySettings,
+) -> Result<StrategyView, AppError> {
+    let _admin = t.admin.lock().await;
+    let route = validate(t, &settings)?;
+    let (exists, count) = {
+        let routes = t.strategies.read();
+        (routes.contains_key(&settings.id), routes.len())
+    };
+    if exists {
+        return Err(AppError::Conflict(format!(
+            "id: strategy `{}` already exists",
+            settings.id
+        )));
+    }
+    let quotas = &app.settings.quotas.strategies;
+    let quota = quotas.per_minute(&t.tier());
+    if count as u32 >= quota {
+        return Err(super::tenants::quota_exceeded(
+            quotas,
+            &t.tier(),
+            "strategies",
+            quota,
+        ));
+    }
+    set_route(t, route.clone()).await?;
+    if settings.enabled {
+        if let Err(e) = start_child(t, route).await {
+            // Undone so the refused strategy is not left half-created (best effort: the owner may be gone).
+            let _ = drop_route(t, &settings.id).await;
+            return Err(e);
+        }
+    }
+    super::tenants::persist(app, t).await?;
+    app.security
+        .audit(
+            &t.id.0,
+            "strategy.created",
+            actor,
+            json!({"strategy": settings.id, "kind": settings.kind}),
+        )
+        .await?;
+    Ok(view_one(t, &settings).await)
+}
+
+/// Changes strategy `id` for `actor`: the new settings are validated, the strategy restarted with them when
+/// enabled, stored and audited.
+pub async fn update(
+    app: &App,
+    t: &Arc<TenantContext>,
+    actor: &str,
+    id: &str,
+    change: UpdateStrategy,
+) -> Result<StrategyView, AppError> {
+    let _admin = t.admin.lock().await;
+    let mut settings = route_of(t, id)?.settings;
+    if let Some(tf) = change.timeframe {
+        settings.timeframe = tf;
+    }
+    if let Some(v) = change.volume {
+        settings.volume = v;
+    }
+    if let Some(a) = change.account {
+        settings.account = Some(a);
+    }
+    if let Some(p) = change.params {
+        settings.params = p;
+    }
+    let route = validate(t, &settings)?;
+    stop_child(t, &settings.id).await?;
+    set_route(t, route.clone()).await?;
+    if settings.enabled {
+        start_child(t, route).await?;
+    }
+    super::tenants::persist(app, t).await?;
+    app.security
+        .audit(
+            &t.id.0,
+            "strategy.updated",
+            actor,
+            json!({"strategy": settings.id}),
+        )
+        .await?;
+    Ok(view_one(t, &settings).await)
+}
+
+/// Deletes strategy `id` for `actor`: stopped, unrouted, stored and audited.
+pub async fn delete(
+    app: &App,
+    t: &Arc<TenantContext>,
+    actor: &str,
+    id: &str,
+) -> Result<(), AppError> {
+    let _admin = t.admin.lock().await;
+    route_of(t, id)?;
+    stop_child(t, id).await?;
+    drop_route(t, id).await?;
+    super::tenants::persist(app, t).await?;
+    app.security
+        .audit(&t.id.0, "strategy.deleted", actor, json!({"strategy": id}))
+        .await?;
+    Ok(())
 }

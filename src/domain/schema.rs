@@ -49,6 +49,19 @@ pub fn fraction_decimal(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     ]})
 }
 
+/// A pattern a text matches when it is not all white space: it holds a character outside Unicode's
+/// White_Space set (what [`char::is_whitespace`] and `str::trim` go by), written out so every regex engine
+/// reads it alike.
+pub const NOT_BLANK: &str = "[^\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]";
+
+/// Whether a text is empty or all white space (the opposite of [`NOT_BLANK`]).
+pub fn is_blank(s: &str) -> bool {
+    s.chars().all(char::is_whitespace)
+}
+
+/// A pattern of texts without NUL.
+pub const NO_NUL: &str = "^[^\u{0}]*$";
+
 fn digits(s: &str, min: usize, max: usize) -> bool {
     (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }

@@ -20,84 +20,19 @@ use std::sync::Arc;
 
 use actix_web::web;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 
 use super::{Authorized, Body, Deleted, Reply};
-use crate::actors::messages::{DropDeployment, GetModelState, ModelVersionState, SetDeployment};
+use crate::actors::messages::{GetModelState, ModelVersionState};
 use crate::actors::tenant::TenantContext;
-use crate::app::deployments::{apply, deployment_of, load, weights};
-use crate::app::{market_data, strategies_supervisor};
-use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
+use crate::app::deployments::{self, deployment_of, ChangeDeployment, CreateDeployment};
+use crate::domain::tenant::RetrainSettings;
 use crate::domain::Prediction;
 use crate::domain::{Symbol, Timeframe};
 use crate::http::error::ApiError;
 use crate::models::deployment::Deployment;
 use crate::models::manifest::Manifest;
-use crate::runtime::supervisor::{GetChildren, StartChild, StopChild, SupervisionError};
-
-/// Largest budget a deployment may give one prediction (µs): a second.
-const MAX_BUDGET_US: u64 = 1_000_000;
-
-/// A version of the deployment's model: by sha256 (`version`) or by an alias it follows (`alias`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeployVersion {
-    #[serde(default)]
-    #[schemars(pattern(r"^[0-9a-f]{64}$"))]
-    pub version: Option<String>,
-    #[serde(default)]
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub alias: Option<String>,
-    /// Share of the bars (traffic versions); ignored for shadow versions.
-    #[serde(default = "one")]
-    #[schemars(range(min = 0.0, max = 1000000.0))]
-    pub weight: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateDeployment {
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
-    pub id: String,
-    pub symbol: String,
-    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
-    pub timeframe: String,
-    #[serde(default)]
-    pub traffic: Vec<DeployVersion>,
-    #[serde(default)]
-    pub shadow: Vec<DeployVersion>,
-    /// A prediction slower than this is dropped and counted (µs, default 5 000).
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 1000000))]
-    pub budget_us: Option<u64>,
-    /// Retrain the model on a schedule and promote a significantly better challenger.
-    #[serde(default)]
-    pub retrain: Option<RetrainSettings>,
-}
-
-/// What changes: the lists given replace the deployment's; what is left out stays.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChangeDeployment {
-    #[serde(default)]
-    pub traffic: Option<Vec<DeployVersion>>,
-    #[serde(default)]
-    pub shadow: Option<Vec<DeployVersion>>,
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 1000000))]
-    pub budget_us: Option<u64>,
-    /// A new schedule (replaces the old one).
-    #[serde(default)]
-    pub retrain: Option<RetrainSettings>,
-    /// Stop retraining.
-    #[serde(default)]
-    pub no_retrain: bool,
-}
+use crate::runtime::supervisor::GetChildren;
 
 /// Where a deployment's model host is: `running`, `restarting` (between a failure and its restart) or
 /// `failed` (disabled for failing too often; `last_error` says why).
@@ -160,71 +95,6 @@ pub struct ModelMonitoringView {
     pub deployments: Vec<DeploymentView>,
 }
 
-/// Checks a retraining schedule; the error names the field.
-fn checked_retrain(r: &RetrainSettings) -> Result<(), ApiError> {
-    let every = crate::domain::tenant::parse_span(&r.every).ok_or_else(|| {
-        ApiError::BadRequest("retrain.every: a number and s, m, h or d (`1d`)".into())
-    })?;
-    crate::domain::tenant::parse_span(&r.window).ok_or_else(|| {
-        ApiError::BadRequest("retrain.window: a number and s, m, h or d (`90d`)".into())
-    })?;
-    if every < 1_000 {
-        return Err(ApiError::BadRequest("retrain.every: at least 1s".into()));
-    }
-    if !(0.0..=1.0).contains(&r.min_improvement) {
-        return Err(ApiError::BadRequest(
-            "retrain.min_improvement: from 0 to 1".into(),
-        ));
-    }
-    if !(r.alpha > 0.0 && r.alpha <= 0.5) {
-        return Err(ApiError::BadRequest(
-            "retrain.alpha: above 0, at most 0.5".into(),
-        ));
-    }
-    super::valid_id("retrain.alias", &r.alias)?;
-    r.train
-        .validate()
-        .map_err(|e| ApiError::BadRequest(format!("retrain.train.{e}")))?;
-    Ok(())
-}
-
-fn checked(list: &str, versions: &[DeployVersion]) -> Result<Vec<ModelVersionSettings>, ApiError> {
-    versions
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let at = format!("{list}[{i}]");
-            if !v.weight.is_finite() || v.weight < 0.0 || v.weight > 1e6 {
-                return Err(ApiError::BadRequest(format!(
-                    "{at}.weight: from 0 to 1000000, not {}",
-                    v.weight
-                )));
-            }
-            match (&v.version, &v.alias) {
-                (Some(sha), None) => {
-                    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return Err(ApiError::BadRequest(format!(
-                            "{at}.version: a version is the sha256 of its file, 64 hex digits"
-                        )));
-                    }
-                }
-                (None, Some(alias)) => super::valid_id(&format!("{at}.alias"), alias)?,
-                _ => {
-                    return Err(ApiError::BadRequest(format!(
-                        "{at}: give either `version` or `alias`"
-                    )))
-                }
-            }
-            Ok(ModelVersionSettings {
-                version: v.version.as_ref().map(|s| s.to_ascii_lowercase()),
-                alias: v.alias.clone(),
-                weight: v.weight,
-                ..ModelVersionSettings::default()
-            })
-        })
-        .collect()
-}
-
 /// `POST …/models/{model}/deployments`: deploys registry versions of the model on a symbol and timeframe.
 pub async fn create(
     auth: Authorized,
@@ -235,78 +105,7 @@ pub async fn create(
     super::models::tier_gate(&auth)?;
     let model = super::models::model_of(&auth, &path.1).await?;
     let t = auth.tenant()?.clone();
-    let _admin = t.admin.lock().await;
-    super::valid_id("id", &body.id)?;
-    crate::app::trading::traded_symbol(&t, "symbol", &body.symbol)?;
-    crate::app::trading::symbol_and_timeframe(&t, &body.symbol, &body.timeframe)?;
-    let budget_us = body.budget_us.unwrap_or(5_000);
-    if budget_us == 0 || budget_us > MAX_BUDGET_US {
-        return Err(ApiError::BadRequest(format!(
-            "budget_us: from 1 to {MAX_BUDGET_US}"
-        )));
-    }
-    if body.traffic.is_empty() && body.shadow.is_empty() {
-        return Err(ApiError::BadRequest(
-            "traffic: at least one version (or shadow versions)".into(),
-        ));
-    }
-    let (exists, count) = {
-        let all = t.deployments.read();
-        (all.contains_key(&body.id), all.len())
-    };
-    if exists {
-        return Err(ApiError::Conflict(format!(
-            "id: deployment `{}` already exists",
-            body.id
-        )));
-    }
-    let quotas = &auth.state.settings.quotas.model_deployments;
-    let quota = quotas.per_minute(&t.tier());
-    if count as u32 >= quota {
-        return Err(crate::app::tenants::quota_exceeded(
-            quotas,
-            &t.tier(),
-            "model deployments",
-            quota,
-        ));
-    }
-    if let Some(r) = &body.retrain {
-        checked_retrain(r)?;
-    }
-    let settings = ModelDeploymentSettings {
-        retrain: body.retrain,
-        id: body.id.clone(),
-        model: Some(model.name.clone()),
-        symbol: body.symbol,
-        timeframe: body.timeframe,
-        traffic: checked("traffic", &body.traffic)?,
-        shadow: checked("shadow", &body.shadow)?,
-        budget_us,
-    };
-    let d = load(&auth.state.runtime.model_files, &t, settings).await?;
-    market_data(&t)?.send(SetDeployment(d.clone())).await?;
-    let started = match strategies_supervisor(&t)?
-        .send(StartChild(t.model_spec(&d.id)))
-        .await?
-    {
-        Ok(()) | Err(SupervisionError::DuplicateChild(_)) => Ok(()),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
-    };
-    if let Err(e) = started {
-        // Undone so the refused deployment is not left half-made (best effort: the owner may be gone).
-        let _ = market_data(&t)?.send(DropDeployment(d.id.clone())).await;
-        return Err(e);
-    }
-    crate::app::tenants::persist(&auth.state, &t).await?;
-    auth.state
-        .security
-        .audit(
-            &t.id.0,
-            "model.deployed",
-            auth.actor(),
-            json!({"model": model.name, "deployment": d.id, "symbol": d.symbol, "timeframe": d.timeframe.as_str(), "versions": weights(&d)}),
-        )
-        .await?;
+    let d = deployments::create(&auth.state, &t, auth.actor(), &model.name, body).await?;
     Ok(auth.created(view(&t, &d, &children(&t).await).await))
 }
 
@@ -319,42 +118,7 @@ pub async fn change(
     let body: ChangeDeployment = super::docs::decode(body)?;
     super::models::tier_gate(&auth)?;
     let t = auth.tenant()?.clone();
-    let _admin = t.admin.lock().await;
-    let before = deployment_of(&t, &path.1, &path.2)?;
-    let mut settings = before.settings.clone();
-    if let Some(traffic) = &body.traffic {
-        settings.traffic = checked("traffic", traffic)?;
-    }
-    if let Some(shadow) = &body.shadow {
-        settings.shadow = checked("shadow", shadow)?;
-    }
-    if let Some(budget) = body.budget_us {
-        if budget == 0 || budget > MAX_BUDGET_US {
-            return Err(ApiError::BadRequest(format!(
-                "budget_us: from 1 to {MAX_BUDGET_US}"
-            )));
-        }
-        settings.budget_us = budget;
-    }
-    if let Some(r) = body.retrain {
-        checked_retrain(&r)?;
-        settings.retrain = Some(r);
-    }
-    if body.no_retrain {
-        settings.retrain = None;
-    }
-    let after = load(&auth.state.runtime.model_files, &t, settings).await?;
-    apply(&t, after.clone()).await?;
-    crate::app::tenants::persist(&auth.state, &t).await?;
-    auth.state
-        .security
-        .audit(
-            &t.id.0,
-            "model.deployment_changed",
-            auth.actor(),
-            json!({"model": path.1, "deployment": after.id, "from": weights(&before), "to": weights(&after)}),
-        )
-        .await?;
+    let after = deployments::change(&auth.state, &t, auth.actor(), &path.1, &path.2, body).await?;
     Ok(auth.ok(view(&t, &after, &children(&t).await).await))
 }
 
@@ -365,42 +129,8 @@ pub async fn delete(
 ) -> Result<Reply<Deleted>, ApiError> {
     super::models::tier_gate(&auth)?;
     let t = auth.tenant()?.clone();
-    let _admin = t.admin.lock().await;
-    let d = deployment_of(&t, &path.1, &path.2)?;
-    if let Some(s) = t
-        .strategies
-        .read()
-        .values()
-        .find(|r| r.settings.model.as_deref() == Some(&*d.id))
-    {
-        return Err(ApiError::Conflict(format!(
-            "deployment `{}` feeds strategy `{}`: delete or change the strategy first",
-            d.id, s.settings.id
-        )));
-    }
-    match strategies_supervisor(&t)?
-        .send(StopChild {
-            name: format!("model:{}", d.id),
-        })
-        .await?
-    {
-        Ok(()) | Err(SupervisionError::UnknownChild(_)) => {}
-        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
-    }
-    market_data(&t)?.send(DropDeployment(d.id.clone())).await?;
-    crate::app::tenants::persist(&auth.state, &t).await?;
-    auth.state
-        .security
-        .audit(
-            &t.id.0,
-            "model.undeployed",
-            auth.actor(),
-            json!({"model": path.1, "deployment": d.id}),
-        )
-        .await?;
-    Ok(auth.ok(Deleted {
-        deleted: d.id.clone(),
-    }))
+    let id = deployments::delete(&auth.state, &t, auth.actor(), &path.1, &path.2).await?;
+    Ok(auth.ok(Deleted { deleted: id }))
 }
 
 /// What the strategies supervisor knows of each model host: (running, why disabled), by deployment.

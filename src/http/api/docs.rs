@@ -20,18 +20,7 @@ fn path_params(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// A pattern a text matches when it is not all white space: it holds a character outside Unicode's
-/// White_Space set (what [`char::is_whitespace`] and `str::trim` go by), written out so every regex engine
-/// reads it alike.
-pub const NOT_BLANK: &str = "[^\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]";
-
-/// Whether a text is empty or all white space (the opposite of [`NOT_BLANK`]).
-pub fn is_blank(s: &str) -> bool {
-    s.chars().all(char::is_whitespace)
-}
-
-/// A pattern of texts without NUL.
-pub const NO_NUL: &str = "^[^\u{0}]*$";
+pub use crate::domain::schema::{is_blank, NOT_BLANK, NO_NUL};
 
 /// Ids and names: what [`super::valid_id`] accepts.
 pub const ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";

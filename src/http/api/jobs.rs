@@ -1,7 +1,7 @@
 //! Training jobs of a tenant's model: started, watched with their progress, cancelled.
 //!
 //! `POST …/models/{model}/jobs` queues a job that trains a direction model on the tenant's stored bars with
-//! walk-forward validation and stores it as a version of the model (see `actors::training`); with
+//! walk-forward validation and stores it as a version of the model (see `app::jobs::training`); with
 //! `promote` the version takes the alias (default `champion`) only if it beats the version holding it out
 //! of sample, by the margin and significantly. The professional tier and up may train, like uploads.
 

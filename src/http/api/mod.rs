@@ -175,7 +175,7 @@ pub static ROUTES: &[RouteDef] = &[
         Platform,
         "tenants",
         "Create a tenant (it starts at once)",
-        body = tenants::CreateTenant,
+        body = crate::app::tenants::CreateTenant,
         never = &[404],
         handler = tenants::create
     ),
@@ -401,7 +401,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Deploy registry versions (by sha256 or alias) on a symbol and timeframe: traffic split by weight per bar, shadow versions beside (professional tier and up)",
-        body = deployments::CreateDeployment,
+        body = crate::app::deployments::CreateDeployment,
         handler = deployments::create
     ),
     route!(
@@ -418,7 +418,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "models",
         "Change a deployment's versions, weights or budget live (audited)",
-        body = deployments::ChangeDeployment,
+        body = crate::app::deployments::ChangeDeployment,
         handler = deployments::change
     ),
     route!(
@@ -501,7 +501,7 @@ pub static ROUTES: &[RouteDef] = &[
         Trade,
         "strategies",
         "Change a strategy's parameters, volume or timeframe (it restarts)",
-        body = strategies::UpdateStrategy,
+        body = crate::app::strategies::UpdateStrategy,
         handler = strategies::update
     ),
     route!(

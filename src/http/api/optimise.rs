@@ -3,7 +3,7 @@
 //! `POST …/optimisations` checks the request and queues a job (202); the job backtests parameter sets of a
 //! strategy on the tenant's stored ticks — the live bar, strategy, risk and ledger code — by grid, random or
 //! genetic search, optionally walk-forward, and ranks them by an objective under constraints
-//! (`actors::optimisations`, the engine of `trellis optimise`). `GET …/optimisations/{id}` shows its
+//! (`app::jobs::optimisations`, the engine of `trellis optimise`). `GET …/optimisations/{id}` shows its
 //! progress and, once done, the best candidates; `DELETE` cancels it.
 
 use actix_web::web;

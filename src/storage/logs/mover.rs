@@ -11,7 +11,7 @@
 //! this node or another), leaves every entry exactly once.
 //!
 //! With several nodes one of them moves: the one holding the `@log_tiers` lease (the same fenced leases
-//! as tenants', `cluster::lease`), renewed every round; if it dies another takes the lease once it expires.
+//! as tenants', `storage::lease`), renewed every round; if it dies another takes the lease once it expires.
 
 use std::sync::Arc;
 use std::time::Duration;
