@@ -1,5 +1,6 @@
-//! Model registry use cases shared by the API and the training jobs: moving an alias (and the deployments
-//! that follow it).
+//! Model registry use cases: register a model, add a version (validated off the actor threads, stored
+//! encrypted), delete a version nothing uses, and, shared by the API and the training jobs, move an alias
+//! (and the deployments that follow it).
 
 use std::sync::Arc;
 
@@ -7,6 +8,10 @@ use serde_json::json;
 
 use super::{App, AppError};
 use crate::actors::tenant::TenantContext;
+use crate::models::deployment::LoadedVersion;
+use crate::models::manifest::Manifest;
+use crate::storage::security::{ModelRow, ModelVersionRow};
+use crate::storage::StorageError;
 
 /// What moving an alias did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -70,4 +75,155 @@ pub async fn point_alias(
         previous,
         deployments,
     })
+}
+
+/// Registers model `name` of the tenant for `actor` (a name taken is a conflict), audited.
+pub async fn register(
+    app: &App,
+    t: &TenantContext,
+    actor: &str,
+    name: String,
+    description: String,
+) -> Result<ModelRow, AppError> {
+    crate::domain::valid_id("name", &name).map_err(AppError::BadRequest)?;
+    if description.chars().count() > 500 || description.contains('\0') {
+        return Err(AppError::BadRequest(
+            "description: at most 500 characters, no NUL".into(),
+        ));
+    }
+    let row = ModelRow {
+        tenant_id: t.id.0.clone(),
+        name,
+        description,
+        created_ms: crate::domain::now_ms(),
+    };
+    match app.security.store.insert_model(&row).await {
+        Err(StorageError::Rejected(_)) => {
+            return Err(AppError::Conflict(format!(
+                "name: model `{}` already exists",
+                row.name
+            )))
+        }
+        other => other?,
+    }
+    app.security
+        .audit(
+            &t.id.0,
+            "model.registered",
+            actor,
+            json!({"model": row.name}),
+        )
+        .await?;
+    Ok(row)
+}
+
+/// A version as stored.
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    /// The sha256 of its file.
+    pub version: String,
+    pub size_bytes: i64,
+    /// False when the same file was stored already (nothing changed).
+    pub created: bool,
+}
+
+/// Adds a version (an ONNX file and its manifest) to `model` for `actor`: loaded and checked on the blocking
+/// pool (a file that cannot serve its manifest is refused, the error prefixed with `field`), stored encrypted
+/// under its sha256, audited when new.
+pub async fn add_version(
+    app: &App,
+    model: &ModelRow,
+    actor: &str,
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    field: &str,
+) -> Result<StoredVersion, AppError> {
+    let (bytes, checked) = tokio::task::spawn_blocking(move || {
+        let checked = LoadedVersion::from_bytes(&bytes, manifest.clone(), 1.0)
+            .map(|v| (v.version.clone(), manifest));
+        (bytes, checked)
+    })
+    .await
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("validation task: {e}")))?;
+    let (version, manifest) = checked.map_err(|e| AppError::BadRequest(format!("{field}: {e}")))?;
+    let security = &app.security;
+    let (file_enc, key_version) =
+        security.encrypt_model_file(&model.tenant_id, &model.name, &version, &bytes)?;
+    let row = ModelVersionRow {
+        tenant_id: model.tenant_id.clone(),
+        name: model.name.clone(),
+        version: version.clone(),
+        manifest: serde_json::to_string(&manifest)
+            .map_err(|e| AppError::Internal(anyhow::anyhow!(e)))?,
+        key_version,
+        size_bytes: bytes.len() as i64,
+        created_ms: crate::domain::now_ms(),
+    };
+    let created = security.store.insert_version(&row, &file_enc).await?;
+    if created {
+        security
+            .audit(
+                &model.tenant_id,
+                "model.version_uploaded",
+                actor,
+                json!({"model": model.name, "version": version, "size_bytes": row.size_bytes}),
+            )
+            .await?;
+    }
+    Ok(StoredVersion {
+        version,
+        size_bytes: row.size_bytes,
+        created,
+    })
+}
+
+/// Deletes `version` of `model` for `actor`; refused (conflict) while a deployment serves it or an alias
+/// points at it, not found when the model has no such version.
+pub async fn delete_version(
+    app: &App,
+    t: &TenantContext,
+    actor: &str,
+    model: &ModelRow,
+    version: &str,
+) -> Result<(), AppError> {
+    let serving = t.deployments.read().values().find_map(|d| {
+        let serves = d.settings.model.as_deref() == Some(&*model.name)
+            && d.traffic
+                .iter()
+                .chain(&d.shadow)
+                .any(|v| v.version == version);
+        serves.then(|| d.id.clone())
+    });
+    if let Some(d) = serving {
+        return Err(AppError::Conflict(format!(
+            "version `{version}` is in use by deployment `{d}`"
+        )));
+    }
+    let store = &app.security.store;
+    if let Some(a) = store
+        .aliases_of(&model.tenant_id, &model.name)
+        .await?
+        .into_iter()
+        .find(|a| a.to_ms.is_none() && a.version == version)
+    {
+        return Err(AppError::Conflict(format!(
+            "version `{version}` is what alias `{}` points at: move the alias first",
+            a.alias
+        )));
+    }
+    if !store
+        .delete_version(&model.tenant_id, &model.name, version)
+        .await?
+    {
+        return Err(AppError::NotFound);
+    }
+    app.security
+        .audit(
+            &model.tenant_id,
+            "model.version_deleted",
+            actor,
+            json!({"model": model.name, "version": version}),
+        )
+        .await?;
+    Ok(())
 }

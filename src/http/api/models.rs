@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{Authorized, Body, Deleted, Page, Reply, Stored};
-use crate::app::models::point_alias;
+use crate::app::models::{self, point_alias};
 use crate::http::error::ApiError;
 use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
@@ -247,37 +247,8 @@ pub async fn register(
 ) -> Result<Reply<ModelRegistered, 201>, ApiError> {
     let body: RegisterModel = super::docs::decode(body)?;
     tier_gate(&auth)?;
-    super::valid_id("name", &body.name)?;
-    if body.description.chars().count() > 500 || body.description.contains('\0') {
-        return Err(ApiError::BadRequest(
-            "description: at most 500 characters, no NUL".into(),
-        ));
-    }
     let t = auth.tenant()?.clone();
-    let row = ModelRow {
-        tenant_id: t.id.0.clone(),
-        name: body.name.clone(),
-        description: body.description,
-        created_ms: crate::domain::now_ms(),
-    };
-    match auth.state.security.store.insert_model(&row).await {
-        Err(StorageError::Rejected(_)) => {
-            return Err(ApiError::Conflict(format!(
-                "name: model `{}` already exists",
-                body.name
-            )))
-        }
-        other => other?,
-    }
-    auth.state
-        .security
-        .audit(
-            &t.id.0,
-            "model.registered",
-            auth.actor(),
-            json!({"model": row.name}),
-        )
-        .await?;
+    let row = models::register(&auth.state, &t, auth.actor(), body.name, body.description).await?;
     Ok(auth.created(ModelRegistered { model: row.into() }))
 }
 
@@ -443,42 +414,12 @@ pub async fn upload(
     let m = model_of(&auth, &path.1).await?;
     let max = auth.state.settings.models.max_file_bytes;
     let (manifest, bytes, field) = read_upload(&req, payload, max).await?;
-    let (bytes, checked) = web::block(move || {
-        let checked = LoadedVersion::from_bytes(&bytes, manifest.clone(), 1.0)
-            .map(|v| (v.version.clone(), manifest));
-        (bytes, checked)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("validation task: {e}")))?;
-    let (version, manifest) = checked.map_err(|e| ApiError::BadRequest(format!("{field}: {e}")))?;
-    let security = &auth.state.security;
-    let (file_enc, key_version) =
-        security.encrypt_model_file(&m.tenant_id, &m.name, &version, &bytes)?;
-    let row = crate::storage::security::ModelVersionRow {
-        tenant_id: m.tenant_id.clone(),
-        name: m.name.clone(),
-        version: version.clone(),
-        manifest: serde_json::to_string(&manifest)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?,
-        key_version,
-        size_bytes: bytes.len() as i64,
-        created_ms: crate::domain::now_ms(),
-    };
-    let created = security.store.insert_version(&row, &file_enc).await?;
-    if created {
-        security
-            .audit(
-                &m.tenant_id,
-                "model.version_uploaded",
-                auth.actor(),
-                json!({"model": m.name, "version": version, "size_bytes": row.size_bytes}),
-            )
-            .await?;
-    }
+    let stored = models::add_version(&auth.state, &m, auth.actor(), manifest, bytes, &field).await?;
+    let created = stored.created;
     let body = VersionUploaded {
         model: m.name,
-        version,
-        size_bytes: row.size_bytes,
+        version: stored.version,
+        size_bytes: stored.size_bytes,
         created,
     };
     Ok(if created {
@@ -535,45 +476,8 @@ pub async fn delete_version(
 ) -> Result<Reply<Deleted>, ApiError> {
     let m = model_of(&auth, &path.1).await?;
     let t = auth.tenant()?;
-    let version = &path.2;
-    let serving = t.deployments.read().values().find_map(|d| {
-        let serves = d.settings.model.as_deref() == Some(&*m.name)
-            && d.traffic
-                .iter()
-                .chain(&d.shadow)
-                .any(|v| &v.version == version);
-        serves.then(|| d.id.clone())
-    });
-    if let Some(d) = serving {
-        return Err(ApiError::Conflict(format!(
-            "version `{version}` is in use by deployment `{d}`"
-        )));
-    }
-    let store = &auth.state.security.store;
-    if let Some(a) = store
-        .aliases_of(&m.tenant_id, &m.name)
-        .await?
-        .into_iter()
-        .find(|a| a.to_ms.is_none() && &a.version == version)
-    {
-        return Err(ApiError::Conflict(format!(
-            "version `{version}` is what alias `{}` points at: move the alias first",
-            a.alias
-        )));
-    }
-    if !store.delete_version(&m.tenant_id, &m.name, version).await? {
-        return Err(ApiError::NotFound);
-    }
-    auth.state
-        .security
-        .audit(
-            &m.tenant_id,
-            "model.version_deleted",
-            auth.actor(),
-            json!({"model": m.name, "version": version}),
-        )
-        .await?;
+    models::delete_version(&auth.state, t, auth.actor(), &m, &path.2).await?;
     Ok(auth.ok(Deleted {
-        deleted: version.clone(),
+        deleted: path.2.clone(),
     }))
 }
