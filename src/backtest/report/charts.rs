@@ -3,11 +3,14 @@
 //!
 //! Hand-built on purpose: the page needs small, self-contained inline SVG (a `viewBox`, no fonts, no
 //! namespace, no scripts) and a plotting crate such as plotters cannot be made to emit that without a large
-//! dependency. Text inside the SVG (titles, tooltips, axis labels) is escaped here with [`esc`].
+//! dependency (plotters' SVG backend writes a standalone document per chart and brings font handling and
+//! a large API for what is here a few hundred lines of `write!`). As the SVG is written by hand, the text
+//! it carries (titles, tooltips, axis labels, the figure captions) is escaped here by a small `esc`; the
+//! rest of the page is escaped by maud (see `page`).
 
 use std::fmt::Write as _;
 
-use super::format::{esc, fmt_count, fmt_num, fmt_sig, params_text};
+use super::format::{fmt_count, fmt_num, fmt_sig, params_text};
 use super::time::{fmt_minute, time_ticks};
 use super::{finite, param_name, Candidate, Optimisation};
 
@@ -710,6 +713,23 @@ pub(super) fn value_ticks(lo: f64, hi: f64) -> Ticks {
     }
 }
 
+/// Escapes text for SVG text, `<title>`s, quoted attribute values and the figure captions: the charts are
+/// built by hand, so the text they carry (parameter names, axis labels) is escaped here.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
@@ -746,7 +766,7 @@ mod tests {
         assert!(!svg.contains("score 9"));
         let table = &page[page.find("<table class=\"candidates\">").expect("table")..];
         let first_row =
-            &table[table.find("<tbody>").expect("body")..table.find("</tr>\n<tr").expect("rows")];
+            &table[table.find("<tbody>").expect("body")..table.find("</tr><tr").expect("rows")];
         assert!(first_row.contains("class=\"infeasible\""));
         assert!(first_row.contains("<span class=\"flag\">infeasible</span>"));
         assert_eq!(count(&page, "<span class=\"flag\">infeasible</span>"), 3);

@@ -1,5 +1,4 @@
-//! Number formatting (fixed decimals with grouped thousands, significant digits, parameter lists) and the
-//! HTML escaping of text.
+//! Number formatting: fixed decimals with grouped thousands, significant digits, parameter lists.
 //!
 //! Apart because the page and the charts format numbers the same way.
 
@@ -68,22 +67,6 @@ pub(super) fn params_text(names: &[String], params: &[f64]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(ch),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //!   `viewBox` and CSS `max-width:100%`, so it scales down to a phone's width.
 //!
 //! Inputs are plain types (`f64`, `i64`, `String`) so callers convert from their decimals and symbols; every
-//! caller-supplied text is HTML-escaped. Times are milliseconds since the Unix epoch and shown in UTC,
-//! formatted with `domain::calendar`'s days-to-civil conversion (no calendar crate).
+//! caller-supplied text is HTML-escaped (by maud's templates on the page, by the charts' own escape in the
+//! SVG). Times are milliseconds since the Unix epoch and shown in UTC, formatted with `domain::calendar`'s
+//! days-to-civil conversion (no calendar crate).
 //!
 //! Per run the page shows the summary table, the equity curve, the drawdown (equity minus its running peak,
 //! filled below zero), the monthly returns (see [`monthly_returns`]) and the trade list (at most

@@ -1,19 +1,23 @@
 //! The page: the HTML document, its sections (runs, optimisation, walk-forward) and their tables.
 //!
-//! It exists apart from the charts so the document's structure can be read in one place; the charts come
-//! from [`super::charts`] as finished `<figure>`s.
+//! It exists apart from the charts so the document's structure can be read in one place. It is written
+//! with maud's `html!` templates, which are checked at compile time and escape every interpolated text
+//! (titles, strategy names, symbols, parameter names, summary labels and values) — nothing here escapes
+//! by hand. The charts come from [`super::charts`] as finished `<figure>`s of inline SVG, inserted as
+//! `PreEscaped` (the charts escape their own text), and the style sheet is a constant, inserted the same
+//! way.
 
-use std::fmt::Write as _;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::charts::{heatmap, score_chart, time_chart, Axis, TimeChart};
-use super::format::{esc, fmt_count, fmt_num, fmt_sig, params_text};
+use super::format::{fmt_count, fmt_num, fmt_sig, params_text};
 use super::time::{fmt_minute, fmt_msc, MONTHS};
 use super::{
     clean_curve, finite, monthly_returns, param_name, Candidate, Document, MonthlyReturns,
     Optimisation, Run, TradeRow, WalkForward, MAX_CANDIDATE_ROWS, MAX_TRADE_ROWS,
 };
 
-pub(super) const CSS: &str = "\
+const CSS: &str = "\
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1d1d1f;background:#fff;\
 margin:0 auto;padding:1rem;max-width:76rem;line-height:1.4}\
 h1{font-size:1.6rem;margin:.2rem 0 1rem}\
@@ -43,58 +47,48 @@ pub(super) fn page(doc: &Document) -> String {
     } else {
         doc.title.as_str()
     };
-    let mut out = String::with_capacity(64 * 1024);
-    put!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{t}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<h1>{t}</h1>\n",
-        t = esc(title)
-    );
-    if doc.runs.is_empty() && doc.optimisation.is_none() {
-        note(&mut out, "Nothing to report: no runs and no optimisation.");
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                h1 { (title) }
+                @if doc.runs.is_empty() && doc.optimisation.is_none() {
+                    (note("Nothing to report: no runs and no optimisation."))
+                }
+                @for (i, run) in doc.runs.iter().enumerate() {
+                    (run_section(run, i))
+                }
+                @if let Some(opt) = &doc.optimisation {
+                    (optimisation_section(opt))
+                }
+                footer {
+                    p {
+                        "Self-contained report by trellis: no scripts, no external resources; charts are \
+                         inline SVG; all times are UTC."
+                    }
+                }
+            }
+        }
     }
-    for (i, run) in doc.runs.iter().enumerate() {
-        run_section(&mut out, run, i);
-    }
-    if let Some(opt) = &doc.optimisation {
-        optimisation_section(&mut out, opt);
-    }
-    out.push_str(
-        "<footer><p>Self-contained report by trellis: no scripts, no external resources; charts are \
-         inline SVG; all times are UTC.</p></footer>\n</body>\n</html>\n",
-    );
-    out
+    .into_string()
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Runs
 
-pub(super) fn run_section(out: &mut String, run: &Run, index: usize) {
+fn run_section(run: &Run, index: usize) -> Markup {
     let heading = if run.heading.trim().is_empty() {
         format!("Run {}", index + 1)
     } else {
         run.heading.clone()
     };
-    put!(out, "<section class=\"run\">\n<h2>{}</h2>\n", esc(&heading));
-
-    if run.summary.is_empty() {
-        note(out, "No summary figures.");
-    } else {
-        out.push_str("<div class=\"scroll\"><table class=\"kv\"><tbody>\n");
-        for (k, v) in &run.summary {
-            put!(
-                out,
-                "<tr><th scope=\"row\">{}</th><td>{}</td></tr>\n",
-                esc(k),
-                esc(v)
-            );
-        }
-        out.push_str("</tbody></table></div>\n");
-    }
-
     let curve = clean_curve(&run.equity);
-    out.push_str("<h3>Equity</h3>\n");
     let baseline = run
         .starting_balance
         .is_finite()
@@ -108,13 +102,6 @@ pub(super) fn run_section(out: &mut String, run: &Run, index: usize) {
         markers: &[],
         colour: "#1f5fa8",
     };
-    chart_or_note(
-        out,
-        time_chart(&equity),
-        "No equity curve to draw (it needs points at two different times).",
-    );
-
-    out.push_str("<h3>Drawdown</h3>\n");
     let dd = drawdown(&curve);
     let drawdown = TimeChart {
         title: "Drawdown (equity minus running peak)",
@@ -125,22 +112,42 @@ pub(super) fn run_section(out: &mut String, run: &Run, index: usize) {
         markers: &[],
         colour: "#b3261e",
     };
-    chart_or_note(
-        out,
-        time_chart(&drawdown),
-        "No drawdown to draw (it needs equity at two different times).",
-    );
-
-    out.push_str("<h3>Monthly returns (%)</h3>\n");
-    monthly_table(out, &monthly_returns(run.starting_balance, &curve));
-
-    put!(out, "<h3>Trades ({})</h3>\n", fmt_count(run.trades.len()));
-    trade_table(out, &run.trades);
-    out.push_str("</section>\n");
+    html! {
+        section.run {
+            h2 { (heading) }
+            @if run.summary.is_empty() {
+                (note("No summary figures."))
+            } @else {
+                div.scroll {
+                    table.kv {
+                        tbody {
+                            @for (k, v) in &run.summary {
+                                tr { th scope="row" { (k) } td { (v) } }
+                            }
+                        }
+                    }
+                }
+            }
+            h3 { "Equity" }
+            (chart_or_note(
+                time_chart(&equity),
+                "No equity curve to draw (it needs points at two different times).",
+            ))
+            h3 { "Drawdown" }
+            (chart_or_note(
+                time_chart(&drawdown),
+                "No drawdown to draw (it needs equity at two different times).",
+            ))
+            h3 { "Monthly returns (%)" }
+            (monthly_table(&monthly_returns(run.starting_balance, &curve)))
+            h3 { "Trades (" (fmt_count(run.trades.len())) ")" }
+            (trade_table(&run.trades))
+        }
+    }
 }
 
 /// Equity minus its running peak (zero or below); the peak starts at the first point.
-pub(super) fn drawdown(curve: &[(i64, f64)]) -> Vec<(i64, f64)> {
+fn drawdown(curve: &[(i64, f64)]) -> Vec<(i64, f64)> {
     let mut peak = f64::NEG_INFINITY;
     curve
         .iter()
@@ -151,30 +158,36 @@ pub(super) fn drawdown(curve: &[(i64, f64)]) -> Vec<(i64, f64)> {
         .collect()
 }
 
-pub(super) fn monthly_table(out: &mut String, rows: &[MonthlyReturns]) {
+fn monthly_table(rows: &[MonthlyReturns]) -> Markup {
     if rows.is_empty() {
-        note(out, "No equity data, so no monthly returns.");
-        return;
+        return note("No equity data, so no monthly returns.");
     }
-    out.push_str(
-        "<div class=\"scroll\"><table class=\"monthly\"><thead><tr><th class=\"l\">Year</th>",
-    );
-    for m in MONTHS {
-        put!(out, "<th>{m}</th>");
-    }
-    out.push_str("<th>Whole year</th></tr></thead><tbody>\n");
-    for (year, months, total) in rows {
-        put!(out, "<tr><th class=\"l\" scope=\"row\">{year}</th>");
-        for m in months {
-            pct_cell(out, *m, "");
+    html! {
+        div.scroll {
+            table.monthly {
+                thead {
+                    tr {
+                        th.l { "Year" }
+                        @for m in MONTHS { th { (m) } }
+                        th { "Whole year" }
+                    }
+                }
+                tbody {
+                    @for (year, months, total) in rows {
+                        tr {
+                            th.l scope="row" { (year) }
+                            @for m in months { (pct_cell(*m, "")) }
+                            (pct_cell(*total, "year"))
+                        }
+                    }
+                }
+            }
         }
-        pct_cell(out, *total, "year");
-        out.push_str("</tr>\n");
     }
-    out.push_str("</tbody></table></div>\n");
 }
 
-pub(super) fn pct_cell(out: &mut String, v: Option<f64>, class: &str) {
+/// A percentage cell: `class` plus "neg" or "pos" by its sign; empty when the value is missing.
+fn pct_cell(v: Option<f64>, class: &str) -> Markup {
     let text = v
         .filter(|v| v.is_finite())
         .map(|v| fmt_num(v, 2))
@@ -190,57 +203,64 @@ pub(super) fn pct_cell(out: &mut String, v: Option<f64>, class: &str) {
         .into_iter()
         .filter(|c| !c.is_empty())
         .collect();
-    if classes.is_empty() {
-        put!(out, "<td>{text}</td>");
-    } else {
-        put!(out, "<td class=\"{}\">{text}</td>", classes.join(" "));
-    }
+    let classes = (!classes.is_empty()).then(|| classes.join(" "));
+    html! { td class=[classes] { (text) } }
 }
 
-pub(super) fn trade_table(out: &mut String, trades: &[TradeRow]) {
+/// "neg" for a negative amount, for a cell's optional class.
+fn neg(v: f64) -> Option<&'static str> {
+    (v < 0.0).then_some("neg")
+}
+
+fn trade_table(trades: &[TradeRow]) -> Markup {
     if trades.is_empty() {
-        note(out, "No trades.");
-        return;
+        return note("No trades.");
     }
-    out.push_str(
-        "<div class=\"scroll\"><table class=\"trades\"><thead><tr><th class=\"l\">Time (UTC)</th>\
-         <th class=\"l\">Strategy</th><th class=\"l\">Symbol</th><th class=\"l\">Side</th><th>Volume</th>\
-         <th>Price</th><th class=\"l\">Entry</th><th>Commission</th><th>Profit</th></tr></thead><tbody>\n",
-    );
-    for t in trades.iter().take(MAX_TRADE_ROWS) {
-        let profit_class = if is_negative_text(&t.profit) {
-            " class=\"neg\""
-        } else {
-            ""
-        };
-        put!(
-            out,
-            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
-             <td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td{profit_class}>{}</td></tr>\n",
-            fmt_msc(t.time_msc),
-            esc(&t.strategy),
-            esc(&t.symbol),
-            esc(&t.side),
-            esc(&t.volume),
-            esc(&t.price),
-            esc(&t.entry),
-            esc(&t.commission),
-            esc(&t.profit)
-        );
-    }
-    out.push_str("</tbody></table></div>\n");
-    if trades.len() > MAX_TRADE_ROWS {
-        put!(
-            out,
-            "<p class=\"note\">Showing the first {} of {} trades; {} more were left out.</p>\n",
-            fmt_count(MAX_TRADE_ROWS),
-            fmt_count(trades.len()),
-            fmt_count(trades.len() - MAX_TRADE_ROWS)
-        );
+    html! {
+        div.scroll {
+            table.trades {
+                thead {
+                    tr {
+                        th.l { "Time (UTC)" }
+                        th.l { "Strategy" }
+                        th.l { "Symbol" }
+                        th.l { "Side" }
+                        th { "Volume" }
+                        th { "Price" }
+                        th.l { "Entry" }
+                        th { "Commission" }
+                        th { "Profit" }
+                    }
+                }
+                tbody {
+                    @for t in trades.iter().take(MAX_TRADE_ROWS) {
+                        tr {
+                            td.l { (fmt_msc(t.time_msc)) }
+                            td.l { (t.strategy) }
+                            td.l { (t.symbol) }
+                            td.l { (t.side) }
+                            td { (t.volume) }
+                            td { (t.price) }
+                            td.l { (t.entry) }
+                            td { (t.commission) }
+                            td class=[is_negative_text(&t.profit).then_some("neg")] { (t.profit) }
+                        }
+                    }
+                }
+            }
+        }
+        @if trades.len() > MAX_TRADE_ROWS {
+            (note(&format!(
+                "Showing the first {} of {} trades; {} more were left out.",
+                fmt_count(MAX_TRADE_ROWS),
+                fmt_count(trades.len()),
+                fmt_count(trades.len() - MAX_TRADE_ROWS)
+            )))
+        }
     }
 }
 
-pub(super) fn is_negative_text(s: &str) -> bool {
+fn is_negative_text(s: &str) -> bool {
     let s = s.trim_start();
     s.starts_with('-') || s.starts_with('\u{2212}')
 }
@@ -248,22 +268,8 @@ pub(super) fn is_negative_text(s: &str) -> bool {
 // ---------------------------------------------------------------------------------------------------------
 // Optimisation
 
-pub(super) fn optimisation_section(out: &mut String, opt: &Optimisation) {
-    out.push_str("<section class=\"optimisation\">\n<h2>Optimisation</h2>\n");
+fn optimisation_section(opt: &Optimisation) -> Markup {
     let feasible = opt.results.iter().filter(|c| c.feasible).count();
-    put!(
-        out,
-        "<div class=\"scroll\"><table class=\"kv\"><tbody>\n\
-         <tr><th scope=\"row\">Objective</th><td>{}</td></tr>\n\
-         <tr><th scope=\"row\">Method</th><td>{}</td></tr>\n\
-         <tr><th scope=\"row\">Candidates</th><td>{} ({} feasible)</td></tr>\n\
-         </tbody></table></div>\n",
-        esc(&opt.objective),
-        esc(&opt.method),
-        fmt_count(opt.results.len()),
-        fmt_count(feasible)
-    );
-
     let nparams = opt
         .results
         .iter()
@@ -272,54 +278,64 @@ pub(super) fn optimisation_section(out: &mut String, opt: &Optimisation) {
         .unwrap_or(0)
         .max(opt.param_names.len());
     let names: Vec<String> = (0..nparams).map(|i| param_name(opt, i)).collect();
-
-    if opt.results.is_empty() {
-        if opt.walk_forward.is_some() {
-            note(
-                out,
-                "No overall candidate list: each walk-forward window's winner is in the table below.",
-            );
-        } else {
-            note(out, "No candidates were evaluated.");
-        }
-    } else {
-        candidates_table(out, opt, &names);
-
-        let mut axes: Vec<Axis> = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Axis::new(name, i, &opt.results))
-            .filter(|a| !a.cells.is_empty())
-            .collect();
-        // Most distinct values first; ties keep the parameters' order.
-        axes.sort_by_key(|a| std::cmp::Reverse(a.distinct));
-        match (axes.first(), axes.get(1)) {
-            (Some(x), Some(y)) if y.distinct >= 2 => {
-                put!(
-                    out,
-                    "<h3>Best score by {} and {}</h3>\n",
-                    esc(&x.name),
-                    esc(&y.name)
-                );
-                out.push_str(&heatmap(opt, x, y));
+    html! {
+        section.optimisation {
+            h2 { "Optimisation" }
+            div.scroll {
+                table.kv {
+                    tbody {
+                        tr { th scope="row" { "Objective" } td { (opt.objective) } }
+                        tr { th scope="row" { "Method" } td { (opt.method) } }
+                        tr {
+                            th scope="row" { "Candidates" }
+                            td { (fmt_count(opt.results.len())) " (" (fmt_count(feasible)) " feasible)" }
+                        }
+                    }
+                }
             }
-            (Some(x), _) => {
-                put!(out, "<h3>Best score by {}</h3>\n", esc(&x.name));
-                out.push_str(&score_chart(opt, x));
+            @if opt.results.is_empty() {
+                @if opt.walk_forward.is_some() {
+                    (note("No overall candidate list: each walk-forward window's winner is in the table below."))
+                } @else {
+                    (note("No candidates were evaluated."))
+                }
+            } @else {
+                (candidates_table(opt, &names))
+                (parameter_chart(opt, &names))
             }
-            _ => note(out, "No parameter values to chart."),
+            @if let Some(wf) = &opt.walk_forward {
+                (walk_forward_section(wf, &names))
+            }
         }
     }
+}
 
-    if let Some(wf) = &opt.walk_forward {
-        walk_forward_section(out, wf, &names);
+/// The heatmap over the two parameters with the most distinct values, or the score chart of the only one.
+fn parameter_chart(opt: &Optimisation, names: &[String]) -> Markup {
+    let mut axes: Vec<Axis> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Axis::new(name, i, &opt.results))
+        .filter(|a| !a.cells.is_empty())
+        .collect();
+    // Most distinct values first; ties keep the parameters' order.
+    axes.sort_by_key(|a| std::cmp::Reverse(a.distinct));
+    match (axes.first(), axes.get(1)) {
+        (Some(x), Some(y)) if y.distinct >= 2 => html! {
+            h3 { "Best score by " (x.name) " and " (y.name) }
+            (PreEscaped(heatmap(opt, x, y)))
+        },
+        (Some(x), _) => html! {
+            h3 { "Best score by " (x.name) }
+            (PreEscaped(score_chart(opt, x)))
+        },
+        _ => note("No parameter values to chart."),
     }
-    out.push_str("</section>\n");
 }
 
 /// Candidate indices, best first: finite scores descending, then missing scores; ties put feasible first
 /// and otherwise keep the input order.
-pub(super) fn ranking(results: &[Candidate]) -> Vec<usize> {
+fn ranking(results: &[Candidate]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..results.len()).collect();
     order.sort_by(|&a, &b| {
         let (ca, cb) = (&results[a], &results[b]);
@@ -334,117 +350,61 @@ pub(super) fn ranking(results: &[Candidate]) -> Vec<usize> {
     order
 }
 
-pub(super) fn candidates_table(out: &mut String, opt: &Optimisation, names: &[String]) {
+fn candidates_table(opt: &Optimisation, names: &[String]) -> Markup {
     let order = ranking(&opt.results);
     let shown = order.len().min(MAX_CANDIDATE_ROWS);
-    put!(
-        out,
-        "<h3>Best {} of {} candidates by {}</h3>\n",
-        fmt_count(shown),
-        fmt_count(order.len()),
-        if opt.objective.trim().is_empty() {
-            "score".to_owned()
-        } else {
-            esc(&opt.objective)
-        }
-    );
-    out.push_str("<div class=\"scroll\"><table class=\"candidates\"><thead><tr><th>#</th>");
-    for n in names {
-        put!(out, "<th>{}</th>", esc(n));
-    }
-    out.push_str(
-        "<th>Score</th><th>Net profit</th><th>Trades</th><th>Max drawdown</th><th class=\"l\">Feasible</th>\
-         </tr></thead><tbody>\n",
-    );
-    for (rank, &i) in order.iter().take(shown).enumerate() {
-        let c = &opt.results[i];
-        if c.feasible {
-            out.push_str("<tr>");
-        } else {
-            out.push_str("<tr class=\"infeasible\">");
-        }
-        put!(out, "<td>{}</td>", rank + 1);
-        for p in 0..names.len() {
-            match c.params.get(p) {
-                Some(v) => put!(out, "<td>{}</td>", fmt_sig(*v, 10)),
-                None => out.push_str("<td></td>"),
+    let objective = if opt.objective.trim().is_empty() {
+        "score"
+    } else {
+        opt.objective.as_str()
+    };
+    let rows = order
+        .iter()
+        .take(shown)
+        .filter_map(|&i| opt.results.get(i))
+        .enumerate();
+    html! {
+        h3 { "Best " (fmt_count(shown)) " of " (fmt_count(order.len())) " candidates by " (objective) }
+        div.scroll {
+            table.candidates {
+                thead {
+                    tr {
+                        th { "#" }
+                        @for n in names { th { (n) } }
+                        th { "Score" }
+                        th { "Net profit" }
+                        th { "Trades" }
+                        th { "Max drawdown" }
+                        th.l { "Feasible" }
+                    }
+                }
+                tbody {
+                    @for (rank, c) in rows {
+                        tr class=[(!c.feasible).then_some("infeasible")] {
+                            td { (rank + 1) }
+                            @for p in 0..names.len() {
+                                td { @if let Some(v) = c.params.get(p) { (fmt_sig(*v, 10)) } }
+                            }
+                            td { (finite(c.score).map_or_else(|| "n/a".to_owned(), |s| fmt_sig(s, 6))) }
+                            td class=[neg(c.net_profit)] { (fmt_num(c.net_profit, 2)) }
+                            td { (c.trades) }
+                            td { (fmt_num(c.max_drawdown, 2)) }
+                            @if c.feasible {
+                                td.l { "yes" }
+                            } @else {
+                                td.l { span.flag { "infeasible" } }
+                            }
+                        }
+                    }
+                }
             }
         }
-        let score = finite(c.score).map_or_else(|| "n/a".to_owned(), |s| fmt_sig(s, 6));
-        put!(
-            out,
-            "<td>{score}</td><td{}>{}</td><td>{}</td><td>{}</td>",
-            if c.net_profit < 0.0 {
-                " class=\"neg\""
-            } else {
-                ""
-            },
-            fmt_num(c.net_profit, 2),
-            c.trades,
-            fmt_num(c.max_drawdown, 2)
-        );
-        if c.feasible {
-            out.push_str("<td class=\"l\">yes</td></tr>\n");
-        } else {
-            out.push_str("<td class=\"l\"><span class=\"flag\">infeasible</span></td></tr>\n");
-        }
     }
-    out.push_str("</tbody></table></div>\n");
 }
 
-pub(super) fn walk_forward_section(out: &mut String, wf: &WalkForward, names: &[String]) {
-    out.push_str("<h3>Walk-forward</h3>\n");
+fn walk_forward_section(wf: &WalkForward, names: &[String]) -> Markup {
     let efficiency = finite(wf.efficiency).map_or_else(|| "n/a".to_owned(), |e| fmt_sig(e, 3));
-    put!(
-        out,
-        "<div class=\"scroll\"><table class=\"kv\"><tbody>\n\
-         <tr><th scope=\"row\">Mode</th><td>{}</td></tr>\n\
-         <tr><th scope=\"row\">Windows</th><td>{}</td></tr>\n\
-         <tr><th scope=\"row\">Walk-forward efficiency</th><td class=\"efficiency\">{efficiency}</td></tr>\n\
-         </tbody></table></div>\n",
-        esc(&wf.mode),
-        fmt_count(wf.windows.len())
-    );
-    if wf.windows.is_empty() {
-        note(out, "No walk-forward windows.");
-    } else {
-        out.push_str(
-            "<div class=\"scroll\"><table class=\"windows\"><thead><tr><th>#</th>\
-             <th class=\"l\">In-sample from (UTC)</th><th class=\"l\">In-sample to (UTC)</th>\
-             <th class=\"l\">Out-of-sample from (UTC)</th><th class=\"l\">Out-of-sample to (UTC)</th>\
-             <th class=\"l\">Parameters</th><th>In-sample score</th><th>Out-of-sample net profit</th>\
-             </tr></thead><tbody>\n",
-        );
-        let mut total = 0.0;
-        for (i, w) in wf.windows.iter().enumerate() {
-            total += w.out_net_profit;
-            let score = finite(w.in_score).map_or_else(|| "n/a".to_owned(), |s| fmt_sig(s, 6));
-            put!(
-                out,
-                "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
-                 <td class=\"l\">{}</td><td class=\"l\">{}</td><td>{score}</td><td{}>{}</td></tr>\n",
-                i + 1,
-                fmt_minute(w.in_from_ms),
-                fmt_minute(w.in_to_ms),
-                fmt_minute(w.out_from_ms),
-                fmt_minute(w.out_to_ms),
-                esc(&params_text(names, &w.params)),
-                if w.out_net_profit < 0.0 {
-                    " class=\"neg\""
-                } else {
-                    ""
-                },
-                fmt_num(w.out_net_profit, 2)
-            );
-        }
-        put!(
-            out,
-            "<tr><th class=\"l\" colspan=\"7\" scope=\"row\">Total out-of-sample</th><td{}>{}</td></tr>\n\
-             </tbody></table></div>\n",
-            if total < 0.0 { " class=\"neg\"" } else { "" },
-            fmt_num(total, 2)
-        );
-    }
+    let total = wf.windows.iter().fold(0.0, |sum, w| sum + w.out_net_profit);
     let curve = clean_curve(&wf.stitched);
     let mut markers: Vec<i64> = wf.windows.iter().map(|w| w.out_from_ms).collect();
     if let Some(last) = wf.windows.last() {
@@ -461,22 +421,72 @@ pub(super) fn walk_forward_section(out: &mut String, wf: &WalkForward, names: &[
         markers: &markers,
         colour: "#1f5fa8",
     };
-    chart_or_note(
-        out,
-        time_chart(&chart),
-        "No stitched out-of-sample equity to draw (it needs points at two different times).",
-    );
-}
-
-pub(super) fn chart_or_note(out: &mut String, chart: Option<String>, missing: &str) {
-    match chart {
-        Some(svg) => out.push_str(&svg),
-        None => note(out, missing),
+    html! {
+        h3 { "Walk-forward" }
+        div.scroll {
+            table.kv {
+                tbody {
+                    tr { th scope="row" { "Mode" } td { (wf.mode) } }
+                    tr { th scope="row" { "Windows" } td { (fmt_count(wf.windows.len())) } }
+                    tr { th scope="row" { "Walk-forward efficiency" } td.efficiency { (efficiency) } }
+                }
+            }
+        }
+        @if wf.windows.is_empty() {
+            (note("No walk-forward windows."))
+        } @else {
+            div.scroll {
+                table.windows {
+                    thead {
+                        tr {
+                            th { "#" }
+                            th.l { "In-sample from (UTC)" }
+                            th.l { "In-sample to (UTC)" }
+                            th.l { "Out-of-sample from (UTC)" }
+                            th.l { "Out-of-sample to (UTC)" }
+                            th.l { "Parameters" }
+                            th { "In-sample score" }
+                            th { "Out-of-sample net profit" }
+                        }
+                    }
+                    tbody {
+                        @for (i, w) in wf.windows.iter().enumerate() {
+                            tr {
+                                td { (i + 1) }
+                                td.l { (fmt_minute(w.in_from_ms)) }
+                                td.l { (fmt_minute(w.in_to_ms)) }
+                                td.l { (fmt_minute(w.out_from_ms)) }
+                                td.l { (fmt_minute(w.out_to_ms)) }
+                                td.l { (params_text(names, &w.params)) }
+                                td { (finite(w.in_score).map_or_else(|| "n/a".to_owned(), |s| fmt_sig(s, 6))) }
+                                td class=[neg(w.out_net_profit)] { (fmt_num(w.out_net_profit, 2)) }
+                            }
+                        }
+                        tr {
+                            th.l colspan="7" scope="row" { "Total out-of-sample" }
+                            td class=[neg(total)] { (fmt_num(total, 2)) }
+                        }
+                    }
+                }
+            }
+        }
+        (chart_or_note(
+            time_chart(&chart),
+            "No stitched out-of-sample equity to draw (it needs points at two different times).",
+        ))
     }
 }
 
-pub(super) fn note(out: &mut String, text: &str) {
-    put!(out, "<p class=\"note\">{}</p>\n", esc(text));
+/// A finished chart (inline SVG, escaped by the chart code) or, when there is nothing to draw, a note.
+fn chart_or_note(chart: Option<String>, missing: &str) -> Markup {
+    match chart {
+        Some(svg) => PreEscaped(svg),
+        None => note(missing),
+    }
+}
+
+fn note(text: &str) -> Markup {
+    html! { p.note { (text) } }
 }
 
 #[cfg(test)]
@@ -529,14 +539,52 @@ mod tests {
         let page = html(&doc);
         assert!(page.contains("<title>&lt;b&gt;&amp;&quot;</title>"));
         assert!(page.contains("<h1>&lt;b&gt;&amp;&quot;</h1>"));
-        assert!(page.contains("run &lt;i&gt;&#39;1&#39;&lt;/i&gt;"));
+        // maud leaves ' as it is: every attribute it writes is double-quoted.
+        assert!(page.contains("run &lt;i&gt;'1'&lt;/i&gt;"));
         assert!(page.contains("a&lt;b&gt;&amp;&quot;c&quot;"));
         assert!(page.contains("X&amp;Y&lt;Z&gt;"));
-        assert!(page.contains("&quot;v&quot; &amp; &#39;w&#39;"));
+        assert!(page.contains("&quot;v&quot; &amp; 'w'"));
         assert!(page.contains("f&lt;a&gt;st"));
         for raw in ["<b>", "<i>", "<Z>", "<a>", "<k>", "&\""] {
             assert!(!page.contains(raw), "unescaped {raw}");
         }
+    }
+
+    #[test]
+    fn a_script_in_a_strategy_name_or_symbol_is_escaped_by_the_templates() {
+        const NASTY: &str = "<script>alert(1)</script>&\"";
+        const ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;";
+        let mut r = run();
+        r.heading = NASTY.to_owned();
+        r.trades = vec![trade(0, NASTY, NASTY)];
+        r.summary = vec![(NASTY.to_owned(), NASTY.to_owned())];
+        let mut opt = optimisation(true);
+        opt.objective = NASTY.to_owned();
+        opt.method = NASTY.to_owned();
+        opt.param_names[0] = NASTY.to_owned();
+        if let Some(wf) = opt.walk_forward.as_mut() {
+            wf.mode = NASTY.to_owned();
+        }
+        let page = html(&Document {
+            title: NASTY.to_owned(),
+            runs: vec![r],
+            optimisation: Some(opt),
+        });
+        assert!(!page.to_lowercase().contains("<script"));
+        assert!(!page.contains(NASTY));
+        assert!(page.contains(&format!("<title>{ESCAPED}</title>")));
+        assert!(page.contains(&format!("<h1>{ESCAPED}</h1>")));
+        assert!(page.contains(&format!("<h2>{ESCAPED}</h2>")));
+        // The strategy and the symbol of the trade.
+        assert!(page.contains(&format!(
+            "<td class=\"l\">{ESCAPED}</td><td class=\"l\">{ESCAPED}</td>"
+        )));
+        // The parameter's name in the candidates table, the heatmap's heading and the windows' parameters.
+        assert!(page.contains(&format!("<th>{ESCAPED}</th>")));
+        assert!(page.contains(&format!("<h3>Best score by {ESCAPED} and slow</h3>")));
+        assert!(page.contains(&format!("{ESCAPED} = 10, slow = 30")));
+        // Inside the heatmap, the charts' own escape.
+        assert!(figure(&page, "heatmap").contains(ESCAPED));
     }
 
     #[test]
