@@ -12,8 +12,7 @@
 //!
 //! Inputs are plain types (`f64`, `i64`, `String`) so callers convert from their decimals and symbols; every
 //! caller-supplied text is HTML-escaped (by maud's templates on the page, by the charts' own escape in the
-//! SVG). Times are milliseconds since the Unix epoch and shown in UTC, formatted with `domain::calendar`'s
-//! days-to-civil conversion (no calendar crate).
+//! SVG). Times are milliseconds since the Unix epoch and shown in UTC, through jiff's calendar.
 //!
 //! Per run the page shows the summary table, the equity curve, the drawdown (equity minus its running peak,
 //! filled below zero), the monthly returns (see [`monthly_returns`]) and the trade list (at most
@@ -41,8 +40,6 @@ mod charts;
 mod format;
 mod page;
 mod time;
-
-use self::time::Civil;
 
 /// One backtest run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -166,8 +163,11 @@ pub fn monthly_returns(
     // (year, month 0..12, last equity of the month)
     let mut months: Vec<(i32, usize, f64)> = Vec::new();
     for &(t, v) in &curve {
-        let c = Civil::of(t);
-        let (y, m) = (c.year as i32, c.month as usize - 1);
+        let c = time::utc(t);
+        let (y, m) = (
+            i32::from(c.year()),
+            usize::from(c.month().unsigned_abs()) - 1,
+        );
         match months.last_mut() {
             Some(last) if last.0 == y && last.1 == m => last.2 = v,
             _ => months.push((y, m, v)),
@@ -221,12 +221,15 @@ fn clean_curve(points: &[(i64, f64)]) -> Vec<(i64, f64)> {
 #[cfg(test)]
 mod fixtures {
     //! Inputs and page probes shared by the tests of this module's files.
-    use super::time::{DAY_MS, HOUR_MS, MIN_MS};
+    use super::time::{HOUR_MS, MIN_MS};
     use super::*;
-    use crate::domain::calendar::days_from_civil;
 
-    pub(super) fn ms(y: i64, m: u32, d: u32) -> i64 {
-        days_from_civil(y, m, d) * DAY_MS
+    pub(super) fn ms(y: i16, m: i8, d: i8) -> i64 {
+        jiff::civil::date(y, m, d)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .expect("a UTC date")
+            .timestamp()
+            .as_millisecond()
     }
 
     pub(super) fn trade(i: i64, strategy: &str, symbol: &str) -> TradeRow {

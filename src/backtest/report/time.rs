@@ -1,9 +1,14 @@
 //! Dates and time ticks: UTC dates of ms-since-epoch times as the report shows them, and the calendar-aware
 //! ticks of a time axis.
 //!
-//! Apart so the calendar arithmetic is in one place, away from the drawing.
+//! Apart so the dates are in one place, away from the drawing. The calendar itself (days to dates, month
+//! lengths, leap years) is jiff's: [`utc`] turns a time into a `jiff::civil::DateTime` and [`month_start`]
+//! a month back into a time; this file only lays the fields out and chooses the ticks. jiff covers the
+//! years -9999..=9999; times beyond are shown as its first or last instant (a report never has them).
 
-use crate::domain::calendar::{civil_from_days, days_from_civil};
+use jiff::civil::{Date, DateTime, Time};
+use jiff::tz::Offset;
+use jiff::Timestamp;
 
 pub(super) const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -53,44 +58,47 @@ pub(super) fn time_steps() -> Vec<Step> {
 
 /// Ticks of `step` within `[t0, t1]`; stops after eight (more are never wanted).
 pub(super) fn step_ticks(step: Step, t0: i64, t1: i64) -> Vec<i64> {
-    let (t0, t1) = (i128::from(t0), i128::from(t1));
     let mut out = Vec::new();
     match step {
         Step::Ms(len, offset) => {
+            let (t0, t1) = (i128::from(t0), i128::from(t1));
             let (len, offset) = (i128::from(len), i128::from(offset));
             let mut t = offset + (t0 - offset).div_euclid(len) * len;
             if t < t0 {
                 t += len;
             }
             while t <= t1 && out.len() < 8 {
-                out.push(t);
+                out.extend(i64::try_from(t).ok());
                 t += len;
             }
         }
         Step::Months(k) => {
-            let k = i128::from(k);
-            let c = Civil::of(i64::try_from(t0).unwrap_or(0));
-            let mut mi = i128::from(c.year) * 12 + i128::from(c.month) - 1;
-            if month_start(mi) < t0 {
+            let c = utc(t0);
+            let mut mi = i64::from(c.year()) * 12 + i64::from(c.month()) - 1;
+            if month_start(mi).is_some_and(|s| s < t0) {
                 mi += 1;
             }
             mi += (k - mi.rem_euclid(k)) % k;
-            while month_start(mi) <= t1 && out.len() < 8 {
-                out.push(month_start(mi));
+            while let Some(t) = month_start(mi).filter(|&t| t <= t1) {
+                if out.len() >= 8 {
+                    break;
+                }
+                out.push(t);
                 mi += k;
             }
         }
     }
-    out.into_iter()
-        .filter_map(|t| i64::try_from(t).ok())
-        .collect()
+    out
 }
 
-/// Ms at the start of month index `mi` (year * 12 + month - 1).
-pub(super) fn month_start(mi: i128) -> i128 {
-    let year = i64::try_from(mi.div_euclid(12)).unwrap_or(i64::MAX / 1024);
-    let month = mi.rem_euclid(12) as u32 + 1;
-    i128::from(days_from_civil(year, month, 1)) * i128::from(DAY_MS)
+/// Ms at the start (UTC) of month index `mi` (year * 12 + month - 1); `None` outside jiff's years.
+pub(super) fn month_start(mi: i64) -> Option<i64> {
+    let year = i16::try_from(mi.div_euclid(12)).ok()?;
+    let month = i8::try_from(mi.rem_euclid(12) + 1).ok()?;
+    let start = Date::new(year, month, 1)
+        .ok()?
+        .to_datetime(Time::midnight());
+    Some(Offset::UTC.to_timestamp(start).ok()?.as_millisecond())
 }
 
 /// 4–6 date ticks on round calendar steps, labelled as precisely as the step needs; evenly spaced ticks
@@ -116,16 +124,16 @@ pub(super) fn time_ticks(t0: i64, t1: i64) -> Vec<(i64, String)> {
             .into_iter()
             .map(|t| {
                 let label = match step {
-                    Step::Months(k) if k % 12 == 0 => format!("{:04}", Civil::of(t).year),
+                    Step::Months(k) if k % 12 == 0 => format!("{:04}", utc(t).year()),
                     Step::Months(_) => {
-                        let c = Civil::of(t);
-                        format!("{:04}-{:02}", c.year, c.month)
+                        let c = utc(t);
+                        format!("{:04}-{:02}", c.year(), c.month())
                     }
                     Step::Ms(len, _) if len >= DAY_MS => fmt_day(t),
                     Step::Ms(len, _) if len >= MIN_MS => fmt_minute(t),
                     Step::Ms(..) => {
-                        let c = Civil::of(t);
-                        format!("{:02}:{:02}:{:02}", c.hour, c.minute, c.second)
+                        let c = utc(t);
+                        format!("{:02}:{:02}:{:02}", c.hour(), c.minute(), c.second())
                     }
                 };
                 (t, label)
@@ -141,55 +149,47 @@ pub(super) fn time_ticks(t0: i64, t1: i64) -> Vec<(i64, String)> {
     }
 }
 
-/// A UTC date and time of day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Civil {
-    pub(super) year: i64,
-    pub(super) month: u32,
-    pub(super) day: u32,
-    pub(super) hour: u32,
-    pub(super) minute: u32,
-    pub(super) second: u32,
-    pub(super) milli: u32,
+/// The UTC date and time of `ms` since the Unix epoch; outside jiff's range, its first or last instant.
+pub(super) fn utc(ms: i64) -> DateTime {
+    let at = Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    });
+    Offset::UTC.to_datetime(at)
 }
 
-impl Civil {
-    pub(super) fn of(ms: i64) -> Self {
-        let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
-        let rem = ms.rem_euclid(DAY_MS);
-        let secs = rem / SEC_MS;
-        Self {
-            year,
-            month,
-            day,
-            hour: (secs / 3600) as u32,
-            minute: (secs / 60 % 60) as u32,
-            second: (secs % 60) as u32,
-            milli: (rem % SEC_MS) as u32,
-        }
-    }
-}
-
+/// `YYYY-MM-DD` (UTC).
 pub(super) fn fmt_day(ms: i64) -> String {
-    let c = Civil::of(ms);
-    format!("{:04}-{:02}-{:02}", c.year, c.month, c.day)
+    let c = utc(ms);
+    format!("{:04}-{:02}-{:02}", c.year(), c.month(), c.day())
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC).
 pub(super) fn fmt_minute(ms: i64) -> String {
-    let c = Civil::of(ms);
+    let c = utc(ms);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}",
-        c.year, c.month, c.day, c.hour, c.minute
+        c.year(),
+        c.month(),
+        c.day(),
+        c.hour(),
+        c.minute()
     )
 }
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
 pub(super) fn fmt_msc(ms: i64) -> String {
-    let c = Civil::of(ms);
+    let c = utc(ms);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.milli
+        c.year(),
+        c.month(),
+        c.day(),
+        c.hour(),
+        c.minute(),
+        c.second(),
+        c.millisecond()
     )
 }
 
@@ -199,10 +199,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn utc_dates_come_from_days_to_civil() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2024, 1, 1), 19_723);
-        assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+    fn utc_dates_are_laid_out_to_the_minute_or_the_millisecond() {
         assert_eq!(fmt_minute(0), "1970-01-01 00:00");
         assert_eq!(
             fmt_msc(951_782_400_000 + 13 * HOUR_MS + 7),
@@ -211,11 +208,13 @@ mod tests {
         assert_eq!(fmt_msc(-1), "1969-12-31 23:59:59.999");
         assert_eq!(fmt_day(ms(2100, 3, 1) - 1), "2100-02-28");
         assert_eq!(fmt_minute(1_709_251_199_000), "2024-02-29 23:59");
-        for days in (-800_000..800_000).step_by(997) {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-            assert!((1..=12).contains(&m) && (1..=31).contains(&d));
-        }
+        assert_eq!(month_start(2024 * 12 + 1), Some(ms(2024, 2, 1)));
+        assert_eq!(month_start(1969 * 12 + 11), Some(ms(1969, 12, 1)));
+        // Beyond jiff's years: its last instant, no panic, no tick.
+        assert!(fmt_minute(i64::MAX).starts_with("9999-12-"));
+        assert!(fmt_msc(i64::MIN).starts_with("-9999-"));
+        assert_eq!(month_start(10_000 * 12), None);
+        assert_eq!(time_ticks(i64::MIN, i64::MAX).len(), 5);
     }
 
     #[test]
