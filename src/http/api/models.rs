@@ -20,15 +20,12 @@ use actix_web::{web, HttpRequest};
 use base64::Engine as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Authorized, Body, Deleted, Page, Reply, Stored};
 use crate::app::models::{self, point_alias};
 use crate::http::error::ApiError;
-use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
 use crate::storage::security::{AliasRow, ModelRow};
-use crate::storage::StorageError;
 
 /// The tier from which custom models may be uploaded and deployed.
 const TIER: &str = "professional";
@@ -414,7 +411,7 @@ pub async fn upload(
     let m = model_of(&auth, &path.1).await?;
     let max = auth.state.settings.models.max_file_bytes;
     let (manifest, bytes, field) = read_upload(&req, payload, max).await?;
-    let stored = models::add_version(&auth.state, &m, auth.actor(), manifest, bytes, &field).await?;
+    let stored = models::add_version(&auth.state, &m, auth.actor(), manifest, bytes, field).await?;
     let created = stored.created;
     let body = VersionUploaded {
         model: m.name,
