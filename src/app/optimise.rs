@@ -104,7 +104,7 @@ pub struct WalkForwardRequest {
 }
 
 /// One candidate of a finished optimisation, as `app::jobs::optimisations` writes it (the schema of
-/// [`OptimisationView::results`]' items).
+/// `OptimisationView::results`' items).
 #[derive(Debug, JsonSchema)]
 pub struct Candidate {
     /// The parameter set.
@@ -121,7 +121,7 @@ pub struct Candidate {
 }
 
 /// A walk-forward optimisation's result, as `app::jobs::optimisations` writes it (the schema of
-/// [`OptimisationView::walk_forward`]).
+/// `OptimisationView::walk_forward`).
 #[derive(Debug, JsonSchema)]
 pub struct WalkForwardResult {
     /// The windows' lengths, as asked.

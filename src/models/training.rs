@@ -1,10 +1,11 @@
 //! Training on stored bars: a direction classifier with walk-forward validation, exported to ONNX so that
 //! a trained model is served exactly like an uploaded one.
 //!
-//! **Data.** Rows come from the feature library ([`FeatureState`], the code serving runs), fed the bars in
-//! time order: the row at bar `t` is written after bar `t` closed and before any later bar is seen, so no
-//! feature can read the future (a test perturbs every later bar and checks the row is unchanged). The label
-//! of row `t` is whether the close `horizon` bars later is higher (`direction_probability`'s meaning).
+//! **Data.** Rows come from the feature library ([`FeatureState`](super::features::FeatureState), the code
+//! serving runs), fed the bars in time order: the row at bar `t` is written after bar `t` closed and before
+//! any later bar is seen, so no feature can read the future (a test perturbs every later bar and checks the
+//! row is unchanged). The label of row `t` is whether the close `horizon` bars later is higher
+//! (`direction_probability`'s meaning).
 //!
 //! **Model.** Logistic regression from `smartcore` (a maintained crate; L-BFGS, L2 penalty) on features
 //! standardised with the training mean and deviation. The standardisation is folded into the weights, so

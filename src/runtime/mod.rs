@@ -9,7 +9,7 @@
 //!
 //! Why a layer of its own: storage writers, model hosts, the log writer and the tenant's actors all run under
 //! the same supervision; when the engine sat among the trading actors, every store imported the actors' folder.
-//! It depends on `config` (supervision settings) and `metrics` only.
+//! It depends on `config` (supervision settings), `metrics` and `domain` only.
 
 pub mod bus;
 pub mod events;

@@ -10,8 +10,6 @@ use crate::app::tenants::{view, CreateTenant, TenantView};
 use crate::domain::tier::Tier;
 use crate::http::error::ApiError;
 
-pub use crate::domain::tier::TIERS;
-
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetTier {
