@@ -182,7 +182,7 @@ mod tests {
     fn bar(close: &str) -> Bar {
         let d = |s: &str| s.parse::<Decimal>().unwrap_or_default();
         Bar {
-            symbol: Symbol("EURUSD".into()),
+            symbol: Symbol::new("EURUSD"),
             timeframe: Timeframe::M1,
             open_time_ms: 60_000,
             open: d("1.1"),
@@ -211,7 +211,7 @@ mod tests {
         drop(w);
         assert_eq!(feed.watchers.load(Ordering::Relaxed), 0);
         let s = feed.read();
-        let (count, latest) = &s.bars[&(Symbol("EURUSD".into()), Timeframe::M1)];
+        let (count, latest) = &s.bars[&(Symbol::new("EURUSD"), Timeframe::M1)];
         assert_eq!((*count, latest.close.to_string()), (2, "1.16".to_owned()));
         assert_eq!(s.pnl.0, 1);
         assert_eq!(s.curve.len(), 1);

@@ -238,7 +238,7 @@ impl Mt5Session {
             seq,
             client_order_id: o.client_order_id.clone(),
             action,
-            symbol: o.symbol.0,
+            symbol: o.symbol.into_string(),
             order_type: mt5_order_type(o.side, o.kind),
             volume: o.volume,
             price,
@@ -315,7 +315,7 @@ impl Mt5Session {
         }
         if let Some(md) = self.tenant.market_data.get() {
             let tick = TickReceived(Tick {
-                symbol: Symbol(f.symbol),
+                symbol: Symbol::new(f.symbol),
                 time_msc: f.time_msc,
                 bid: f.bid,
                 ask: f.ask,
@@ -369,7 +369,7 @@ impl Mt5Session {
                 self.last_tick_msc = h.last_tick_msc.or(self.last_tick_msc);
             }
             Inbound::Account(a) => {
-                if a.login != self.login.0 {
+                if a.login != self.login.get() {
                     return self.send_error(
                         ErrorCode::InvalidValue,
                         format!(

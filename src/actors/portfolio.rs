@@ -645,7 +645,7 @@ impl Handler<AccountReceived> for Portfolio {
 
     fn handle(&mut self, AccountReceived(info): AccountReceived, _ctx: &mut Self::Context) {
         self.ledger.set_mode(
-            Login(info.login),
+            Login::new(info.login),
             AccountMode::from_margin_mode(info.margin_mode),
         );
     }
@@ -725,7 +725,7 @@ fn terminal_positions(positions: &[PositionItem]) -> HashMap<Symbol, (Decimal, D
         } else {
             Decimal::NEGATIVE_ONE
         };
-        let s = sums.entry(Symbol(p.symbol.clone())).or_insert((
+        let s = sums.entry(Symbol::new(p.symbol.clone())).or_insert((
             Decimal::ZERO,
             Decimal::ZERO,
             Decimal::ZERO,

@@ -81,7 +81,7 @@ impl Risk {
         let close = bar.close.to_f64().unwrap_or(f64::NAN);
         let pushed = self
             .returns
-            .push_closes(bar.open_time_ms, &[(bar.symbol.0.clone(), close)]);
+            .push_closes(bar.open_time_ms, &[(bar.symbol.as_str().to_owned(), close)]);
         if !matches!(pushed, Ok(true)) || self.returns.len() < MIN_CORRELATION_ROWS {
             return;
         }
@@ -113,9 +113,9 @@ impl Risk {
         let quotes = self.tenant.quotes.read();
         for (symbol, q) in quotes.iter() {
             let mid = (q.bid + q.ask) / rust_decimal::Decimal::TWO;
-            let value = (mid * self.tenant.contract_size(&symbol.0)).to_f64();
+            let value = (mid * self.tenant.contract_size(symbol.as_str())).to_f64();
             if let Some(v) = value.filter(|v| v.is_finite()) {
-                self.gate.lot_values.insert(symbol.0.clone(), v);
+                self.gate.lot_values.insert(symbol.as_str().to_owned(), v);
             }
         }
     }
@@ -187,7 +187,7 @@ impl Actor for Risk {
                     let mut all = Vec::new();
                     for s in symbols {
                         let q = GetRecentBars {
-                            symbol: crate::domain::Symbol(s),
+                            symbol: crate::domain::Symbol::new(s),
                             timeframe: crate::domain::Timeframe::M1,
                             limit: super::market_data::RECENT_BARS,
                         };

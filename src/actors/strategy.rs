@@ -56,7 +56,7 @@ impl StrategyHost {
         if let Some(portfolio) = self.tenant.portfolio.get() {
             portfolio.do_send(Signal {
                 strategy_id: self.route.settings.id.clone(),
-                account: self.route.settings.account.map(Login),
+                account: self.route.settings.account.map(Login::new),
                 symbol: self.route.symbol.clone(),
                 target,
                 at_ms,

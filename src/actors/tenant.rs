@@ -362,7 +362,7 @@ impl TenantContext {
             .map_err(|e| format!("strategy `{}`: {e}", s.id))?;
         Ok(StrategyRoute {
             settings: s.clone(),
-            symbol: Symbol(s.symbol.clone()),
+            symbol: Symbol::new(s.symbol.clone()),
             timeframe,
         })
     }
@@ -455,7 +455,7 @@ impl TenantContext {
             if let Some(portfolio) = self.portfolio.get() {
                 portfolio.do_send(super::messages::Signal {
                     strategy_id: s.id.clone(),
-                    account: s.account.map(Login),
+                    account: s.account.map(Login::new),
                     symbol: route.symbol.clone(),
                     target: Decimal::ZERO,
                     at_ms: crate::domain::now_ms(),

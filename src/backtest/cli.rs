@@ -311,7 +311,7 @@ pub fn report_run(
             .map(|d| report::TradeRow {
                 time_msc: d.fill.time_msc,
                 strategy: d.strategy_id.clone().unwrap_or_default(),
-                symbol: d.fill.symbol.0.clone(),
+                symbol: d.fill.symbol.as_str().to_owned(),
                 side: d.fill.side.as_str().to_owned(),
                 volume: d.fill.volume.normalize().to_string(),
                 price: d.fill.price.to_string(),
@@ -538,7 +538,7 @@ pub fn optimise(a: OptimiseArgs) -> Result<(), CliError> {
     let registry = StrategyRegistry::default();
 
     let started = Instant::now();
-    let symbol = Symbol(a.symbol.clone());
+    let symbol = Symbol::new(a.symbol.clone());
     let history = History::collect(&symbol, a.source.open(Some(&a.symbol))?)
         .map_err(|e| a.source.error(e))?;
     if history.is_empty() {

@@ -937,12 +937,12 @@ impl Symbols {
     /// The last symbol looked up, if its name is `name`.
     fn same_as_last(&self, name: &[u8]) -> Option<usize> {
         let (s, _) = self.list.get(self.last)?;
-        (s.0.as_bytes() == name).then_some(self.last)
+        (s.as_str().as_bytes() == name).then_some(self.last)
     }
 
     fn id(&mut self, name: &str) -> usize {
         if let Some((s, _)) = self.list.get(self.last) {
-            if s.0 == name {
+            if s.as_str() == name {
                 return self.last;
             }
         }
@@ -950,7 +950,7 @@ impl Symbols {
             Some(&i) => i,
             None => {
                 let i = self.list.len();
-                self.list.push((Symbol(name.to_owned()), i64::MIN));
+                self.list.push((Symbol::new(name.to_owned()), i64::MIN));
                 self.index.insert(name.to_owned(), i);
                 i
             }
@@ -1936,7 +1936,7 @@ mod tests {
 
     fn tick(symbol: &str, time_msc: i64, bid: &str, ask: &str) -> Tick {
         Tick {
-            symbol: Symbol(symbol.to_owned()),
+            symbol: Symbol::new(symbol.to_owned()),
             time_msc,
             bid: dec(bid),
             ask: dec(ask),

@@ -35,7 +35,7 @@ use crate::sim::broker::{Broker, BrokerConfig};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
 /// The account the backtest trades on.
-const ACCOUNT: Login = Login(1);
+const ACCOUNT: Login = Login::new(1);
 const STRATEGY_ID: &str = "backtest";
 
 /// What to test and how to execute.
@@ -66,7 +66,7 @@ pub const MAX_CURVE_POINTS: usize = 20_000;
 impl BacktestConfig {
     pub fn new(symbol: &str, strategy: &str, params: Params, timeframe: Timeframe) -> Self {
         Self {
-            symbol: Symbol(symbol.to_owned()),
+            symbol: Symbol::new(symbol.to_owned()),
             strategy: strategy.to_owned(),
             params,
             timeframe,
@@ -199,7 +199,7 @@ impl Backtest {
     /// symbol, strategy and timeframe are not used).
     pub fn portfolio(cfg: BacktestConfig, legs: Vec<Leg>) -> Self {
         let broker = Broker::new(BrokerConfig {
-            login: ACCOUNT.0,
+            login: ACCOUNT.get(),
             mode: AccountMode::Netting,
             balance: cfg.balance,
             contract_size: cfg.contract_size,
@@ -229,7 +229,7 @@ impl Backtest {
         timeframes.sort();
         let gate = RiskGate::new(
             cfg.risk.clone(),
-            instruments.iter().map(|i| i.symbol.0.clone()),
+            instruments.iter().map(|i| i.symbol.as_str().to_owned()),
         );
         Self {
             builder: BarBuilder::new(&timeframes),
@@ -394,7 +394,7 @@ impl Backtest {
                     seq,
                     client_order_id: order.client_order_id.clone(),
                     action: action::DEAL,
-                    symbol: order.symbol.0.clone(),
+                    symbol: order.symbol.as_str().to_owned(),
                     order_type: mt5_order_type(order.side, order.kind),
                     volume: order.volume,
                     price: Decimal::ZERO,
@@ -526,7 +526,7 @@ impl Backtest {
                 LegReport {
                     id: leg.id.clone(),
                     strategy: leg.kind.clone(),
-                    symbol: leg.symbol.0.clone(),
+                    symbol: leg.symbol.as_str().to_owned(),
                     timeframe: leg.timeframe.to_string(),
                     orders: orders
                         .iter()
@@ -564,7 +564,7 @@ impl Backtest {
         };
         let (symbol, strategy, timeframe) = if single {
             (
-                self.legs[0].symbol.0.clone(),
+                self.legs[0].symbol.as_str().to_owned(),
                 self.legs[0].kind.clone(),
                 self.legs[0].timeframe.to_string(),
             )

@@ -1014,7 +1014,7 @@ mod tests {
     fn a_tape_replays_exactly_what_feeding_every_tick_gives() {
         let ticks = walk(60_000);
         let registry = StrategyRegistry::default();
-        let symbol = Symbol("EURUSD".into());
+        let symbol = Symbol::new("EURUSD");
         let history =
             History::collect(&symbol, ticks.iter().cloned().map(Ok::<_, ()>)).expect("history");
         for (fast, slow, tf) in [(3.0, 8.0, Timeframe::M1), (5.0, 21.0, Timeframe::M5)] {
@@ -1044,9 +1044,8 @@ mod tests {
     fn optimising_a_strategy_on_a_tape_ranks_its_backtests_by_the_objective() {
         let ticks = walk(30_000);
         let registry = StrategyRegistry::default();
-        let history =
-            History::collect(&Symbol("EURUSD".into()), ticks.into_iter().map(Ok::<_, ()>))
-                .expect("history");
+        let history = History::collect(&Symbol::new("EURUSD"), ticks.into_iter().map(Ok::<_, ()>))
+            .expect("history");
         let tape = history.tape(Timeframe::M1);
         let template = BacktestConfig::new("EURUSD", "ema_cross", Params::new(), Timeframe::M1);
         let space = Space::new(vec![

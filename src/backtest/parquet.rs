@@ -119,7 +119,7 @@ pub fn write_ticks<W: Write + Send>(
         if with_symbol {
             group
                 .symbols
-                .push(ByteArray::from(tick.symbol.0.into_bytes()));
+                .push(ByteArray::from(tick.symbol.as_str().as_bytes().to_vec()));
         } else {
             match &only_symbol {
                 None => only_symbol = Some(tick.symbol),
@@ -128,7 +128,7 @@ pub fn write_ticks<W: Write + Send>(
                     return Err(row_error(
                         rows,
                         "symbol",
-                        Some(tick.symbol.0),
+                        Some(tick.symbol.into_string()),
                         format!(
                         "ticks of a second symbol (the first was {first}) need the symbol column"
                     ),
@@ -677,7 +677,7 @@ impl ParquetTicks {
             None => self.last.push((symbol.clone(), now)),
         }
         Ok(Some(Tick {
-            symbol: Symbol(symbol),
+            symbol: Symbol::new(symbol),
             time_msc,
             bid,
             ask,
@@ -821,7 +821,7 @@ mod tests {
 
     fn tick(symbol: &str, time_msc: i64, bid: &str, ask: &str) -> Tick {
         Tick {
-            symbol: Symbol(symbol.to_owned()),
+            symbol: Symbol::new(symbol.to_owned()),
             time_msc,
             bid: dec(bid),
             ask: dec(ask),
@@ -886,7 +886,7 @@ mod tests {
         for symbol in ["EURUSD", "GBPUSD"] {
             let one: Vec<Tick> = ticks
                 .iter()
-                .filter(|t| t.symbol.0 == symbol)
+                .filter(|t| t.symbol.as_str() == symbol)
                 .cloned()
                 .collect();
             let path = dir.path().join(format!("{symbol}.parquet"));
@@ -928,7 +928,7 @@ mod tests {
         let make = |i: i64| {
             let bid = Decimal::new(108_000 + i % 997, 5);
             Tick {
-                symbol: Symbol(if i % 3 == 0 { "GBPUSD" } else { "EURUSD" }.to_owned()),
+                symbol: Symbol::new(if i % 3 == 0 { "GBPUSD" } else { "EURUSD" }.to_owned()),
                 time_msc: 1_700_000_000_000 + i * 7,
                 bid,
                 ask: bid + Decimal::new(i % 13, 5),
@@ -1169,7 +1169,7 @@ mod tests {
                 .map(|(bid, spread, step)| {
                     time += step;
                     Tick {
-                        symbol: Symbol("EURUSD".into()),
+                        symbol: Symbol::new("EURUSD"),
                         time_msc: time,
                         bid: Decimal::new(*bid, 5),
                         ask: Decimal::new(bid + spread, 5),

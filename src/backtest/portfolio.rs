@@ -131,7 +131,7 @@ impl Spec {
             legs.push(Leg {
                 id: l.id.clone(),
                 kind: l.kind.clone(),
-                symbol: Symbol(l.symbol.clone()),
+                symbol: Symbol::new(l.symbol.clone()),
                 timeframe: Timeframe::parse(&l.timeframe).unwrap_or(Timeframe::M1),
                 strategy,
             });

@@ -116,7 +116,7 @@ fn read_formats(dir: &std::path::Path, ticks: &[Tick]) -> anyhow::Result<()> {
 }
 
 fn grid(ticks: &[Tick]) -> anyhow::Result<()> {
-    let symbol = Symbol("EURUSD".into());
+    let symbol = Symbol::new("EURUSD");
     let started = Instant::now();
     let history = History::collect(&symbol, ticks.iter().cloned().map(Ok::<_, ()>))
         .map_err(|_| anyhow::anyhow!("history"))?;
@@ -184,7 +184,7 @@ fn stream() -> anyhow::Result<()> {
         let mut line = String::with_capacity(64);
         let point = Decimal::new(1, 5);
         let mut walk = RandomWalk::new(
-            vec![(Symbol("EURUSD".into()), Decimal::new(110_000, 5), point)],
+            vec![(Symbol::new("EURUSD"), Decimal::new(110_000, 5), point)],
             1_500_000_000_000,
             25,
             3,

@@ -687,7 +687,7 @@ async fn tree() -> anyhow::Result<()> {
         tenants.push(t);
     }
     for (i, t) in tenants.iter().enumerate() {
-        t.session(Login(10_000 + i as u64))
+        t.session(Login::new(10_000 + i as u64))
             .await
             .context("session")?;
     }

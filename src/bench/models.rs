@@ -497,7 +497,7 @@ async fn feed_two_bars(port: u16, tenant: &TenantContext) -> anyhow::Result<()> 
     for _ in 0..1_000 {
         let bars = md
             .send(GetRecentBars {
-                symbol: Symbol("EURUSD".into()),
+                symbol: Symbol::new("EURUSD"),
                 timeframe: Timeframe::M1,
                 limit: 10,
             })

@@ -255,7 +255,7 @@ impl DealFrame {
                 .and_then(|c| ledger.strategy_of(c)),
             client_order_id,
             fill: Fill {
-                symbol: Symbol(self.symbol.clone()),
+                symbol: Symbol::new(self.symbol.clone()),
                 side,
                 volume: self.volume,
                 price: self.price,

@@ -579,13 +579,13 @@ mod tests {
 
     fn deal(ticket: u64, side: Side, volume: &str, price: &str, time_msc: i64) -> Deal {
         Deal {
-            account: Login(1),
+            account: Login::new(1),
             ticket,
             order: ticket,
             client_order_id: None,
             strategy_id: None,
             fill: Fill {
-                symbol: Symbol("EURUSD".into()),
+                symbol: Symbol::new("EURUSD"),
                 side,
                 volume: d(volume),
                 price: d(price),
@@ -607,10 +607,10 @@ mod tests {
         // The terminal holds 0.1 long EURUSD (someone closed 0.2 where trellis could not see) and 0.2 short
         // GBPUSD that trellis never heard of.
         let terminal = HashMap::from([
-            (Symbol("EURUSD".into()), (d("0.1"), d("1.1000"), 7)),
-            (Symbol("GBPUSD".into()), (d("-0.2"), d("1.2500"), 9)),
+            (Symbol::new("EURUSD"), (d("0.1"), d("1.1000"), 7)),
+            (Symbol::new("GBPUSD"), (d("-0.2"), d("1.2500"), 9)),
         ]);
-        let adopted = ledger.adoption_deals(Login(1), &terminal, 100);
+        let adopted = ledger.adoption_deals(Login::new(1), &terminal, 100);
         for a in &adopted {
             assert!(ledger.apply_deal(a, false, contract, 100));
         }
@@ -634,29 +634,31 @@ mod tests {
         );
         assert!(adopted.iter().all(Deal::is_reconciliation));
         assert_eq!(adopted[1].ticket, adopted[0].ticket + 1);
-        let book = ledger.account(Login(1));
-        assert_eq!(book.net(&Symbol("EURUSD".into())), d("0.1"));
-        assert_eq!(book.net(&Symbol("GBPUSD".into())), d("-0.2"));
+        let book = ledger.account(Login::new(1));
+        assert_eq!(book.net(&Symbol::new("EURUSD")), d("0.1"));
+        assert_eq!(book.net(&Symbol::new("GBPUSD")), d("-0.2"));
         assert_eq!(
             book.realised,
             Decimal::ZERO,
             "closing at trellis's own price invents no profit"
         );
-        assert!(ledger.adoption_deals(Login(1), &terminal, 200).is_empty());
+        assert!(ledger
+            .adoption_deals(Login::new(1), &terminal, 200)
+            .is_empty());
     }
 
     #[test]
     fn the_reconcile_point_is_the_last_trade_server_deal_not_a_reconciliation_entry() {
         let mut ledger = Ledger::new();
         let contract = Decimal::from(100_000);
-        assert_eq!(ledger.last_deal(Login(1)), None);
+        assert_eq!(ledger.last_deal(Login::new(1)), None);
         ledger.apply_deal(&deal(10, Side::Buy, "0.1", "1.1", 500), false, contract, 0);
         ledger.apply_deal(&deal(12, Side::Buy, "0.1", "1.1", 400), false, contract, 0);
-        let terminal = HashMap::from([(Symbol("EURUSD".into()), (d("0.5"), d("1.1"), 7))]);
-        for a in ledger.adoption_deals(Login(1), &terminal, 9_999) {
+        let terminal = HashMap::from([(Symbol::new("EURUSD"), (d("0.5"), d("1.1"), 7))]);
+        for a in ledger.adoption_deals(Login::new(1), &terminal, 9_999) {
             ledger.apply_deal(&a, false, contract, 0);
         }
-        assert_eq!(ledger.last_deal(Login(1)), Some((500, 12)));
+        assert_eq!(ledger.last_deal(Login::new(1)), Some((500, 12)));
     }
 
     #[test]
@@ -664,8 +666,8 @@ mod tests {
         let mut ledger = Ledger::new();
         let (seq, mut order) = ledger.new_order(
             None,
-            Login(1),
-            Symbol("EURUSD".into()),
+            Login::new(1),
+            Symbol::new("EURUSD"),
             Side::Buy,
             d("0.2"),
             0,
@@ -681,7 +683,7 @@ mod tests {
             order: 77,
             comment: comment.into(),
         };
-        ledger.apply_result(Login(1), &answer(retcode::PLACED, ""), 1);
+        ledger.apply_result(Login::new(1), &answer(retcode::PLACED, ""), 1);
         assert_eq!(
             ledger.order(&id).map(|o| o.1.status),
             Some(OrderStatus::Placed)
@@ -733,8 +735,8 @@ mod tests {
         let mut ledger = Ledger::new();
         let (seq, mut order) = ledger.new_order(
             None,
-            Login(1),
-            Symbol("EURUSD".into()),
+            Login::new(1),
+            Symbol::new("EURUSD"),
             Side::Buy,
             d("0.1"),
             0,

@@ -48,7 +48,24 @@ impl fmt::Display for TenantId {
     schemars::JsonSchema,
 )]
 #[serde(transparent)]
-pub struct Login(pub u64);
+pub struct Login(u64);
+
+impl Login {
+    pub const fn new(login: u64) -> Self {
+        Self(login)
+    }
+
+    /// The account number as MT5 gives it.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl From<u64> for Login {
+    fn from(login: u64) -> Self {
+        Self(login)
+    }
+}
 
 impl fmt::Display for Login {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -61,11 +78,25 @@ impl fmt::Display for Login {
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(transparent)]
-pub struct Symbol(pub String);
+pub struct Symbol(String);
 
 impl Symbol {
+    pub fn new(symbol: impl Into<String>) -> Self {
+        Self(symbol.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl From<String> for Symbol {
+    fn from(s: String) -> Self {
+        Self(s)
     }
 }
 

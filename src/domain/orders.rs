@@ -244,7 +244,7 @@ mod tests {
     fn order() -> Order {
         Order {
             client_order_id: "c1".into(),
-            account: Login(1),
+            account: Login::new(1),
             strategy_id: None,
             symbol: "EURUSD".into(),
             side: Side::Buy,

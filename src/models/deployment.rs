@@ -149,7 +149,7 @@ impl Deployment {
         Ok(Self {
             id: s.id.clone(),
             settings: s.clone(),
-            symbol: Symbol(s.symbol.clone()),
+            symbol: Symbol::new(s.symbol.clone()),
             timeframe,
             traffic,
             shadow,

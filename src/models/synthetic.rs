@@ -40,7 +40,7 @@ pub fn bars_from_returns(returns: &[f64]) -> Vec<Bar> {
             let open = close;
             close *= r.exp();
             Bar {
-                symbol: Symbol("EURUSD".into()),
+                symbol: Symbol::new("EURUSD"),
                 timeframe: Timeframe::M1,
                 open_time_ms: FIRST_BAR_MS + i as i64 * 60_000,
                 open: dec(open),

@@ -57,7 +57,7 @@ impl RandomWalk {
                     "XAUUSD" => (Decimal::new(200_000, 2), Decimal::new(1, 2)),
                     _ => (Decimal::new(110_000, 5), Decimal::new(1, 5)),
                 };
-                (Symbol(n.clone()), start, point)
+                (Symbol::new(n.clone()), start, point)
             })
             .collect()
     }

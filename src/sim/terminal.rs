@@ -448,7 +448,7 @@ async fn session(
                     let fired = lock(broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
                     link.last_tick_msc = Some(t.time_msc);
                     let seq = link.seq();
-                    let tick = TickFrame { seq, symbol: t.symbol.0, time_msc: t.time_msc, bid: t.bid, ask: t.ask,
+                    let tick = TickFrame { seq, symbol: t.symbol.into_string(), time_msc: t.time_msc, bid: t.bid, ask: t.ask,
                         last: None, volume: None, flags: Some(6) };
                     let mut out = vec![frame("tick", &tick).to_string()];
                     lock(stats).ticks_sent += 1;

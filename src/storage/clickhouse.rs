@@ -424,7 +424,7 @@ impl Handler<AppendTicks> for ClickHouseSeries {
             self.next_id += 1;
             let row = TickRow {
                 tenant_id: msg.tenant.clone(),
-                symbol: t.symbol.0,
+                symbol: t.symbol.into_string(),
                 time_msc: t.time_msc,
                 bid: t.bid.to_f64().unwrap_or(f64::NAN),
                 ask: t.ask.to_f64().unwrap_or(f64::NAN),
@@ -446,7 +446,7 @@ impl Handler<AppendBars> for ClickHouseSeries {
         for b in msg.bars {
             self.push(Pending::Bar(BarRow {
                 tenant_id: msg.tenant.clone(),
-                symbol: b.symbol.0,
+                symbol: b.symbol.into_string(),
                 timeframe: b.timeframe.as_str().to_owned(),
                 open_time_ms: b.open_time_ms,
                 open: b.open.to_f64().unwrap_or(f64::NAN),
@@ -470,7 +470,7 @@ impl Handler<AppendPredictions> for ClickHouseSeries {
                 tenant_id: msg.tenant.clone(),
                 model: p.deployment,
                 version: p.version,
-                symbol: p.symbol.0,
+                symbol: p.symbol.into_string(),
                 time_msc: p.bar_open_ms,
                 value: p.value,
                 id,
@@ -487,11 +487,11 @@ impl Handler<AppendFills> for ClickHouseSeries {
         for d in msg.deals {
             self.push(Pending::Fill(FillRow {
                 tenant_id: msg.tenant.clone(),
-                account: d.account.0,
+                account: d.account.get(),
                 deal_ticket: d.ticket,
                 client_order_id: d.client_order_id.unwrap_or_default(),
                 strategy_id: d.strategy_id.unwrap_or_default(),
-                symbol: d.fill.symbol.0,
+                symbol: d.fill.symbol.into_string(),
                 side: d.fill.side.as_str().to_owned(),
                 volume: d.fill.volume.to_string(),
                 price: d.fill.price.to_string(),
@@ -583,7 +583,7 @@ pub async fn stream_ticks(
     let mut batch = Vec::with_capacity(chunk.max(1));
     while let Some(r) = cursor.next().await.map_err(unavailable)? {
         batch.push(crate::domain::Tick {
-            symbol: crate::domain::Symbol(r.symbol),
+            symbol: crate::domain::Symbol::new(r.symbol),
             time_msc: r.time_msc,
             bid: dec(r.bid)?,
             ask: dec(r.ask)?,
@@ -630,7 +630,7 @@ pub async fn load_bars(
     rows.into_iter()
         .map(|r| {
             Ok(crate::domain::Bar {
-                symbol: crate::domain::Symbol(r.symbol),
+                symbol: crate::domain::Symbol::new(r.symbol),
                 timeframe,
                 open_time_ms: r.open_time_ms,
                 open: dec(r.open)?,

@@ -296,7 +296,7 @@ impl Handler<SaveOrder> for PgRelational {
             .bind(&msg.tenant)
             .bind(&o.client_order_id)
             .bind(msg.seq as i64)
-            .bind(o.account.0 as i64)
+            .bind(o.account.get() as i64)
             .bind(&o.strategy_id)
             .bind(o.symbol.as_str())
             .bind(o.side.as_str())
@@ -344,7 +344,7 @@ impl Handler<SaveDeal> for PgRelational {
                  ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
             )
             .bind(&msg.tenant)
-            .bind(d.account.0 as i64)
+            .bind(d.account.get() as i64)
             .bind(d.ticket as i64)
             .bind(d.order as i64)
             .bind(&d.client_order_id)

@@ -223,9 +223,9 @@ impl TryFrom<OrderRow> for (u64, Order) {
             r.seq as u64,
             Order {
                 client_order_id: r.client_order_id,
-                account: Login(r.account as u64),
+                account: Login::new(r.account as u64),
                 strategy_id: r.strategy_id,
-                symbol: Symbol(r.symbol),
+                symbol: Symbol::new(r.symbol),
                 side: side(&r.side)?,
                 kind,
                 volume: dec("volume", &r.volume)?,
@@ -263,13 +263,13 @@ impl TryFrom<DealRow> for Deal {
             }
         };
         Ok(Deal {
-            account: Login(r.account as u64),
+            account: Login::new(r.account as u64),
             ticket: r.deal_ticket as u64,
             order: r.order_ticket as u64,
             client_order_id: r.client_order_id,
             strategy_id: r.strategy_id,
             fill: Fill {
-                symbol: Symbol(r.symbol),
+                symbol: Symbol::new(r.symbol),
                 side: side(&r.side)?,
                 volume: dec("volume", &r.volume)?,
                 price: dec("price", &r.price)?,
@@ -309,7 +309,7 @@ impl Handler<SaveOrder> for Relational {
             .bind(&msg.tenant)
             .bind(&o.client_order_id)
             .bind(msg.seq as i64)
-            .bind(o.account.0 as i64)
+            .bind(o.account.get() as i64)
             .bind(&o.strategy_id)
             .bind(o.symbol.as_str())
             .bind(o.side.as_str())
@@ -346,7 +346,7 @@ impl Handler<SaveDeal> for Relational {
                  ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
             )
             .bind(&msg.tenant)
-            .bind(d.account.0 as i64)
+            .bind(d.account.get() as i64)
             .bind(d.ticket as i64)
             .bind(d.order as i64)
             .bind(&d.client_order_id)

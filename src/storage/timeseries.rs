@@ -228,7 +228,7 @@ pub async fn load_predictions(
                 crate::domain::Prediction {
                     deployment,
                     version,
-                    symbol: crate::domain::Symbol(symbol),
+                    symbol: crate::domain::Symbol::new(symbol),
                     bar_open_ms,
                     value,
                     latency_us: latency_us.max(0) as u64,
@@ -305,7 +305,7 @@ pub async fn stream_ticks(
         let mut batch = Vec::with_capacity(chunk.max(1));
         while let Some((symbol, time_msc, bid, ask)) = rows.try_next().await? {
             batch.push(Tick {
-                symbol: crate::domain::Symbol(symbol),
+                symbol: crate::domain::Symbol::new(symbol),
                 time_msc,
                 bid: dec(&bid)?,
                 ask: dec(&ask)?,
@@ -354,7 +354,7 @@ pub async fn load_bars(
     rows.into_iter()
         .map(|(open_time_ms, open, high, low, close, tick_volume)| {
             Ok(crate::domain::Bar {
-                symbol: crate::domain::Symbol(symbol.to_owned()),
+                symbol: crate::domain::Symbol::new(symbol.to_owned()),
                 timeframe,
                 open_time_ms,
                 open: dec(&open)?,

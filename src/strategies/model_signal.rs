@@ -58,7 +58,7 @@ mod tests {
         Prediction {
             deployment: "d".into(),
             version: "v".into(),
-            symbol: Symbol("EURUSD".into()),
+            symbol: Symbol::new("EURUSD"),
             bar_open_ms: 0,
             value,
             latency_us: 1,

@@ -308,7 +308,7 @@ async fn a_silent_terminal_is_declared_lost_and_its_account_blind() {
     assert_eq!(seen.close, Some(1008));
     let risk = t.risk.get().expect("risk");
     let state = risk.send(GetRiskState).await.expect("risk state");
-    assert_eq!(state.blind_accounts, vec![Login(7001)]);
+    assert_eq!(state.blind_accounts, vec![Login::new(7001)]);
     app.shutdown().await;
 }
 
@@ -419,7 +419,7 @@ async fn a_restarted_risk_actor_still_knows_which_accounts_are_blind() {
     assert_eq!(seen.error_codes(), vec!["heartbeat_timeout"]);
     let old = t.risk.get().expect("risk");
     let state = old.send(GetRiskState).await.expect("risk state");
-    assert_eq!(state.blind_accounts, vec![Login(7001)]);
+    assert_eq!(state.blind_accounts, vec![Login::new(7001)]);
 
     // Act: the risk actor stops; its supervisor starts a fresh one (its in-memory state is gone).
     old.do_send(trellis::runtime::supervisor::Shutdown {
@@ -433,6 +433,6 @@ async fn a_restarted_risk_actor_still_knows_which_accounts_are_blind() {
     // Assert: it asked the sessions, and the silent terminal's account is still blind.
     let fresh = t.risk.get().expect("risk");
     let state = fresh.send(GetRiskState).await.expect("risk state");
-    assert_eq!(state.blind_accounts, vec![Login(7001)]);
+    assert_eq!(state.blind_accounts, vec![Login::new(7001)]);
     app.shutdown().await;
 }

@@ -264,7 +264,7 @@ pub fn rising(sim: &SimHandle, n: i64) {
 
 pub fn tick(symbol: &str, t: i64, bid: &str, ask: &str) -> Tick {
     Tick {
-        symbol: Symbol(symbol.into()),
+        symbol: Symbol::new(symbol),
         time_msc: t,
         bid: d(bid),
         ask: d(ask),

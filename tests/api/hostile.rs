@@ -1223,7 +1223,7 @@ async fn session_epoch(app: &TestApp, tenant: &str, login: u64) -> u64 {
     let session = app
         .runtime
         .tenant(tenant)
-        .and_then(|t| t.session_of(Login(login)));
+        .and_then(|t| t.session_of(Login::new(login)));
     match session {
         Some(s) => s.send(GetSessionState).await.map_or(0, |state| state.epoch),
         None => 0,
@@ -1700,7 +1700,7 @@ where
         let quote = t
             .quotes
             .read()
-            .get(&Symbol("EURUSD".into()))
+            .get(&Symbol::new("EURUSD"))
             .map(|q| (q.bid, q.ask, q.time_msc));
         if quote != Some((bid, ask, clock)) {
             return Err(format!(
@@ -1719,7 +1719,7 @@ where
         let open: Vec<_> = snap
             .positions
             .iter()
-            .filter(|p| p.account == Login(login))
+            .filter(|p| p.account == Login::new(login))
             .collect();
         if !open.is_empty() {
             return Err(format!(
@@ -1731,7 +1731,7 @@ where
     .await?;
     // Acknowledged means stored: every frame sent is acknowledged once its records are written.
     let session = t
-        .session_of(Login(login))
+        .session_of(Login::new(login))
         .ok_or("the account has no session")?;
     let session = &session;
     eventually(|| async move {

@@ -181,7 +181,7 @@ async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_
     let p = app
         .wait_portfolio("crashy", "both longs", |p| p.deals.len() == 2)
         .await;
-    assert!(p.deals.iter().all(|d| d.fill.symbol.0 == "GBPUSD"));
+    assert!(p.deals.iter().all(|d| d.fill.symbol.as_str() == "GBPUSD"));
 
     // Act: every GBPUSD bar from minute 2 on is poison; one bar at a time, each failure restarted. (A bar
     // closes when the first tick of a later minute arrives.)
@@ -207,7 +207,7 @@ async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_
     }
     let traded = app
         .wait_portfolio("crashy", "the ema's buy", |p| {
-            p.deals.iter().any(|d| d.fill.symbol.0 == "EURUSD")
+            p.deals.iter().any(|d| d.fill.symbol.as_str() == "EURUSD")
         })
         .await;
 
@@ -247,7 +247,7 @@ async fn a_strategy_failing_on_every_bar_is_disabled_alone_its_position_follows_
     let gbp: Decimal = snap
         .positions
         .iter()
-        .filter(|p| p.position.symbol.0 == "GBPUSD")
+        .filter(|p| p.position.symbol.as_str() == "GBPUSD")
         .map(|p| p.position.signed_volume())
         .sum();
     assert_eq!(gbp, Decimal::new(1, 1));

@@ -71,7 +71,7 @@ async fn bars(app: &TestApp, tenant: &str, symbol: &str) -> Vec<Bar> {
     let t = app.runtime.tenant(tenant).expect("tenant runs");
     let md = t.market_data.get().expect("market data");
     md.send(GetRecentBars {
-        symbol: Symbol(symbol.into()),
+        symbol: Symbol::new(symbol),
         timeframe: Timeframe::M1,
         limit: 1_000,
     })
@@ -439,7 +439,7 @@ async fn models_that_give_nan_run_over_budget_or_panic_are_skipped_rolled_back_o
         .iter()
         .filter(|e| e.child != "model:panic-gbp")
         .all(|e| e.kind == EventKind::Started));
-    assert_eq!(traded.deals[0].fill.symbol.0, "EURUSD");
+    assert_eq!(traded.deals[0].fill.symbol.as_str(), "EURUSD");
     let n = &nan.versions[0];
     assert!(
         n.not_finite >= 10 && n.rolled_back && n.weight == 0.0,
@@ -477,7 +477,7 @@ async fn a_feature_that_drifts_from_its_training_reference_raises_an_alert_and_a
                     .expect("price")
             };
             Bar {
-                symbol: Symbol("EURUSD".into()),
+                symbol: Symbol::new("EURUSD"),
                 timeframe: Timeframe::M1,
                 open_time_ms: T0 + m * MINUTE,
                 open: p(open),

@@ -515,7 +515,12 @@ async fn a_position_that_history_cannot_explain_is_adopted_from_the_terminal_wit
     let held: HashMap<String, Decimal> = snap
         .positions
         .iter()
-        .map(|p| (p.position.symbol.0.clone(), p.position.signed_volume()))
+        .map(|p| {
+            (
+                p.position.symbol.as_str().to_owned(),
+                p.position.signed_volume(),
+            )
+        })
         .collect();
     assert_eq!(held, HashMap::from([("EURUSD".to_owned(), d("0.1"))]));
     let entries = app.audited("acme", "reconciliation.adopted", 1).await;

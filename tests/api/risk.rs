@@ -28,8 +28,8 @@ fn limits() -> RiskSettings {
 
 fn facts(symbol: &str, side: Side, volume: &str, net_before: &str, open: usize) -> OrderFacts {
     OrderFacts {
-        account: Login(7001),
-        symbol: Symbol(symbol.into()),
+        account: Login::new(7001),
+        symbol: Symbol::new(symbol),
         side,
         volume: d(volume),
         net_before: d(net_before),
@@ -91,7 +91,7 @@ async fn each_limit_rejects_with_its_code_and_a_reason() {
     );
 
     risk.do_send(AccountLink {
-        account: Login(7001),
+        account: Login::new(7001),
         state: LinkState::Lost,
     });
     assert_eq!(
@@ -103,7 +103,7 @@ async fn each_limit_rejects_with_its_code_and_a_reason() {
         "account_blind"
     );
     risk.do_send(AccountLink {
-        account: Login(7001),
+        account: Login::new(7001),
         state: LinkState::Connected,
     });
 
@@ -361,7 +361,7 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     let risk = t.risk.get().expect("risk");
-    let long_eur = vec![(Symbol("EURUSD".into()), d("1"))];
+    let long_eur = vec![(Symbol::new("EURUSD"), d("1"))];
     let cov = &view["covariance"];
     let (eur_var, symbols) = (cov[0][0].as_f64().expect("variance"), &view["symbols"]);
     let one_lot = 100_000.0 * 1.1 * eur_var.sqrt();
@@ -377,8 +377,8 @@ async fn the_portfolio_volatility_limit_refuses_correlated_exposure_and_accepts_
         .await
         .expect("limits set");
     let order = |side: Side| OrderFacts {
-        account: Login(7101),
-        symbol: Symbol("GBPUSD".into()),
+        account: Login::new(7101),
+        symbol: Symbol::new("GBPUSD"),
         side,
         volume: d("1"),
         net_before: d("0"),
@@ -430,8 +430,8 @@ async fn a_volatile_regime_scales_the_volume_and_position_limits_while_it_lasts(
     let t = app.add_tenant(settings).await;
     let risk = t.risk.get().expect("risk");
     let order = || OrderFacts {
-        account: Login(7201),
-        symbol: Symbol("EURUSD".into()),
+        account: Login::new(7201),
+        symbol: Symbol::new("EURUSD"),
         side: Side::Buy,
         volume: d("0.8"),
         net_before: d("0"),

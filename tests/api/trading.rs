@@ -69,7 +69,7 @@ async fn scripted_ticks_become_bars_orders_fills_and_a_position_with_pnl_checked
             pos.position.volume,
             pos.position.price_open
         ),
-        (Login(7001), Side::Sell, d("0.1"), d("1.0950"))
+        (Login::new(7001), Side::Sell, d("0.1"), d("1.0950"))
     );
     assert_eq!(snap.performance.realised_pnl, d("-82"));
     assert_eq!(snap.performance.total_pnl, d("-74"));
@@ -104,7 +104,7 @@ async fn bars_close_on_tick_time_across_gaps_and_out_of_order_ticks_are_dropped(
     for _ in 0..300 {
         bars = md
             .send(GetRecentBars {
-                symbol: Symbol("GBPUSD".into()),
+                symbol: Symbol::new("GBPUSD"),
                 timeframe: Timeframe::M1,
                 limit: 10,
             })
@@ -173,7 +173,7 @@ async fn a_link_that_drops_after_the_order_reaches_the_terminal_executes_it_once
     assert_eq!(snap.orders.len(), 1);
     assert_eq!(snap2.orders[0].status, OrderStatus::Filled);
     assert_eq!(snap2.positions[0].position.volume, d("0.1"));
-    let session = t.session_of(Login(7001)).expect("session");
+    let session = t.session_of(Login::new(7001)).expect("session");
     let state = session.send(GetSessionState).await.expect("session state");
     assert!(
         state.outbox.is_empty(),

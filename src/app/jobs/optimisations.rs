@@ -248,7 +248,7 @@ async fn load(
         }
     };
     read.map_err(|e| format!("reading the stored ticks: {e}"))?;
-    Ok(History::from_quotes(Symbol(symbol.to_owned()), quotes))
+    Ok(History::from_quotes(Symbol::new(symbol.to_owned()), quotes))
 }
 
 struct Searched {

@@ -197,7 +197,7 @@ impl TrainingJobs {
                 }
                 *last = now;
                 let request = JobRequest {
-                    symbol: d.symbol.0.clone(),
+                    symbol: d.symbol.as_str().to_owned(),
                     timeframe: d.timeframe.as_str().to_owned(),
                     from_ms: Some(now - window),
                     to_ms: Some(now),

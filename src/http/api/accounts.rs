@@ -52,10 +52,10 @@ pub struct AccountRemoved {
 }
 
 fn view(auth: &Authorized, a: &Mt5AccountRow) -> AccountView {
-    let connected = auth
-        .tenant
-        .as_ref()
-        .is_some_and(|t| t.session_of(crate::domain::Login(a.login as u64)).is_some());
+    let connected = auth.tenant.as_ref().is_some_and(|t| {
+        t.session_of(crate::domain::Login::new(a.login as u64))
+            .is_some()
+    });
     AccountView {
         login: a.login,
         server: a.server.clone(),

@@ -251,7 +251,7 @@ impl Channel {
         let unknown = || refuse("unknown_channel", format!("`{name}` is not a channel"));
         let symbol = |s: &str| {
             if t.symbols.contains(s) {
-                Ok(Symbol(s.to_owned()))
+                Ok(Symbol::new(s.to_owned()))
             } else {
                 Err(refuse(
                     "unknown_symbol",
@@ -1186,8 +1186,8 @@ impl Connection {
         let placed = portfolio
             .send(PlaceManualOrder {
                 client_order_id: format!("manual:{}", o.client_order_id),
-                account: o.account.map(crate::domain::Login),
-                symbol: Symbol(o.symbol),
+                account: o.account.map(crate::domain::Login::new),
+                symbol: Symbol::new(o.symbol),
                 side: o.side,
                 kind: o.kind,
                 volume: o.volume,

@@ -99,7 +99,7 @@ impl Conn {
         let Some((tenant, hello)) = self.handshake(&mut stream).await else {
             return;
         };
-        let login = Login(hello.login);
+        let login = Login::new(hello.login);
         let session = match tenant.session(login).await {
             Ok(s) => s,
             Err(e) => {
@@ -343,7 +343,7 @@ impl Conn {
             .sessions
             .read()
             .iter()
-            .filter(|(login, s)| **login != Login(hello.login) && s.connected())
+            .filter(|(login, s)| **login != Login::new(hello.login) && s.connected())
             .count();
         if others as u32 >= quota {
             return Err(format!(
