@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{market_data, strategies_supervisor, App, AppError};
+use super::{market_data, strategies_supervisor, valid_id, App, AppError};
 use crate::actors::messages::{DropDeployment, Redeploy, SetDeployment};
 use crate::actors::tenant::TenantContext;
 use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
@@ -253,11 +253,6 @@ pub(crate) fn checked(
             })
         })
         .collect()
-}
-
-/// Checks an id the way the API does; the error names the field.
-fn valid_id(what: &str, s: &str) -> Result<(), AppError> {
-    crate::domain::valid_id(what, s).map_err(AppError::BadRequest)
 }
 
 /// Deploys versions of registry model `model` for `actor`: checked (symbol, timeframe, budget, versions,

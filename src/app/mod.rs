@@ -48,6 +48,12 @@ pub struct App {
     pub tickets: Arc<tickets::Tickets>,
 }
 
+/// Ids and names (tenants, strategies, models, aliases): 1 to 64 letters, digits, `-` or `_`; the error names
+/// the field.
+pub fn valid_id(what: &str, s: &str) -> Result<(), AppError> {
+    crate::domain::valid_id(what, s).map_err(AppError::BadRequest)
+}
+
 /// The tenant's market data (the owner of its routes and deployments), or `Unavailable` while it restarts.
 pub(crate) fn market_data(
     t: &crate::actors::tenant::TenantContext,

@@ -85,7 +85,7 @@ pub async fn register(
     name: String,
     description: String,
 ) -> Result<ModelRow, AppError> {
-    crate::domain::valid_id("name", &name).map_err(AppError::BadRequest)?;
+    super::valid_id("name", &name)?;
     if description.chars().count() > 500 || description.contains('\0') {
         return Err(AppError::BadRequest(
             "description: at most 500 characters, no NUL".into(),

@@ -46,7 +46,7 @@ pub(crate) fn child_name(id: &str) -> String {
 }
 
 pub(crate) fn validate(t: &TenantContext, s: &StrategySettings) -> Result<StrategyRoute, AppError> {
-    crate::domain::valid_id("id", &s.id).map_err(AppError::BadRequest)?;
+    super::valid_id("id", &s.id)?;
     crate::app::trading::traded_symbol(t, "symbol", &s.symbol)?;
     TenantContext::route(&t.registry, s).map_err(|e| {
         // The registry's message names the parameter; prefix where it belongs.

@@ -140,7 +140,7 @@ pub async fn create(
     body: CreateTenant,
 ) -> Result<Arc<TenantContext>, AppError> {
     let id = body.id.clone();
-    crate::domain::valid_id("id", &id).map_err(AppError::BadRequest)?;
+    super::valid_id("id", &id)?;
     if id == crate::security::service::PLATFORM {
         // Taken: the platform's own audit chain and users go by this name.
         return Err(AppError::Conflict("id: `platform` is reserved".into()));

@@ -110,10 +110,22 @@ fn is_fraction(v: &Value) -> bool {
     }
 }
 
-/// The decimal of a value already checked, read as `rust_decimal` reads JSON (a number by its shortest
-/// representation, a string exactly).
-fn decimal_of(v: Value) -> Result<Decimal, String> {
-    serde_json::from_value(v).map_err(|e| e.to_string())
+/// The decimal of `v` when `accepts` it, read as `rust_decimal` reads JSON (a number by its shortest
+/// representation, a string exactly); otherwise `rule` for a number or string outside it, or the type `v` has
+/// instead of `expected`.
+fn read(
+    v: Value,
+    accepts: fn(&Value) -> bool,
+    rule: &str,
+    expected: &str,
+) -> Result<Decimal, String> {
+    if accepts(&v) {
+        return serde_json::from_value(v).map_err(|e| e.to_string());
+    }
+    Err(match v {
+        Value::Number(_) | Value::String(_) => rule.to_owned(),
+        _ => format!("invalid type: {}, expected {expected}", type_name(&v)),
+    })
 }
 
 /// What a value of the wrong JSON type is called in an error.
@@ -172,19 +184,13 @@ impl TryFrom<Value> for PositiveDecimal {
     type Error = String;
 
     fn try_from(v: Value) -> Result<Self, String> {
-        if matches!(v, Value::Number(_) | Value::String(_)) && !is_positive(&v) {
-            return Err(
-                "must be greater than 0: a number from 1e-8 to 999999999999999, or a string of decimal digits"
-                    .into(),
-            );
-        }
-        if !is_positive(&v) {
-            return Err(format!(
-                "invalid type: {}, expected a decimal greater than 0",
-                type_name(&v)
-            ));
-        }
-        decimal_of(v).map(Self)
+        read(
+            v,
+            is_positive,
+            "must be greater than 0: a number from 1e-8 to 999999999999999, or a string of decimal digits",
+            "a decimal greater than 0",
+        )
+        .map(Self)
     }
 }
 
@@ -254,16 +260,7 @@ impl TryFrom<Value> for Fraction {
     type Error = String;
 
     fn try_from(v: Value) -> Result<Self, String> {
-        if matches!(v, Value::Number(_) | Value::String(_)) && !is_fraction(&v) {
-            return Err("from 0 to 1".into());
-        }
-        if !is_fraction(&v) {
-            return Err(format!(
-                "invalid type: {}, expected a decimal from 0 to 1",
-                type_name(&v)
-            ));
-        }
-        decimal_of(v).map(Self)
+        read(v, is_fraction, "from 0 to 1", "a decimal from 0 to 1").map(Self)
     }
 }
 

@@ -1032,11 +1032,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     }
 }
 
-/// Ids and names (tenants, strategies, models, aliases): 1 to 64 letters, digits, `-` or `_`; the error
-/// names the field.
-pub fn valid_id(what: &str, s: &str) -> Result<(), ApiError> {
-    crate::domain::valid_id(what, s).map_err(ApiError::BadRequest)
-}
+pub use crate::app::valid_id;
 
 /// An optional JSON body (absent or empty is `None`).
 pub struct OptionalBody<T>(pub Option<T>);
