@@ -315,6 +315,44 @@ pub struct GetRecentBars {
     pub limit: usize,
 }
 
+/// Bars asked from the terminal (`MarketData` → an `Mt5Session`), answered with `BarsFetched` to the
+/// tenant's market data. Open times in `[from_ms, to_ms]`. A session that is not connected, or whose bridge
+/// speaks a protocol without `bars_request` (version 2), answers at once with `error` set.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct FetchBars {
+    pub request_id: u64,
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// The terminal's bars for a `FetchBars` (an `Mt5Session` → `MarketData`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct BarsFetched {
+    pub request_id: u64,
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    /// Complete bars, oldest first.
+    pub bars: Vec<Bar>,
+    /// The bar still forming at the terminal, if any (seeds the bar being built).
+    pub forming: Option<Bar>,
+    /// Why there are no bars (not connected, an older bridge, an unknown symbol, the terminal's error).
+    pub error: Option<String>,
+}
+
+/// A terminal attached to one of the tenant's sessions (an `Mt5Session` → `MarketData`, after each
+/// `welcome`): whether its bridge answers `bars_request`, and where to ask.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct TerminalLinked {
+    pub login: Login,
+    pub serves_bars: bool,
+    pub session: Recipient<FetchBars>,
+}
+
 /// Orders still in flight for an account (a session rebuilding its outbox).
 #[derive(Message, Debug)]
 #[rtype(result = "Vec<Order>")]
