@@ -6,10 +6,23 @@
 //! closed bars go to the deployments of their symbol and timeframe) and the latest quote per symbol; it
 //! publishes them for the others to read (see `tenant`'s "Who owns what").
 //!
-//! Bars close on tick time (see `domain::bars`), so a replay gives the same bars as the live feed. The last
-//! bars of each symbol and timeframe stay in memory so a restarted strategy can rebuild its indicators.
-//! Tick persistence is batched (every 100 ms or 2 000 ticks); while the store is away ticks wait in a
-//! bounded buffer — market data is the one thing that may be shed under pressure, bars never are.
+//! Bars close on tick time (see `domain::bars`), so a replay gives the same bars as the live feed. Bars of
+//! every timeframe are stored as they close. Tick persistence is batched (every 100 ms or 2 000 ticks); while
+//! the store is away ticks wait in a bounded buffer — market data is the one thing that may be shed under
+//! pressure, bars never are.
+//!
+//! **Warm-up after a start** (process, tenant restart, node take-over; issue 36). The last bars of each
+//! series in use (symbol × timeframe of a strategy, a model deployment, or the M1 correlation window) are
+//! kept in memory, as deep as the largest warm-up one of its consumers declares (at least
+//! [`RECENT_BARS`]). At start they are read from the time-series store before any tick is handled. When a
+//! terminal attaches (`TerminalLinked`) the gap between the last bar known and now is asked from it
+//! (`FetchBars` → `bars_request`), and so is the history of a series the store lacks; the bars it gives are
+//! stored, and its bar still forming seeds the one being built here, so a bar split by the restart is whole.
+//! A series is *warm* once loaded and filled (or once the terminal could not fill it: a bridge of protocol
+//! version 2, an error, no answer within [`FILL_TIMEOUT`]); `WarmUp` is answered then. Until a terminal has
+//! attached, a series is not warm: there are no live bars without one either. The same happens at every
+//! attach, so bars missed while a link was down are filled in and given to the warm strategies
+//! (`CatchUp`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,18 +31,26 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::messages::{
-    BarClosed, DropDeployment, DropRoute, GetRecentBars, SetDeployment, SetRoute, TickReceived,
+    BarClosed, BarsFetched, CatchUp, DropDeployment, DropRoute, FetchBars, GetRecentBars,
+    SetDeployment, SetRoute, TerminalLinked, TickReceived, Warm, WarmUp,
 };
 use super::tenant::{Quote, StrategyRoute, TenantContext};
 use crate::domain::bars::{BarBuilder, TickOutcome};
-use crate::domain::{Bar, Symbol, Tick, Timeframe};
+use crate::domain::{now_ms, Bar, Symbol, Tick, Timeframe};
 use crate::runtime::published::Publisher;
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 use crate::storage::cache::CacheTicks;
-use crate::storage::timeseries::{AppendBars, AppendTicks};
+use crate::storage::timeseries::{AppendBars, AppendTicks, RecentBars};
 
-/// Closed bars kept per symbol and timeframe for warm-ups.
+/// Closed bars kept per symbol and timeframe at least (a consumer declaring a longer warm-up deepens its
+/// series).
 pub const RECENT_BARS: usize = 1_000;
+/// A terminal that has not answered a `FetchBars` by then is not waited for: the series warms from the store.
+pub const FILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The store read at start is not waited for longer (a store that is away: the terminal fills what it can).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deepest series kept (a warm-up asking for more gets this many).
+const MAX_DEPTH: usize = 100_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const FLUSH_AT: usize = 2_000;
 /// Ticks held while the store is away; beyond this the oldest are shed (and counted).
@@ -42,13 +63,107 @@ pub type Routes = std::collections::BTreeMap<String, StrategyRoute>;
 pub type Deployments =
     std::collections::BTreeMap<String, Arc<crate::models::deployment::Deployment>>;
 
+type Key = (Symbol, Timeframe);
+
+/// Where a series stands with the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Not asked yet (no terminal has attached since the series was loaded).
+    Needed,
+    /// Asked; the request's id.
+    Asked(u64),
+    /// Answered, refused or timed out; whether the terminal gave bars.
+    Done { from_terminal: bool },
+}
+
+/// One symbol × timeframe: its last bars, oldest first, and its warm-up.
+struct Series {
+    bars: VecDeque<Bar>,
+    /// Bars kept: the deepest warm-up asked (at least `RECENT_BARS`).
+    depth: usize,
+    /// Depth read from the store so far.
+    loaded: usize,
+    loading: bool,
+    fill: Fill,
+    /// Whether the terminal has filled it at least once (what `WarmUp` waits for).
+    warm: bool,
+    waiters: Vec<(usize, tokio::sync::oneshot::Sender<Warm>)>,
+}
+
+impl Series {
+    fn new() -> Self {
+        Self {
+            bars: VecDeque::new(),
+            depth: RECENT_BARS,
+            loaded: 0,
+            loading: false,
+            fill: Fill::Needed,
+            warm: false,
+            waiters: Vec::new(),
+        }
+    }
+
+    /// Adds bars this series lacks (a bar it has is kept: it is the one already routed); the bars added.
+    fn merge(&mut self, bars: Vec<Bar>) -> Vec<Bar> {
+        let mut added = Vec::new();
+        for bar in bars {
+            let pos = self
+                .bars
+                .partition_point(|b| b.open_time_ms < bar.open_time_ms);
+            if self
+                .bars
+                .get(pos)
+                .is_some_and(|b| b.open_time_ms == bar.open_time_ms)
+            {
+                continue;
+            }
+            self.bars.insert(pos, bar.clone());
+            added.push(bar);
+        }
+        self.trim();
+        added
+    }
+
+    fn push(&mut self, bar: Bar) {
+        match self.bars.back() {
+            Some(last) if last.open_time_ms >= bar.open_time_ms => {
+                self.merge(vec![bar]);
+            }
+            _ => {
+                self.bars.push_back(bar);
+                self.trim();
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        while self.bars.len() > self.depth {
+            self.bars.pop_front();
+        }
+    }
+
+    fn last(&self, n: usize) -> Vec<Bar> {
+        self.bars
+            .iter()
+            .skip(self.bars.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+}
+
 pub struct MarketData {
     tenant: Arc<TenantContext>,
     routes: Publisher<Routes>,
     deployments: Publisher<Deployments>,
     quotes: Publisher<HashMap<Symbol, Quote>>,
     builder: BarBuilder,
-    recent: HashMap<(Symbol, Timeframe), VecDeque<Bar>>,
+    series: HashMap<Key, Series>,
+    /// Where to ask for bars: the last terminal that attached speaking `bars_request`.
+    terminal: Option<actix::Recipient<FetchBars>>,
+    /// Whether a terminal that cannot answer has attached (and none that can since).
+    old_terminal: bool,
+    asked: HashMap<u64, Key>,
+    next_request: u64,
     pending_ticks: Vec<Tick>,
     pending_bars: Vec<Bar>,
     /// Latest tick per symbol since the last cache write (only with a cache configured).
@@ -72,7 +187,11 @@ impl MarketData {
             deployments,
             quotes,
             builder: BarBuilder::all(),
-            recent: HashMap::new(),
+            series: HashMap::new(),
+            terminal: None,
+            old_terminal: false,
+            asked: HashMap::new(),
+            next_request: 0,
             pending_ticks: Vec::new(),
             pending_bars: Vec::new(),
             for_cache: HashMap::new(),
@@ -111,6 +230,166 @@ impl MarketData {
                     host.do_send(BarClosed(bar.clone()));
                 }
             }
+        }
+    }
+
+    /// The series in use and the depth each needs: every strategy's declared warm-up, model deployments,
+    /// and the M1 correlation window of the tenant's symbols.
+    fn in_use(&self) -> HashMap<Key, usize> {
+        let mut need: HashMap<Key, usize> = HashMap::new();
+        for r in self.routes.current().values() {
+            let s = &r.settings;
+            let warm_up = self
+                .tenant
+                .registry
+                .build(&s.kind, &s.params, s.volume.get())
+                .map(|strategy| strategy.warm_up_bars())
+                .unwrap_or(RECENT_BARS);
+            let e = need.entry((r.symbol.clone(), r.timeframe)).or_default();
+            *e = (*e).max(warm_up);
+        }
+        for d in self.deployments.current().values() {
+            need.entry((d.symbol.clone(), d.timeframe)).or_default();
+        }
+        for symbol in &self.tenant.symbols {
+            need.entry((Symbol::new(symbol.clone()), Timeframe::M1))
+                .or_default();
+        }
+        need
+    }
+
+    /// Makes sure `key` is kept `depth` deep, reading what it lacks from the store.
+    fn ensure(&mut self, key: &Key, depth: usize, ctx: &mut Context<Self>) {
+        let series = self.series.entry(key.clone()).or_insert_with(Series::new);
+        series.depth = series.depth.max(depth.min(MAX_DEPTH));
+        if series.loaded >= series.depth || series.loading {
+            return;
+        }
+        series.loading = true;
+        let depth = series.depth;
+        let store = self.tenant.timeseries.clone();
+        let q = RecentBars {
+            tenant: self.tenant.id.0.clone(),
+            symbol: key.0.clone(),
+            timeframe: key.1,
+            before_ms: i64::MAX,
+            limit: depth,
+        };
+        let key = key.clone();
+        ctx.spawn(
+            async move { tokio::time::timeout(LOAD_TIMEOUT, store.recent_bars(q)).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| act.loaded(key, depth, res, ctx)),
+        );
+    }
+
+    fn loaded(
+        &mut self,
+        key: Key,
+        depth: usize,
+        res: Result<Result<Vec<Bar>, crate::storage::StorageError>, tokio::time::error::Elapsed>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(series) = self.series.get_mut(&key) else {
+            return;
+        };
+        series.loading = false;
+        series.loaded = depth;
+        match res {
+            Ok(Ok(bars)) => {
+                let n = bars.len();
+                series.merge(bars);
+                tracing::debug!(tenant = %self.tenant.id, symbol = %key.0, timeframe = ?key.1, bars = n,
+                    "bars loaded from the store");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(tenant = %self.tenant.id, symbol = %key.0, timeframe = ?key.1,
+                error = %e, "stored bars not readable: the terminal fills what it can")
+            }
+            Err(_) => tracing::warn!(tenant = %self.tenant.id, symbol = %key.0, timeframe = ?key.1,
+                "the store did not answer in time: the terminal fills what it can"),
+        }
+        if series.depth > depth {
+            // A deeper warm-up was asked meanwhile.
+            return self.ensure(&key, 0, ctx);
+        }
+        self.fill(&key, ctx);
+    }
+
+    /// Asks the terminal for the bars between the last one known and now (or for the series' depth when
+    /// it has none); with no terminal that can answer, the series is warm from the store.
+    fn fill(&mut self, key: &Key, ctx: &mut Context<Self>) {
+        let Some(series) = self.series.get_mut(key) else {
+            return;
+        };
+        if series.loading || matches!(series.fill, Fill::Asked(_) | Fill::Done { .. }) {
+            return;
+        }
+        let Some(terminal) = self.terminal.clone() else {
+            if self.old_terminal {
+                series.fill = Fill::Done {
+                    from_terminal: false,
+                };
+                self.answer(key);
+            }
+            return;
+        };
+        let tf = key.1.millis();
+        // Market time may run ahead of the wall clock (a replay, a fast simulated clock).
+        let quoted = self
+            .quotes
+            .current()
+            .get(&key.0)
+            .map_or(i64::MIN, |q| q.time_msc);
+        let to_ms = now_ms().max(quoted).saturating_add(tf);
+        let from_ms = match series.bars.back() {
+            Some(last) => last.open_time_ms.saturating_add(tf),
+            None => to_ms.saturating_sub(tf.saturating_mul(series.depth as i64 * 3)),
+        };
+        self.next_request += 1;
+        let id = self.next_request;
+        series.fill = Fill::Asked(id);
+        self.asked.insert(id, key.clone());
+        terminal.do_send(FetchBars {
+            request_id: id,
+            symbol: key.0.clone(),
+            timeframe: key.1,
+            from_ms,
+            to_ms,
+        });
+        ctx.run_later(FILL_TIMEOUT, move |act, _ctx| {
+            if let Some(key) = act.asked.remove(&id) {
+                tracing::warn!(tenant = %act.tenant.id, symbol = %key.0, timeframe = ?key.1,
+                    "the terminal did not send the bars asked in time: warm from the store alone");
+                act.filled(&key, false);
+            }
+        });
+    }
+
+    fn filled(&mut self, key: &Key, from_terminal: bool) {
+        if let Some(series) = self.series.get_mut(key) {
+            series.fill = Fill::Done { from_terminal };
+        }
+        self.answer(key);
+    }
+
+    /// Answers the warm-ups waiting on `key` once it is warm.
+    fn answer(&mut self, key: &Key) {
+        let Some(series) = self.series.get_mut(key) else {
+            return;
+        };
+        let Fill::Done { from_terminal } = series.fill else {
+            return;
+        };
+        if series.loading || series.loaded < series.depth {
+            return;
+        }
+        series.warm = true;
+        for (n, tx) in std::mem::take(&mut series.waiters) {
+            let _ = tx.send(Warm {
+                bars: series.last(n),
+                from_terminal,
+            });
         }
     }
 
@@ -177,6 +456,42 @@ impl Actor for MarketData {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(8_192);
+        // The stored bars of every series in use, before the first tick is handled.
+        let need = self.in_use();
+        let store = self.tenant.timeseries.clone();
+        let tenant = self.tenant.id.0.clone();
+        let asks: Vec<(Key, usize)> = need
+            .into_iter()
+            .map(|(k, d)| (k, d.clamp(RECENT_BARS, MAX_DEPTH)))
+            .collect();
+        for (key, depth) in &asks {
+            let series = self.series.entry(key.clone()).or_insert_with(Series::new);
+            series.depth = *depth;
+            series.loading = true;
+        }
+        ctx.wait(
+            async move {
+                let mut out = Vec::new();
+                for (key, depth) in asks {
+                    let q = RecentBars {
+                        tenant: tenant.clone(),
+                        symbol: key.0.clone(),
+                        timeframe: key.1,
+                        before_ms: i64::MAX,
+                        limit: depth,
+                    };
+                    let res = tokio::time::timeout(LOAD_TIMEOUT, store.recent_bars(q)).await;
+                    out.push((key, depth, res));
+                }
+                out
+            }
+            .into_actor(self)
+            .map(|loaded, act, ctx| {
+                for (key, depth, res) in loaded {
+                    act.loaded(key, depth, res, ctx);
+                }
+            }),
+        );
         ctx.run_interval(FLUSH_EVERY, |act, ctx| act.flush(ctx));
         if self.tenant.cache.is_some() {
             ctx.run_interval(FLUSH_EVERY, |act, _| {
@@ -221,14 +536,10 @@ impl Handler<TickReceived> for MarketData {
                             risk.do_send(BarClosed(bar.clone()));
                         }
                     }
-                    let recent = self
-                        .recent
+                    self.series
                         .entry((bar.symbol.clone(), bar.timeframe))
-                        .or_default();
-                    if recent.len() == RECENT_BARS {
-                        recent.pop_front();
-                    }
-                    recent.push_back(bar.clone());
+                        .or_insert_with(Series::new)
+                        .push(bar.clone());
                     self.pending_bars.push(bar);
                 }
             }
@@ -313,18 +624,104 @@ impl Handler<DropDeployment> for MarketData {
 impl Handler<GetRecentBars> for MarketData {
     type Result = MessageResult<GetRecentBars>;
 
+    /// What is in memory now (warm or not): for snapshots and consumers that do not wait.
     fn handle(&mut self, q: GetRecentBars, _ctx: &mut Self::Context) -> Self::Result {
         let bars = self
-            .recent
+            .series
             .get(&(q.symbol, q.timeframe))
-            .map(|r| {
-                r.iter()
-                    .skip(r.len().saturating_sub(q.limit))
-                    .cloned()
-                    .collect()
-            })
+            .map(|s| s.last(q.limit))
             .unwrap_or_default();
         MessageResult(bars)
+    }
+}
+
+impl Handler<WarmUp> for MarketData {
+    type Result = ResponseFuture<Warm>;
+
+    fn handle(&mut self, q: WarmUp, ctx: &mut Self::Context) -> Self::Result {
+        let key = (q.symbol, q.timeframe);
+        self.ensure(&key, q.bars, ctx);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(series) = self.series.get_mut(&key) {
+            series.waiters.push((q.bars, tx));
+        }
+        self.answer(&key);
+        self.fill(&key, ctx);
+        Box::pin(async move { rx.await.unwrap_or_default() })
+    }
+}
+
+impl Handler<TerminalLinked> for MarketData {
+    type Result = ();
+
+    /// Every attach fills the gaps again: bars missed while a link was down come back too.
+    fn handle(&mut self, msg: TerminalLinked, ctx: &mut Self::Context) {
+        if msg.serves_bars {
+            self.terminal = Some(msg.session);
+            self.old_terminal = false;
+        } else {
+            tracing::warn!(tenant = %self.tenant.id, login = %msg.login,
+                "this bridge speaks protocol version 2 and cannot send bar history: strategies warm up from the store alone (upgrade the bridge to fill the gap of a restart)");
+            if self.terminal.is_none() {
+                self.old_terminal = true;
+            }
+        }
+        let keys: Vec<Key> = self.series.keys().cloned().collect();
+        for key in keys {
+            if let Some(series) = self.series.get_mut(&key) {
+                if matches!(series.fill, Fill::Done { .. }) && msg.serves_bars {
+                    series.fill = Fill::Needed;
+                }
+            }
+            self.fill(&key, ctx);
+        }
+    }
+}
+
+impl Handler<BarsFetched> for MarketData {
+    type Result = ();
+
+    fn handle(&mut self, msg: BarsFetched, _ctx: &mut Self::Context) {
+        let Some(key) = self.asked.remove(&msg.request_id) else {
+            return; // timed out before: the series is warm from the store
+        };
+        if let Some(why) = &msg.error {
+            tracing::warn!(tenant = %self.tenant.id, symbol = %key.0, timeframe = ?key.1, reason = %why,
+                "the terminal sent no bars: warm from the store alone");
+            return self.filled(&key, false);
+        }
+        let Some(series) = self.series.get_mut(&key) else {
+            return;
+        };
+        let got = msg.bars.len();
+        let wanted = msg
+            .bars
+            .into_iter()
+            .filter(|b| b.symbol == key.0 && b.timeframe == key.1);
+        let added = series.merge(wanted.collect());
+        let was_warm = series.warm;
+        if let Some(forming) = msg
+            .forming
+            .filter(|b| b.symbol == key.0 && b.timeframe == key.1)
+        {
+            self.builder.seed(&forming);
+        }
+        tracing::info!(tenant = %self.tenant.id, symbol = %key.0, timeframe = ?key.1, sent = got,
+            added = added.len(), "bars filled in from the terminal");
+        if was_warm && !added.is_empty() {
+            // Warm strategies of this series missed these while the link was down.
+            let routes = self.routes.current();
+            let hosts = self.tenant.strategy_hosts.read();
+            for r in routes.values() {
+                if r.symbol == key.0 && r.timeframe == key.1 {
+                    if let Some(host) = hosts.get(&r.settings.id) {
+                        host.do_send(CatchUp(added.clone()));
+                    }
+                }
+            }
+        }
+        self.pending_bars.extend(added);
+        self.filled(&key, true);
     }
 }
 

@@ -315,6 +315,31 @@ pub struct GetRecentBars {
     pub limit: usize,
 }
 
+/// The bars a consumer needs behind it before its first live bar (a strategy's warm-up): answered by
+/// `MarketData` once the series is warm — loaded from the store, and its gap up to now filled from the
+/// terminal (or the terminal could not fill it). At most `bars`, oldest first.
+#[derive(Message, Debug)]
+#[rtype(result = "Warm")]
+pub struct WarmUp {
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    pub bars: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Warm {
+    pub bars: Vec<Bar>,
+    /// Whether the terminal filled the gap between the store and now (else: the store alone).
+    pub from_terminal: bool,
+}
+
+/// Bars a warm strategy missed while its terminal's link was down, filled in from the terminal when it came
+/// back (`MarketData` → `StrategyHost`): they bring its state up to date; their signals are stale and
+/// discarded, the next live bar decides.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct CatchUp(pub Vec<Bar>);
+
 /// Bars asked from the terminal (`MarketData` → an `Mt5Session`), answered with `BarsFetched` to the
 /// tenant's market data. Open times in `[from_ms, to_ms]`. A session that is not connected, or whose bridge
 /// speaks a protocol without `bars_request` (version 2), answers at once with `error` set.
@@ -390,6 +415,14 @@ pub struct StrategyState {
     pub id: String,
     /// Open time of the last bar handled (`None` before the first).
     pub last_bar_ms: Option<i64>,
+    /// `warming` until the strategy has its warm-up behind it (it is routed no live bar before), then
+    /// `ready`.
+    pub state: &'static str,
+    /// Bars the strategy declares it needs behind it (from its parameters).
+    pub warm_up_bars: usize,
+    /// How it was warmed: `snapshot` (its stored state, then the bars after it), `replay` (the warm-up
+    /// bars), or `none` yet.
+    pub warmed_by: &'static str,
 }
 
 #[derive(Message, Debug)]

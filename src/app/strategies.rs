@@ -39,6 +39,31 @@ pub struct StrategyView {
     pub state: StrategyState,
     /// Why the strategy was disabled (`state: failed`).
     pub last_error: Option<String>,
+    /// Its warm-up, while its actor runs: `warming` until the bars it needs are behind it (it trades no
+    /// live bar before), then `ready`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_up: Option<WarmUpView>,
+}
+
+/// A running strategy's warm-up (see `actors::strategy`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WarmUpView {
+    /// `warming` or `ready`.
+    pub state: String,
+    /// Bars the strategy declares it needs behind it (from its parameters).
+    pub bars: usize,
+    /// `snapshot` (its stored state, then the bars after it), `replay` (its warm-up bars), `none` (yet).
+    pub warmed_by: String,
+    /// Open time of the last bar it handled.
+    pub last_bar_ms: Option<i64>,
+}
+
+/// What the supervisor and the strategy's actor say of one strategy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Supervised {
+    running: bool,
+    disabled: Option<String>,
+    warm_up: Option<WarmUpView>,
 }
 
 pub(crate) fn child_name(id: &str) -> String {
@@ -112,8 +137,44 @@ pub(crate) async fn children(t: &TenantContext) -> Vec<crate::runtime::superviso
 }
 
 /// Each strategy's (running, why disabled).
-pub(crate) async fn supervised(t: &TenantContext) -> BTreeMap<String, (bool, Option<String>)> {
-    by_strategy(children(t).await, |c| (c.running, c.disabled))
+pub(crate) async fn supervised(t: &TenantContext) -> BTreeMap<String, Supervised> {
+    with_warm_ups(
+        t,
+        by_strategy(children(t).await, |c| Supervised {
+            running: c.running,
+            disabled: c.disabled,
+            warm_up: None,
+        }),
+    )
+    .await
+}
+
+/// Asks each running strategy's actor for its warm-up (a busy one is left out after 250 ms).
+async fn with_warm_ups(
+    t: &TenantContext,
+    mut all: BTreeMap<String, Supervised>,
+) -> BTreeMap<String, Supervised> {
+    let hosts: Vec<_> = {
+        let hosts = t.strategy_hosts.read();
+        all.keys()
+            .filter_map(|id| Some((id.clone(), hosts.get(id)?.clone())))
+            .collect()
+    };
+    for (id, host) in hosts {
+        let asked = host.send(crate::actors::messages::GetStrategyState);
+        if let Ok(Ok(s)) = tokio::time::timeout(std::time::Duration::from_millis(250), asked).await
+        {
+            if let Some(entry) = all.get_mut(&id) {
+                entry.warm_up = Some(WarmUpView {
+                    state: s.state.to_owned(),
+                    bars: s.warm_up_bars,
+                    warmed_by: s.warmed_by.to_owned(),
+                    last_bar_ms: s.last_bar_ms,
+                });
+            }
+        }
+    }
+    all
 }
 
 /// What `pick` takes of each strategy's child, by strategy id.
@@ -132,7 +193,15 @@ pub(crate) fn by_strategy<T>(
 pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_json::Value> {
     let children = children(t).await;
     let restarts = by_strategy(children.clone(), |c| c.restarts);
-    let supervised = by_strategy(children, |c| (c.running, c.disabled));
+    let supervised = with_warm_ups(
+        t,
+        by_strategy(children, |c| Supervised {
+            running: c.running,
+            disabled: c.disabled,
+            warm_up: None,
+        }),
+    )
+    .await;
     t.document()
         .strategies
         .iter()
@@ -148,6 +217,7 @@ pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_js
                 "running": v.running,
                 "restarts": restarts.get(&s.id).copied().unwrap_or(0),
                 "last_error": v.last_error,
+                "warm_up": v.warm_up.as_ref().map(|w| w.state.clone()),
             })
         })
         .collect()
@@ -157,9 +227,13 @@ pub async fn client_views(t: &TenantContext, only: Option<&str>) -> Vec<serde_js
 /// (disabled for failing too often; `last_error` says why) or `stopped`.
 pub(crate) fn view(
     s: &StrategySettings,
-    supervised: &BTreeMap<String, (bool, Option<String>)>,
+    supervised: &BTreeMap<String, Supervised>,
 ) -> StrategyView {
-    let (running, disabled) = supervised.get(&s.id).cloned().unwrap_or((false, None));
+    let Supervised {
+        running,
+        disabled,
+        warm_up,
+    } = supervised.get(&s.id).cloned().unwrap_or_default();
     let state = match (s.enabled, running, &disabled) {
         (false, _, _) => StrategyState::Stopped,
         (true, _, Some(_)) => StrategyState::Failed,
@@ -171,6 +245,7 @@ pub(crate) fn view(
         running: s.enabled && running,
         state,
         last_error: disabled,
+        warm_up: warm_up.filter(|_| s.enabled && running),
     }
 }
 

@@ -96,6 +96,33 @@ impl BarBuilder {
         TickOutcome::Accepted(closed)
     }
 
+    /// Lays the terminal's bar still forming (after a restart) under the one being built here: a bar this
+    /// process only saw the end of gets its open, high and low from the terminal, which saw it whole. A bar
+    /// of another period than the one being built is ignored (the terminal's view is older or newer).
+    pub fn seed(&mut self, forming: &Bar) {
+        let Some(i) = self.timeframes.iter().position(|t| *t == forming.timeframe) else {
+            return;
+        };
+        let n = self.timeframes.len();
+        let state = self
+            .symbols
+            .entry(forming.symbol.clone())
+            .or_insert_with(|| SymbolBars {
+                last_time_msc: i64::MIN,
+                open: vec![None; n],
+            });
+        match &mut state.open[i] {
+            slot @ None => *slot = Some(forming.clone()),
+            Some(bar) if bar.open_time_ms == forming.open_time_ms => {
+                bar.open = forming.open;
+                bar.high = bar.high.max(forming.high);
+                bar.low = bar.low.min(forming.low);
+                bar.tick_volume = bar.tick_volume.max(forming.tick_volume);
+            }
+            Some(_) => {}
+        }
+    }
+
     /// The bar being built for `symbol` and `tf`, if any.
     pub fn open_bar(&self, symbol: &Symbol, tf: Timeframe) -> Option<&Bar> {
         let i = self.timeframes.iter().position(|t| *t == tf)?;
@@ -118,6 +145,43 @@ mod tests {
             bid: d(bid),
             ask: d(bid) + d("0.0001"),
         }
+    }
+
+    #[test]
+    fn a_bar_seen_only_in_part_takes_its_open_high_and_low_from_the_terminals_forming_bar() {
+        let mut b = BarBuilder::new(&[Timeframe::M1]);
+        // After a restart this process sees the minute's last ticks only.
+        b.on_tick(&tick(30_000, "1.1005"));
+        let terminal = Bar {
+            symbol: "EURUSD".into(),
+            timeframe: Timeframe::M1,
+            open_time_ms: 0,
+            open: d("1.1000"),
+            high: d("1.1010"),
+            low: d("1.0990"),
+            close: d("1.1004"),
+            tick_volume: 40,
+        };
+        b.seed(&terminal);
+        let TickOutcome::Accepted(closed) = b.on_tick(&tick(60_000, "1.1007")) else {
+            panic!("accepted");
+        };
+        let bar = &closed[0];
+        assert_eq!(
+            (bar.open, bar.high, bar.low),
+            (d("1.1000"), d("1.1010"), d("1.0990"))
+        );
+        assert_eq!(
+            bar.close,
+            d("1.1005"),
+            "the close is the last tick seen here"
+        );
+        // A forming bar of an older period changes nothing.
+        b.seed(&terminal);
+        assert_eq!(
+            b.open_bar(&"EURUSD".into(), Timeframe::M1).map(|x| x.open),
+            Some(d("1.1007"))
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use clickhouse::{Client, Row};
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use super::timeseries::{AppendBars, AppendFills, AppendPredictions, AppendTicks, NAME};
+use super::timeseries::{
+    AppendBars, AppendFills, AppendPredictions, AppendTicks, RecentBars, NAME,
+};
 use super::{Health, HealthBoard, StorageError};
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
@@ -460,6 +462,58 @@ impl Handler<AppendBars> for ClickHouseSeries {
     }
 }
 
+impl Handler<RecentBars> for ClickHouseSeries {
+    type Result = ResponseFuture<Result<Vec<crate::domain::Bar>, StorageError>>;
+
+    /// What ClickHouse has, with the bars still waiting in this actor's batch laid over it (a bar written
+    /// twice is the same bar: the newer copy wins, as `ReplacingMergeTree` would decide).
+    fn handle(&mut self, q: RecentBars, _ctx: &mut Self::Context) -> Self::Result {
+        let waiting: Vec<BarRow> = self
+            .pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Bar(b)
+                    if b.tenant_id == q.tenant
+                        && b.symbol == q.symbol.as_str()
+                        && b.timeframe == q.timeframe.as_str()
+                        && b.open_time_ms < q.before_ms =>
+                {
+                    Some(b.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        let client = client(&self.cfg);
+        Box::pin(async move {
+            let mut rows: Vec<BarRow> = client
+                .query(
+                    "SELECT tenant_id, symbol, timeframe, open_time_ms, open, high, low, close, tick_volume FROM bars FINAL \
+                     WHERE tenant_id = ? AND symbol = ? AND timeframe = ? AND open_time_ms < ? \
+                     ORDER BY open_time_ms DESC LIMIT ?",
+                )
+                .bind(&q.tenant)
+                .bind(q.symbol.as_str())
+                .bind(q.timeframe.as_str())
+                .bind(q.before_ms)
+                .bind(q.limit as u64)
+                .fetch_all()
+                .await
+                .map_err(unavailable)?;
+            let mut by_open: std::collections::BTreeMap<i64, BarRow> =
+                rows.drain(..).map(|r| (r.open_time_ms, r)).collect();
+            for r in waiting {
+                by_open.insert(r.open_time_ms, r);
+            }
+            let skip = by_open.len().saturating_sub(q.limit);
+            by_open
+                .into_values()
+                .skip(skip)
+                .map(|r| bar_of(r, q.timeframe))
+                .collect()
+        })
+    }
+}
+
 impl Handler<AppendPredictions> for ClickHouseSeries {
     type Result = Result<(), StorageError>;
 
@@ -622,25 +676,7 @@ pub async fn load_bars(
         .fetch_all()
         .await
         .map_err(unavailable)?;
-    let dec = |x: f64| {
-        x.to_string()
-            .parse::<rust_decimal::Decimal>()
-            .map_err(|_| StorageError::Rejected(format!("stored price {x} is not a decimal")))
-    };
-    rows.into_iter()
-        .map(|r| {
-            Ok(crate::domain::Bar {
-                symbol: crate::domain::Symbol::new(r.symbol),
-                timeframe,
-                open_time_ms: r.open_time_ms,
-                open: dec(r.open)?,
-                high: dec(r.high)?,
-                low: dec(r.low)?,
-                close: dec(r.close)?,
-                tick_volume: r.tick_volume,
-            })
-        })
-        .collect()
+    rows.into_iter().map(|r| bar_of(r, timeframe)).collect()
 }
 
 // The settings' view of ClickHouse lives with the store it configures (config stays free of storage types).
@@ -655,4 +691,26 @@ impl crate::config::StorageSettings {
             spill_dir: self.data_dir.join("spill"),
         })
     }
+}
+
+/// A stored bar row back to a bar (prices were stored as `f64`: their shortest decimal form is the price).
+fn bar_of(
+    r: BarRow,
+    timeframe: crate::domain::Timeframe,
+) -> Result<crate::domain::Bar, StorageError> {
+    let dec = |x: f64| {
+        x.to_string()
+            .parse::<rust_decimal::Decimal>()
+            .map_err(|_| StorageError::Rejected(format!("stored price {x} is not a decimal")))
+    };
+    Ok(crate::domain::Bar {
+        symbol: crate::domain::Symbol::new(r.symbol),
+        timeframe,
+        open_time_ms: r.open_time_ms,
+        open: dec(r.open)?,
+        high: dec(r.high)?,
+        low: dec(r.low)?,
+        close: dec(r.close)?,
+        tick_volume: r.tick_volume,
+    })
 }

@@ -179,6 +179,16 @@ impl TimeSeriesStore {
         }
     }
 
+    pub async fn recent_bars(
+        &self,
+        msg: timeseries::RecentBars,
+    ) -> Result<Vec<crate::domain::Bar>, StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::ClickHouse(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
     /// Fills go to the time-series store only on ClickHouse (embedded, the relational store has them).
     pub fn keeps_fills(&self) -> bool {
         matches!(self, Self::ClickHouse(_))
@@ -292,6 +302,26 @@ impl RelationalStore {
         &self,
         msg: relational::SaveKillSwitch,
     ) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub async fn save_strategy_snapshot(
+        &self,
+        msg: relational::SaveStrategySnapshot,
+    ) -> Result<(), StorageError> {
+        match self {
+            Self::Embedded(slot) => live(slot)?.send(msg).await?,
+            Self::Postgres(slot) => live(slot)?.send(msg).await?,
+        }
+    }
+
+    pub async fn load_strategy_snapshot(
+        &self,
+        msg: relational::LoadStrategySnapshot,
+    ) -> Result<Option<relational::StrategySnapshot>, StorageError> {
         match self {
             Self::Embedded(slot) => live(slot)?.send(msg).await?,
             Self::Postgres(slot) => live(slot)?.send(msg).await?,

@@ -15,8 +15,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::relational::{
-    DealRow, EnsureTenant, LoadKillSwitch, LoadTenantBook, OrderRow, SaveDeal, SaveKillSwitch,
-    SaveOrder, TenantBook, NAME,
+    DealRow, EnsureTenant, LoadKillSwitch, LoadStrategySnapshot, LoadTenantBook, OrderRow,
+    SaveDeal, SaveKillSwitch, SaveOrder, SaveStrategySnapshot, StrategySnapshot, TenantBook, NAME,
 };
 use super::{Health, HealthBoard, StorageError};
 use crate::domain::orders::OrderKind;
@@ -25,8 +25,9 @@ use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Tables that hold tenant data and must be isolated.
-pub const TENANT_TABLES: [&str; 17] = [
+pub const TENANT_TABLES: [&str; 18] = [
     "tenants",
+    "strategy_snapshots",
     "orders",
     "fills",
     "kill_switches",
@@ -465,6 +466,54 @@ impl Handler<LoadKillSwitch> for PgRelational {
                     at_ms,
                 },
             ))
+        })
+    }
+}
+
+impl Handler<SaveStrategySnapshot> for PgRelational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SaveStrategySnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            fenced(&mut tx, &msg.tenant, msg.fence).await?;
+            let s = msg.snapshot;
+            sqlx::query(
+                "INSERT INTO strategy_snapshots (tenant_id, strategy_id, fingerprint, bar_open_ms, state) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, strategy_id) DO UPDATE SET \
+                 fingerprint = excluded.fingerprint, bar_open_ms = excluded.bar_open_ms, state = excluded.state",
+            )
+            .bind(&msg.tenant)
+            .bind(&s.strategy_id)
+            .bind(&s.fingerprint)
+            .bind(s.bar_open_ms)
+            .bind(&s.state)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<LoadStrategySnapshot> for PgRelational {
+    type Result = ResponseFuture<Result<Option<StrategySnapshot>, StorageError>>;
+
+    fn handle(&mut self, msg: LoadStrategySnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
+            let row = sqlx::query_as::<_, StrategySnapshot>(
+                "SELECT strategy_id, fingerprint, bar_open_ms, state FROM strategy_snapshots \
+                 WHERE tenant_id = $1 AND strategy_id = $2",
+            )
+            .bind(&msg.tenant)
+            .bind(&msg.strategy_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(row)
         })
     }
 }

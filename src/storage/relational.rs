@@ -124,6 +124,35 @@ pub struct LoadKillSwitch {
     pub tenant: String,
 }
 
+/// Stores a strategy's state after a bar, replacing the one before.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), StorageError>")]
+pub struct SaveStrategySnapshot {
+    pub tenant: String,
+    pub snapshot: StrategySnapshot,
+    /// As [`SaveOrder::fence`].
+    pub fence: Option<i64>,
+}
+
+/// A strategy's stored state: what it was after the bar opened at `bar_open_ms`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StrategySnapshot {
+    pub strategy_id: String,
+    /// The kind, parameters, symbol and timeframe the state belongs to.
+    pub fingerprint: String,
+    pub bar_open_ms: i64,
+    /// JSON, as the strategy wrote it.
+    pub state: String,
+}
+
+/// The stored state of a strategy, if any.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Option<StrategySnapshot>, StorageError>")]
+pub struct LoadStrategySnapshot {
+    pub tenant: String,
+    pub strategy_id: String,
+}
+
 /// Makes sure a tenant's row exists (before its orders, which reference it).
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(), StorageError>")]
@@ -479,6 +508,48 @@ impl Handler<LoadKillSwitch> for Relational {
                     at_ms,
                 },
             ))
+        })
+    }
+}
+
+impl Handler<SaveStrategySnapshot> for Relational {
+    type Result = ResponseFuture<Result<(), StorageError>>;
+
+    fn handle(&mut self, msg: SaveStrategySnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let s = msg.snapshot;
+            sqlx::query(
+                "INSERT INTO strategy_snapshots (tenant_id, strategy_id, fingerprint, bar_open_ms, state) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, strategy_id) DO UPDATE SET \
+                 fingerprint = excluded.fingerprint, bar_open_ms = excluded.bar_open_ms, state = excluded.state",
+            )
+            .bind(&msg.tenant)
+            .bind(&s.strategy_id)
+            .bind(&s.fingerprint)
+            .bind(s.bar_open_ms)
+            .bind(&s.state)
+            .execute(&pool?)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<LoadStrategySnapshot> for Relational {
+    type Result = ResponseFuture<Result<Option<StrategySnapshot>, StorageError>>;
+
+    fn handle(&mut self, msg: LoadStrategySnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            Ok(sqlx::query_as::<_, StrategySnapshot>(
+                "SELECT strategy_id, fingerprint, bar_open_ms, state FROM strategy_snapshots \
+                 WHERE tenant_id = ? AND strategy_id = ?",
+            )
+            .bind(&msg.tenant)
+            .bind(&msg.strategy_id)
+            .fetch_optional(&pool?)
+            .await?)
         })
     }
 }

@@ -111,6 +111,62 @@ pub struct AppendBars {
     pub bars: Vec<Bar>,
 }
 
+/// The last `limit` stored bars of a tenant's symbol and timeframe opened before `before_ms`, oldest first:
+/// what market data warms its consumers with after a start.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<Bar>, StorageError>")]
+pub struct RecentBars {
+    pub tenant: String,
+    pub symbol: crate::domain::Symbol,
+    pub timeframe: crate::domain::Timeframe,
+    pub before_ms: i64,
+    pub limit: usize,
+}
+
+/// A stored price back to a decimal.
+fn stored_decimal(s: &str) -> Result<rust_decimal::Decimal, StorageError> {
+    s.parse::<rust_decimal::Decimal>()
+        .map_err(|_| StorageError::Rejected(format!("stored price `{s}` is not a decimal")))
+}
+
+impl Handler<RecentBars> for TimeSeries {
+    type Result = ResponseFuture<Result<Vec<Bar>, StorageError>>;
+
+    fn handle(&mut self, q: RecentBars, _ctx: &mut Self::Context) -> Self::Result {
+        let pool = self.core.pool();
+        Box::pin(async move {
+            let pool = pool?;
+            let rows: Vec<(i64, String, String, String, String, i64)> = sqlx::query_as(
+                "SELECT open_time_ms, open, high, low, close, tick_volume FROM bars \
+                 WHERE tenant_id = ? AND symbol = ? AND timeframe = ? AND open_time_ms < ? \
+                 ORDER BY open_time_ms DESC LIMIT ?",
+            )
+            .bind(&q.tenant)
+            .bind(q.symbol.as_str())
+            .bind(q.timeframe.as_str())
+            .bind(q.before_ms)
+            .bind(i64::try_from(q.limit).unwrap_or(i64::MAX))
+            .fetch_all(&pool)
+            .await?;
+            rows.into_iter()
+                .rev()
+                .map(|(open_time_ms, open, high, low, close, tick_volume)| {
+                    Ok(Bar {
+                        symbol: q.symbol.clone(),
+                        timeframe: q.timeframe,
+                        open_time_ms,
+                        open: stored_decimal(&open)?,
+                        high: stored_decimal(&high)?,
+                        low: stored_decimal(&low)?,
+                        close: stored_decimal(&close)?,
+                        tick_volume: tick_volume.max(0) as u64,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
 impl Handler<AppendTicks> for TimeSeries {
     type Result = ResponseFuture<Result<(), StorageError>>;
 
@@ -347,20 +403,16 @@ pub async fn load_bars(
     .fetch_all(&pool)
     .await?;
     pool.close().await;
-    let dec = |s: &str| {
-        s.parse::<rust_decimal::Decimal>()
-            .map_err(|_| StorageError::Rejected(format!("stored price `{s}` is not a decimal")))
-    };
     rows.into_iter()
         .map(|(open_time_ms, open, high, low, close, tick_volume)| {
             Ok(crate::domain::Bar {
                 symbol: crate::domain::Symbol::new(symbol.to_owned()),
                 timeframe,
                 open_time_ms,
-                open: dec(&open)?,
-                high: dec(&high)?,
-                low: dec(&low)?,
-                close: dec(&close)?,
+                open: stored_decimal(&open)?,
+                high: stored_decimal(&high)?,
+                low: stored_decimal(&low)?,
+                close: stored_decimal(&close)?,
                 tick_volume: tick_volume.max(0) as u64,
             })
         })

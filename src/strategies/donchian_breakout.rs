@@ -45,6 +45,30 @@ impl Strategy for DonchianBreakout {
         self.window.push_back((bar.high, bar.low));
         self.target
     }
+
+    /// The channel, and one bar more to see the first breakout against it.
+    fn warm_up_bars(&self) -> usize {
+        self.period + 1
+    }
+
+    /// The channel and the position held since the last breakout (which may be far older than the channel).
+    fn snapshot(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "window": self.window, "target": self.target }))
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            window: VecDeque<(Decimal, Decimal)>,
+            target: Option<Decimal>,
+        }
+        let s: State = super::read_snapshot(state)?;
+        if s.window.len() > self.period {
+            return Err("the snapshot is of a longer channel".into());
+        }
+        (self.window, self.target) = (s.window, s.target);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::{close_f64, ParamError, ParamReader, Params, Strategy};
 use crate::domain::Bar;
 
 /// An EMA seeded with its first value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ema {
     alpha: f64,
     value: Option<f64>,
@@ -29,6 +29,15 @@ impl Ema {
         self.value = Some(v);
         v
     }
+}
+
+/// The whole state of an `ema_cross`: `f64`s round-trip exactly through JSON, so a restored instance
+/// decides bit for bit as the one that wrote it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EmaState {
+    fast: Ema,
+    slow: Ema,
+    bars: usize,
 }
 
 pub struct EmaCross {
@@ -79,6 +88,28 @@ impl Strategy for EmaCross {
             -self.volume
         })
     }
+
+    fn warm_up_bars(&self) -> usize {
+        self.slow_period.saturating_mul(3)
+    }
+
+    fn snapshot(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(EmaState {
+            fast: self.fast.clone(),
+            slow: self.slow.clone(),
+            bars: self.bars,
+        })
+        .ok()
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let s: EmaState = super::read_snapshot(state)?;
+        if s.fast.alpha != self.fast.alpha || s.slow.alpha != self.slow.alpha {
+            return Err("the snapshot is of other periods".into());
+        }
+        (self.fast, self.slow, self.bars) = (s.fast, s.slow, s.bars);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +139,35 @@ mod tests {
         assert_eq!(s.on_bar(&bar("1.1")), None);
         assert_eq!(s.on_bar(&bar("1.2")), Some(v), "rising: fast above slow");
         assert_eq!(s.on_bar(&bar("0.9")), Some(-v), "falling: reversed");
+    }
+
+    #[test]
+    fn a_restored_snapshot_decides_bit_for_bit_like_the_instance_that_wrote_it() {
+        let v: Decimal = "0.1".parse().expect("d");
+        let closes: Vec<String> = (0..400)
+            .map(|i| format!("{:.5}", 1.1 + ((i * 37 % 101) as f64 - 50.0) * 0.0001))
+            .collect();
+        let mut whole = EmaCross::new(20, 100, v);
+        let mut first = EmaCross::new(20, 100, v);
+        let mut decisions = Vec::new();
+        for c in &closes[..250] {
+            decisions.push(whole.on_bar(&bar(c)));
+            first.on_bar(&bar(c));
+        }
+        let state = first.snapshot().expect("ema_cross keeps a snapshot");
+        let text = serde_json::to_string(&state).expect("json");
+        let mut second = EmaCross::new(20, 100, v);
+        second
+            .restore(&serde_json::from_str(&text).expect("json"))
+            .expect("restored");
+        for c in &closes[250..] {
+            assert_eq!(whole.on_bar(&bar(c)), second.on_bar(&bar(c)));
+        }
+        assert_eq!(whole.fast.value, second.fast.value);
+        assert_eq!(whole.slow.value, second.slow.value);
+        let mut other = EmaCross::new(10, 100, v);
+        assert!(other.restore(&state).is_err(), "other periods refused");
+        assert_eq!(whole.warm_up_bars(), 300);
     }
 
     #[test]

@@ -46,6 +46,38 @@ pub trait Strategy: Send {
     fn wants_ticks(&self) -> bool {
         false
     }
+
+    /// Closed bars this strategy needs behind it before its next decision is the one it would make on a
+    /// long history: after a start, market data gives it at least this many (from the store, then the
+    /// terminal) before it is routed a live bar. Declared from the parameters (an EMA: three times its
+    /// period, so the seed's weight is below 1 %).
+    fn warm_up_bars(&self) -> usize {
+        DEFAULT_WARM_UP_BARS
+    }
+
+    /// The strategy's state after the last bar it handled, when bars alone do not rebuild it exactly (an
+    /// EMA remembers every bar since its seed; a position held between signals is not in the last bars).
+    /// The host stores it at each bar and, after a restart, restores it and replays only the bars after
+    /// it, so the decisions continue as if nothing happened. `None`: rebuilt by replaying the warm-up.
+    fn snapshot(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Puts back a state from [`Strategy::snapshot`]; an error (a state this version cannot read) makes
+    /// the host warm up by replay instead.
+    fn restore(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Err("this strategy keeps no snapshot".into())
+    }
+}
+
+/// Bars replayed into a strategy that declares nothing (and the floor market data keeps per series).
+pub const DEFAULT_WARM_UP_BARS: usize = 500;
+
+/// Reads a snapshot written with `serde_json` back into `T`, naming what does not fit.
+pub(crate) fn read_snapshot<T: serde::de::DeserializeOwned>(
+    state: &serde_json::Value,
+) -> Result<T, String> {
+    T::deserialize(state).map_err(|e| format!("unreadable snapshot: {e}"))
 }
 
 /// Parameters given to a strategy: name → number.

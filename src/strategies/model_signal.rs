@@ -38,6 +38,11 @@ impl Strategy for ModelSignal {
         None
     }
 
+    /// Nothing of its own to warm: its model's features are (see `ModelHost`).
+    fn warm_up_bars(&self) -> usize {
+        0
+    }
+
     fn on_prediction(&mut self, p: &Prediction) -> Option<Decimal> {
         Some(if p.value > self.upper {
             self.volume

@@ -7,7 +7,7 @@ use super::{close_f64, ParamError, ParamReader, Params, Strategy};
 use crate::domain::Bar;
 
 /// Wilder's RSI: averages of gains and losses smoothed with 1/period after a simple first average.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rsi {
     period: usize,
     prev: Option<f64>,
@@ -100,6 +100,30 @@ impl Strategy for RsiReversion {
             self.target
         };
         Some(self.target)
+    }
+
+    /// Wilder's smoothing forgets slowly: ten periods leave the start's weight below 1 %.
+    fn warm_up_bars(&self) -> usize {
+        self.rsi.period.saturating_mul(10)
+    }
+
+    /// The averages and the position held between an entry and its exit (not in the last bars).
+    fn snapshot(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "rsi": self.rsi, "target": self.target }))
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            rsi: Rsi,
+            target: Decimal,
+        }
+        let s: State = super::read_snapshot(state)?;
+        if s.rsi.period != self.rsi.period {
+            return Err("the snapshot is of another period".into());
+        }
+        (self.rsi, self.target) = (s.rsi, s.target);
+        Ok(())
     }
 }
 

@@ -344,7 +344,8 @@
         return h("tr", { "data-testid": "strategy-row", "data-strategy": x.id, "data-state": x.state },
           h("td", null, h("span", { class: "mono" }, str(x.id)), h("div", { class: "muted small" }, str(x.kind))),
           h("td", null, `${str(x.symbol)} ${x.timeframe ? String(x.timeframe) : ""}`),
-          h("td", null, pill(x.state, x.state)),
+          h("td", null, pill(x.state, x.state),
+            x.warm_up === "warming" ? h("span", { class: "muted small", "data-testid": "strategy-warming", title: "replaying its warm-up bars: no live bar is traded before" }, " warming") : null),
           h("td", { class: "num" }, str(x.restarts)),
           h("td", { class: "wrap small" }, x.last_error ? String(x.last_error) : "–"),
           h("td", null, running
