@@ -28,3 +28,4 @@ mod supervision;
 mod tasks;
 mod trading;
 mod training;
+mod warm_up;
