@@ -575,6 +575,7 @@ fn on_frame(
                 )
             })])
         }
-        Outbound::Welcome(_) | Outbound::Redirect(_) => None,
+        // Protocol 3 (bars): not answered by this simulator yet.
+        Outbound::BarsRequest(_) | Outbound::Welcome(_) | Outbound::Redirect(_) => None,
     }
 }
