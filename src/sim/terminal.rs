@@ -664,3 +664,64 @@ fn bars_answer(req: &BarsRequest, history: &BarHistory, link: &mut Link) -> (Vec
         .collect();
     (pages, count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::bars::{Ask, BarsRequests, Page};
+    use crate::bridge::protocol::{decode, Inbound};
+
+    fn tick(t: i64, bid: &str) -> Tick {
+        let bid: rust_decimal::Decimal = bid.parse().expect("decimal literal");
+        Tick {
+            symbol: Symbol::new("EURUSD"),
+            time_msc: t,
+            bid,
+            ask: bid,
+        }
+    }
+
+    #[test]
+    fn the_pages_a_terminal_sends_decode_and_assemble_into_exactly_its_own_bars() {
+        // Arrange: 700 minutes of ticks, so 699 closed M1 bars (three pages) and one forming.
+        let mut history = BarHistory::default();
+        for i in 0..2_100 {
+            history.on_tick(&tick(
+                i * 20_000 + 3,
+                &format!("1.{:05}", 10_000 + (i * 37) % 500),
+            ));
+        }
+        let mut requests = BarsRequests::new(0);
+        let ask = Ask {
+            request_id: 42,
+            symbol: Symbol::new("EURUSD"),
+            timeframe: Timeframe::M1,
+            from_ms: 0,
+            to_ms: 700 * 60_000,
+        };
+        requests.ask(ask).expect("room");
+        let req = requests.start().remove(0);
+
+        // Act: the simulator's pages, read back as trellis reads them.
+        let (pages, count) = bars_answer(&req, &history, &mut Link::default());
+        let mut outcome = None;
+        for text in &pages {
+            let Ok(Inbound::Bars(page)) = decode(text) else {
+                panic!("a valid bars page: {text:.200}")
+            };
+            outcome = Some(requests.page(page));
+        }
+
+        // Assert
+        let (bars, forming) = history.range(&Symbol::new("EURUSD"), Timeframe::M1, 0, 700 * 60_000);
+        assert_eq!((pages.len(), count, bars.len()), (3, 700, 699));
+        let Some(Page::Done(answer)) = outcome else {
+            panic!("answered: {outcome:?}")
+        };
+        assert_eq!(answer.request_id, 42);
+        assert_eq!(answer.bars, bars);
+        // Decimals compare by value; their text shows the scale too, which must survive the wire.
+        assert_eq!(format!("{:?}", answer.bars), format!("{bars:?}"));
+        assert_eq!(answer.forming, forming);
+    }
+}
