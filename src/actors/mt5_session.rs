@@ -785,19 +785,19 @@ impl Handler<FetchBars> for Mt5Session {
             Some(_) => None,
         };
         let result = match refused {
-            Some(why) => Err(Answer {
+            Some(why) => Err(Box::new(Answer {
                 request_id: ask.request_id,
                 symbol: ask.symbol,
                 timeframe: ask.timeframe,
                 bars: Vec::new(),
                 forming: None,
                 error: Some(why),
-            }),
+            })),
             None => self.bars.ask(ask),
         };
         match result {
             Ok(()) => self.start_bars(ctx),
-            Err(answer) => self.answer_bars(answer),
+            Err(answer) => self.answer_bars(*answer),
         }
     }
 }

@@ -102,14 +102,14 @@ impl BarsRequests {
 
     /// Takes a request; it waits for its turn (see [`Self::start`]). A full queue answers it with an error
     /// at once.
-    pub fn ask(&mut self, ask: Ask) -> Result<(), Answer> {
+    pub fn ask(&mut self, ask: Ask) -> Result<(), Box<Answer>> {
         if self.waiting.len() >= MAX_WAITING {
-            return Err(Answer::failed(
+            return Err(Box::new(Answer::failed(
                 ask,
                 format!(
                     "{MAX_WAITING} bar requests already wait for this terminal; ask again later"
                 ),
-            ));
+            )));
         }
         self.waiting.push_back(ask);
         Ok(())
