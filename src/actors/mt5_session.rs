@@ -21,6 +21,13 @@
 //!   instant loses nothing: the bridge still keeps what was not stored and re-sends it.
 //! - **Reconciliation on every attach**: after the re-sent orders, a `history_request` for the deals since the
 //!   last one booked; the portfolio books what is missing and adopts a remaining difference of positions.
+//!
+//! The terminal's bar history (protocol 3, issue 36): after each `welcome` the session tells the tenant's market
+//! data that a terminal is linked (`TerminalLinked`) and whether its bridge serves bars (it said hello with
+//! version 3 or later). Market data asks with `FetchBars`; the session puts a `bars_request` on the wire
+//! (`bridge::bars` keeps them, at most a few out at once) and answers every request exactly once with
+//! `BarsFetched`: the bars, or an error at once (no terminal, a version-2 bridge), when a page breaks the rules,
+//! after [`BARS_TIMEOUT`], or when the link drops (bars are not kept for a resume, like ticks).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -38,10 +45,12 @@ use super::messages::{
     LinkState, OrderResultReceived, Outgoing, PositionsReceived, ReconcileNeeded, RejectFrame,
     SendCancel, SendOrder, SessionState, Stored, TickReceived,
 };
+use super::messages::{BarsFetched, FetchBars, TerminalLinked};
 use super::tenant::TenantContext;
+use crate::bridge::bars::{Answer, Ask, BarsRequests, Page};
 use crate::bridge::protocol::{
-    encode, CancelRequest, ErrorCode, ErrorFrame, HistoryRequest, Inbound, OrderRequest, Outbound,
-    ServerHeartbeat, TickFrame, Welcome, PROTOCOL_VERSION,
+    encode, BarsFrame, CancelRequest, ErrorCode, ErrorFrame, HistoryRequest, Inbound, OrderRequest,
+    Outbound, ServerHeartbeat, TickFrame, Welcome, BARS_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::domain::orders::{action, mt5_order_type, OrderKind};
 use crate::domain::{now_ms, Login, Symbol, Tick};
@@ -56,10 +65,15 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 const DEVIATION_POINTS: u32 = 20;
 /// ORDER_FILLING_IOC: the filling mode most brokers accept for market orders; bridges adapt it to the symbol.
 const FILLING_IOC: u32 = 1;
+/// A `bars_request` unanswered this long is answered with an error (a terminal reads its history in
+/// milliseconds; this covers a slow link carrying the 200 pages of a full answer).
+pub const BARS_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Connection {
     id: u64,
     tx: UnboundedSender<Outgoing>,
+    /// The protocol version this bridge said hello with (from `MIN_PROTOCOL_VERSION` to `PROTOCOL_VERSION`).
+    version: u32,
 }
 
 struct OutboxEntry {
@@ -98,14 +112,19 @@ pub struct Mt5Session {
     bridge_ack: u64,
     /// The terminal's last tick time, from its heartbeats: a live link with a stalled feed shows here.
     last_tick_msc: Option<i64>,
+    /// Market data's requests for the terminal's bars, on the wire or waiting for their turn.
+    bars: BarsRequests,
     notifier: ExitNotifier,
 }
 
 impl Mt5Session {
     pub fn new(tenant: Arc<TenantContext>, login: Login, notifier: ExitNotifier) -> Self {
+        let epoch = new_epoch();
         Self {
             session_id: format!("{}-{}-{}", tenant.id, login, uuid::Uuid::new_v4().simple()),
-            epoch: new_epoch(),
+            epoch,
+            // Wire ids unique across lives, like history requests: a page of an earlier life matches nothing.
+            bars: BarsRequests::new(epoch),
             tenant,
             login,
             conn: None,
@@ -213,6 +232,80 @@ impl Mt5Session {
         if let Some(c) = self.conn.take() {
             let _ = c.tx.send(Outgoing::Close(code, reason.to_owned()));
             self.tenant.metrics.session_closed();
+        }
+        self.fail_bars(&format!("the terminal's link closed ({reason})"));
+    }
+
+    /// Answers every bar request, out or waiting: the link they were asked on is gone, and bars are not
+    /// re-sent on a resume.
+    fn fail_bars(&mut self, why: &str) {
+        for answer in self.bars.fail_all(why) {
+            self.answer_bars(answer);
+        }
+    }
+
+    fn answer_bars(&self, a: Answer) {
+        match &a.error {
+            Some(error) => {
+                tracing::info!(tenant = %self.tenant.id, account = %self.login, request_id = a.request_id,
+                symbol = %a.symbol, timeframe = %a.timeframe, %error, "no bars from the terminal")
+            }
+            None => {
+                tracing::debug!(tenant = %self.tenant.id, account = %self.login, request_id = a.request_id,
+                symbol = %a.symbol, timeframe = %a.timeframe, bars = a.bars.len(), forming = a.forming.is_some(),
+                "bars from the terminal")
+            }
+        }
+        if let Some(md) = self.tenant.market_data.get() {
+            md.do_send(BarsFetched {
+                request_id: a.request_id,
+                symbol: a.symbol,
+                timeframe: a.timeframe,
+                bars: a.bars,
+                forming: a.forming,
+                error: a.error,
+            });
+        }
+    }
+
+    /// Puts the bar requests whose turn it is on the wire, each with its deadline.
+    fn start_bars(&mut self, ctx: &mut Context<Self>) {
+        for mut req in self.bars.start() {
+            req.seq = self.next_seq();
+            let id = req.request_id;
+            tracing::debug!(tenant = %self.tenant.id, account = %self.login, request_id = id, symbol = %req.symbol,
+                timeframe = %req.timeframe, from_msc = req.from_msc, to_msc = req.to_msc, "asking the terminal for bars");
+            self.send(encode(&Outbound::BarsRequest(req)));
+            ctx.run_later(BARS_TIMEOUT, move |act, ctx| {
+                let why = format!(
+                    "the terminal did not answer within {} s",
+                    BARS_TIMEOUT.as_secs()
+                );
+                if let Some(answer) = act.bars.expire(id, why) {
+                    act.answer_bars(answer);
+                    act.start_bars(ctx);
+                }
+            });
+        }
+    }
+
+    fn on_bars(&mut self, seq: u64, frame: BarsFrame, ctx: &mut Context<Self>) {
+        let id = frame.request_id;
+        match self.bars.page(frame) {
+            Page::Partial => {}
+            Page::Done(answer) => {
+                self.answer_bars(answer);
+                self.start_bars(ctx);
+            }
+            Page::Refused { answer, why } => {
+                self.send_error(ErrorCode::InvalidValue, why, Some(seq), false);
+                self.answer_bars(answer);
+                self.start_bars(ctx);
+            }
+            Page::Unknown => {
+                tracing::debug!(tenant = %self.tenant.id, account = %self.login, request_id = id,
+                    "bars for no request out (late, after its deadline): ignored");
+            }
         }
     }
 
@@ -430,6 +523,7 @@ impl Mt5Session {
                     });
                 }
             }
+            Inbound::Bars(frame) => self.on_bars(seq, frame, ctx),
             Inbound::Hello(_) => self.send_error(
                 ErrorCode::DuplicateHello,
                 "this connection already said hello".into(),
@@ -538,6 +632,7 @@ impl Actor for Mt5Session {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.close(CLOSE_GOING_AWAY, "session stopped");
+        self.fail_bars("the account's session stopped");
         self.notifier.mark_stopped();
     }
 }
@@ -555,9 +650,11 @@ impl Handler<Attach> for Mt5Session {
             );
             self.close(CLOSE_POLICY, "session replaced");
         }
+        let version = a.hello.protocol_version.min(PROTOCOL_VERSION);
         self.conn = Some(Connection {
             id: a.conn_id,
             tx: a.tx,
+            version,
         });
         self.tenant.metrics.session_opened();
         self.last_heard = Instant::now();
@@ -574,7 +671,8 @@ impl Handler<Attach> for Mt5Session {
             seq,
             session_id: self.session_id.clone(),
             epoch: self.epoch,
-            protocol_version: PROTOCOL_VERSION,
+            // The version spoken on this connection: the bridge's (the handshake refused any other).
+            protocol_version: version,
             resume_from: self.in_seq,
             heartbeat_interval_ms: self.tenant.mt5.heartbeat_interval_ms,
             symbols,
@@ -606,6 +704,13 @@ impl Handler<Attach> for Mt5Session {
             "mt5 session attached");
         self.set_link(LinkState::Connected);
         self.request_history(ctx);
+        if let Some(md) = self.tenant.market_data.get() {
+            md.do_send(TerminalLinked {
+                login: self.login,
+                serves_bars: version >= BARS_PROTOCOL_VERSION,
+                session: ctx.address().recipient(),
+            });
+        }
         MessageResult(welcome)
     }
 }
@@ -620,6 +725,7 @@ impl Handler<Detach> for Mt5Session {
             if self.link == LinkState::Connected {
                 self.set_link(LinkState::Disconnected);
             }
+            self.fail_bars("the terminal disconnected");
         }
     }
 }
@@ -652,6 +758,47 @@ impl Handler<SendOrder> for Mt5Session {
 
     fn handle(&mut self, o: SendOrder, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.enqueue_order(o))
+    }
+}
+
+impl Handler<FetchBars> for Mt5Session {
+    type Result = ();
+
+    fn handle(&mut self, f: FetchBars, ctx: &mut Self::Context) {
+        let ask = Ask {
+            request_id: f.request_id,
+            symbol: f.symbol,
+            timeframe: f.timeframe,
+            from_ms: f.from_ms,
+            to_ms: f.to_ms,
+        };
+        let refused = match self.conn.as_ref().map(|c| c.version) {
+            None => Some(format!(
+                "the terminal of account {} is not connected",
+                self.login
+            )),
+            Some(v) if v < BARS_PROTOCOL_VERSION => Some(format!(
+                "the bridge of account {} speaks protocol {v}, which has no bars_request (version \
+                 {BARS_PROTOCOL_VERSION} has)",
+                self.login
+            )),
+            Some(_) => None,
+        };
+        let result = match refused {
+            Some(why) => Err(Box::new(Answer {
+                request_id: ask.request_id,
+                symbol: ask.symbol,
+                timeframe: ask.timeframe,
+                bars: Vec::new(),
+                forming: None,
+                error: Some(why),
+            })),
+            None => self.bars.ask(ask),
+        };
+        match result {
+            Ok(()) => self.start_bars(ctx),
+            Err(answer) => self.answer_bars(*answer),
+        }
     }
 }
 

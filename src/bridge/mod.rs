@@ -4,4 +4,5 @@
 //! broker (`sim`), the backtester and the HTTP endpoint that carries them. It sits just above `domain`, so
 //! every one of them can reach it without importing the HTTP layer. `docs/mt5-protocol.md` is its reference.
 
+pub mod bars;
 pub mod protocol;

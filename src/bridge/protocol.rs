@@ -1,25 +1,42 @@
-//! The MT5 bridge protocol, version 2: the JSON frames exchanged over `/ws/mt5` (docs/mt5-protocol.md).
+//! The MT5 bridge protocol, version 3: the JSON frames exchanged over `/ws/mt5` (docs/mt5-protocol.md).
 //!
 //! Field names and numeric codes are those of the MT5 API (shared/MT5.md) so a bridge maps them 1:1, except
 //! that a top-level MT5 `type` is spelled `order_type` / `deal_type` since `type` names the frame. Every
 //! frame is `{"type": …, "seq": …, …}`; `seq` counts frames per direction from 1. Prices and volumes are
 //! JSON numbers (decimal strings are accepted too) and become exact decimals on arrival. Unknown fields are
 //! ignored so a newer bridge can add some; unknown types, missing fields and wrong types are errors.
+//!
+//! Versions: 3 adds the terminal's bar history (`bars_request` → `bars`), which trellis uses to fill the bars
+//! it missed while it was down. A version-2 bridge is still accepted: it is simply never asked for bars (its
+//! tenant's market data warms up from its own store). Version 1 is refused: it knows no epochs, so it would take
+//! every frame of a restarted trellis for a duplicate.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ledger::Ledger;
 use crate::domain::positions::{Deal, DealEntry, Fill, RECONCILIATION_TICKET_BASE};
-use crate::domain::{Login, Side, Symbol};
+use crate::domain::{Bar, Login, Side, Symbol, Timeframe};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The protocol version this build speaks (and the one its own bridges send).
+pub const PROTOCOL_VERSION: u32 = 3;
+/// The oldest version still accepted: a version-2 bridge works in full except that it cannot serve bars.
+pub const MIN_PROTOCOL_VERSION: u32 = 2;
+/// The first version whose bridges answer `bars_request`.
+pub const BARS_PROTOCOL_VERSION: u32 = 3;
 
 /// What a bridge of an older protocol version is told to upgrade to.
 pub const UPGRADE_HINT: &str =
-    "upgrade the bridge to protocol 2 (trellis mt5-sim of this release, \
-     clients/mt5-bridge 0.2 or later): version 2 adds session epochs and history reconciliation";
+    "upgrade the bridge to protocol 2 at least, 3 preferably (trellis mt5-sim of this release, \
+     clients/mt5-bridge 0.3 or later): version 2 adds session epochs and history reconciliation, \
+     version 3 the terminal's bar history";
+
+/// At most this many bars in one `bars` frame: the bridge pages a longer answer. 250 rows of the widest
+/// numbers (17 significant digits each) stay under 45 KB, inside the default `mt5.max_frame_bytes` (64 KiB).
+pub const MAX_BARS_PER_FRAME: usize = 250;
+/// At most this many bars in one answer (all its pages together): a range holding more is answered with its
+/// newest bars. 50 000 M1 bars are about five weeks of trading.
+pub const MAX_BARS_PER_ANSWER: usize = 50_000;
 
 /// Frames from the terminal's bridge to trellis.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -34,6 +51,7 @@ pub enum Inbound {
     Deal(DealFrame),
     Heartbeat(HeartbeatFrame),
     HistoryEnd(HistoryEndFrame),
+    Bars(BarsFrame),
 }
 
 impl Inbound {
@@ -48,6 +66,7 @@ impl Inbound {
             Self::Deal(f) => f.seq,
             Self::Heartbeat(f) => f.seq,
             Self::HistoryEnd(f) => f.seq,
+            Self::Bars(f) => f.seq,
         }
     }
 
@@ -75,6 +94,7 @@ impl Inbound {
             Self::Deal(_) => "deal",
             Self::Heartbeat(_) => "heartbeat",
             Self::HistoryEnd(_) => "history_end",
+            Self::Bars(_) => "bars",
         }
     }
 }
@@ -284,6 +304,71 @@ pub struct HistoryEndFrame {
     pub positions: Vec<PositionItem>,
 }
 
+/// One page of the answer to a `bars_request` (protocol 3): complete bars of `symbol` and `timeframe`, oldest
+/// first, at most [`MAX_BARS_PER_FRAME`] of them. Pages of one answer come in order; every page but the last
+/// has `more: true`. Not reliable, like ticks: an answer lost with its link is asked again or done without.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct BarsFrame {
+    pub seq: u64,
+    /// The `request_id` of the `bars_request` answered.
+    pub request_id: u64,
+    pub symbol: String,
+    /// `M1`, `M5`, `M15`, `H1`, `H4` or `D1`.
+    pub timeframe: String,
+    /// Complete bars (their period has ended at the terminal), oldest first.
+    #[serde(default)]
+    pub bars: Vec<BarRow>,
+    /// The terminal's bar still forming, when its open time is in the range asked (on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forming: Option<BarRow>,
+    /// Why the terminal has no bars to give (MT5's `last_error()`, an unknown symbol…); bars are then ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// More pages of this answer follow.
+    #[serde(default)]
+    pub more: bool,
+}
+
+/// A bar as MT5's `copy_rates_range` gives it (`time` in ms instead of seconds), OHLC from bid.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct BarRow {
+    /// The bar's open time, ms since the Unix epoch on the terminal's clock (as tick `time_msc`).
+    pub time_msc: i64,
+    pub open: Decimal,
+    pub high: Decimal,
+    pub low: Decimal,
+    pub close: Decimal,
+    pub tick_volume: u64,
+}
+
+impl BarRow {
+    /// The domain bar of this row for `symbol` and `timeframe`.
+    pub fn to_bar(&self, symbol: &Symbol, timeframe: Timeframe) -> Bar {
+        Bar {
+            symbol: symbol.clone(),
+            timeframe,
+            open_time_ms: self.time_msc,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            tick_volume: self.tick_volume,
+        }
+    }
+
+    /// The row of a domain bar.
+    pub fn from_bar(bar: &Bar) -> Self {
+        Self {
+            time_msc: bar.open_time_ms,
+            open: bar.open,
+            high: bar.high,
+            low: bar.low,
+            close: bar.close,
+            tick_volume: bar.tick_volume,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct HeartbeatFrame {
     pub seq: u64,
@@ -304,6 +389,7 @@ pub enum Outbound {
     OrderRequest(OrderRequest),
     CancelRequest(CancelRequest),
     HistoryRequest(HistoryRequest),
+    BarsRequest(BarsRequest),
     Heartbeat(ServerHeartbeat),
     Error(ErrorFrame),
     Redirect(Redirect),
@@ -329,6 +415,7 @@ impl Outbound {
             Self::OrderRequest(f) => f.seq,
             Self::CancelRequest(f) => f.seq,
             Self::HistoryRequest(f) => f.seq,
+            Self::BarsRequest(f) => f.seq,
             Self::Heartbeat(f) => f.seq,
             Self::Error(f) => f.seq,
             Self::Redirect(f) => f.seq,
@@ -346,6 +433,23 @@ pub struct HistoryRequest {
     pub from_msc: i64,
     /// The highest deal ticket trellis booked for the account (0 for none), for the bridge's logs.
     pub after_ticket: u64,
+}
+
+/// Protocol 3: trellis asks for the terminal's bars of `symbol` and `timeframe` whose open time is in
+/// `[from_msc, to_msc]` (MT5 `copy_rates_range`); the bridge answers with one or more `bars` frames. Sent only
+/// to bridges that said hello with version 3 or later.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BarsRequest {
+    pub seq: u64,
+    /// Echoed by every `bars` page of the answer.
+    pub request_id: u64,
+    pub symbol: String,
+    /// `M1`, `M5`, `M15`, `H1`, `H4` or `D1`.
+    pub timeframe: String,
+    /// Open times from (inclusive), ms, terminal clock.
+    pub from_msc: i64,
+    /// Open times up to (inclusive), ms, terminal clock.
+    pub to_msc: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -580,8 +684,87 @@ fn out_of_range(frame: &Inbound) -> Option<String> {
             .or_else(|| amount("swap", d.swap))
             .or_else(|| amount("profit", d.profit))
             .or_else(|| amount("fee", d.fee)),
+        Inbound::Bars(b) => bars_out_of_range(b),
         Inbound::Hello(_) | Inbound::Heartbeat(_) => None,
     }
+}
+
+/// What is wrong with a `bars` page, if anything: an unknown timeframe, too many rows, a row that is not a bar
+/// of that timeframe (open time off its boundaries, prices not positive or beyond range, high below another
+/// price or low above one), rows not in increasing time, or a forming bar older than the last complete one.
+fn bars_out_of_range(b: &BarsFrame) -> Option<String> {
+    let Some(tf) = Timeframe::parse(&b.timeframe) else {
+        return Some(format!(
+            "`timeframe` `{}` is not one of M1, M5, M15, H1, H4, D1",
+            b.timeframe
+        ));
+    };
+    if b.error.is_some() {
+        return None; // the rows of an answer with an error are ignored
+    }
+    if b.bars.len() > MAX_BARS_PER_FRAME {
+        return Some(format!(
+            "`bars` holds {} rows; a frame carries at most {MAX_BARS_PER_FRAME} (send more pages)",
+            b.bars.len()
+        ));
+    }
+    let row = |name: &str, r: &BarRow| -> Option<String> {
+        if !(0..=MAX_TIME_MSC).contains(&r.time_msc) {
+            return Some(format!(
+                "`{name}.time_msc` {} is not a time from 0 to 2^53 ms",
+                r.time_msc
+            ));
+        }
+        if tf.open_time(r.time_msc) != r.time_msc {
+            return Some(format!(
+                "`{name}.time_msc` {} is not the open time of a {tf} bar (a multiple of {} ms)",
+                r.time_msc,
+                tf.millis()
+            ));
+        }
+        for (field, v) in [
+            ("open", r.open),
+            ("high", r.high),
+            ("low", r.low),
+            ("close", r.close),
+        ] {
+            if v <= Decimal::ZERO || v > MAX_QUANTITY {
+                return Some(format!(
+                    "`{name}.{field}` {v} at {} must be above 0 and at most {MAX_QUANTITY}",
+                    r.time_msc
+                ));
+            }
+        }
+        let (lo, hi) = (r.open.min(r.close), r.open.max(r.close));
+        (r.low > lo || r.high < hi).then(|| {
+            format!(
+                "`{name}` at {}: low {} and high {} must enclose open {} and close {}",
+                r.time_msc, r.low, r.high, r.open, r.close
+            )
+        })
+    };
+    let mut last: Option<i64> = None;
+    for r in &b.bars {
+        if let Some(why) = row("bars[]", r) {
+            return Some(why);
+        }
+        if let Some(t) = last.filter(|t| r.time_msc <= *t) {
+            return Some(format!(
+                "`bars` must be oldest first without repeats: {} follows {t}",
+                r.time_msc
+            ));
+        }
+        last = Some(r.time_msc);
+    }
+    let forming = b.forming.as_ref()?;
+    row("forming", forming).or_else(|| {
+        last.filter(|t| forming.time_msc <= *t).map(|t| {
+            format!(
+                "`forming` opens at {}, not after the last complete bar ({t})",
+                forming.time_msc
+            )
+        })
+    })
 }
 
 /// The first string field of `frame` that holds a NUL character.
@@ -603,6 +786,10 @@ fn nul_in(frame: &Inbound) -> Option<&'static str> {
         Inbound::Deal(d) => {
             (nul(&d.symbol) || nul(&d.comment) || d.client_order_id.as_deref().is_some_and(nul))
                 .then_some("deal")
+        }
+        Inbound::Bars(b) => {
+            (nul(&b.symbol) || nul(&b.timeframe) || b.error.as_deref().is_some_and(nul))
+                .then_some("bars")
         }
         Inbound::Heartbeat(_) => None,
     }
@@ -762,6 +949,77 @@ mod tests {
             r#"{"type":"deal","seq":7,"ticket":1,"order":1,"position_id":1,"symbol":"EURUSD","deal_type":0,"entry":0,"volume":"1000000000","price":"-1000000000","commission":"-1000000000000000","time_msc":9007199254740992}"#
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_bars_request_names_its_timeframe_and_a_bars_answer_parses_exactly_with_its_forming_bar() {
+        let text = encode(&Outbound::BarsRequest(BarsRequest {
+            seq: 5,
+            request_id: 9,
+            symbol: "EURUSD".into(),
+            timeframe: Timeframe::M5.as_str().into(),
+            from_msc: 1_700_000_100_000,
+            to_msc: 1_700_000_400_000,
+        }));
+        assert_eq!(
+            text,
+            r#"{"type":"bars_request","seq":5,"request_id":9,"symbol":"EURUSD","timeframe":"M5","from_msc":1700000100000,"to_msc":1700000400000}"#
+        );
+
+        let f = decode(
+            r#"{"type":"bars","seq":12,"request_id":9,"symbol":"EURUSD","timeframe":"M5","bars":[{"time_msc":1700000100000,"open":1.08123,"high":"1.08130","low":1.0812,"close":1.08125,"tick_volume":17}],"forming":{"time_msc":1700000400000,"open":1.08125,"high":1.08125,"low":1.08125,"close":1.08125,"tick_volume":1}}"#,
+        )
+        .expect("valid");
+        assert!(!f.is_reliable(), "bars are plain frames, like ticks");
+        let Inbound::Bars(b) = f else { panic!("bars") };
+        assert!(!b.more);
+        let bar = b.bars[0].to_bar(&Symbol::new("EURUSD"), Timeframe::M5);
+        assert_eq!(bar.high.to_string(), "1.08130");
+        assert_eq!((bar.open_time_ms, bar.tick_volume), (1_700_000_100_000, 17));
+        assert_eq!(b.forming.map(|r| r.time_msc), Some(1_700_000_400_000));
+    }
+
+    #[test]
+    fn a_bars_frame_that_is_not_bars_of_its_timeframe_is_an_invalid_value_naming_the_problem() {
+        let bars = |timeframe: &str, rows: &str| {
+            format!(
+                r#"{{"type":"bars","seq":4,"request_id":1,"symbol":"EURUSD","timeframe":"{timeframe}","bars":[{rows}]}}"#
+            )
+        };
+        let r = |t: i64, o: &str, h: &str, l: &str, c: &str| {
+            format!(
+                r#"{{"time_msc":{t},"open":{o},"high":{h},"low":{l},"close":{c},"tick_volume":1}}"#
+            )
+        };
+        let ok = r(60_000, "1.1", "1.2", "1.0", "1.1");
+        let many = vec![ok.as_str(); MAX_BARS_PER_FRAME + 1].join(",");
+        let cases = [
+            (bars("M2", &ok), "timeframe"),
+            (
+                bars("M1", &r(60_001, "1.1", "1.2", "1.0", "1.1")),
+                "open time of a M1 bar",
+            ),
+            (
+                bars("M1", &r(60_000, "1.1", "1.0", "1.2", "1.1")),
+                "must enclose",
+            ),
+            (
+                bars("M1", &r(60_000, "1.3", "1.2", "1.0", "1.1")),
+                "must enclose",
+            ),
+            (bars("M1", &r(60_000, "0", "1.2", "0", "1.1")), "above 0"),
+            (bars("M1", &r(-60_000, "1.1", "1.2", "1.0", "1.1")), "2^53"),
+            (bars("M1", &format!("{ok},{ok}")), "oldest first"),
+            (bars("M1", &many), "at most 250"),
+        ];
+        for (text, says) in cases {
+            let e = decode(&text).expect_err("refused");
+            assert_eq!(e.code, ErrorCode::InvalidValue, "{text}: {}", e.message);
+            assert!(e.message.contains(says), "{}: should say {says}", e.message);
+            assert_eq!(e.ref_seq, Some(4));
+        }
+        let with_error = r#"{"type":"bars","seq":4,"request_id":1,"symbol":"EURUSD","timeframe":"H4","error":"(-1, 'Terminal: Call failed')"}"#;
+        assert!(decode(with_error).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod client;
 pub mod feed;
+pub mod history;
 pub mod node;
 pub mod terminal;
 

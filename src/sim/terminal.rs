@@ -6,6 +6,9 @@
 //! acknowledges them and are re-sent after `welcome.resume_from`; a repeated order is answered from the
 //! broker's journal. A `welcome` of a new epoch (trellis restarted) resets the duplicate filter for trellis's
 //! frames; a `history_request` is answered from the broker's deal record, then `history_end` with positions.
+//! The terminal keeps charts ([`BarHistory`]) built from every tick it sees, link up or down, and answers a
+//! `bars_request` from them in pages of at most `MAX_BARS_PER_FRAME` bars, when it speaks protocol 3 (a
+//! version-2 simulator ignores the frame, as a version-2 bridge would).
 //! Faults can be injected through [`Control`] for tests.
 
 use std::collections::BTreeMap;
@@ -19,11 +22,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::broker::{Broker, BrokerConfig, Execution};
+use super::history::BarHistory;
 use crate::bridge::protocol::{
-    AccountFrame, DealFrame, HeartbeatFrame, Hello, HistoryEndFrame, Outbound, PositionsFrame,
-    TickFrame, PROTOCOL_VERSION,
+    AccountFrame, BarRow, BarsFrame, BarsRequest, DealFrame, HeartbeatFrame, Hello,
+    HistoryEndFrame, Outbound, PositionsFrame, TickFrame, BARS_PROTOCOL_VERSION,
+    MAX_BARS_PER_FRAME, PROTOCOL_VERSION,
 };
-use crate::domain::{now_ms, Tick};
+use crate::domain::{now_ms, Symbol, Tick, Timeframe};
 
 /// How the simulated terminal connects.
 #[derive(Debug, Clone)]
@@ -44,6 +49,9 @@ pub struct SimConfig {
     /// Nothing received from trellis for this long (a frozen node keeps its socket open): the link is
     /// dropped and the next node tried. 0 = wait forever.
     pub silence_ms: u64,
+    /// Ticks the terminal saw before it connects (its charts and last quotes start from them): a terminal
+    /// with history that trellis never received.
+    pub history: Vec<Tick>,
 }
 
 impl SimConfig {
@@ -61,6 +69,7 @@ impl SimConfig {
             protocol_version: PROTOCOL_VERSION,
             fallback_urls: Vec::new(),
             silence_ms: 0,
+            history: Vec::new(),
         }
     }
 }
@@ -107,6 +116,10 @@ pub struct SimStats {
     pub redirects: u64,
     /// The node URL of the current (or last) connection.
     pub url: String,
+    /// `bars_request` frames received (answered or, by a version-2 simulator, ignored).
+    pub bars_requests: u64,
+    /// Bars sent in `bars` answers (forming bars included).
+    pub bars_sent: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,6 +135,8 @@ pub struct SimHandle {
     tx: mpsc::UnboundedSender<Control>,
     pub stats: Arc<Mutex<SimStats>>,
     pub broker: Arc<Mutex<Broker>>,
+    /// The terminal's own charts: the oracle for what trellis should have after a warm-up.
+    pub history: Arc<Mutex<BarHistory>>,
     pub task: JoinHandle<Result<(), SimError>>,
 }
 
@@ -175,14 +190,27 @@ pub fn spawn(cfg: SimConfig) -> SimHandle {
         tracing::error!(error = %e, "cannot append to the deals CSV: deals are not recorded there");
         Broker::new(cfg.broker.clone())
     });
+    let mut history = BarHistory::default();
+    let mut broker = broker;
+    for t in &cfg.history {
+        quote(&mut broker, &mut history, t);
+    }
     let broker = Arc::new(Mutex::new(broker));
-    let task = actix_web::rt::spawn(run(cfg, rx, stats.clone(), broker.clone()));
+    let history = Arc::new(Mutex::new(history));
+    let task = actix_web::rt::spawn(run(cfg, rx, stats.clone(), broker.clone(), history.clone()));
     SimHandle {
         tx,
         stats,
         broker,
+        history,
         task,
     }
+}
+
+/// The terminal sees a tick: the broker prices with it (and fills what it touches), the charts take it.
+fn quote(broker: &mut Broker, history: &mut BarHistory, t: &Tick) -> Vec<Execution> {
+    history.on_tick(t);
+    broker.on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask)
 }
 
 /// Protocol state that survives reconnects.
@@ -214,6 +242,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Control>,
     stats: Arc<Mutex<SimStats>>,
     broker: Arc<Mutex<Broker>>,
+    history: Arc<Mutex<BarHistory>>,
 ) -> Result<(), SimError> {
     let mut link = Link::default();
     let mut backoff = Duration::from_millis(50);
@@ -226,7 +255,7 @@ async fn run(
     let mut redirects = 0u32;
     loop {
         lock(&stats).url = url.clone();
-        match session(&cfg, &url, &mut link, &mut rx, &stats, &broker).await {
+        match session(&cfg, &url, &mut link, &mut rx, &stats, &broker, &history).await {
             Ok(Ended::Stop) => return Ok(()),
             Ok(Ended::Redirect(to)) => {
                 lock(&stats).redirects += 1;
@@ -266,7 +295,7 @@ async fn run(
                 c = rx.recv() => match c {
                     None | Some(Control::Stop) => return Ok(()),
                     Some(Control::Tick(t)) => {
-                        lock(&broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
+                        quote(&mut lock(&broker), &mut lock(&history), &t);
                     }
                     Some(Control::DropAfterNextOrder) => link.drop_after_order = true,
                     Some(Control::LoseNextOrder) => link.lose_next_order = true,
@@ -350,6 +379,7 @@ async fn session(
     rx: &mut mpsc::UnboundedReceiver<Control>,
     stats: &Arc<Mutex<SimStats>>,
     broker: &Arc<Mutex<Broker>>,
+    history: &Arc<Mutex<BarHistory>>,
 ) -> Result<Ended, SimError> {
     let client = super::client::ws_client();
     let (_resp, framed) = client
@@ -445,7 +475,7 @@ async fn session(
                     lock(broker).manual_deal(&symbol, side, volume);
                 }
                 Some(Control::Tick(t)) => {
-                    let fired = lock(broker).on_tick(t.symbol.as_str(), t.time_msc, t.bid, t.ask);
+                    let fired = quote(&mut lock(broker), &mut lock(history), &t);
                     link.last_tick_msc = Some(t.time_msc);
                     let seq = link.seq();
                     let tick = TickFrame { seq, symbol: t.symbol.into_string(), time_msc: t.time_msc, bid: t.bid, ask: t.ask,
@@ -474,7 +504,7 @@ async fn session(
                             link.lose_next_order = false;
                             return Ok(Ended::Dropped); // never read: trellis must send it again
                         }
-                        if let Some(out) = on_frame(&bytes, link, stats, broker) {
+                        if let Some(out) = on_frame(&bytes, cfg.protocol_version, link, stats, broker, history) {
                             if link.drop_after_order {
                                 link.drop_after_order = false;
                                 return Ok(Ended::Dropped); // executed, result kept in the outbox
@@ -504,12 +534,14 @@ async fn session(
     }
 }
 
-/// Handles one frame from trellis; returns frames to send when it was an order.
+/// Handles one frame from trellis (as a bridge of protocol `version`); returns the frames that answer it.
 fn on_frame(
     bytes: &Bytes,
+    version: u32,
     link: &mut Link,
     stats: &Mutex<SimStats>,
     broker: &Mutex<Broker>,
+    history: &Mutex<BarHistory>,
 ) -> Option<Vec<String>> {
     {
         let mut s = lock(stats);
@@ -575,6 +607,121 @@ fn on_frame(
                 )
             })])
         }
+        Outbound::BarsRequest(req) => {
+            lock(stats).bars_requests += 1;
+            if version < BARS_PROTOCOL_VERSION {
+                return None; // a version-2 bridge knows no such frame
+            }
+            let out = bars_answer(&req, &lock(history), link);
+            lock(stats).bars_sent += out.1;
+            Some(out.0)
+        }
         Outbound::Welcome(_) | Outbound::Redirect(_) => None,
+    }
+}
+
+/// The `bars` pages answering `req` from the terminal's charts, and how many bars they carry.
+fn bars_answer(req: &BarsRequest, history: &BarHistory, link: &mut Link) -> (Vec<String>, u64) {
+    let page = |link: &mut Link, bars: Vec<BarRow>, forming, error, more| {
+        let f = BarsFrame {
+            seq: link.seq(),
+            request_id: req.request_id,
+            symbol: req.symbol.clone(),
+            timeframe: req.timeframe.clone(),
+            bars,
+            forming,
+            error,
+            more,
+        };
+        frame("bars", &f).to_string()
+    };
+    let Some(tf) = Timeframe::parse(&req.timeframe) else {
+        let why = format!("no timeframe {}", req.timeframe);
+        return (vec![page(link, Vec::new(), None, Some(why), false)], 0);
+    };
+    let (bars, forming) = history.range(
+        &Symbol::new(req.symbol.clone()),
+        tf,
+        req.from_msc,
+        req.to_msc,
+    );
+    let count = (bars.len() + usize::from(forming.is_some())) as u64;
+    let rows: Vec<BarRow> = bars.iter().map(BarRow::from_bar).collect();
+    let mut chunks: Vec<&[BarRow]> = rows.chunks(MAX_BARS_PER_FRAME).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    let mut forming = forming.as_ref().map(BarRow::from_bar);
+    let pages = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let more = i < last;
+            let forming = if more { None } else { forming.take() };
+            page(link, chunk.to_vec(), forming, None, more)
+        })
+        .collect();
+    (pages, count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::bars::{Ask, BarsRequests, Page};
+    use crate::bridge::protocol::{decode, Inbound};
+
+    fn tick(t: i64, bid: &str) -> Tick {
+        let bid: rust_decimal::Decimal = bid.parse().expect("decimal literal");
+        Tick {
+            symbol: Symbol::new("EURUSD"),
+            time_msc: t,
+            bid,
+            ask: bid,
+        }
+    }
+
+    #[test]
+    fn the_pages_a_terminal_sends_decode_and_assemble_into_exactly_its_own_bars() {
+        // Arrange: 700 minutes of ticks, so 699 closed M1 bars (three pages) and one forming.
+        let mut history = BarHistory::default();
+        for i in 0..2_100 {
+            history.on_tick(&tick(
+                i * 20_000 + 3,
+                &format!("1.{:05}", 10_000 + (i * 37) % 500),
+            ));
+        }
+        let mut requests = BarsRequests::new(0);
+        let ask = Ask {
+            request_id: 42,
+            symbol: Symbol::new("EURUSD"),
+            timeframe: Timeframe::M1,
+            from_ms: 0,
+            to_ms: 700 * 60_000,
+        };
+        requests.ask(ask).expect("room");
+        let req = requests.start().remove(0);
+
+        // Act: the simulator's pages, read back as trellis reads them.
+        let (pages, count) = bars_answer(&req, &history, &mut Link::default());
+        let mut outcome = None;
+        for text in &pages {
+            let Ok(Inbound::Bars(page)) = decode(text) else {
+                panic!("a valid bars page: {text:.200}")
+            };
+            outcome = Some(requests.page(page));
+        }
+
+        // Assert
+        let (bars, forming) = history.range(&Symbol::new("EURUSD"), Timeframe::M1, 0, 700 * 60_000);
+        assert_eq!((pages.len(), count, bars.len()), (3, 700, 699));
+        let Some(Page::Done(answer)) = outcome else {
+            panic!("answered: {outcome:?}")
+        };
+        assert_eq!(answer.request_id, 42);
+        assert_eq!(answer.bars, bars);
+        // Decimals compare by value; their text shows the scale too, which must survive the wire.
+        assert_eq!(format!("{:?}", answer.bars), format!("{bars:?}"));
+        assert_eq!(answer.forming, forming);
     }
 }

@@ -328,6 +328,7 @@ const OTHER_TYPES: &[&str] = &[
     "order_request",
     "cancel_request",
     "history_request",
+    "bars_request",
     "error",
     "Hello",
     "TICK",

@@ -4,6 +4,7 @@
 mod admin;
 mod authz;
 mod backtest;
+mod bars;
 mod bridge;
 mod cache;
 mod clickhouse;

@@ -1,4 +1,4 @@
 """trellis MT5 bridge: drives a MetaTrader 5 terminal through the official `MetaTrader5` package and speaks
-the trellis bridge protocol v2 (docs/mt5-protocol.md) over a WebSocket."""
+the trellis bridge protocol v3 (docs/mt5-protocol.md) over a WebSocket."""
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3

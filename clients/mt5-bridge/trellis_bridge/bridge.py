@@ -20,6 +20,14 @@ bridge keeps the epoch its processed `seq` belongs to and forgets that `seq` whe
 answers trellis's `history_request` with the terminal's deals and positions, which is how trellis books what
 it missed while it was down.
 
+Bars (protocol 3): trellis asks for the terminal's bars of a symbol and timeframe over a range of open times
+(`bars_request`, to fill the bars it missed while it was down) and the bridge answers from `copy_rates_range`, in
+`bars` pages of at most `MAX_BARS_PER_FRAME` bars (the newest `MAX_BARS_PER_ANSWER` of the range at most). The last
+bar MT5 returns is the one still forming when no tick of a later period has come yet (the symbol's last tick is
+inside its period): trellis closes a bar on the first tick of the next period, so such a bar is sent as `forming`,
+never as complete. A failed read is answered with the terminal's `last_error()`. Bars are plain frames like ticks:
+lost with a link, they are asked again, never re-sent.
+
 Several trellis nodes (docs/cluster.md): each tenant is run by one node at a time, so the bridge is given every
 node's URL and fails over between them. A node that does not own the key's tenant answers `hello` with a
 `redirect` to the owner's URL (followed at once, without back-off, even when that URL is not in the list: nodes
@@ -60,6 +68,17 @@ ORDER_FILLING_FOK, ORDER_FILLING_IOC, ORDER_FILLING_RETURN = 0, 1, 2
 COPY_TICKS_ALL = -1
 DEAL_TYPE_BUY, DEAL_TYPE_SELL = 0, 1
 
+# Protocol timeframes: the MT5 constant's name, its value in the MetaTrader5 package (used when the module lacks
+# the name), and the period in ms.
+TIMEFRAMES = {"M1": ("TIMEFRAME_M1", 1, 60_000), "M5": ("TIMEFRAME_M5", 5, 300_000),
+              "M15": ("TIMEFRAME_M15", 15, 900_000), "H1": ("TIMEFRAME_H1", 16385, 3_600_000),
+              "H4": ("TIMEFRAME_H4", 16388, 14_400_000), "D1": ("TIMEFRAME_D1", 16408, 86_400_000)}
+# A `bars` frame carries at most this many bars (the widest rows stay inside trellis's 64 KiB frames); an answer at
+# most MAX_BARS_PER_ANSWER, the newest of the range.
+MAX_BARS_PER_FRAME = 250
+MAX_BARS_PER_ANSWER = 50_000
+LATEST_S = 32_503_680_000  # 3000-01-01
+
 # Reads of positions, deals, positions for one history answer before giving up on a quiet moment.
 HISTORY_READS = 3
 
@@ -83,6 +102,10 @@ class Redirected(Exception):
 
 class Refused(Exception):
     """trellis answered `hello` with an error retrying may fix (e.g. `tenant_unavailable` during a failover)."""
+
+
+class BarsUnavailable(Exception):
+    """The terminal cannot give the bars asked for (its error goes back to trellis in the `bars` answer)."""
 
 
 class Silent(Exception):
@@ -320,6 +343,8 @@ class Bridge:
                 await self._cancel(frame)
             elif kind == "history_request":
                 await self._answer_history(frame)
+            elif kind == "bars_request":
+                await self._answer_bars(frame)
             elif kind == "heartbeat":
                 self.journal.acknowledge(int(frame.get("ack", 0)))
             elif kind == "redirect":
@@ -558,6 +583,55 @@ class Bridge:
                                    "positions": positions})
         log.info("history request %s (deals from %d, after ticket %s): %d deals, %d positions", req["request_id"],
                  from_msc, req.get("after_ticket"), len(deals), len(positions))
+
+    async def _answer_bars(self, req: dict) -> None:
+        """Answers a `bars_request` with the terminal's bars whose open time is in [from_msc, to_msc], in pages."""
+        request_id, symbol, timeframe = int(req["request_id"]), str(req["symbol"]), str(req["timeframe"])
+        page = {"type": "bars", "request_id": request_id, "symbol": symbol, "timeframe": timeframe}
+        try:
+            bars, forming = self._rates(symbol, timeframe, int(req["from_msc"]), int(req["to_msc"]))
+        except BarsUnavailable as e:
+            log.warning("bars request %s (%s %s): %s", request_id, symbol, timeframe, e)
+            await self._send(dict(page, bars=[], error=str(e)))
+            return
+        pages = [bars[i:i + MAX_BARS_PER_FRAME] for i in range(0, len(bars), MAX_BARS_PER_FRAME)] or [[]]
+        for i, rows in enumerate(pages):
+            frame = dict(page, bars=rows, more=i < len(pages) - 1)
+            if i == len(pages) - 1 and forming is not None:
+                frame["forming"] = forming
+            await self._send(frame)
+        log.info("bars request %s (%s %s from %s to %s): %d bars%s in %d frames", request_id, symbol, timeframe,
+                 req["from_msc"], req["to_msc"], len(bars), " and the forming one" if forming else "", len(pages))
+
+    def _rates(self, symbol: str, timeframe: str, from_msc: int, to_msc: int):
+        """(complete bars, forming bar or None) of `copy_rates_range`, as protocol rows, open times exactly in range.
+
+        MT5 selects by whole seconds: the window is widened to them and the exact bounds applied here.
+        """
+        if timeframe not in TIMEFRAMES:
+            raise BarsUnavailable(f"no timeframe {timeframe!r}: one of {', '.join(TIMEFRAMES)}")
+        name, value, period = TIMEFRAMES[timeframe]
+        if to_msc < from_msc:
+            return [], None
+        self.mt5.symbol_select(symbol, True)
+        # Seconds, clamped to what a datetime holds (trellis may send 2^53 for "up to now").
+        frm = datetime.fromtimestamp(min(max(from_msc, 0) // 1000, LATEST_S), timezone.utc)
+        to = datetime.fromtimestamp(min(-(-max(to_msc, 0) // 1000), LATEST_S), timezone.utc)
+        rates = self.mt5.copy_rates_range(symbol, getattr(self.mt5, name, value), frm, to)
+        if rates is None:
+            raise BarsUnavailable(f"copy_rates_range({symbol}, {timeframe}) failed: {self.mt5.last_error()}")
+        rows = [{"time_msc": int(field(r, "time")) * 1000, "open": float(field(r, "open")),
+                 "high": float(field(r, "high")), "low": float(field(r, "low")), "close": float(field(r, "close")),
+                 "tick_volume": int(field(r, "tick_volume", 0))} for r in rates]
+        rows = sorted((r for r in rows if from_msc <= r["time_msc"] <= to_msc), key=lambda r: r["time_msc"])
+        forming = None
+        if rows:
+            tick = self.mt5.symbol_info_tick(symbol)
+            last_tick = int(field(tick, "time_msc", 0) or 0) if tick is not None else 0
+            # No tick of a later period yet (or no tick known): the bar may still change, so it is not complete.
+            if last_tick < rows[-1]["time_msc"] + period:
+                forming = rows.pop()
+        return rows[-MAX_BARS_PER_ANSWER:], forming
 
     def _deals_since(self, from_msc: int) -> list:
         """The account's trade deals with `time_msc` >= `from_msc`, oldest first.

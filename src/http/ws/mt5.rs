@@ -22,7 +22,8 @@ use crate::actors::messages::{Attach, Detach, FrameReceived, Outgoing, RejectFra
 use crate::actors::mt5_session::Mt5Session;
 use crate::actors::tenant::TenantContext;
 use crate::bridge::protocol::{
-    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, PROTOCOL_VERSION, UPGRADE_HINT,
+    decode, encode, ErrorCode, ErrorFrame, Hello, Inbound, Outbound, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION, UPGRADE_HINT,
 };
 use crate::domain::Login;
 use crate::http::AppState;
@@ -164,7 +165,8 @@ impl Conn {
         session.do_send(Detach { conn_id });
     }
 
-    /// Reads frames until a valid `hello` with a known key and version arrives.
+    /// Reads frames until a valid `hello` with a known key and a version from `MIN_PROTOCOL_VERSION` to
+    /// `PROTOCOL_VERSION` arrives (the session learns the version from the hello and speaks it).
     async fn handshake(&mut self, stream: &mut Stream) -> Option<(Arc<TenantContext>, Hello)> {
         let timeout = Duration::from_millis(self.state.settings.mt5.hello_timeout_ms);
         let first = match tokio::time::timeout(timeout, stream.next()).await {
@@ -218,13 +220,14 @@ impl Conn {
                 return None;
             }
         };
-        if hello.protocol_version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
             self.fail(
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "protocol version {} is not supported; this trellis speaks {PROTOCOL_VERSION}: {}",
+                    "protocol version {} is not supported; this trellis speaks {MIN_PROTOCOL_VERSION} to \
+                     {PROTOCOL_VERSION}: {}",
                     hello.protocol_version,
-                    if hello.protocol_version < PROTOCOL_VERSION {
+                    if hello.protocol_version < MIN_PROTOCOL_VERSION {
                         UPGRADE_HINT
                     } else {
                         "use a bridge of this trellis's protocol version"

@@ -9,7 +9,12 @@ deletes one and moves it to `history_orders` (`history_orders_get`) as ORDER_STA
 Knobs (environment): FAKE_MT5_INIT_FAIL=1 makes initialize() fail; FAKE_MT5_FORCE_RETCODE=10019 makes
 order_send answer that code; FAKE_MT5_HANG_AFTER_SEND=1 makes the process hang right after a successful
 market order_send, before the bridge can report it (the test then kills it); FAKE_MT5_HANG_AFTER_REMOVE=1 does
-the same right after a successful removal of a pending order.
+the same right after a successful removal of a pending order; FAKE_MT5_RATES_ERROR=1 makes copy_rates_range fail
+(None, with last_error() saying why).
+
+Bars (`copy_rates_range`) are built from the pushed ticks by trellis's rules: OHLC from bid, a bar per period of
+tick time with at least one tick, a tick older than the last one of its symbol ignored. Like MT5, the bar still
+forming is returned too.
 """
 
 import os
@@ -26,6 +31,10 @@ ORDER_STATE_PLACED, ORDER_STATE_CANCELED = 1, 2
 TRADE_RETCODE_PLACED, TRADE_RETCODE_DONE, TRADE_RETCODE_INVALID = 10008, 10009, 10013
 TRADE_RETCODE_INVALID_PRICE, TRADE_RETCODE_NO_MONEY = 10015, 10019
 COPY_TICKS_ALL = -1
+TIMEFRAME_M1, TIMEFRAME_M5, TIMEFRAME_M15 = 1, 5, 15
+TIMEFRAME_H1, TIMEFRAME_H4, TIMEFRAME_D1 = 16385, 16388, 16408
+_PERIOD_S = {TIMEFRAME_M1: 60, TIMEFRAME_M5: 300, TIMEFRAME_M15: 900, TIMEFRAME_H1: 3600, TIMEFRAME_H4: 14400,
+             TIMEFRAME_D1: 86400}
 DEAL_ENTRY_IN, DEAL_ENTRY_OUT = 0, 1
 
 Tick = namedtuple("Tick", "time bid ask last volume time_msc flags volume_real")
@@ -36,6 +45,7 @@ TradeDeal = namedtuple("TradeDeal", "ticket order time_msc type entry magic posi
 TradeOrder = namedtuple("TradeOrder", "ticket time_setup time_setup_msc time_done time_done_msc time_expiration type "
                         "type_time type_filling state magic position_id position_by_id reason volume_initial "
                         "volume_current price_open sl tp price_current price_stoplimit symbol comment external_id")
+Rate = namedtuple("Rate", "time open high low close tick_volume spread real_volume")
 OrderCheckResult = namedtuple("OrderCheckResult", "retcode balance equity profit margin margin_free margin_level comment request")
 OrderSendResult = namedtuple("OrderSendResult", "retcode deal order volume price bid ask comment request_id retcode_external request")
 
@@ -147,6 +157,29 @@ def copy_ticks_from(symbol, date_from, count, flags):
     rows = _db().execute("SELECT time_msc, bid, ask FROM ticks WHERE symbol = ? AND time_msc >= ? ORDER BY time_msc, rowid LIMIT ?",
                          (symbol, since, count)).fetchall()
     return [_tick(r) for r in rows]
+
+
+def copy_rates_range(symbol, timeframe, date_from, date_to):
+    """Bars whose open time (seconds) is in [date_from, date_to], oldest first; None for an unknown timeframe."""
+    global _last_error
+    period = _PERIOD_S.get(timeframe)
+    if period is None or os.environ.get("FAKE_MT5_RATES_ERROR") == "1":
+        _last_error = (-2, "Terminal: Invalid params")
+        return None
+    frm, to = int(date_from.timestamp()), int(date_to.timestamp())
+    rows = _db().execute("SELECT time_msc, bid FROM ticks WHERE symbol = ? ORDER BY rowid", (symbol,)).fetchall()
+    bars, last = [], None
+    for time_msc, bid in rows:
+        if last is not None and time_msc < last:
+            continue
+        last = time_msc
+        start = time_msc // 1000 // period * period
+        if bars and bars[-1][0] == start:
+            t, o, h, lo, _, n = bars[-1]
+            bars[-1] = [t, o, max(h, bid), min(lo, bid), bid, n + 1]
+        else:
+            bars.append([start, bid, bid, bid, bid, 1])
+    return [Rate(t, o, h, lo, c, n, 0, 0) for t, o, h, lo, c, n in bars if frm <= t <= to]
 
 
 def _positions(db):
