@@ -342,9 +342,10 @@ impl MarketData {
             .get(&key.0)
             .map_or(i64::MIN, |q| q.time_msc);
         let to_ms = now_ms().max(quoted).saturating_add(tf);
+        // A series the store lacks takes the terminal's newest bars, however old (its clock may not be ours).
         let from_ms = match series.bars.back() {
             Some(last) => last.open_time_ms.saturating_add(tf),
-            None => to_ms.saturating_sub(tf.saturating_mul(series.depth as i64 * 3)),
+            None => 0,
         };
         self.next_request += 1;
         let id = self.next_request;
@@ -356,6 +357,7 @@ impl MarketData {
             timeframe: key.1,
             from_ms,
             to_ms,
+            count: series.depth,
         });
         ctx.run_later(FILL_TIMEOUT, move |act, _ctx| {
             if let Some(key) = act.asked.remove(&id) {

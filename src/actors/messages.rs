@@ -351,6 +351,9 @@ pub struct FetchBars {
     pub timeframe: Timeframe,
     pub from_ms: i64,
     pub to_ms: i64,
+    /// At most this many bars, the newest of the range (a series the store lacks asks for its depth
+    /// from the beginning of time).
+    pub count: usize,
 }
 
 /// The terminal's bars for a `FetchBars` (an `Mt5Session` → `MarketData`).

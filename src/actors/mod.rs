@@ -12,7 +12,6 @@
 
 pub mod feed;
 pub mod market_data;
-mod market_data_terminal;
 pub mod messages;
 pub mod model;
 pub mod mt5_session;

@@ -771,6 +771,7 @@ impl Handler<FetchBars> for Mt5Session {
             timeframe: f.timeframe,
             from_ms: f.from_ms,
             to_ms: f.to_ms,
+            count: f.count,
         };
         let refused = match self.conn.as_ref().map(|c| c.version) {
             None => Some(format!(

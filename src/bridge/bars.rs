@@ -33,6 +33,8 @@ pub struct Ask {
     pub timeframe: Timeframe,
     pub from_ms: i64,
     pub to_ms: i64,
+    /// At most this many (the newest of the range).
+    pub count: usize,
 }
 
 /// The outcome of one request.
@@ -132,6 +134,7 @@ impl BarsRequests {
                 timeframe: ask.timeframe.as_str().to_owned(),
                 from_msc: ask.from_ms,
                 to_msc: ask.to_ms,
+                count: Some(ask.count as u64),
             });
             self.in_flight.insert(
                 id,
@@ -285,6 +288,7 @@ mod tests {
             timeframe: Timeframe::M1,
             from_ms: 0,
             to_ms: 100 * MIN,
+            count: 1_000,
         }
     }
 

@@ -450,6 +450,9 @@ pub struct BarsRequest {
     pub from_msc: i64,
     /// Open times up to (inclusive), ms, terminal clock.
     pub to_msc: i64,
+    /// At most this many bars: the newest of the range (absent: up to [`MAX_BARS_PER_ANSWER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -960,6 +963,7 @@ mod tests {
             timeframe: Timeframe::M5.as_str().into(),
             from_msc: 1_700_000_100_000,
             to_msc: 1_700_000_400_000,
+            count: None,
         }));
         assert_eq!(
             text,

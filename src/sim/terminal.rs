@@ -639,12 +639,15 @@ fn bars_answer(req: &BarsRequest, history: &BarHistory, link: &mut Link) -> (Vec
         let why = format!("no timeframe {}", req.timeframe);
         return (vec![page(link, Vec::new(), None, Some(why), false)], 0);
     };
-    let (bars, forming) = history.range(
+    let (mut bars, forming) = history.range(
         &Symbol::new(req.symbol.clone()),
         tf,
         req.from_msc,
         req.to_msc,
     );
+    if let Some(n) = req.count.map(|n| n as usize) {
+        bars.drain(..bars.len().saturating_sub(n));
+    }
     let count = (bars.len() + usize::from(forming.is_some())) as u64;
     let rows: Vec<BarRow> = bars.iter().map(BarRow::from_bar).collect();
     let mut chunks: Vec<&[BarRow]> = rows.chunks(MAX_BARS_PER_FRAME).collect();
@@ -698,6 +701,7 @@ mod tests {
             timeframe: Timeframe::M1,
             from_ms: 0,
             to_ms: 700 * 60_000,
+            count: 50_000,
         };
         requests.ask(ask).expect("room");
         let req = requests.start().remove(0);

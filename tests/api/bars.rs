@@ -51,6 +51,7 @@ fn fetch(app: &TestApp, timeframe: Timeframe, from_ms: i64, to_ms: i64) {
         timeframe,
         from_ms,
         to_ms,
+        count: 50_000,
     });
 }
 

@@ -590,6 +590,10 @@ class Bridge:
         page = {"type": "bars", "request_id": request_id, "symbol": symbol, "timeframe": timeframe}
         try:
             bars, forming = self._rates(symbol, timeframe, int(req["from_msc"]), int(req["to_msc"]))
+            count = req.get("count")
+            if count is not None and int(count) < len(bars):
+                # The newest `count` of the range: a series trellis lacks asks from the beginning of time.
+                bars = bars[len(bars) - int(count):]
         except BarsUnavailable as e:
             log.warning("bars request %s (%s %s): %s", request_id, symbol, timeframe, e)
             await self._send(dict(page, bars=[], error=str(e)))
