@@ -1039,9 +1039,11 @@ impl Pass {
             }
             "Loop" => self.cost_loop(node, scope, at, depth)?,
             "Scan" => self.cost_scan(node, scope, at, depth)?,
-            _ => return unresolved(format!(
+            _ => {
+                return unresolved(format!(
                 "{at}: operator `{op}` is not admitted (docs/tenant-code.md lists those that are)"
-            )),
+            ))
+            }
         })
     }
 

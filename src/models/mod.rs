@@ -9,6 +9,7 @@ pub mod features;
 pub mod hmm;
 pub mod manifest;
 pub mod onnx;
+pub mod pool;
 pub mod registry;
 pub mod synthetic;
 pub mod training;
