@@ -1356,16 +1356,9 @@ pub mod hostile {
         .encode_to_vec()
     }
 
+    /// The mean of every element, as `[1, 1]`.
     fn reduce_mean(input: &str) -> pb::NodeProto {
-        with_attr(
-            node("ReduceMean", &[input], "y"),
-            pb::AttributeProto {
-                name: "axes".into(),
-                r#type: pb::attribute_proto::AttributeType::Ints as i32,
-                ints: vec![0],
-                ..Default::default()
-            },
-        )
+        node("ReduceMean", &[input], "y")
     }
 
     /// What the 169-byte file does: the input expanded to `[n, n]`, then a mean.
@@ -1420,6 +1413,52 @@ pub mod hostile {
         model(graph(
             nodes,
             vec![ints("shape", &[n, n])],
+            vec![value_info("features", &[1, 1])],
+            vec![value_info("y", &[1, 1])],
+        ))
+    }
+
+    /// Like [`matmul_chain`], but the matrix is the expanded input plus a ramp `0, 1/n², 2/n², …` (a
+    /// `Range` scaled and reshaped to `[n, n]`), so no optimiser can reduce the products of a uniform matrix: `links · n³` multiply-adds
+    /// really computed. The slow-but-admissible model of the tests.
+    pub fn heavy(n: i64, links: usize) -> Vec<u8> {
+        let to_float = with_attr(
+            node("Cast", &["steps"], "stepsf"),
+            pb::AttributeProto {
+                name: "to".into(),
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                i: pb::tensor_proto::DataType::Float as i64,
+                ..Default::default()
+            },
+        );
+        let mut nodes = vec![
+            node("Range", &["zero", "count", "one"], "steps"),
+            to_float,
+            node("Mul", &["stepsf", "scale"], "small"),
+            node("Reshape", &["small", "shape"], "ramp"),
+            node("Expand", &["features", "shape"], "flat"),
+            node("Add", &["flat", "ramp"], "m0"),
+        ];
+        for i in 0..links {
+            let (a, b) = (format!("m{i}"), format!("m{}", i + 1));
+            nodes.push(node("MatMul", &[&a, &a], &b));
+        }
+        nodes.push(reduce_mean(&format!("m{links}")));
+        model(graph(
+            nodes,
+            vec![
+                scalar("zero", 0),
+                scalar("count", n * n),
+                scalar("one", 1),
+                pb::TensorProto {
+                    name: "scale".into(),
+                    dims: vec![],
+                    data_type: pb::tensor_proto::DataType::Float as i32,
+                    float_data: vec![1.0 / (n * n) as f32],
+                    ..Default::default()
+                },
+                ints("shape", &[n, n]),
+            ],
             vec![value_info("features", &[1, 1])],
             vec![value_info("y", &[1, 1])],
         ))
