@@ -429,8 +429,7 @@ impl ModelHost {
             (inference, out)
         });
         ctx.spawn(
-            async move { done.await }
-                .into_actor(self)
+            done.into_actor(self)
                 .map(move |res, act, ctx| act.job_done(job, res, ctx)),
         );
     }
@@ -835,7 +834,7 @@ impl Handler<BarClosed> for ModelHost {
             this.on_bar(&bar, ctx);
         });
         if let Err(why) = result {
-            return self.fail(why, ctx);
+            self.fail(why, ctx);
         }
     }
 }
