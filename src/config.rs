@@ -146,6 +146,32 @@ pub struct QuotaSettings {
     /// Predictions a tenant's models may make per minute, all deployments and versions together; beyond
     /// it a prediction is skipped and counted (`over_quota`).
     pub predictions: crate::domain::tier::TierLimits,
+    /// Peak memory one prediction of a model version may need (weights included), in bytes: a version
+    /// over it is refused at upload (docs/tenant-code.md).
+    #[serde(default = "model_memory_bytes")]
+    pub model_memory_bytes: crate::domain::tier::TierLimits<u64>,
+    /// Work (multiply-adds) one prediction of a model version may take: a version over it is refused at
+    /// upload.
+    #[serde(default = "model_work_per_bar")]
+    pub model_work_per_bar: crate::domain::tier::TierLimits<u64>,
+}
+
+fn model_memory_bytes() -> crate::domain::tier::TierLimits<u64> {
+    crate::domain::tier::TierLimits {
+        free: 16 << 20,
+        basic: 32 << 20,
+        professional: 64 << 20,
+        enterprise: 256 << 20,
+    }
+}
+
+fn model_work_per_bar() -> crate::domain::tier::TierLimits<u64> {
+    crate::domain::tier::TierLimits {
+        free: 10_000_000,
+        basic: 50_000_000,
+        professional: 100_000_000,
+        enterprise: 1_000_000_000,
+    }
 }
 
 /// The model registry's limits.

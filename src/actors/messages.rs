@@ -550,6 +550,8 @@ pub struct ModelVersionState {
     pub over_budget: u64,
     /// Runs skipped because the tenant's predictions for the minute were spent (`[quotas] predictions`).
     pub over_quota: u64,
+    /// Bars abandoned because the version was still computing earlier ones when their deadline passed.
+    pub skipped_busy: u64,
     /// Whether it was rolled back automatically.
     pub rolled_back: bool,
     pub monitoring: ModelMonitoring,

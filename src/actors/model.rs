@@ -8,9 +8,23 @@
 //!
 //! Per bar one traffic version serves (a deterministic weighted pick, see `models::deployment::pick`) and
 //! every shadow version predicts too; shadow predictions are recorded and published but never reach a
-//! strategy. A run that fails or gives a non-finite value is counted and skipped; one slower than the
-//! deployment's budget is dropped and counted. A traffic version that breaches (fails or runs over budget)
-//! on more than half of its last 20 runs is rolled back: its weight becomes 0, audited and announced.
+//! strategy. A run that fails or gives a non-finite value is counted and skipped. A traffic version that
+//! breaches (fails, runs over budget or is skipped busy) on more than half of its last 20 runs is rolled
+//! back: its weight becomes 0, audited and announced.
+//!
+//! # Where a prediction runs, and its deadline
+//!
+//! The host runs on the tenant's arbiter, beside market data, the strategies, risk and the portfolio, so it
+//! never runs a model there (docs/tenant-code.md): on a closed bar it updates the features, writes the row
+//! and queues it on the version; the rows go to the inference pool (`models::pool::Inference`, fair between
+//! tenants) in one job per version, whatever has queued while the previous job ran, and the results come
+//! back as a message. A version has one tract state, so at most one job of it runs at a time.
+//!
+//! `budget_us` is a deadline counted from the moment the bar reached the host: a result that comes later is
+//! not used (`over_budget`, counted when the deadline passes); a bar still queued at its deadline because
+//! the version was busy with earlier bars is abandoned (`skipped_busy`). At most [`MAX_QUEUED`] bars wait per
+//! version. Both count as breaches for the rollback. A replay whose bars arrive microseconds apart is still
+//! predicted bar by bar as long as the model keeps up within its budget.
 //!
 //! Each version is monitored (served and shadow alike, so a challenger is judged before it trades): once a
 //! prediction's horizon has passed, the realised return gives its directional accuracy (and, for
@@ -31,12 +45,12 @@
 //! published: versions it still serves keep their warm features, counts and monitoring; an operator's new
 //! weight replaces an automatic rollback. A restarted host also reads the published deployment.
 //!
-//! The tick → order path never waits on a model: bars reach strategies before the model hears of them, and a
-//! strategy acts on a prediction whenever it comes.
+//! The tick → order path never waits on a model: bars reach strategies before the model hears of them, the
+//! model computes on threads of its own, and a strategy acts on a prediction whenever it comes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -54,6 +68,7 @@ use crate::models::drift::DriftMonitor;
 use crate::models::features::FeatureState;
 use crate::models::manifest::Output;
 use crate::models::onnx::Inference;
+use crate::models::pool;
 use crate::runtime::supervisor::{contain, ExitNotifier, Shutdown};
 
 /// Predictions kept for `GetModelState`.
@@ -71,6 +86,10 @@ const STORE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 const STORE_AT: usize = 500;
 /// Predictions held while the store is away; beyond this the oldest are shed.
 const MAX_UNSTORED: usize = 100_000;
+/// Bars waiting per version while it computes; beyond this the oldest is skipped busy.
+const MAX_QUEUED: usize = 64;
+/// Closes kept past a version's horizon, for predictions that come back after their horizon's bar.
+const CLOSES_KEPT: usize = 1_024;
 
 /// One drift monitor: a feature (by its index in the row) or the output (`None`).
 struct Watched {
@@ -87,6 +106,9 @@ struct Monitor {
     horizon: u64,
     /// (bar number, close then, predicted value), oldest first.
     pending: VecDeque<(u64, f64, f64)>,
+    /// (bar number, close) of the recent bars: a prediction comes back after its bar, maybe after its
+    /// horizon's bar too (a fast replay), and is judged on the close it would have seen.
+    closes: VecDeque<(u64, f64)>,
     /// (direction right, absolute error if the output is a return).
     outcomes: VecDeque<(bool, Option<f64>)>,
     watched: Vec<Watched>,
@@ -121,6 +143,7 @@ impl Monitor {
             output: v.manifest.output.clone(),
             horizon: u64::from(v.manifest.horizon_bars),
             pending: VecDeque::new(),
+            closes: VecDeque::new(),
             outcomes: VecDeque::with_capacity(MONITOR_WINDOW),
             watched,
             predictions: 0,
@@ -129,11 +152,28 @@ impl Monitor {
 
     /// A bar closed: predictions whose horizon has now passed get their outcome.
     fn on_bar(&mut self, bar_no: u64, close: f64) {
+        self.closes.push_back((bar_no, close));
+        let keep = self.horizon as usize + CLOSES_KEPT;
+        while self.closes.len() > keep {
+            self.closes.pop_front();
+        }
+        self.resolve();
+    }
+
+    /// Gives an outcome to each pending prediction whose horizon's bar has closed.
+    fn resolve(&mut self) {
+        let Some(&(last, _)) = self.closes.back() else {
+            return;
+        };
         while let Some(&(at, then, value)) = self.pending.front() {
-            if bar_no < at + self.horizon {
+            let due = at + self.horizon;
+            if last < due {
                 break;
             }
             self.pending.pop_front();
+            let Some(close) = self.closes.iter().find(|(n, _)| *n == due).map(|c| c.1) else {
+                continue; // Its bar left the window: no outcome.
+            };
             if then <= 0.0 || !close.is_finite() {
                 continue;
             }
@@ -161,6 +201,7 @@ impl Monitor {
             if self.pending.len() > MONITOR_WINDOW + self.horizon as usize {
                 self.pending.pop_front();
             }
+            self.resolve();
         }
         self.predictions += 1;
         let check = self.predictions % CHECK_EVERY == 0;
@@ -204,9 +245,27 @@ impl Monitor {
     }
 }
 
+/// A bar waiting for (or in) a run of one version: its row, written when the bar arrived.
+struct Queued {
+    /// Unique in the host: what the deadline timer names.
+    seq: u64,
+    bar: Bar,
+    bar_no: u64,
+    row: Vec<f32>,
+    arrived: Instant,
+    /// Its deadline passed while it computed: counted then, its result not used.
+    late: bool,
+}
+
 struct VersionRun {
     features: FeatureState,
-    inference: Inference,
+    /// The version's tract state; `None` while a job of it runs on the pool.
+    inference: Option<Inference>,
+    /// Bars waiting for the version to be free.
+    queued: VecDeque<Queued>,
+    /// The bars of the job running now, and its id.
+    running: Vec<Queued>,
+    job: Option<u64>,
     row: Vec<f32>,
     /// The last run's scores, for `class` outputs.
     scores: Vec<f32>,
@@ -222,7 +281,10 @@ impl VersionRun {
     fn new(v: &LoadedVersion, shadow: bool) -> Result<Self, String> {
         Ok(Self {
             features: v.features.state(),
-            inference: v.model.inference().map_err(|e| e.to_string())?,
+            inference: Some(v.model.inference().map_err(|e| e.to_string())?),
+            queued: VecDeque::new(),
+            running: Vec::new(),
+            job: None,
             row: vec![0.0; v.features.len()],
             scores: Vec::new(),
             shadow,
@@ -245,8 +307,11 @@ enum Outcome {
     Failed(String),
     OverBudget(u64),
     OverQuota(u32),
-    NotWarm,
+    SkippedBusy,
 }
+
+/// What a job on the pool gives back: the version's state and one result per row.
+type JobResult = (Inference, Vec<Result<Vec<f32>, String>>);
 
 pub struct ModelHost {
     tenant: Arc<TenantContext>,
@@ -260,6 +325,8 @@ pub struct ModelHost {
     storing: bool,
     shed: u64,
     notifier: ExitNotifier,
+    /// Numbers bars queued and jobs sent.
+    seq: u64,
 }
 
 impl ModelHost {
@@ -285,6 +352,7 @@ impl ModelHost {
             storing: false,
             shed: 0,
             notifier,
+            seq: 0,
         })
     }
 
@@ -297,12 +365,12 @@ impl ModelHost {
         }
     }
 
-    fn run_one(&mut self, i: usize) -> Outcome {
-        let budget = self.deployment.budget_us;
+    /// A bar for version `i`: its row written and queued (or nothing when the features are not warm or the
+    /// minute's quota is spent), its deadline set, and a job sent if the version is free.
+    fn enqueue(&mut self, i: usize, bar: &Bar, ctx: &mut Context<Self>) {
         let run = &mut self.runs[i];
-        let start = Instant::now();
         if !run.features.write(&mut run.row) {
-            return Outcome::NotWarm;
+            return;
         }
         let quota = {
             let limits = self.tenant.limits.read();
@@ -311,33 +379,144 @@ impl ModelHost {
                 .take(&limits.tier, crate::domain::now_ms())
         };
         if let Err(quota) = quota {
-            return Outcome::OverQuota(quota);
+            return self.record(i, bar, self.bar_no, &[], Outcome::OverQuota(quota));
         }
-        let value = match run.inference.run(&run.row) {
-            Ok(out) => {
-                if matches!(run.monitor.output, Output::Class { .. }) {
-                    run.scores.clear();
-                    run.scores.extend_from_slice(out);
-                }
-                run.monitor.output.value(out)
+        self.seq += 1;
+        let seq = self.seq;
+        let run = &mut self.runs[i];
+        run.queued.push_back(Queued {
+            seq,
+            bar: bar.clone(),
+            bar_no: self.bar_no,
+            row: run.row.clone(),
+            arrived: Instant::now(),
+            late: false,
+        });
+        if run.queued.len() > MAX_QUEUED {
+            if let Some(old) = run.queued.pop_front() {
+                self.record(i, &old.bar, old.bar_no, &[], Outcome::SkippedBusy);
             }
-            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+        let budget = Duration::from_micros(self.deployment.budget_us);
+        ctx.run_later(budget, move |act, _ctx| act.deadline(seq));
+        self.send_job(i, ctx);
+    }
+
+    /// Sends version `i`'s queued bars to the pool as one job, if it is free and has some.
+    fn send_job(&mut self, i: usize, ctx: &mut Context<Self>) {
+        let run = &mut self.runs[i];
+        if run.job.is_some() || run.queued.is_empty() {
+            return;
+        }
+        let Some(mut inference) = run.inference.take() else {
+            return;
         };
-        let micros = start.elapsed().as_micros() as u64;
-        match value {
-            Some(v) if v.is_finite() => {
-                if micros > budget {
-                    Outcome::OverBudget(micros)
-                } else {
-                    Outcome::Served(v, micros)
+        run.running = run.queued.drain(..).collect();
+        let rows: Vec<Vec<f32>> = run.running.iter().map(|q| q.row.clone()).collect();
+        self.seq += 1;
+        let job = self.seq;
+        self.runs[i].job = Some(job);
+        let done = pool::Inference::global().submit(&self.tenant.id.0, move || -> JobResult {
+            let out = rows
+                .iter()
+                .map(|row| {
+                    inference
+                        .run(row)
+                        .map(<[f32]>::to_vec)
+                        .map_err(|e| e.to_string())
+                })
+                .collect();
+            (inference, out)
+        });
+        ctx.spawn(
+            done.into_actor(self)
+                .map(move |res, act, ctx| act.job_done(job, res, ctx)),
+        );
+    }
+
+    /// A bar's deadline: still queued, it is abandoned (the version was busy); computing, its result will
+    /// not be used.
+    fn deadline(&mut self, seq: u64) {
+        for i in 0..self.runs.len() {
+            let run = &mut self.runs[i];
+            if let Some(k) = run.queued.iter().position(|q| q.seq == seq) {
+                if let Some(q) = run.queued.remove(k) {
+                    self.record(i, &q.bar, q.bar_no, &[], Outcome::SkippedBusy);
                 }
+                return;
             }
-            _ => Outcome::NotFinite,
+            if let Some(q) = run.running.iter_mut().find(|q| q.seq == seq && !q.late) {
+                q.late = true;
+                let (bar, bar_no) = (q.bar.clone(), q.bar_no);
+                let waited = q.arrived.elapsed().as_micros() as u64;
+                self.record(i, &bar, bar_no, &[], Outcome::OverBudget(waited));
+                return;
+            }
         }
     }
 
-    /// One closed bar: features of every version updated, the picked traffic version and every shadow run.
-    fn on_bar(&mut self, bar: &Bar) {
+    /// A job came back: its state returned to the version, each bar's result recorded unless its deadline
+    /// passed, and the next job sent.
+    fn job_done(
+        &mut self,
+        job: u64,
+        res: Result<Result<JobResult, String>, tokio::sync::oneshot::error::RecvError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(i) = self.runs.iter().position(|r| r.job == Some(job)) else {
+            return; // The version left the deployment meanwhile.
+        };
+        let budget = self.deployment.budget_us;
+        let running = std::mem::take(&mut self.runs[i].running);
+        self.runs[i].job = None;
+        let results = match res {
+            Ok(Ok((inference, results))) => {
+                self.runs[i].inference = Some(inference);
+                results
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(panic)) => format!("the model panicked: {panic}"),
+                    _ => "the inference pool dropped the run".to_owned(),
+                };
+                match self.version(i).model.inference() {
+                    Ok(fresh) => self.runs[i].inference = Some(fresh),
+                    Err(e) => return self.fail(format!("{why}; and then: {e}"), ctx),
+                }
+                vec![Err(why); running.len()]
+            }
+        };
+        for (q, result) in running.into_iter().zip(results) {
+            if q.late {
+                continue;
+            }
+            let micros = q.arrived.elapsed().as_micros() as u64;
+            let outcome = match result {
+                Err(e) => Outcome::Failed(e),
+                Ok(out) => {
+                    let run = &mut self.runs[i];
+                    if matches!(run.monitor.output, Output::Class { .. }) {
+                        run.scores.clear();
+                        run.scores.extend_from_slice(&out);
+                    }
+                    match run.monitor.output.value(&out) {
+                        Some(v) if v.is_finite() && micros > budget => Outcome::OverBudget(micros),
+                        Some(v) if v.is_finite() => Outcome::Served(v, micros),
+                        _ => Outcome::NotFinite,
+                    }
+                }
+            };
+            self.record(i, &q.bar, q.bar_no, &q.row, outcome);
+        }
+        if self.unstored.len() >= STORE_AT {
+            self.store(ctx);
+        }
+        self.send_job(i, ctx);
+    }
+
+    /// One closed bar: features of every version updated, the picked traffic version and every shadow
+    /// version queued.
+    fn on_bar(&mut self, bar: &Bar, ctx: &mut Context<Self>) {
         use rust_decimal::prelude::ToPrimitive;
         self.bar_no += 1;
         let close = bar.close.to_f64().unwrap_or(f64::NAN);
@@ -353,19 +532,23 @@ impl ModelHost {
             if !shadow && Some(i) != picked {
                 continue;
             }
-            let outcome = self.run_one(i);
-            self.record(i, bar, outcome);
+            self.enqueue(i, bar, ctx);
         }
     }
 
-    fn record(&mut self, i: usize, bar: &Bar, outcome: Outcome) {
+    /// Counts an outcome of version `i` for `bar` (the `bar_no`-th this host saw, its features `row`), and
+    /// publishes a served prediction.
+    fn record(&mut self, i: usize, bar: &Bar, bar_no: u64, row: &[f32], outcome: Outcome) {
         let tenant = self.tenant.id.0.clone();
         let deployment = self.deployment.id.clone();
         let short = self.version(i).short().to_owned();
         let metrics = self.tenant.metrics.clone();
         let run = &mut self.runs[i];
         let (label, seconds, breach) = match &outcome {
-            Outcome::NotWarm => return,
+            Outcome::SkippedBusy => {
+                run.state.skipped_busy += 1;
+                ("skipped_busy", None, true)
+            }
             Outcome::Served(_, us) => {
                 run.state.served += 1;
                 (
@@ -408,9 +591,7 @@ impl ModelHost {
         if let Outcome::Served(value, latency_us) = outcome {
             use rust_decimal::prelude::ToPrimitive;
             let close = bar.close.to_f64().unwrap_or(f64::NAN);
-            let drifted = run
-                .monitor
-                .on_prediction(self.bar_no, close, value, &run.row);
+            let drifted = run.monitor.on_prediction(bar_no, close, value, row);
             for feature in drifted {
                 let detail = serde_json::json!({
                     "deployment": deployment,
@@ -650,13 +831,10 @@ impl Handler<BarClosed> for ModelHost {
             if crate::runtime::task::faults_armed() {
                 crate::runtime::task::fault_point(&name);
             }
-            this.on_bar(&bar);
+            this.on_bar(&bar, ctx);
         });
         if let Err(why) = result {
-            return self.fail(why, ctx);
-        }
-        if self.unstored.len() >= STORE_AT {
-            self.store(ctx);
+            self.fail(why, ctx);
         }
     }
 }

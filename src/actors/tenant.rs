@@ -277,7 +277,10 @@ impl TenantContext {
                     m.id, m.symbol
                 )));
             }
-            let d = Deployment::load(m, resolved).map_err(invalid)?;
+            // Registry versions were admitted within the tier's limits at upload; files from the
+            // configuration are the operator's, held to the ceiling.
+            let d = Deployment::load(m, resolved, &crate::models::cost::ModelLimits::CEILING)
+                .map_err(invalid)?;
             if deployments.insert(m.id.clone(), Arc::new(d)).is_some() {
                 return Err(invalid(format!("model deployment `{}` twice", m.id)));
             }

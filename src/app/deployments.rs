@@ -13,18 +13,20 @@ use super::{market_data, strategies_supervisor, valid_id, App, AppError};
 use crate::actors::messages::{DropDeployment, Redeploy, SetDeployment};
 use crate::actors::tenant::TenantContext;
 use crate::domain::tenant::{ModelDeploymentSettings, ModelVersionSettings, RetrainSettings};
+use crate::models::cost::ModelLimits;
 use crate::models::deployment::Deployment;
 use crate::models::registry::{ModelFilesSlot, OwnedRef, ResolveError};
 use crate::runtime::supervisor::{StartChild, StopChild, SupervisionError};
 
-/// Resolves the settings' registry versions and loads them (off the HTTP workers); the error names
-/// what is wrong.
+/// Resolves the settings' registry versions and loads them within `limits` (on the bounded validation
+/// pool, off the HTTP workers and the tenant's thread); the error names what is wrong.
 pub async fn load(
     files: &ModelFilesSlot,
     t: &TenantContext,
+    limits: ModelLimits,
     settings: ModelDeploymentSettings,
 ) -> Result<Arc<Deployment>, AppError> {
-    load_moved(files, t, settings, None).await
+    load_moved(files, t, limits, settings, None).await
 }
 
 pub(crate) fn resolve_error(e: ResolveError) -> AppError {
@@ -38,6 +40,7 @@ pub(crate) fn resolve_error(e: ResolveError) -> AppError {
 pub(crate) async fn load_moved(
     files: &ModelFilesSlot,
     t: &TenantContext,
+    limits: ModelLimits,
     settings: ModelDeploymentSettings,
     moved: Option<(&str, &str)>,
 ) -> Result<Arc<Deployment>, AppError> {
@@ -53,11 +56,13 @@ pub(crate) async fn load_moved(
             .map_err(resolve_error)?;
         resolved.insert((model.to_owned(), OwnedRef::Alias(alias.to_owned())), found);
     }
-    tokio::task::spawn_blocking(move || Deployment::load(&settings, &resolved))
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("loading task: {e}")))?
-        .map(Arc::new)
-        .map_err(AppError::BadRequest)
+    let id = settings.id.clone();
+    super::models::validate(&t.id.0, &format!("model deployment `{id}`"), move || {
+        Deployment::load(&settings, &resolved, &limits)
+    })
+    .await?
+    .map(Arc::new)
+    .map_err(AppError::BadRequest)
 }
 
 /// Hands a changed deployment to its owner and tells its host (a host restarting reads it anyway).
@@ -99,6 +104,7 @@ pub(crate) fn weights(d: &Deployment) -> serde_json::Value {
 pub async fn following(
     files: &ModelFilesSlot,
     t: &TenantContext,
+    limits: ModelLimits,
     model: &str,
     alias: &str,
     version: &str,
@@ -119,7 +125,7 @@ pub async fn following(
         .collect();
     let mut out = Vec::with_capacity(follow.len());
     for s in follow {
-        out.push(load_moved(files, t, s, Some((alias, version))).await?);
+        out.push(load_moved(files, t, limits, s, Some((alias, version))).await?);
     }
     Ok(out)
 }
@@ -313,7 +319,8 @@ pub async fn create(
         shadow: checked("shadow", &body.shadow)?,
         budget_us,
     };
-    let d = load(&app.runtime.model_files, t, settings).await?;
+    let limits = super::models::limits(app, &t.tier());
+    let d = load(&app.runtime.model_files, t, limits, settings).await?;
     market_data(t)?.send(SetDeployment(d.clone())).await?;
     let started = match strategies_supervisor(t)?
         .send(StartChild(t.model_spec(&d.id)))
@@ -373,7 +380,8 @@ pub async fn change(
     if body.no_retrain {
         settings.retrain = None;
     }
-    let after = load(&app.runtime.model_files, t, settings).await?;
+    let limits = super::models::limits(app, &t.tier());
+    let after = load(&app.runtime.model_files, t, limits, settings).await?;
     apply(t, after.clone()).await?;
     super::tenants::persist(app, t).await?;
     app.security

@@ -8,8 +8,10 @@ use serde_json::json;
 
 use super::{App, AppError};
 use crate::actors::tenant::TenantContext;
+use crate::models::cost::ModelLimits;
 use crate::models::deployment::LoadedVersion;
 use crate::models::manifest::Manifest;
+use crate::models::pool::Validation;
 use crate::storage::security::{ModelRow, ModelVersionRow};
 use crate::storage::StorageError;
 
@@ -40,8 +42,15 @@ pub async fn point_alias(
             "version: model `{model}` has no version `{version}`"
         )));
     }
-    let follow =
-        super::deployments::following(&app.runtime.model_files, t, model, alias, version).await?;
+    let follow = super::deployments::following(
+        &app.runtime.model_files,
+        t,
+        tenant_limits(app, tenant),
+        model,
+        alias,
+        version,
+    )
+    .await?;
     let _admin = t.admin.lock().await;
     let previous = store
         .move_alias(tenant, model, alias, version, crate::domain::now_ms())
@@ -127,9 +136,48 @@ pub struct StoredVersion {
     pub created: bool,
 }
 
-/// Adds a version (an ONNX file and its manifest) to `model` for `actor`: loaded and checked on the blocking
-/// pool (a file that cannot serve its manifest is refused, the error prefixed with `field`), stored encrypted
-/// under its sha256, audited when new.
+/// What one prediction of a model of `tier` may cost (`[quotas] model_memory_bytes`, `model_work_per_bar`),
+/// never above [`ModelLimits::CEILING`].
+pub fn limits(app: &App, tier: &str) -> ModelLimits {
+    let q = &app.settings.quotas;
+    ModelLimits {
+        memory_bytes: q
+            .model_memory_bytes
+            .of(tier)
+            .min(ModelLimits::CEILING.memory_bytes),
+        work: q.model_work_per_bar.of(tier).min(ModelLimits::CEILING.work),
+    }
+}
+
+/// The limits of the tier of tenant `tenant` (the free tier's when it does not run here).
+pub fn tenant_limits(app: &App, tenant: &str) -> ModelLimits {
+    let tier = app
+        .runtime
+        .tenant(tenant)
+        .map_or_else(|| "free".to_owned(), |t| t.tier());
+    limits(app, &tier)
+}
+
+/// Runs a validation of `tenant`'s model on the bounded validation pool ([`Validation`]): a deadline
+/// passed is a refusal (400, prefixed with `field`), a full pool a retry (503).
+pub(crate) async fn validate<T, F>(tenant: &str, field: &str, job: F) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    Validation::global()
+        .run(tenant, job)
+        .await
+        .map_err(|e| match e {
+            e if e.is_retryable() => AppError::Unavailable(e.to_string()),
+            e => AppError::BadRequest(format!("{field}: {e}")),
+        })
+}
+
+/// Adds a version (an ONNX file and its manifest) to `model` for `actor`: costed against the tenant's tier
+/// before anything runs it, then loaded and dry-run on the bounded validation pool (a file over a limit or
+/// that cannot serve its manifest is refused, the error prefixed with `field`), stored encrypted under its
+/// sha256 with its cost in the manifest, audited when new.
 pub async fn add_version(
     app: &App,
     model: &ModelRow,
@@ -138,13 +186,13 @@ pub async fn add_version(
     bytes: Vec<u8>,
     field: &str,
 ) -> Result<StoredVersion, AppError> {
-    let (bytes, checked) = tokio::task::spawn_blocking(move || {
-        let checked = LoadedVersion::from_bytes(&bytes, manifest.clone(), 1.0)
-            .map(|v| (v.version.clone(), manifest));
+    let limits = tenant_limits(app, &model.tenant_id);
+    let (bytes, checked) = validate(&model.tenant_id, field, move || {
+        let checked = LoadedVersion::from_bytes_within(&bytes, manifest, 1.0, &limits)
+            .map(|v| (v.version.clone(), v.manifest));
         (bytes, checked)
     })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("validation task: {e}")))?;
+    .await?;
     let (version, manifest) = checked.map_err(|e| AppError::BadRequest(format!("{field}: {e}")))?;
     let security = &app.security;
     let (file_enc, key_version) =

@@ -6,24 +6,29 @@
 /// The tiers, lowest first.
 pub const TIERS: [&str; 4] = ["free", "basic", "professional", "enterprise"];
 
-/// Requests per minute of each tier.
+/// A figure per tier: requests per minute, a count a tenant may create, or (with `u64`) a size.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TierLimits {
-    pub free: u32,
-    pub basic: u32,
-    pub professional: u32,
-    pub enterprise: u32,
+pub struct TierLimits<T = u32> {
+    pub free: T,
+    pub basic: T,
+    pub professional: T,
+    pub enterprise: T,
 }
 
-impl TierLimits {
-    pub fn per_minute(&self, tier: &str) -> u32 {
+impl<T: Copy> TierLimits<T> {
+    /// The figure of `tier` (an unknown tier gets the free tier's).
+    pub fn of(&self, tier: &str) -> T {
         match tier {
             "basic" => self.basic,
             "professional" => self.professional,
             "enterprise" => self.enterprise,
             _ => self.free,
         }
+    }
+
+    pub fn per_minute(&self, tier: &str) -> T {
+        self.of(tier)
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::cost::ModelLimits;
 use super::features::FeatureSet;
 use super::manifest::Manifest;
 use super::onnx::OnnxModel;
@@ -33,8 +34,19 @@ pub struct LoadedVersion {
 }
 
 impl LoadedVersion {
-    /// Validates a version from its file's bytes and its manifest.
+    /// Validates a version from its file's bytes and its manifest, within [`ModelLimits::CEILING`].
     pub fn from_bytes(bytes: &[u8], manifest: Manifest, weight: f64) -> Result<Self, String> {
+        Self::from_bytes_within(bytes, manifest, weight, &ModelLimits::CEILING)
+    }
+
+    /// Validates a version from its file's bytes and its manifest; a version whose prediction would cost
+    /// more than `limits` (a tier's) is refused before anything runs it. The manifest carries the cost.
+    pub fn from_bytes_within(
+        bytes: &[u8],
+        mut manifest: Manifest,
+        weight: f64,
+        limits: &ModelLimits,
+    ) -> Result<Self, String> {
         if bytes.len() > MAX_MODEL_BYTES {
             return Err(format!(
                 "the model file has {} bytes, at most {MAX_MODEL_BYTES} are accepted",
@@ -46,10 +58,13 @@ impl LoadedVersion {
         }
         let features = manifest.validate()?;
         // A hostile file must not take the process down: a panic inside tract is a refusal like any other.
-        let model = crate::runtime::supervisor::contain(|| OnnxModel::load(bytes, features.len()))
-            .map_err(|why| format!("not a loadable ONNX model: tract failed on it ({why})"))?
-            .map_err(|e| e.to_string())?;
+        let model = crate::runtime::supervisor::contain(|| {
+            OnnxModel::load_within(bytes, features.len(), limits)
+        })
+        .map_err(|why| format!("not a loadable ONNX model: tract failed on it ({why})"))?
+        .map_err(|e| e.to_string())?;
         manifest.check_model(&model)?;
+        manifest.cost = Some(model.cost());
         Ok(Self {
             version: hex(&Sha256::digest(bytes)),
             manifest,
@@ -65,6 +80,7 @@ impl LoadedVersion {
         s: &ModelVersionSettings,
         model: Option<&str>,
         resolved: &Resolved,
+        limits: &ModelLimits,
     ) -> Result<Self, String> {
         match s.source()? {
             VersionSource::File { file, manifest } => {
@@ -73,7 +89,8 @@ impl LoadedVersion {
                     std::fs::read_to_string(manifest).map_err(|e| format!("{manifest}: {e}"))?;
                 let manifest: Manifest =
                     serde_json::from_str(&text).map_err(|e| format!("{manifest}: {e}"))?;
-                Self::from_bytes(&bytes, manifest, s.weight).map_err(|e| format!("{file}: {e}"))
+                Self::from_bytes_within(&bytes, manifest, s.weight, limits)
+                    .map_err(|e| format!("{file}: {e}"))
             }
             VersionSource::Registry(r) => {
                 let model = model.ok_or("registry versions need the deployment's `model`")?;
@@ -81,8 +98,9 @@ impl LoadedVersion {
                 let found = resolved
                     .get(&(model.to_owned(), reference.clone()))
                     .ok_or_else(|| format!("model `{model}`: {reference} was not resolved"))?;
-                let mut v = Self::from_bytes(&found.bytes, found.manifest.clone(), s.weight)
-                    .map_err(|e| format!("model `{model}` {reference}: {e}"))?;
+                let mut v =
+                    Self::from_bytes_within(&found.bytes, found.manifest.clone(), s.weight, limits)
+                        .map_err(|e| format!("model `{model}` {reference}: {e}"))?;
                 if v.version != found.version {
                     return Err(format!(
                         "model `{model}` {reference}: the stored file's sha256 is not its version"
@@ -114,9 +132,13 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Loads and validates every version (registry versions from `resolved`); the error names the
-    /// deployment and the file or version.
-    pub fn load(s: &ModelDeploymentSettings, resolved: &Resolved) -> Result<Self, String> {
+    /// Loads and validates every version (registry versions from `resolved`) within `limits`; the error
+    /// names the deployment and the file or version.
+    pub fn load(
+        s: &ModelDeploymentSettings,
+        resolved: &Resolved,
+        limits: &ModelLimits,
+    ) -> Result<Self, String> {
         let named = |e: String| format!("model deployment `{}`: {e}", s.id);
         let timeframe = Timeframe::parse(&s.timeframe)
             .ok_or_else(|| named(format!("unknown timeframe `{}`", s.timeframe)))?;
@@ -128,7 +150,7 @@ impl Deployment {
         let traffic = s
             .traffic
             .iter()
-            .map(|v| LoadedVersion::load(v, s.model.as_deref(), resolved))
+            .map(|v| LoadedVersion::load(v, s.model.as_deref(), resolved, limits))
             .collect::<Result<Vec<_>, _>>()
             .map_err(named)?;
         if !traffic.is_empty() && traffic.iter().all(|v| v.weight == 0.0) {
@@ -137,7 +159,7 @@ impl Deployment {
         let shadow = s
             .shadow
             .iter()
-            .map(|v| LoadedVersion::load(v, s.model.as_deref(), resolved))
+            .map(|v| LoadedVersion::load(v, s.model.as_deref(), resolved, limits))
             .collect::<Result<Vec<_>, _>>()
             .map_err(named)?;
         for list in [&traffic, &shadow] {

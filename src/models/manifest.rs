@@ -70,6 +70,11 @@ pub struct Manifest {
     /// The walk-forward report of a version trained by trellis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<super::training::WalkForward>,
+    /// What one prediction costs (peak memory, work), as estimated when the version was admitted; set by
+    /// trellis (a value given in an upload is replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip_deserializing)]
+    pub cost: Option<super::cost::ModelCost>,
 }
 
 fn one() -> u32 {

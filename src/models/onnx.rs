@@ -1,9 +1,13 @@
 //! ONNX inference with `tract-onnx`: pure Rust, loads a model offline with no native runtime to download.
 //!
-//! A model file is never trusted. [`OnnxModel::load`] parses it, fixes its input to one row of the
-//! manifest's width (`[1, width]` f32), optimises it once, and dry-runs it on three rows (zeros, ones,
-//! alternating signs): a file that does not parse, whose graph does not accept that width, that fails to run
-//! or gives a non-finite output is refused with a message naming the problem. A loaded model is shared
+//! A model file is never trusted (docs/tenant-code.md). [`OnnxModel::load_within`] first costs it without
+//! running anything ([`super::cost`]: peak memory and work per prediction from the graph with its input fixed
+//! to one row of the manifest's width, `[1, width]` f32) and refuses a file over the tier's [`ModelLimits`]
+//! or whose cost cannot be bounded; only then does tract parse it, optimise it once, and dry-run it on three
+//! rows (zeros, ones, alternating signs): a file that does not parse, whose graph does not accept that width,
+//! that fails to run or gives a non-finite output is refused with a message naming the problem. Tree
+//! ensembles and regime HMMs are costed from their structure (nodes and depth; states and dimension) against
+//! the same limits. A loaded model is shared
 //! (`Arc`); each user runs it through its own [`Inference`], whose tract state keeps the intermediate buffers
 //! from one run to the next.
 //!
@@ -28,6 +32,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+use super::cost::{CostError, ModelCost, ModelLimits};
 use super::trees::TreeEnsemble;
 
 /// Why a model file was refused, or a run failed.
@@ -47,6 +52,8 @@ pub enum OnnxError {
     NoOutput,
     #[error("inference failed: {0}")]
     Run(String),
+    #[error(transparent)]
+    Cost(#[from] CostError),
 }
 
 /// A validated, optimised model taking `[1, width]` f32 and giving one or more f32 outputs.
@@ -55,6 +62,7 @@ pub struct OnnxModel {
     engine: Engine,
     width: usize,
     outputs: usize,
+    cost: ModelCost,
 }
 
 /// What runs a model: tract's optimised plan, or the native tree-ensemble evaluator.
@@ -99,6 +107,22 @@ fn regime(bytes: &[u8], width: usize) -> Result<Option<super::hmm::GaussianHmm>,
     Ok(Some(file.hmm))
 }
 
+/// One forward step of a Gaussian HMM over `dims` features: a `states × states` transition, per-state means
+/// and variances, and the filter's state (f64).
+fn hmm_cost(hmm: &super::hmm::GaussianHmm) -> ModelCost {
+    let (k, d) = (hmm.states as u64, hmm.dims as u64);
+    let values = k
+        .saturating_mul(k)
+        .saturating_add(k.saturating_mul(d).saturating_mul(2))
+        .saturating_add(k.saturating_mul(3));
+    ModelCost {
+        memory_bytes: values.saturating_mul(8),
+        work: k
+            .saturating_mul(k)
+            .saturating_add(k.saturating_mul(d).saturating_mul(3)),
+    }
+}
+
 /// A runner's engine: tract's state (its buffers), or the shared ensemble.
 enum Runner {
     Tract(TypedSimpleState),
@@ -130,7 +154,50 @@ fn tree_ensemble(bytes: &[u8], width: usize) -> Result<Option<TreeEnsemble>, Onn
     }
 }
 
-/// Parses, checks the width of and optimises a model for tract.
+/// Costs a graph before tract sees it: the declared width checked, then peak memory and work against
+/// `limits` ([`super::cost::estimate`]).
+fn graph_cost(bytes: &[u8], width: usize, limits: &ModelLimits) -> Result<ModelCost, OnnxError> {
+    let proto = pb::ModelProto::decode(bytes)
+        .map_err(|e| OnnxError::NotOnnx(format!("not an ONNX protobuf: {e}")))?;
+    if let Some(graph) = &proto.graph {
+        let initialized: std::collections::HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&pb::ValueInfoProto> = graph
+            .input
+            .iter()
+            .filter(|i| !initialized.contains(i.name.as_str()))
+            .collect();
+        if inputs.len() != 1 {
+            return Err(OnnxError::InputWidth {
+                width,
+                reason: format!("it has {} inputs, one is expected", inputs.len()),
+            });
+        }
+        if let Some(last) = declared_last_dim(inputs[0]) {
+            if last != width as i64 {
+                return Err(OnnxError::InputWidth {
+                    width,
+                    reason: format!("its input is declared with {last} features"),
+                });
+            }
+        }
+    }
+    Ok(super::cost::estimate(&proto, width, limits)?)
+}
+
+/// The last dimension of an input as declared, when it is a number.
+fn declared_last_dim(input: &pb::ValueInfoProto) -> Option<i64> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    match t.shape.as_ref()?.dim.last()?.value.as_ref()? {
+        Value::DimValue(v) => Some(*v),
+        Value::DimParam(_) => None,
+    }
+}
+
+/// Parses, checks the width of and optimises a model for tract (once [`graph_cost`] admitted it).
 fn tract_plan(bytes: &[u8], width: usize) -> Result<Arc<TypedSimplePlan>, OnnxError> {
     let model = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
@@ -168,19 +235,55 @@ fn tract_plan(bytes: &[u8], width: usize) -> Result<Arc<TypedSimplePlan>, OnnxEr
 }
 
 impl OnnxModel {
-    /// Loads and validates a model file for `width` input features.
+    /// Loads and validates a model file for `width` input features, within [`ModelLimits::CEILING`] (where
+    /// no tier applies: configuration files, trellis's own trained models, benchmarks).
     pub fn load(bytes: &[u8], width: usize) -> Result<Arc<Self>, OnnxError> {
-        let engine = match regime(bytes, width)? {
-            Some(hmm) => Engine::Hmm(Arc::new(hmm)),
+        Self::load_within(bytes, width, &ModelLimits::CEILING)
+    }
+
+    /// Loads and validates a model file for `width` input features: refused, before anything runs it, when
+    /// one prediction would cost more than `limits`.
+    pub fn load_within(
+        bytes: &[u8],
+        width: usize,
+        limits: &ModelLimits,
+    ) -> Result<Arc<Self>, OnnxError> {
+        let (engine, cost) = match regime(bytes, width)? {
+            Some(hmm) => {
+                let cost = hmm_cost(&hmm);
+                cost.check(
+                    limits,
+                    &format!(
+                        "a regime HMM of {} states over {} features",
+                        hmm.states, hmm.dims
+                    ),
+                )?;
+                (Engine::Hmm(Arc::new(hmm)), cost)
+            }
             None => match tree_ensemble(bytes, width)? {
-                Some(trees) => Engine::Trees(Arc::new(trees)),
-                None => Engine::Tract(tract_plan(bytes, width)?),
+                Some(trees) => {
+                    let cost = trees.cost();
+                    cost.check(
+                        limits,
+                        &format!(
+                            "a tree ensemble of {} nodes, {} splits deep at most",
+                            trees.nodes(),
+                            trees.depth()
+                        ),
+                    )?;
+                    (Engine::Trees(Arc::new(trees)), cost)
+                }
+                None => {
+                    let cost = graph_cost(bytes, width, limits)?;
+                    (Engine::Tract(tract_plan(bytes, width)?), cost)
+                }
             },
         };
         let mut loaded = Self {
             engine,
             width,
             outputs: 0,
+            cost,
         };
         let mut run = loaded
             .inference()
@@ -214,6 +317,11 @@ impl OnnxModel {
 
     pub fn width(&self) -> usize {
         self.width
+    }
+
+    /// The estimated peak memory and work of one prediction, as admitted.
+    pub fn cost(&self) -> ModelCost {
+        self.cost
     }
 
     /// How many values one run gives (the first output, flattened).

@@ -534,6 +534,7 @@ pub fn train(
         reference,
         metrics,
         validation: Some(report.clone()),
+        cost: None,
     };
     progress.set(1, 1);
     Ok(Trained {
@@ -611,6 +612,7 @@ pub fn train_regime(
         reference,
         metrics,
         validation: None,
+        cost: None,
     };
     progress.set(1, 1);
     Ok(TrainedRegime {

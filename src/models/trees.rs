@@ -313,6 +313,37 @@ impl TreeEnsemble {
         self.declared_width.unwrap_or(self.read_width)
     }
 
+    /// Nodes of every tree.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len().saturating_sub(1)
+    }
+
+    /// The most splits from a root to a leaf.
+    pub fn depth(&self) -> usize {
+        self.steps.iter().copied().max().unwrap_or(0) as usize
+    }
+
+    /// What one evaluation costs: the compiled arrays (memory) and a walk of every tree plus the leaf
+    /// weights it may add (work), for the same limits as an ONNX graph's ([`super::cost`]).
+    pub fn cost(&self) -> super::cost::ModelCost {
+        use std::mem::size_of;
+        let memory = self.nodes.len() * size_of::<Node>()
+            + self.leaf_weights.len() * size_of::<[u32; 2]>()
+            + self.weights.len() * size_of::<Weight>()
+            + self.roots.len() * size_of::<u32>()
+            + self.steps.len()
+            + (self.base_values.len() + self.outputs) * size_of::<f32>();
+        let walks: u64 = self
+            .steps
+            .iter()
+            .map(|s| u64::from(*s) * LANES as u64)
+            .sum();
+        super::cost::ModelCost {
+            memory_bytes: memory as u64,
+            work: walks + self.weights.len() as u64 + self.outputs as u64,
+        }
+    }
+
     /// The input width the graph declares, if it declares one.
     pub fn declared_width(&self) -> Option<usize> {
         self.declared_width

@@ -19,6 +19,7 @@ mod hostile;
 mod isolation;
 mod limits;
 mod logs;
+mod model_limits;
 mod models;
 mod nodes;
 mod postgres;
