@@ -157,7 +157,12 @@ async fn a_version_3_terminal_is_asked_for_bars_and_its_paged_answer_is_accepted
     settle(&sim, 1_000_000).await;
 
     // Assert
-    let asked = received(&sim, "bars_request");
+    // Market data asks for its own series too (the tenant's M1 correlation window): this test's request is
+    // the one of its range.
+    let asked: Vec<_> = received(&sim, "bars_request")
+        .into_iter()
+        .filter(|r| r["from_msc"] == json!(from))
+        .collect();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(
         (
@@ -181,7 +186,22 @@ async fn a_version_3_terminal_is_asked_for_bars_and_its_paged_answer_is_accepted
         "the terminal's own record: all but the forming bar"
     );
     assert!(forming.is_some());
-    assert_eq!(sim.stats().bars_sent, 600);
+    // This test's answer, and market data's own for its EURUSD M1 series (the same 600).
+    assert_eq!(sim.stats().bars_sent, 1_200);
+    let md = app
+        .runtime
+        .tenant("acme")
+        .and_then(|t| t.market_data.get())
+        .expect("market data");
+    let kept = md
+        .send(trellis::actors::messages::GetRecentBars {
+            symbol: Symbol::new("EURUSD"),
+            timeframe: Timeframe::M1,
+            limit: 1_000,
+        })
+        .await
+        .expect("bars");
+    assert_eq!(kept, bars, "market data holds the terminal's bars, exactly");
     assert_eq!(
         unknown_types(&sim),
         sim.stats().errors.len(),
