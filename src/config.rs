@@ -205,6 +205,10 @@ pub struct Mt5Settings {
     pub heartbeat_interval_ms: u64,
     /// Silence after which a session is declared lost.
     pub heartbeat_timeout_ms: u64,
+    /// After a start, how long strategies wait for a terminal to fill the gap between the stored bars and now
+    /// before they warm up from the store alone (a terminal attaching later still fills it: the warm
+    /// strategies catch up with those bars). 0: never wait.
+    pub warm_up_wait_ms: u64,
 }
 
 /// Several trellis nodes on one PostgreSQL, each tenant owned by one node under a fenced lease.

@@ -19,10 +19,11 @@
 //! (`FetchBars` → `bars_request`), and so is the history of a series the store lacks; the bars it gives are
 //! stored, and its bar still forming seeds the one being built here, so a bar split by the restart is whole.
 //! A series is *warm* once loaded and filled (or once the terminal could not fill it: a bridge of protocol
-//! version 2, an error, no answer within [`FILL_TIMEOUT`]); `WarmUp` is answered then. Until a terminal has
-//! attached, a series is not warm: there are no live bars without one either. The same happens at every
-//! attach, so bars missed while a link was down are filled in and given to the warm strategies
-//! (`CatchUp`).
+//! version 2, an error, no answer within [`FILL_TIMEOUT`]); `WarmUp` is answered then. A series waits for a
+//! terminal `mt5.warm_up_wait_ms` after the start (there are no live bars without one either), then warms
+//! from the store alone; a terminal attaching later fills the gap all the same. The same happens at every
+//! attach, so bars missed while a link was down are filled in and given to the warm strategies, the model
+//! hosts of the series and the correlation window (`CatchUp`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -160,7 +161,8 @@ pub struct MarketData {
     series: HashMap<Key, Series>,
     /// Where to ask for bars: the last terminal that attached speaking `bars_request`.
     terminal: Option<actix::Recipient<FetchBars>>,
-    /// Whether a terminal that cannot answer has attached (and none that can since).
+    /// Whether a terminal that cannot answer has attached (and none that can since), or none attached within
+    /// `mt5.warm_up_wait_ms` of the start: series warm from the store alone then.
     old_terminal: bool,
     asked: HashMap<u64, Key>,
     next_request: u64,
@@ -458,6 +460,18 @@ impl Actor for MarketData {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(8_192);
+        let wait = Duration::from_millis(self.tenant.mt5.warm_up_wait_ms);
+        ctx.run_later(wait, |act, ctx| {
+            if act.terminal.is_none() && !act.old_terminal {
+                tracing::warn!(tenant = %act.tenant.id, waited_ms = act.tenant.mt5.warm_up_wait_ms,
+                    "no terminal attached to fill the bars missed while down: strategies warm up from the store alone (the terminal fills the gap when it attaches)");
+                act.old_terminal = true;
+                let keys: Vec<Key> = act.series.keys().cloned().collect();
+                for key in keys {
+                    act.fill(&key, ctx);
+                }
+            }
+        });
         // The stored bars of every series in use, before the first tick is handled.
         let need = self.in_use();
         let store = self.tenant.timeseries.clone();
@@ -719,6 +733,24 @@ impl Handler<BarsFetched> for MarketData {
                     if let Some(host) = hosts.get(&r.settings.id) {
                         host.do_send(CatchUp(added.clone()));
                     }
+                }
+            }
+        }
+        if !added.is_empty() {
+            // Model features and the correlation window took what the store had at their start: the
+            // terminal's bars complete them (a bar older than what they saw live is ignored by them).
+            let deployments = self.deployments.current();
+            let hosts = self.tenant.model_hosts.read();
+            for d in deployments.values() {
+                if d.symbol == key.0 && d.timeframe == key.1 {
+                    if let Some(host) = hosts.get(&d.id) {
+                        host.do_send(CatchUp(added.clone()));
+                    }
+                }
+            }
+            if key.1 == Timeframe::M1 {
+                if let Some(risk) = self.tenant.risk.get() {
+                    risk.do_send(CatchUp(added.clone()));
                 }
             }
         }

@@ -4,7 +4,9 @@
 //!
 //! It lives under the tenant's `strategies` supervisor with its own restart budget: a model that panics is
 //! restarted, and one that keeps panicking is disabled alone while the strategies trade on. A fresh instance
-//! warms its features up from the bars `MarketData` keeps, like a strategy.
+//! warms its features up from the bars `MarketData` keeps (read from the store when the tenant starts), and
+//! the bars the terminal fills in after a restart reach it as `CatchUp`: its first prediction after a restart
+//! is made on full feature windows, on the first live bar.
 //!
 //! Per bar one traffic version serves (a deterministic weighted pick, see `models::deployment::pick`) and
 //! every shadow version predicts too; shadow predictions are recorded and published but never reach a
@@ -762,6 +764,20 @@ impl ModelHost {
         }));
     }
 
+    /// Bars the terminal filled in after this host warmed up from what the store had (after a restart):
+    /// they complete the features, so the next live bar predicts on full windows.
+    fn catch_up(&mut self, bars: &[Bar]) {
+        for bar in bars {
+            if bar.open_time_ms <= self.last_bar_ms {
+                continue;
+            }
+            for run in self.runs.iter_mut() {
+                run.features.on_bar(bar);
+            }
+            self.last_bar_ms = bar.open_time_ms;
+        }
+    }
+
     /// A class prediction of the deployment the risk limits scale by (the regime): its label to `Risk`.
     fn tell_risk(&self, prediction: &Prediction) {
         let named = self
@@ -836,6 +852,14 @@ impl Handler<BarClosed> for ModelHost {
         if let Err(why) = result {
             self.fail(why, ctx);
         }
+    }
+}
+
+impl Handler<super::messages::CatchUp> for ModelHost {
+    type Result = ();
+
+    fn handle(&mut self, msg: super::messages::CatchUp, _ctx: &mut Self::Context) {
+        self.catch_up(&msg.0);
     }
 }
 

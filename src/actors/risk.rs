@@ -290,6 +290,21 @@ impl Handler<BarClosed> for Risk {
     }
 }
 
+impl Handler<super::messages::CatchUp> for Risk {
+    type Result = ();
+
+    /// Bars the terminal filled in after this actor's start (its window began with what the store had).
+    fn handle(
+        &mut self,
+        super::messages::CatchUp(bars): super::messages::CatchUp,
+        _ctx: &mut Self::Context,
+    ) {
+        for bar in &bars {
+            self.on_bar(bar);
+        }
+    }
+}
+
 impl Handler<super::messages::RegimeObserved> for Risk {
     type Result = ();
 

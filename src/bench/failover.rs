@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use super::percentile;
+use super::{percentile, rss_of};
 use crate::sim::feed::{pace, RandomWalk};
 use crate::sim::node::{Node, NodeSpec, Stop};
 use crate::sim::{SimConfig, SimHandle};
@@ -303,17 +303,4 @@ async fn balanced(pool: &sqlx::PgPool, nodes: usize) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Resident memory of a process (Linux), in MB.
-fn rss_of(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
