@@ -88,7 +88,7 @@ struct Series {
     fill: Fill,
     /// Whether the terminal has filled it at least once (what `WarmUp` waits for).
     warm: bool,
-    waiters: Vec<(usize, tokio::sync::oneshot::Sender<Warm>)>,
+    waiters: Vec<(usize, Option<i64>, tokio::sync::oneshot::Sender<Warm>)>,
 }
 
 impl Series {
@@ -149,6 +149,18 @@ impl Series {
             .skip(self.bars.len().saturating_sub(n))
             .cloned()
             .collect()
+    }
+
+    /// The last `n` bars, reaching back to the one opened at `since_ms` when it is held.
+    fn since(&self, n: usize, since_ms: Option<i64>) -> Vec<Bar> {
+        let from = self.bars.len().saturating_sub(n);
+        let from = match since_ms {
+            Some(t) if self.bars.front().is_some_and(|b| b.open_time_ms <= t) => {
+                from.min(self.bars.partition_point(|b| b.open_time_ms < t))
+            }
+            _ => from,
+        };
+        self.bars.iter().skip(from).cloned().collect()
     }
 }
 
@@ -389,9 +401,9 @@ impl MarketData {
             return;
         }
         series.warm = true;
-        for (n, tx) in std::mem::take(&mut series.waiters) {
+        for (n, since, tx) in std::mem::take(&mut series.waiters) {
             let _ = tx.send(Warm {
-                bars: series.last(n),
+                bars: series.since(n, since),
                 from_terminal,
             });
         }
@@ -659,7 +671,7 @@ impl Handler<WarmUp> for MarketData {
         self.ensure(&key, q.bars, ctx);
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Some(series) = self.series.get_mut(&key) {
-            series.waiters.push((q.bars, tx));
+            series.waiters.push((q.bars, q.since_ms, tx));
         }
         self.answer(&key);
         self.fill(&key, ctx);

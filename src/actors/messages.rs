@@ -324,6 +324,9 @@ pub struct WarmUp {
     pub symbol: Symbol,
     pub timeframe: Timeframe,
     pub bars: usize,
+    /// The bar a stored state was taken after: the answer reaches back to it when the series still holds
+    /// it, however many bars that is (an outage longer than the warm-up).
+    pub since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -109,7 +109,8 @@ impl StrategyHost {
     /// Restores the stored state when it continues into `bars`, then replays what follows it (signals
     /// discarded); how it was warmed.
     fn warm(&mut self, snapshot: Option<StrategySnapshot>, warm: Warm) -> &'static str {
-        // Bars that closed live while warming are handled as live, not replayed.
+        // Bars that closed live while warming are handled as live, not replayed. The answer reaches back to
+        // the stored state's bar when market data still holds it (an outage longer than the warm-up).
         let first_live = self.held.iter().find_map(|h| match h {
             Held::Bar(b) => Some(b.open_time_ms),
             _ => None,
@@ -264,11 +265,13 @@ impl Actor for StrategyHost {
             strategy_id: self.route.settings.id.clone(),
         };
         let keeps_state = self.strategy.snapshot().is_some();
-        let query = WarmUp {
+        let mut query = WarmUp {
             symbol: self.route.symbol.clone(),
             timeframe: self.route.timeframe,
             bars: need,
+            since_ms: None,
         };
+        let fingerprint = self.fingerprint.clone();
         // Not `ctx.wait`: the state stays readable (`warming`) while the terminal fills the gap.
         ctx.spawn(
             async move {
@@ -280,6 +283,10 @@ impl Actor for StrategyHost {
                 } else {
                     None
                 };
+                query.since_ms = snapshot
+                    .as_ref()
+                    .filter(|s| s.fingerprint == fingerprint)
+                    .map(|s| s.bar_open_ms);
                 (snapshot, md.send(query).await.unwrap_or_default())
             }
             .into_actor(self)

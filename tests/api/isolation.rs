@@ -363,8 +363,35 @@ async fn a_tenant_whose_risk_keeps_failing_is_marked_failed_and_restarts_through
         brittle_sim.stats().connected && brittle_sim.stats().connects >= 2
     })
     .await;
+    // Its strategy continues where it was: its stored state, not a cold start (issue 36).
+    let mut warm = serde_json::Value::Null;
+    for _ in 0..200 {
+        warm = app
+            .expect(
+                200,
+                "GET",
+                "/api/v1/tenants/brittle/strategies/ema-eurusd",
+                Some(&root),
+                None,
+            )
+            .await["warm_up"]
+            .clone();
+        if warm["state"] == "ready" {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Assert
+    assert_eq!(
+        (&warm["state"], &warm["warmed_by"], &warm["last_bar_ms"]),
+        (
+            &json!("ready"),
+            &json!("snapshot"),
+            &json!(crate::helpers::T0 + 2 * 60_000)
+        ),
+        "the strategy restored its state after the last bar it handled: {warm}"
+    );
     assert_eq!(failed["state"], "failed", "{failed}");
     assert!(
         failed["failure"]

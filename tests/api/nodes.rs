@@ -524,6 +524,17 @@ async fn three_nodes_own_twenty_tenants_one_node_each_and_a_sigkilled_nodes_tena
             l.values().all(|(n, _)| n != "node-1")
         })
         .await;
+    // Each moved tenant's strategy continued from the state it had stored on the dead node (issue 36).
+    let mut warmed = Vec::new();
+    for i in &victims {
+        let url = format!(
+            "{}/api/v1/tenants/{}/strategies/ema",
+            rig.specs[0].url(),
+            rig.tenants[*i].id
+        );
+        let view = http("GET", &url, Some(&token), None).await;
+        warmed.push(view.map(|v| v["warm_up"]["warmed_by"].clone()));
+    }
     rig.stop_feeds();
     actix_rt::time::sleep(Duration::from_millis(500)).await;
 
@@ -542,6 +553,12 @@ async fn three_nodes_own_twenty_tenants_one_node_each_and_a_sigkilled_nodes_tena
         let (old, new) = (&placed[&rig.tenants[*i].id], &after[&rig.tenants[*i].id]);
         assert!(new.1 > old.1, "the fencing token grew at the takeover");
     }
+    assert!(
+        warmed
+            .iter()
+            .all(|w| w.as_ref() == Some(&serde_json::json!("snapshot"))),
+        "the moved strategies restored their stored state: {warmed:?}"
+    );
     rig.assert_books_equal_terminals(&pool).await;
     pool.close().await;
     rig.shutdown().await;
