@@ -293,6 +293,10 @@ impl Actor for StrategyHost {
             .map(|(snapshot, warm), act, ctx| {
                 act.warmed_by = act.warm(snapshot, warm);
                 act.ready = true;
+                // Stored at once: a restart before the next bar continues from here, not from a replay.
+                if act.last_bar_ms != i64::MIN {
+                    act.snapshot(ctx);
+                }
                 for held in std::mem::take(&mut act.held) {
                     match held {
                         Held::Bar(bar) => act.on_bar(bar, ctx),
