@@ -51,6 +51,12 @@ stage "cargo test --test api (real profile: PostgreSQL with row-level security, 
 TRELLIS_TEST_PROFILE=real cargo test --locked "${FEATURES[@]}" --test api 2>&1 | tee -a "$log"
 real_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$real_status
+stage "examples (built with the tests; each checks itself: live trades equal the backtest's)"
+for example in custom_strategy; do
+  ./target/debug/examples/$example 2>&1 | tail -n 5
+  example_status=${PIPESTATUS[0]}
+  [ "$status" -eq 0 ] && status=$example_status
+done
 stage "pytest (clients/mt5-bridge and clients/trellis-client against a real trellis serve)"
 bash scripts/test-python.sh 2>&1 | tee -a "$log"
 python_status=${PIPESTATUS[0]}
