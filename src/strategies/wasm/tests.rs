@@ -437,3 +437,27 @@ fn a_module_that_exports_on_tick_gets_ticks_and_hears_its_fills() {
     assert_eq!(target, Some(Decimal::new(-2, 1)), "-2 × the volume 0.1");
     assert!(!instance(&module("", &on_bar("(i32.const 0)"))).wants_ticks());
 }
+
+#[test]
+fn the_example_of_the_guide_loads_and_follows_the_close() {
+    let guide = include_str!("../../../docs/strategy-modules.md");
+    let text = guide
+        .split("```wat")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/strategy-modules.md has a wat example");
+    let mut s = instance(&wasm(text));
+    let closes = ["1.1", "1.2", "1.15", "1.15"].map(|c| c.parse::<Decimal>().expect("decimal"));
+
+    let decisions: Vec<_> = closes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| s.on_bar(&bar(i as i64, *c)))
+        .collect();
+
+    assert_eq!(s.warm_up_bars(), 1);
+    assert_eq!(
+        decisions,
+        vec![None, Some(volume()), Some(-volume()), Some(-volume())]
+    );
+}
