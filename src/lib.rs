@@ -19,7 +19,8 @@
 //!   messages, and the tree of tenants (`actors::tree::Runtime`).
 //! - `backtest`, `sim`: the live decision code over history, and the simulated MT5 terminal and broker.
 //! - `security`, `telemetry`: authentication, authorisation, encryption and audit; logging set-up.
-//! - `models`, `strategies`: features, inference, training and drift; the `Strategy` trait and the built-ins.
+//! - `models`, `strategies`: features, inference, training and drift; the `Strategy` trait, the built-ins
+//!   and tenant strategies as sandboxed WebAssembly modules (`strategies::wasm`).
 //! - `storage`: stores (SQLite, PostgreSQL, ClickHouse, Redis), leases and the log tiers.
 //! - `bridge`: the MT5 wire protocol, used by the session, the simulator, the backtester and `http`.
 //! - `runtime`: the supervision engine — supervisors, slots, supervised tasks, published snapshots, the

@@ -25,7 +25,9 @@ use super::tape::History;
 use super::{render, report, write_trades, Backtest, BacktestConfig};
 use crate::domain::positions::Deal;
 use crate::domain::{Symbol, Timeframe};
+use crate::runtime::supervisor::contain;
 use crate::storage::clickhouse::ClickHouseConfig;
+use crate::strategies::wasm::{WasmLimits, WasmManifest, WasmModule};
 use crate::strategies::{Params, StrategyRegistry};
 
 /// A command that could not run: the message for the user (exit status 2).
@@ -209,8 +211,17 @@ pub struct BacktestArgs {
     /// Not needed with --spec.
     #[arg(long, required_unless_present = "spec")]
     pub symbol: Option<String>,
+    /// A strategy kind, or `wasm` for the WebAssembly module given with --module.
     #[arg(long, default_value = "ema_cross")]
     pub strategy: String,
+    /// A WebAssembly strategy module (with `--strategy wasm`; docs/strategy-modules.md), run under the
+    /// default limits: 1 MiB, 64 MiB of memory, 10 million units of fuel per call.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub module: Option<PathBuf>,
+    /// The module's manifest (JSON: `{"params": [{"name", "default", "min", "max"}]}`); without it the
+    /// module takes no parameters.
+    #[arg(long, value_name = "FILE.json", requires = "module")]
+    pub module_manifest: Option<PathBuf>,
     /// A strategy parameter, `name=value`; repeat for several.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -330,11 +341,12 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
     let symbol = a.symbol.clone().unwrap_or_default();
     let tf = timeframe(&a.timeframe)?;
     let params = fixed_params(&a.params)?;
-    let mut cfg = BacktestConfig::new(&symbol, &a.strategy, params, tf);
+    let registry = StrategyRegistry::default();
+    let kind = strategy_kind(&registry, &a)?;
+    let mut cfg = BacktestConfig::new(&symbol, &kind, params, tf);
     a.execution.apply(&mut cfg, a.source.point);
     cfg.record_equity = a.report.is_some();
     let balance = cfg.balance;
-    let registry = StrategyRegistry::default();
     let strategy = build_strategy(
         &registry,
         &cfg.strategy,
@@ -345,9 +357,15 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
     .map_err(err)?;
     let mut bt = Backtest::with_strategy(cfg, strategy);
     let mut ticks = a.source.open(Some(&symbol))?;
-    for t in ticks.by_ref() {
-        bt.on_tick(&t.map_err(|e| a.source.error(e))?);
-    }
+    // A module's trap or exhausted fuel panics (so that live, only its actor fails): here it ends the run
+    // with the module's message instead of a crash.
+    let ran = contain(|| -> Result<(), CliError> {
+        for t in ticks.by_ref() {
+            bt.on_tick(&t.map_err(|e| a.source.error(e))?);
+        }
+        Ok(())
+    });
+    ran.map_err(|why| err(format!("the strategy failed: {why}")))??;
     let (report, deals) = bt.finish();
     if let Some(path) = &a.trades {
         write_file(path, |f| write_trades(f, &deals))?;
@@ -377,6 +395,34 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The strategy kind to run: `--strategy` itself, or for `--strategy wasm` the module of `--module`
+/// (with its manifest), loaded and registered as `wasm:<file stem>`.
+fn strategy_kind(registry: &StrategyRegistry, a: &BacktestArgs) -> Result<String, CliError> {
+    let Some(path) = a.module.as_deref().filter(|_| a.strategy == "wasm") else {
+        return match (a.strategy.as_str(), &a.module) {
+            ("wasm", None) => Err(err("--strategy wasm needs --module FILE.wasm")),
+            (_, Some(_)) => Err(err("--module runs with --strategy wasm")),
+            (kind, None) => Ok(kind.to_owned()),
+        };
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let manifest = match &a.module_manifest {
+        Some(m) => {
+            let text =
+                std::fs::read_to_string(m).map_err(|e| err(format!("{}: {e}", m.display())))?;
+            serde_json::from_str(&text).map_err(|e| err(format!("{}: {e}", m.display())))?
+        }
+        None => WasmManifest::default(),
+    };
+    let module = WasmModule::load(&bytes, manifest, WasmLimits::default())
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "module".into());
+    Ok(registry.register_wasm(&name, module))
 }
 
 /// A strategy of the registry, fed by a model's predictions when `model` gives its ONNX file and manifest.
@@ -832,3 +878,6 @@ pub fn export_ticks(a: ExportArgs) -> Result<(), CliError> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod wasm_tests;

@@ -10,6 +10,7 @@ mod donchian_breakout;
 mod ema_cross;
 mod model_signal;
 mod rsi_reversion;
+pub mod wasm;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -171,10 +172,13 @@ impl<'a> ParamReader<'a> {
     }
 }
 
-/// Strategy kinds by name. The built-ins are always there; an embedding program (or a test) may add its own.
+/// Strategy kinds by name. The built-ins are always there; an embedding program (or a test) may add its own,
+/// and WebAssembly modules are kinds `wasm:<name>`.
 #[derive(Clone)]
 pub struct StrategyRegistry {
     kinds: Arc<RwLock<HashMap<String, StrategyFactory>>>,
+    /// Modules by kind (`wasm:<name>`): a factory that needs its module, which a `fn` pointer cannot hold.
+    modules: Arc<RwLock<HashMap<String, Arc<wasm::WasmModule>>>>,
 }
 
 impl Default for StrategyRegistry {
@@ -186,8 +190,14 @@ impl Default for StrategyRegistry {
         kinds.insert("model_signal".into(), ModelSignal::build);
         Self {
             kinds: Arc::new(RwLock::new(kinds)),
+            modules: Arc::default(),
         }
     }
+}
+
+/// A lock's guard whether or not a writer panicked: the maps hold no invariant a panic could break.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
 impl StrategyRegistry {
@@ -197,6 +207,15 @@ impl StrategyRegistry {
             Err(p) => p.into_inner(),
         };
         guard.insert(kind.to_owned(), factory);
+    }
+
+    /// Makes a loaded module strategy kind `wasm:<name>` (replacing a module registered under that name);
+    /// returns the kind.
+    pub fn register_wasm(&self, name: &str, module: Arc<wasm::WasmModule>) -> String {
+        let kind = format!("wasm:{name}");
+        let mut guard = self.modules.write().unwrap_or_else(|p| p.into_inner());
+        guard.insert(kind.clone(), module);
+        kind
     }
 
     /// Builds a strategy, validating its parameters.
@@ -213,9 +232,13 @@ impl StrategyRegistry {
             };
             guard.get(kind).copied()
         };
-        match factory {
-            Some(f) => f(params, volume),
-            None => Err(ParamError {
+        let module = read(&self.modules).get(kind).cloned();
+        match (factory, module) {
+            (Some(f), _) => f(params, volume),
+            (None, Some(module)) => {
+                wasm::WasmStrategy::build(kind, module, params, volume).map(|s| Box::new(s) as _)
+            }
+            (None, None) => Err(ParamError {
                 kind: kind.to_owned(),
                 message: "unknown strategy kind".into(),
             }),
@@ -228,6 +251,7 @@ impl StrategyRegistry {
             Err(p) => p.into_inner(),
         };
         let mut all: Vec<String> = guard.keys().cloned().collect();
+        all.extend(read(&self.modules).keys().cloned());
         all.sort();
         all
     }

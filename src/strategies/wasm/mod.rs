@@ -1,0 +1,201 @@
+//! Tenant strategies as sandboxed WebAssembly modules (interface v1; `docs/strategy-modules.md` is the
+//! guest's side of it).
+//!
+//! A tenant's strategy code runs in the process that trades for every tenant, so it runs in an
+//! interpreter that bounds it: [`wasmi`], a pure-Rust WebAssembly interpreter. It was chosen over wasmtime
+//! because wasmtime's cranelift code generator adds minutes to a 2-core CI build, while wasmi compiles in
+//! seconds and still has what the sandbox needs: fuel metering and store limits.
+//!
+//! # Design
+//!
+//! - [`WasmModule::load`] validates a module once (size, imports, exports, declared memory, interface
+//!   version through a dry instantiation) and compiles it eagerly; instances share it through an `Arc`.
+//! - [`WasmStrategy`] is one instance with a `Store` of its own, implementing [`super::Strategy`], so it
+//!   runs wherever a built-in does: inside the strategy actor behind `contain`, and in the backtester.
+//! - [`super::StrategyRegistry::register_wasm`] makes a module a strategy kind, `wasm:<name>`.
+//!
+//! # Bounds, and what happens at each
+//!
+//! - **CPU: fuel.** Every call into the guest (`param`, `init`, `on_bar`, `on_tick`, `on_fill`,
+//!   `warm_up_bars`) gets [`WasmLimits::fuel_per_call`] units of fuel, about one per instruction executed.
+//!   wasmi has no epoch interruption, so fuel is the CPU bound everywhere; it is deterministic, so a module
+//!   that runs out of fuel on a bar runs out on that bar live and in a backtest alike.
+//! - **Memory: the store limit.** The declared initial (and maximum, when given) memory is held to
+//!   [`WasmLimits::max_memory_bytes`] at load; `memory.grow` past it traps (instead of returning -1).
+//! - **Size**: a module over [`WasmLimits::max_module_bytes`] is refused before it is parsed.
+//! - **At a limit, or on any trap**, the call panics with a message naming the module, the call and the
+//!   cause. The strategy host runs strategy code inside `contain`, so that panic fails only that strategy
+//!   actor, which supervision restarts or disables like a native strategy that panicked; the process,
+//!   the tenant's other strategies and trading go on. In the backtester the run stops with the message.
+//!
+//! # Invariants
+//!
+//! - Only the host functions of [`host`] can be imported; anything else is refused at load, naming it
+//!   (`tests::a_forbidden_import_is_refused_naming_it`).
+//! - Two instances of one module with the same parameters decide bit for bit the same on the same bars:
+//!   the guest sees no clock, and `trellis.random` is a fixed generator seeded from the module's bytes
+//!   (`tests::two_runs_of_one_module_under_fuel_give_bit_identical_decisions`).
+//!
+//! # Limitations
+//!
+//! - No snapshot: an instance's state lives in its linear memory and is rebuilt by replaying the warm-up
+//!   bars (`warm_up_bars`, 500 when the module does not say).
+//! - Instances run on the thread of the strategy actor that holds them, bounded by fuel (about
+//!   `fuel_per_call` instructions, tens of milliseconds in an optimised build); the pool of their own and
+//!   the per-bar deadline that `docs/tenant-code.md` plans are not built, nor the upload API, tier quotas
+//!   and optimisation over module parameters.
+
+mod host;
+mod module;
+mod strategy;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;
+
+pub use module::WasmModule;
+pub use strategy::WasmStrategy;
+
+/// The interface version this host speaks; a module's `trellis_interface_version()` must return it.
+pub const INTERFACE_VERSION: i32 = 1;
+
+/// What one module may use. Tiers will set these from their quotas; the defaults are the ceiling for
+/// modules the operator names (the backtester's `--module`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WasmLimits {
+    /// Size of the module file.
+    pub max_module_bytes: usize,
+    /// Linear memory an instance may have, initially and after growing.
+    pub max_memory_bytes: usize,
+    /// Fuel (about one unit per instruction) of one call into the guest.
+    pub fuel_per_call: u64,
+    /// Lines one call may log through `trellis.log`; further lines are dropped and counted.
+    pub log_lines_per_call: u32,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        Self {
+            max_module_bytes: 1 << 20,
+            max_memory_bytes: 64 << 20,
+            fuel_per_call: 10_000_000,
+            log_lines_per_call: 16,
+        }
+    }
+}
+
+/// A module that cannot be used, and why. All of them are refusals (retrying the same bytes gives the
+/// same answer); the message names the figure, the import or the export at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WasmError {
+    #[error("the module is {bytes} bytes, over the limit of {limit} bytes")]
+    TooLarge { bytes: usize, limit: usize },
+    #[error("the module is not valid WebAssembly: {0}")]
+    Invalid(String),
+    #[error("the module imports `{module}.{name}`, which trellis does not provide (allowed: trellis.set_target, trellis.log, trellis.random)")]
+    ForbiddenImport { module: String, name: String },
+    #[error("the module's import `{name}` must be a function {expected}")]
+    ImportType {
+        name: String,
+        expected: &'static str,
+    },
+    #[error("the module does not export `{name}` ({expected})")]
+    MissingExport {
+        name: String,
+        expected: &'static str,
+    },
+    #[error("the module's export `{name}` must be {expected}")]
+    ExportType {
+        name: String,
+        expected: &'static str,
+    },
+    #[error(
+        "the module declares {what} of {bytes} bytes of memory, over the limit of {limit} bytes"
+    )]
+    Memory {
+        what: &'static str,
+        bytes: u64,
+        limit: usize,
+    },
+    #[error("the module speaks interface version {found}; this host speaks {host}", host = INTERFACE_VERSION)]
+    InterfaceVersion { found: i32 },
+    #[error("the module failed when started: {0}")]
+    Start(String),
+    #[error("the module's manifest: {0}")]
+    Manifest(String),
+}
+
+/// A parameter a module takes: passed to its `param(index, value)` export, in the manifest's order,
+/// before `init`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmParam {
+    pub name: String,
+    /// The value passed when a strategy's settings do not name the parameter.
+    pub default: f64,
+    /// Smallest value accepted (none: any finite value).
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Largest value accepted (none: any finite value).
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// What the host knows about a module besides its bytes: its parameters. Given with the module (a JSON
+/// file beside it for the backtester), since WebAssembly has no standard place for it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WasmManifest {
+    #[serde(default)]
+    pub params: Vec<WasmParam>,
+}
+
+/// Parameters a manifest may declare.
+const MAX_PARAMS: usize = 64;
+
+impl WasmManifest {
+    /// Refuses duplicate, empty or overlong names, a default outside its bounds, too many parameters.
+    pub fn validate(&self) -> Result<(), WasmError> {
+        let bad = |m: String| Err(WasmError::Manifest(m));
+        if self.params.len() > MAX_PARAMS {
+            return bad(format!(
+                "{} parameters, more than {MAX_PARAMS}",
+                self.params.len()
+            ));
+        }
+        for (i, p) in self.params.iter().enumerate() {
+            let name_ok = !p.name.is_empty()
+                && p.name.len() <= 64
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                return bad(format!(
+                    "parameter {i}: `{}` is not a name of 1–64 letters, digits or _",
+                    p.name
+                ));
+            }
+            if self.params[..i].iter().any(|q| q.name == p.name) {
+                return bad(format!("parameter `{}` is declared twice", p.name));
+            }
+            if let Err(why) = p.check(p.default) {
+                return bad(format!("the default of `{}` {why}", p.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WasmParam {
+    /// `Err` with the reason when `v` is not a value of this parameter.
+    fn check(&self, v: f64) -> Result<(), String> {
+        let lo = self.min.unwrap_or(f64::MIN);
+        let hi = self.max.unwrap_or(f64::MAX);
+        if v.is_finite() && v >= lo && v <= hi {
+            Ok(())
+        } else {
+            Err(format!("must be from {lo} to {hi}, not {v}"))
+        }
+    }
+}
