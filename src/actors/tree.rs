@@ -314,8 +314,10 @@ impl Runtime {
     /// Stops a running tenant on this node and forgets it: its actors drain (the portfolio writes what it
     /// holds, sessions close so bridges reconnect to the new owner), waiting at most `timeout`. False when
     /// the tenant did not run here.
+    /// Its configured API keys stay known (`tenant_of_key`): a bridge that reconnects meanwhile is told to
+    /// retry (or where the tenant went), not that its key is unknown.
     pub async fn stop_tenant(&self, id: &str, timeout: Duration) -> bool {
-        let Some(tenant) = self.forget(&TenantId(id.to_owned())) else {
+        let Some((_, tenant)) = self.tenants.remove(&TenantId(id.to_owned())) else {
             return false;
         };
         for session in tenant.all_sessions() {
@@ -349,10 +351,9 @@ impl Runtime {
         self.tenants.remove(id).map(|(_, t)| t)
     }
 
-    /// The tenant an API key belongs to, if the tenant runs.
-    pub fn tenant_for_key(&self, key: &str) -> Option<Arc<TenantContext>> {
-        let id = self.api_keys.get(key)?.clone();
-        self.tenants.get(&id).map(|t| t.clone())
+    /// The tenant a configured API key belongs to, whether or not the tenant runs this moment.
+    pub fn tenant_of_key(&self, key: &str) -> Option<TenantId> {
+        self.api_keys.get(key).map(|id| id.clone())
     }
 
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantContext>> {

@@ -16,7 +16,7 @@ use trellis::models::cost::hostile;
 use trellis::models::onnx::OnnxModel;
 
 use crate::helpers::{
-    create_tenant, spawn_admin_app, spawn_app, tenant, tick, wait_for, TestApp, MINUTE, T0,
+    create_tenant, spawn_admin_app, spawn_app, tenant, tick, TestApp, MINUTE, T0,
 };
 
 /// (VmRSS, VmHWM) of this process in MiB.
@@ -350,7 +350,22 @@ async fn a_restart_and_a_shutdown_with_a_model_mid_prediction_end_within_the_dra
     );
     app.add_tenant(settings).await;
     let restarted = restarting.elapsed();
-    wait_for("the simulator to reconnect", || sim.stats().connected).await;
+    // The bridge's back-off and the new tenant's start; the real-profile suite's load can stretch both.
+    let reconnecting = Instant::now();
+    while !sim.stats().connected && reconnecting.elapsed() < Duration::from_secs(30) {
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        sim.stats().connected,
+        "the simulator reconnected within 30 s: {:?}",
+        sim.stats()
+    );
+    // Meanwhile its key stayed valid: the bridge was told to retry, never that its key is unknown.
+    let refusals = sim.stats().errors;
+    assert!(
+        refusals.iter().all(|(code, _)| code != "bad_api_key"),
+        "{refusals:?}"
+    );
     close_bars(3);
     actix_rt::time::sleep(run / 4).await;
 

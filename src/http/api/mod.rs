@@ -815,8 +815,8 @@ pub fn authenticate(state: &AppState, credential: &str) -> Result<Principal, Api
     match state.security.authenticate(credential) {
         Ok(p) => Ok(p),
         Err(AuthError::Unauthenticated(m)) => {
-            let tenant = match state.runtime.tenant_for_key(credential) {
-                Some(t) => t.id.0.clone(),
+            let tenant = match state.runtime.tenant_of_key(credential) {
+                Some(t) => t.0,
                 // Several nodes: the key of a configured tenant that runs on another node is still its
                 // (the bridge is then redirected there).
                 None if state.cluster.is_some() => state

@@ -261,9 +261,15 @@ impl Conn {
                         self.redirect(&cluster, &t, &hello).await;
                         return None;
                     }
-                    Err(crate::http::error::ApiError::Unauthorized(
-                        "unknown or revoked API key".into(),
-                    ))
+                    // A valid key whose tenant is not running this moment (restarting through the API, or
+                    // starting): the bridge retries; `bad_api_key` would stop it for good.
+                    self.fail(
+                        ErrorCode::TenantUnavailable,
+                        format!("tenant `{t}` is not running this moment (it is starting or restarting); retry shortly"),
+                        Some(hello.seq),
+                    )
+                    .await;
+                    return None;
                 }
             },
             Err(e) => Err(e),
