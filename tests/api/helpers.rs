@@ -349,9 +349,10 @@ impl TestApp {
     }
 }
 
-/// Polls `done` every 10 ms for up to 5 s.
+/// Polls `done` every 10 ms for up to 15 s (a loaded CI machine stretches restarts and reconnects; a wait
+/// that succeeds returns at once, so only a failure pays the whole budget).
 pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..500 {
+    for _ in 0..1_500 {
         if done() {
             return;
         }

@@ -381,6 +381,7 @@ async fn a_restart_and_a_shutdown_with_a_model_mid_prediction_end_within_the_dra
     // Assert: within the drain deadline ([shutdown] grace_secs = 5).
     println!("with a {run:?} prediction running: tenant restart {restarted:?}, shutdown {took:?}");
     assert!(result.is_ok(), "serve task ended");
-    assert!(restarted < Duration::from_secs(2), "{restarted:?}");
+    // The tenant's drain deadline (`stop_tenant`'s 5 s): the restart does not wait for the model's run.
+    assert!(restarted < Duration::from_secs(5), "{restarted:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
