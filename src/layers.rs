@@ -33,7 +33,10 @@ const RULES: &[(&str, &[&str])] = &[
             "config", "domain", "metrics", "models", "runtime", "storage",
         ],
     ),
-    ("telemetry", &["config", "domain", "runtime", "storage"]),
+    (
+        "telemetry",
+        &["config", "domain", "metrics", "runtime", "storage"],
+    ),
     // The simulated terminal and the backtester (the live decision code over history).
     ("sim", &["bridge", "domain"]),
     (

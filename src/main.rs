@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => {
-            trellis::telemetry::init(&settings.log);
+            let _log = trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
             exit(actix_rt::System::new().block_on(async move {
                 let app = Application::build(settings).await?;
@@ -148,18 +148,18 @@ fn main() -> ExitCode {
             }))
         }
         Command::Demo => {
-            trellis::telemetry::init(&settings.log);
+            let _log = trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
             exit(actix_rt::System::new().block_on(trellis::demo::run(settings)))
         }
         Command::Migrate => {
-            trellis::telemetry::init(&settings.log);
+            let _log = trellis::telemetry::init(&settings.log);
             exit(actix_rt::System::new().block_on(trellis::storage::migrate_all(&settings)))
         }
         Command::Keys {
             action: KeysAction::Rotate,
         } => {
-            trellis::telemetry::init(&settings.log);
+            let _log = trellis::telemetry::init(&settings.log);
             exit(actix_rt::System::new().block_on(async {
                 let r = trellis::security::service::rotate_data_keys(&settings).await?;
                 println!(
@@ -209,7 +209,7 @@ fn run_sim(a: SimArgs) -> ExitCode {
     use trellis::sim::feed::{pace, RandomWalk};
     use trellis::sim::{spawn, SimConfig};
 
-    trellis::telemetry::init(&trellis::config::LogSettings {
+    let _log = trellis::telemetry::init(&trellis::config::LogSettings {
         format: trellis::config::LogFormat::Pretty,
         level: "info".into(),
     });

@@ -48,8 +48,70 @@ struct ModelVersionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    method: String,
+    route: String,
+}
+
+/// The stages of the trading path, in the order a tick goes through them. Each stage's histogram
+/// (`trellis_trading_stage_seconds{stage}`) measures from the moment the tick's frame was read off the
+/// bridge's socket to the end of that stage, so `send` is the whole tick → order and a stage's own cost is
+/// the difference with the one before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The frame parsed and handed to the account's session.
+    Decode,
+    /// The bar it closed routed to the strategies (market data).
+    Bar,
+    /// A strategy decided (its `on_bar` and the signal it gave).
+    Strategy,
+    /// Risk answered the order's pre-trade check.
+    Risk,
+    /// The order's write-ahead record committed.
+    WriteAhead,
+    /// The order frame encoded and handed to the bridge's connection.
+    Send,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Decode,
+        Stage::Bar,
+        Stage::Strategy,
+        Stage::Risk,
+        Stage::WriteAhead,
+        Stage::Send,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Bar => "bar",
+            Stage::Strategy => "strategy",
+            Stage::Risk => "risk",
+            Stage::WriteAhead => "write_ahead",
+            Stage::Send => "send",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TierLabel {
     tier: String,
+}
+
+/// Where the count of dropped console lines comes from (installed by `telemetry::init`, which owns the
+/// console writer; metrics sits below it and only reads).
+static CONSOLE_DROPPED: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Names the function that reads how many console lines were dropped.
+pub fn count_console_drops(read: fn() -> u64) {
+    let _ = CONSOLE_DROPPED.set(read);
 }
 
 /// Every metric trellis exports.
@@ -68,6 +130,11 @@ pub struct Metrics {
     predictions: Family<ModelLabel, Counter>,
     prediction_seconds: Family<ModelVersionLabel, Histogram>,
     ownership: Family<KindLabel, Counter>,
+    /// One histogram per [`Stage`], created up front: the trading path observes without a label lookup.
+    stages: [Histogram; 6],
+    api_seconds: Family<RouteLabel, Histogram>,
+    fanout_seconds: Histogram,
+    log_lines_dropped: Counter,
     tenants_owned: Gauge,
     log_bytes: Family<TierLabel, Gauge>,
     log_entries: Family<TierLabel, Gauge>,
@@ -183,8 +250,57 @@ impl Metrics {
             "How long a tenant this node took had no live owner (failover gap after the old lease ran out)",
             unowned_seconds.clone(),
         );
+        // 10 µs … ~1.3 s: the trading path's figures are tens of microseconds on a quiet machine.
+        let stage_family = Family::<StageLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_01, 2.0, 18,
+            ))
+        });
+        registry.register(
+            "trading_stage_seconds",
+            "From a tick frame read off the bridge's socket to the end of each stage of the trading path \
+             (decode, bar, strategy, risk, write_ahead, send = tick to order frame)",
+            stage_family.clone(),
+        );
+        let stages = Stage::ALL.map(|stage| {
+            stage_family
+                .get_or_create(&StageLabel {
+                    stage: stage.as_str(),
+                })
+                .clone()
+        });
+        // 100 µs … ~26 s
+        let api_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_1, 2.0, 19,
+            ))
+        });
+        registry.register(
+            "api_request_seconds",
+            "HTTP API request duration by method and route pattern",
+            api_seconds.clone(),
+        );
+        // 100 µs … ~6.5 s
+        let fanout_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.000_1, 2.0, 17),
+        );
+        registry.register(
+            "client_fanout_seconds",
+            "From a market update published to its frame handed to a trading client's connection",
+            fanout_seconds.clone(),
+        );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Console log lines dropped because the console writer's queue was full",
+            log_lines_dropped.clone(),
+        );
         Self {
             registry,
+            stages,
+            api_seconds,
+            fanout_seconds,
+            log_lines_dropped,
             log_bytes,
             log_entries,
             log_cost,
@@ -330,8 +446,35 @@ impl Metrics {
         self.sessions.dec();
     }
 
+    /// The trading path reached the end of `stage` for a tick whose frame was read at `since`.
+    pub fn stage(&self, stage: Stage, since: std::time::Instant) {
+        let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        self.stages[index].observe(since.elapsed().as_secs_f64());
+    }
+
+    /// An API request answered after `seconds`; `route` is the matched pattern (never the raw path, so
+    /// the label set stays as small as the route table).
+    pub fn api_request(&self, method: &str, route: &str, seconds: f64) {
+        self.api_seconds
+            .get_or_create(&RouteLabel {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// A market update reached a client's connection `seconds` after it was published.
+    pub fn fanout(&self, seconds: f64) {
+        self.fanout_seconds.observe(seconds);
+    }
+
     /// The exposition text for `GET /metrics`.
     pub fn render(&self) -> String {
+        let dropped = CONSOLE_DROPPED.get().map_or(0, |read| read());
+        let counted = self.log_lines_dropped.get();
+        if dropped > counted {
+            self.log_lines_dropped.inc_by(dropped - counted);
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();

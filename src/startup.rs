@@ -151,6 +151,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     http::forward::forward_remote_tenants,
                 ))
+                .wrap(actix_web::middleware::from_fn(http::health::time_requests))
                 .app_data(web::Data::new(state.clone()))
                 .app_data(web::JsonConfig::default().limit(max_body))
                 .app_data(web::PayloadConfig::default().limit(max_body))

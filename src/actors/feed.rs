@@ -16,8 +16,9 @@
 //! and rings on ticks; only `Portfolio` calls [`ClientFeed::set_pnl`]. Connections only read.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -64,6 +65,62 @@ pub struct ClientFeed {
     bell: Arc<Notify>,
     /// The relay's fan-out to connections (started with the first watcher).
     changed: OnceLock<watch::Receiver<u64>>,
+    /// When the bell last rang, in nanoseconds since [`epoch`] (fan-out delay, `trellis_client_fanout_seconds`).
+    rung_at: AtomicU64,
+    /// Updates as JSON, rendered once per change and shared by every connection (see [`ClientFeed::rendered_quote`]).
+    rendered: Mutex<Rendered>,
+}
+
+/// What a quote's JSON is rendered from: bid, ask and tick time.
+type QuoteVersion = (Decimal, Decimal, i64);
+
+/// The JSON of the latest update of each market channel, with what it was rendered from.
+#[derive(Default)]
+struct Rendered {
+    quotes: HashMap<Symbol, (QuoteVersion, Arc<str>)>,
+    bars: HashMap<(Symbol, Timeframe), (u64, Arc<str>)>,
+    pnl: Option<(u64, Arc<str>)>,
+}
+
+/// The process's reference instant for times kept in atomics.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The cached JSON for `version`, or `render`'s output cached for the connections after this one.
+fn cached<V: PartialEq>(
+    slot: &mut Option<(V, Arc<str>)>,
+    version: V,
+    render: impl FnOnce() -> String,
+) -> Arc<str> {
+    match slot {
+        Some((v, json)) if *v == version => json.clone(),
+        _ => {
+            let json: Arc<str> = render().into();
+            *slot = Some((version, json.clone()));
+            json
+        }
+    }
+}
+
+/// [`cached`] for one key of a map (the key is cloned only the first time it is seen).
+fn cached_in<K: std::hash::Hash + Eq + Clone, V: PartialEq>(
+    map: &mut HashMap<K, (V, Arc<str>)>,
+    key: &K,
+    version: V,
+    render: impl FnOnce() -> String,
+) -> Arc<str> {
+    if let Some((v, json)) = map.get_mut(key) {
+        if *v != version {
+            *json = render().into();
+            *v = version;
+        }
+        return json.clone();
+    }
+    let json: Arc<str> = render().into();
+    map.insert(key.clone(), (version, json.clone()));
+    json
 }
 
 impl Default for ClientFeed {
@@ -75,6 +132,8 @@ impl Default for ClientFeed {
             watchers: AtomicUsize::new(0),
             bell: Arc::new(Notify::new()),
             changed: OnceLock::new(),
+            rung_at: AtomicU64::new(0),
+            rendered: Mutex::new(Rendered::default()),
         }
     }
 }
@@ -97,8 +156,46 @@ impl ClientFeed {
     #[inline]
     pub fn ring(&self) {
         if self.watchers.load(Ordering::Relaxed) > 0 {
+            let at = epoch().elapsed().as_nanos() as u64;
+            self.rung_at.store(at, Ordering::Relaxed);
             self.bell.notify_one();
         }
+    }
+
+    /// How long ago the bell last rang: what a connection reading now lags the latest change by.
+    pub fn since_rung(&self) -> Duration {
+        let at = Duration::from_nanos(self.rung_at.load(Ordering::Relaxed));
+        epoch().elapsed().saturating_sub(at)
+    }
+
+    fn rendered(&self) -> std::sync::MutexGuard<'_, Rendered> {
+        self.rendered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A quote's JSON, rendered by the first connection that sends it and shared by the others: a thousand
+    /// connections following a symbol cost one serialisation per change, not a thousand.
+    pub fn rendered_quote(
+        &self,
+        symbol: &Symbol,
+        version: QuoteVersion,
+        render: impl FnOnce() -> String,
+    ) -> Arc<str> {
+        cached_in(&mut self.rendered().quotes, symbol, version, render)
+    }
+
+    /// A closed bar's JSON (`count`: the bars closed so far on its channel), shared like quotes.
+    pub fn rendered_bar(
+        &self,
+        key: &(Symbol, Timeframe),
+        count: u64,
+        render: impl FnOnce() -> String,
+    ) -> Arc<str> {
+        cached_in(&mut self.rendered().bars, key, count, render)
+    }
+
+    /// The PnL's JSON (`count`: its change counter), shared like quotes.
+    pub fn rendered_pnl(&self, count: u64, render: impl FnOnce() -> String) -> Arc<str> {
+        cached(&mut self.rendered().pnl, count, render)
     }
 
     /// `MarketData` closed a bar.

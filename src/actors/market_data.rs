@@ -38,6 +38,7 @@ use super::messages::{
 use super::tenant::{Quote, StrategyRoute, TenantContext};
 use crate::domain::bars::{BarBuilder, TickOutcome};
 use crate::domain::{now_ms, Bar, Symbol, Tick, Timeframe};
+use crate::metrics::Stage;
 use crate::runtime::published::Publisher;
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 use crate::storage::cache::CacheTicks;
@@ -214,7 +215,7 @@ impl MarketData {
         }
     }
 
-    fn fan_out(&self, bar: &Bar) {
+    fn fan_out(&self, bar: &Bar, origin: Option<std::time::Instant>) {
         let routes = self.routes.current();
         let mut wanted = routes.values().filter(|r| {
             r.settings.enabled && r.symbol == bar.symbol && r.timeframe == bar.timeframe
@@ -226,13 +227,13 @@ impl MarketData {
         for route in std::iter::once(first).chain(wanted) {
             if let Some(host) = hosts.get(&route.settings.id) {
                 // Bars are few and must not be lost: do_send ignores the mailbox bound.
-                host.do_send(BarClosed(bar.clone()));
+                host.do_send(BarClosed(bar.clone(), origin));
             }
         }
     }
 
     /// Closed bars to the model deployments of their symbol and timeframe, after the strategies had them.
-    fn fan_out_models(&self, bar: &Bar) {
+    fn fan_out_models(&self, bar: &Bar, origin: Option<std::time::Instant>) {
         let deployments = self.deployments.current();
         if deployments.is_empty() {
             return;
@@ -241,7 +242,7 @@ impl MarketData {
         for d in deployments.values() {
             if d.symbol == bar.symbol && d.timeframe == bar.timeframe {
                 if let Some(host) = hosts.get(&d.id) {
-                    host.do_send(BarClosed(bar.clone()));
+                    host.do_send(BarClosed(bar.clone(), origin));
                 }
             }
         }
@@ -543,7 +544,7 @@ impl Actor for MarketData {
 impl Handler<TickReceived> for MarketData {
     type Result = ();
 
-    fn handle(&mut self, TickReceived(tick): TickReceived, ctx: &mut Self::Context) {
+    fn handle(&mut self, TickReceived(tick, read_at): TickReceived, ctx: &mut Self::Context) {
         self.tenant.metrics.tick();
         match self.builder.on_tick(&tick) {
             TickOutcome::OutOfOrder { last_time_msc } => {
@@ -555,13 +556,15 @@ impl Handler<TickReceived> for MarketData {
             TickOutcome::Accepted(closed) => {
                 for bar in closed {
                     self.tenant.metrics.bar_closed();
+                    self.tenant.metrics.stage(Stage::Bar, read_at);
+                    // Strategies first, then models; clients and the correlation engine after them.
+                    self.fan_out(&bar, Some(read_at));
+                    self.fan_out_models(&bar, Some(read_at));
                     self.tenant.feed.bar_closed(&bar);
-                    self.fan_out(&bar);
-                    self.fan_out_models(&bar);
                     if bar.timeframe == Timeframe::M1 {
                         // The correlation engine (after the strategies: never in their way).
                         if let Some(risk) = self.tenant.risk.get() {
-                            risk.do_send(BarClosed(bar.clone()));
+                            risk.do_send(BarClosed(bar.clone(), None));
                         }
                     }
                     self.series

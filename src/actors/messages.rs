@@ -27,6 +27,8 @@ pub struct Signal {
     pub at_ms: i64,
     /// The model prediction that caused it, if one did (recorded in the audit trail of its order).
     pub cause: Option<crate::domain::Prediction>,
+    /// When the frame of the tick behind it was read (stage timings; `None` when not caused by a live tick).
+    pub origin: Option<std::time::Instant>,
 }
 
 pub use crate::domain::risk::{KillSwitch, OrderFacts, RiskRejection};
@@ -130,6 +132,8 @@ pub struct SendOrder {
     /// Ticket of the position to close (hedging accounts), 0 otherwise.
     pub position: u64,
     pub magic: u64,
+    /// When the frame of the tick behind it was read (stage timings; `None` for orders of no live tick).
+    pub origin: Option<std::time::Instant>,
 }
 
 /// What a WebSocket connection task receives from its session.
@@ -162,6 +166,8 @@ pub struct Detach {
 pub struct FrameReceived {
     pub conn_id: u64,
     pub frame: Inbound,
+    /// When the frame was read off the socket: the origin of the trading path's stage timings.
+    pub read_at: std::time::Instant,
 }
 
 /// A frame from the bridge that could not be used; the session answers with a sequenced `error`.
@@ -178,11 +184,13 @@ pub struct RejectFrame {
 
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct TickReceived(pub Tick);
+pub struct TickReceived(pub Tick, pub std::time::Instant);
 
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct BarClosed(pub Bar);
+/// A bar closed; with the time its closing tick's frame was read when a live tick closed it (stage
+/// timings), `None` when it comes from the store, the terminal's history or a timer.
+pub struct BarClosed(pub Bar, pub Option<std::time::Instant>);
 
 /// One of a strategy's orders filled.
 #[derive(Message, Debug, Clone)]

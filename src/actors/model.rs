@@ -836,7 +836,7 @@ impl Actor for ModelHost {
 impl Handler<BarClosed> for ModelHost {
     type Result = ();
 
-    fn handle(&mut self, BarClosed(bar): BarClosed, ctx: &mut Self::Context) {
+    fn handle(&mut self, BarClosed(bar, _): BarClosed, ctx: &mut Self::Context) {
         if bar.open_time_ms <= self.last_bar_ms {
             return;
         }

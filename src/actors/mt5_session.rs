@@ -106,6 +106,8 @@ pub struct Mt5Session {
     out_seq: u64,
     outbox: BTreeMap<u64, OutboxEntry>,
     last_heard: Instant,
+    /// When the frame being handled was read off the socket (stage timings).
+    frame_read_at: std::time::Instant,
     duplicates: u64,
     /// Highest trellis seq the bridge says it processed (heartbeat `ack`). Orders stay in the outbox until
     /// their result arrives regardless: an acknowledged order is answered from the bridge's journal.
@@ -137,6 +139,7 @@ impl Mt5Session {
             out_seq: 0,
             outbox: BTreeMap::new(),
             last_heard: Instant::now(),
+            frame_read_at: std::time::Instant::now(),
             duplicates: 0,
             bridge_ack: 0,
             last_tick_msc: None,
@@ -346,6 +349,11 @@ impl Mt5Session {
         });
         let text = encode(&frame);
         self.send(text.clone());
+        if let Some(origin) = o.origin {
+            self.tenant
+                .metrics
+                .stage(crate::metrics::Stage::Send, origin);
+        }
         self.outbox.insert(
             seq,
             OutboxEntry {
@@ -407,12 +415,18 @@ impl Mt5Session {
             );
         }
         if let Some(md) = self.tenant.market_data.get() {
-            let tick = TickReceived(Tick {
-                symbol: Symbol::new(f.symbol),
-                time_msc: f.time_msc,
-                bid: f.bid,
-                ask: f.ask,
-            });
+            self.tenant
+                .metrics
+                .stage(crate::metrics::Stage::Decode, self.frame_read_at);
+            let tick = TickReceived(
+                Tick {
+                    symbol: Symbol::new(f.symbol),
+                    time_msc: f.time_msc,
+                    bid: f.bid,
+                    ask: f.ask,
+                },
+                self.frame_read_at,
+            );
             // Ticks may be shed under pressure (the latest price is what matters); a full mailbox sheds this one.
             if md.try_send(tick).is_err() {
                 self.tenant.metrics.tick_dropped("conflated");
@@ -617,6 +631,7 @@ impl Actor for Mt5Session {
                 tracing::info!(tenant = %act.tenant.id, account = %act.login, client_order_id = %order.client_order_id,
                     "order in flight: queued for re-sending");
                 act.enqueue_order(SendOrder {
+                    origin: None,
                     magic: super::portfolio::magic(order.strategy_id.as_deref()),
                     client_order_id: order.client_order_id,
                     symbol: order.symbol,
@@ -738,6 +753,7 @@ impl Handler<FrameReceived> for Mt5Session {
             return; // from a connection that was replaced
         }
         self.last_heard = Instant::now();
+        self.frame_read_at = f.read_at;
         self.handle_frame(f.frame, ctx);
     }
 }

@@ -42,6 +42,7 @@ use crate::domain::ledger::{Ledger, OrderResult, ResultOutcome};
 use crate::domain::orders::{Order, OrderKind, OrderStatus, TransitionError};
 use crate::domain::positions::{AccountMode, Deal};
 use crate::domain::{now_ms, Login, Symbol};
+use crate::metrics::Stage;
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 use crate::storage::cache::CachePositions;
 use crate::storage::relational::{LoadTenantBook, SaveDeal, SaveOrder};
@@ -120,7 +121,8 @@ impl Portfolio {
                     tracing::warn!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
                         retcode = result.retcode, comment = %result.comment, "order rejected by the trade server");
                 } else {
-                    tracing::info!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
+                    // Per order: DEBUG (the order's record is in the store and the trade log).
+                    tracing::debug!(tenant = %self.tenant.id, client_order_id = %order.client_order_id,
                         retcode = result.retcode, status = order.status.as_str(), "{what} from the trade server");
                 }
                 self.persist(Write::Order(seq, *order), ctx);
@@ -245,6 +247,9 @@ impl Portfolio {
         ctx.spawn(async move { store.save_order(msg).await }.into_actor(self).map(
             move |result, act, ctx| match result {
                 Ok(()) => {
+                    if let Some(origin) = send.origin {
+                        act.tenant.metrics.stage(Stage::WriteAhead, origin);
+                    }
                     if !act.stopping {
                         act.release(account, send);
                     }
@@ -368,13 +373,20 @@ impl Portfolio {
 
     /// Records a new order as sent and hands it to its session once that record is stored (write-ahead: the
     /// terminal never has an order the store lacks), or records why it could not be sent.
-    fn dispatch(&mut self, seq: u64, mut order: Order, position: u64, ctx: &mut Context<Self>) {
+    fn dispatch(
+        &mut self,
+        seq: u64,
+        mut order: Order,
+        position: u64,
+        origin: Option<std::time::Instant>,
+        ctx: &mut Context<Self>,
+    ) {
         let has_session = self.tenant.session_of(order.account).is_some();
         let now = now_ms();
         if has_session {
             self.step(&mut order, OrderStatus::Sent, now);
             self.tenant.metrics.order("sent");
-            tracing::info!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
+            tracing::debug!(tenant = %self.tenant.id, account = %order.account, client_order_id = %order.client_order_id,
                 symbol = %order.symbol, side = order.side.as_str(), volume = %order.volume, "order sent");
             let send = SendOrder {
                 client_order_id: order.client_order_id.clone(),
@@ -385,6 +397,7 @@ impl Portfolio {
                 price: order.price,
                 position,
                 magic: magic(order.strategy_id.as_deref()),
+                origin,
             };
             self.ledger.remember(seq, order.clone());
             return self.write_ahead(seq, order, send, ctx);
@@ -490,6 +503,7 @@ impl Handler<Signal> for Portfolio {
                 return nothing();
             }
         };
+        let origin = s.origin;
         let Some((seq, order, facts)) =
             self.ledger
                 .plan(&s.strategy_id, account, &s.symbol, s.target, now_ms())
@@ -526,7 +540,12 @@ impl Handler<Signal> for Portfolio {
         };
         AtomicResponse::new(Box::pin(risk.send(CheckOrder(facts)).into_actor(self).map(
             move |verdict, act, ctx| match verdict {
-                Ok(Ok(())) => act.dispatch(seq, order, 0, ctx),
+                Ok(Ok(())) => {
+                    if let Some(origin) = origin {
+                        act.tenant.metrics.stage(Stage::Risk, origin);
+                    }
+                    act.dispatch(seq, order, 0, origin, ctx)
+                }
                 Ok(Err(rejection)) => act.reject(seq, order, rejection.to_string(), ctx),
                 Err(e) => act.reject(seq, order, format!("risk_unavailable: {e}"), ctx),
             },
@@ -588,7 +607,7 @@ impl Handler<DealReceived> for Portfolio {
                 }),
             );
         }
-        tracing::info!(tenant = %self.tenant.id, account = %deal.account, deal = deal.ticket,
+        tracing::debug!(tenant = %self.tenant.id, account = %deal.account, deal = deal.ticket,
             client_order_id = client_order_id.as_deref().unwrap_or("-"), symbol = %deal.fill.symbol,
             side = side.as_str(), volume = %deal.fill.volume, price = %deal.fill.price, "fill");
         if let Some(sid) = &strategy_id {
@@ -824,7 +843,7 @@ impl Handler<Flatten> for Portfolio {
                 .new_order(None, login, symbol, side, volume, now_ms());
             tracing::warn!(tenant = %self.tenant.id, reason = %msg.reason, client_order_id = %order.client_order_id,
                 "flattening");
-            self.dispatch(seq, order, position, ctx);
+            self.dispatch(seq, order, position, None, ctx);
         }
         MessageResult(count)
     }
@@ -898,7 +917,7 @@ impl Handler<PlaceManualOrder> for Portfolio {
         AtomicResponse::new(Box::pin(risk.send(CheckOrder(facts)).into_actor(self).map(
             move |verdict, act, ctx| match verdict {
                 Ok(Ok(())) => {
-                    act.dispatch(seq, order, 0, ctx);
+                    act.dispatch(seq, order, 0, None, ctx);
                     match act.ledger.order(&id) {
                         Some((_, o)) if o.status != OrderStatus::Rejected => {
                             Ok(ManualOrderPlaced {

@@ -285,7 +285,7 @@ impl Handler<CheckOrder> for Risk {
 impl Handler<BarClosed> for Risk {
     type Result = ();
 
-    fn handle(&mut self, BarClosed(bar): BarClosed, _ctx: &mut Self::Context) {
+    fn handle(&mut self, BarClosed(bar, _): BarClosed, _ctx: &mut Self::Context) {
         self.on_bar(&bar);
     }
 }

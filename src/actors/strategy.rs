@@ -57,6 +57,8 @@ pub struct StrategyHost {
     saving: bool,
     unsaved: Option<StrategySnapshot>,
     notifier: ExitNotifier,
+    /// When the frame of the tick that closed the bar being handled was read (stage timings).
+    origin: Option<std::time::Instant>,
 }
 
 impl StrategyHost {
@@ -84,12 +86,19 @@ impl StrategyHost {
             saving: false,
             unsaved: None,
             notifier,
+            origin: None,
         }
     }
 
     fn signal(&self, target: rust_decimal::Decimal, at_ms: i64, cause: Option<Prediction>) {
+        if let Some(origin) = self.origin {
+            self.tenant
+                .metrics
+                .stage(crate::metrics::Stage::Strategy, origin);
+        }
         if let Some(portfolio) = self.tenant.portfolio.get() {
             portfolio.do_send(Signal {
+                origin: self.origin,
                 strategy_id: self.route.settings.id.clone(),
                 account: self.route.settings.account.map(Login::new),
                 symbol: self.route.symbol.clone(),
@@ -316,9 +325,11 @@ impl Actor for StrategyHost {
 impl Handler<BarClosed> for StrategyHost {
     type Result = ();
 
-    fn handle(&mut self, BarClosed(bar): BarClosed, ctx: &mut Self::Context) {
+    fn handle(&mut self, BarClosed(bar, origin): BarClosed, ctx: &mut Self::Context) {
         if self.ready {
+            self.origin = origin;
             self.on_bar(bar, ctx);
+            self.origin = None;
         } else {
             self.held.push(Held::Bar(bar));
         }

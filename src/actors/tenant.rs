@@ -457,6 +457,7 @@ impl TenantContext {
         if s.on_failure == crate::domain::tenant::OnFailure::Flatten {
             if let Some(portfolio) = self.portfolio.get() {
                 portfolio.do_send(super::messages::Signal {
+                    origin: None,
                     strategy_id: s.id.clone(),
                     account: s.account.map(Login::new),
                     symbol: route.symbol.clone(),

@@ -40,3 +40,26 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.runtime.metrics.render())
 }
+
+/// Times every request by its method and matched route pattern (`trellis_api_request_seconds`); a path that
+/// matches no route counts as `unmatched`, so the label set stays as small as the route table.
+pub async fn time_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let res = next.call(req).await?.map_into_boxed_body();
+    if let Some(state) = state {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        state
+            .runtime
+            .metrics
+            .api_request(method.as_str(), &route, started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}

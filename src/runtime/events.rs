@@ -108,7 +108,18 @@ impl EventLog {
     pub fn record(&self, e: NewEvent<'_>) {
         let tenant = e.tenant.unwrap_or("-");
         match e.kind {
-            EventKind::Started | EventKind::Restarted | EventKind::Stopped => tracing::info!(
+            // A first start is routine (a start-up logs dozens): DEBUG, so the console opens with what a
+            // person needs; the history and the metric keep every one.
+            EventKind::Started => tracing::debug!(
+                event = e.kind.as_str(),
+                supervisor = e.supervisor,
+                child = e.child,
+                tenant,
+                generation = e.generation,
+                reason = e.reason,
+                "supervision"
+            ),
+            EventKind::Restarted | EventKind::Stopped => tracing::info!(
                 event = e.kind.as_str(),
                 supervisor = e.supervisor,
                 child = e.child,

@@ -302,3 +302,74 @@ async fn replaying_the_same_csv_twice_produces_identical_orders() {
     assert!(runs[0].len() >= 4, "the walk should trade: {:?}", runs[0]);
     assert_eq!(runs[0], runs[1]);
 }
+
+/// The count of a histogram series in the Prometheus text (`name_count{labels} N`), 0 when absent.
+fn histogram_count(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{series} ")))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+#[actix_rt::test]
+async fn the_trading_path_exports_a_latency_histogram_per_stage_that_moves_with_each_order() {
+    // Arrange: the scripted buy (see the first test): three closes, then the tick that closes the third bar.
+    let app = spawn_app().await;
+    app.add_tenant(tenant("acme", KEY)).await;
+    let sim = app.sim(KEY, 7001).await;
+    let (_, before) = app.get_text("/metrics").await;
+    let stages = ["decode", "bar", "strategy", "risk", "write_ahead", "send"];
+    let count = |metrics: &str, stage: &str| {
+        histogram_count(
+            metrics,
+            &format!("trellis_trading_stage_seconds_count{{stage=\"{stage}\"}}"),
+        )
+    };
+    for stage in stages {
+        assert_eq!(count(&before, stage), 0, "{stage} before any tick");
+    }
+
+    // Act
+    crate::helpers::rising(&sim, 3);
+    sim.tick(tick("EURUSD", T0 + 3 * MINUTE, "1.1030", "1.1032"));
+    app.wait_portfolio("acme", "the buy to fill", |p| p.deals.len() == 1)
+        .await;
+    let (_, after) = app.get_text("/metrics").await;
+
+    // Assert: every tick is decoded, every bar closed is timed, and the one order went through each later
+    // stage once; its stages are cumulative from the frame's arrival, so each sum is at least the one before.
+    assert_eq!(count(&after, "decode"), 4, "{after}");
+    assert!(count(&after, "bar") >= 3, "three M1 bars closed");
+    for stage in ["strategy", "risk", "write_ahead", "send"] {
+        assert_eq!(count(&after, stage), 1, "{stage}: {after}");
+    }
+    let sum = |stage: &str| {
+        after
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "trellis_trading_stage_seconds_sum{{stage=\"{stage}\"}} "
+                ))
+            })
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    let ordered = ["strategy", "risk", "write_ahead", "send"];
+    for pair in ordered.windows(2) {
+        assert!(
+            sum(pair[0]) <= sum(pair[1]) && sum(pair[0]) > 0.0,
+            "{} {} ≤ {} {}",
+            pair[0],
+            sum(pair[0]),
+            pair[1],
+            sum(pair[1])
+        );
+    }
+    assert!(
+        after.contains("trellis_api_request_seconds_count{method=\"GET\",route=\"/metrics\"}"),
+        "API requests are timed by route pattern"
+    );
+    sim.stop().await.expect("sim stops");
+    app.shutdown().await;
+}

@@ -310,11 +310,12 @@ enum Out {
     Control(String),
     Snapshot {
         channel: String,
-        data: String,
+        data: Arc<str>,
     },
+    /// `data` is shared: a market update is rendered once for every connection that sends it.
     Update {
         channel: String,
-        data: String,
+        data: Arc<str>,
     },
 }
 
@@ -368,14 +369,14 @@ impl Shared {
         self.with(|o| o.conflated.retain(|(c, _)| *c != channel));
         self.reliable(Out::Snapshot {
             channel,
-            data: data.to_string(),
+            data: data.to_string().into(),
         })
     }
 
-    fn conflate(&self, channel: &str, data: &Value) {
+    fn conflate(&self, channel: &str, data: Arc<str>) {
         let out = Out::Update {
             channel: channel.to_owned(),
-            data: data.to_string(),
+            data,
         };
         self.with(
             |o| match o.conflated.iter_mut().find(|(c, _)| c == channel) {
@@ -960,7 +961,7 @@ impl Connection {
             if sub.channel == *channel {
                 let out = Out::Update {
                     channel: name.clone(),
-                    data: data.to_string(),
+                    data: data.to_string().into(),
                 };
                 if !self.shared.reliable(out) {
                     return false;
@@ -1011,10 +1012,14 @@ impl Connection {
     }
 
     /// The feed rang: queue what changed of each conflated subscription.
+    /// Queues what changed of the market channels this connection follows. Each update's JSON is rendered
+    /// once per change for all connections (`ClientFeed::rendered_*`), so a thousand connections cost one
+    /// serialisation and a thousand reference counts, not a thousand serialisations.
     fn on_market(&mut self) {
         let t = self.tenant.clone();
         let quotes = t.quotes.read();
         let feed = t.feed.read();
+        let mut queued = false;
         for (name, sub) in self.subs.iter_mut() {
             match &sub.channel {
                 Channel::Ticks(symbol) => {
@@ -1022,26 +1027,43 @@ impl Connection {
                         let now = (q.bid, q.ask, q.time_msc);
                         if sub.last_quote != Some(now) {
                             sub.last_quote = Some(now);
-                            self.shared.conflate(name, &quote(symbol, q));
+                            let json = t
+                                .feed
+                                .rendered_quote(symbol, now, || quote(symbol, q).to_string());
+                            self.shared.conflate(name, json);
+                            queued = true;
                         }
                     }
                 }
                 Channel::Bars(symbol, tf) => {
-                    if let Some((count, bar)) = feed.bars.get(&(symbol.clone(), *tf)) {
+                    let key = (symbol.clone(), *tf);
+                    if let Some((count, bar)) = feed.bars.get(&key) {
                         if *count != sub.last_count {
                             sub.last_count = *count;
-                            self.shared
-                                .conflate(name, &serde_json::to_value(bar).unwrap_or_default());
+                            let json = t.feed.rendered_bar(&key, *count, || {
+                                serde_json::to_string(bar).unwrap_or_default()
+                            });
+                            self.shared.conflate(name, json);
+                            queued = true;
                         }
                     }
                 }
                 Channel::Pnl if feed.pnl.0 != sub.last_count => {
                     sub.last_count = feed.pnl.0;
-                    self.shared
-                        .conflate(name, &serde_json::to_value(&feed.pnl.1).unwrap_or_default());
+                    let json = t.feed.rendered_pnl(feed.pnl.0, || {
+                        serde_json::to_string(&feed.pnl.1).unwrap_or_default()
+                    });
+                    self.shared.conflate(name, json);
+                    queued = true;
                 }
                 _ => {}
             }
+        }
+        if queued {
+            self.state
+                .runtime
+                .metrics
+                .fanout(t.feed.since_rung().as_secs_f64());
         }
     }
 
@@ -1308,8 +1330,8 @@ mod tests {
             r#"{"type":"update","channel":"ticks:EURUSD","seq":7,"data":{"bid":"1.1"}}"#
         );
         let shared = Shared::default();
-        shared.conflate("ticks:EURUSD", &json!(1));
-        shared.conflate("ticks:EURUSD", &json!(2));
+        shared.conflate("ticks:EURUSD", "1".into());
+        shared.conflate("ticks:EURUSD", "2".into());
         assert_eq!(shared.with(|o| o.conflated.len()), 1, "latest per channel");
         assert!(shared.snapshot("ticks:EURUSD", &json!(3)));
         assert_eq!(

@@ -369,10 +369,15 @@ impl Conn {
         session: &Addr<Mt5Session>,
         conn_id: u64,
     ) -> bool {
+        let read_at = std::time::Instant::now();
         match msg {
             Ok(AggregatedMessage::Text(text)) => match decode(&text) {
                 Ok(frame) => {
-                    let msg = FrameReceived { conn_id, frame };
+                    let msg = FrameReceived {
+                        conn_id,
+                        frame,
+                        read_at,
+                    };
                     match session.try_send(msg) {
                         Ok(()) => true,
                         // A full mailbox: wait for room rather than drop what the terminal sent.
