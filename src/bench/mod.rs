@@ -18,7 +18,7 @@
 //! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
 //! percentiles come from the histogram, the maximum is the true one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -41,12 +41,15 @@ use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
 mod clients;
+mod closed_loop;
 mod failover;
 mod history;
 mod logs;
 mod models;
 mod recovery;
 mod training;
+
+use closed_loop::{drive, drive_marked, report_latency};
 
 pub const NAMES: [&str; 13] = [
     "backtest",
@@ -395,148 +398,6 @@ async fn open_bridge(port: u16, key: &str, login: u64) -> anyhow::Result<(WsSink
 }
 
 // ---- latency --------------------------------------------------------------------------------------------
-
-/// What [`drive`] measured.
-struct Driven {
-    /// Tick-to-order latency of every bar after the warm-up bars whose order arrived.
-    samples: Latencies,
-    /// Ticks sent.
-    sent: u64,
-    /// Bars closed whose order had not arrived when the run ended (after waiting [`DRAIN`] for it).
-    never_arrived: usize,
-    /// Orders that arrived with no bar waiting for one (none expected: each bar close yields one order).
-    unmatched: u64,
-}
-
-/// How long [`drive`] keeps answering orders after it stops sending ticks, for orders still on their way.
-const DRAIN: Duration = Duration::from_secs(2);
-
-/// A bridge that streams ticks at `rate` (every `per_bar`-th tick opens a bar) and answers every order at
-/// once with a fill. Tick-to-order latency is the time from sending the tick that closes a bar to receiving
-/// the order it causes; every bar's send time is kept until its order arrives, so every order is measured
-/// once, however slow. The next bar opens only once the previous bar's order has arrived and been answered
-/// (closed loop: the achieved rate is reported). That is also what makes the matching exact: `flip` wants
-/// the opposite position on every bar, so each bar close yields exactly one order — but only while the
-/// strategy has no order in flight (the ledger plans no order on top of one), so a bar closed before the
-/// previous order came back could yield none. After `seconds` it sends no more ticks and waits up to
-/// [`DRAIN`] for the orders still due; those that never come are counted.
-async fn drive(
-    port: u16,
-    key: &str,
-    login: u64,
-    rate: u64,
-    seconds: u64,
-    per_bar: u64,
-) -> anyhow::Result<Driven> {
-    drive_marked(port, key, login, rate, seconds, per_bar, None).await
-}
-
-/// [`drive`], noting when each tick was sent (by its `time_msc`) in `sent_at` when given.
-async fn drive_marked(
-    port: u16,
-    key: &str,
-    login: u64,
-    rate: u64,
-    seconds: u64,
-    per_bar: u64,
-    sent_at: Option<&dashmap::DashMap<i64, Instant>>,
-) -> anyhow::Result<Driven> {
-    let (mut sink, mut stream) = open_bridge(port, key, login).await?;
-    let mut seq = 1u64;
-    let step = 60_000 / per_bar as i64;
-    let first_msc = 1_700_000_040_000i64;
-    let mut time_msc = first_msc;
-    let mut sent = 0u64;
-    // Bars closed whose order has not arrived: (open time of the bar, when its closing tick was sent).
-    let mut outstanding: VecDeque<(i64, Instant)> = VecDeque::new();
-    let mut samples = Latencies::new();
-    let mut unmatched = 0u64;
-    let mut ticket = 10_000u64;
-    // The first bars' orders are answered but not timed (connection and caches warming up).
-    let warmup_bars = 3;
-    let first_timed_bar = (first_msc / 60_000 + warmup_bars) * 60_000;
-    let started = Instant::now();
-    let mut clock = tokio::time::interval(Duration::from_micros(500));
-    let end = started + Duration::from_secs(seconds);
-    loop {
-        let now = Instant::now();
-        if now >= end && (outstanding.is_empty() || now >= end + DRAIN) {
-            break;
-        }
-        tokio::select! {
-            frame = stream.next() => {
-                let b = match frame {
-                    Some(Ok(ws::Frame::Text(b))) => b,
-                    Some(_) => continue,
-                    None => break,
-                };
-                let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-                if v["type"] != "order_request" { continue; }
-                match outstanding.pop_front() {
-                    Some((bar, at)) if bar >= first_timed_bar => samples.record(at.elapsed()),
-                    Some(_) => {}
-                    None => unmatched += 1,
-                }
-                ticket += 2;
-                let side = v["order_type"].as_u64().unwrap_or(0);
-                seq += 1;
-                let result = json!({"type":"order_result","seq":seq,"client_order_id":v["client_order_id"],"retcode":10009,"deal":ticket,"order":ticket+1,"volume":v["volume"],"price":1.1});
-                seq += 1;
-                let deal = json!({"type":"deal","seq":seq,"ticket":ticket,"order":ticket+1,"client_order_id":v["client_order_id"],"position_id":1,"symbol":"EURUSD","deal_type":side,"entry":0,"volume":v["volume"],"price":1.1,"time_msc":time_msc});
-                sink.send(ws::Message::Text(result.to_string().into())).await?;
-                sink.send(ws::Message::Text(deal.to_string().into())).await?;
-            }
-            _ = clock.tick() => {
-                if Instant::now() >= end {
-                    continue; // draining: no more ticks, only answers
-                }
-                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-                while sent < due {
-                    time_msc += step;
-                    let opens_bar = time_msc % 60_000 == 0;
-                    if opens_bar && !outstanding.is_empty() {
-                        time_msc -= step;
-                        break; // the previous bar's order has not arrived yet
-                    }
-                    seq += 1;
-                    let bid = 1.1 + (sent % 7) as f64 * 0.0001;
-                    let tick = format!(r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":{bid:.5},"ask":{:.5}}}"#, bid + 0.0002);
-                    if let Some(marks) = sent_at {
-                        marks.insert(time_msc, Instant::now());
-                    }
-                    sink.send(ws::Message::Text(tick.into())).await?;
-                    sent += 1;
-                    if opens_bar {
-                        // This tick closed the bar before it.
-                        outstanding.push_back((time_msc - 60_000, Instant::now()));
-                    }
-                }
-            }
-        }
-    }
-    let _ = sink.send(ws::Message::Close(None)).await;
-    Ok(Driven {
-        samples,
-        sent,
-        never_arrived: outstanding.len(),
-        unmatched,
-    })
-}
-
-fn report_latency(label: &str, driven: &Driven, seconds: u64) {
-    let mut line = format!(
-        "{label}: {} ticks ({:.0}/s achieved), {} orders; tick-to-order {}; {} never arrived",
-        driven.sent,
-        driven.sent as f64 / seconds as f64,
-        driven.samples.len(),
-        driven.samples.summary(&[50.0, 99.0, 99.9]),
-        driven.never_arrived,
-    );
-    if driven.unmatched > 0 {
-        line.push_str(&format!(", {} arrived unasked", driven.unmatched));
-    }
-    println!("{line}");
-}
 
 async fn latency() -> anyhow::Result<()> {
     for (rate, per_bar) in [(1_000u64, 10u64), (10_000, 10)] {
