@@ -3,9 +3,10 @@
 //!
 //! Why one loop for every transport: its matching rule (every bar's closing instant kept until its order
 //! arrives, so every order is timed exactly once, however slow) is what makes the figures comparable, and it
-//! must not differ between transports: the loopback figure (a [`WsLink`]: a WebSocket to `/ws/mt5`) and
-//! any other way of reaching trellis. A [`Link`] is all that changes: how a frame reaches trellis, and
-//! from which instant its latency counts.
+//! must not differ between transports: the loopback figure (a [`WsLink`]: a WebSocket to `/ws/mt5`, from the
+//! `bench-driver` process or, for the other benchmarks, from the bench's own thread) and any other way of
+//! reaching trellis. A [`Link`] is all that changes: how a frame reaches trellis, and from which instant
+//! its latency counts.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -14,11 +15,13 @@ use awc::ws;
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{open_bridge, Latencies, WsSink, WsStream};
 
 /// What [`drive_link`] measured.
+#[derive(Serialize, Deserialize)]
 pub(super) struct Driven {
     /// Tick-to-order latency of every bar after the warm-up bars whose order arrived.
     pub(super) samples: Latencies,
@@ -78,7 +81,8 @@ impl Link for WsLink {
     }
 }
 
-/// [`drive_link`] over a fresh loopback WebSocket bridge.
+/// [`drive_link`] over a fresh loopback WebSocket bridge from this process (the benchmarks other than
+/// `latency` and `clients`, which run theirs in `bench-driver`).
 pub(super) async fn drive(
     port: u16,
     key: &str,
@@ -87,21 +91,8 @@ pub(super) async fn drive(
     seconds: u64,
     per_bar: u64,
 ) -> anyhow::Result<Driven> {
-    drive_marked(port, key, login, rate, seconds, per_bar, None).await
-}
-
-/// [`drive`], noting when each tick was sent (by its `time_msc`) in `sent_at` when given.
-pub(super) async fn drive_marked(
-    port: u16,
-    key: &str,
-    login: u64,
-    rate: u64,
-    seconds: u64,
-    per_bar: u64,
-    sent_at: Option<&DashMap<i64, Instant>>,
-) -> anyhow::Result<Driven> {
     let mut link = WsLink::open(port, key, login).await?;
-    drive_link(&mut link, rate, seconds, per_bar, sent_at).await
+    drive_link(&mut link, rate, seconds, per_bar, None).await
 }
 
 /// A bridge that streams ticks at `rate` (every `per_bar`-th tick opens a bar) and answers every order at
@@ -214,4 +205,42 @@ pub(super) fn report_latency(label: &str, driven: &Driven, seconds: u64) {
         line.push_str(&format!(", {} arrived unasked", driven.unmatched));
     }
     println!("{line}");
+}
+
+/// The runs of one scenario side by side: the achieved rate and each percentile as min–max over the runs.
+pub(super) fn report_spread(label: &str, runs: &[Driven], seconds: u64) {
+    let rates: Vec<f64> = runs
+        .iter()
+        .map(|d| d.sent as f64 / seconds as f64)
+        .collect();
+    let (lo, hi) = min_max(&rates);
+    let samples: Vec<&Latencies> = runs.iter().map(|d| &d.samples).collect();
+    println!(
+        "{label}, {} runs: {lo:.0}–{hi:.0} ticks/s achieved; tick-to-order {}",
+        runs.len(),
+        spread(&samples)
+    );
+}
+
+/// `p50 a–b µs, p99 …, p99.9 …, max …`: each figure's lowest and highest over the runs, whole microseconds.
+pub(super) fn spread(runs: &[&Latencies]) -> String {
+    let mut parts = Vec::new();
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+        let values: Vec<f64> = runs.iter().map(|l| l.at(q).as_micros() as f64).collect();
+        let (lo, hi) = min_max(&values);
+        parts.push(format!("{name} {lo:.0}–{hi:.0} µs"));
+    }
+    let maxima: Vec<f64> = runs.iter().map(|l| l.max.as_micros() as f64).collect();
+    let (lo, hi) = min_max(&maxima);
+    parts.push(format!("max {lo:.0}–{hi:.0} µs"));
+    parts.join(", ")
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold(None, |acc: Option<(f64, f64)>, &v| {
+            Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
+        })
+        .unwrap_or((0.0, 0.0))
 }

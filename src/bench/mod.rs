@@ -3,7 +3,8 @@
 //!
 //! - `backtest`: 1 000 000 ticks through `ema_cross` 10/20 on M1.
 //! - `history`: reading 1 M ticks per format, a 1 000-run optimisation grid, 100 M ticks streamed.
-//! - `latency`: tick-to-order over loopback WebSocket at 1 000 and 10 000 ticks/s (p50/p99/p99.9).
+//! - `latency`: tick-to-order over loopback WebSocket from a bridge in a second process, at 1 000 and
+//!   10 000 ticks/s, three runs each and their spread.
 //! - `ingest`: the highest sustained tick rate with persistence to the embedded store.
 //! - `tree`: 1 000 tenants × 5 strategies × 1 session: start-up time and resident memory.
 //! - `supervision`: panic → replacement handling its first live bar, and a healthy tenant's latency while
@@ -13,7 +14,12 @@
 //! - `logs`: 100 tenants × 30 simulated days through the log tiers: bytes, cost against all-hot, losses,
 //!   one-day query latency per tier.
 //! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
-//!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client.
+//!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client; three
+//!   runs and their spread.
+//!
+//! `latency` and `clients` measure trellis alone in this process: their bridge and clients run in a child
+//! process (`trellis bench-driver`, [`driver`]) that reports back over a pipe. The other benchmarks still
+//! drive trellis from the bench's own thread.
 //!
 //! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
 //! percentiles come from the histogram, the maximum is the true one.
@@ -28,6 +34,7 @@ use awc::ws;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::actors::tree::Runtime;
@@ -42,14 +49,16 @@ use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
 mod clients;
 mod closed_loop;
+pub mod driver;
 mod failover;
 mod history;
+mod latency;
 mod logs;
 mod models;
 mod recovery;
 mod training;
 
-use closed_loop::{drive, drive_marked, report_latency};
+use closed_loop::{drive, report_latency, Driven};
 
 pub const NAMES: [&str; 13] = [
     "backtest",
@@ -78,7 +87,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
     match name {
         "backtest" => backtest(),
         "history" => history::run().await,
-        "latency" => latency().await,
+        "latency" => latency::run().await,
         "ingest" => ingest().await,
         "tree" => tree().await,
         "supervision" => supervision().await,
@@ -94,7 +103,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "all" => {
             backtest()?;
             history::run().await?;
-            latency().await?;
+            latency::run().await?;
             ingest().await?;
             tree().await?;
             supervision().await?;
@@ -160,10 +169,46 @@ fn us(d: Duration) -> String {
 }
 
 /// Latency samples in an HDR histogram of whole microseconds (3 significant digits: exact below 2 048 µs,
-/// within 0.1 % above), with the true maximum kept beside it.
+/// within 0.1 % above), with the true maximum kept beside it. It crosses from the `bench-driver` process as
+/// JSON ([`RecordedLatencies`]) whole: every bucket, not a few percentiles, so nothing the child measured is
+/// lost on the way.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "RecordedLatencies", from = "RecordedLatencies")]
 struct Latencies {
     hist: Histogram<u64>,
     max: Duration,
+}
+
+/// A [`Latencies`] as it travels: each recorded bucket as (its highest equivalent value in µs, count), and
+/// the true maximum in nanoseconds. Recording those values again fills the same buckets.
+#[derive(Serialize, Deserialize)]
+struct RecordedLatencies {
+    max_ns: u64,
+    buckets: Vec<(u64, u64)>,
+}
+
+impl From<Latencies> for RecordedLatencies {
+    fn from(l: Latencies) -> Self {
+        Self {
+            max_ns: u64::try_from(l.max.as_nanos()).unwrap_or(u64::MAX),
+            buckets: l
+                .hist
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+                .collect(),
+        }
+    }
+}
+
+impl From<RecordedLatencies> for Latencies {
+    fn from(r: RecordedLatencies) -> Self {
+        let mut l = Latencies::new();
+        for (value, count) in r.buckets {
+            l.hist.saturating_record_n(value, count);
+        }
+        l.max = Duration::from_nanos(r.max_ns);
+        l
+    }
 }
 
 impl Latencies {
@@ -395,35 +440,6 @@ async fn open_bridge(port: u16, key: &str, login: u64) -> anyhow::Result<(WsSink
         }
         other => bail!("no welcome: {other:?}"),
     }
-}
-
-// ---- latency --------------------------------------------------------------------------------------------
-
-async fn latency() -> anyhow::Result<()> {
-    for (rate, per_bar) in [(1_000u64, 10u64), (10_000, 10)] {
-        let app = start(&[]).await?;
-        app.runtime.strategies.register("flip", flip);
-        app.runtime
-            .start_tenant(bench_tenant(
-                "lat",
-                "trk_latency1_bench-secret-key",
-                vec![strategy("flip", "flip", "EURUSD")],
-            ))
-            .await?;
-        let seconds = 5;
-        let driven = drive(
-            app.port,
-            "trk_latency1_bench-secret-key",
-            4242,
-            rate,
-            seconds,
-            per_bar,
-        )
-        .await?;
-        report_latency(&format!("latency @ {rate} ticks/s"), &driven, seconds);
-        app.stop().await;
-    }
-    Ok(())
 }
 
 // ---- ingest ---------------------------------------------------------------------------------------------
@@ -989,5 +1005,21 @@ mod tests {
         assert_eq!(l.max, Duration::from_nanos(250_000_700));
         assert_eq!(l.at(1.0), l.max);
         assert!(l.summary(&[50.0, 99.9]).ends_with("max 250000 µs"));
+    }
+
+    #[test]
+    fn latencies_cross_a_process_boundary_whole() {
+        let mut sent = Latencies::new();
+        for us in [3u64, 3, 17, 250, 2_047, 2_049, 9_999, 1_234_567] {
+            sent.record(Duration::from_micros(us));
+        }
+        sent.record(Duration::from_nanos(1_234_567_891));
+        let text = serde_json::to_string(&sent).unwrap();
+        let received: Latencies = serde_json::from_str(&text).unwrap();
+        assert_eq!(received.len(), sent.len());
+        assert_eq!(received.max, sent.max);
+        for q in [0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(received.at(q), sent.at(q), "quantile {q}");
+        }
     }
 }
