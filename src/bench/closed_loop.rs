@@ -3,10 +3,10 @@
 //!
 //! Why one loop for every transport: its matching rule (every bar's closing instant kept until its order
 //! arrives, so every order is timed exactly once, however slow) is what makes the figures comparable, and it
-//! must not differ between transports: the loopback figure (a [`WsLink`]: a WebSocket to `/ws/mt5`, from the
-//! `bench-driver` process or, for the other benchmarks, from the bench's own thread) and any other way of
-//! reaching trellis. A [`Link`] is all that changes: how a frame reaches trellis, and from which instant
-//! its latency counts.
+//! must not differ between the loopback figure (a [`WsLink`]: a WebSocket to `/ws/mt5`, from the
+//! `bench-driver` process or, for the other benchmarks, from the bench's own thread) and the in-process one
+//! (`latency::SessionLink`: frames decoded and handed to the session, no socket). A [`Link`] is all that
+//! changes: how a frame reaches trellis, and from which instant its latency counts.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

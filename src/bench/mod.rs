@@ -3,8 +3,8 @@
 //!
 //! - `backtest`: 1 000 000 ticks through `ema_cross` 10/20 on M1.
 //! - `history`: reading 1 M ticks per format, a 1 000-run optimisation grid, 100 M ticks streamed.
-//! - `latency`: tick-to-order over loopback WebSocket from a bridge in a second process, at 1 000 and
-//!   10 000 ticks/s, three runs each and their spread.
+//! - `latency`: tick-to-order at 1 000 and 10 000 ticks/s, three runs each and their spread: over loopback
+//!   WebSocket from a bridge in a second process, and in-process (frame decoded → order frame encoded).
 //! - `ingest`: the highest sustained tick rate with persistence to the embedded store.
 //! - `tree`: 1 000 tenants × 5 strategies × 1 session: start-up time and resident memory.
 //! - `supervision`: panic → replacement handling its first live bar, and a healthy tenant's latency while
