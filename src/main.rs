@@ -43,6 +43,11 @@ enum Command {
         #[arg(default_value = "all")]
         name: String,
     },
+    /// The load side of `trellis bench latency` and `bench clients` (a simulated bridge and trading clients),
+    /// which those benchmarks start as a child process so that theirs holds trellis alone. Not for people.
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    BenchDriver(Box<trellis::bench::driver::DriverArgs>),
     /// Apply the migrations of every configured store (embedded SQLite, ClickHouse) and exit.
     Migrate,
     /// Validate the configuration and print the effective settings.
@@ -125,6 +130,11 @@ fn main() -> ExitCode {
         Command::Backtest(args) => return offline(trellis::backtest::cli::backtest(*args)),
         Command::Optimise(args) => return offline(trellis::backtest::cli::optimise(*args)),
         Command::ExportTicks(args) => return offline(trellis::backtest::cli::export_ticks(*args)),
+        // Needs no settings: it drives a trellis the parent benchmark started.
+        #[cfg(feature = "bench")]
+        Command::BenchDriver(args) => {
+            return exit(actix_rt::System::new().block_on(trellis::bench::driver::run(*args)))
+        }
         command => Cli { command, ..cli },
     };
     let settings = match Settings::from_env(cli.config.as_deref()) {
@@ -180,6 +190,8 @@ fn main() -> ExitCode {
         | Command::Backtest(_)
         | Command::Optimise(_)
         | Command::ExportTicks(_) => ExitCode::SUCCESS,
+        #[cfg(feature = "bench")]
+        Command::BenchDriver(_) => ExitCode::SUCCESS,
     }
 }
 

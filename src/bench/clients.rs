@@ -4,23 +4,19 @@
 //! latency (the bridge sending a tick → a client receiving it, sampled on 100 of the clients), frames
 //! delivered (conflation shows as fewer frames than ticks × clients) and resident memory per client.
 //!
-//! The clients run in this process beside the server (on the bench's own thread), so the machine's cores
-//! are shared three ways: the figures are an upper bound on what remote clients would cost.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! The bridge and the clients run in a second process (`trellis bench-driver`, [`super::driver`]), so this
+//! process holds trellis alone and its resident memory per client is the server's side of a connection
+//! (the driver reports its own side apart; only the first run's figure is whole: later runs reuse the heap
+//! the earlier ones freed). Both processes still share the machine's cores. Three runs, each on a fresh
+//! trellis (a tenant's bars only move forward), then each figure's min–max over them.
 
 use anyhow::Context as _;
-use awc::ws;
-use dashmap::DashMap;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 
-use super::{
-    bench_tenant, drive, drive_marked, flip, report_latency, rss_mb, start, strategy, Latencies,
-};
+use super::closed_loop::{report_latency, report_spread, spread, Driven};
+use super::driver::{self, ClientLoad, Spec};
+use super::{bench_tenant, flip, start, strategy, Latencies};
 
+const RUNS: usize = 3;
 const CLIENTS: usize = 1_000;
 /// Clients whose every frame is timed (the rest only count).
 const TIMED: usize = 100;
@@ -32,136 +28,102 @@ const KEY: &str = "trk_clients1_bench-secret-key";
 const ALONE_KEY: &str = "trk_clients2_bench-secret-key";
 const SYMBOLS: [&str; 3] = ["EURUSD", "GBPUSD", "USDJPY"];
 
-struct Counters {
-    frames: AtomicU64,
-    latencies: Mutex<Latencies>,
-    sent_at: DashMap<i64, Instant>,
-}
-
 pub async fn run() -> anyhow::Result<()> {
-    let app = start(&[]).await?;
-    app.runtime.strategies.register("flip", flip);
-    for (id, key) in [("fan", KEY), ("alone", ALONE_KEY)] {
-        let mut tenant = bench_tenant(id, key, vec![strategy("flip", "flip", "EURUSD")]);
-        tenant.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
-        app.runtime.start_tenant(tenant).await?;
+    let mut alone_runs: Vec<Driven> = Vec::with_capacity(RUNS);
+    let mut with_runs: Vec<Driven> = Vec::with_capacity(RUNS);
+    let mut fan_outs: Vec<Latencies> = Vec::with_capacity(RUNS);
+    for run in 1..=RUNS {
+        let app = start(&[]).await?;
+        app.runtime.strategies.register("flip", flip);
+        for (id, key) in [("fan", KEY), ("alone", ALONE_KEY)] {
+            let mut tenant = bench_tenant(id, key, vec![strategy("flip", "flip", "EURUSD")]);
+            tenant.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
+            app.runtime.start_tenant(tenant).await?;
+        }
+        let measured = measure(app.port, run).await;
+        app.stop().await;
+        let (alone, with, fan_out) = measured?;
+        alone_runs.push(alone);
+        with_runs.push(with);
+        fan_outs.push(fan_out);
     }
-
-    let alone = drive(app.port, ALONE_KEY, 4242, RATE, SECONDS, 10).await?;
-    report_latency("tick-to-order without clients", &alone, SECONDS);
-
-    let counters = Arc::new(Counters {
-        frames: AtomicU64::new(0),
-        latencies: Mutex::new(Latencies::new()),
-        sent_at: DashMap::new(),
-    });
-    let before = rss_mb();
-    let connecting = Instant::now();
-    let mut readers = Vec::with_capacity(CLIENTS);
-    for i in 0..CLIENTS {
-        readers.push(
-            connect(app.port, i < TIMED, counters.clone())
-                .await
-                .with_context(|| format!("client {i}"))?,
-        );
-    }
-    let connected_in = connecting.elapsed();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_mb();
-    println!(
-        "{CLIENTS} clients connected and subscribed to {} in {:.2} s; resident memory {before:.1} → {after:.1} MB: {:.1} KB per client",
-        SYMBOLS.map(|s| format!("ticks:{s}")).join(", "),
-        connected_in.as_secs_f64(),
-        (after - before) * 1024.0 / CLIENTS as f64
-    );
-
-    counters.frames.store(0, Ordering::Relaxed);
-    let with = drive_marked(
-        app.port,
-        KEY,
-        4343,
-        RATE,
-        SECONDS,
-        10,
-        Some(&counters.sent_at),
-    )
-    .await?;
-    report_latency(
+    report_spread("tick-to-order without clients", &alone_runs, SECONDS);
+    report_spread(
         &format!("tick-to-order with {CLIENTS} clients"),
-        &with,
+        &with_runs,
         SECONDS,
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let frames = counters.frames.load(Ordering::Relaxed);
-    let latency = counters
-        .latencies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .summary(&[50.0, 99.0, 99.9]);
     println!(
-        "fan-out: {frames} tick frames to {CLIENTS} clients for {} ticks ({:.0} frames/s, {:.1}% of ticks × clients: the rest conflated); tick sent → client received {latency}",
-        with.sent,
-        frames as f64 / SECONDS as f64,
-        frames as f64 * 100.0 / (with.sent as f64 * CLIENTS as f64).max(1.0),
+        "fan-out, {RUNS} runs: tick sent → client received {}",
+        spread(&fan_outs.iter().collect::<Vec<_>>())
     );
-    for r in readers {
-        r.abort();
-    }
-    app.stop().await;
     Ok(())
 }
 
-/// A client subscribed to the ticks of every symbol; its reader counts (and when `timed`, times) each tick.
-async fn connect(
-    port: u16,
-    timed: bool,
-    counters: Arc<Counters>,
-) -> anyhow::Result<actix_web::rt::task::JoinHandle<()>> {
-    let (_resp, conn) = crate::sim::client::ws_client()
-        .ws(format!("ws://127.0.0.1:{port}/ws/v1/client"))
-        .header("X-API-Key", KEY)
-        .max_frame_size(1 << 20)
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
-    let (mut sink, mut stream) = conn.split();
-    let channels: Vec<String> = SYMBOLS.iter().map(|s| format!("ticks:{s}")).collect();
-    let subscribe = json!({"op": "subscribe", "id": "s", "channels": channels});
-    sink.send(ws::Message::Text(subscribe.to_string().into()))
-        .await?;
-    let mut snapshots = 0;
-    while snapshots < SYMBOLS.len() {
-        match stream.next().await {
-            Some(Ok(ws::Frame::Text(b))) => {
-                if serde_json::from_slice::<Value>(&b).is_ok_and(|v| v["type"] == "snapshot") {
-                    snapshots += 1;
-                }
-            }
-            Some(Ok(_)) => {}
-            other => anyhow::bail!("no snapshots: {:?}", other.map(|f| f.map(|_| ()))),
-        }
-    }
-    Ok(actix_web::rt::spawn(async move {
-        let _sink = sink; // kept open
-        while let Some(Ok(frame)) = stream.next().await {
-            let ws::Frame::Text(b) = frame else { continue };
-            counters.frames.fetch_add(1, Ordering::Relaxed);
-            if !timed {
-                continue;
-            }
-            let Ok(v) = serde_json::from_slice::<Value>(&b) else {
-                continue;
-            };
-            if let Some(at) = v["data"]["time_msc"]
-                .as_i64()
-                .and_then(|t| counters.sent_at.get(&t).map(|s| *s))
-            {
-                counters
-                    .latencies
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record(at.elapsed());
-            }
-        }
-    }))
+/// One run against the trellis on `port`: the baseline, then the same with the clients; prints both.
+async fn measure(port: u16, run: usize) -> anyhow::Result<(Driven, Driven, Latencies)> {
+    let alone = driver::spawn(&Spec {
+        port,
+        key: ALONE_KEY,
+        login: 4242,
+        rate: RATE,
+        seconds: SECONDS,
+        per_bar: 10,
+        clients: None,
+    })
+    .await?
+    .driven;
+    report_latency(
+        &format!("tick-to-order without clients, run {run}/{RUNS}"),
+        &alone,
+        SECONDS,
+    );
+
+    let report = driver::spawn(&Spec {
+        port,
+        key: KEY,
+        login: 4343,
+        rate: RATE,
+        seconds: SECONDS,
+        per_bar: 10,
+        clients: Some(ClientLoad {
+            count: CLIENTS,
+            timed: TIMED,
+            symbols: SYMBOLS.iter().map(|s| s.to_string()).collect(),
+        }),
+    })
+    .await?;
+    let clients = report.clients.context("the driver reported no clients")?;
+    let with = report.driven;
+    println!(
+        "{} clients connected and subscribed to {} in {:.2} s; trellis resident memory {:.1} → {:.1} MB: {:.1} KB per client{} (the driver's side: {:.1} KB per client), run {run}/{RUNS}",
+        clients.connected,
+        SYMBOLS.map(|s| format!("ticks:{s}")).join(", "),
+        clients.connect_secs,
+        clients.server_rss_before_mb,
+        clients.server_rss_after_mb,
+        (clients.server_rss_after_mb - clients.server_rss_before_mb) * 1024.0
+            / clients.connected.max(1) as f64,
+        if run > 1 {
+            " (a lower bound: the heap of the earlier runs is reused)"
+        } else {
+            ""
+        },
+        (clients.driver_rss_after_mb - clients.driver_rss_before_mb) * 1024.0
+            / clients.connected.max(1) as f64,
+    );
+    report_latency(
+        &format!("tick-to-order with {CLIENTS} clients, run {run}/{RUNS}"),
+        &with,
+        SECONDS,
+    );
+    println!(
+        "fan-out: {} tick frames to {CLIENTS} clients for {} ticks ({:.0} frames/s, {:.1}% of ticks × clients: the rest conflated); tick sent → client received {}, run {run}/{RUNS}",
+        clients.frames,
+        with.sent,
+        clients.frames as f64 / SECONDS as f64,
+        clients.frames as f64 * 100.0 / (with.sent as f64 * CLIENTS as f64).max(1.0),
+        clients.fan_out.summary(&[50.0, 99.0, 99.9]),
+    );
+    Ok((alone, with, clients.fan_out))
 }

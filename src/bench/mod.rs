@@ -3,7 +3,8 @@
 //!
 //! - `backtest`: 1 000 000 ticks through `ema_cross` 10/20 on M1.
 //! - `history`: reading 1 M ticks per format, a 1 000-run optimisation grid, 100 M ticks streamed.
-//! - `latency`: tick-to-order over loopback WebSocket at 1 000 and 10 000 ticks/s (p50/p99/p99.9).
+//! - `latency`: tick-to-order at 1 000 and 10 000 ticks/s, three runs each and their spread: over loopback
+//!   WebSocket from a bridge in a second process, and in-process (frame decoded → order frame encoded).
 //! - `ingest`: the highest sustained tick rate with persistence to the embedded store.
 //! - `tree`: 1 000 tenants × 5 strategies × 1 session: start-up time and resident memory.
 //! - `supervision`: panic → replacement handling its first live bar, and a healthy tenant's latency while
@@ -13,12 +14,17 @@
 //! - `logs`: 100 tenants × 30 simulated days through the log tiers: bytes, cost against all-hot, losses,
 //!   one-day query latency per tier.
 //! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
-//!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client.
+//!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client; three
+//!   runs and their spread.
+//!
+//! `latency` and `clients` measure trellis alone in this process: their bridge and clients run in a child
+//! process (`trellis bench-driver`, [`driver`]) that reports back over a pipe. The other benchmarks still
+//! drive trellis from the bench's own thread.
 //!
 //! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
 //! percentiles come from the histogram, the maximum is the true one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ use awc::ws;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::actors::tree::Runtime;
@@ -41,12 +48,17 @@ use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
 mod clients;
+mod closed_loop;
+pub mod driver;
 mod failover;
 mod history;
+mod latency;
 mod logs;
 mod models;
 mod recovery;
 mod training;
+
+use closed_loop::{drive, report_latency, Driven};
 
 pub const NAMES: [&str; 13] = [
     "backtest",
@@ -75,7 +87,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
     match name {
         "backtest" => backtest(),
         "history" => history::run().await,
-        "latency" => latency().await,
+        "latency" => latency::run().await,
         "ingest" => ingest().await,
         "tree" => tree().await,
         "supervision" => supervision().await,
@@ -91,7 +103,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "all" => {
             backtest()?;
             history::run().await?;
-            latency().await?;
+            latency::run().await?;
             ingest().await?;
             tree().await?;
             supervision().await?;
@@ -157,10 +169,46 @@ fn us(d: Duration) -> String {
 }
 
 /// Latency samples in an HDR histogram of whole microseconds (3 significant digits: exact below 2 048 µs,
-/// within 0.1 % above), with the true maximum kept beside it.
+/// within 0.1 % above), with the true maximum kept beside it. It crosses from the `bench-driver` process as
+/// JSON ([`RecordedLatencies`]) whole: every bucket, not a few percentiles, so nothing the child measured is
+/// lost on the way.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "RecordedLatencies", from = "RecordedLatencies")]
 struct Latencies {
     hist: Histogram<u64>,
     max: Duration,
+}
+
+/// A [`Latencies`] as it travels: each recorded bucket as (its highest equivalent value in µs, count), and
+/// the true maximum in nanoseconds. Recording those values again fills the same buckets.
+#[derive(Serialize, Deserialize)]
+struct RecordedLatencies {
+    max_ns: u64,
+    buckets: Vec<(u64, u64)>,
+}
+
+impl From<Latencies> for RecordedLatencies {
+    fn from(l: Latencies) -> Self {
+        Self {
+            max_ns: u64::try_from(l.max.as_nanos()).unwrap_or(u64::MAX),
+            buckets: l
+                .hist
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+                .collect(),
+        }
+    }
+}
+
+impl From<RecordedLatencies> for Latencies {
+    fn from(r: RecordedLatencies) -> Self {
+        let mut l = Latencies::new();
+        for (value, count) in r.buckets {
+            l.hist.saturating_record_n(value, count);
+        }
+        l.max = Duration::from_nanos(r.max_ns);
+        l
+    }
 }
 
 impl Latencies {
@@ -392,177 +440,6 @@ async fn open_bridge(port: u16, key: &str, login: u64) -> anyhow::Result<(WsSink
         }
         other => bail!("no welcome: {other:?}"),
     }
-}
-
-// ---- latency --------------------------------------------------------------------------------------------
-
-/// What [`drive`] measured.
-struct Driven {
-    /// Tick-to-order latency of every bar after the warm-up bars whose order arrived.
-    samples: Latencies,
-    /// Ticks sent.
-    sent: u64,
-    /// Bars closed whose order had not arrived when the run ended (after waiting [`DRAIN`] for it).
-    never_arrived: usize,
-    /// Orders that arrived with no bar waiting for one (none expected: each bar close yields one order).
-    unmatched: u64,
-}
-
-/// How long [`drive`] keeps answering orders after it stops sending ticks, for orders still on their way.
-const DRAIN: Duration = Duration::from_secs(2);
-
-/// A bridge that streams ticks at `rate` (every `per_bar`-th tick opens a bar) and answers every order at
-/// once with a fill. Tick-to-order latency is the time from sending the tick that closes a bar to receiving
-/// the order it causes; every bar's send time is kept until its order arrives, so every order is measured
-/// once, however slow. The next bar opens only once the previous bar's order has arrived and been answered
-/// (closed loop: the achieved rate is reported). That is also what makes the matching exact: `flip` wants
-/// the opposite position on every bar, so each bar close yields exactly one order — but only while the
-/// strategy has no order in flight (the ledger plans no order on top of one), so a bar closed before the
-/// previous order came back could yield none. After `seconds` it sends no more ticks and waits up to
-/// [`DRAIN`] for the orders still due; those that never come are counted.
-async fn drive(
-    port: u16,
-    key: &str,
-    login: u64,
-    rate: u64,
-    seconds: u64,
-    per_bar: u64,
-) -> anyhow::Result<Driven> {
-    drive_marked(port, key, login, rate, seconds, per_bar, None).await
-}
-
-/// [`drive`], noting when each tick was sent (by its `time_msc`) in `sent_at` when given.
-async fn drive_marked(
-    port: u16,
-    key: &str,
-    login: u64,
-    rate: u64,
-    seconds: u64,
-    per_bar: u64,
-    sent_at: Option<&dashmap::DashMap<i64, Instant>>,
-) -> anyhow::Result<Driven> {
-    let (mut sink, mut stream) = open_bridge(port, key, login).await?;
-    let mut seq = 1u64;
-    let step = 60_000 / per_bar as i64;
-    let first_msc = 1_700_000_040_000i64;
-    let mut time_msc = first_msc;
-    let mut sent = 0u64;
-    // Bars closed whose order has not arrived: (open time of the bar, when its closing tick was sent).
-    let mut outstanding: VecDeque<(i64, Instant)> = VecDeque::new();
-    let mut samples = Latencies::new();
-    let mut unmatched = 0u64;
-    let mut ticket = 10_000u64;
-    // The first bars' orders are answered but not timed (connection and caches warming up).
-    let warmup_bars = 3;
-    let first_timed_bar = (first_msc / 60_000 + warmup_bars) * 60_000;
-    let started = Instant::now();
-    let mut clock = tokio::time::interval(Duration::from_micros(500));
-    let end = started + Duration::from_secs(seconds);
-    loop {
-        let now = Instant::now();
-        if now >= end && (outstanding.is_empty() || now >= end + DRAIN) {
-            break;
-        }
-        tokio::select! {
-            frame = stream.next() => {
-                let b = match frame {
-                    Some(Ok(ws::Frame::Text(b))) => b,
-                    Some(_) => continue,
-                    None => break,
-                };
-                let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-                if v["type"] != "order_request" { continue; }
-                match outstanding.pop_front() {
-                    Some((bar, at)) if bar >= first_timed_bar => samples.record(at.elapsed()),
-                    Some(_) => {}
-                    None => unmatched += 1,
-                }
-                ticket += 2;
-                let side = v["order_type"].as_u64().unwrap_or(0);
-                seq += 1;
-                let result = json!({"type":"order_result","seq":seq,"client_order_id":v["client_order_id"],"retcode":10009,"deal":ticket,"order":ticket+1,"volume":v["volume"],"price":1.1});
-                seq += 1;
-                let deal = json!({"type":"deal","seq":seq,"ticket":ticket,"order":ticket+1,"client_order_id":v["client_order_id"],"position_id":1,"symbol":"EURUSD","deal_type":side,"entry":0,"volume":v["volume"],"price":1.1,"time_msc":time_msc});
-                sink.send(ws::Message::Text(result.to_string().into())).await?;
-                sink.send(ws::Message::Text(deal.to_string().into())).await?;
-            }
-            _ = clock.tick() => {
-                if Instant::now() >= end {
-                    continue; // draining: no more ticks, only answers
-                }
-                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-                while sent < due {
-                    time_msc += step;
-                    let opens_bar = time_msc % 60_000 == 0;
-                    if opens_bar && !outstanding.is_empty() {
-                        time_msc -= step;
-                        break; // the previous bar's order has not arrived yet
-                    }
-                    seq += 1;
-                    let bid = 1.1 + (sent % 7) as f64 * 0.0001;
-                    let tick = format!(r#"{{"type":"tick","seq":{seq},"symbol":"EURUSD","time_msc":{time_msc},"bid":{bid:.5},"ask":{:.5}}}"#, bid + 0.0002);
-                    if let Some(marks) = sent_at {
-                        marks.insert(time_msc, Instant::now());
-                    }
-                    sink.send(ws::Message::Text(tick.into())).await?;
-                    sent += 1;
-                    if opens_bar {
-                        // This tick closed the bar before it.
-                        outstanding.push_back((time_msc - 60_000, Instant::now()));
-                    }
-                }
-            }
-        }
-    }
-    let _ = sink.send(ws::Message::Close(None)).await;
-    Ok(Driven {
-        samples,
-        sent,
-        never_arrived: outstanding.len(),
-        unmatched,
-    })
-}
-
-fn report_latency(label: &str, driven: &Driven, seconds: u64) {
-    let mut line = format!(
-        "{label}: {} ticks ({:.0}/s achieved), {} orders; tick-to-order {}; {} never arrived",
-        driven.sent,
-        driven.sent as f64 / seconds as f64,
-        driven.samples.len(),
-        driven.samples.summary(&[50.0, 99.0, 99.9]),
-        driven.never_arrived,
-    );
-    if driven.unmatched > 0 {
-        line.push_str(&format!(", {} arrived unasked", driven.unmatched));
-    }
-    println!("{line}");
-}
-
-async fn latency() -> anyhow::Result<()> {
-    for (rate, per_bar) in [(1_000u64, 10u64), (10_000, 10)] {
-        let app = start(&[]).await?;
-        app.runtime.strategies.register("flip", flip);
-        app.runtime
-            .start_tenant(bench_tenant(
-                "lat",
-                "trk_latency1_bench-secret-key",
-                vec![strategy("flip", "flip", "EURUSD")],
-            ))
-            .await?;
-        let seconds = 5;
-        let driven = drive(
-            app.port,
-            "trk_latency1_bench-secret-key",
-            4242,
-            rate,
-            seconds,
-            per_bar,
-        )
-        .await?;
-        report_latency(&format!("latency @ {rate} ticks/s"), &driven, seconds);
-        app.stop().await;
-    }
-    Ok(())
 }
 
 // ---- ingest ---------------------------------------------------------------------------------------------
@@ -1128,5 +1005,21 @@ mod tests {
         assert_eq!(l.max, Duration::from_nanos(250_000_700));
         assert_eq!(l.at(1.0), l.max);
         assert!(l.summary(&[50.0, 99.9]).ends_with("max 250000 µs"));
+    }
+
+    #[test]
+    fn latencies_cross_a_process_boundary_whole() {
+        let mut sent = Latencies::new();
+        for us in [3u64, 3, 17, 250, 2_047, 2_049, 9_999, 1_234_567] {
+            sent.record(Duration::from_micros(us));
+        }
+        sent.record(Duration::from_nanos(1_234_567_891));
+        let text = serde_json::to_string(&sent).unwrap();
+        let received: Latencies = serde_json::from_str(&text).unwrap();
+        assert_eq!(received.len(), sent.len());
+        assert_eq!(received.max, sent.max);
+        for q in [0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(received.at(q), sent.at(q), "quantile {q}");
+        }
     }
 }
