@@ -14,6 +14,8 @@
 //!   one-day query latency per tier.
 //! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
 //!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client.
+//! - `journal`: 2 000 orders from 20 writers at once into the relational store: commits per second, records per
+//!   commit (group commit) and each order's latency; `TRELLIS_JOURNAL_MAX_BATCH=1` gives the figure without.
 //!
 //! Latencies go into an HDR histogram ([`Latencies`]) at microsecond precision: every sample is kept, the
 //! percentiles come from the histogram, the maximum is the true one.
@@ -43,12 +45,13 @@ use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 mod clients;
 mod failover;
 mod history;
+mod journal;
 mod logs;
 mod models;
 mod recovery;
 mod training;
 
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "backtest",
     "history",
     "latency",
@@ -62,6 +65,7 @@ pub const NAMES: [&str; 13] = [
     "clients",
     "failover",
     "logs",
+    "journal",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -88,6 +92,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "failover" => failover::run().await,
         // Minutes of writing and moving; embedded stores, or Redis and ClickHouse when their URLs are set.
         "logs" => logs::run().await,
+        "journal" => journal::run().await,
         "all" => {
             backtest()?;
             history::run().await?;
@@ -99,7 +104,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
             recovery::recovery().await?;
             models::run().await?;
             training::run().await?;
-            clients::run().await
+            clients::run().await?;
+            journal::run().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",

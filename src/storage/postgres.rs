@@ -174,6 +174,13 @@ impl PgRelational {
         }
     }
 
+    /// At most `max` records per group commit (1: one transaction per record, for comparison in
+    /// `trellis bench journal`).
+    pub fn with_max_batch(mut self, max: usize) -> Self {
+        self.journal.set_max_batch(max);
+        self
+    }
+
     fn pool(&self) -> Result<PgPool, StorageError> {
         self.pool
             .clone()
