@@ -16,6 +16,12 @@
 //! under load a batch holds what arrived during one commit, so commits per second stay bounded by the
 //! database and records per commit grow with the load.
 //!
+//! SQLite runs one commit at a time (it has one writer: a second would wait for the first's lock).
+//! PostgreSQL runs up to [`super::postgres::COMMITS_IN_FLIGHT`] at once, each taking everything waiting when
+//! it starts: there a commit is mostly round trips, which parallel connections overlap, and the database
+//! flushes concurrent commits together. With a single commit in flight, `trellis bench journal` measured
+//! PostgreSQL below the per-record transactions it replaced (those ran on up to 8 connections at once).
+//!
 //! A batch is one transaction, and each writer is answered only after its commit: an answer still means
 //! stored. The commit runs in a task of its own, not in the actor: if the actor stops, a commit in flight
 //! still ends and answers its writers with the truth.
@@ -41,7 +47,10 @@
 //! commit per record.
 //!
 //! # Invariants
-//! - At most one commit of a journal is in flight; records are written in the order they arrived.
+//! - At most `max_in_flight` commits run at once (1 on SQLite); within a commit, records are written in the
+//!   order they arrived. Records waiting together are independent — a portfolio writes its queue one record
+//!   at a time, and only new orders (each its own row) are written beside it — so concurrent commits need no
+//!   order between them, as the concurrent per-record transactions before them did not.
 //! - Every record gets exactly one answer: its own result, the batch's store error, or `Unavailable` when the
 //!   actor stopped first. A writer that went away (its caller gave up) is skipped, never a panic.
 //!
@@ -115,20 +124,24 @@ pub struct Journal {
     store: &'static str,
     max_batch: usize,
     waiting: VecDeque<(Record, Reply)>,
-    committing: bool,
+    /// Commits running now, and how many may run at once.
+    in_flight: usize,
+    max_in_flight: usize,
     /// `Shutdown`s waiting for the journal to be empty.
     drained: Vec<oneshot::Sender<()>>,
     metrics: Arc<Metrics>,
 }
 
 impl Journal {
-    /// An empty journal of store `store` (the metrics' label), committing up to [`MAX_BATCH`] records at once.
-    pub fn new(store: &'static str, metrics: Arc<Metrics>) -> Self {
+    /// An empty journal of store `store` (the metrics' label), committing up to [`MAX_BATCH`] records at once
+    /// and running up to `max_in_flight` commits at a time (at least 1).
+    pub fn new(store: &'static str, metrics: Arc<Metrics>, max_in_flight: usize) -> Self {
         Self {
             store,
             max_batch: MAX_BATCH,
             waiting: VecDeque::new(),
-            committing: false,
+            in_flight: 0,
+            max_in_flight: max_in_flight.max(1),
             drained: Vec::new(),
             metrics,
         }
@@ -140,7 +153,7 @@ impl Journal {
     }
 
     fn idle(&self) -> bool {
-        !self.committing && self.waiting.is_empty()
+        self.in_flight == 0 && self.waiting.is_empty()
     }
 
     /// Answers every record still waiting `Unavailable`; call from `Actor::stopped`.
@@ -204,23 +217,28 @@ pub fn drained<A: Journaled>(act: &mut A) -> impl Future<Output = ()> + 'static 
     }
 }
 
-/// Starts a commit of everything waiting unless one is in flight.
+/// Starts commits of what is waiting while fewer than `max_in_flight` run.
 fn next_commit<A: Journaled>(act: &mut A, ctx: &mut Context<A>) {
-    if act.journal().committing {
-        return;
-    }
-    if act.journal().waiting.is_empty() {
-        for done in act.journal().drained.drain(..) {
+    let journal = act.journal();
+    if journal.idle() {
+        for done in journal.drained.drain(..) {
             // A shutdown that gave up waiting needs no answer.
             let _ = done.send(());
         }
-        return;
     }
+    while act.journal().in_flight < act.journal().max_in_flight && !act.journal().waiting.is_empty()
+    {
+        start_commit(act, ctx);
+    }
+}
+
+/// Starts one commit of everything waiting (up to `max_batch` records).
+fn start_commit<A: Journaled>(act: &mut A, ctx: &mut Context<A>) {
     let backend = act.backend();
     let journal = act.journal();
     let n = journal.waiting.len().min(journal.max_batch);
     let (records, replies): (Vec<Record>, Vec<Reply>) = journal.waiting.drain(..n).unzip();
-    journal.committing = true;
+    journal.in_flight += 1;
     let (metrics, store) = (journal.metrics.clone(), journal.store);
     // A task of its own, so that a commit in flight ends (and answers) even if the actor stops meanwhile.
     let task = actix::spawn(async move {
@@ -238,7 +256,8 @@ fn next_commit<A: Journaled>(act: &mut A, ctx: &mut Context<A>) {
             // Its writers' channels were dropped with it: they are answered `Unavailable` and retry.
             tracing::error!(store, error = %e, "a group commit task failed");
         }
-        act.journal().committing = false;
+        let journal = act.journal();
+        journal.in_flight = journal.in_flight.saturating_sub(1);
         next_commit(act, ctx);
     }));
 }
@@ -550,7 +569,7 @@ mod tests {
             ..Stub::default()
         };
         let store = Store {
-            journal: Journal::new("test", Arc::new(Metrics::new())),
+            journal: Journal::new("test", Arc::new(Metrics::new()), 1),
             stub: stub.clone(),
         }
         .start();
@@ -583,6 +602,49 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn with_two_commits_allowed_the_second_record_does_not_wait_for_the_first() {
+        // Arrange: commits wait for the gate; two may run at once.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let stub = Stub {
+            gate: Some(gate.clone()),
+            ..Stub::default()
+        };
+        let store = Store {
+            journal: Journal::new("test", Arc::new(Metrics::new()), 2),
+            stub: stub.clone(),
+        }
+        .start();
+
+        // Act: two records start a commit each; three more wait for a free one.
+        let sent: Vec<_> = (0..5)
+            .map(|i| actix_rt::spawn(store.send(Put(format!("t{i}")))))
+            .collect();
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        gate.add_permits(1);
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        gate.add_permits(2);
+        for s in sent {
+            assert!(matches!(s.await.expect("joined"), Ok(Ok(true))));
+        }
+
+        // Assert: the first two alone, the other three together in the slot freed first.
+        let calls = stub.calls();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert_eq!(
+            calls[..2].iter().filter(|(batch, _)| !batch).count(),
+            2,
+            "{calls:?}"
+        );
+        assert_eq!(
+            calls[2],
+            (
+                true,
+                vec!["t2".to_owned(), "t3".to_owned(), "t4".to_owned()]
+            )
+        );
+    }
+
+    #[actix_rt::test]
     async fn a_writer_that_went_away_does_not_stop_the_journal_and_shutdown_waits_for_the_commit() {
         // Arrange
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -591,7 +653,7 @@ mod tests {
             ..Stub::default()
         };
         let store = Store {
-            journal: Journal::new("test", Arc::new(Metrics::new())),
+            journal: Journal::new("test", Arc::new(Metrics::new()), 1),
             stub: stub.clone(),
         }
         .start();

@@ -154,6 +154,11 @@ pub async fn platform_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>
     Ok(tx)
 }
 
+/// Group commits that may run at once, each on its own connection of the pool (8): PostgreSQL writes
+/// concurrent transactions in parallel and flushes their commits together, so a few commits in flight beat
+/// one when a commit is mostly round trips; half the pool stays free for reads and the other writes.
+pub const COMMITS_IN_FLIGHT: usize = 4;
+
 /// The PostgreSQL relational actor. Owns the pool and the journal of orders and deals waiting for a commit.
 pub struct PgRelational {
     url: String,
@@ -168,7 +173,7 @@ impl PgRelational {
         Self {
             url,
             pool: None,
-            journal: Journal::new(NAME, board.metrics()),
+            journal: Journal::new(NAME, board.metrics(), COMMITS_IN_FLIGHT),
             board,
             notifier,
         }

@@ -32,7 +32,8 @@ pub struct Relational {
 impl Relational {
     pub fn new(data_dir: PathBuf, board: HealthBoard, notifier: ExitNotifier) -> Self {
         Self {
-            journal: Journal::new(NAME, board.metrics()),
+            // SQLite has one writer at a time: a second commit in flight would only wait for the first's lock.
+            journal: Journal::new(NAME, board.metrics(), 1),
             core: SqliteCore {
                 name: NAME,
                 dir: data_dir,
