@@ -81,6 +81,7 @@ pub enum Record {
 }
 
 impl Record {
+    /// The tenant whose row-level-security scope the record is written in.
     pub fn tenant(&self) -> &str {
         match self {
             Self::Order(o) => &o.tenant,
@@ -88,6 +89,7 @@ impl Record {
         }
     }
 
+    /// The writer's lease token (cluster mode), checked before the record is written.
     pub fn fence(&self) -> Option<i64> {
         match self {
             Self::Order(o) => o.fence,

@@ -45,9 +45,7 @@ impl Relational {
             },
         }
     }
-}
 
-impl Relational {
     /// At most `max` records per group commit (1: one transaction per record, for comparison in
     /// `trellis bench journal`).
     pub fn with_max_batch(mut self, max: usize) -> Self {
