@@ -7,7 +7,8 @@
 //! each order's latency (send → stored).
 //!
 //! `TRELLIS_JOURNAL_MAX_BATCH=1` (read by this benchmark only) commits one record per transaction: the
-//! figure before group commit.
+//! figure before group commit. `TRELLIS_JOURNAL_ORDERS_PER_WRITER` (default 100) makes the burst longer: past
+//! a second, the embedded store's WAL checkpoints run during it (`storage::sqlite::CHECKPOINT_INTERVAL`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,25 +27,30 @@ use crate::storage::relational::{EnsureTenant, Relational, SaveOrder};
 use crate::storage::{HealthBoard, RelationalStore, StoreSlot};
 
 const WRITERS: usize = 20;
-const ORDERS_PER_WRITER: usize = 100;
+
+/// A number from the environment, or `default`.
+fn setting(var: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(var) {
+        Ok(v) => v
+            .parse::<usize>()
+            .map_err(|_| anyhow::anyhow!("{var}: a number, not `{v}`")),
+        Err(_) => Ok(default),
+    }
+}
 
 pub async fn run() -> anyhow::Result<()> {
-    let max_batch = match std::env::var("TRELLIS_JOURNAL_MAX_BATCH") {
-        Ok(v) => v.parse::<usize>().map_err(|_| {
-            anyhow::anyhow!("TRELLIS_JOURNAL_MAX_BATCH: a number of records, not `{v}`")
-        })?,
-        Err(_) => MAX_BATCH,
-    };
+    let max_batch = setting("TRELLIS_JOURNAL_MAX_BATCH", MAX_BATCH)?;
+    let per_writer = setting("TRELLIS_JOURNAL_ORDERS_PER_WRITER", 100)?;
     println!(
-        "journal: {WRITERS} writers × {ORDERS_PER_WRITER} orders, each writer waiting for its last order to be \
+        "journal: {WRITERS} writers × {per_writer} orders, each writer waiting for its last order to be \
          stored; at most {max_batch} records per commit"
     );
     let dir = tempfile_dir()?;
-    let result = embedded(&dir, max_batch).await;
+    let result = embedded(&dir, max_batch, per_writer).await;
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     match std::env::var("TRELLIS_TEST_POSTGRES_URL") {
-        Ok(admin) if !admin.is_empty() => postgres(&admin, max_batch).await,
+        Ok(admin) if !admin.is_empty() => postgres(&admin, max_batch, per_writer).await,
         _ => {
             println!("  postgres: skipped (TRELLIS_TEST_POSTGRES_URL is not set)");
             Ok(())
@@ -52,7 +58,11 @@ pub async fn run() -> anyhow::Result<()> {
     }
 }
 
-async fn embedded(dir: &std::path::Path, max_batch: usize) -> anyhow::Result<()> {
+async fn embedded(
+    dir: &std::path::Path,
+    max_batch: usize,
+    per_writer: usize,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let slot = StoreSlot::<Relational>::default();
     slot.set(
@@ -64,10 +74,16 @@ async fn embedded(dir: &std::path::Path, max_batch: usize) -> anyhow::Result<()>
         .with_max_batch(max_batch)
         .start(),
     );
-    burst("sqlite", &RelationalStore::Embedded(slot), &metrics).await
+    burst(
+        "sqlite",
+        &RelationalStore::Embedded(slot),
+        &metrics,
+        per_writer,
+    )
+    .await
 }
 
-async fn postgres(admin: &str, max_batch: usize) -> anyhow::Result<()> {
+async fn postgres(admin: &str, max_batch: usize, per_writer: usize) -> anyhow::Result<()> {
     let (owner, app) = super::failover::database(admin).await?;
     crate::storage::postgres::migrate(&owner).await?;
     let metrics = Arc::new(Metrics::new());
@@ -81,7 +97,13 @@ async fn postgres(admin: &str, max_batch: usize) -> anyhow::Result<()> {
         .with_max_batch(max_batch)
         .start(),
     );
-    burst("postgres", &RelationalStore::Postgres(slot), &metrics).await
+    burst(
+        "postgres",
+        &RelationalStore::Postgres(slot),
+        &metrics,
+        per_writer,
+    )
+    .await
 }
 
 fn order(writer: usize, n: usize) -> Order {
@@ -106,7 +128,12 @@ fn order(writer: usize, n: usize) -> Order {
     }
 }
 
-async fn burst(label: &str, store: &RelationalStore, metrics: &Metrics) -> anyhow::Result<()> {
+async fn burst(
+    label: &str,
+    store: &RelationalStore,
+    metrics: &Metrics,
+    per_writer: usize,
+) -> anyhow::Result<()> {
     for w in 0..WRITERS {
         store
             .ensure_tenant(EnsureTenant {
@@ -125,8 +152,8 @@ async fn burst(label: &str, store: &RelationalStore, metrics: &Metrics) -> anyho
     let writers = (0..WRITERS).map(|w| {
         let store = store.clone();
         actix::spawn(async move {
-            let mut samples = Vec::with_capacity(ORDERS_PER_WRITER);
-            for n in 0..ORDERS_PER_WRITER {
+            let mut samples = Vec::with_capacity(per_writer);
+            for n in 0..per_writer {
                 let sent = Instant::now();
                 store
                     .save_order(SaveOrder {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use actix::prelude::*;
 use sqlx::migrate::Migrator;
 
-use super::sqlite::{boot, halt, SqliteActor, SqliteCore};
+use super::sqlite::{boot, halt, Checkpoint, SqliteActor, SqliteCore};
 use super::HealthBoard;
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
@@ -39,6 +39,8 @@ impl Relational {
                 dir: data_dir,
                 file: "relational.db",
                 migrator: &MIGRATOR,
+                // Off the journal's path: see `storage::sqlite`.
+                checkpoint: Checkpoint::Background,
                 pool: None,
                 board,
                 notifier,

@@ -341,7 +341,7 @@ struct LoneStore {
     metrics: Arc<Metrics>,
     /// The PostgreSQL owner's and application role's URLs in the real profile.
     pg: Option<(String, String)>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl LoneStore {
@@ -387,7 +387,7 @@ impl LoneStore {
             store,
             metrics,
             pg,
-            _dir: dir,
+            dir,
         }
     }
 }
@@ -556,5 +556,45 @@ async fn in_one_group_commit_a_fenced_tenant_and_a_refused_order_fail_alone_and_
         (1..=20)
             .map(|n| ("acme".to_owned(), format!("s-{n}")))
             .collect::<Vec<_>>()
+    );
+}
+
+#[actix_rt::test]
+async fn the_embedded_store_copies_committed_orders_into_its_database_file_beside_the_commits() {
+    // Arrange: the embedded store checkpoints its WAL off the write path (`storage::sqlite::Checkpoint`).
+    if crate::helpers::real_profile() {
+        eprintln!("skipped in the real-profile pass: the embedded store's WAL");
+        return;
+    }
+    let lone = LoneStore::start(&["acme"]).await;
+
+    // Act
+    let orders = (1..=30).map(|n| lone.store.save_order(sent_order("acme", n, None)));
+    for stored in futures_util::future::join_all(orders).await {
+        stored.expect("stored");
+    }
+
+    // Assert: the database file alone (`immutable`: the WAL is not read) comes to hold them.
+    let url = format!(
+        "sqlite://{}?immutable=true",
+        lone.dir.path().join("relational.db").display()
+    );
+    let mut in_file = 0;
+    for _ in 0..50 {
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("SQLite");
+        // Before the first checkpoint the file does not even have the tables (the migrations are in the WAL).
+        (in_file,) = sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM orders")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or((0,));
+        pool.close().await;
+        if in_file == 30 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        in_file, 30,
+        "the WAL was checkpointed into the database file"
     );
 }
