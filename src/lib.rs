@@ -21,7 +21,8 @@
 //! - `security`, `telemetry`: authentication, authorisation, encryption and audit; logging set-up.
 //! - `models`, `strategies`: features, inference, training and drift; the `Strategy` trait, the built-ins
 //!   and tenant strategies as sandboxed WebAssembly modules (`strategies::wasm`).
-//! - `storage`: stores (SQLite, PostgreSQL, ClickHouse, Redis), leases and the log tiers.
+//! - `storage`: stores (SQLite, PostgreSQL, ClickHouse, Redis), the group commit of orders and deals
+//!   (`storage::journal`), leases and the log tiers.
 //! - `bridge`: the MT5 wire protocol, used by the session, the simulator, the backtester and `http`.
 //! - `runtime`: the supervision engine — supervisors, slots, supervised tasks, published snapshots, the
 //!   supervision event log and the event bus.

@@ -37,7 +37,7 @@ enum Command {
     Optimise(Box<trellis::backtest::cli::OptimiseArgs>),
     /// Write ticks from any supported input to a Parquet file (zstd), the fastest backtest input.
     ExportTicks(Box<trellis::backtest::cli::ExportArgs>),
-    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, training, clients, failover, logs, or all.
+    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, training, clients, failover, logs, journal, or all.
     #[cfg(feature = "bench")]
     Bench {
         #[arg(default_value = "all")]

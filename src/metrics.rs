@@ -140,6 +140,9 @@ pub struct Metrics {
     log_entries: Family<TierLabel, Gauge>,
     log_cost: Family<TierLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     unowned_seconds: Histogram,
+    journal_commits: Family<StoreLabel, Counter>,
+    journal_records: Family<StoreLabel, Counter>,
+    journal_batch: Family<StoreLabel, Histogram>,
 }
 
 impl Metrics {
@@ -295,12 +298,38 @@ impl Metrics {
             "Console log lines dropped because the console writer's queue was full",
             log_lines_dropped.clone(),
         );
+        let journal_commits = Family::<StoreLabel, Counter>::default();
+        registry.register(
+            "journal_commits",
+            "Transactions that stored write-ahead records (orders, deals); records per commit = records / commits",
+            journal_commits.clone(),
+        );
+        let journal_records = Family::<StoreLabel, Counter>::default();
+        registry.register(
+            "journal_records",
+            "Write-ahead records (orders, deals) stored by those transactions",
+            journal_records.clone(),
+        );
+        let journal_batch = Family::<StoreLabel, Histogram>::new_with_constructor(|| {
+            // 1 … 512 records
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1.0, 2.0, 10,
+            ))
+        });
+        registry.register(
+            "journal_batch_records",
+            "Write-ahead records per commit (group commit: records that arrive together share one)",
+            journal_batch.clone(),
+        );
         Self {
             registry,
             stages,
             api_seconds,
             fanout_seconds,
             log_lines_dropped,
+            journal_commits,
+            journal_records,
+            journal_batch,
             log_bytes,
             log_entries,
             log_cost,
@@ -347,6 +376,20 @@ impl Metrics {
                 store: store.to_owned(),
             })
             .set(i64::from(healthy));
+    }
+
+    /// A commit of `records` write-ahead records by `store` (`storage::journal`).
+    pub fn journal_commit(&self, store: &str, records: usize) {
+        let label = StoreLabel {
+            store: store.to_owned(),
+        };
+        self.journal_commits.get_or_create(&label).inc();
+        self.journal_records
+            .get_or_create(&label)
+            .inc_by(records as u64);
+        self.journal_batch
+            .get_or_create(&label)
+            .observe(records as f64);
     }
 
     pub fn tick(&self) {

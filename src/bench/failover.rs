@@ -43,7 +43,7 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 /// A fresh database; answers (owner URL, application role URL).
-async fn database(admin: &str) -> anyhow::Result<(String, String)> {
+pub(super) async fn database(admin: &str) -> anyhow::Result<(String, String)> {
     let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::PgPool::connect(admin).await?;
     sqlx::query(&format!("CREATE DATABASE {name}"))

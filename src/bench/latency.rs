@@ -161,6 +161,7 @@ impl Link for SessionLink {
         let msg = FrameReceived {
             conn_id: CONN_ID,
             frame,
+            read_at: at,
         };
         // As the connection task does: a full mailbox is waited for, never dropped.
         match self.session.try_send(msg) {

@@ -16,6 +16,8 @@
 //! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
 //!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client; three
 //!   runs and their spread.
+//! - `journal`: 2 000 orders from 20 writers at once into the relational store: commits per second, records per
+//!   commit (group commit) and each order's latency; `TRELLIS_JOURNAL_MAX_BATCH=1` gives the figure without.
 //!
 //! `latency` and `clients` measure trellis alone in this process: their bridge and clients run in a child
 //! process (`trellis bench-driver`, [`driver`]) that reports back over a pipe. The other benchmarks still
@@ -52,6 +54,7 @@ mod closed_loop;
 pub mod driver;
 mod failover;
 mod history;
+mod journal;
 mod latency;
 mod logs;
 mod models;
@@ -60,7 +63,7 @@ mod training;
 
 use closed_loop::{drive, report_latency, Driven};
 
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "backtest",
     "history",
     "latency",
@@ -74,6 +77,7 @@ pub const NAMES: [&str; 13] = [
     "clients",
     "failover",
     "logs",
+    "journal",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -100,6 +104,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "failover" => failover::run().await,
         // Minutes of writing and moving; embedded stores, or Redis and ClickHouse when their URLs are set.
         "logs" => logs::run().await,
+        "journal" => journal::run().await,
         "all" => {
             backtest()?;
             history::run().await?;
@@ -111,7 +116,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
             recovery::recovery().await?;
             models::run().await?;
             training::run().await?;
-            clients::run().await
+            clients::run().await?;
+            journal::run().await
         }
         other => bail!(
             "unknown benchmark `{other}` (known: {}, all)",

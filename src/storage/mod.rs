@@ -1,6 +1,7 @@
 //! Storage actors: the only code that holds database connections.
 //!
-//! Each database sits behind one actor that batches writes, retries, and reports its health to the
+//! Each database sits behind one actor that batches writes (the relational stores commit orders and deals
+//! that arrive together in one transaction: [`journal`]), retries, and reports its health to the
 //! [`HealthBoard`] that `GET /ready` reads. The embedded default is SQLite (two files under
 //! `storage.data_dir`: `relational.db` for tenants, orders, fills and positions, and `timeseries.db` for
 //! ticks and bars, so heavy tick writes never wait behind an order write). Other actors reach a store
@@ -8,6 +9,7 @@
 
 pub mod cache;
 pub mod clickhouse;
+pub mod journal;
 pub mod lease;
 pub mod logs;
 pub mod postgres;
@@ -25,7 +27,7 @@ use serde::Serialize;
 use crate::metrics::Metrics;
 
 /// Errors of the storage layer, split by what the caller should do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The database is away, busy or restarting: keep the data and try again later.
     #[error("storage unavailable, retry later: {0}")]
@@ -123,6 +125,11 @@ impl HealthBoard {
         self.metrics
             .storage_health(store, health == Health::Healthy);
         self.stores.insert(store.to_owned(), health);
+    }
+
+    /// The application's metrics, for the store actors' own figures (`storage::journal`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Every store with its health, sorted by name.

@@ -6,6 +6,10 @@
 //! policies of `migrations/postgres` admit only that tenant's rows. trellis connects as a role that is
 //! neither superuser nor BYPASSRLS — [`check_isolation`] refuses to start otherwise, or when a tenant table
 //! lacks forced row-level security or a policy.
+//!
+//! Orders and deals are group-committed ([`super::journal`]): one transaction carries the records of several
+//! tenants, setting `app.tenant_id` again before each record whose tenant differs from the one before, and
+//! checking each tenant's lease token once (its lease row stays locked until the commit).
 
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use super::journal::{self, Backend, Failure, Journal, Journaled, Record};
 use super::relational::{
     DealRow, EnsureTenant, LoadKillSwitch, LoadStrategySnapshot, LoadTenantBook, OrderRow,
     SaveDeal, SaveKillSwitch, SaveOrder, SaveStrategySnapshot, StrategySnapshot, TenantBook, NAME,
@@ -123,11 +128,20 @@ pub async fn tenant_tx(
     tenant: &str,
 ) -> Result<Transaction<'static, Postgres>, StorageError> {
     let mut tx = pool.begin().await?;
+    set_tenant(&mut tx, tenant).await?;
+    Ok(tx)
+}
+
+/// Scopes the rest of `tx` to `tenant` (until the next call: a group commit moves from tenant to tenant).
+async fn set_tenant(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+) -> Result<(), StorageError> {
     sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
         .bind(tenant)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    Ok(tx)
+    Ok(())
 }
 
 /// A transaction in the platform scope (what only the platform may read or write: leases, nodes, the log
@@ -140,10 +154,16 @@ pub async fn platform_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>
     Ok(tx)
 }
 
-/// The PostgreSQL relational actor.
+/// Group commits that may run at once, each on its own connection of the pool (8): PostgreSQL writes
+/// concurrent transactions in parallel and flushes their commits together, so a few commits in flight beat
+/// one when a commit is mostly round trips; half the pool stays free for reads and the other writes.
+pub const COMMITS_IN_FLIGHT: usize = 4;
+
+/// The PostgreSQL relational actor. Owns the pool and the journal of orders and deals waiting for a commit.
 pub struct PgRelational {
     url: String,
     pool: Option<PgPool>,
+    journal: Journal,
     board: HealthBoard,
     notifier: ExitNotifier,
 }
@@ -153,9 +173,17 @@ impl PgRelational {
         Self {
             url,
             pool: None,
+            journal: Journal::new(NAME, board.metrics(), COMMITS_IN_FLIGHT),
             board,
             notifier,
         }
+    }
+
+    /// At most `max` records per group commit (1: one transaction per record, for comparison in
+    /// `trellis bench journal`).
+    pub fn with_max_batch(mut self, max: usize) -> Self {
+        self.journal.set_max_batch(max);
+        self
     }
 
     fn pool(&self) -> Result<PgPool, StorageError> {
@@ -211,6 +239,7 @@ impl Actor for PgRelational {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.journal.abandon();
         self.notifier.mark_stopped();
         self.board.set(
             NAME,
@@ -238,10 +267,15 @@ async fn fenced(
 }
 
 impl Handler<Shutdown> for PgRelational {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
-        ctx.stop();
+    /// Stops once the orders and deals in hand are committed (`journal::drained`).
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(
+            journal::drained(self)
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        )
     }
 }
 
@@ -268,105 +302,182 @@ impl Handler<EnsureTenant> for PgRelational {
     }
 }
 
+/// The order statement, shared by a record's own transaction and a group commit (`storage::journal`). `tx`
+/// must be scoped to the record's tenant and fenced.
+async fn insert_order(
+    tx: &mut Transaction<'static, Postgres>,
+    msg: &SaveOrder,
+) -> Result<(), StorageError> {
+    let o = &msg.order;
+    let kind = match o.kind {
+        OrderKind::Market => "market",
+        OrderKind::Limit => "limit",
+        OrderKind::Stop => "stop",
+    };
+    sqlx::query(
+        "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
+         volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms, \
+         lease_token) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12::numeric, $13::numeric, \
+         $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
+         filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
+         broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms, \
+         lease_token = excluded.lease_token \
+         WHERE orders.updated_ms <= excluded.updated_ms",
+    )
+    .bind(&msg.tenant)
+    .bind(&o.client_order_id)
+    .bind(msg.seq as i64)
+    .bind(o.account.get() as i64)
+    .bind(&o.strategy_id)
+    .bind(o.symbol.as_str())
+    .bind(o.side.as_str())
+    .bind(kind)
+    .bind(o.volume.to_string())
+    .bind(o.price.map(|p| p.to_string()))
+    .bind(o.status.as_str())
+    .bind(o.filled_volume.to_string())
+    .bind(o.avg_price.map(|p| p.to_string()))
+    .bind(o.retcode.map(|c| c as i32))
+    .bind(o.broker_order.map(|b| b as i64))
+    .bind(&o.reason)
+    .bind(o.created_ms)
+    .bind(o.updated_ms)
+    .bind(msg.fence)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The deal statement (shared as [`insert_order`]); whether the deal was new.
+async fn insert_deal(
+    tx: &mut Transaction<'static, Postgres>,
+    msg: &SaveDeal,
+) -> Result<bool, StorageError> {
+    let d = &msg.deal;
+    let entry = match d.fill.entry {
+        crate::domain::positions::DealEntry::In => "in",
+        crate::domain::positions::DealEntry::Out => "out",
+        crate::domain::positions::DealEntry::InOut => "inout",
+        crate::domain::positions::DealEntry::OutBy => "out_by",
+    };
+    let done = sqlx::query(
+        "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
+         symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms, \
+         lease_token) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12, $13::numeric, \
+         $14::numeric, $15::numeric, $16, $17, $18) \
+         ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
+    )
+    .bind(&msg.tenant)
+    .bind(d.account.get() as i64)
+    .bind(d.ticket as i64)
+    .bind(d.order as i64)
+    .bind(&d.client_order_id)
+    .bind(&d.strategy_id)
+    .bind(d.fill.symbol.as_str())
+    .bind(d.fill.side.as_str())
+    .bind(d.fill.volume.to_string())
+    .bind(d.fill.price.to_string())
+    .bind(d.fill.position_id as i64)
+    .bind(entry)
+    .bind(d.fill.commission.to_string())
+    .bind(d.swap.to_string())
+    .bind(d.profit.to_string())
+    .bind(d.fill.time_msc)
+    .bind(crate::domain::now_ms())
+    .bind(msg.fence)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn insert(
+    tx: &mut Transaction<'static, Postgres>,
+    record: &Record,
+) -> Result<bool, StorageError> {
+    match record {
+        Record::Order(msg) => insert_order(tx, msg).await.map(|()| true),
+        Record::Deal(msg) => insert_deal(tx, msg).await,
+    }
+}
+
+/// How the PostgreSQL store writes a group commit: one transaction whose row-level-security tenant is set
+/// again whenever the next record's tenant differs, each tenant's lease checked once.
+#[derive(Clone)]
+pub struct PgJournal(PgPool);
+
+impl Backend for PgJournal {
+    async fn commit_batch(&self, records: &[Record]) -> Result<Vec<bool>, Failure> {
+        let mut tx = self.0.begin().await.map_err(|e| Failure::Store(e.into()))?;
+        let mut scope: Option<&str> = None;
+        // The (tenant, token) pairs already fenced: the lease row stays locked until the commit.
+        let mut fenced_in_batch: Vec<(&str, i64)> = Vec::new();
+        let mut new = Vec::with_capacity(records.len());
+        // On an error the transaction is dropped, which rolls it back.
+        for record in records {
+            let tenant = record.tenant();
+            if scope != Some(tenant) {
+                set_tenant(&mut tx, tenant).await.map_err(Failure::Record)?;
+                scope = Some(tenant);
+            }
+            if let Some(token) = record.fence() {
+                if !fenced_in_batch.contains(&(tenant, token)) {
+                    fenced(&mut tx, tenant, Some(token))
+                        .await
+                        .map_err(Failure::Record)?;
+                    fenced_in_batch.push((tenant, token));
+                }
+            }
+            new.push(insert(&mut tx, record).await.map_err(Failure::Record)?);
+        }
+        tx.commit().await.map_err(|e| Failure::Record(e.into()))?;
+        Ok(new)
+    }
+
+    async fn commit_one(&self, record: &Record) -> Result<bool, Failure> {
+        let mut tx = self.0.begin().await.map_err(|e| Failure::Store(e.into()))?;
+        set_tenant(&mut tx, record.tenant())
+            .await
+            .map_err(Failure::Record)?;
+        fenced(&mut tx, record.tenant(), record.fence())
+            .await
+            .map_err(Failure::Record)?;
+        let new = insert(&mut tx, record).await.map_err(Failure::Record)?;
+        tx.commit().await.map_err(|e| Failure::Record(e.into()))?;
+        Ok(new)
+    }
+}
+
+impl Journaled for PgRelational {
+    type Backend = PgJournal;
+
+    fn journal(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    fn backend(&self) -> Result<PgJournal, StorageError> {
+        self.pool().map(PgJournal)
+    }
+}
+
 impl Handler<SaveOrder> for PgRelational {
     type Result = ResponseFuture<Result<(), StorageError>>;
 
-    fn handle(&mut self, msg: SaveOrder, _ctx: &mut Self::Context) -> Self::Result {
-        let pool = self.pool();
-        Box::pin(async move {
-            let o = &msg.order;
-            let kind = match o.kind {
-                OrderKind::Market => "market",
-                OrderKind::Limit => "limit",
-                OrderKind::Stop => "stop",
-            };
-            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
-            fenced(&mut tx, &msg.tenant, msg.fence).await?;
-            sqlx::query(
-                "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
-                 volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms, \
-                 lease_token) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12::numeric, $13::numeric, \
-                 $14, $15, $16, $17, $18, $19) \
-                 ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
-                 filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
-                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms, \
-                 lease_token = excluded.lease_token \
-                 WHERE orders.updated_ms <= excluded.updated_ms",
-            )
-            .bind(&msg.tenant)
-            .bind(&o.client_order_id)
-            .bind(msg.seq as i64)
-            .bind(o.account.get() as i64)
-            .bind(&o.strategy_id)
-            .bind(o.symbol.as_str())
-            .bind(o.side.as_str())
-            .bind(kind)
-            .bind(o.volume.to_string())
-            .bind(o.price.map(|p| p.to_string()))
-            .bind(o.status.as_str())
-            .bind(o.filled_volume.to_string())
-            .bind(o.avg_price.map(|p| p.to_string()))
-            .bind(o.retcode.map(|c| c as i32))
-            .bind(o.broker_order.map(|b| b as i64))
-            .bind(&o.reason)
-            .bind(o.created_ms)
-            .bind(o.updated_ms)
-            .bind(msg.fence)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+    /// Joins the next group commit (`storage::journal`); answers once it is stored.
+    fn handle(&mut self, msg: SaveOrder, ctx: &mut Self::Context) -> Self::Result {
+        let stored = journal::submit(self, ctx, Record::Order(msg));
+        Box::pin(async move { stored.await.map(|_| ()) })
     }
 }
 
 impl Handler<SaveDeal> for PgRelational {
     type Result = ResponseFuture<Result<bool, StorageError>>;
 
-    fn handle(&mut self, msg: SaveDeal, _ctx: &mut Self::Context) -> Self::Result {
-        let pool = self.pool();
-        Box::pin(async move {
-            let d = &msg.deal;
-            let entry = match d.fill.entry {
-                crate::domain::positions::DealEntry::In => "in",
-                crate::domain::positions::DealEntry::Out => "out",
-                crate::domain::positions::DealEntry::InOut => "inout",
-                crate::domain::positions::DealEntry::OutBy => "out_by",
-            };
-            let mut tx = tenant_tx(&pool?, &msg.tenant).await?;
-            fenced(&mut tx, &msg.tenant, msg.fence).await?;
-            let done = sqlx::query(
-                "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
-                 symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms, \
-                 lease_token) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::numeric, $10::numeric, $11, $12, $13::numeric, \
-                 $14::numeric, $15::numeric, $16, $17, $18) \
-                 ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
-            )
-            .bind(&msg.tenant)
-            .bind(d.account.get() as i64)
-            .bind(d.ticket as i64)
-            .bind(d.order as i64)
-            .bind(&d.client_order_id)
-            .bind(&d.strategy_id)
-            .bind(d.fill.symbol.as_str())
-            .bind(d.fill.side.as_str())
-            .bind(d.fill.volume.to_string())
-            .bind(d.fill.price.to_string())
-            .bind(d.fill.position_id as i64)
-            .bind(entry)
-            .bind(d.fill.commission.to_string())
-            .bind(d.swap.to_string())
-            .bind(d.profit.to_string())
-            .bind(d.fill.time_msc)
-            .bind(crate::domain::now_ms())
-            .bind(msg.fence)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(done.rows_affected() == 1)
-        })
+    /// Joins the next group commit (`storage::journal`); answers once it is stored, whether it was new.
+    fn handle(&mut self, msg: SaveDeal, ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(journal::submit(self, ctx, Record::Deal(msg)))
     }
 }
 

@@ -1,12 +1,15 @@
 //! The relational store: tenants, orders, fills and positions. Embedded SQLite (`relational.db`); PostgreSQL
-//! arrives with the real-storage issue behind the same messages.
+//! (`storage::postgres`) answers the same messages.
+//!
+//! Orders and deals — the write-ahead records — are group-committed ([`super::journal`]): those that arrive
+//! together share one transaction, and each writer is answered once its record is stored.
 
 use std::path::PathBuf;
 
 use actix::prelude::*;
 use sqlx::migrate::Migrator;
 
-use super::sqlite::{boot, halt, SqliteActor, SqliteCore};
+use super::sqlite::{boot, halt, Checkpoint, SqliteActor, SqliteCore};
 use super::HealthBoard;
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
@@ -20,24 +23,36 @@ pub fn migrator() -> &'static Migrator {
 /// Name of this store on the health board and in `/ready`.
 pub const NAME: &str = "relational";
 
-/// The relational storage actor.
+/// The relational storage actor. Owns the pool and the journal of orders and deals waiting for a commit.
 pub struct Relational {
     core: SqliteCore,
+    journal: Journal,
 }
 
 impl Relational {
     pub fn new(data_dir: PathBuf, board: HealthBoard, notifier: ExitNotifier) -> Self {
         Self {
+            // SQLite has one writer at a time: a second commit in flight would only wait for the first's lock.
+            journal: Journal::new(NAME, board.metrics(), 1),
             core: SqliteCore {
                 name: NAME,
                 dir: data_dir,
                 file: "relational.db",
                 migrator: &MIGRATOR,
+                // Off the journal's path: see `storage::sqlite`.
+                checkpoint: Checkpoint::Background,
                 pool: None,
                 board,
                 notifier,
             },
         }
+    }
+
+    /// At most `max` records per group commit (1: one transaction per record, for comparison in
+    /// `trellis bench journal`).
+    pub fn with_max_batch(mut self, max: usize) -> Self {
+        self.journal.set_max_batch(max);
+        self
     }
 }
 
@@ -55,16 +70,21 @@ impl Actor for Relational {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.journal.abandon();
         halt(self);
     }
 }
 
 impl Handler<Shutdown> for Relational {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
-        // Every write is awaited by its sender, so nothing is buffered here: stopping is enough.
-        ctx.stop();
+    /// Stops once the orders and deals in hand are committed (`journal::drained`).
+    fn handle(&mut self, _msg: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(
+            journal::drained(self)
+                .into_actor(self)
+                .map(|(), _, ctx| ctx.stop()),
+        )
     }
 }
 
@@ -72,8 +92,9 @@ impl Handler<Shutdown> for Relational {
 // Orders and fills
 
 use rust_decimal::Decimal;
-use sqlx::FromRow;
+use sqlx::{FromRow, Sqlite, SqlitePool, Transaction};
 
+use super::journal::{self, Backend, Failure, Journal, Journaled, Record};
 use super::StorageError;
 use crate::domain::orders::{Order, OrderKind, OrderStatus};
 use crate::domain::positions::{Deal, DealEntry, Fill};
@@ -313,88 +334,145 @@ impl TryFrom<DealRow> for Deal {
     }
 }
 
+/// The order statement, shared by a record's own transaction and a group commit (`storage::journal`).
+async fn insert_order(
+    tx: &mut Transaction<'static, Sqlite>,
+    msg: &SaveOrder,
+) -> Result<(), StorageError> {
+    let o = &msg.order;
+    let kind = match o.kind {
+        OrderKind::Market => "market",
+        OrderKind::Limit => "limit",
+        OrderKind::Stop => "stop",
+    };
+    sqlx::query(
+        "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
+         volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
+         filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
+         broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms \
+         WHERE orders.updated_ms <= excluded.updated_ms",
+    )
+    .bind(&msg.tenant)
+    .bind(&o.client_order_id)
+    .bind(msg.seq as i64)
+    .bind(o.account.get() as i64)
+    .bind(&o.strategy_id)
+    .bind(o.symbol.as_str())
+    .bind(o.side.as_str())
+    .bind(kind)
+    .bind(o.volume.to_string())
+    .bind(o.price.map(|p| p.to_string()))
+    .bind(o.status.as_str())
+    .bind(o.filled_volume.to_string())
+    .bind(o.avg_price.map(|p| p.to_string()))
+    .bind(o.retcode.map(i64::from))
+    .bind(o.broker_order.map(|b| b as i64))
+    .bind(&o.reason)
+    .bind(o.created_ms)
+    .bind(o.updated_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The deal statement (shared as [`insert_order`]); whether the deal was new.
+async fn insert_deal(
+    tx: &mut Transaction<'static, Sqlite>,
+    msg: &SaveDeal,
+) -> Result<bool, StorageError> {
+    let d = &msg.deal;
+    let done = sqlx::query(
+        "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
+         symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
+    )
+    .bind(&msg.tenant)
+    .bind(d.account.get() as i64)
+    .bind(d.ticket as i64)
+    .bind(d.order as i64)
+    .bind(&d.client_order_id)
+    .bind(&d.strategy_id)
+    .bind(d.fill.symbol.as_str())
+    .bind(d.fill.side.as_str())
+    .bind(d.fill.volume.to_string())
+    .bind(d.fill.price.to_string())
+    .bind(d.fill.position_id as i64)
+    .bind(entry_str(d.fill.entry))
+    .bind(d.fill.commission.to_string())
+    .bind(d.swap.to_string())
+    .bind(d.profit.to_string())
+    .bind(d.fill.time_msc)
+    .bind(crate::domain::now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+async fn insert(
+    tx: &mut Transaction<'static, Sqlite>,
+    record: &Record,
+) -> Result<bool, StorageError> {
+    match record {
+        Record::Order(msg) => insert_order(tx, msg).await.map(|()| true),
+        Record::Deal(msg) => insert_deal(tx, msg).await,
+    }
+}
+
+/// How the SQLite store writes a group commit: one `BEGIN` … `COMMIT` around the records' statements.
+#[derive(Clone)]
+pub struct SqliteJournal(SqlitePool);
+
+impl Backend for SqliteJournal {
+    async fn commit_batch(&self, records: &[Record]) -> Result<Vec<bool>, Failure> {
+        let mut tx = self.0.begin().await.map_err(|e| Failure::Store(e.into()))?;
+        let mut new = Vec::with_capacity(records.len());
+        for record in records {
+            // On an error the transaction is dropped, which rolls it back.
+            new.push(insert(&mut tx, record).await.map_err(Failure::Record)?);
+        }
+        tx.commit().await.map_err(|e| Failure::Record(e.into()))?;
+        Ok(new)
+    }
+
+    async fn commit_one(&self, record: &Record) -> Result<bool, Failure> {
+        let mut tx = self.0.begin().await.map_err(|e| Failure::Store(e.into()))?;
+        let new = insert(&mut tx, record).await.map_err(Failure::Record)?;
+        tx.commit().await.map_err(|e| Failure::Record(e.into()))?;
+        Ok(new)
+    }
+}
+
+impl Journaled for Relational {
+    type Backend = SqliteJournal;
+
+    fn journal(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    fn backend(&self) -> Result<SqliteJournal, StorageError> {
+        self.core.pool().map(SqliteJournal)
+    }
+}
+
 impl Handler<SaveOrder> for Relational {
     type Result = ResponseFuture<Result<(), StorageError>>;
 
-    fn handle(&mut self, msg: SaveOrder, _ctx: &mut Self::Context) -> Self::Result {
-        let pool = self.core.pool();
-        Box::pin(async move {
-            let pool = pool?;
-            let o = &msg.order;
-            let kind = match o.kind {
-                OrderKind::Market => "market",
-                OrderKind::Limit => "limit",
-                OrderKind::Stop => "stop",
-            };
-            sqlx::query(
-                "INSERT INTO orders (tenant_id, client_order_id, seq, account, strategy_id, symbol, side, kind, \
-                 volume, price, status, filled_volume, avg_price, retcode, broker_order, reason, created_ms, updated_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant_id, client_order_id) DO UPDATE SET status = excluded.status, \
-                 filled_volume = excluded.filled_volume, avg_price = excluded.avg_price, retcode = excluded.retcode, \
-                 broker_order = excluded.broker_order, reason = excluded.reason, updated_ms = excluded.updated_ms \
-                 WHERE orders.updated_ms <= excluded.updated_ms",
-            )
-            .bind(&msg.tenant)
-            .bind(&o.client_order_id)
-            .bind(msg.seq as i64)
-            .bind(o.account.get() as i64)
-            .bind(&o.strategy_id)
-            .bind(o.symbol.as_str())
-            .bind(o.side.as_str())
-            .bind(kind)
-            .bind(o.volume.to_string())
-            .bind(o.price.map(|p| p.to_string()))
-            .bind(o.status.as_str())
-            .bind(o.filled_volume.to_string())
-            .bind(o.avg_price.map(|p| p.to_string()))
-            .bind(o.retcode.map(i64::from))
-            .bind(o.broker_order.map(|b| b as i64))
-            .bind(&o.reason)
-            .bind(o.created_ms)
-            .bind(o.updated_ms)
-            .execute(&pool)
-            .await?;
-            Ok(())
-        })
+    /// Joins the next group commit (`storage::journal`); answers once it is stored.
+    fn handle(&mut self, msg: SaveOrder, ctx: &mut Self::Context) -> Self::Result {
+        let stored = journal::submit(self, ctx, Record::Order(msg));
+        Box::pin(async move { stored.await.map(|_| ()) })
     }
 }
 
 impl Handler<SaveDeal> for Relational {
     type Result = ResponseFuture<Result<bool, StorageError>>;
 
-    fn handle(&mut self, msg: SaveDeal, _ctx: &mut Self::Context) -> Self::Result {
-        let pool = self.core.pool();
-        Box::pin(async move {
-            let pool = pool?;
-            let d = &msg.deal;
-            let done = sqlx::query(
-                "INSERT INTO fills (tenant_id, account, deal_ticket, order_ticket, client_order_id, strategy_id, \
-                 symbol, side, volume, price, position_id, entry, commission, swap, profit, time_msc, recorded_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (tenant_id, account, deal_ticket) DO NOTHING",
-            )
-            .bind(&msg.tenant)
-            .bind(d.account.get() as i64)
-            .bind(d.ticket as i64)
-            .bind(d.order as i64)
-            .bind(&d.client_order_id)
-            .bind(&d.strategy_id)
-            .bind(d.fill.symbol.as_str())
-            .bind(d.fill.side.as_str())
-            .bind(d.fill.volume.to_string())
-            .bind(d.fill.price.to_string())
-            .bind(d.fill.position_id as i64)
-            .bind(entry_str(d.fill.entry))
-            .bind(d.fill.commission.to_string())
-            .bind(d.swap.to_string())
-            .bind(d.profit.to_string())
-            .bind(d.fill.time_msc)
-            .bind(crate::domain::now_ms())
-            .execute(&pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+    /// Joins the next group commit (`storage::journal`); answers once it is stored, whether it was new.
+    fn handle(&mut self, msg: SaveDeal, ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(journal::submit(self, ctx, Record::Deal(msg)))
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use actix::prelude::*;
 use sqlx::migrate::Migrator;
 
-use super::sqlite::{boot, halt, SqliteActor, SqliteCore};
+use super::sqlite::{boot, halt, Checkpoint, SqliteActor, SqliteCore};
 use super::HealthBoard;
 use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 
@@ -33,6 +33,7 @@ impl TimeSeries {
                 dir: data_dir,
                 file: "timeseries.db",
                 migrator: &MIGRATOR,
+                checkpoint: Checkpoint::OnCommit,
                 pool: None,
                 board,
                 notifier,

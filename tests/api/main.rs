@@ -17,6 +17,7 @@ mod helpers;
 mod history;
 mod hostile;
 mod isolation;
+mod journal;
 mod limits;
 mod logs;
 mod model_limits;

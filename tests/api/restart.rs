@@ -18,32 +18,37 @@ use trellis::sim::{Control, SimConfig, SimHandle};
 
 use crate::helpers::{d, free_port, real_profile, tenant, KeptStore, T0};
 
-const KEY: &str = "trk_acme0001_restart-secret";
-const LOGIN: u64 = 7001;
-const SYMBOLS: [&str; 3] = ["EURUSD", "GBPUSD", "USDJPY"];
+pub(crate) const KEY: &str = "trk_acme0001_restart-secret";
+pub(crate) const LOGIN: u64 = 7001;
+pub(crate) const SYMBOLS: [&str; 3] = ["EURUSD", "GBPUSD", "USDJPY"];
 
 /// One stored fill, as the relational store has it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct StoredFill {
-    deal_ticket: i64,
+pub(crate) struct StoredFill {
+    pub(crate) deal_ticket: i64,
     symbol: String,
     side: String,
     volume: String,
 }
 
 /// A trellis process on its own stores, the simulated terminal connected to it, and a random-walk feed.
-struct Rig {
-    spec: NodeSpec,
+pub(crate) struct Rig {
+    pub(crate) spec: NodeSpec,
     _dir: tempfile::TempDir,
     /// The PostgreSQL owner's URL in the real profile (reads the stored fills past row-level security).
     owner_url: Option<String>,
-    sim: SimHandle,
+    pub(crate) sim: SimHandle,
     feed: Option<actix_rt::task::JoinHandle<u64>>,
     csv: std::path::PathBuf,
 }
 
 impl Rig {
     async fn start() -> (Self, Node) {
+        Self::start_with(&trading_config(KEY, &SYMBOLS)).await
+    }
+
+    /// A rig whose trellis runs `config` (a TOML over the test profile; tenant `acme`, key [`KEY`]).
+    pub(crate) async fn start_with(config_toml: &str) -> (Self, Node) {
         let dir = tempfile::tempdir().expect("temp dir");
         let vars = if real_profile() {
             crate::helpers::real_store_vars().await
@@ -55,7 +60,7 @@ impl Rig {
             .find(|(k, _)| k == "TRELLIS__STORAGE__POSTGRES_MIGRATE_URL")
             .map(|(_, v)| v.clone());
         let config = dir.path().join("trellis.toml");
-        std::fs::write(&config, trading_config(KEY, &SYMBOLS)).expect("config written");
+        std::fs::write(&config, config_toml).expect("config written");
         let mut env = vars;
         env.extend(
             [
@@ -99,7 +104,7 @@ impl Rig {
         (rig, node)
     }
 
-    fn deals(&self) -> usize {
+    pub(crate) fn deals(&self) -> usize {
         self.sim
             .broker
             .lock()
@@ -108,7 +113,7 @@ impl Rig {
     }
 
     /// Waits until the terminal has made more than `n` deals; how long that took.
-    async fn wait_deals_above(&self, n: usize, timeout: Duration) -> Option<Duration> {
+    pub(crate) async fn wait_deals_above(&self, n: usize, timeout: Duration) -> Option<Duration> {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if self.deals() > n {
@@ -119,7 +124,7 @@ impl Rig {
         None
     }
 
-    fn stop_feed(&mut self) {
+    pub(crate) fn stop_feed(&mut self) {
         if let Some(feed) = self.feed.take() {
             feed.abort();
         }
@@ -173,7 +178,10 @@ impl Rig {
     }
 
     /// Waits until trellis has stored exactly the terminal's deals (the feed stopped, nothing in flight).
-    async fn wait_stored_equals_terminal(&self, timeout: Duration) -> (Vec<StoredFill>, Vec<i64>) {
+    pub(crate) async fn wait_stored_equals_terminal(
+        &self,
+        timeout: Duration,
+    ) -> (Vec<StoredFill>, Vec<i64>) {
         let start = Instant::now();
         loop {
             let stored = self.stored().await;
@@ -191,7 +199,7 @@ impl Rig {
     }
 
     /// The terminal's net position per symbol.
-    fn terminal_positions(&self) -> BTreeMap<String, Decimal> {
+    pub(crate) fn terminal_positions(&self) -> BTreeMap<String, Decimal> {
         let broker = self.sim.broker.lock().expect("broker");
         net(broker.positions().iter().map(|p| {
             (
@@ -212,14 +220,14 @@ fn net(items: impl Iterator<Item = (String, Decimal)>) -> BTreeMap<String, Decim
 }
 
 /// The net position per symbol that trellis's stored fills add up to.
-fn stored_positions(stored: &[StoredFill]) -> BTreeMap<String, Decimal> {
+pub(crate) fn stored_positions(stored: &[StoredFill]) -> BTreeMap<String, Decimal> {
     net(stored.iter().map(|f| {
         let v: Decimal = f.volume.parse().expect("volume");
         (f.symbol.clone(), if f.side == "buy" { v } else { -v })
     }))
 }
 
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let start = text.len().saturating_sub(4_000);
     let start = (start..text.len())
@@ -229,7 +237,7 @@ fn tail(path: &Path) -> String {
 }
 
 /// No order was executed twice: every deal of the terminal carries a different client order id.
-fn assert_each_order_executed_once(sim: &SimHandle) {
+pub(crate) fn assert_each_order_executed_once(sim: &SimHandle) {
     let broker = sim.broker.lock().expect("broker");
     let mut seen = HashSet::new();
     for deal in broker.deals() {
