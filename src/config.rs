@@ -92,6 +92,9 @@ pub struct Settings {
     /// Tenants defined in configuration: stored on the first start, managed through the admin API after.
     #[serde(default)]
     pub tenants: Vec<TenantSettings>,
+    /// Threads for trading, bridges and the API.
+    #[serde(default)]
+    pub threads: ThreadSettings,
 }
 
 /// Secrets and token lifetimes. An empty secret is read from (or generated once into) `<data_dir>/secrets.json`.
@@ -314,9 +317,67 @@ pub struct HttpSettings {
     pub port: u16,
     /// Largest accepted HTTP request body in bytes.
     pub max_body_bytes: usize,
-    /// HTTP worker threads; 0 means one per core.
+    /// Serve `/ws/mt5` on a listener of its own ([`Self::bridge_port`]) with threads of its own, so that a
+    /// bridge's ticks and orders never queue behind REST calls or trading clients' writes. `/ws/mt5` stays
+    /// on [`Self::port`] too (clusters redirect bridges there), sharing the API's threads.
     #[serde(default)]
-    pub workers: usize,
+    pub bridge_listener: bool,
+    /// The bridges' listener port; 0 binds any free port (`Application::bridge_port` tells which).
+    #[serde(default)]
+    pub bridge_port: u16,
+}
+
+/// How trellis spreads its work over threads (docs/architecture.md, "Threads"): trading never waits for
+/// a thread that serves clients, the API or background jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSettings {
+    /// Threads (actix arbiters) that run the tenants' trading actors: sessions, market data, strategies,
+    /// models, risk and portfolio. 0 = one per core, at most 8.
+    #[serde(default)]
+    pub trading_threads: usize,
+    /// Threads of the bridges' own listener (socket reads, frame decoding, order frames written).
+    #[serde(default = "one")]
+    pub bridge_threads: usize,
+    /// Threads of the API server: REST, the dashboard, `/ws/v1/client` fan-out. 0 = one per core.
+    #[serde(default)]
+    pub api_threads: usize,
+    /// The API threads' niceness (0-19) when bridges have their own listener: under load the kernel gives
+    /// trading the larger share of the cores. 0 leaves them equal to trading.
+    #[serde(default = "api_nice")]
+    pub api_nice: i32,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn api_nice() -> i32 {
+    5
+}
+
+impl Default for ThreadSettings {
+    fn default() -> Self {
+        Self {
+            trading_threads: 0,
+            bridge_threads: one(),
+            api_threads: 0,
+            api_nice: api_nice(),
+        }
+    }
+}
+
+impl ThreadSettings {
+    /// Trading threads to start: the setting, or one per core (at most 8) when 0.
+    pub fn trading(&self) -> usize {
+        match self.trading_threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -471,6 +532,18 @@ impl Settings {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.http.max_body_bytes == 0 {
             return fail("http.max_body_bytes", "must be greater than 0");
+        }
+        if !(0..=19).contains(&self.threads.api_nice) {
+            return fail("threads.api_nice", "must be between 0 and 19");
+        }
+        if self.threads.bridge_threads == 0 {
+            return fail("threads.bridge_threads", "must be at least 1");
+        }
+        if self.http.bridge_listener
+            && self.http.bridge_port != 0
+            && self.http.bridge_port == self.http.port
+        {
+            return fail("http.bridge_port", "must differ from http.port");
         }
         if !self
             .storage

@@ -136,6 +136,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .await
         .context("starting trellis")?;
     let port = app.port();
+    let bridge_port = app.bridge_port();
     let runtime = app.runtime().clone();
     // A trader of the demo tenant for the dashboard, with a fresh password each run (printed below).
     let password = random_api_key().replacen("trk_", "", 1);
@@ -151,7 +152,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .context("creating the demo's dashboard user")?;
     println!();
     println!("  trellis demo — http://127.0.0.1:{port}  (health: /health, readiness: /ready, metrics: /metrics)");
-    println!("  demo tenant `{DEMO_TENANT}`, MT5 bridge URL ws://127.0.0.1:{port}/ws/mt5, API key {api_key}");
+    println!("  demo tenant `{DEMO_TENANT}`, MT5 bridge URL ws://127.0.0.1:{bridge_port}/ws/mt5, API key {api_key}");
     println!(
         "  a simulated terminal (account {DEMO_LOGIN}) streams {} — Ctrl-C to stop",
         SYMBOLS.join(", ")
@@ -161,7 +162,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let serving = actix_web::rt::spawn(app.run_until_stopped());
 
     let terminal = sim::spawn(SimConfig::new(
-        format!("ws://127.0.0.1:{port}/ws/mt5"),
+        format!("ws://127.0.0.1:{bridge_port}/ws/mt5"),
         api_key,
         DEMO_LOGIN,
     ));

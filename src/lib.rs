@@ -30,7 +30,7 @@
 //! - `domain`: pure types and maths: ids, tiers, the tenant document, bars, orders, positions, ledger, risk,
 //!   correlation, predictions.
 
-// Crate lints: unsafe code is refused but for the one documented call (`models::training`: renice a thread).
+// Crate lints: unsafe code is refused but for the one documented call (`runtime::priority`: renice a thread).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms)]
 

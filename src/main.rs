@@ -68,7 +68,7 @@ enum KeysAction {
 #[derive(clap::Args)]
 struct SimArgs {
     /// trellis's bridge endpoint.
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws/mt5")]
+    #[arg(long, default_value = "ws://127.0.0.1:8081/ws/mt5")]
     url: String,
     /// Other trellis nodes' bridge endpoints to fail over to (several nodes; comma separated or repeated).
     #[arg(long, value_delimiter = ',')]

@@ -1,5 +1,12 @@
-//! `Application`: binds the listener, starts the supervision tree and the HTTP server, and shuts all of it
+//! `Application`: binds the listeners, starts the supervision tree and the HTTP servers, and shuts all of it
 //! down in one explicit order. `trellis serve`, the demo and every integration test go through here.
+//!
+//! Threads (docs/architecture.md, "Threads"): the tenants' trading actors run on `threads.trading_threads`
+//! arbiters; the bridges' listener (`http.bridge_listener`) is a server of its own with
+//! `threads.bridge_threads` workers that serves `/ws/mt5` only; everything else (REST, dashboard, trading
+//! clients' fan-out) is served by `threads.api_threads` workers, reniced to `threads.api_nice` when the
+//! bridges have their own listener, so that a busy API yields the cores to trading. Background jobs run on
+//! threads of their own at nice 19 (`models::training::run_low_priority`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -32,6 +39,8 @@ impl StopHandle {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The bridges' own listener and its port, when `http.bridge_listener` is on.
+    bridge: Option<(u16, Server)>,
     runtime: Runtime,
     security: Arc<Security>,
     settings: Arc<Settings>,
@@ -146,7 +155,21 @@ impl Application {
             state.optimisations.set(optimisations);
         }
         let max_body = settings.http.max_body_bytes;
+        let bridge = if settings.http.bridge_listener {
+            Some(bridge_server(&settings, state.clone())?)
+        } else {
+            None
+        };
+        // The API's workers yield to trading only when bridges do not share them.
+        let api_nice = bridge.as_ref().map_or(0, |_| settings.threads.api_nice);
         let mut server = HttpServer::new(move || {
+            // Called once on each worker thread as it starts.
+            if api_nice > 0 && !crate::runtime::priority::set_this_threads_nice(api_nice) {
+                tracing::warn!(
+                    api_nice,
+                    "could not renice an API thread; it competes with trading"
+                );
+            }
             App::new()
                 .wrap(actix_web::middleware::from_fn(
                     http::forward::forward_remote_tenants,
@@ -162,18 +185,24 @@ impl Application {
         // Bridges exchange small frames both ways: Nagle's algorithm would hold each one for an ACK.
         .tcp_nodelay(true)
         .shutdown_timeout(settings.shutdown.grace_secs);
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
+        if settings.threads.api_threads > 0 {
+            server = server.workers(settings.threads.api_threads);
         }
         let server = server
             .listen(listener)
             .context("starting the HTTP server")?
             .run();
-        tracing::info!(host = %settings.http.host, port, "listening");
+        match &bridge {
+            Some((bridge_port, _)) => {
+                tracing::info!(host = %settings.http.host, port, bridge_port, "listening")
+            }
+            None => tracing::info!(host = %settings.http.host, port, "listening"),
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         Ok(Self {
             port,
             server,
+            bridge,
             runtime,
             security,
             settings,
@@ -186,6 +215,12 @@ impl Application {
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the bridges' own listener when `http.bridge_listener` is on; else [`Self::port`] (bridges
+    /// share the API's listener).
+    pub fn bridge_port(&self) -> u16 {
+        self.bridge.as_ref().map_or(self.port, |(port, _)| *port)
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -206,6 +241,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             server,
+            bridge,
             runtime,
             settings,
             mut stop_rx,
@@ -214,6 +250,10 @@ impl Application {
         } = self;
         let handle = server.handle();
         let mut serving = actix_rt::spawn(server);
+        let bridge = bridge.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, actix_rt::spawn(server))
+        });
         let reason = tokio::select! {
             _ = stop_rx.wait_for(|stop| *stop) => "stop requested",
             _ = tokio::signal::ctrl_c() => "interrupt (Ctrl-C)",
@@ -225,12 +265,21 @@ impl Application {
         };
         tracing::info!(reason, "shutting down: 1/4 stop accepting connections");
         let stopping = actix_rt::spawn(handle.stop(true));
+        let bridge_stopping = bridge.map(|(handle, serving)| {
+            actix_rt::spawn(async move {
+                handle.stop(true).await;
+                let _ = serving.await;
+            })
+        });
         if let Some(cluster) = &cluster {
             let _ = cluster.send(crate::cluster::node::Leave).await;
         }
         tracing::info!("shutting down: 2/4 close MT5 sessions");
         runtime.close_sessions().await;
         let _ = stopping.await;
+        if let Some(stopping) = bridge_stopping {
+            let _ = stopping.await;
+        }
         tracing::info!("shutting down: 3/4 drain tenants, then storage");
         let grace = Duration::from_secs(settings.shutdown.grace_secs.max(1) * 2);
         let drained = runtime.shutdown(grace).await;
@@ -247,6 +296,36 @@ impl Application {
         tracing::info!("shutting down: 4/4 stopped");
         Ok(())
     }
+}
+
+/// The bridges' own server: `/ws/mt5` (and `/health`, for a load balancer's check) on
+/// `http.bridge_port`, with `threads.bridge_threads` workers at normal priority that nothing else uses.
+fn bridge_server(settings: &Settings, state: AppState) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind((settings.http.host, settings.http.bridge_port))
+        .with_context(|| {
+            format!(
+                "binding the bridges' listener {}:{}",
+                settings.http.host, settings.http.bridge_port
+            )
+        })?;
+    let port = listener
+        .local_addr()
+        .context("reading the bridges' bound port")?
+        .port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(http::bridge_routes)
+    })
+    .disable_signals()
+    // Bridges exchange small frames both ways: Nagle's algorithm would hold each one for an ACK.
+    .tcp_nodelay(true)
+    .shutdown_timeout(settings.shutdown.grace_secs)
+    .workers(settings.threads.bridge_threads)
+    .listen(listener)
+    .context("starting the bridges' server")?
+    .run();
+    Ok((port, server))
 }
 
 /// Appends the audit events of tenants' actors to their chains, in the order they were sent.

@@ -168,11 +168,9 @@ impl Runtime {
             }
         };
         let root = Supervisor::root("system", supervision, events.clone(), children).start();
-        // Tenants are spread over worker arbiters (threads) so one tenant's work cannot starve another's.
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 8);
+        // Tenants are spread over the trading threads (arbiters) so one tenant's work cannot starve
+        // another's, and nothing but trading runs on them (`threads.trading_threads`).
+        let threads = settings.threads.trading();
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
         Self {
             root,

@@ -40,7 +40,7 @@ pub async fn run() -> anyhow::Result<()> {
             tenant.symbols = SYMBOLS.iter().map(|s| s.to_string()).collect();
             app.runtime.start_tenant(tenant).await?;
         }
-        let measured = measure(app.port, run).await;
+        let measured = measure(app.port, app.bridge, run).await;
         app.stop().await;
         let (alone, with, fan_out) = measured?;
         alone_runs.push(alone);
@@ -60,10 +60,16 @@ pub async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run against the trellis on `port`: the baseline, then the same with the clients; prints both.
-async fn measure(port: u16, run: usize) -> anyhow::Result<(Driven, Driven, Latencies)> {
+/// One run against the trellis on `port` (its bridges on `bridge_port`): the baseline, then the same with
+/// the clients; prints both.
+async fn measure(
+    port: u16,
+    bridge_port: u16,
+    run: usize,
+) -> anyhow::Result<(Driven, Driven, Latencies)> {
     let alone = driver::spawn(&Spec {
         port,
+        bridge_port,
         key: ALONE_KEY,
         login: 4242,
         rate: RATE,
@@ -81,6 +87,7 @@ async fn measure(port: u16, run: usize) -> anyhow::Result<(Driven, Driven, Laten
 
     let report = driver::spawn(&Spec {
         port,
+        bridge_port,
         key: KEY,
         login: 4343,
         rate: RATE,

@@ -41,9 +41,12 @@ const KEY_VAR: &str = "TRELLIS_BENCH_DRIVER_KEY";
 /// `trellis bench-driver`: what `bench latency` and `bench clients` start in a child process.
 #[derive(clap::Args, Debug)]
 pub struct DriverArgs {
-    /// Port of the trellis to drive (loopback).
+    /// Port of the trellis to drive (loopback): its API, for the clients.
     #[arg(long)]
     port: u16,
+    /// Port of its bridges' listener.
+    #[arg(long)]
+    bridge_port: u16,
     /// The tenant's API key, for the bridge and the clients.
     #[arg(long, env = KEY_VAR, hide_env_values = true)]
     key: String,
@@ -107,6 +110,7 @@ pub(super) struct ClientLoad {
 /// One run of the driver, from the bench's side.
 pub(super) struct Spec<'a> {
     pub(super) port: u16,
+    pub(super) bridge_port: u16,
     pub(super) key: &'a str,
     pub(super) login: u64,
     pub(super) rate: u64,
@@ -133,6 +137,7 @@ pub(super) async fn spawn(spec: &Spec<'_>) -> anyhow::Result<Report> {
     let mut cmd = Command::new(exe);
     cmd.arg("bench-driver")
         .args(["--port", &spec.port.to_string()])
+        .args(["--bridge-port", &spec.bridge_port.to_string()])
         .args(["--login", &spec.login.to_string()])
         .args(["--rate", &spec.rate.to_string()])
         .args(["--seconds", &spec.seconds.to_string()])
@@ -217,7 +222,7 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<()> {
         ));
     }
     counters.frames.store(0, Ordering::Relaxed);
-    let mut link = WsLink::open(args.port, &args.key, args.login).await?;
+    let mut link = WsLink::open(args.bridge_port, &args.key, args.login).await?;
     let marks = clients.is_some().then_some(&counters.sent_at);
     let driven = drive_link(&mut link, args.rate, args.seconds, args.per_bar, marks).await?;
     let clients = match clients {

@@ -47,6 +47,7 @@ pub(super) async fn run() -> anyhow::Result<()> {
             let (app, _) = trellis_with_flip().await?;
             let report = driver::spawn(&Spec {
                 port: app.port,
+                bridge_port: app.bridge,
                 key: KEY,
                 login: LOGIN,
                 rate,

@@ -325,7 +325,10 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 // ---- a running trellis ----------------------------------------------------------------------------------
 
 struct Running {
+    /// The API's port.
     port: u16,
+    /// The bridges' own listener's port (`http.bridge_listener`).
+    bridge: u16,
     runtime: Runtime,
     security: std::sync::Arc<crate::security::service::Security>,
     stop: StopHandle,
@@ -341,6 +344,7 @@ async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Running> {
             dir.display().to_string(),
         ),
         ("TRELLIS__HTTP__PORT".into(), "0".into()),
+        ("TRELLIS__HTTP__BRIDGE_PORT".into(), "0".into()),
         ("TRELLIS__LOG__LEVEL".into(), "error".into()),
         ("TRELLIS__BOOTSTRAP__GENERATE_ADMIN".into(), "false".into()),
     ];
@@ -353,6 +357,7 @@ async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Running> {
     let app = Application::build(settings).await?;
     let running = Running {
         port: app.port(),
+        bridge: app.bridge_port(),
         runtime: app.runtime().clone(),
         security: app.security().clone(),
         stop: app.stop_handle(),
@@ -495,8 +500,8 @@ async fn ingest() -> anyhow::Result<()> {
         .await?;
     let seconds = 5;
     let started = Instant::now();
-    let a = actix_web::rt::spawn(blast(app.port, key.into(), 1, "EURUSD", seconds));
-    let b = actix_web::rt::spawn(blast(app.port, key.into(), 2, "GBPUSD", seconds));
+    let a = actix_web::rt::spawn(blast(app.bridge, key.into(), 1, "EURUSD", seconds));
+    let b = actix_web::rt::spawn(blast(app.bridge, key.into(), 2, "GBPUSD", seconds));
     let sent = a.await?? + b.await??;
     let send_time = started.elapsed();
     // Let the last batches reach the store.
@@ -750,7 +755,7 @@ async fn supervision() -> anyhow::Result<()> {
         ))
         .await?;
     reset_crash_statics();
-    let bars = drive_bars(app.port, 12).await?;
+    let bars = drive_bars(app.bridge, 12).await?;
     let recoveries = RECOVERIES
         .lock()
         .map(|mut r| std::mem::take(&mut *r))
@@ -814,9 +819,9 @@ async fn supervision() -> anyhow::Result<()> {
             vec![strategy("crash", "crash", "EURUSD")],
         ))
         .await?;
-    let crash_task = actix_web::rt::spawn(drive_bars(app.port, seconds));
+    let crash_task = actix_web::rt::spawn(drive_bars(app.bridge, seconds));
     let driven = drive(
-        app.port,
+        app.bridge,
         "trk_healthy1_bench-secret-key",
         5151,
         1_000,

@@ -538,9 +538,9 @@ async fn tick_to_order(dir: &Path) -> anyhow::Result<()> {
         }
         actix_web::rt::time::sleep(Duration::from_millis(2)).await;
     }
-    feed_two_bars(app.port, &tenant).await?;
+    feed_two_bars(app.bridge, &tenant).await?;
 
-    let driven = drive(app.port, KEY, LOGIN, RATE, SECONDS, PER_BAR).await?;
+    let driven = drive(app.bridge, KEY, LOGIN, RATE, SECONDS, PER_BAR).await?;
     report_latency(
         &format!(
             "models: tick → order @ {RATE} ticks/s, linear model between bar and model_signal"

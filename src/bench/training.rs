@@ -85,7 +85,7 @@ pub async fn run() -> anyhow::Result<()> {
                 runs
             })
         });
-        let driven = drive(app.port, key, 4343, 1_000, seconds, 10).await?;
+        let driven = drive(app.bridge, key, 4343, 1_000, seconds, 10).await?;
         stop.store(true, Ordering::Relaxed);
         let runs = match trainer {
             Some(t) => Some(t.await.map_err(anyhow::Error::msg)?),

@@ -12,6 +12,12 @@ use actix_web::web;
 /// What every handler can reach: the application's use-case context under its HTTP name.
 pub type AppState = crate::app::App;
 
+/// The bridges' own listener's routes (`http.bridge_listener`): the bridge endpoint and a health check.
+pub fn bridge_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health::health))
+        .route("/ws/mt5", web::get().to(ws::mt5::connect));
+}
+
 /// The route table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(dashboard::index))

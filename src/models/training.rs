@@ -62,24 +62,12 @@ pub async fn run_low_priority<T: Send + 'static>(
         .map_err(|_| "the training thread ended without an answer (it panicked)".to_owned())
 }
 
-/// Lowers the calling thread to nice 19 (Linux; elsewhere nothing): for threads that must never take a core
-/// from trading.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)] // the crate's one exception (lib.rs): two system calls, see SAFETY below
+/// Lowers the calling thread to nice 19: for threads that must never take a core from trading.
 pub fn lower_this_threads_priority() {
-    // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one thread for
-    // PRIO_PROCESS, so only this thread is reniced.
-    let r = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 19)
-    };
-    if r != 0 {
-        tracing::warn!("could not lower the training thread's priority; it competes with trading");
+    if !crate::runtime::priority::set_this_threads_nice(19) {
+        tracing::warn!("could not lower a background thread's priority; it competes with trading");
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-pub fn lower_this_threads_priority() {}
 
 /// Bins of the training reference histograms (drift monitoring).
 const REFERENCE_BINS: usize = 10;

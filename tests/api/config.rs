@@ -28,6 +28,35 @@ fn environment_variables_override_the_profile() {
 fn the_test_profile_binds_any_free_port() {
     let s = Settings::load(Profile::Test, None, Vec::new()).expect("valid");
     assert_eq!(s.http.port, 0);
+    assert_eq!(s.http.bridge_port, 0, "the bridges' listener too");
+}
+
+#[test]
+fn bridges_get_a_listener_of_their_own_by_default_and_thread_settings_out_of_range_name_their_key()
+{
+    let s = load(&[]).expect("valid");
+    assert!(s.http.bridge_listener);
+    assert_eq!((s.http.port, s.http.bridge_port), (8080, 8081));
+    assert_eq!(s.threads.api_nice, 5);
+    assert!((1..=8).contains(&s.threads.trading()));
+    for (key, value, named) in [
+        ("TRELLIS__THREADS__API_NICE", "20", "threads.api_nice"),
+        ("TRELLIS__THREADS__API_NICE", "-1", "threads.api_nice"),
+        (
+            "TRELLIS__THREADS__BRIDGE_THREADS",
+            "0",
+            "threads.bridge_threads",
+        ),
+        ("TRELLIS__HTTP__BRIDGE_PORT", "8080", "http.bridge_port"),
+        (
+            "TRELLIS__THREADS__TRADING_THREADS",
+            "several",
+            "threads.trading_threads",
+        ),
+    ] {
+        let err = load(&[(key, value)]).expect_err("must fail");
+        assert!(err.contains(named), "{key}={value}: {err}");
+    }
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod risk;
 mod security;
 mod supervision;
 mod tasks;
+mod threads;
 mod trading;
 mod training;
 mod warm_up;

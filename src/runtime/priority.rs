@@ -1,0 +1,58 @@
+//! Thread priority: the one place trellis asks the kernel to weigh its threads differently.
+//!
+//! Why: on a machine with few cores every thread competes with the trading threads for a core. The
+//! scheduler cannot know that a tick → order decision matters more than a dashboard's JSON or a training
+//! epoch, so the threads that must yield say so themselves by raising their niceness (Linux's CFS then gives
+//! a nice-5 thread about a third of a nice-0 thread's share, a nice-19 thread about 1.5 %). An unprivileged
+//! process can only lower a priority, never raise it back, so a thread reniced here keeps its niceness
+//! for life: call it only on threads dedicated to the lower-priority work (training and optimisation
+//! threads, the API server's workers).
+
+/// Sets the calling thread's niceness to `nice` (0 = normal … 19 = lowest; Linux; elsewhere nothing).
+/// Answers whether the kernel accepted it (it refuses to lower a niceness without privilege).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // the crate's one exception (lib.rs): two system calls, see SAFETY below
+pub fn set_this_threads_nice(nice: i32) -> bool {
+    let nice = nice.clamp(0, 19);
+    // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one thread for
+    // PRIO_PROCESS, so only this thread is reniced.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn set_this_threads_nice(_nice: i32) -> bool {
+    true
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// This thread's niceness as the kernel reports it (`/proc/thread-self/stat`, field 19).
+    fn niceness() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        after
+            .split(' ')
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("number")
+    }
+
+    #[test]
+    fn a_reniced_thread_reports_its_new_niceness_and_other_threads_keep_theirs() {
+        let before = niceness();
+        let seen = std::thread::spawn(|| {
+            assert!(super::set_this_threads_nice(7));
+            niceness()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(seen, 7.max(before));
+        assert_eq!(niceness(), before, "only the reniced thread changes");
+    }
+}
