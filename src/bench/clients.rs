@@ -76,6 +76,7 @@ async fn measure(
         seconds: SECONDS,
         per_bar: 10,
         clients: None,
+        api: None,
     })
     .await?
     .driven;
@@ -98,6 +99,7 @@ async fn measure(
             timed: TIMED,
             symbols: SYMBOLS.iter().map(|s| s.to_string()).collect(),
         }),
+        api: None,
     })
     .await?;
     let clients = report.clients.context("the driver reported no clients")?;

@@ -37,6 +37,8 @@ use super::{rss_mb, rss_of, Driven, Latencies};
 
 /// The environment variable that carries the bridge's API key to the driver.
 const KEY_VAR: &str = "TRELLIS_BENCH_DRIVER_KEY";
+/// The API keys of `--api-path`, passed in the environment rather than on the command line.
+const API_KEYS_VAR: &str = "TRELLIS_BENCH_API_KEYS";
 
 /// `trellis bench-driver`: what `bench latency` and `bench clients` start in a child process.
 #[derive(clap::Args, Debug)]
@@ -74,6 +76,16 @@ pub struct DriverArgs {
     /// The trellis process, whose resident memory is read before and after the clients connect.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// API requests per second sent beside the bridge while it streams (0: none): `GET` of each of
+    /// `api_path` in turn, with the bridge's key.
+    #[arg(long, default_value_t = 0)]
+    api_rate: u64,
+    /// The API paths those requests read (e.g. `/api/v1/tenants/t1/positions`).
+    #[arg(long, value_delimiter = ',')]
+    api_path: Vec<String>,
+    /// The API key for each of `api_path` (same order; the bridge's key when missing).
+    #[arg(long, value_delimiter = ',', env = API_KEYS_VAR, hide_env_values = true)]
+    api_keys: Vec<String>,
 }
 
 /// What the driver measured: the one JSON line it prints.
@@ -81,6 +93,23 @@ pub struct DriverArgs {
 pub(super) struct Report {
     pub(super) driven: Driven,
     pub(super) clients: Option<ClientsReport>,
+    #[serde(default)]
+    pub(super) api: Option<ApiReport>,
+}
+
+/// The API requests sent beside the bridge, and how they were answered.
+#[derive(Serialize, Deserialize, Default)]
+pub(super) struct ApiReport {
+    pub(super) sent: u64,
+    /// 2xx answers.
+    pub(super) ok: u64,
+    /// 429 answers (a tenant's tier limit).
+    pub(super) limited: u64,
+    /// Other answers and transport errors.
+    pub(super) failed: u64,
+    /// Requests not sent because 256 were already waiting (the server fell behind the rate).
+    pub(super) skipped: u64,
+    pub(super) latency: Latencies,
 }
 
 /// What the clients cost and saw.
@@ -117,6 +146,8 @@ pub(super) struct Spec<'a> {
     pub(super) seconds: u64,
     pub(super) per_bar: u64,
     pub(super) clients: Option<ClientLoad>,
+    /// API requests per second beside the bridge, reading these (path, API key) in turn.
+    pub(super) api: Option<(u64, Vec<(String, String)>)>,
 }
 
 /// A child process killed (and reaped) when dropped: a bench that fails half-way leaves no driver behind.
@@ -147,6 +178,13 @@ pub(super) async fn spawn(spec: &Spec<'_>) -> anyhow::Result<Report> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if let Some((rate, targets)) = &spec.api {
+        let paths: Vec<&str> = targets.iter().map(|(p, _)| p.as_str()).collect();
+        let keys: Vec<&str> = targets.iter().map(|(_, k)| k.as_str()).collect();
+        cmd.args(["--api-rate", &rate.to_string()])
+            .args(["--api-path", &paths.join(",")])
+            .env(API_KEYS_VAR, keys.join(","));
+    }
     if let Some(c) = &spec.clients {
         cmd.args(["--clients", &c.count.to_string()])
             .args(["--timed", &c.timed.to_string()])
@@ -224,7 +262,31 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<()> {
     counters.frames.store(0, Ordering::Relaxed);
     let mut link = WsLink::open(args.bridge_port, &args.key, args.login).await?;
     let marks = clients.is_some().then_some(&counters.sent_at);
-    let driven = drive_link(&mut link, args.rate, args.seconds, args.per_bar, marks).await?;
+    let api_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api = (args.api_rate > 0 && !args.api_path.is_empty()).then(|| {
+        let targets = args
+            .api_path
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let key = args.api_keys.get(i).unwrap_or(&args.key);
+                (path.clone(), key.clone())
+            })
+            .collect();
+        actix_web::rt::spawn(api_load(
+            args.port,
+            args.api_rate,
+            targets,
+            api_stop.clone(),
+        ))
+    });
+    let driven = drive_link(&mut link, args.rate, args.seconds, args.per_bar, marks).await;
+    api_stop.store(true, Ordering::Relaxed);
+    let api = match api {
+        Some(task) => Some(task.await.context("the API load task")?),
+        None => None,
+    };
+    let driven = driven?;
     let clients = match clients {
         Some((connect_secs, server_before, server_after, driver_before, driver_after)) => {
             // The last tick frames still on their way to the clients.
@@ -250,12 +312,81 @@ pub async fn run(args: DriverArgs) -> anyhow::Result<()> {
     for r in readers {
         r.abort();
     }
-    let report = Report { driven, clients };
+    let report = Report {
+        driven,
+        clients,
+        api,
+    };
     println!(
         "{}",
         serde_json::to_string(&report).context("encoding the report")?
     );
     Ok(())
+}
+
+/// `rate` GETs a second over `paths` in turn until `stop`, each on a task of its own so a slow answer
+/// does not slow the pace (at most 256 waiting).
+async fn api_load(
+    port: u16,
+    rate: u64,
+    targets: Vec<(String, String)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> ApiReport {
+    let report = Arc::new(Mutex::new(ApiReport::default()));
+    let waiting = Arc::new(AtomicU64::new(0));
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut i = 0usize;
+    let mut tasks = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        if waiting.load(Ordering::Relaxed) >= 256 {
+            report.lock().unwrap_or_else(|p| p.into_inner()).skipped += 1;
+            continue;
+        }
+        let (path, key) = &targets[i % targets.len()];
+        let url = format!("http://127.0.0.1:{port}{path}");
+        i += 1;
+        let (client, key, report, waiting) =
+            (client.clone(), key.clone(), report.clone(), waiting.clone());
+        waiting.fetch_add(1, Ordering::Relaxed);
+        tasks.push(actix_web::rt::spawn(async move {
+            let sent = Instant::now();
+            let status = match client
+                .get(url)
+                .insert_header(("X-API-Key", key))
+                .send()
+                .await
+            {
+                Ok(mut resp) => {
+                    let _ = resp.body().limit(1 << 22).await;
+                    Some(resp.status())
+                }
+                Err(_) => None,
+            };
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+            r.sent += 1;
+            r.latency.record(sent.elapsed());
+            match status {
+                Some(s) if s.is_success() => r.ok += 1,
+                Some(s) if s.as_u16() == 429 => r.limited += 1,
+                _ => r.failed += 1,
+            }
+        }));
+        if tasks.len() > 4_096 {
+            tasks.retain(|t| !t.is_finished());
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::take(&mut *r)
 }
 
 fn server_rss(args: &DriverArgs) -> f64 {

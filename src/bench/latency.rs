@@ -54,10 +54,13 @@ pub(super) async fn run() -> anyhow::Result<()> {
                 seconds: SECONDS,
                 per_bar,
                 clients: None,
+                api: None,
             })
             .await;
+            let stages = stage_report(&app.runtime.metrics.render());
             app.stop().await;
             let driven = report?.driven;
+            println!("per stage @ {rate} ticks/s, run {run}/{RUNS} (from the tick frame read; trellis_trading_stage_seconds): {stages}");
             report_latency(
                 &format!("latency @ {rate} ticks/s, loopback (bridge in a second process), run {run}/{RUNS}"),
                 &driven,
@@ -183,4 +186,62 @@ impl Link for SessionLink {
     async fn close(&mut self) {
         self.session.do_send(Detach { conn_id: CONN_ID });
     }
+}
+
+/// The trading path's stages as `/metrics` exports them (`trellis_trading_stage_seconds`): for each, how many
+/// were measured, the mean, and the bucket bounds that hold the median and the 99th percentile (a classic
+/// histogram knows no more than its buckets).
+fn stage_report(text: &str) -> String {
+    const NAME: &str = "trellis_trading_stage_seconds";
+    let mut out = Vec::new();
+    for stage in crate::metrics::Stage::ALL {
+        let label = format!("stage=\"{}\"", stage.as_str());
+        let value = |suffix: &str| -> Option<f64> {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{NAME}_{suffix}{{")) && l.contains(&label))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+        };
+        let (Some(sum), Some(count)) = (value("sum"), value("count")) else {
+            continue;
+        };
+        if count == 0.0 {
+            continue;
+        }
+        // Cumulative buckets in the order exported: (upper bound, count up to it).
+        let buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{NAME}_bucket{{")) && l.contains(&label))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, l.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect();
+        let at = |q: f64| {
+            buckets
+                .iter()
+                .find(|(_, n)| *n >= q * count)
+                .map_or(f64::INFINITY, |(le, _)| *le)
+        };
+        let us = |s: f64| {
+            if s.is_finite() {
+                format!("{:.0}", s * 1e6)
+            } else {
+                "inf".to_owned()
+            }
+        };
+        out.push(format!(
+            "{} n={count} mean={} µs p50≤{} p99≤{}",
+            stage.as_str(),
+            us(sum / count),
+            us(at(0.5)),
+            us(at(0.99))
+        ));
+    }
+    out.join("; ")
 }

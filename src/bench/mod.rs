@@ -16,6 +16,8 @@
 //! - `clients`: 1 000 trading clients on `/ws/v1/client` following the ticks of 3 symbols while a bridge
 //!   streams 10 000 ticks/s: tick → order with and without them, fan-out latency, memory per client; three
 //!   runs and their spread.
+//! - `beside`: tick → order at 10 000 ticks/s quiet and beside (a) an optimisation of 1 000 combinations,
+//!   (b) a training job, (c) 500 API requests/s across tenants, (d) log movement rounds.
 //! - `journal`: 2 000 orders from 20 writers at once into the relational store: commits per second, records per
 //!   commit (group commit) and each order's latency; `TRELLIS_JOURNAL_MAX_BATCH=1` gives the figure without.
 //!
@@ -49,6 +51,7 @@ use crate::sim::feed::RandomWalk;
 use crate::startup::{Application, StopHandle};
 use crate::strategies::{ParamError, Params, Strategy, StrategyRegistry};
 
+mod beside;
 mod clients;
 mod closed_loop;
 pub mod driver;
@@ -63,7 +66,7 @@ mod training;
 
 use closed_loop::{drive, report_latency, Driven};
 
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "backtest",
     "history",
     "latency",
@@ -78,6 +81,7 @@ pub const NAMES: [&str; 14] = [
     "failover",
     "logs",
     "journal",
+    "beside",
 ];
 
 pub async fn run(name: &str) -> anyhow::Result<()> {
@@ -105,6 +109,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         // Minutes of writing and moving; embedded stores, or Redis and ClickHouse when their URLs are set.
         "logs" => logs::run().await,
         "journal" => journal::run().await,
+        // Three minutes; the same loopback run quiet and beside an optimisation, training, API load, log moves.
+        "beside" => beside::run().await,
         "all" => {
             backtest()?;
             history::run().await?;
@@ -214,6 +220,12 @@ impl From<RecordedLatencies> for Latencies {
         }
         l.max = Duration::from_nanos(r.max_ns);
         l
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

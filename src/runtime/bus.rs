@@ -39,14 +39,17 @@ struct Wire {
 pub struct EventBus {
     node: String,
     channels: Arc<DashMap<String, broadcast::Sender<TenantEvent>>>,
-    publish: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// To the Redis publisher: the event itself, serialised by the publisher's task, not by the actor that
+    /// publishes (the portfolio on the trading path).
+    publish: Option<tokio::sync::mpsc::UnboundedSender<TenantEvent>>,
     channel: Arc<str>,
 }
 
 /// The publisher's state, kept across its restarts: the payload being published is retried, not lost.
 struct Publisher {
     client: redis::Client,
-    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<TenantEvent>,
+    node: String,
     conn: Option<redis::aio::ConnectionManager>,
     pending: Option<String>,
     channel: Arc<str>,
@@ -58,7 +61,13 @@ impl Publisher {
             let payload = match self.pending.take() {
                 Some(p) => p,
                 None => match self.rx.recv().await {
-                    Some(p) => p,
+                    Some(event) => match serde_json::to_string(&Wire {
+                        node: self.node.clone(),
+                        event,
+                    }) {
+                        Ok(payload) => payload,
+                        Err(_) => continue,
+                    },
                     None => return,
                 },
             };
@@ -112,11 +121,12 @@ impl EventBus {
         let Ok(client) = redis::Client::open(url) else {
             return bus;
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<TenantEvent>();
         bus.publish = Some(tx);
         let publisher = Publisher {
             client: client.clone(),
             rx,
+            node: bus.node.clone(),
             conn: None,
             pending: None,
             channel: bus.channel.clone(),
@@ -167,6 +177,10 @@ impl EventBus {
     }
 
     fn channel(&self, tenant: &str) -> broadcast::Sender<TenantEvent> {
+        // The common case (the channel exists) allocates nothing.
+        if let Some(tx) = self.channels.get(tenant) {
+            return tx.clone();
+        }
         self.channels
             .entry(tenant.to_owned())
             .or_insert_with(|| broadcast::channel(CAPACITY).0)
@@ -181,12 +195,7 @@ impl EventBus {
     pub fn publish(&self, mut event: TenantEvent) {
         event.local = true;
         if let Some(tx) = &self.publish {
-            if let Ok(payload) = serde_json::to_string(&Wire {
-                node: self.node.clone(),
-                event: event.clone(),
-            }) {
-                let _ = tx.send(payload);
-            }
+            let _ = tx.send(event.clone());
         }
         let _ = self.channel(&event.tenant).send(event);
     }
