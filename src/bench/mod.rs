@@ -360,6 +360,11 @@ async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Running> {
         ("TRELLIS__LOG__LEVEL".into(), "error".into()),
         ("TRELLIS__BOOTSTRAP__GENERATE_ADMIN".into(), "false".into()),
     ];
+    // The thread layout may be compared on one build: `TRELLIS__THREADS__API_NICE=0`,
+    // `TRELLIS__HTTP__BRIDGE_LISTENER=false`, … in the bench's environment reach the trellis it starts.
+    vars.extend(std::env::vars().filter(|(k, _)| {
+        k.starts_with("TRELLIS__THREADS__") || k == "TRELLIS__HTTP__BRIDGE_LISTENER"
+    }));
     vars.extend(
         overrides
             .iter()

@@ -59,6 +59,10 @@ pub async fn open_with(
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: a file connection does not go stale as a network one does, and the
+        // ping was a round trip to the connection's thread in front of every statement on the trading
+        // path. A broken connection still fails its statement, which the callers retry.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     migrator
