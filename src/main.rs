@@ -152,15 +152,15 @@ fn main() -> ExitCode {
         Command::Serve => {
             let _log = trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
-            exit(actix_rt::System::new().block_on(async move {
+            run_to_exit(async move {
                 let app = Application::build(settings).await?;
                 app.run_until_stopped().await
-            }))
+            })
         }
         Command::Demo => {
             let _log = trellis::telemetry::init(&settings.log);
             trellis::telemetry::install_panic_hook();
-            exit(actix_rt::System::new().block_on(trellis::demo::run(settings)))
+            run_to_exit(trellis::demo::run(settings))
         }
         Command::Migrate => {
             let _log = trellis::telemetry::init(&settings.log);
@@ -184,7 +184,7 @@ fn main() -> ExitCode {
             if cfg!(debug_assertions) {
                 eprintln!("trellis bench: this is a debug build; figures are only meaningful with --release");
             }
-            exit(actix_rt::System::new().block_on(trellis::bench::run(&name)))
+            run_to_exit(trellis::bench::run(&name))
         }
         Command::Mt5Sim(_)
         | Command::Backtest(_)
@@ -204,6 +204,17 @@ fn offline(result: Result<(), trellis::backtest::cli::CliError>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs a long-lived command on an actix system and answers its status without dropping the system: the
+/// application has shut itself down in order by then (sessions closed, tenants and storage drained), and what
+/// is left — a background job's future holding a database connection, say — would be dropped outside any
+/// runtime, where sqlx panics returning the connection. The process ends right after.
+fn run_to_exit(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let system = actix_rt::System::new();
+    let code = exit(system.block_on(f));
+    std::mem::forget(system);
+    code
 }
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {

@@ -127,13 +127,25 @@ impl Application {
                 )),
                 _ => None,
             };
-            runtime.log_tiers = Some(crate::storage::logs::mover::LogTiersHandle::start(
-                logs,
-                postgres,
-                leases,
-                Some(runtime.events.clone()),
-                runtime.metrics.clone(),
-            ));
+            // The mover compresses and copies whole days of entries: background work, on a thread of its own
+            // in the idle scheduling class (as training is), never on the system thread beside the stores.
+            let background = actix_rt::Arbiter::new();
+            background.spawn_fn(crate::models::training::lower_this_threads_priority);
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (events, metrics) = (runtime.events.clone(), runtime.metrics.clone());
+            background.spawn_fn(move || {
+                let _ = tx.send(crate::storage::logs::mover::LogTiersHandle::start(
+                    logs,
+                    postgres,
+                    leases,
+                    Some(events),
+                    metrics,
+                ));
+            });
+            runtime.log_tiers = Some(
+                rx.recv_timeout(Duration::from_secs(10))
+                    .context("starting the log mover's thread")?,
+            );
         }
         let redis = Some(settings.storage.redis_url.trim()).filter(|u| !u.is_empty());
         let state = AppState {

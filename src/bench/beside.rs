@@ -60,34 +60,14 @@ impl Load {
 }
 
 pub(super) async fn run() -> anyhow::Result<()> {
-    let app = start(&[]).await?;
-    let outcome = scenarios(&app).await;
-    app.stop().await;
-    outcome
-}
-
-async fn scenarios(app: &Running) -> anyhow::Result<()> {
-    app.runtime.strategies.register("flip", flip);
-    for (i, (id, key)) in TENANTS.iter().enumerate() {
-        let strategies = if i == 0 {
-            vec![strategy("flip", "flip", "EURUSD")]
-        } else {
-            Vec::new()
-        };
-        app.runtime
-            .start_tenant(bench_tenant(id, key, strategies))
-            .await?;
-    }
-    // A first run stores the ticks the optimisation searches over and warms the path; not reported.
-    drive(app, None).await?;
     let mut quiet: Vec<Driven> = Vec::new();
-    let first = drive(app, None).await?;
+    let (first, _) = scenario(Load::Quiet).await?;
     report_latency(&line(Load::Quiet), &first, SECONDS);
     quiet.push(first);
     for load in [Load::Optimisation, Load::Training, Load::Api, Load::Logs] {
-        let (driven, what) = beside(app, load).await?;
+        let (driven, what) = scenario(load).await?;
         report_latency(&format!("{} ({what})", line(load)), &driven, SECONDS);
-        let after = drive(app, None).await?;
+        let (after, _) = scenario(Load::Quiet).await?;
         report_latency(&line(Load::Quiet), &after, SECONDS);
         let before = quiet.last().map(p99_us).unwrap_or(0.0);
         let reference = (before + p99_us(&after)) / 2.0;
@@ -107,6 +87,28 @@ async fn scenarios(app: &Running) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One measured run on a fresh trellis (as `bench latency`'s runs): three tenants trading `flip`, the
+/// first driven by the bridge, `load` beside it.
+async fn scenario(load: Load) -> anyhow::Result<(Driven, String)> {
+    let app = start(&[]).await?;
+    app.runtime.strategies.register("flip", flip);
+    let outcome = async {
+        for (id, key) in TENANTS {
+            app.runtime
+                .start_tenant(bench_tenant(
+                    id,
+                    key,
+                    vec![strategy("flip", "flip", "EURUSD")],
+                ))
+                .await?;
+        }
+        beside(&app, load).await
+    }
+    .await;
+    app.stop().await;
+    outcome
+}
+
 fn line(load: Load) -> String {
     format!(
         "beside: tick → order @ {RATE} ticks/s, loopback, {}",
@@ -118,20 +120,22 @@ fn p99_us(d: &Driven) -> f64 {
     d.samples.at(0.99).as_secs_f64() * 1e6
 }
 
-/// One loopback run of the driver (with API load when `api` is given).
+/// One loopback run of the driver on the first tenant (with API load when `api` is given).
 async fn drive(app: &Running, api: Option<(u64, Vec<(String, String)>)>) -> anyhow::Result<Driven> {
-    Ok(run_driver(app, api).await?.driven)
+    Ok(run_driver(app, TENANTS[0].1, LOGIN, api).await?.driven)
 }
 
 async fn run_driver(
     app: &Running,
+    key: &str,
+    login: u64,
     api: Option<(u64, Vec<(String, String)>)>,
 ) -> anyhow::Result<driver::Report> {
     driver::spawn(&Spec {
         port: app.port,
         bridge_port: app.bridge,
-        key: TENANTS[0].1,
-        login: LOGIN,
+        key,
+        login,
         rate: RATE,
         seconds: SECONDS,
         per_bar: 10,
@@ -187,7 +191,7 @@ async fn beside(app: &Running, load: Load) -> anyhow::Result<(Driven, String)> {
                     .map(|path| (path, key.to_string()))
                 })
                 .collect();
-            let report = run_driver(app, Some((API_RATE, targets))).await?;
+            let report = run_driver(app, TENANTS[0].1, LOGIN, Some((API_RATE, targets))).await?;
             let api = report.api.context("the driver reported no API requests")?;
             let what = format!(
                 "{} requests: {} ok, {} limited, {} failed, {} not sent; answered in {}",
@@ -235,10 +239,14 @@ async fn beside(app: &Running, load: Load) -> anyhow::Result<(Driven, String)> {
     }
 }
 
-/// Starts an optimisation of 1 000 `ema_cross` combinations through the API, drives while it runs, and
-/// cancels it if it is still running after.
+/// Stores 5 s of ticks on the second tenant (a run of its own bridge), starts an optimisation of 1 000
+/// `ema_cross` combinations on them through the API, drives the first tenant while it runs, and cancels it
+/// if it is still running after.
 async fn optimisation(app: &Running) -> anyhow::Result<(Driven, String)> {
-    let (tenant, key) = TENANTS[0];
+    let (tenant, key) = TENANTS[1];
+    run_driver(app, key, LOGIN + 1, None).await?;
+    // The time-series store writes ticks in batches: let the last one land.
+    actix_web::rt::time::sleep(Duration::from_millis(1_500)).await;
     let base = format!(
         "http://127.0.0.1:{}/api/v1/tenants/{tenant}/optimisations",
         app.port
@@ -267,6 +275,7 @@ async fn optimisation(app: &Running) -> anyhow::Result<(Driven, String)> {
         .limit(1 << 20)
         .await
         .map_err(|e| anyhow::anyhow!("reading the job: {e}"))?;
+    let created = created.get("optimisation").unwrap_or(&created);
     let id = created["id"]
         .as_str()
         .with_context(|| format!("the optimisation was not queued: {created}"))?
@@ -279,10 +288,12 @@ async fn optimisation(app: &Running) -> anyhow::Result<(Driven, String)> {
             .send()
             .await
             .map_err(|e| anyhow::anyhow!("GET the optimisation: {e}"))?;
-        resp.json::<Value>()
+        let v = resp
+            .json::<Value>()
             .limit(1 << 26)
             .await
-            .map_err(|e| anyhow::anyhow!("reading the optimisation: {e}"))
+            .map_err(|e| anyhow::anyhow!("reading the optimisation: {e}"))?;
+        Ok::<Value, anyhow::Error>(v.get("optimisation").cloned().unwrap_or(v))
     };
     // Its history is loaded before it searches: start the bridge once it runs.
     let waiting = Instant::now();
@@ -313,6 +324,18 @@ async fn optimisation(app: &Running) -> anyhow::Result<(Driven, String)> {
             .insert_header(("X-API-Key", key))
             .send()
             .await;
+        // Let the job end before its trellis stops.
+        for _ in 0..200 {
+            let v = view(client.clone(), url.clone()).await?;
+            if !v["state"]
+                .as_str()
+                .unwrap_or("")
+                .eq_ignore_ascii_case("running")
+            {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     Ok((
         driven?,

@@ -62,9 +62,11 @@ pub async fn run_low_priority<T: Send + 'static>(
         .map_err(|_| "the training thread ended without an answer (it panicked)".to_owned())
 }
 
-/// Lowers the calling thread to nice 19: for threads that must never take a core from trading.
+/// Lowers the calling thread to nice 19 in the idle scheduling class: for threads that must never take a
+/// core from trading (`runtime::priority`).
 pub fn lower_this_threads_priority() {
-    if !crate::runtime::priority::set_this_threads_nice(19) {
+    let niced = crate::runtime::priority::set_this_threads_nice(19);
+    if !(niced && crate::runtime::priority::make_this_thread_idle()) {
         tracing::warn!("could not lower a background thread's priority; it competes with trading");
     }
 }

@@ -28,6 +28,26 @@ pub fn set_this_threads_nice(_nice: i32) -> bool {
     true
 }
 
+/// Moves the calling thread to Linux's `SCHED_IDLE` class: it runs only on a core no normal thread wants,
+/// and a normal thread that wakes takes the core from it at once. Niceness alone is not enough for work that
+/// keeps a core busy (training, optimisation): a nice-19 thread still finishes its time slice before a woken
+/// trading thread runs, which `trellis bench beside` saw as a doubled tick → order p99 beside an
+/// optimisation. Answers whether the kernel accepted it (Linux; elsewhere nothing).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // the crate's one exception (lib.rs), see SAFETY below
+pub fn make_this_thread_idle() -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call, which only reads it; pid 0 names the
+    // calling thread, so only this thread changes class.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    r == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn make_this_thread_idle() -> bool {
+    true
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     /// This thread's niceness as the kernel reports it (`/proc/thread-self/stat`, field 19).
@@ -41,6 +61,30 @@ mod tests {
             .expect("nice")
             .parse()
             .expect("number")
+    }
+
+    /// This thread's scheduling policy as the kernel reports it (`/proc/thread-self/sched`, `policy`).
+    fn policy() -> i32 {
+        let sched = std::fs::read_to_string("/proc/thread-self/sched").expect("sched");
+        sched
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("policy")
+    }
+
+    #[test]
+    fn an_idle_thread_is_in_the_idle_class_and_other_threads_keep_theirs() {
+        let before = policy();
+        let seen = std::thread::spawn(|| {
+            assert!(super::make_this_thread_idle());
+            policy()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(seen, libc::SCHED_IDLE);
+        assert_eq!(policy(), before, "only that thread changes class");
     }
 
     #[test]
