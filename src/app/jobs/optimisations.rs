@@ -96,12 +96,23 @@ impl Optimisations {
         }
     }
 
-    /// The worker threads, started with the first job: one per core, each at nice 19.
+    /// The worker threads, started with the first job: one per core but one, each at nice 19 in the idle
+    /// scheduling class.
     fn pool(&mut self) -> Result<Arc<rayon::ThreadPool>, String> {
         if let Some(p) = &self.pool {
             return Ok(Arc::clone(p));
         }
+        // One core fewer than the machine has: even in the idle scheduling class, a search that keeps every
+        // core busy doubled tick → order p99 on two cores (`trellis bench beside`: a woken trading thread
+        // then always lands on a core busy with a backtest, and shares its caches), while one that leaves a
+        // core free did not move it (the training job's figure).
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .saturating_sub(1)
+            .max(1);
         let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
             .thread_name(|i| format!("trellis-opt-{i}"))
             .start_handler(|_| crate::models::training::lower_this_threads_priority())
             .build()
