@@ -67,6 +67,52 @@ enum Write {
     Ack(Recipient<Stored>, u64),
 }
 
+/// What the API reads of a tenant's portfolio (orders, fills, positions, performance), asked of the actor at
+/// most once every [`PortfolioReads::MAX_AGE`] and shared by every request meanwhile.
+///
+/// Why: a snapshot clones the whole book and computes the performance figures on the portfolio's thread —
+/// the trading thread. Asked once per request, 500 API requests a second more than tripled tick → order p99
+/// (`trellis bench beside`, BENCHMARKS.md). A read is therefore at most `MAX_AGE` old, except that a change
+/// made through the API (a manual order, a cancel, a flatten) marks the snapshot stale, so the caller's next
+/// read shows it.
+#[derive(Default)]
+pub struct PortfolioReads {
+    latest: tokio::sync::Mutex<Option<(std::time::Instant, Arc<PortfolioSnapshot>)>>,
+    stale: std::sync::atomic::AtomicBool,
+}
+
+impl PortfolioReads {
+    pub const MAX_AGE: Duration = Duration::from_millis(50);
+
+    /// A change was made through the API: the next read asks the actor.
+    pub fn invalidate(&self) {
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The latest snapshot, asked of `portfolio` when the one held is older than `MAX_AGE` or stale. Readers
+    /// that arrive while one asks wait for its answer rather than asking again.
+    pub async fn get(
+        &self,
+        portfolio: &Addr<Portfolio>,
+    ) -> Result<Arc<PortfolioSnapshot>, MailboxError> {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, snapshot)) = &*latest {
+            if at.elapsed() < Self::MAX_AGE
+                && !self.stale.load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Ok(snapshot.clone());
+            }
+        }
+        // Cleared before asking: a change made while the actor answers marks the answer stale again.
+        self.stale
+            .store(false, std::sync::atomic::Ordering::Release);
+        let asked = std::time::Instant::now();
+        let snapshot = Arc::new(portfolio.send(GetPortfolio).await?);
+        *latest = Some((asked, snapshot.clone()));
+        Ok(snapshot)
+    }
+}
+
 pub struct Portfolio {
     tenant: Arc<TenantContext>,
     ledger: Ledger,

@@ -34,7 +34,7 @@
 //! | predictions made this minute (the tier's quota) | [`PredictionQuota`], a counter the model hosts share | hosts take from it |
 //! | a deployment's features, recent predictions, version counts and rollbacks | its `ModelHost` | `GetModelState`, events |
 //! | failure of the tenant | the root supervisor (its hook) | API reads the snapshot |
-//! | orders, fills, positions, P&L | `Portfolio` | `GetPortfolio`, events |
+//! | orders, fills, positions, P&L | `Portfolio` | `GetPortfolio` (the API through `portfolio_reads`), events |
 //! | kill switch, blind accounts, daily loss | `Risk` | `GetRiskState` |
 //! | a connection's sequence numbers, outbox | its `Mt5Session` | `GetSessionState` |
 //!
@@ -186,6 +186,8 @@ pub struct TenantContext {
     quotes_owner: Publisher<HashMap<Symbol, Quote>>,
     /// What trading clients watch of the market data and PnL (see [`super::feed`]).
     pub feed: Arc<super::feed::ClientFeed>,
+    /// What the API reads of the portfolio, at a bounded rate (see [`super::portfolio::PortfolioReads`]).
+    pub portfolio_reads: super::portfolio::PortfolioReads,
     pub supervision: SupervisorConfig,
     pub audit: AuditSink,
     /// The fencing token of this node's lease on the tenant (cluster mode): every relational write carries
@@ -347,6 +349,7 @@ impl TenantContext {
             quotes,
             quotes_owner,
             feed: Arc::default(),
+            portfolio_reads: Default::default(),
             supervision: deps.supervision,
             audit: deps.audit,
             fence: deps.fence,

@@ -276,8 +276,33 @@ async fn every_command_is_acknowledged_or_refused_with_a_reason() {
     assert_eq!(placed["result"]["order"]["client_order_id"], "manual:m-1");
     let again = c.call("o2", order("m-1", "EURUSD", "0.2")).await;
     assert_eq!(again["result"]["duplicate"], true, "{again}");
-    app.wait_portfolio("acme", "one fill of the manual order", |p| {
-        p.deals.len() == 1
+    // REST reads the portfolio at a bounded rate, but a change made through the API is seen at once:
+    // read the orders, place another, read again at once.
+    let orders = |body: &Value| -> Vec<String> {
+        body["orders"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o["client_order_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (status, _, before) = app.get_as("/api/v1/tenants/acme/orders", Some(key)).await;
+    assert_eq!(status, 200, "{before}");
+    assert!(
+        orders(&before).contains(&"manual:m-1".to_owned()),
+        "{before}"
+    );
+    let placed = c.call("o2b", order("m-1b", "EURUSD", "0.1")).await;
+    assert_eq!(placed["type"], "ack", "{placed}");
+    let (_, _, after) = app.get_as("/api/v1/tenants/acme/orders", Some(key)).await;
+    assert!(
+        orders(&after).contains(&"manual:m-1b".to_owned()),
+        "the order placed a moment ago: {after}"
+    );
+    app.wait_portfolio("acme", "one fill of each manual order", |p| {
+        p.deals.len() == 2
     })
     .await;
     refused(
@@ -426,7 +451,7 @@ async fn every_command_is_acknowledged_or_refused_with_a_reason() {
         .await;
     assert_eq!(flattened["result"]["orders"], 1, "{flattened}");
     let flat = app
-        .wait_portfolio("acme", "the position flattened", |p| p.deals.len() == 2)
+        .wait_portfolio("acme", "the position flattened", |p| p.deals.len() == 3)
         .await;
     assert!(flat.positions.is_empty(), "{:?}", flat.positions);
     let off = c
@@ -498,13 +523,27 @@ async fn a_slow_client_is_conflated_on_ticks_but_receives_every_fill_and_trading
         }
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
-    let snap = app
+    // Settled: every order final and no new deal for 300 ms (the last ticks' bar may still make an order
+    // after a first look finds everything final, on a loaded machine).
+    let mut snap = app
         .wait_portfolio(
             "acme",
             "the strategy's fills while the slow client read nothing",
             |p| p.deals.len() >= 4 && p.orders.iter().all(|o| o.status.is_final()),
         )
         .await;
+    loop {
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        let now = app
+            .wait_portfolio("acme", "every order final", |p| {
+                p.orders.iter().all(|o| o.status.is_final())
+            })
+            .await;
+        if now.deals.len() == snap.deals.len() {
+            break;
+        }
+        snap = now;
+    }
     assert!(
         t.quotes.read().values().any(|q| q.time_msc == last_ms),
         "every tick was handled while the slow client read nothing"

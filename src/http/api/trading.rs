@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Authorized, Body, Page, Reply};
 use crate::actors::messages::{
-    AccountPosition, GetPortfolio, GetRiskState, PortfolioSnapshot, RiskState, SetRiskLimits,
+    AccountPosition, GetRiskState, PortfolioSnapshot, RiskState, SetRiskLimits,
 };
 use crate::app::trading::{check_limits, set_kill_switch, KillSwitchRequest};
 use crate::domain::orders::Order;
@@ -109,13 +109,14 @@ pub struct SupervisionEvents {
     pub events: Vec<SupervisionEvent>,
 }
 
-async fn snapshot(auth: &Authorized) -> Result<PortfolioSnapshot, ApiError> {
-    let portfolio = auth
-        .tenant()?
+/// The portfolio as the API reads it: at most `PortfolioReads::MAX_AGE` old, shared between requests.
+async fn snapshot(auth: &Authorized) -> Result<std::sync::Arc<PortfolioSnapshot>, ApiError> {
+    let tenant = auth.tenant()?;
+    let portfolio = tenant
         .portfolio
         .get()
         .ok_or_else(|| ApiError::Unavailable("portfolio restarting".into()))?;
-    Ok(portfolio.send(GetPortfolio).await?)
+    Ok(tenant.portfolio_reads.get(&portfolio).await?)
 }
 
 pub async fn risk(auth: Authorized) -> Result<Reply<RiskView>, ApiError> {
@@ -222,14 +223,14 @@ pub async fn fills(req: HttpRequest, auth: Authorized) -> Result<Reply<FillPage>
 pub async fn positions(auth: Authorized) -> Result<Reply<PositionList>, ApiError> {
     let snap = snapshot(&auth).await?;
     Ok(auth.ok(PositionList {
-        positions: snap.positions,
+        positions: snap.positions.clone(),
     }))
 }
 
 pub async fn performance(auth: Authorized) -> Result<Reply<PerformanceView>, ApiError> {
     let snap = snapshot(&auth).await?;
     Ok(auth.ok(PerformanceView {
-        performance: snap.performance,
+        performance: snap.performance.clone(),
     }))
 }
 
@@ -259,8 +260,8 @@ pub async fn my_positions(auth: Authorized) -> Result<Reply<PositionsAndPerforma
     own_tenant(&auth)?;
     let snap = snapshot(&auth).await?;
     Ok(auth.ok(PositionsAndPerformance {
-        positions: snap.positions,
-        performance: snap.performance,
+        positions: snap.positions.clone(),
+        performance: snap.performance.clone(),
     }))
 }
 
@@ -280,6 +281,6 @@ pub async fn my_orders(auth: Authorized) -> Result<Reply<OrderList>, ApiError> {
     own_tenant(&auth)?;
     let snap = snapshot(&auth).await?;
     Ok(auth.ok(OrderList {
-        orders: snap.orders,
+        orders: snap.orders.clone(),
     }))
 }

@@ -1100,8 +1100,17 @@ impl Connection {
         let actor = self.principal.actor.clone();
         let name = op_name(&op);
         match op {
-            ClientOp::PlaceOrder(o) => self.place_order(o).await.map(Some),
-            ClientOp::CancelOrder(c) => self.cancel_order(c).await.map(Some),
+            // A change through the API: the caller's next REST read shows it (`PortfolioReads`).
+            ClientOp::PlaceOrder(o) => {
+                let placed = self.place_order(o).await.map(Some);
+                t.portfolio_reads.invalidate();
+                placed
+            }
+            ClientOp::CancelOrder(c) => {
+                let cancelled = self.cancel_order(c).await.map(Some);
+                t.portfolio_reads.invalidate();
+                cancelled
+            }
             ClientOp::Flatten(f) => {
                 let reason = f.reason.unwrap_or_else(|| format!("flatten by {actor}"));
                 if reason.chars().count() > 500 {
@@ -1117,6 +1126,7 @@ impl Connection {
                     })
                     .await
                     .map_err(|e| refuse("unavailable", format!("portfolio: {e}; retry")))?;
+                t.portfolio_reads.invalidate();
                 t.audit(
                     "portfolio.flattened",
                     &actor,
