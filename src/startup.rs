@@ -41,6 +41,8 @@ pub struct Application {
     server: Server,
     /// The bridges' own listener and its port, when `http.bridge_listener` is on.
     bridge: Option<(u16, Server)>,
+    /// The thread of background work (the log mover), stopped once the tree has drained.
+    background: Option<actix_rt::Arbiter>,
     runtime: Runtime,
     security: Arc<Security>,
     settings: Arc<Settings>,
@@ -118,6 +120,7 @@ impl Application {
         } else {
             None
         };
+        let mut background = None;
         if let Some(logs) = runtime.logs.clone() {
             let postgres = platform_pool;
             let leases = match (&postgres, settings.cluster.enabled) {
@@ -129,11 +132,11 @@ impl Application {
             };
             // The mover compresses and copies whole days of entries: background work, on a thread of its own
             // in the idle scheduling class (as training is), never on the system thread beside the stores.
-            let background = actix_rt::Arbiter::new();
-            background.spawn_fn(crate::models::training::lower_this_threads_priority);
+            let thread = actix_rt::Arbiter::new();
+            thread.spawn_fn(crate::models::training::lower_this_threads_priority);
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let (events, metrics) = (runtime.events.clone(), runtime.metrics.clone());
-            background.spawn_fn(move || {
+            thread.spawn_fn(move || {
                 let _ = tx.send(crate::storage::logs::mover::LogTiersHandle::start(
                     logs,
                     postgres,
@@ -146,6 +149,7 @@ impl Application {
                 rx.recv_timeout(Duration::from_secs(10))
                     .context("starting the log mover's thread")?,
             );
+            background = Some(thread);
         }
         let redis = Some(settings.storage.redis_url.trim()).filter(|u| !u.is_empty());
         let state = AppState {
@@ -215,6 +219,7 @@ impl Application {
             port,
             server,
             bridge,
+            background,
             runtime,
             security,
             settings,
@@ -254,6 +259,7 @@ impl Application {
         let Self {
             server,
             bridge,
+            background,
             runtime,
             settings,
             mut stop_rx,
@@ -297,6 +303,10 @@ impl Application {
         let drained = runtime.shutdown(grace).await;
         if !drained {
             tracing::warn!(?grace, "the supervision tree did not drain in time");
+        }
+        // The log mover's thread, with its pools: what it was moving is copied again by the next round.
+        if let Some(thread) = background {
+            thread.stop();
         }
         // Tenants drained (their writes landed): other nodes may take them at once.
         if let Some(cluster) = cluster {

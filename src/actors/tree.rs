@@ -93,41 +93,27 @@ impl Runtime {
         health.expect(relational::NAME);
         health.expect(timeseries::NAME);
         let mut children = Vec::new();
-        // The relational store writes every order before it is sent (the write-ahead, `storage::journal`):
-        // it runs on a thread of its own, so that nothing else of the system thread (the log mover, the jobs'
-        // coordinators, the audit writer, the other stores) queues in front of an order's commit.
-        let journal_thread = Arbiter::new().handle();
         let relational = match settings.storage.postgres_url.trim() {
             "" => {
                 let slot = StoreSlot::<Relational>::default();
-                let (dir, board, published) = (data_dir.clone(), health.clone(), slot.clone());
-                let arbiter = journal_thread.clone();
-                children.push(ChildSpec::new(
-                    format!("storage.{}", relational::NAME),
-                    RestartPolicy::Permanent,
-                    move |cx: ChildContext| {
-                        let (dir, board, notifier) = (dir.clone(), board.clone(), cx.notifier);
-                        let addr = Relational::start_in_arbiter(&arbiter, move |_| {
-                            Relational::new(dir, board, notifier)
-                        });
-                        published.set(addr.clone());
-                        Ok(addr.recipient())
-                    },
+                children.push(storage_spec(
+                    relational::NAME,
+                    data_dir.clone(),
+                    health.clone(),
+                    slot.clone(),
+                    Relational::new,
                 ));
                 RelationalStore::Embedded(slot)
             }
             url => {
                 let slot = StoreSlot::<PgRelational>::default();
                 let (url, board, published) = (url.to_owned(), health.clone(), slot.clone());
-                let arbiter = journal_thread.clone();
                 children.push(ChildSpec::new(
                     format!("storage.{}", relational::NAME),
                     RestartPolicy::Permanent,
                     move |cx: ChildContext| {
-                        let (url, board, notifier) = (url.clone(), board.clone(), cx.notifier);
-                        let addr = PgRelational::start_in_arbiter(&arbiter, move |_| {
-                            PgRelational::new(url, board, notifier)
-                        });
+                        let addr =
+                            PgRelational::new(url.clone(), board.clone(), cx.notifier).start();
                         published.set(addr.clone());
                         Ok(addr.recipient())
                     },

@@ -115,7 +115,7 @@ async fn bridges_trade_on_a_listener_of_their_own_while_the_api_threads_run_at_a
 
     // Threads, as the kernel sees them: actix names every arbiter thread "actix-rt|system:0|arbiter:N"
     // (the server workers are arbiters too). 3 API workers at nice 6; the log mover's at 19; the 2 trading
-    // arbiters, the bridge worker and the relational store's (write-ahead) thread at 0; nothing else.
+    // arbiters and the bridge worker at 0; nothing else.
     let threads = threads_of(node.pid());
     let mut arbiters: BTreeMap<i32, usize> = BTreeMap::new();
     for (_, nice) in threads
@@ -135,8 +135,8 @@ async fn bridges_trade_on_a_listener_of_their_own_while_the_api_threads_run_at_a
         "the log mover's thread at the lowest priority: {threads:?}"
     );
     assert!(
-        arbiters.get(&0).is_some_and(|n| *n >= 4) && arbiters.len() == 3,
-        "trading arbiters, the bridge worker and the journal's thread at normal priority: {threads:?}"
+        arbiters.get(&0).is_some_and(|n| *n >= 3) && arbiters.len() == 3,
+        "trading arbiters and the bridge worker at normal priority: {threads:?}"
     );
 
     feed.abort();
