@@ -41,8 +41,6 @@ pub struct Application {
     server: Server,
     /// The bridges' own listener and its port, when `http.bridge_listener` is on.
     bridge: Option<(u16, Server)>,
-    /// The thread of background work (the log mover), stopped once the tree has drained.
-    background: Option<actix_rt::Arbiter>,
     runtime: Runtime,
     security: Arc<Security>,
     settings: Arc<Settings>,
@@ -120,7 +118,6 @@ impl Application {
         } else {
             None
         };
-        let mut background = None;
         if let Some(logs) = runtime.logs.clone() {
             let postgres = platform_pool;
             let leases = match (&postgres, settings.cluster.enabled) {
@@ -130,26 +127,15 @@ impl Application {
                 )),
                 _ => None,
             };
-            // The mover compresses and copies whole days of entries: background work, on a thread of its own
-            // in the idle scheduling class (as training is), never on the system thread beside the stores.
-            let thread = actix_rt::Arbiter::new();
-            thread.spawn_fn(crate::models::training::lower_this_threads_priority);
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let (events, metrics) = (runtime.events.clone(), runtime.metrics.clone());
-            thread.spawn_fn(move || {
-                let _ = tx.send(crate::storage::logs::mover::LogTiersHandle::start(
-                    logs,
-                    postgres,
-                    leases,
-                    Some(events),
-                    metrics,
-                ));
-            });
-            runtime.log_tiers = Some(
-                rx.recv_timeout(Duration::from_secs(10))
-                    .context("starting the log mover's thread")?,
-            );
-            background = Some(thread);
+            // On the system thread: the mover shares the platform's PostgreSQL pool with the cluster's leases,
+            // whose I/O must never wait for a thread of low priority.
+            runtime.log_tiers = Some(crate::storage::logs::mover::LogTiersHandle::start(
+                logs,
+                postgres,
+                leases,
+                Some(runtime.events.clone()),
+                runtime.metrics.clone(),
+            ));
         }
         let redis = Some(settings.storage.redis_url.trim()).filter(|u| !u.is_empty());
         let state = AppState {
@@ -209,8 +195,9 @@ impl Application {
             .context("starting the HTTP server")?
             .run();
         match &bridge {
+            // `port` last: scripts that read the port from this line take the last `port=`.
             Some((bridge_port, _)) => {
-                tracing::info!(host = %settings.http.host, port, bridge_port, "listening")
+                tracing::info!(host = %settings.http.host, bridge_port, port, "listening")
             }
             None => tracing::info!(host = %settings.http.host, port, "listening"),
         }
@@ -219,7 +206,6 @@ impl Application {
             port,
             server,
             bridge,
-            background,
             runtime,
             security,
             settings,
@@ -259,7 +245,6 @@ impl Application {
         let Self {
             server,
             bridge,
-            background,
             runtime,
             settings,
             mut stop_rx,
@@ -303,10 +288,6 @@ impl Application {
         let drained = runtime.shutdown(grace).await;
         if !drained {
             tracing::warn!(?grace, "the supervision tree did not drain in time");
-        }
-        // The log mover's thread, with its pools: what it was moving is copied again by the next round.
-        if let Some(thread) = background {
-            thread.stop();
         }
         // Tenants drained (their writes landed): other nodes may take them at once.
         if let Some(cluster) = cluster {

@@ -79,7 +79,7 @@ class Trellis:
         port = None
         deadline = time.time() + 20
         while time.time() < deadline and port is None:
-            m = re.search(r"listening .*port=(\d+)", self.output(since=start))
+            m = re.search(r"listening .*\bport=(\d+)", self.output(since=start))
             if m:
                 port = int(m.group(1))
             elif self.proc.poll() is not None:

@@ -61,7 +61,7 @@ class Trellis:
         self.port = None
         deadline = time.time() + 30
         while time.time() < deadline and self.port is None:
-            m = re.search(r"listening .*port=(\d+)", self.output())
+            m = re.search(r"listening .*\bport=(\d+)", self.output())
             if m:
                 self.port = int(m.group(1))
             elif self.proc.poll() is not None:
