@@ -23,7 +23,6 @@ use serde_json::{json, Value};
 use super::closed_loop::{report_latency, Driven};
 use super::driver::{self, Spec};
 use super::{bench_tenant, flip, start, strategy, Running};
-use crate::domain::tenant::TrainSpec;
 use crate::domain::Timeframe;
 use crate::models::training::{self, Progress};
 
@@ -346,20 +345,4 @@ async fn optimisation(app: &Running) -> anyhow::Result<(Driven, String)> {
             v["ticks"]
         ),
     ))
-}
-
-fn train_spec() -> TrainSpec {
-    TrainSpec {
-        kind: crate::domain::tenant::ModelKind::Logistic,
-        states: 2,
-        features: ["log_return_1", "log_return_2", "volatility_20", "rsi_14"]
-            .map(String::from)
-            .to_vec(),
-        horizon_bars: 1,
-        folds: 5,
-        l2: 1.0,
-        upper: 0.55,
-        lower: 0.45,
-        cost: 0.00005,
-    }
 }

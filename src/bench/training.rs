@@ -23,7 +23,8 @@ fn year_of_bars() -> Vec<Bar> {
     ))
 }
 
-fn spec() -> TrainSpec {
+/// The training spec of both `bench training` and `bench beside`'s training load.
+pub(super) fn spec() -> TrainSpec {
     TrainSpec {
         kind: crate::domain::tenant::ModelKind::Logistic,
         states: 2,
