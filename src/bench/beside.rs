@@ -160,7 +160,7 @@ async fn beside(app: &Running, load: Load) -> anyhow::Result<(Driven, String)> {
                     let mut runs = 0u32;
                     while !stop.load(Ordering::Relaxed) {
                         let _ = training::train(
-                            &train_spec(),
+                            &super::training::spec(),
                             &bars,
                             Timeframe::M1,
                             &Progress::default(),
