@@ -6,7 +6,7 @@
 //! `threads.bridge_threads` workers that serves `/ws/mt5` only; everything else (REST, dashboard, trading
 //! clients' fan-out) is served by `threads.api_threads` workers, reniced to `threads.api_nice` when the
 //! bridges have their own listener, so that a busy API yields the cores to trading. Background jobs run on
-//! threads of their own at nice 19 (`models::training::run_low_priority`).
+//! threads of their own at nice 19 in the idle scheduling class (`models::training::run_low_priority`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
