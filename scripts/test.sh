@@ -38,6 +38,8 @@ stage "cargo fmt --check"
 cargo fmt --all -- --check
 stage "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+stage "wasm guest examples (Rust and C, built for wasm32)"
+bash scripts/build-wasm-examples.sh
 log="$(mktemp)"
 trap 'rm -f "$log" "${browser_log:-}"' EXIT
 # Every suite runs even when an earlier one failed; the exit status reports the first failure.

@@ -52,6 +52,8 @@ mod strategy;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
+mod guest_examples;
+#[cfg(test)]
 mod tests;
 
 pub use module::WasmModule;
