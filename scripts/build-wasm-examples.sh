@@ -8,7 +8,7 @@
 # (each module with its manifest beside it, as `trellis backtest --module ... --module-manifest ...` takes
 # them). Installs what is missing first: the Rust target wasm32-unknown-unknown, Debian's clang and lld.
 # Safe to run again: it rebuilds what changed. Run by scripts/test.sh and by the test
-# `strategies::wasm::guest_examples` when the modules are absent.
+# `backtest::cli::guest_examples` when the modules are absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"

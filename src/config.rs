@@ -157,6 +157,46 @@ pub struct QuotaSettings {
     /// upload.
     #[serde(default = "model_work_per_bar")]
     pub model_work_per_bar: crate::domain::tier::TierLimits<u64>,
+    /// Strategy module versions (WebAssembly) a tenant may store.
+    #[serde(default = "strategy_modules")]
+    pub strategy_modules: crate::domain::tier::TierLimits,
+    /// Strategies of an uploaded module a tenant may run.
+    #[serde(default = "strategy_modules")]
+    pub wasm_strategies: crate::domain::tier::TierLimits,
+    /// Linear memory one instance of a tenant's module may have, in bytes (never above 64 MiB): declared
+    /// beyond it, refused at upload; grown beyond it, the call fails.
+    #[serde(default = "wasm_memory_bytes")]
+    pub wasm_memory_bytes: crate::domain::tier::TierLimits<u64>,
+    /// Fuel (about one unit per instruction) of one call into a tenant's module (never above 10^7).
+    #[serde(default = "wasm_fuel_per_call")]
+    pub wasm_fuel_per_call: crate::domain::tier::TierLimits<u64>,
+}
+
+fn strategy_modules() -> crate::domain::tier::TierLimits {
+    crate::domain::tier::TierLimits {
+        free: 0,
+        basic: 0,
+        professional: 20,
+        enterprise: 500,
+    }
+}
+
+fn wasm_memory_bytes() -> crate::domain::tier::TierLimits<u64> {
+    crate::domain::tier::TierLimits {
+        free: 16 << 20,
+        basic: 16 << 20,
+        professional: 64 << 20,
+        enterprise: 64 << 20,
+    }
+}
+
+fn wasm_fuel_per_call() -> crate::domain::tier::TierLimits<u64> {
+    crate::domain::tier::TierLimits {
+        free: 1_000_000,
+        basic: 1_000_000,
+        professional: 10_000_000,
+        enterprise: 10_000_000,
+    }
 }
 
 fn model_memory_bytes() -> crate::domain::tier::TierLimits<u64> {

@@ -35,6 +35,7 @@ use crate::storage::postgres::PgRelational;
 use crate::storage::relational::{self, Relational};
 use crate::storage::timeseries::{self, TimeSeries};
 use crate::storage::{HealthBoard, RelationalStore, StoreSlot, TimeSeriesStore};
+use crate::strategies::wasm::{WasmLimits, WasmModule};
 use crate::strategies::StrategyRegistry;
 
 /// Where a tenant may start in cluster mode: only under this node's lease, which the cluster takes (when the
@@ -74,6 +75,11 @@ pub struct Runtime {
     /// Where registry model versions come from (connected to the security service at start-up).
     pub model_files: crate::models::registry::ModelFilesSlot,
     prediction_limits: crate::domain::tier::TierLimits,
+    /// Per-tier limits of tenants' WebAssembly modules: (memory bytes, fuel per call).
+    wasm_quotas: (
+        crate::domain::tier::TierLimits<u64>,
+        crate::domain::tier::TierLimits<u64>,
+    ),
     api_keys: Arc<DashMap<String, TenantId>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     mt5: Mt5Settings,
@@ -193,6 +199,10 @@ impl Runtime {
             audit: super::tenant::AuditSink::default(),
             model_files: Default::default(),
             prediction_limits: settings.quotas.predictions.clone(),
+            wasm_quotas: (
+                settings.quotas.wasm_memory_bytes.clone(),
+                settings.quotas.wasm_fuel_per_call.clone(),
+            ),
             api_keys: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
             mt5: settings.mt5.clone(),
@@ -232,10 +242,20 @@ impl Runtime {
                 tenant: settings.id.clone(),
                 message: e.to_string(),
             })?;
+        // The tenant's own strategy kinds: the process's, and the module versions its strategies name.
+        let registry = self.strategies.layer();
+        for s in &settings.strategies {
+            self.load_module(&settings.id, &settings.tier, &registry, &s.kind)
+                .await
+                .map_err(|e| TenantError::Invalid {
+                    tenant: settings.id.clone(),
+                    message: format!("strategy `{}`: {e}", s.id),
+                })?;
+        }
         let tenant = TenantContext::new(
             settings,
             TenantDeps {
-                registry: self.strategies.clone(),
+                registry,
                 mt5: self.mt5.clone(),
                 metrics: self.metrics.clone(),
                 relational: self.relational.clone(),
@@ -287,6 +307,50 @@ impl Runtime {
             let _ = sup.send(GetChildren).await;
         }
         Ok(tenant)
+    }
+
+    /// The limits of a module of a tenant of `tier` (`[quotas] wasm_memory_bytes`, `wasm_fuel_per_call`).
+    pub fn wasm_limits(&self, tier: &str) -> WasmLimits {
+        WasmLimits::within(self.wasm_quotas.0.of(tier), self.wasm_quotas.1.of(tier))
+    }
+
+    /// Makes strategy kind `kind` buildable in `registry` when it names a pinned version of one of
+    /// `tenant`'s modules (`wasm:<name>@<version>`): read from the store, decrypted, loaded within the
+    /// tier's limits, registered. Nothing to do for other kinds or a module already registered.
+    pub async fn load_module(
+        &self,
+        tenant: &str,
+        tier: &str,
+        registry: &StrategyRegistry,
+        kind: &str,
+    ) -> Result<(), ModuleLoadError> {
+        let Some((name, Some(version))) = crate::strategies::wasm::parse_kind(kind) else {
+            return Ok(());
+        };
+        if registry.module(kind).is_some() {
+            return Ok(());
+        }
+        let file = self
+            .model_files
+            .module(tenant, name, version)
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    ModuleLoadError::Unavailable(e.to_string())
+                } else {
+                    ModuleLoadError::Invalid(e.to_string())
+                }
+            })?
+            .ok_or_else(|| {
+                ModuleLoadError::Missing(format!("module `{name}` has no version `{version}`"))
+            })?;
+        let manifest = serde_json::from_str(&file.manifest).map_err(|e| {
+            ModuleLoadError::Invalid(format!("the stored manifest of module `{name}`: {e}"))
+        })?;
+        let module = WasmModule::load(&file.bytes, manifest, self.wasm_limits(tier))
+            .map_err(|e| ModuleLoadError::Invalid(format!("module `{name}`: {e}")))?;
+        registry.register_wasm(&format!("{name}@{version}"), module);
+        Ok(())
     }
 
     /// Starts a failed tenant again from its stored state (its document; the portfolio reloads orders and
@@ -437,4 +501,18 @@ where
             Ok(addr.recipient())
         },
     )
+}
+
+/// Why a tenant's strategy module could not be made a strategy kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleLoadError {
+    /// The tenant has no such module version (rejected).
+    #[error("{0}")]
+    Missing(String),
+    /// The stored module or its manifest cannot be used (rejected).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store is not reachable now (retry).
+    #[error("the module store is unavailable: {0}")]
+    Unavailable(String),
 }

@@ -9,8 +9,8 @@
 //!
 //! - [`App`]: what every use case can reach (the runtime of tenants, settings, security, jobs, tickets).
 //! - `error`: [`AppError`], retryable or not.
-//! - `tenants`, `strategies`, `trading`, `deployments`, `models`, `optimise`: the use cases shared by several
-//!   callers.
+//! - `tenants`, `strategies`, `strategy_modules`, `trading`, `deployments`, `models`, `optimise`: the use
+//!   cases shared by several callers.
 //! - `jobs`: the training and optimisation job actors, which run use cases on their own schedule.
 //! - `tickets`: single-use WebSocket tickets.
 
@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod models;
 pub mod optimise;
 pub mod strategies;
+pub mod strategy_modules;
 pub mod tenants;
 pub mod tickets;
 pub mod trading;

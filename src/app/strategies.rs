@@ -310,9 +310,10 @@ pub async fn create(
     app: &App,
     t: &Arc<TenantContext>,
     actor: &str,
-    settings: StrategySettings,
+    mut settings: StrategySettings,
 ) -> Result<StrategyView, AppError> {
     let _admin = t.admin.lock().await;
+    super::strategy_modules::prepare(app, t, &mut settings).await?;
     let route = validate(t, &settings)?;
     let (exists, count) = {
         let routes = t.strategies.read();
@@ -377,6 +378,7 @@ pub async fn update(
     if let Some(p) = change.params {
         settings.params = p;
     }
+    super::strategy_modules::prepare(app, t, &mut settings).await?;
     let route = validate(t, &settings)?;
     stop_child(t, &settings.id).await?;
     set_route(t, route.clone()).await?;

@@ -880,4 +880,6 @@ pub fn export_ticks(a: ExportArgs) -> Result<(), CliError> {
 }
 
 #[cfg(test)]
+mod guest_examples;
+#[cfg(test)]
 mod wasm_tests;

@@ -35,8 +35,24 @@ impl std::fmt::Debug for RegistryVersion {
     }
 }
 
-/// Where registry versions come from (the security service: the store and the data keys).
+/// A tenant's strategy module version, decrypted, with its manifest as stored (JSON).
+#[derive(Clone)]
+pub struct ModuleFile {
+    pub manifest: String,
+    pub bytes: Arc<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+/// Where registry versions come from (the security service: the store and the data keys). Strategy
+/// modules, the other tenant code stored encrypted, come from the same place.
 pub trait ModelFiles: Send + Sync + 'static {
+    /// Version `version` (sha256) of `tenant`'s strategy module `name`; `Ok(None)` when there is none.
+    fn module(
+        &self,
+        tenant: String,
+        name: String,
+        version: String,
+    ) -> BoxFuture<'static, Result<Option<ModuleFile>, StorageError>>;
+
     /// The version `reference` names in `tenant`'s model `model`; `Ok(None)` when there is none (no such
     /// model, version or alias).
     fn fetch(
@@ -107,6 +123,22 @@ impl ResolveError {
 impl ModelFilesSlot {
     pub fn connect(&self, files: Arc<dyn ModelFiles>) {
         let _ = self.0.set(files);
+    }
+
+    /// Version `version` of `tenant`'s strategy module `name`: `Ok(None)` when there is none, `Err`
+    /// (retry) when the store is not reachable or not connected yet.
+    pub async fn module(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<ModuleFile>, StorageError> {
+        let files = self.0.get().ok_or_else(|| {
+            StorageError::Unavailable("the module store is not connected yet".into())
+        })?;
+        files
+            .module(tenant.to_owned(), name.to_owned(), version.to_owned())
+            .await
     }
 
     /// One registry version, for deployment `deployment` (named in errors).

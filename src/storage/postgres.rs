@@ -30,7 +30,7 @@ use crate::runtime::supervisor::{ExitNotifier, Shutdown};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Tables that hold tenant data and must be isolated.
-pub const TENANT_TABLES: [&str; 18] = [
+pub const TENANT_TABLES: [&str; 19] = [
     "tenants",
     "strategy_snapshots",
     "orders",
@@ -47,6 +47,7 @@ pub const TENANT_TABLES: [&str; 18] = [
     "model_registry",
     "model_versions",
     "model_aliases",
+    "strategy_modules",
     "cluster_nodes",
     "tenant_leases",
 ];

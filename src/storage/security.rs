@@ -127,6 +127,29 @@ pub struct ModelFileRow {
     pub key_version: i64,
 }
 
+/// A stored version of a tenant's strategy module (without its bytes).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
+pub struct ModuleVersionRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub version: String,
+    pub manifest: String,
+    pub key_version: i64,
+    pub size_bytes: i64,
+    pub created_ms: i64,
+}
+
+/// A strategy module version's encrypted bytes.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ModuleFileRow {
+    pub tenant_id: String,
+    pub name: String,
+    pub version: String,
+    pub manifest: String,
+    pub file_enc: String,
+    pub key_version: i64,
+}
+
 /// Where an alias pointed, from when until when (`to_ms` is empty while it still does).
 #[derive(Debug, Clone, PartialEq, Eq, FromRow, serde::Serialize)]
 pub struct AliasRow {
@@ -929,6 +952,116 @@ impl SecurityStore {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         let done = sqlx::query(
             "DELETE FROM model_versions WHERE tenant_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores a strategy module version once: a second upload of the same bytes under the same name
+    /// answers `false` and changes nothing.
+    pub async fn insert_module(
+        &self,
+        v: &ModuleVersionRow,
+        file_enc: &str,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(&v.tenant_id)).await?;
+        let done = sqlx::query(
+            "INSERT INTO strategy_modules (tenant_id, name, version, manifest, file_enc, key_version, size_bytes, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, name, version) DO NOTHING",
+        )
+        .bind(&v.tenant_id)
+        .bind(&v.name)
+        .bind(&v.version)
+        .bind(&v.manifest)
+        .bind(file_enc)
+        .bind(v.key_version)
+        .bind(v.size_bytes)
+        .bind(v.created_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every strategy module version of `tenant`, by name, oldest first within a name.
+    pub async fn modules_of(&self, tenant: &str) -> Result<Vec<ModuleVersionRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as::<_, ModuleVersionRow>(
+            "SELECT tenant_id, name, version, manifest, key_version, size_bytes, created_ms FROM strategy_modules
+             WHERE tenant_id = $1 ORDER BY name, created_ms, version",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?)
+    }
+
+    pub async fn module_file(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<ModuleFileRow>, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as::<_, ModuleFileRow>(
+            "SELECT tenant_id, name, version, manifest, file_enc, key_version FROM strategy_modules
+             WHERE tenant_id = $1 AND name = $2 AND version = $3",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?)
+    }
+
+    /// Every stored strategy module (key rotation).
+    pub async fn all_module_files(&self) -> Result<Vec<ModuleFileRow>, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        Ok(sqlx::query_as::<_, ModuleFileRow>(
+            "SELECT tenant_id, name, version, manifest, file_enc, key_version FROM strategy_modules",
+        )
+        .fetch_all(&mut *tx)
+        .await?)
+    }
+
+    /// Replaces a module's ciphertext (key rotation); only if it is still the one that was read.
+    pub async fn reencrypt_module_file(
+        &self,
+        row: &ModuleFileRow,
+        new_enc: &str,
+        key_version: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Platform).await?;
+        let done = sqlx::query(
+            "UPDATE strategy_modules SET file_enc = $5, key_version = $6
+             WHERE tenant_id = $1 AND name = $2 AND version = $3 AND file_enc = $4",
+        )
+        .bind(&row.tenant_id)
+        .bind(&row.name)
+        .bind(&row.version)
+        .bind(&row.file_enc)
+        .bind(new_enc)
+        .bind(key_version)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes a strategy module version; `false` when there was no such version.
+    pub async fn delete_module(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let done = sqlx::query(
+            "DELETE FROM strategy_modules WHERE tenant_id = $1 AND name = $2 AND version = $3",
         )
         .bind(tenant)
         .bind(name)

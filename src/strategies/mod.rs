@@ -218,6 +218,26 @@ impl StrategyRegistry {
         kind
     }
 
+    /// A registry with the same kinds (shared: a kind registered later is seen by both) and modules of
+    /// its own: each tenant gets one, so a tenant's uploaded modules are kinds of that tenant only.
+    pub fn layer(&self) -> Self {
+        Self {
+            kinds: self.kinds.clone(),
+            modules: Arc::default(),
+        }
+    }
+
+    /// The module of kind `kind` (`wasm:…`), if one is registered here.
+    pub fn module(&self, kind: &str) -> Option<Arc<wasm::WasmModule>> {
+        read(&self.modules).get(kind).cloned()
+    }
+
+    /// Removes module kind `kind` (a deleted module version); running instances keep their module.
+    pub fn unregister_wasm(&self, kind: &str) {
+        let mut guard = self.modules.write().unwrap_or_else(|p| p.into_inner());
+        guard.remove(kind);
+    }
+
     /// Builds a strategy, validating its parameters.
     pub fn build(
         &self,

@@ -82,6 +82,8 @@ struct Objects {
     login: String,
     model: String,
     version: String,
+    /// A version of the tenant's strategy module `sm` (for `{version}` under `/strategy-modules/`).
+    module_version: String,
     deployment: String,
     /// The version deployments are made of (never deleted by a case).
     deployed: String,
@@ -126,6 +128,29 @@ async fn fresh_version(app: &TestApp, admin: &str, tenant: &str, n: usize) -> St
     body["version"].as_str().expect("version").to_owned()
 }
 
+/// A new version of the tenant's strategy module `sm` (its `warm_up_bars` answers `n`, so each is new).
+async fn fresh_module(app: &TestApp, admin: &str, tenant: &str, n: usize) -> String {
+    use base64::Engine as _;
+    let text = format!(
+        r#"(module (memory (export "memory") 1)
+             (func (export "trellis_interface_version") (result i32) (i32.const 1))
+             (func (export "warm_up_bars") (result i32) (i32.const {n}))
+             (func (export "on_bar") (param f64 f64 f64 f64 i64 i64) (result i32) (i32.const 0)))"#
+    );
+    let file = wat::parse_str(text).expect("module");
+    let body = app
+        .expect(
+            201,
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/strategy-modules"),
+            Some(admin),
+            Some(&json!({"name": "sm",
+                         "file_base64": base64::engine::general_purpose::STANDARD.encode(file)})),
+        )
+        .await;
+    body["version"].as_str().expect("version").to_owned()
+}
+
 async fn fresh_strategy(app: &TestApp, admin: &str, tenant: &str, n: usize) -> String {
     let id = format!("s{n}");
     app.expect(
@@ -156,13 +181,19 @@ async fn fresh_account(app: &TestApp, admin: &str, tenant: &str, n: usize) -> St
 }
 
 fn fill(path: &str, tenant: &str, o: &Objects) -> String {
+    let version = if path.contains("/strategy-modules/") {
+        &o.module_version
+    } else {
+        &o.version
+    };
     path.replace("{tenant}", tenant)
+        .replace("{module}", "sm")
         .replace("{user}", &o.user)
         .replace("{key}", &o.key)
         .replace("{strategy}", &o.strategy)
         .replace("{login}", &o.login)
         .replace("{model}", &o.model)
-        .replace("{version}", &o.version)
+        .replace("{version}", version)
         .replace("{deployment}", &o.deployment)
         .replace("{job}", &o.job)
         .replace("{optimisation}", &o.optimisation)
@@ -213,6 +244,7 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
         let version = fresh_version(&app, &root, tenant, 0).await;
         let deployed = fresh_version(&app, &root, tenant, 1_000).await;
         let deployment = fresh_deployment(&app, &root, tenant, &deployed, 0).await;
+        let module_version = fresh_module(&app, &root, tenant, 0).await;
         let job = app
             .expect(
                 201,
@@ -249,6 +281,7 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                 login,
                 model: "m".into(),
                 version,
+                module_version,
                 deployment,
                 deployed,
                 job,
@@ -299,7 +332,10 @@ async fn every_route_answers_every_role_of_every_tenant_as_the_matrix_says() {
                     let s = fresh_strategy(&app, &root, tenant, n).await;
                     objects.get_mut(tenant).expect("objects").strategy = s;
                 }
-                if route.method == "DELETE" && route.path.contains("{version}") {
+                if route.method == "DELETE" && route.path.contains("{module}") {
+                    let v = fresh_module(&app, &root, tenant, n).await;
+                    objects.get_mut(tenant).expect("objects").module_version = v;
+                } else if route.method == "DELETE" && route.path.contains("{version}") {
                     let v = fresh_version(&app, &root, tenant, n).await;
                     objects.get_mut(tenant).expect("objects").version = v;
                 }

@@ -27,6 +27,7 @@ mod postgres;
 mod restart;
 mod risk;
 mod security;
+mod strategy_modules;
 mod supervision;
 mod tasks;
 mod threads;

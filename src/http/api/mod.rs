@@ -22,6 +22,7 @@ pub mod models;
 pub mod optimise;
 pub mod reply;
 pub mod strategies;
+pub mod strategy_modules;
 pub mod tenants;
 pub mod tickets;
 pub mod trading;
@@ -389,6 +390,41 @@ pub static ROUTES: &[RouteDef] = &[
     ),
     route!(
         "GET",
+        "/api/v1/tenants/{tenant}/strategy-modules",
+        Read,
+        "strategy-modules",
+        "The tenant's strategy modules (WebAssembly) with their versions and the strategies running each",
+        handler = strategy_modules::list,
+        registered_by = configure_uploads
+    ),
+    route!(
+        "POST",
+        "/api/v1/tenants/{tenant}/strategy-modules",
+        Trade,
+        "strategy-modules",
+        "Upload a strategy module version (professional tier and up): JSON with the module in base64, or the module itself as application/wasm with `name` and `manifest` (JSON) in the query; validated within the tier's limits, stored encrypted, named by its sha256",
+        body = strategy_modules::UploadModule,
+        handler = strategy_modules::upload,
+        registered_by = configure_uploads
+    ),
+    route!(
+        "GET",
+        "/api/v1/tenants/{tenant}/strategy-modules/{module}",
+        Read,
+        "strategy-modules",
+        "A strategy module: its versions with manifests and the strategies running each",
+        handler = strategy_modules::get
+    ),
+    route!(
+        "DELETE",
+        "/api/v1/tenants/{tenant}/strategy-modules/{module}/versions/{version}",
+        Trade,
+        "strategy-modules",
+        "Delete a strategy module version (refused while a strategy runs it)",
+        handler = strategy_modules::delete_version
+    ),
+    route!(
+        "GET",
         "/api/v1/tenants/{tenant}/deployments",
         Read,
         "models",
@@ -738,7 +774,19 @@ pub fn configure_uploads(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(models::upload))
             .default_service(web::to(method_not_allowed)),
     );
+    cfg.service(
+        web::resource("/api/v1/tenants/{tenant}/strategy-modules")
+            .route(web::post().to(strategy_modules::upload))
+            .route(web::get().to(strategy_modules::list))
+            .default_service(web::to(method_not_allowed)),
+    );
 }
+
+/// The paths whose resource [`configure_uploads`] registers with every method (and its own 405).
+const UPLOAD_PATHS: [&str; 2] = [
+    "/api/v1/tenants/{tenant}/models/{model}/versions",
+    "/api/v1/tenants/{tenant}/strategy-modules",
+];
 
 /// The methods [`ROUTES`] lists for a path pattern.
 pub fn methods_of(pattern: &str) -> Vec<&'static str> {
@@ -773,7 +821,7 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 fn configure_method_not_allowed(cfg: &mut web::ServiceConfig) {
     let mut seen = std::collections::BTreeSet::new();
     for r in ROUTES {
-        if r.path == "/api/v1/tenants/{tenant}/models/{model}/versions" || !seen.insert(r.path) {
+        if UPLOAD_PATHS.contains(&r.path) || !seen.insert(r.path) {
             continue;
         }
         cfg.route(r.path, web::route().to(method_not_allowed));

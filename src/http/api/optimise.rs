@@ -52,9 +52,11 @@ pub async fn create(
     auth: Authorized,
     Body(req): Body<serde_json::Value>,
 ) -> Result<Reply<OptimisationAnswer, 202>, ApiError> {
-    let req: OptimiseRequest = super::docs::decode(req)?;
+    let mut req: OptimiseRequest = super::docs::decode(req)?;
     let t = auth.tenant()?.clone();
     crate::app::tenants::require_tier(&t, TIER, "strategy optimisation")?;
+    // A module's kind is loaded into the tenant's registry (and `wasm:<name>` pinned to its newest version).
+    req.kind = crate::app::strategy_modules::resolve_kind(&auth.state, &t, &req.kind).await?;
     let plan = plan(&t, &req)?;
     let view = actor(&auth)?
         .send(SubmitOptimisation {

@@ -1,4 +1,5 @@
-//! Model files in the registry: encrypted at rest per tenant, decrypted for the runtime's deployments.
+//! Tenant code at rest: model files in the registry and strategy modules, encrypted per tenant, decrypted
+//! for the runtime's deployments and strategies.
 
 use super::*;
 
@@ -10,6 +11,61 @@ impl Security {
             tenant,
             row_id: name_version,
         }
+    }
+
+    pub(super) fn module_field<'a>(tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
+        FieldRef {
+            table: "strategy_modules",
+            column: "file",
+            tenant,
+            row_id: name_version,
+        }
+    }
+
+    /// A strategy module encrypted for storage (base64), with the key version that encrypted it.
+    pub fn encrypt_module_file(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        bytes: &[u8],
+    ) -> Result<(String, i64), AuthError> {
+        let id = format!("{name}:{version}");
+        let ring = self.keyring();
+        let blob = ring.encrypt(Self::module_field(tenant, &id), bytes)?;
+        Ok((
+            base64::engine::general_purpose::STANDARD.encode(blob),
+            i64::from(ring.primary()),
+        ))
+    }
+
+    /// A stored strategy module version with its manifest, decrypted (`None` when there is no such
+    /// version); fails if the ciphertext does not belong to this tenant and version.
+    pub async fn module_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<crate::models::registry::ModuleFile>, StorageError> {
+        let Some(row) = self.store.module_file(tenant, name, version).await? else {
+            return Ok(None);
+        };
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(&row.file_enc)
+            .map_err(|_| {
+                StorageError::Rejected(format!("stored module `{name}` {version}: not base64"))
+            })?;
+        let id = format!("{name}:{version}");
+        let bytes = self
+            .keyring()
+            .decrypt(Self::module_field(tenant, &id), &blob)
+            .map_err(|e| {
+                StorageError::Rejected(format!("stored module `{name}` {version}: {e}"))
+            })?;
+        Ok(Some(crate::models::registry::ModuleFile {
+            manifest: row.manifest,
+            bytes: std::sync::Arc::new(bytes),
+        }))
     }
 
     /// A model file encrypted for storage (base64), with the key version that encrypted it.
@@ -103,5 +159,18 @@ impl crate::models::registry::ModelFiles for RegistryFiles {
     > {
         let security = self.0.clone();
         Box::pin(async move { security.registry_version(&tenant, &model, &reference).await })
+    }
+
+    fn module(
+        &self,
+        tenant: String,
+        name: String,
+        version: String,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<Option<crate::models::registry::ModuleFile>, StorageError>,
+    > {
+        let security = self.0.clone();
+        Box::pin(async move { security.module_version(&tenant, &name, &version).await })
     }
 }

@@ -43,6 +43,21 @@ impl Security {
                 }
             }
         }
+        for row in self.store.all_module_files().await? {
+            let id = format!("{}:{}", row.name, row.version);
+            match self.rotated(Self::module_field(&row.tenant_id, &id), &row.file_enc)? {
+                None => current += 1,
+                Some((fresh, version)) => {
+                    if self
+                        .store
+                        .reencrypt_module_file(&row, &fresh, version)
+                        .await?
+                    {
+                        done += 1;
+                    }
+                }
+            }
+        }
         for row in self.store.all_accounts().await? {
             let login = row.login.to_string();
             match self.rotated(Self::field(&row.tenant_id, &login), &row.password_enc)? {

@@ -58,6 +58,7 @@ pub(crate) fn ema_cross_manifest() -> WasmManifest {
     };
     WasmManifest {
         params: vec![param("fast", 10.0, 1.0), param("slow", 20.0, 2.0)],
+        ..WasmManifest::default()
     }
 }
 

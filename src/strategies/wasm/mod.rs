@@ -52,8 +52,6 @@ mod strategy;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
-mod guest_examples;
-#[cfg(test)]
 mod tests;
 
 pub use module::WasmModule;
@@ -83,6 +81,20 @@ impl Default for WasmLimits {
             max_memory_bytes: 64 << 20,
             fuel_per_call: 10_000_000,
             log_lines_per_call: 16,
+        }
+    }
+}
+
+impl WasmLimits {
+    /// The default limits (the ceiling) with memory and fuel held to a tier's figures.
+    pub fn within(memory_bytes: u64, fuel_per_call: u64) -> Self {
+        let ceiling = Self::default();
+        Self {
+            max_memory_bytes: usize::try_from(memory_bytes)
+                .unwrap_or(usize::MAX)
+                .min(ceiling.max_memory_bytes),
+            fuel_per_call: fuel_per_call.min(ceiling.fuel_per_call),
+            ..ceiling
         }
     }
 }
@@ -130,9 +142,10 @@ pub enum WasmError {
 
 /// A parameter a module takes: passed to its `param(index, value)` export, in the manifest's order,
 /// before `init`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WasmParam {
+    #[schemars(pattern(r"^[A-Za-z0-9_]{1,64}$"))]
     pub name: String,
     /// The value passed when a strategy's settings do not name the parameter.
     pub default: f64,
@@ -144,13 +157,46 @@ pub struct WasmParam {
     pub max: Option<f64>,
 }
 
-/// What the host knows about a module besides its bytes: its parameters. Given with the module (a JSON
-/// file beside it for the backtester), since WebAssembly has no standard place for it.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+/// What the host knows about a module besides its bytes: its parameters, and optionally what it is for
+/// (the symbols and the timeframe it was written for; a strategy of the module must trade one of them).
+/// Given with the module (a JSON file beside it for the backtester, a part of the upload for the API),
+/// since WebAssembly has no standard place for it.
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct WasmManifest {
+    /// The parameters, passed to `param(index, value)` in this order.
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub params: Vec<WasmParam>,
+    /// The symbols a strategy of the module may trade; empty: any of the tenant's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub symbols: Vec<String>,
+    /// The timeframe a strategy of the module must use (`M1` … `D1`); none: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^(M1|M5|M15|H1|H4|D1)$"))]
+    pub timeframe: Option<String>,
+    /// What the module does, for people: at most 500 characters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 500))]
+    pub description: String,
+}
+
+/// A strategy kind naming a module version of a tenant: `wasm:<name>@<version>` (pinned), or
+/// `wasm:<name>` (the newest version, pinned when a strategy is created). Answers (name, version).
+pub fn parse_kind(kind: &str) -> Option<(&str, Option<&str>)> {
+    let rest = kind.strip_prefix("wasm:")?;
+    match rest.split_once('@') {
+        Some((name, version)) => Some((name, Some(version))),
+        None => Some((rest, None)),
+    }
+}
+
+/// The kind of version `version` of module `name`.
+pub fn kind_of(name: &str, version: &str) -> String {
+    format!("wasm:{name}@{version}")
 }
 
 /// Parameters a manifest may declare.
@@ -164,6 +210,28 @@ impl WasmManifest {
             return bad(format!(
                 "{} parameters, more than {MAX_PARAMS}",
                 self.params.len()
+            ));
+        }
+        if self.description.chars().count() > 500 || self.description.contains('\0') {
+            return bad("description: at most 500 characters, no NUL".into());
+        }
+        if self.symbols.len() > 64 {
+            return bad(format!("{} symbols, more than 64", self.symbols.len()));
+        }
+        if let Some(s) = self
+            .symbols
+            .iter()
+            .find(|s| s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return bad(format!("symbol `{s}` is not 1–32 printable characters"));
+        }
+        if let Some(tf) = self
+            .timeframe
+            .as_deref()
+            .filter(|tf| crate::domain::Timeframe::parse(tf).is_none())
+        {
+            return bad(format!(
+                "timeframe `{tf}` is not one of M1, M5, M15, H1, H4, D1"
             ));
         }
         for (i, p) in self.params.iter().enumerate() {

@@ -16,9 +16,9 @@ use clap::Parser;
 use rust_decimal::Decimal;
 use wasmi::ExternType;
 
-use super::{WasmLimits, WasmManifest, WasmModule, WasmStrategy};
 use crate::backtest::cli::{backtest, BacktestArgs};
 use crate::domain::{Bar, Timeframe};
+use crate::strategies::wasm::{WasmLimits, WasmManifest, WasmModule, WasmStrategy};
 use crate::strategies::{EmaCross, Params, Strategy};
 
 /// The modules the script builds, by file stem (`<stem>.wasm` and its manifest `<stem>.json`).
