@@ -542,3 +542,135 @@ async fn wait_for_state(app: &TestApp, token: &str, id: &str, view: &mut Value) 
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The Rust guest example (`examples/wasm-strategy-rust`, `ema_cross` through the Rust SDK) and its
+/// manifest, built by `scripts/build-wasm-examples.sh` (run here when the test command has not yet).
+fn rust_example() -> (Vec<u8>, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let module = root.join("target/wasm-examples/ema_cross_rust.wasm");
+    let manifest = root.join("target/wasm-examples/ema_cross_rust.json");
+    if !module.exists() || !manifest.exists() {
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/build-wasm-examples.sh"))
+            .status()
+            .expect("the build script runs");
+        assert!(status.success(), "scripts/build-wasm-examples.sh failed");
+    }
+    (
+        std::fs::read(module).expect("the module"),
+        std::fs::read_to_string(manifest).expect("the manifest"),
+    )
+}
+
+#[actix_rt::test]
+async fn the_same_module_makes_the_same_trades_live_in_a_backtest_and_as_the_best_point_of_an_optimisation(
+) {
+    use trellis::backtest::{Backtest, BacktestConfig};
+    use trellis::domain::Timeframe;
+    use trellis::strategies::wasm::{WasmLimits, WasmManifest, WasmModule};
+    use trellis::strategies::{Params, StrategyRegistry};
+
+    // Arrange: 100 minutes of a random walk, a tick a second; the Rust SDK's ema_cross module uploaded to
+    // a tenant that optimises and to one that trades live.
+    let ticks: Vec<_> = trellis::sim::feed::RandomWalk::new(
+        trellis::sim::feed::RandomWalk::default_symbols(&["EURUSD".into()]),
+        T0,
+        1_000,
+        29,
+    )
+    .take(6_000)
+    .collect();
+    let (bytes, manifest) = rust_example();
+    let (app, root) = spawn_admin_app(&[]).await;
+    for tenant in ["quant", "desk"] {
+        create_tenant(&app, &root, tenant, "professional").await;
+        let up = upload_raw(&app, &root, tenant, "ema_cross", &manifest, bytes.clone()).await;
+        assert_eq!(up.status, 201, "{:?}", up.body);
+    }
+
+    // Act 1: the quant tenant's terminal streams the ticks (stored), then a grid over the module's
+    // parameters runs on them.
+    let (_, quant_bridge) = create_key(&app, &root, "quant", &["market:write"]).await;
+    let sim = app.sim(&quant_bridge, 9103).await;
+    for t in &ticks {
+        sim.tick(t.clone());
+    }
+    let request = json!({"kind": "wasm:ema_cross", "symbol": "EURUSD", "timeframe": "M1",
+        "from_ms": 0, "to_ms": 4_000_000_000_000i64,
+        "grid": {"fast": [3, 5], "slow": [8, 13]}});
+    let mut optimisation = Value::Null;
+    for _ in 0..100 {
+        optimisation = crate::admin::run_optimisation(&app, &root, "quant", &request).await;
+        if optimisation["ticks"].as_u64() == Some(ticks.len() as u64) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    sim.stop().await.expect("the simulator stops");
+    assert_eq!(optimisation["state"], "succeeded", "{optimisation}");
+    assert_eq!(optimisation["runs_done"], 4, "{optimisation}");
+    let best = optimisation["results"][0].clone();
+    let best_params: Params = serde_json::from_value(best["params"].clone()).expect("params");
+    let best_fills = best["report"]["fills"].as_u64().expect("fills");
+
+    // Act 2: the best point re-run alone in the backtester, with the module loaded there…
+    let registry = StrategyRegistry::default();
+    let manifest_value: WasmManifest = serde_json::from_str(&manifest).expect("manifest");
+    let kind = registry.register_wasm(
+        "ema_cross",
+        WasmModule::load(&bytes, manifest_value, WasmLimits::default()).expect("loads"),
+    );
+    let mut bt = Backtest::new(
+        BacktestConfig::new("EURUSD", &kind, best_params.clone(), Timeframe::M1),
+        &registry,
+    )
+    .expect("valid");
+    for t in &ticks {
+        bt.on_tick(t);
+    }
+    let backtest: Vec<_> = bt
+        .orders()
+        .into_iter()
+        .map(|o| (o.side, o.volume))
+        .collect();
+    let (report, _) = bt.finish();
+
+    // …and live: a strategy of the module with those parameters, on the desk tenant, paced bar by bar.
+    let (_, desk_bridge) = create_key(&app, &root, "desk", &["market:write"]).await;
+    let mut live_strategy = strategy("best", "wasm:ema_cross", "EURUSD");
+    live_strategy["params"] = serde_json::to_value(&best_params).expect("params");
+    app.expect(
+        201,
+        "POST",
+        "/api/v1/tenants/desk/strategies",
+        Some(&root),
+        Some(&live_strategy),
+    )
+    .await;
+    let sim = app.sim(&desk_bridge, 9104).await;
+    for t in ticks {
+        let opens_bar = t.time_msc % MINUTE == 0;
+        let time = t.time_msc;
+        sim.tick(t);
+        if opens_bar && time > T0 {
+            app.settle("desk", "best", time - MINUTE).await;
+        }
+    }
+    let live: Vec<_> = app
+        .portfolio("desk")
+        .await
+        .orders
+        .into_iter()
+        .map(|o| (o.side, o.volume))
+        .collect();
+
+    // Assert: the optimisation's best point, the backtest and live trading made the same trades.
+    assert!(backtest.len() >= 4, "the module traded: {backtest:?}");
+    assert_eq!(
+        report.fills as u64, best_fills,
+        "the best point re-run alone: {best}"
+    );
+    assert_eq!(live, backtest);
+    sim.stop().await.expect("the simulator stops");
+    app.shutdown().await;
+}
