@@ -54,7 +54,7 @@ TRELLIS_TEST_PROFILE=real cargo test --locked "${FEATURES[@]}" --test api 2>&1 |
 real_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$real_status
 stage "examples (built with the tests; each checks itself: live trades equal the backtest's)"
-for example in custom_strategy; do
+for example in custom_strategy embedded_runtime; do
   ./target/debug/examples/$example 2>&1 | tail -n 5
   example_status=${PIPESTATUS[0]}
   [ "$status" -eq 0 ] && status=$example_status

@@ -7,14 +7,27 @@
 //! clients' fan-out) is served by `threads.api_threads` workers, reniced to `threads.api_nice` when the
 //! bridges have their own listener, so that a busy API yields the cores to trading. Background jobs run on
 //! threads of their own at nice 19 in the idle scheduling class (`models::training::run_low_priority`).
+//!
+//! Headless (`Application::build_headless`): the same tree, stores, security service and background jobs,
+//! with no HTTP front door: no REST API, dashboard, `/ready`, `/metrics`, trading clients' WebSocket or
+//! cluster forwarding. Bridges still need a way in, so the bridges' listener (`/ws/mt5` and `/health` on
+//! `http.bridge_port`) is served when `http.bridge_listener` is on; with it off nothing is bound at all and
+//! the embedding program reaches trellis through `runtime()` alone. It is a constructor, not a setting,
+//! because it is the embedding program's decision, never a deployment's: a `trellis serve` without its API
+//! could be neither administered nor probed, so no configuration file should be able to produce one (and the
+//! one choice left, whether the bridges get a listener, is the existing `http.bridge_listener`). A headless
+//! start also skips the bootstrap administrator (nobody could sign in here; the first start that serves the
+//! API creates it, as it does whenever none exists) and refuses cluster mode (nodes forward API requests and
+//! redirect bridges to each other's `http.port`). Shutdown is the same ordered one, over the servers that run.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use futures_util::future::{FusedFuture as _, FutureExt as _};
 use tokio::sync::watch;
 
 use crate::actors::tree::Runtime;
@@ -37,8 +50,8 @@ impl StopHandle {
 
 /// A built, not yet serving, trellis.
 pub struct Application {
-    port: u16,
-    server: Server,
+    /// The HTTP front door and its port; `None` when headless.
+    api: Option<(u16, Server)>,
     /// The bridges' own listener and its port, when `http.bridge_listener` is on.
     bridge: Option<(u16, Server)>,
     runtime: Runtime,
@@ -52,6 +65,23 @@ pub struct Application {
 impl Application {
     /// Starts the tree and binds `http.host:http.port` (0 = any free port). Must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::start(settings, true).await
+    }
+
+    /// Starts the tree without the HTTP front door (module doc, "Headless"): only the bridges' listener on
+    /// `http.host:http.bridge_port` when `http.bridge_listener` is on, else nothing bound. `http.port` is not
+    /// bound. Refuses cluster mode. Must run inside an actix system.
+    pub async fn build_headless(settings: Settings) -> anyhow::Result<Self> {
+        Self::start(settings, false).await
+    }
+
+    async fn start(settings: Settings, with_api: bool) -> anyhow::Result<Self> {
+        if !with_api && settings.cluster.enabled {
+            anyhow::bail!(
+                "cluster.enabled: cluster mode needs the HTTP front door (nodes forward requests and redirect \
+                 bridges to each other's http.port); start with Application::build"
+            );
+        }
         let settings = Arc::new(settings);
         prepare_postgres(&settings.storage).await?;
         let metrics = Arc::new(Metrics::new());
@@ -73,24 +103,34 @@ impl Application {
                 security.clone(),
             )));
         start_tenants(&settings, &runtime, &security).await?;
-        if let Some((email, password)) = security
-            .bootstrap(&settings)
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the first administrator: {e}"))?
-        {
-            // Printed once, on the start that created it; never logged.
-            println!(
-                "\n  platform administrator created: {email} / {password}\n  (shown once; sign in at POST /api/v1/auth/login)\n"
-            );
+        // Headless, nobody could sign in: the first start that serves the API creates the administrator.
+        if with_api {
+            if let Some((email, password)) = security
+                .bootstrap(&settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the first administrator: {e}"))?
+            {
+                // Printed once, on the start that created it; never logged.
+                println!(
+                    "\n  platform administrator created: {email} / {password}\n  (shown once; sign in at POST /api/v1/auth/login)\n"
+                );
+            }
         }
-        let listener =
-            TcpListener::bind((settings.http.host, settings.http.port)).with_context(|| {
-                format!("binding http {}:{}", settings.http.host, settings.http.port)
-            })?;
-        let port = listener
-            .local_addr()
-            .context("reading the bound port")?
-            .port();
+        let listener = if with_api {
+            let listener = TcpListener::bind((settings.http.host, settings.http.port))
+                .with_context(|| {
+                    format!("binding http {}:{}", settings.http.host, settings.http.port)
+                })?;
+            let port = listener
+                .local_addr()
+                .context("reading the bound port")?
+                .port();
+            Some((port, listener))
+        } else {
+            None
+        };
+        // Only cluster mode and its leases use it, and they need the API (refused above when headless).
+        let port = listener.as_ref().map_or(0, |(port, _)| *port);
         // The platform-scope pool of the cluster's leases and the log mover's batches (PostgreSQL only).
         let platform_pool = match settings.storage.postgres_url.trim() {
             "" => None,
@@ -156,55 +196,33 @@ impl Application {
                 crate::app::jobs::optimisations::Optimisations::new(state.clone()).start();
             state.optimisations.set(optimisations);
         }
-        let max_body = settings.http.max_body_bytes;
         let bridge = if settings.http.bridge_listener {
             Some(bridge_server(&settings, state.clone())?)
         } else {
             None
         };
-        // The API's workers yield to trading only when bridges do not share them.
-        let api_nice = bridge.as_ref().map_or(0, |_| settings.threads.api_nice);
-        let mut server = HttpServer::new(move || {
-            // Called once on each worker thread as it starts.
-            if api_nice > 0 && !crate::runtime::priority::set_this_threads_nice(api_nice) {
-                tracing::warn!(
-                    api_nice,
-                    "could not renice an API thread; it competes with trading"
-                );
-            }
-            App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    http::forward::forward_remote_tenants,
-                ))
-                .wrap(actix_web::middleware::from_fn(http::health::time_requests))
-                .app_data(web::Data::new(state.clone()))
-                .app_data(web::JsonConfig::default().limit(max_body))
-                .app_data(web::PayloadConfig::default().limit(max_body))
-                .configure(http::api::configure_uploads)
-                .configure(http::routes)
-        })
-        .disable_signals()
-        // Bridges exchange small frames both ways: Nagle's algorithm would hold each one for an ACK.
-        .tcp_nodelay(true)
-        .shutdown_timeout(settings.shutdown.grace_secs);
-        if settings.threads.api_threads > 0 {
-            server = server.workers(settings.threads.api_threads);
-        }
-        let server = server
-            .listen(listener)
-            .context("starting the HTTP server")?
-            .run();
-        match &bridge {
+        let api = match listener {
+            Some((port, listener)) => Some((
+                port,
+                api_server(&settings, state, listener, bridge.is_some())?,
+            )),
+            None => None,
+        };
+        let host = settings.http.host;
+        match (&api, &bridge) {
             // `port` last: scripts that read the port from this line take the last `port=`.
-            Some((bridge_port, _)) => {
-                tracing::info!(host = %settings.http.host, bridge_port, port, "listening")
+            (Some((port, _)), Some((bridge_port, _))) => {
+                tracing::info!(%host, bridge_port, port, "listening")
             }
-            None => tracing::info!(host = %settings.http.host, port, "listening"),
+            (Some((port, _)), None) => tracing::info!(%host, port, "listening"),
+            (None, Some((bridge_port, _))) => {
+                tracing::info!(%host, bridge_port, "headless: listening for bridges only")
+            }
+            (None, None) => tracing::info!("headless: nothing listens"),
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         Ok(Self {
-            port,
-            server,
+            api,
             bridge,
             runtime,
             security,
@@ -215,15 +233,20 @@ impl Application {
         })
     }
 
-    /// The bound port (useful with port 0).
+    /// The API's bound port (useful with port 0); 0 when headless, which binds none ([`Self::api_port`]).
     pub fn port(&self) -> u16 {
-        self.port
+        self.api_port().unwrap_or(0)
+    }
+
+    /// The API's bound port; `None` when headless ([`Self::build_headless`]).
+    pub fn api_port(&self) -> Option<u16> {
+        self.api.as_ref().map(|(port, _)| *port)
     }
 
     /// The port of the bridges' own listener when `http.bridge_listener` is on; else [`Self::port`] (bridges
-    /// share the API's listener).
+    /// share the API's listener). 0 when nothing serves bridges (headless with `http.bridge_listener` off).
     pub fn bridge_port(&self) -> u16 {
-        self.bridge.as_ref().map_or(self.port, |(port, _)| *port)
+        self.bridge.as_ref().map_or(self.port(), |(port, _)| *port)
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -239,11 +262,12 @@ impl Application {
         StopHandle(self.stop_tx.clone())
     }
 
-    /// Serves until the stop handle fires, Ctrl-C or SIGTERM arrives, or the server dies; then shuts down:
-    /// stop accepting and finish in-flight requests, drain the tree (tenants before storage), done.
+    /// Serves until the stop handle fires, Ctrl-C or SIGTERM arrives, or a server dies; then shuts down:
+    /// stop accepting and finish in-flight requests, drain the tree (tenants before storage), done. Headless
+    /// without a listener, only the first three can end it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
-            server,
+            api,
             bridge,
             runtime,
             settings,
@@ -251,36 +275,31 @@ impl Application {
             cluster,
             ..
         } = self;
-        let handle = server.handle();
-        let mut serving = actix_rt::spawn(server);
-        let bridge = bridge.map(|(_, server)| {
-            let handle = server.handle();
-            (handle, actix_rt::spawn(server))
-        });
+        let mut servers: Vec<Serving> = api
+            .map(|(_, server)| Serving::spawn("HTTP server", server))
+            .into_iter()
+            .chain(bridge.map(|(_, server)| Serving::spawn("bridges' server", server)))
+            .collect();
         let reason = tokio::select! {
             _ = stop_rx.wait_for(|stop| *stop) => "stop requested",
             _ = tokio::signal::ctrl_c() => "interrupt (Ctrl-C)",
             _ = terminate() => "SIGTERM",
-            res = &mut serving => {
-                tracing::error!(result = ?res, "HTTP server ended on its own");
-                "HTTP server ended"
+            name = any_ended(&mut servers) => {
+                tracing::error!(server = name, "a server ended on its own");
+                "a server ended"
             }
         };
         tracing::info!(reason, "shutting down: 1/4 stop accepting connections");
-        let stopping = actix_rt::spawn(handle.stop(true));
-        let bridge_stopping = bridge.map(|(handle, serving)| {
-            actix_rt::spawn(async move {
-                handle.stop(true).await;
-                let _ = serving.await;
-            })
-        });
+        let stopping: Vec<_> = servers
+            .into_iter()
+            .map(|s| actix_rt::spawn(s.stop()))
+            .collect();
         if let Some(cluster) = &cluster {
             let _ = cluster.send(crate::cluster::node::Leave).await;
         }
         tracing::info!("shutting down: 2/4 close MT5 sessions");
         runtime.close_sessions().await;
-        let _ = stopping.await;
-        if let Some(stopping) = bridge_stopping {
+        for stopping in stopping {
             let _ = stopping.await;
         }
         tracing::info!("shutting down: 3/4 drain tenants, then storage");
@@ -299,6 +318,87 @@ impl Application {
         tracing::info!("shutting down: 4/4 stopped");
         Ok(())
     }
+}
+
+/// A server running on its own task.
+struct Serving {
+    name: &'static str,
+    handle: ServerHandle,
+    task: futures_util::future::Fuse<actix_rt::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Serving {
+    fn spawn(name: &'static str, server: Server) -> Self {
+        Self {
+            name,
+            handle: server.handle(),
+            task: actix_rt::spawn(server).fuse(),
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (`shutdown.grace_secs`), and waits for the server.
+    async fn stop(self) {
+        self.handle.stop(true).await;
+        if !self.task.is_terminated() {
+            let _ = self.task.await;
+        }
+    }
+}
+
+/// The name of the first of `servers` to end; never, when there are none.
+async fn any_ended(servers: &mut [Serving]) -> &'static str {
+    if servers.is_empty() {
+        return std::future::pending().await;
+    }
+    let (_, i, _) = futures_util::future::select_all(servers.iter_mut().map(|s| &mut s.task)).await;
+    servers[i].name
+}
+
+/// The HTTP front door on `listener`: the API, the dashboard, `/ws/mt5` and every other WebSocket, with
+/// `threads.api_threads` workers, reniced to `threads.api_nice` when the bridges have a listener of their own.
+fn api_server(
+    settings: &Settings,
+    state: AppState,
+    listener: TcpListener,
+    bridges_apart: bool,
+) -> anyhow::Result<Server> {
+    let max_body = settings.http.max_body_bytes;
+    // The API's workers yield to trading only when bridges do not share them.
+    let api_nice = if bridges_apart {
+        settings.threads.api_nice
+    } else {
+        0
+    };
+    let mut server = HttpServer::new(move || {
+        // Called once on each worker thread as it starts.
+        if api_nice > 0 && !crate::runtime::priority::set_this_threads_nice(api_nice) {
+            tracing::warn!(
+                api_nice,
+                "could not renice an API thread; it competes with trading"
+            );
+        }
+        App::new()
+            .wrap(actix_web::middleware::from_fn(
+                http::forward::forward_remote_tenants,
+            ))
+            .wrap(actix_web::middleware::from_fn(http::health::time_requests))
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::JsonConfig::default().limit(max_body))
+            .app_data(web::PayloadConfig::default().limit(max_body))
+            .configure(http::api::configure_uploads)
+            .configure(http::routes)
+    })
+    .disable_signals()
+    // Bridges exchange small frames both ways: Nagle's algorithm would hold each one for an ACK.
+    .tcp_nodelay(true)
+    .shutdown_timeout(settings.shutdown.grace_secs);
+    if settings.threads.api_threads > 0 {
+        server = server.workers(settings.threads.api_threads);
+    }
+    Ok(server
+        .listen(listener)
+        .context("starting the HTTP server")?
+        .run())
 }
 
 /// The bridges' own server: `/ws/mt5` (and `/health`, for a load balancer's check) on

@@ -11,6 +11,7 @@ mod clickhouse;
 mod client_ws;
 mod cluster;
 mod config;
+mod embedding;
 mod events;
 mod health;
 mod helpers;
