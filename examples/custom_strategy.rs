@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use trellis::domain::{Bar, Tick};
-use trellis::strategies::{ParamError, ParamReader, Params, Strategy, StrategyRegistry};
+use trellis::{Bar, ParamError, ParamReader, Params, Strategy, StrategyRegistry, Tick};
 
 /// Long when the close falls `width` standard deviations below its `period`-bar mean, short when it rises
 /// as far above, flat again when it crosses the mean.
@@ -107,8 +106,8 @@ fn params() -> Params {
 fn write_csv(path: &std::path::Path) -> std::io::Result<()> {
     use std::io::Write as _;
     let names = vec!["EURUSD".to_owned()];
-    let walk = trellis::sim::feed::RandomWalk::new(
-        trellis::sim::feed::RandomWalk::default_symbols(&names),
+    let walk = trellis::RandomWalk::new(
+        trellis::RandomWalk::default_symbols(&names),
         1_700_000_020_000,
         20_000,
         11,
@@ -123,11 +122,11 @@ fn write_csv(path: &std::path::Path) -> std::io::Result<()> {
 }
 
 fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<Tick>> {
-    let opts = trellis::backtest::history::HistoryOptions {
+    let opts = trellis::HistoryOptions {
         symbol: Some("EURUSD".into()),
         ..Default::default()
     };
-    let reader = trellis::backtest::history::open(path, opts)
+    let reader = trellis::open_history(path, opts)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     reader
         .map(|t| t.map_err(|e| anyhow::anyhow!("{}: {e}", path.display())))
@@ -140,13 +139,8 @@ type Trade = (i64, bool, Decimal);
 fn backtest(ticks: &[Tick]) -> anyhow::Result<Vec<Trade>> {
     let registry = StrategyRegistry::default();
     registry.register(KIND, BollingerReversion::build);
-    let cfg = trellis::backtest::BacktestConfig::new(
-        "EURUSD",
-        KIND,
-        params(),
-        trellis::domain::Timeframe::M1,
-    );
-    let (report, deals) = trellis::backtest::run(cfg, &registry, ticks)?;
+    let cfg = trellis::BacktestConfig::new("EURUSD", KIND, params(), trellis::Timeframe::M1);
+    let (report, deals) = trellis::backtest(cfg, &registry, ticks)?;
     println!(
         "backtest: {} ticks, {} bars, {} fills, PnL {} (max drawdown {})",
         report.ticks, report.bars, report.fills, report.total_pnl, report.max_drawdown
@@ -156,7 +150,7 @@ fn backtest(ticks: &[Tick]) -> anyhow::Result<Vec<Trade>> {
         .map(|d| {
             (
                 d.fill.time_msc / 60_000,
-                d.fill.side == trellis::domain::Side::Buy,
+                d.fill.side == trellis::Side::Buy,
                 d.fill.volume,
             )
         })
@@ -166,20 +160,20 @@ fn backtest(ticks: &[Tick]) -> anyhow::Result<Vec<Trade>> {
 /// The same ticks through a trellis started in this process, fed by the simulated terminal.
 async fn live(ticks: &[Tick]) -> anyhow::Result<Vec<Trade>> {
     let dir = tempfile::tempdir()?;
-    let settings = trellis::config::Settings::load(
-        trellis::config::Profile::Test,
+    let settings = trellis::Settings::load(
+        trellis::Profile::Test,
         None,
         vec![(
             "TRELLIS__STORAGE__DATA_DIR".to_owned(),
             dir.path().display().to_string(),
         )],
     )?;
-    let app = trellis::startup::Application::build(settings).await?;
+    let app = trellis::Application::build(settings).await?;
     // The kind must be known before a tenant names it.
     app.runtime()
         .strategies
         .register(KIND, BollingerReversion::build);
-    let tenant = trellis::domain::tenant::TenantSettings {
+    let tenant = trellis::TenantSettings {
         id: "example".into(),
         name: "Example Ltd".into(),
         tier: "professional".into(),
@@ -198,9 +192,9 @@ async fn live(ticks: &[Tick]) -> anyhow::Result<Vec<Trade>> {
     let stop = app.stop_handle();
     let serving = actix_rt::spawn(app.run_until_stopped());
 
-    let mut cfg = trellis::sim::SimConfig::new(url, KEY, 5001);
+    let mut cfg = trellis::SimConfig::new(url, KEY, 5001);
     cfg.heartbeat_ms = 200;
-    let sim = trellis::sim::spawn(cfg);
+    let sim = trellis::spawn_simulator(cfg);
     while !sim.stats().connected {
         actix_rt::time::sleep(Duration::from_millis(10)).await;
     }

@@ -14,14 +14,10 @@
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
-use trellis::actors::messages::{GetPortfolio, PortfolioSnapshot};
-use trellis::actors::tenant::TenantContext;
-use trellis::config::{Profile, Settings};
-use trellis::domain::events::EventKind;
-use trellis::domain::orders::OrderStatus;
-use trellis::domain::tenant::{RiskSettings, StrategySettings, TenantSettings};
-use trellis::domain::Side;
-use trellis::startup::Application;
+use trellis::{
+    Application, EventKind, GetPortfolio, OrderStatus, PortfolioSnapshot, Profile, RiskSettings,
+    Settings, Side, StrategySettings, TenantContext, TenantSettings,
+};
 
 const TENANT: &str = "embedded";
 const KEY: &str = "trk_embedded_host-program";
@@ -107,9 +103,9 @@ async fn run() -> anyhow::Result<()> {
 
     // The simulated terminal connects to the bridges' listener with the tenant's key.
     let mut cfg =
-        trellis::sim::SimConfig::new(format!("ws://127.0.0.1:{bridge_port}/ws/mt5"), KEY, LOGIN);
+        trellis::SimConfig::new(format!("ws://127.0.0.1:{bridge_port}/ws/mt5"), KEY, LOGIN);
     cfg.heartbeat_ms = 200;
-    let sim = trellis::sim::spawn(cfg);
+    let sim = trellis::spawn_simulator(cfg);
     let connecting = Instant::now();
     while !sim.stats().connected {
         if connecting.elapsed() > Duration::from_secs(10) {
@@ -119,8 +115,8 @@ async fn run() -> anyhow::Result<()> {
     }
     // A random walk of EURUSD, paced at about 500 ticks a second: each order reaches the terminal within
     // the bar that decided it.
-    let walk = trellis::sim::feed::RandomWalk::new(
-        trellis::sim::feed::RandomWalk::default_symbols(&["EURUSD".to_owned()]),
+    let walk = trellis::RandomWalk::new(
+        trellis::RandomWalk::default_symbols(&["EURUSD".to_owned()]),
         1_700_000_040_000,
         TICK_STEP_MS,
         7,
