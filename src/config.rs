@@ -386,6 +386,18 @@ pub struct ThreadSettings {
     /// trading the larger share of the cores. 0 leaves them equal to trading.
     #[serde(default = "api_nice")]
     pub api_nice: i32,
+    /// Threads that run the strategies of tenants' WebAssembly modules, apart from the trading threads:
+    /// a module that spins until its limit delays other modules, never a native strategy. 0 = one.
+    #[serde(default = "one")]
+    pub module_threads: usize,
+    /// Wall time one call into a module may take live, in µs, besides its fuel (0: fuel only). Backtests
+    /// and optimisations use fuel alone, so they stay deterministic.
+    #[serde(default = "module_call_deadline_us")]
+    pub module_call_deadline_us: u64,
+}
+
+fn module_call_deadline_us() -> u64 {
+    2_000
 }
 
 fn one() -> usize {
@@ -403,6 +415,8 @@ impl Default for ThreadSettings {
             bridge_threads: one(),
             api_threads: 0,
             api_nice: api_nice(),
+            module_threads: one(),
+            module_call_deadline_us: module_call_deadline_us(),
         }
     }
 }

@@ -193,6 +193,9 @@ pub struct TenantContext {
     /// The fencing token of this node's lease on the tenant (cluster mode): every relational write carries
     /// it and PostgreSQL refuses it once another node took the tenant. `None` on a single node.
     pub fence: Option<i64>,
+    /// The thread the tenant's WebAssembly strategies run on, apart from its trading thread (a module that
+    /// spins to its limit delays other modules, never the native strategies, risk or the portfolio).
+    pub module_arbiter: actix::ArbiterHandle,
 }
 
 /// Everything the runtime hands a new tenant.
@@ -210,6 +213,8 @@ pub struct TenantDeps {
     pub prediction_limits: crate::domain::tier::TierLimits,
     /// The lease's fencing token in cluster mode.
     pub fence: Option<i64>,
+    /// The thread this tenant's WebAssembly strategies run on.
+    pub module_arbiter: actix::ArbiterHandle,
 }
 
 /// A tenant's predictions per minute against its tier's quota, all deployments and versions together.
@@ -353,6 +358,7 @@ impl TenantContext {
             supervision: deps.supervision,
             audit: deps.audit,
             fence: deps.fence,
+            module_arbiter: deps.module_arbiter,
         }))
     }
 
@@ -395,8 +401,12 @@ impl TenantContext {
                     )
                     .map_err(|e| e.to_string())?;
                 let id = route.settings.id.clone();
-                let addr =
-                    StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier).start();
+                let host = StrategyHost::new(t.clone(), route.clone(), strategy, cx.notifier);
+                let addr = if crate::strategies::wasm::parse_kind(&route.settings.kind).is_some() {
+                    StrategyHost::start_in_arbiter(&t.module_arbiter, move |_| host)
+                } else {
+                    host.start()
+                };
                 t.hosts_owner.modify(|hosts| {
                     hosts.insert(id, addr.clone());
                 });

@@ -82,6 +82,9 @@ pub struct Runtime {
     ),
     api_keys: Arc<DashMap<String, TenantId>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
+    /// The threads of tenants' WebAssembly strategies (`threads.module_threads`), each with the live
+    /// deadline of one call set.
+    module_arbiters: Arc<Vec<ArbiterHandle>>,
     mt5: Mt5Settings,
     /// Set in cluster mode (`cluster.enabled`): tenants run only under this node's lease.
     pub placement: Option<Arc<dyn Placement>>,
@@ -178,6 +181,17 @@ impl Runtime {
         // another's, and nothing but trading runs on them (`threads.trading_threads`).
         let threads = settings.threads.trading();
         let arbiters = (0..threads).map(|_| Arbiter::new().handle()).collect();
+        let deadline = match settings.threads.module_call_deadline_us {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        };
+        let module_arbiters = (0..settings.threads.module_threads.max(1))
+            .map(|_| {
+                let handle = Arbiter::new().handle();
+                handle.spawn_fn(move || crate::strategies::wasm::set_call_deadline(deadline));
+                handle
+            })
+            .collect();
         Self {
             root,
             events: events.clone(),
@@ -205,6 +219,7 @@ impl Runtime {
             ),
             api_keys: Arc::new(DashMap::new()),
             arbiters: Arc::new(arbiters),
+            module_arbiters: Arc::new(module_arbiters),
             mt5: settings.mt5.clone(),
             placement: None,
             log_tiers: None,
@@ -266,6 +281,9 @@ impl Runtime {
                 audit: self.audit.clone(),
                 prediction_limits: self.prediction_limits.clone(),
                 fence,
+                module_arbiter: self.module_arbiters
+                    [self.tenants.len() % self.module_arbiters.len()]
+                .clone(),
             },
             &resolved,
         )?;
@@ -474,7 +492,7 @@ impl Runtime {
             reason: "trellis is shutting down".into(),
         });
         let done = matches!(tokio::time::timeout(timeout, drained).await, Ok(Ok(())));
-        for arbiter in self.arbiters.iter() {
+        for arbiter in self.arbiters.iter().chain(self.module_arbiters.iter()) {
             arbiter.stop();
         }
         done

@@ -451,7 +451,8 @@ async fn a_module_that_loops_traps_or_grows_its_memory_fails_only_its_own_strate
     create_tenant(&app, &root, "mixed", "professional").await;
     let (_, bridge) = create_key(&app, &root, "mixed", &["market:write"]).await;
     let hostile = [
-        ("spin", "(loop $l (br $l)) (i32.const 0)", "fuel"),
+        // Live, a call stops at its wall-clock deadline (`threads.module_call_deadline_us`) before its fuel.
+        ("spin", "(loop $l (br $l)) (i32.const 0)", "deadline"),
         ("trap", "unreachable", "unreachable"),
         (
             "hog",

@@ -55,7 +55,7 @@ pub(crate) mod fixtures;
 mod tests;
 
 pub use module::WasmModule;
-pub use strategy::WasmStrategy;
+pub use strategy::{set_call_deadline, WasmStrategy};
 
 /// The interface version this host speaks; a module's `trellis_interface_version()` must return it.
 pub const INTERFACE_VERSION: i32 = 1;

@@ -6,10 +6,11 @@
 //! status or target out of the interface) panics: see the module doc of `strategies::wasm` for why.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::Decimal;
-use wasmi::{Instance, Store, TrapCode, TypedFunc, WasmParams, WasmResults};
+use wasmi::{Instance, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
 
 use super::host::HostState;
 use super::{WasmModule, INTERFACE_VERSION};
@@ -278,14 +279,70 @@ impl Exports {
     }
 }
 
-/// One call into the guest with a fresh budget of fuel and of log lines.
+thread_local! {
+    /// The wall-clock limit of one call on this thread, if calls here are live (see [`set_call_deadline`]).
+    static DEADLINE: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fuel given at a time to a call under a deadline: the clock is read between slices only, so a call that
+/// needs less never reads it. About 0.1–0.5 ms of interpretation.
+const SLICE: u64 = 50_000;
+
+/// Makes every call into a guest on this thread stop at `limit` of wall time, besides its fuel (`None`:
+/// fuel only). The live strategy threads set it; backtests and optimisations, which must be deterministic,
+/// do not: there fuel alone decides, instruction for instruction.
+pub fn set_call_deadline(limit: Option<Duration>) {
+    DEADLINE.with(|d| d.set(limit));
+}
+
+/// One call into the guest with a fresh budget of fuel and of log lines; under a deadline, run in slices
+/// of fuel with the clock read between them.
 fn call<P: WasmParams, R: WasmResults>(
     store: &mut Store<HostState>,
     module: &WasmModule,
     f: TypedFunc<P, R>,
     args: P,
 ) -> Result<R, wasmi::Error> {
-    store.set_fuel(module.limits.fuel_per_call)?;
     store.data_mut().log_budget = module.limits.log_lines_per_call;
-    f.call(store, args)
+    let budget = module.limits.fuel_per_call;
+    let Some(limit) = DEADLINE.with(std::cell::Cell::get) else {
+        store.set_fuel(budget)?;
+        return f.call(store, args);
+    };
+    let started = Instant::now();
+    let first = budget.min(SLICE);
+    let mut left = budget - first;
+    store.set_fuel(first)?;
+    let mut state = f.call_resumable(&mut *store, args)?;
+    loop {
+        match state {
+            TypedResumableCall::Finished(results) => {
+                // What the call did not use, as if it had had its whole budget (`fuel_used`).
+                let unused = store.get_fuel().unwrap_or(0);
+                store.set_fuel(unused + left)?;
+                return Ok(results);
+            }
+            TypedResumableCall::HostTrap(trap) => {
+                return Err(wasmi::Error::new(trap.host_error().to_string()))
+            }
+            TypedResumableCall::OutOfFuel(more) => {
+                let need = more.required_fuel().max(1);
+                if left < need {
+                    return Err(wasmi::Error::from(TrapCode::OutOfFuel));
+                }
+                if started.elapsed() > limit {
+                    // What it did not use stays counted as unused (`fuel_used`: what it ran).
+                    store.set_fuel(left)?;
+                    return Err(wasmi::Error::new(format!(
+                        "ran past its deadline of {} µs of wall time (the live limit of one call)",
+                        limit.as_micros()
+                    )));
+                }
+                let slice = left.min(SLICE.max(need));
+                left -= slice;
+                store.set_fuel(slice)?;
+                state = more.resume(&mut *store)?;
+            }
+        }
+    }
 }

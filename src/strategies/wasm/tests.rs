@@ -461,3 +461,66 @@ fn the_example_of_the_guide_loads_and_follows_the_close() {
         vec![None, Some(volume()), Some(-volume()), Some(-volume())]
     );
 }
+
+#[test]
+fn a_live_deadline_stops_an_endless_loop_within_milliseconds_and_names_the_deadline() {
+    let mut s = instance(&module("", &on_bar("(loop $l (br $l)) (i32.const 0)")));
+    super::set_call_deadline(Some(Duration::from_millis(2)));
+
+    let started = Instant::now();
+    let why = failure(|| {
+        s.on_bar(&bar(0, Decimal::ONE));
+    });
+    let took = started.elapsed();
+    super::set_call_deadline(None);
+
+    let why = why.expect("the call fails");
+    assert!(why.contains("deadline of 2000 µs"), "{why}");
+    let ran = s.fuel_used();
+    println!("an endless loop stopped by a 2 ms deadline after {ran} units of fuel, {took:?} with the panic");
+    // The clock is read between slices of fuel, so the loop ran about 2 ms of instructions: a small part of
+    // the 10 million units that stop it without a deadline (the wall time above includes the panic and
+    // its backtrace, which is why fuel is what this asserts).
+    assert!(
+        ran < WasmLimits::default().fuel_per_call / 5,
+        "ran {ran} units"
+    );
+}
+
+#[test]
+fn under_a_deadline_a_module_decides_and_spends_fuel_exactly_as_under_fuel_alone() {
+    // A call long enough to take several slices of fuel: 20 000 iterations of a loop per bar.
+    let body = on_bar(
+        "(local $i i32)
+         (local.set $i (i32.const 20000))
+         (block $done (loop $more
+           (br_if $done (i32.eqz (local.get $i)))
+           (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+           (br $more)))
+         (call $set_target (local.get 3))
+         (i32.const 1)",
+    );
+    let bytes = module(
+        r#"(import "trellis" "set_target" (func $set_target (param f64)))"#,
+        &body,
+    );
+    let bars = walk(50);
+    let run = |deadline: Option<Duration>| {
+        super::set_call_deadline(deadline);
+        let mut s = instance(&bytes);
+        let out: Vec<_> = bars.iter().map(|b| (s.on_bar(b), s.fuel_used())).collect();
+        super::set_call_deadline(None);
+        out
+    };
+
+    let fuel_only = run(None);
+    let live = run(Some(Duration::from_secs(5)));
+
+    assert_eq!(fuel_only, live);
+    // Each call took more than one slice of fuel (50 000 units), so the slices were exercised.
+    assert!(
+        fuel_only.iter().all(|(_, fuel)| *fuel > 50_000),
+        "{:?}",
+        fuel_only[0]
+    );
+}
