@@ -157,6 +157,7 @@ config = (
     # - training jobs and deployments' retraining: from_ms <= to_ms, lower <= upper, feature names with
     #   related numbers (ema_ratio_F_S: F < S), promotion only for a direction model;
     # - model versions: the file must be an ONNX model that loads and matches its manifest;
+    # - strategy modules: the file must be a WebAssembly module of the interface, within the tier's limits;
     # - deployments: the versions named must be in the registry and load together on the symbol;
     # - log queries: from_ms before to_ms, and a cursor must be one the server signed for the same query.
     "\n[[operations]]\n"
@@ -166,6 +167,7 @@ config = (
     '  "post /api/v1/tenants/{tenant}/optimisations",\n'
     '  "post /api/v1/tenants/{tenant}/models/{model}/jobs",\n'
     '  "post /api/v1/tenants/{tenant}/models/{model}/versions",\n'
+    '  "post /api/v1/tenants/{tenant}/strategy-modules",\n'
     '  "post /api/v1/tenants/{tenant}/models/{model}/deployments",\n'
     '  "put /api/v1/tenants/{tenant}/models/{model}/deployments/{deployment}",\n'
     '  "get /api/v1/tenants/{tenant}/logs",\n'
