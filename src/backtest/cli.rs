@@ -5,7 +5,7 @@
 //! the symbol's ticks once into a [`History`] and shares it between its runs and threads.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,7 +342,12 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
     let tf = timeframe(&a.timeframe)?;
     let params = fixed_params(&a.params)?;
     let registry = StrategyRegistry::default();
-    let kind = strategy_kind(&registry, &a)?;
+    let kind = strategy_kind(
+        &registry,
+        &a.strategy,
+        a.module.as_deref(),
+        a.module_manifest.as_deref(),
+    )?;
     let mut cfg = BacktestConfig::new(&symbol, &kind, params, tf);
     a.execution.apply(&mut cfg, a.source.point);
     cfg.record_equity = a.report.is_some();
@@ -399,16 +404,21 @@ pub fn backtest(a: BacktestArgs) -> Result<(), CliError> {
 
 /// The strategy kind to run: `--strategy` itself, or for `--strategy wasm` the module of `--module`
 /// (with its manifest), loaded and registered as `wasm:<file stem>`.
-fn strategy_kind(registry: &StrategyRegistry, a: &BacktestArgs) -> Result<String, CliError> {
-    let Some(path) = a.module.as_deref().filter(|_| a.strategy == "wasm") else {
-        return match (a.strategy.as_str(), &a.module) {
+fn strategy_kind(
+    registry: &StrategyRegistry,
+    strategy: &str,
+    module: Option<&Path>,
+    module_manifest: Option<&Path>,
+) -> Result<String, CliError> {
+    let Some(path) = module.filter(|_| strategy == "wasm") else {
+        return match (strategy, module) {
             ("wasm", None) => Err(err("--strategy wasm needs --module FILE.wasm")),
             (_, Some(_)) => Err(err("--module runs with --strategy wasm")),
             (kind, None) => Ok(kind.to_owned()),
         };
     };
     let bytes = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let manifest = match &a.module_manifest {
+    let manifest = match module_manifest {
         Some(m) => {
             let text =
                 std::fs::read_to_string(m).map_err(|e| err(format!("{}: {e}", m.display())))?;
@@ -467,6 +477,13 @@ pub struct OptimiseArgs {
     pub symbol: String,
     #[arg(long, default_value = "ema_cross")]
     pub strategy: String,
+    /// A WebAssembly strategy module to optimise (with `--strategy wasm`): its manifest's parameters are
+    /// searchable like a built-in's. Runs under fuel alone, so every run is deterministic.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub module: Option<PathBuf>,
+    /// The module's manifest (JSON, as for `trellis backtest --module-manifest`).
+    #[arg(long, value_name = "FILE.json", requires = "module")]
+    pub module_manifest: Option<PathBuf>,
     #[arg(long, default_value = "M1")]
     pub timeframe: String,
     /// A parameter to search: `name=start:stop:step`, `name=a,b,c`, or `name=value` (fixed). Repeat.
@@ -579,9 +596,15 @@ pub fn optimise(a: OptimiseArgs) -> Result<(), CliError> {
         }),
         _ => None,
     };
-    let mut template = BacktestConfig::new(&a.symbol, &a.strategy, Params::new(), tf);
-    a.execution.apply(&mut template, a.source.point);
     let registry = StrategyRegistry::default();
+    let kind = strategy_kind(
+        &registry,
+        &a.strategy,
+        a.module.as_deref(),
+        a.module_manifest.as_deref(),
+    )?;
+    let mut template = BacktestConfig::new(&a.symbol, &kind, Params::new(), tf);
+    a.execution.apply(&mut template, a.source.point);
 
     let started = Instant::now();
     let symbol = Symbol::new(a.symbol.clone());

@@ -675,3 +675,90 @@ async fn the_same_module_makes_the_same_trades_live_in_a_backtest_and_as_the_bes
     sim.stop().await.expect("the simulator stops");
     app.shutdown().await;
 }
+
+#[test]
+fn trellis_optimise_searches_a_modules_parameters_and_ranks_them_as_it_ranks_the_native_strategy() {
+    if crate::helpers::real_profile() {
+        return; // no store involved: the embedded run covers it
+    }
+    let (module, manifest) = rust_example();
+    let dir = tempfile::tempdir().expect("dir");
+    let module_path = dir.path().join("ema_cross.wasm");
+    let manifest_path = dir.path().join("ema_cross.json");
+    std::fs::write(&module_path, module).expect("module written");
+    std::fs::write(&manifest_path, manifest).expect("manifest written");
+    let mut csv = String::from("time_msc,bid,ask\n");
+    for t in trellis::sim::feed::RandomWalk::new(
+        trellis::sim::feed::RandomWalk::default_symbols(&["EURUSD".into()]),
+        T0,
+        15_000,
+        31,
+    )
+    .take(4 * 60 * 24)
+    {
+        csv.push_str(&format!("{},{},{}\n", t.time_msc, t.bid, t.ask));
+    }
+    let input = dir.path().join("ticks.csv");
+    std::fs::write(&input, csv).expect("ticks written");
+    let optimise = |strategy: &[&str]| -> Value {
+        let mut args = vec![
+            "optimise",
+            "--input",
+            input.to_str().expect("path"),
+            "--symbol",
+            "EURUSD",
+            "--param",
+            "fast=3,5,8",
+            "--param",
+            "slow=13,21",
+            "--top",
+            "6",
+            "--json",
+        ];
+        args.extend_from_slice(strategy);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(&args)
+            .output()
+            .expect("trellis runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    // (params, score, fills) of every candidate, best first.
+    let ranked = |v: &Value| -> Vec<(Value, Value, Value)> {
+        v["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| {
+                (
+                    r["params"].clone(),
+                    r["score"].clone(),
+                    r["report"]["fills"].clone(),
+                )
+            })
+            .collect()
+    };
+
+    let wasm = optimise(&[
+        "--strategy",
+        "wasm",
+        "--module",
+        module_path.to_str().expect("path"),
+        "--module-manifest",
+        manifest_path.to_str().expect("path"),
+    ]);
+    let native = optimise(&["--strategy", "ema_cross"]);
+
+    assert_eq!(wasm["runs"], 6, "{wasm}");
+    assert_eq!(ranked(&wasm), ranked(&native));
+    assert!(
+        ranked(&wasm)
+            .iter()
+            .all(|(_, _, fills)| fills.as_u64().unwrap_or(0) > 0),
+        "every candidate traded: {wasm}"
+    );
+}
