@@ -18,8 +18,11 @@
 //!
 //! - **CPU: fuel.** Every call into the guest (`param`, `init`, `on_bar`, `on_tick`, `on_fill`,
 //!   `warm_up_bars`) gets [`WasmLimits::fuel_per_call`] units of fuel, about one per instruction executed.
-//!   wasmi has no epoch interruption, so fuel is the CPU bound everywhere; it is deterministic, so a module
-//!   that runs out of fuel on a bar runs out on that bar live and in a backtest alike.
+//!   Fuel is deterministic, so a module that runs out on a bar runs out on that bar live and in a backtest
+//!   alike. wasmi has no epoch interruption (wasmtime's way of stopping code by wall time); live, a thread
+//!   may also set a wall-clock deadline per call ([`set_call_deadline`]): the call then runs in slices of
+//!   fuel (wasmi's resumable calls) with the clock read between them. The live module threads set it;
+//!   backtests and optimisations do not, so they stay deterministic.
 //! - **Memory: the store limit.** The declared initial (and maximum, when given) memory is held to
 //!   [`WasmLimits::max_memory_bytes`] at load; `memory.grow` past it traps (instead of returning -1).
 //! - **Size**: a module over [`WasmLimits::max_module_bytes`] is refused before it is parsed.
@@ -40,10 +43,8 @@
 //!
 //! - No snapshot: an instance's state lives in its linear memory and is rebuilt by replaying the warm-up
 //!   bars (`warm_up_bars`, 500 when the module does not say).
-//! - Instances run on the thread of the strategy actor that holds them, bounded by fuel (about
-//!   `fuel_per_call` instructions, tens of milliseconds in an optimised build); the pool of their own and
-//!   the per-bar deadline that `docs/tenant-code.md` plans are not built, nor the upload API, tier quotas
-//!   and optimisation over module parameters.
+//! - No counters of fuel used or calls failed per strategy yet (`WasmStrategy::fuel_used` has the figure of
+//!   the last call).
 
 mod host;
 mod module;
