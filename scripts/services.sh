@@ -40,6 +40,10 @@ ensure_pkg curl curl
 # The dashboard's browser test (scripts/test-browser.sh): Debian's Chromium and its driver, nothing downloaded.
 ensure_pkg chromium chromium chromium-driver
 ensure_pkg chromedriver chromium-driver
+# The guest examples of WebAssembly strategies in C (scripts/build-wasm-examples.sh): clang and wasm-ld,
+# installed here so that one `apt-get update` serves every package.
+ensure_pkg clang clang
+ensure_pkg wasm-ld lld
 
 mkdir -p "$DIR"
 chmod 755 "$DIR"
