@@ -37,11 +37,17 @@ enum Command {
     Optimise(Box<trellis::backtest::cli::OptimiseArgs>),
     /// Write ticks from any supported input to a Parquet file (zstd), the fastest backtest input.
     ExportTicks(Box<trellis::backtest::cli::ExportArgs>),
-    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, training, clients, failover, logs, journal, or all.
+    /// Run a benchmark and print its figures: backtest, latency, ingest, tree, supervision, auth, recovery, models, training, clients, failover, logs, journal, beside, strategies, or all.
     #[cfg(feature = "bench")]
     Bench {
         #[arg(default_value = "all")]
         name: String,
+        /// `bench strategies`: measure this WebAssembly module instead of target/wasm-examples/ema_cross_rust.wasm.
+        #[arg(long, value_name = "FILE.wasm")]
+        module: Option<PathBuf>,
+        /// The manifest of --module (JSON); without it the module takes no parameters.
+        #[arg(long, value_name = "FILE.json", requires = "module")]
+        module_manifest: Option<PathBuf>,
     },
     /// The load side of `trellis bench latency` and `bench clients` (a simulated bridge and trading clients),
     /// which those benchmarks start as a child process so that theirs holds trellis alone. Not for people.
@@ -180,11 +186,19 @@ fn main() -> ExitCode {
             }))
         }
         #[cfg(feature = "bench")]
-        Command::Bench { name } => {
+        Command::Bench {
+            name,
+            module,
+            module_manifest,
+        } => {
             if cfg!(debug_assertions) {
                 eprintln!("trellis bench: this is a debug build; figures are only meaningful with --release");
             }
-            run_to_exit(trellis::bench::run(&name))
+            let options = trellis::bench::Options {
+                module,
+                module_manifest,
+            };
+            run_to_exit(trellis::bench::run_with(&name, &options))
         }
         Command::Mt5Sim(_)
         | Command::Backtest(_)

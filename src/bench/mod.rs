@@ -20,6 +20,9 @@
 //!   (b) a training job, (c) 500 API requests/s across tenants, (d) log movement rounds.
 //! - `journal`: 2 000 orders from 20 writers at once into the relational store: commits per second, records per
 //!   commit (group commit) and each order's latency; `TRELLIS_JOURNAL_MAX_BATCH=1` gives the figure without.
+//! - `strategies`: the native `ema_cross` against the same strategy as a WebAssembly module (wasmi): the call,
+//!   `on_bar` per call, instantiation, 1 000 instances' memory, backtest throughput (`--module FILE.wasm
+//!   --module-manifest FILE.json` for another module).
 //!
 //! `latency` and `clients` measure trellis alone in this process: their bridge and clients run in a child
 //! process (`trellis bench-driver`, [`driver`]) that reports back over a pipe. The other benchmarks still
@@ -62,11 +65,12 @@ mod latency;
 mod logs;
 mod models;
 mod recovery;
+mod strategies;
 mod training;
 
 use closed_loop::{drive, report_latency, Driven};
 
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
     "backtest",
     "history",
     "latency",
@@ -82,9 +86,25 @@ pub const NAMES: [&str; 15] = [
     "logs",
     "journal",
     "beside",
+    "strategies",
 ];
 
+/// What `trellis bench` takes besides the benchmark's name.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `bench strategies`: the module to measure instead of the Rust guest example, and its manifest.
+    pub module: Option<std::path::PathBuf>,
+    pub module_manifest: Option<std::path::PathBuf>,
+}
+
 pub async fn run(name: &str) -> anyhow::Result<()> {
+    run_with(name, &Options::default()).await
+}
+
+pub async fn run_with(name: &str, options: &Options) -> anyhow::Result<()> {
+    if options.module.is_some() && name != "strategies" {
+        bail!("--module is an option of `trellis bench strategies`");
+    }
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism()
@@ -111,6 +131,12 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
         "journal" => journal::run().await,
         // Three minutes; the same loopback run quiet and beside an optimisation, training, API load, log moves.
         "beside" => beside::run().await,
+        // Needs the guest examples (built by scripts/build-wasm-examples.sh, which may install clang and lld
+        // when they are absent): not part of `all`.
+        "strategies" => strategies::run(
+            options.module.as_deref(),
+            options.module_manifest.as_deref(),
+        ),
         "all" => {
             backtest()?;
             history::run().await?;
