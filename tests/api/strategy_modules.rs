@@ -762,3 +762,124 @@ fn trellis_optimise_searches_a_modules_parameters_and_ranks_them_as_it_ranks_the
         "every candidate traded: {wasm}"
     );
 }
+
+/// Bids of a triangle wave of period 6 (three minutes up a pip and a half, three down): ema_cross 2/3
+/// crosses at every turn.
+fn triangle_bid(m: i64) -> String {
+    let tri = [0, 1, 2, 3, 2, 1][(m % 6) as usize];
+    format!("{:.5}", 1.1000 + f64::from(tri) * 0.0015)
+}
+
+/// Ticks a minute apart, each closing the previous minute's bar; for each that makes a strategy trade, the
+/// time from sending it to the terminal receiving the order.
+async fn tick_to_order(sim: &trellis::sim::SimHandle, minutes: i64) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for m in 0..minutes {
+        let orders = sim.stats().orders_received;
+        let b = triangle_bid(m);
+        let a = format!("{:.5}", b.parse::<f64>().unwrap_or(1.1) + 0.0002);
+        let sent = std::time::Instant::now();
+        sim.tick(tick("EURUSD", T0 + m * MINUTE, &b, &a));
+        // Orders come at the wave's turns only; 150 ms is over ten times a late one's latency here.
+        let deadline = sent + Duration::from_millis(150);
+        while std::time::Instant::now() < deadline {
+            if sim.stats().orders_received > orders {
+                latencies.push(sent.elapsed());
+                break;
+            }
+            actix_rt::task::yield_now().await;
+        }
+        // Let the order's fill come back (and the modules finish the bar) before the next one.
+        actix_rt::time::sleep(Duration::from_millis(60)).await;
+    }
+    latencies
+}
+
+#[actix_rt::test]
+async fn a_module_that_computes_for_tens_of_milliseconds_a_bar_leaves_a_native_strategys_tick_to_order_latency_alone(
+) {
+    // Arrange: a module strategy that burns 4.8 million units of fuel a bar (about 30 ms in a debug build;
+    // the live deadline raised so that it finishes), beside a native ema_cross 2/3 of the same tenant; and
+    // the same tenant without it.
+    let heavy = module_with_on_bar(
+        "(local $i i32)
+         (local.set $i (i32.const 1200000))
+         (block $done (loop $more
+           (br_if $done (i32.eqz (local.get $i)))
+           (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+           (br $more)))
+         (i32.const 0)",
+    );
+    let mut figures = Vec::new();
+    for with_modules in [false, true] {
+        let (app, root) =
+            spawn_admin_app(&[("TRELLIS__THREADS__MODULE_CALL_DEADLINE_US", "1000000")]).await;
+        create_tenant(&app, &root, "lat", "professional").await;
+        let (_, bridge) = create_key(&app, &root, "lat", &["market:write"]).await;
+        let mut native = strategy("native", "ema_cross", "EURUSD");
+        native["params"] = json!({"fast": 2, "slow": 3});
+        app.expect(
+            201,
+            "POST",
+            "/api/v1/tenants/lat/strategies",
+            Some(&root),
+            Some(&native),
+        )
+        .await;
+        if with_modules {
+            let up = upload_raw(&app, &root, "lat", "heavy", "{}", heavy.clone()).await;
+            assert_eq!(up.status, 201, "{:?}", up.body);
+            let s = strategy("heavy", "wasm:heavy", "EURUSD");
+            app.expect(
+                201,
+                "POST",
+                "/api/v1/tenants/lat/strategies",
+                Some(&root),
+                Some(&s),
+            )
+            .await;
+        }
+        let sim = app.sim(&bridge, 9105).await;
+
+        // Act: 36 minutes of the triangle wave.
+        let latencies = tick_to_order(&sim, 36).await;
+        let mut views = Vec::new();
+        if with_modules {
+            views.push(strategy_state(&app, &root, "lat", "heavy").await);
+        }
+        sim.stop().await.expect("the simulator stops");
+        app.shutdown().await;
+
+        // Assert (per run): the native strategy traded at its turns; the module ran every bar and never
+        // failed.
+        assert!(latencies.len() >= 8, "{} orders", latencies.len());
+        for v in &views {
+            assert_eq!(v["state"], "running", "{v}");
+            assert!(
+                v["warm_up"]["last_bar_ms"].as_i64().unwrap_or(0) >= T0 + 25 * MINUTE,
+                "the module handled the bars: {v}"
+            );
+        }
+        let mut sorted = latencies.clone();
+        sorted.sort_unstable();
+        figures.push((
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1],
+            sorted.len(),
+        ));
+    }
+
+    // Assert: the margin is 10 ms on the median. A module on the tenant's trading thread would hold every
+    // order behind its call of about 30 ms.
+    let (without, with) = (figures[0], figures[1]);
+    println!(
+        "tick → order without the module: median {:?}, max {:?} ({} orders); with a heavy module: median {:?}, max {:?} ({} orders)",
+        without.0, without.1, without.2, with.0, with.1, with.2
+    );
+    assert!(
+        with.0 <= without.0 + Duration::from_millis(10),
+        "with the module {:?}, without {:?}",
+        with.0,
+        without.0
+    );
+}
