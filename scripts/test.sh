@@ -53,7 +53,7 @@ stage "cargo test --test api (real profile: PostgreSQL with row-level security, 
 TRELLIS_TEST_PROFILE=real cargo test --locked "${FEATURES[@]}" --test api 2>&1 | tee -a "$log"
 real_status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] && status=$real_status
-stage "examples (built with the tests; each checks itself: live trades equal the backtest's)"
+stage "examples (built with the tests; each checks itself against the simulated terminal's deals)"
 for example in custom_strategy embedded_runtime; do
   ./target/debug/examples/$example 2>&1 | tail -n 5
   example_status=${PIPESTATUS[0]}
