@@ -59,6 +59,10 @@ for example in custom_strategy embedded_runtime; do
   example_status=${PIPESTATUS[0]}
   [ "$status" -eq 0 ] && status=$example_status
 done
+stage "doc-test (the crate guide's example; doc-tests are off in Cargo.toml but this one is the guide)"
+cargo test --locked "${FEATURES[@]}" --doc 2>&1 | tee -a "$log" | tail -n 3
+doc_status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] && status=$doc_status
 stage "pytest (clients/mt5-bridge and clients/trellis-client against a real trellis serve)"
 bash scripts/test-python.sh 2>&1 | tee -a "$log"
 python_status=${PIPESTATUS[0]}

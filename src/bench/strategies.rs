@@ -10,9 +10,9 @@
 //! 1. **Host → guest call**: a call of the module's trivial export `trellis_interface_version` through wasmi
 //!    directly, fuel set before each call as every strategy call does (`WasmStrategy`'s calls are private
 //!    and no module with an empty `on_bar` ships outside the tests). Beside it, what a whole decision costs
-//!    over the native one: the mean `on_bar` of the module minus the native mean, and of that the host's
-//!    conversions beyond the native ones alone (open, high and low to `f64`, the target back to lots), timed
-//!    without a call.
+//!    over the native one: the mean `on_bar` of the module minus the native mean, and beside it the host's
+//!    conversions alone (`strategies::wasm::{bar_args, target_lots}`: four decimals to `f64`, the target back
+//!    to lots), timed without a call.
 //! 2. **`on_bar`**: 1 000 000 bars of a seeded random walk, fresh instances after 10 000 untimed bars: a
 //!    mean over an untimed loop, then every call timed on its own (`Instant` around the call; its own cost
 //!    is printed) into an HDR histogram of nanoseconds with the true maximum. The decisions of native and
@@ -36,7 +36,6 @@ use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::Decimal;
 
 use super::{cpu_model, rss_mb};
@@ -658,24 +657,16 @@ fn time_on_bar(
     })
 }
 
-/// What a module's `on_bar` pays on the host beyond what the native one does, besides the call: three
-/// more decimals to `f64` (open, high, low: the native strategy converts the close too) and the volume to
-/// `i64`, and the target back to lots (as `WasmStrategy::on_bar` and `decide` do), timed without a call.
+/// What a module's `on_bar` pays on the host besides the call: its four decimals to `f64` and the volume
+/// to `i64` (the native strategy converts the close too), and the target back to lots — the host's own
+/// functions (`strategies::wasm::{bar_args, target_lots}`), timed without a call.
 fn conversions(bars: &[Bar]) -> f64 {
     let volume = volume();
-    let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
     let started = Instant::now();
     for b in bars {
-        let args = black_box((
-            f(b.open),
-            f(b.high),
-            f(b.low),
-            i64::try_from(b.tick_volume).unwrap_or(i64::MAX),
-            b.open_time_ms,
-        ));
+        let args = black_box(crate::strategies::wasm::bar_args(b));
         let t = if args.1 >= args.2 { 1.0 } else { -1.0 };
-        let lots = Decimal::from_f64(black_box(t)).map(|m| (m * volume).round_dp(8).normalize());
-        black_box(lots);
+        black_box(crate::strategies::wasm::target_lots(black_box(t), volume));
     }
     started.elapsed().as_secs_f64() * 1e9 / bars.len() as f64
 }
@@ -738,7 +729,7 @@ fn on_bar(
         }
     );
     println!(
-        "strategies: on_bar {}: module − native = {} a call, of which the host's conversions beyond the native ones {} (timed alone)",
+        "strategies: on_bar {}: module − native = {} a call, of which the host's conversions {} (timed alone)",
         setting.label,
         ns(over),
         ns(host)
@@ -770,7 +761,7 @@ fn on_bar(
     );
     table.row(
         format!(
-            "… the module's cost over native (mean − mean), of which host conversions beyond native's (3 more decimals → `f64`, target → lots) / the rest: call + guest's {fuel_mean:.0} instructions (fuel {fuel_min}–{fuel_max})"
+            "… the module's cost over native (mean − mean), of which host conversions (4 decimals → `f64`, target → lots) / the rest: call + guest's {fuel_mean:.0} instructions (fuel {fuel_min}–{fuel_max})"
         ),
         String::new(),
         format!("{} = {} + {}", ns(over), ns(host), ns(over - host)),

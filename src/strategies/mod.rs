@@ -279,6 +279,57 @@ impl StrategyRegistry {
 
 /// The bar close as `f64`, for indicators.
 pub(crate) fn close_f64(bar: &Bar) -> f64 {
+    decimal_f64(bar.close)
+}
+
+/// `d` as `f64`, bit for bit what `rust_decimal`'s `to_f64` answers (its algorithm, step for step), without
+/// its 128-bit division and remainder when the mantissa fits in 64 bits and the scale in 19 digits, as
+/// every price and volume does. Strategies' decisions depend on these bits (a module's and a native
+/// strategy's must agree), so the property test below holds it to `to_f64` on any decimal.
+pub(crate) fn decimal_f64(d: Decimal) -> f64 {
     use rust_decimal::prelude::ToPrimitive;
-    bar.close.to_f64().unwrap_or(f64::NAN)
+    let scale = d.scale();
+    let mantissa = u64::try_from(d.mantissa().unsigned_abs());
+    let (Ok(mantissa), 1..=19) = (mantissa, scale) else {
+        return d.to_f64().unwrap_or(f64::NAN);
+    };
+    let neg = d.is_sign_negative();
+    let precision = 10u64.pow(scale);
+    let frac = (mantissa % precision) as f64 / precision as f64;
+    let integral = (mantissa / precision) as f64;
+    let value = if frac == 0.0 {
+        integral
+    } else {
+        let round_to = 10f64.powi(scale as i32);
+        ((integral + frac) * round_to).round() / round_to
+    };
+    if neg {
+        -value
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use proptest::prelude::*;
+    use rust_decimal::prelude::ToPrimitive;
+    use rust_decimal::Decimal;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn the_fast_conversion_gives_the_bits_of_to_f64(lo in any::<u32>(), mid in any::<u32>(), hi in prop_oneof![Just(0u32), any::<u32>()], neg in any::<bool>(), scale in 0u32..=28) {
+            let d = Decimal::from_parts(lo, mid, hi, neg, scale);
+            let expected = d.to_f64().unwrap_or(f64::NAN);
+            prop_assert_eq!(super::decimal_f64(d).to_bits(), expected.to_bits(), "{}", d);
+        }
+
+        #[test]
+        fn prices_convert_to_the_bits_of_to_f64(units in 0i64..100_000_000_000, scale in 0u32..=8) {
+            let d = Decimal::new(units, scale);
+            prop_assert_eq!(super::decimal_f64(d).to_bits(), d.to_f64().unwrap_or(f64::NAN).to_bits());
+            prop_assert_eq!(super::decimal_f64(-d).to_bits(), (-d).to_f64().unwrap_or(f64::NAN).to_bits());
+        }
+    }
 }

@@ -58,6 +58,9 @@ mod tests;
 pub use module::WasmModule;
 pub use strategy::{set_call_deadline, WasmStrategy};
 
+// The host's side of a call, for the benchmark of its cost.
+pub(crate) use strategy::{bar_args, target_lots};
+
 /// The interface version this host speaks; a module's `trellis_interface_version()` must return it.
 pub const INTERFACE_VERSION: i32 = 1;
 

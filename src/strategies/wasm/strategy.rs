@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 use wasmi::{Instance, Store, TrapCode, TypedFunc, TypedResumableCall, WasmParams, WasmResults};
 
@@ -156,8 +156,7 @@ impl WasmStrategy {
         match (status, target) {
             (0, _) => None,
             (1, Some(t)) if t.is_finite() && t.abs() <= MAX_TARGET_MULTIPLE => {
-                let lots = Decimal::from_f64(t).map(|m| (m * self.volume).round_dp(8).normalize());
-                match lots {
+                match target_lots(t, self.volume) {
                     Some(lots) => Some(lots),
                     None => panic!("{}: {what} set a target of {t}, not a number of lots", self.kind),
                 }
@@ -197,23 +196,38 @@ impl WasmStrategy {
     }
 }
 
+/// A target in multiples of the volume as lots, rounded to 8 decimals. Whole multiples (long 1, short 1,
+/// flat) are exact integers and need no binary-to-decimal conversion.
+pub(crate) fn target_lots(t: f64, volume: Decimal) -> Option<Decimal> {
+    let multiple = if t.fract() == 0.0 {
+        Some(Decimal::from(t as i64))
+    } else {
+        Decimal::from_f64(t)
+    };
+    multiple.map(|m| (m * volume).round_dp(8).normalize())
+}
+
+/// A bar as `on_bar`'s arguments.
+pub(crate) fn bar_args(bar: &Bar) -> (f64, f64, f64, f64, i64, i64) {
+    let f = crate::strategies::decimal_f64;
+    (
+        f(bar.open),
+        f(bar.high),
+        f(bar.low),
+        f(bar.close),
+        i64::try_from(bar.tick_volume).unwrap_or(i64::MAX),
+        bar.open_time_ms,
+    )
+}
+
 impl Strategy for WasmStrategy {
     fn on_bar(&mut self, bar: &Bar) -> Option<Decimal> {
-        let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
-        let args = (
-            f(bar.open),
-            f(bar.high),
-            f(bar.low),
-            f(bar.close),
-            i64::try_from(bar.tick_volume).unwrap_or(i64::MAX),
-            bar.open_time_ms,
-        );
-        self.decide("on_bar", self.on_bar, args)
+        self.decide("on_bar", self.on_bar, bar_args(bar))
     }
 
     fn on_tick(&mut self, tick: &Tick) -> Option<Decimal> {
         let on_tick = self.on_tick?;
-        let f = |d: Decimal| d.to_f64().unwrap_or(f64::NAN);
+        let f = crate::strategies::decimal_f64;
         self.decide(
             "on_tick",
             on_tick,
@@ -226,8 +240,8 @@ impl Strategy for WasmStrategy {
             return;
         };
         let args = (
-            signed_volume.to_f64().unwrap_or(f64::NAN),
-            price.to_f64().unwrap_or(f64::NAN),
+            crate::strategies::decimal_f64(signed_volume),
+            crate::strategies::decimal_f64(price),
         );
         let result = call(&mut self.store, &self.module, on_fill, args);
         self.fuel_used = self.spent();
