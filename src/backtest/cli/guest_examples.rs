@@ -12,11 +12,9 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use clap::Parser;
 use rust_decimal::Decimal;
 use wasmi::ExternType;
 
-use crate::backtest::cli::{backtest, BacktestArgs};
 use crate::domain::{Bar, Timeframe};
 use crate::strategies::wasm::{WasmLimits, WasmManifest, WasmModule, WasmStrategy};
 use crate::strategies::{EmaCross, Params, Strategy};
@@ -269,70 +267,21 @@ fn the_guest_examples_import_only_trellis_and_export_exactly_the_interface() {
     }
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: BacktestArgs,
-}
-
-/// Five ticks a minute for three days, a random walk around 1.1 with a two-point spread.
-fn ticks_csv() -> String {
-    let mut csv = String::from("time_msc,bid,ask\n");
-    let mut x: u64 = 11;
-    let mut bid: i64 = 110_000;
-    for i in 0..21_600i64 {
-        x = x
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        bid += (x >> 33) as i64 % 21 - 10;
-        let t = 1_700_000_000_000 + i * 12_000;
-        csv.push_str(&format!(
-            "{t},{}.{:05},{}.{:05}\n",
-            bid / 100_000,
-            bid % 100_000,
-            (bid + 2) / 100_000,
-            (bid + 2) % 100_000
-        ));
-    }
-    csv
-}
-
-/// `trellis backtest` with `strategy_args`: its trades CSV without the client order ids (they carry the
-/// strategy's kind).
-fn trades(dir: &Path, run: &str, strategy_args: &[&str]) -> Vec<String> {
-    let input = dir.join("ticks.csv");
-    let out = dir.join(format!("{run}.csv"));
-    let mut argv = vec![
-        "trellis",
-        "--input",
-        input.to_str().expect("path"),
-        "--symbol",
-        "EURUSD",
-        "--param",
-        "fast=12",
-        "--param",
-        "slow=26",
-        "--json",
-        "--trades",
-        out.to_str().expect("path"),
-    ];
-    argv.extend_from_slice(strategy_args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    backtest(cli.args).unwrap_or_else(|e| panic!("{run}: the backtest fails: {e}"));
-    let text = std::fs::read_to_string(&out).expect("trades written");
-    text.lines()
-        .map(|line| {
-            let mut fields: Vec<&str> = line.split(',').collect();
-            fields.remove(2);
-            fields.join(",")
-        })
-        .collect()
+/// Three days of ticks, fast 12 / slow 26, then the strategy: a backtest's trades (see `wasm_tests`).
+fn trades(dir: &Path, run: &str, strategy: &[&str]) -> Vec<String> {
+    let mut args = vec!["--param", "fast=12", "--param", "slow=26"];
+    args.extend_from_slice(strategy);
+    super::wasm_tests::trades(dir, run, &args)
 }
 
 #[test]
 fn a_backtest_of_each_guest_example_makes_the_deals_of_the_native_ema_cross() {
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("ticks.csv"), ticks_csv()).expect("ticks written");
+    std::fs::write(
+        dir.path().join("ticks.csv"),
+        super::wasm_tests::ticks_csv(11, 21_600),
+    )
+    .expect("ticks written");
     let native = trades(dir.path(), "native", &["--strategy", "ema_cross"]);
 
     for stem in MODULES {

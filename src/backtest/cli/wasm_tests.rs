@@ -9,17 +9,17 @@ use super::{backtest, BacktestArgs};
 use crate::strategies::wasm::fixtures::{ema_cross_manifest, wasm, EMA_CROSS};
 
 #[derive(Parser)]
-struct Cli {
+pub(super) struct Cli {
     #[command(flatten)]
     args: BacktestArgs,
 }
 
-/// Five ticks a minute for ten hours, a random walk around 1.1 with a two-point spread.
-fn ticks_csv() -> String {
+/// `n` ticks five a minute, a random walk around 1.1 with a two-point spread, from the generator's `seed`.
+pub(super) fn ticks_csv(seed: u64, n: i64) -> String {
     let mut csv = String::from("time_msc,bid,ask\n");
-    let mut x: u64 = 7;
+    let mut x: u64 = seed;
     let mut bid: i64 = 110_000;
-    for i in 0..3_000i64 {
+    for i in 0..n {
         x = x
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
@@ -36,9 +36,9 @@ fn ticks_csv() -> String {
     csv
 }
 
-/// Runs a backtest with `strategy_args` and returns its trades CSV without the client order ids (they
-/// carry the strategy's kind).
-fn trades(dir: &Path, run: &str, strategy_args: &[&str]) -> Vec<String> {
+/// Runs a backtest of the ticks in `dir` with `args` (the parameters and the strategy) and returns its
+/// trades CSV without the client order ids (they carry the strategy's kind).
+pub(super) fn trades(dir: &Path, run: &str, args: &[&str]) -> Vec<String> {
     let input = dir.join("ticks.csv");
     let out = dir.join(format!("{run}.csv"));
     let mut argv = vec![
@@ -47,17 +47,13 @@ fn trades(dir: &Path, run: &str, strategy_args: &[&str]) -> Vec<String> {
         input.to_str().expect("path"),
         "--symbol",
         "EURUSD",
-        "--param",
-        "fast=5",
-        "--param",
-        "slow=20",
         "--json",
         "--trades",
         out.to_str().expect("path"),
     ];
-    argv.extend_from_slice(strategy_args);
+    argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    backtest(cli.args).expect("the backtest runs");
+    backtest(cli.args).unwrap_or_else(|e| panic!("{run}: the backtest fails: {e}"));
     let text = std::fs::read_to_string(&out).expect("trades written");
     text.lines()
         .map(|line| {
@@ -68,10 +64,22 @@ fn trades(dir: &Path, run: &str, strategy_args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Ten hours of ticks.
+fn ten_hours() -> String {
+    ticks_csv(7, 3_000)
+}
+
+/// The parameters the tests here run with, then the strategy.
+fn fast_5_slow_20<'a>(strategy: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--param", "fast=5", "--param", "slow=20"];
+    args.extend_from_slice(strategy);
+    args
+}
+
 #[test]
 fn a_backtest_of_the_ema_cross_module_trades_as_the_native_ema_cross_and_repeats_itself() {
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("ticks.csv"), ticks_csv()).expect("ticks written");
+    std::fs::write(dir.path().join("ticks.csv"), ten_hours()).expect("ticks written");
     let module = dir.path().join("ema_cross.wasm");
     std::fs::write(&module, wasm(EMA_CROSS)).expect("module written");
     let manifest = dir.path().join("ema_cross.json");
@@ -86,9 +94,13 @@ fn a_backtest_of_the_ema_cross_module_trades_as_the_native_ema_cross_and_repeats
         manifest.to_str().expect("path"),
     ];
 
-    let first = trades(dir.path(), "first", &module_args);
-    let second = trades(dir.path(), "second", &module_args);
-    let native = trades(dir.path(), "native", &["--strategy", "ema_cross"]);
+    let first = trades(dir.path(), "first", &fast_5_slow_20(&module_args));
+    let second = trades(dir.path(), "second", &fast_5_slow_20(&module_args));
+    let native = trades(
+        dir.path(),
+        "native",
+        &fast_5_slow_20(&["--strategy", "ema_cross"]),
+    );
 
     assert!(first.len() > 10, "the walk crosses: {} lines", first.len());
     assert_eq!(first, second);
@@ -98,7 +110,7 @@ fn a_backtest_of_the_ema_cross_module_trades_as_the_native_ema_cross_and_repeats
 #[test]
 fn a_module_that_fails_ends_the_backtest_with_its_message_not_a_crash() {
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(dir.path().join("ticks.csv"), ticks_csv()).expect("ticks written");
+    std::fs::write(dir.path().join("ticks.csv"), ten_hours()).expect("ticks written");
     let module = dir.path().join("trap.wasm");
     let bytes = crate::strategies::wasm::fixtures::module(
         "",
