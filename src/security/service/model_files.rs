@@ -4,22 +4,45 @@
 use super::*;
 
 impl Security {
-    pub(super) fn model_field<'a>(tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
+    /// The field a tenant's file of `table` (model versions, strategy modules) is encrypted for: its
+    /// ciphertext decrypts only as that tenant's `name:version` of that table.
+    fn file_field<'a>(table: &'a str, tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
         FieldRef {
-            table: "model_versions",
+            table,
             column: "file",
             tenant,
             row_id: name_version,
         }
     }
 
+    pub(super) fn model_field<'a>(tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
+        Self::file_field("model_versions", tenant, name_version)
+    }
+
     pub(super) fn module_field<'a>(tenant: &'a str, name_version: &'a str) -> FieldRef<'a> {
-        FieldRef {
-            table: "strategy_modules",
-            column: "file",
-            tenant,
-            row_id: name_version,
-        }
+        Self::file_field("strategy_modules", tenant, name_version)
+    }
+
+    /// `bytes` encrypted for `field` under the primary key (base64), with that key's version.
+    fn encrypt_file(&self, field: FieldRef<'_>, bytes: &[u8]) -> Result<(String, i64), AuthError> {
+        let ring = self.keyring();
+        let blob = ring.encrypt(field, bytes)?;
+        Ok((
+            base64::engine::general_purpose::STANDARD.encode(blob),
+            i64::from(ring.primary()),
+        ))
+    }
+
+    /// A stored ciphertext (base64) of `field`, decrypted; fails if it does not belong to that field.
+    fn decrypt_file(
+        &self,
+        field: FieldRef<'_>,
+        stored: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, AuthError> {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
+        Ok(self.keyring().decrypt(field, &blob)?)
     }
 
     /// A strategy module encrypted for storage (base64), with the key version that encrypted it.
@@ -31,12 +54,7 @@ impl Security {
         bytes: &[u8],
     ) -> Result<(String, i64), AuthError> {
         let id = format!("{name}:{version}");
-        let ring = self.keyring();
-        let blob = ring.encrypt(Self::module_field(tenant, &id), bytes)?;
-        Ok((
-            base64::engine::general_purpose::STANDARD.encode(blob),
-            i64::from(ring.primary()),
-        ))
+        self.encrypt_file(Self::module_field(tenant, &id), bytes)
     }
 
     /// A stored strategy module version with its manifest, decrypted (`None` when there is no such
@@ -50,15 +68,9 @@ impl Security {
         let Some(row) = self.store.module_file(tenant, name, version).await? else {
             return Ok(None);
         };
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(&row.file_enc)
-            .map_err(|_| {
-                StorageError::Rejected(format!("stored module `{name}` {version}: not base64"))
-            })?;
         let id = format!("{name}:{version}");
         let bytes = self
-            .keyring()
-            .decrypt(Self::module_field(tenant, &id), &blob)
+            .decrypt_file(Self::module_field(tenant, &id), &row.file_enc)
             .map_err(|e| {
                 StorageError::Rejected(format!("stored module `{name}` {version}: {e}"))
             })?;
@@ -77,23 +89,13 @@ impl Security {
         bytes: &[u8],
     ) -> Result<(String, i64), AuthError> {
         let id = format!("{name}:{version}");
-        let ring = self.keyring();
-        let blob = ring.encrypt(Self::model_field(tenant, &id), bytes)?;
-        Ok((
-            base64::engine::general_purpose::STANDARD.encode(blob),
-            i64::from(ring.primary()),
-        ))
+        self.encrypt_file(Self::model_field(tenant, &id), bytes)
     }
 
     /// A stored model file, decrypted; fails if the ciphertext does not belong to this tenant and version.
     pub fn decrypt_model_file(&self, row: &ModelFileRow) -> Result<Zeroizing<Vec<u8>>, AuthError> {
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(&row.file_enc)
-            .map_err(|_| AuthError::Internal("a stored ciphertext is not base64".into()))?;
         let id = format!("{}:{}", row.name, row.version);
-        Ok(self
-            .keyring()
-            .decrypt(Self::model_field(&row.tenant_id, &id), &blob)?)
+        self.decrypt_file(Self::model_field(&row.tenant_id, &id), &row.file_enc)
     }
 
     /// A registry version of `tenant`'s model `name`, by sha256 or by the alias pointing at it now:
